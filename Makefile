@@ -1,0 +1,38 @@
+# pacs-triage — two commands for a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test bench install system-run system-test clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+system-run:
+	sh deploy/install-system-packages.sh redis-server
+
+system-test:
+	sh deploy/install-system-packages.sh redis-server dcmtk orthanc
+
+## make run: set up and start the service on its embedded defaults
+run: system-run install
+	$(BIN)/pacs-triage serve
+
+## make test: set up what the tests need (Redis, DCMTK, Orthanc, Python packages) and run them
+test: system-test install
+	$(BIN)/pacs-triage rules test
+	$(BIN)/python -m pytest -ra --durations=15
+
+## make bench: ingest and latency against DCMTK storescp, rule and CT analysis timings
+bench: system-test install
+	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_rules.py
+	$(BIN)/python bench/bench_ct.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

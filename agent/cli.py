@@ -1,0 +1,223 @@
+"""The `pacs-triage` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from agent.config import Config, ConfigError, DicomNode
+
+SERVE_OPTIONS = {  # option -> (Config field, help)
+    "--ae-title": ("ae_title", "our AE title (default PACSTRIAGE)"),
+    "--port": ("port", "DICOM port (default 11112)"),
+    "--http-port": ("http_port", "port of /metrics, /healthz, /readyz (default 9108)"),
+    "--data-dir": ("data_dir", "where studies, quarantine and the embedded Redis live (default ./data)"),
+    "--stable-after": ("stable_after", "seconds without a new instance before a study is triaged (default 10)"),
+    "--redis-url": ("redis_url", "shared Redis (default: start a local one in the data directory)"),
+    "--workers": ("workers", "worker threads (default 2)"),
+}
+REPEATABLE = {
+    "--pacs": ("pacs", "AET@HOST:PORT: send the SR there (repeatable); also queried for priors"),
+    "--ups": ("ups", "AET@HOST:PORT: UPS worklist manager (repeatable)"),
+    "--hl7": ("hl7", "HOST:PORT: RIS receiving HL7 v2 order updates over MLLP (repeatable)"),
+    "--webhook": ("webhook", "URL receiving the entry as JSON (repeatable)"),
+}
+
+
+def _add_config_options(p: argparse.ArgumentParser, names=None) -> None:
+    p.add_argument("--config", help="TOML config file (also PACS_TRIAGE_CONFIG)")
+    for opt, (field, help_) in SERVE_OPTIONS.items():
+        if names is None or field in names:
+            p.add_argument(opt, dest=field, help=help_)
+    for opt, (field, help_) in REPEATABLE.items():
+        if names is None or field in names:
+            p.add_argument(opt, dest=field, action="append", help=help_)
+
+
+def load_config(args) -> Config:
+    fields = [f for f, _ in SERVE_OPTIONS.values()] + [f for f, _ in REPEATABLE.values()] + ["no_workers"]
+    overrides = {f: getattr(args, f, None) for f in fields}
+    return Config.load(getattr(args, "config", None), overrides=overrides)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def cmd_serve(args) -> int:
+    from agent.service import Service, run_until_signalled
+
+    cfg = load_config(args)
+    setup_logging(cfg.log_level)
+    service = Service(cfg)
+    run_until_signalled(service.start, service.stop, service.reload_rules,
+                        tick=service.check_rules)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from agent.http import HttpServer
+    from agent.service import run_until_signalled, start_workers
+    from workers import broker, runtime
+
+    cfg = load_config(args)
+    setup_logging(cfg.log_level)
+    runtime.configure(cfg)
+    b = broker.setup(runtime.redis_url(cfg))
+    from workers import actors  # noqa: F401
+
+    ctx = runtime.context()
+    state = {}
+
+    def start():
+        state["worker"] = start_workers(b, cfg.workers)
+        state["http"] = HttpServer(cfg.http_bind, cfg.http_port,
+                                   checks={"redis": lambda: (bool(ctx.redis.ping()), "ping")})
+        state["http"].start()
+
+    def stop():
+        state["worker"].stop(timeout=30_000)
+        state["http"].stop()
+
+    run_until_signalled(start, stop, ctx.rulebook.reload, tick=ctx.rulebook.check_for_changes)
+    return 0
+
+
+def _redis(args):
+    import redis
+
+    from workers import runtime
+
+    return redis.Redis.from_url(runtime.redis_url(load_config(args)))
+
+
+def cmd_worklist(args) -> int:
+    from workers.worklist import Worklist, waiting_minutes
+
+    entries = Worklist(_redis(args)).entries(args.limit)
+    if args.json:
+        print(json.dumps(entries, indent=2, ensure_ascii=False))
+        return 0
+    if not entries:
+        print("worklist is empty")
+        return 0
+    print(f"{'#':>3}  {'PRIORITY':8}  {'WAIT':>7}  {'ACCESSION':14}  {'MOD':6}  FLAGS (suspected)")
+    for n, e in enumerate(entries, 1):
+        flags = ", ".join(f["code"] for f in e["flags"]) or "-"
+        print(f"{n:>3}  {e['priority']:8}  {waiting_minutes(e):6.0f}m  {str(e.get('accession_number') or '-'):14}  "
+              f"{'/'.join(e.get('modalities') or []):6}  {flags}")
+    return 0
+
+
+def cmd_triage(args) -> int:
+    from agent.offline import triage_paths
+
+    pacs = DicomNode.parse(args.pacs) if args.pacs else None
+    return triage_paths(args.paths, as_json=args.json, explain=args.explain, pacs=pacs,
+                        analyse=not args.no_images, rules_dir=args.rules_dir)
+
+
+def cmd_rules(args) -> int:
+    from rules import commands
+
+    if args.action == "check":
+        return commands.check(args.rules_dir)
+    return commands.test(args.rules_dir, verbose=args.verbose)
+
+
+def cmd_sinks(args) -> int:
+    from workers import broker, runtime
+    from workers.deliveries import Deliveries
+
+    cfg = load_config(args)
+    runtime.configure(cfg)
+    client = _redis(args)
+    deliveries = Deliveries(client)
+    if args.action == "status":
+        status = {"delivered": deliveries.delivered_counts(), "dead_letters": deliveries.dead_letters()}
+        if args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            for dest, count in sorted(status["delivered"].items()):
+                print(f"delivered  {dest}: {count} stud{'y' if count == 1 else 'ies'}")
+            for d in status["dead_letters"]:
+                print(f"DEAD       {d['kind']}|{d['destination']}: study {d['study_instance_uid']} "
+                      f"after {d['attempts']} attempt(s): {d['error']}")
+            if not status["dead_letters"]:
+                print("no dead letters")
+        return 0
+    broker.setup(runtime.redis_url(cfg))
+    from workers import actors
+
+    records = deliveries.take_dead_letters(args.kind)
+    for r in records:
+        actors.DELIVER[r["kind"]].send_with_options(args=(r["destination"], r["study_instance_uid"]),
+                                                    max_retries=max(cfg.sink_attempts - 1, 0))
+    print(f"replayed {len(records)} dead letter(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pacs-triage", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="DICOM listener + triage (one box by default)")
+    _add_config_options(p)
+    p.add_argument("--no-workers", dest="no_workers", action="store_const", const=True,
+                   help="run no workers in this process (`pacs-triage worker` runs them)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="dramatiq worker threads on the shared Redis")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("worklist", help="show the local worklist, most urgent first")
+    _add_config_options(p, {"data_dir", "redis_url"})
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_worklist)
+
+    p = sub.add_parser("triage", help="triage DICOM files and folders offline")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true", help="JSON Lines, one object per study")
+    p.add_argument("--explain", action="store_true", help="say why each flag fired")
+    p.add_argument("--pacs", help="AET@HOST:PORT to query for prior exams")
+    p.add_argument("--no-images", action="store_true", help="skip image analysis")
+    p.add_argument("--rules-dir", type=Path)
+    p.set_defaults(func=cmd_triage)
+
+    p = sub.add_parser("rules", help="check or test the rulebook")
+    p.add_argument("action", choices=["check", "test"])
+    p.add_argument("--rules-dir", type=Path)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_rules)
+
+    p = sub.add_parser("sinks", help="delivery status and dead letters; replay them")
+    p.add_argument("action", choices=["status", "replay"])
+    p.add_argument("--kind", choices=["pacs", "ups", "hl7", "webhook"])
+    p.add_argument("--json", action="store_true")
+    _add_config_options(p, {"data_dir", "redis_url"})
+    p.set_defaults(func=cmd_sinks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ConfigError as exc:
+        print(f"pacs-triage: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"pacs-triage: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

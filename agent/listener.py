@@ -1,0 +1,121 @@
+"""The DICOM listener: C-ECHO and C-STORE SCP for every storage SOP class.
+
+Datasets are streamed to a file in ``<data>/incoming`` by pynetdicom as they
+arrive (never decoded in memory), their header is read, the file is made
+durable under its UIDs, its summary is indexed, and only then is success sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import pydicom
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import Verification
+
+from agent import metrics
+from agent.headers import summarize
+from agent.index import StudyIndex
+from agent.store import InvalidUID, StudyStore
+from agent.uids import is_valid_uid
+
+log = logging.getLogger(__name__)
+
+# Status codes (PS3.4 Annex B / PS3.7 Annex C)
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATASET_MISMATCH = 0xA900  # dataset does not match SOP class / lacks identifying UIDs
+CANNOT_UNDERSTAND = 0xC000
+
+_config.STORE_RECV_CHUNKED_DATASET = True
+
+
+class Listener:
+    def __init__(self, config, store: StudyStore, index: StudyIndex):
+        self.config = config
+        self.store = store
+        self.index = index
+        self.server = None
+        # pynetdicom writes incoming datasets to the temporary directory: keep it
+        # on the data directory's file system so that commit is a rename.
+        tempfile.tempdir = str(store.incoming)
+        ae = AE(ae_title=config.ae_title)
+        ae.maximum_pdu_size = config.max_pdu
+        ae.maximum_associations = 64
+        ae.network_timeout = 120
+        ae.dimse_timeout = 120
+        ae.acse_timeout = 30
+        ae.require_called_aet = bool(getattr(config, "strict_aet", False))
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        self.ae = ae
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1] if self.server else self.config.port
+
+    def start(self) -> None:
+        handlers = [
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_C_ECHO, lambda event: SUCCESS),
+            (evt.EVT_ACCEPTED, self._accepted),
+            (evt.EVT_REJECTED, self._rejected),
+            (evt.EVT_CONN_OPEN, lambda event: metrics.associations_active.inc()),
+            (evt.EVT_CONN_CLOSE, lambda event: metrics.associations_active.dec()),
+        ]
+        self.server = self.ae.start_server((self.config.bind, self.config.port), block=False, evt_handlers=handlers)
+        log.info("listening for DICOM as %s on %s:%d", self.config.ae_title, self.config.bind, self.port)
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server = None
+
+    @staticmethod
+    def _accepted(event) -> None:
+        metrics.associations.inc()
+
+    @staticmethod
+    def _rejected(event) -> None:
+        metrics.associations_rejected.inc()
+
+    def handle_store(self, event) -> int:
+        tmp = Path(event.dataset_path)
+        try:
+            ds = pydicom.dcmread(tmp, stop_before_pixels=True)
+            uids = (ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID"))
+        except Exception as exc:  # any parser failure: quarantine, keep serving
+            return self._reject(tmp, "unparseable", exc, CANNOT_UNDERSTAND)
+        if not all(is_valid_uid(u) for u in uids):
+            return self._reject(tmp, "invalid_uid", "Study/Series/SOP Instance UID missing or invalid", DATASET_MISMATCH)
+        size = tmp.stat().st_size
+        try:
+            path, duplicate = self.store.commit(tmp, *uids)
+        except InvalidUID as exc:
+            return self._reject(tmp, "invalid_uid", exc, DATASET_MISMATCH)
+        except OSError as exc:
+            log.error("cannot store instance %s: %s", uids[2], exc.strerror)
+            metrics.instances_received.labels("failed").inc()
+            return OUT_OF_RESOURCES
+        try:
+            self.index.record_instance(summarize(ds, path, size))
+        except Exception as exc:  # Redis down: the file is safe; the sender will retry
+            log.error("cannot index instance %s: %s", uids[2], type(exc).__name__)
+            metrics.instances_received.labels("failed").inc()
+            return OUT_OF_RESOURCES
+        metrics.instances_received.labels("duplicate" if duplicate else "stored").inc()
+        metrics.bytes_received.inc(size)
+        return SUCCESS
+
+    def _reject(self, tmp: Path, reason: str, exc: object, status: int) -> int:
+        detail = f"{type(exc).__name__}: {exc}"[:300] if not isinstance(exc, str) else exc
+        where = self.store.quarantine(tmp, reason, detail)
+        metrics.quarantined.labels(reason).inc()
+        metrics.instances_received.labels("quarantined").inc()
+        log.warning("quarantined a dataset (%s) as %s; status 0x%04X", reason, where.name, status)
+        return status
+
+

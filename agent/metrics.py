@@ -1,0 +1,41 @@
+"""Prometheus metrics. Labels never carry a patient identifier or free text."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 1800)
+
+instances_received = Counter(
+    "pacs_triage_instances_received", "Instances received by C-STORE, by outcome", ["status"]
+)  # stored | duplicate | quarantined | failed
+bytes_received = Counter("pacs_triage_bytes_received", "Bytes of DICOM stored")
+associations_active = Gauge("pacs_triage_associations_active", "Open DICOM associations")
+associations = Counter("pacs_triage_associations", "DICOM associations accepted")
+associations_rejected = Counter("pacs_triage_associations_rejected", "DICOM associations rejected")
+quarantined = Counter("pacs_triage_quarantined", "Datasets quarantined, by reason", ["reason"])
+
+studies_stable = Counter("pacs_triage_studies_stable", "Studies that became stable and were queued")
+triage_duration = Histogram("pacs_triage_triage_duration_seconds", "Pipeline duration per study")
+triage_failures = Counter("pacs_triage_triage_failures", "Pipeline runs that raised (retried by dramatiq)")
+end_to_end_latency = Histogram(
+    "pacs_triage_end_to_end_latency_seconds",
+    "Last instance received -> entry pushed to a sink",
+    ["sink"],
+    buckets=LATENCY_BUCKETS,
+)
+flags = Counter("pacs_triage_flags", "Flags raised, by code", ["code"])
+priorities = Counter("pacs_triage_priorities", "Suggested priorities", ["priority"])
+analyser_duration = Histogram("pacs_triage_analyser_duration_seconds", "Image analyser duration", ["analyser"])
+
+sink_pushes = Counter("pacs_triage_sink_pushes", "Successful sink deliveries", ["sink"])
+sink_failures = Counter("pacs_triage_sink_failures", "Failed sink delivery attempts", ["sink"])
+sink_dead_letters = Counter("pacs_triage_sink_dead_letters", "Deliveries given up after the last attempt", ["sink"])
+
+priors_queries = Histogram("pacs_triage_priors_query_seconds", "C-FIND latency for prior studies")
+priors_failures = Counter("pacs_triage_priors_failures", "Failed C-FIND attempts for prior studies")
+
+rulebook = Info("pacs_triage_rulebook", "Active rulebook")
+rulebook_reload_failures = Counter("pacs_triage_rulebook_reload_failures", "Rule files rejected on reload")
+queue_depth = Gauge("pacs_triage_queue_depth", "Messages waiting in a dramatiq queue", ["queue"])
+studies_pending = Gauge("pacs_triage_studies_pending", "Studies receiving instances, not yet stable")

@@ -1,0 +1,130 @@
+"""`pacs-triage serve`: listener, stability watcher, HTTP endpoints and, in one-box
+mode, the embedded Redis and in-process workers — started and stopped in order."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import redis
+
+from agent import metrics
+from agent.assembly import StabilityWatcher
+from agent.config import Config
+from agent.http import HttpServer
+from agent.index import StudyIndex
+from agent.listener import Listener
+from agent.redis_server import EmbeddedRedis
+from agent.store import StudyStore
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self, config: Config):
+        self.config = config
+        self.embedded: EmbeddedRedis | None = None
+        self.worker = None
+        self.listener: Listener | None = None
+        self.watcher: StabilityWatcher | None = None
+        self.http: HttpServer | None = None
+        self.stopped = threading.Event()
+
+    def start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        store = StudyStore(cfg.data_dir, fsync=cfg.fsync)
+        left = store.clean_incoming()
+        if left:
+            log.info("removed %d partial file(s) never acknowledged", left)
+        url = cfg.redis_url
+        if not url:
+            self.embedded = EmbeddedRedis(cfg.redis_dir)
+            url = self.embedded.start()
+        self.redis = redis.Redis.from_url(url, health_check_interval=30)
+
+        from workers import broker, runtime
+
+        runtime.configure(cfg)
+        self.broker = broker.setup(url)
+        from workers import actors  # noqa: F401  (declares the actors on this broker)
+
+        self.rulebook = runtime.context().rulebook
+        metrics.rulebook.info({"version": self.rulebook.get().version})
+
+        self.index = StudyIndex(self.redis)
+        self.listener = Listener(cfg, store, self.index)
+        self.listener.start()
+        self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
+        self.watcher.start()
+        if not cfg.no_workers:
+            self.worker = start_workers(self.broker, cfg.workers)
+        self.http = HttpServer(cfg.http_bind, cfg.http_port, checks=self.checks(), before_scrape=self.refresh)
+        self.http.start()
+
+    def checks(self) -> dict:
+        return {
+            "redis": lambda: (bool(self.redis.ping()), "ping"),
+            "listener": lambda: (self.listener is not None and self.listener.server is not None,
+                                 f"{self.config.ae_title} port {self.config.port}"),
+            "rulebook": lambda: (True, self.rulebook.get().version),
+        }
+
+    def refresh(self) -> None:
+        """Gauges read from Redis at scrape time."""
+        from workers.broker import queue_depths
+
+        for queue, depth in queue_depths(self.broker).items():
+            metrics.queue_depth.labels(queue).set(depth)
+        metrics.studies_pending.set(self.index.pending_count())
+
+    def reload_rules(self) -> None:
+        if self.rulebook.reload():
+            metrics.rulebook.info({"version": self.rulebook.get().version})
+
+    def check_rules(self) -> None:
+        """Pick up edited rule files (a bad file is rejected and the old rules stay)."""
+        if self.rulebook.check_for_changes():
+            metrics.rulebook.info({"version": self.rulebook.get().version})
+
+    def stop(self) -> None:
+        """Stop taking studies first, then drain the workers, then Redis."""
+        if self.listener:
+            self.listener.stop()
+        if self.watcher:
+            self.watcher.stop()
+        if self.worker:
+            self.worker.stop(timeout=30_000)
+        if self.http:
+            self.http.stop()
+        if self.embedded:
+            self.embedded.stop()
+        self.stopped.set()
+
+
+def start_workers(broker, threads: int):
+    from dramatiq import Worker
+
+    worker = Worker(broker, worker_threads=max(1, threads), worker_timeout=200)
+    worker.start()
+    return worker
+
+
+def run_until_signalled(start, stop, reload, tick=None) -> None:
+    """Start, then block until SIGTERM/SIGINT; SIGHUP calls `reload`; `tick` runs every 2 s."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, daemon=True).start())
+    start()
+    try:
+        while not done.wait(2.0):
+            if tick:
+                try:
+                    tick()
+                except Exception as exc:
+                    log.warning("periodic check failed: %s", type(exc).__name__)
+    finally:
+        log.info("stopping")
+        stop()

@@ -1,0 +1,113 @@
+"""Durable study store: one Part 10 file per instance under the data directory.
+
+An instance is on disk for good (file fsync, atomic rename, directory fsync)
+before the listener answers success. Paths are built only from valid UIDs:
+``studies/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from agent.uids import is_valid_uid
+
+
+class InvalidUID(ValueError):
+    """A UID that cannot name a file."""
+
+
+def fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StudyStore:
+    def __init__(self, data_dir: Path, fsync: bool = True):
+        self.root = Path(data_dir)
+        self.fsync = fsync
+        self.studies = self.root / "studies"
+        self.incoming = self.root / "incoming"
+        self.quarantine_dir = self.root / "quarantine"
+        self._known_dirs: set[Path] = set()
+        self._lock = threading.Lock()
+        for d in (self.studies, self.incoming, self.quarantine_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        for name, uid in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid),
+                          ("SOPInstanceUID", sop_uid)):
+            if not is_valid_uid(uid):
+                raise InvalidUID(f"{name} is not a valid DICOM UID")
+        return self.studies / study_uid / series_uid / f"{sop_uid}.dcm"
+
+    def _ensure_dir(self, directory: Path) -> None:
+        """Create the series folder and make its creation durable (once per process)."""
+        if directory in self._known_dirs:
+            return
+        with self._lock:
+            missing = []
+            d = directory
+            while not d.exists():
+                missing.append(d)
+                d = d.parent
+            directory.mkdir(parents=True, exist_ok=True)
+            if self.fsync:
+                for m in reversed(missing):
+                    fsync_path(m.parent, directory=True)
+            self._known_dirs.add(directory)
+
+    def commit(self, tmp_path: Path, study_uid: str, series_uid: str, sop_uid: str) -> tuple[Path, bool]:
+        """Move a received file into place durably. Returns (path, was_duplicate)."""
+        dest = self.path_for(study_uid, series_uid, sop_uid)
+        self._ensure_dir(dest.parent)
+        duplicate = dest.exists()
+        if self.fsync:
+            fsync_path(tmp_path)
+        try:
+            os.replace(tmp_path, dest)
+        except OSError:  # another file system: copy, then replace atomically
+            staged = dest.with_suffix(".part")
+            shutil.copyfile(tmp_path, staged)
+            if self.fsync:
+                fsync_path(staged)
+            os.replace(staged, dest)
+        if self.fsync:
+            fsync_path(dest.parent, directory=True)
+        return dest, duplicate
+
+    def quarantine(self, tmp_path: Path, reason: str, detail: str = "") -> Path:
+        """Keep a rejected dataset with a sidecar saying why (no patient data in it)."""
+        day = time.strftime("%Y%m%d")
+        target_dir = self.quarantine_dir / day
+        target_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:12]}"
+        target = target_dir / f"{name}.dcm"
+        try:
+            os.replace(tmp_path, target)
+        except OSError:
+            shutil.copyfile(tmp_path, target)
+        if self.fsync:
+            fsync_path(target)
+            fsync_path(target_dir, directory=True)
+        (target_dir / f"{name}.json").write_text(
+            json.dumps({"reason": reason, "detail": detail, "received": time.time()}) + "\n"
+        )
+        return target
+
+    def clean_incoming(self) -> int:
+        """Remove partial files left by a crash (they were never acknowledged)."""
+        count = 0
+        for p in self.incoming.iterdir():
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                count += 1
+        return count

@@ -1,0 +1,48 @@
+"""Shared fixtures: a real Redis and a real Orthanc, started once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+from peers import Orthanc, RedisServer, _ping
+
+OUR_PREFIXES = ("pt:*", "pacs-triage:*")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """REDIS_URL if it answers, else a redis-server started for the session."""
+    url = os.environ.get("REDIS_URL")
+    if url and _ping(redis.Redis.from_url(url, socket_connect_timeout=1)):
+        yield url
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    """A client on a clean namespace: our keys are removed before and after each test."""
+    client = redis.Redis.from_url(redis_url)
+
+    def clean():
+        for pattern in OUR_PREFIXES:
+            keys = list(client.scan_iter(pattern, count=1000))
+            if keys:
+                client.delete(*keys)
+
+    clean()
+    yield client
+    clean()
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """Debian's Orthanc as the PACS for the whole session."""
+    server = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
+    yield server
+    server.stop()

@@ -1,0 +1,191 @@
+"""Real peers for the tests: Redis, Orthanc (Debian's package) and DCMTK tools.
+
+Nothing here is a mock: each helper starts the real program on loopback ports
+in a temporary directory and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
+    """Poll `predicate` until it returns a truthy value; return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def require(binary: str) -> str:
+    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
+    if not path:
+        raise RuntimeError(f"{binary} is not installed: run `make test`, which installs it")
+    return path
+
+
+class RedisServer:
+    """A throw-away redis-server on a free loopback port."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = Path(workdir)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [require("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        wait_for(lambda: _ping(client), what="redis-server")
+        return self
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def _ping(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+class Orthanc:
+    """Debian's Orthanc as the PACS, on free loopback ports, checked over REST."""
+
+    def __init__(self, workdir: Path, aet: str = "ORTHANC", modalities: dict | None = None, **options):
+        self.workdir = Path(workdir)
+        self.aet = aet
+        self.dicom_port = free_port()
+        self.http_port = free_port()
+        self.modalities = modalities or {}
+        self.options = options
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def node(self) -> str:
+        return f"{self.aet}@127.0.0.1:{self.dicom_port}"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def config(self) -> dict:
+        cfg = {
+            "Name": "pacs-triage-test",
+            "StorageDirectory": str(self.workdir / "db"),
+            "IndexDirectory": str(self.workdir / "db"),
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "HttpServerEnabled": True,
+            "DicomServerEnabled": True,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowFind": True,
+            "DicomAlwaysAllowMove": True,
+            "DicomAlwaysAllowGet": True,
+            "UnknownSopClassAccepted": True,
+            "OverwriteInstances": True,
+            "StableAge": 1,
+            "Plugins": [],
+            "DicomModalities": self.modalities,
+        }
+        cfg.update(self.options)
+        return cfg
+
+    def start(self) -> "Orthanc":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.workdir / "orthanc.json"
+        cfg_path.write_text(json.dumps(self.config(), indent=2))
+        self.log = open(self.workdir / "orthanc.log", "wb")
+        self.proc = subprocess.Popen([require("Orthanc"), str(cfg_path)], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(self._alive, timeout=30, what="Orthanc REST API")
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc and self.proc.poll() is not None:
+            raise RuntimeError(f"Orthanc exited: see {self.workdir / 'orthanc.log'}")
+        try:
+            self.get("/system")
+            return True
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+            self.log.close()
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.base + path, timeout=10) as r:
+            body = r.read()
+        return json.loads(body) if body[:1] in (b"{", b"[") else body
+
+    def post(self, path: str, data: bytes | dict, content_type: str = "application/dicom"):
+        if isinstance(data, dict):
+            data, content_type = json.dumps(data).encode(), "application/json"
+        req = urllib.request.Request(self.base + path, data=data, method="POST",
+                                     headers={"Content-Type": content_type})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+        return json.loads(body) if body[:1] in (b"{", b"[") else body
+
+    def upload(self, path: Path) -> dict:
+        """Store one DICOM file through the REST API."""
+        return self.post("/instances", Path(path).read_bytes())
+
+    def find_instances(self, **query) -> list[dict]:
+        """Instances matching DICOM tags, e.g. find_instances(SOPInstanceUID=...)."""
+        return self.post("/tools/find", {"Level": "Instance", "Query": query, "Expand": True})
+
+    def instance_tags(self, orthanc_id: str) -> dict:
+        return self.get(f"/instances/{orthanc_id}/simplified-tags")
+
+
+def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a DCMTK tool (storescu, echoscu, findscu); raise with its output if it fails."""
+    proc = subprocess.run([require(tool), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{tool} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,138 @@
+"""Dramatiq actors: triage a stable study, then deliver its entry to each sink.
+
+Delivery is at least once, so every actor is idempotent: a triage merges into
+the study's one worklist entry, and each sink writes under identifiers that are
+deterministic per study. Each sink kind has its own queue, so a destination
+that is down never holds back another.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from agent import metrics
+from agent.config import DicomNode
+from workers import broker as _broker
+from workers import runtime
+from workers.deliveries import Deliveries
+from workers.pipeline import triage
+from workers.sinks import SinkError
+from workers.worklist import Worklist
+
+_broker.ensure()
+log = logging.getLogger(__name__)
+
+#: sink kind -> (module under workers.sinks, Config attribute listing its destinations)
+SINKS = {
+    "pacs": ("dicom", "pacs"),
+    "ups": ("ups", "ups"),
+    "hl7": ("hl7", "hl7"),
+    "webhook": ("webhook", "webhook"),
+}
+
+
+def priors_lookup(ctx):
+    """The prior-exam lookup for this configuration, or None when no PACS is configured."""
+    cfg = ctx.config
+    node = cfg.priors_pacs or (cfg.pacs[0] if cfg.pacs else None)
+    if node is None:
+        return None
+    from workers.priors import find_priors
+
+    def lookup(study, text_surgery):
+        return find_priors(study, node, calling_aet=cfg.ae_title, text_surgery=text_surgery, redis=ctx.redis)
+
+    return lookup
+
+
+@dramatiq.actor(queue_name="triage", max_retries=20, time_limit=15 * 60 * 1000)
+def triage_study(study_uid: str) -> None:
+    ctx = runtime.context()
+    lock = ctx.redis.lock(f"pt:lock:triage:{study_uid}", timeout=15 * 60, blocking_timeout=30)
+    if not lock.acquire():
+        raise RuntimeError("study is being triaged by another worker; retrying")
+    try:
+        study = ctx.index.load(study_uid)
+        if study is None:
+            log.warning("study %s has no indexed instance; nothing to triage", study_uid)
+            return
+        try:
+            entry = triage(study, ctx.rulebook.get(), priors_lookup=priors_lookup(ctx))
+        except Exception:
+            metrics.triage_failures.inc()
+            raise
+        entry = Worklist(ctx.redis).save(entry)
+    finally:
+        lock.release()
+    metrics.priorities.labels(entry["priority"]).inc()
+    for flag in entry["flags"]:
+        metrics.flags.labels(flag["code"]).inc()
+    log.info("study %s triaged: %s, %d flag(s), revision %d", study_uid, entry["priority"],
+             len(entry["flags"]), entry["revision"])
+    dispatch(study_uid, ctx.config)
+
+
+def dispatch(study_uid: str, cfg) -> int:
+    """Queue one delivery per configured destination; return how many."""
+    count = 0
+    for kind, (_, attribute) in SINKS.items():
+        for destination in getattr(cfg, attribute):
+            DELIVER[kind].send_with_options(args=(str(destination), study_uid),
+                                            max_retries=max(cfg.sink_attempts - 1, 0))
+            count += 1
+    return count
+
+
+def _parse(kind: str, destination: str):
+    return DicomNode.parse(destination) if kind in ("pacs", "ups") else destination
+
+
+def _deliver(kind: str, destination: str, study_uid: str) -> None:
+    ctx = runtime.context()
+    entry = Worklist(ctx.redis).get(study_uid)
+    if entry is None:
+        log.warning("no worklist entry for study %s; nothing to deliver", study_uid)
+        return
+    deliveries = Deliveries(ctx.redis)
+    if deliveries.delivered_revision(kind, destination, study_uid) >= entry["revision"]:
+        return  # this revision is already there (a redelivered message)
+    module = importlib.import_module(f"workers.sinks.{SINKS[kind][0]}")
+    try:
+        receipt = module.push(entry, _parse(kind, destination), ctx.config)
+    except Exception as exc:
+        metrics.sink_failures.labels(kind).inc()
+        message = CurrentMessage.get_current_message()
+        retries = message.options.get("retries", 0) if message else 0
+        max_retries = message.options.get("max_retries", 0) if message else 0
+        retryable = exc.retryable if isinstance(exc, SinkError) else True
+        if not retryable or retries >= max_retries:
+            deliveries.dead_letter(kind, destination, study_uid, f"{type(exc).__name__}: {exc}", retries + 1)
+            metrics.sink_dead_letters.labels(kind).inc()
+            log.error("delivery of study %s to %s %s given up after %d attempt(s)", study_uid, kind,
+                      destination, retries + 1)
+            return
+        log.warning("delivery of study %s to %s %s failed (attempt %d): %s", study_uid, kind, destination,
+                    retries + 1, type(exc).__name__)
+        raise
+    deliveries.mark_delivered(kind, destination, study_uid, entry["revision"])
+    metrics.sink_pushes.labels(kind).inc()
+    if entry.get("last_received"):
+        metrics.end_to_end_latency.labels(kind).observe(max(0.0, time.time() - entry["last_received"]))
+    log.info("study %s delivered to %s: %s", study_uid, kind, receipt)
+
+
+def _make_deliver(kind: str):
+    def deliver(destination: str, study_uid: str) -> None:
+        _deliver(kind, destination, study_uid)
+
+    deliver.__name__ = f"deliver_{kind}"
+    return dramatiq.actor(deliver, actor_name=f"deliver_{kind}", queue_name=f"sink_{kind}",
+                          max_retries=7, min_backoff=1000, max_backoff=300_000)
+
+
+DELIVER = {kind: _make_deliver(kind) for kind in SINKS}

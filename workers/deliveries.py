@@ -1,0 +1,57 @@
+"""Sink bookkeeping in Redis: which revision reached which destination, and dead letters."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+PREFIX = "pt:"
+DELIVERED = PREFIX + "delivered"  # hash "kind|destination|study" -> revision
+DEAD = PREFIX + "deadletters"  # hash "kind|destination|study" -> JSON
+
+
+def _field(kind: str, destination: str, uid: str) -> str:
+    return f"{kind}|{destination}|{uid}"
+
+
+class Deliveries:
+    def __init__(self, client: redis.Redis):
+        self.redis = client
+
+    def delivered_revision(self, kind: str, destination: str, uid: str) -> int:
+        raw = self.redis.hget(DELIVERED, _field(kind, destination, uid))
+        return int(raw) if raw else 0
+
+    def mark_delivered(self, kind: str, destination: str, uid: str, revision: int) -> None:
+        pipe = self.redis.pipeline()
+        pipe.hset(DELIVERED, _field(kind, destination, uid), revision)
+        pipe.hdel(DEAD, _field(kind, destination, uid))
+        pipe.execute()
+
+    def dead_letter(self, kind: str, destination: str, uid: str, error: str, attempts: int) -> None:
+        record = {"kind": kind, "destination": destination, "study_instance_uid": uid,
+                  "error": error[:500], "attempts": attempts, "failed_at": time.time()}
+        self.redis.hset(DEAD, _field(kind, destination, uid), json.dumps(record))
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return sorted((json.loads(v) for v in self.redis.hvals(DEAD)), key=lambda r: r["failed_at"])
+
+    def take_dead_letters(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Remove and return the dead letters (of one kind), for replay."""
+        taken = []
+        for key, raw in self.redis.hgetall(DEAD).items():
+            record = json.loads(raw)
+            if kind is None or record["kind"] == kind:
+                if self.redis.hdel(DEAD, key):
+                    taken.append(record)
+        return taken
+
+    def delivered_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for key in self.redis.hkeys(DELIVERED):
+            kind, destination, _ = key.decode().split("|", 2)
+            counts[f"{kind}|{destination}"] = counts.get(f"{kind}|{destination}", 0) + 1
+        return counts

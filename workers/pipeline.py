@@ -1,0 +1,130 @@
+"""The triage pipeline: headers -> clinical context -> priors -> images -> rules -> worklist entry.
+
+Pure with respect to Redis and the network sinks: the actors (service) and the
+`triage` command (offline) both call `triage()`; only what they do with the
+entry differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from agent import metrics
+from agent.study import Study
+from rules.model import Evidence, Flag
+
+log = logging.getLogger(__name__)
+
+#: Attributes copied into the entry for derived objects (SR, UPS, HL7).
+ENTRY_HEADERS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+                 "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+                 "StudyDescription", "SpecificCharacterSet")
+
+PriorsLookup = Callable[[Study, dict | None], Any]  # -> workers.priors.PriorsResult
+
+
+def study_datetime(study: Study) -> datetime | None:
+    date, time_ = study.get("StudyDate"), (study.get("StudyTime") or "000000")
+    try:
+        return datetime.strptime(f"{date}{str(time_)[:6].ljust(6, '0')}", "%Y%m%d%H%M%S")
+    except (TypeError, ValueError):
+        return None
+
+
+def text_surgery(study: Study, hours: float | None) -> dict | None:
+    """The surgery time the clinical text implies, for the priors' timing logic."""
+    when = study_datetime(study)
+    if hours is None or when is None:
+        return None
+    return {"datetime": (when - timedelta(hours=hours)).isoformat(timespec="seconds"), "source": "clinical text"}
+
+
+def run_analysers(study: Study) -> list:
+    from workers.analysers import run_analysers as run
+
+    results = run(study)
+    for r in results:
+        metrics.analyser_duration.labels(r.analyser).observe(sum((r.timings or {}).values()))
+    return results
+
+
+def triage(study: Study, rulebook, *, priors_lookup: PriorsLookup | None = None,
+           analyse: bool = True) -> dict[str, Any]:
+    """Triage one study; return its worklist entry (not yet merged with an earlier one)."""
+    started = time.monotonic()
+    first = rulebook.evaluate(study)
+    priors = None
+    if priors_lookup is not None:
+        priors = priors_lookup(study, text_surgery(study, first.postop_interval_hours))
+    analyses = run_analysers(study) if analyse else []
+    findings: list[Flag] = [f for a in analyses for f in a.flags]
+    if priors is not None and priors.status == "ok":
+        outcome = rulebook.evaluate(study, surgery=priors.surgery, priors=priors.priors, findings=findings)
+    else:
+        outcome = rulebook.evaluate(study, findings=findings) if findings else first
+    entry = build_entry(study, outcome, priors, analyses)
+    metrics.triage_duration.observe(time.monotonic() - started)
+    return entry
+
+
+def build_entry(study: Study, outcome, priors, analyses: list) -> dict[str, Any]:
+    result = outcome.to_dict()
+    recommendations = list(result.get("recommendations", []))
+    explain = list(result.get("explain", []))
+    if priors is not None:
+        from workers.priors import comparison_hints
+
+        for hint in comparison_hints(priors, study):
+            if hint not in recommendations:
+                recommendations.append(hint)
+        explain += [f"Priors: {e.note or e.text or e.source}" for e in priors.evidence if isinstance(e, Evidence)]
+    for a in analyses:
+        explain += [f"{a.analyser}: not assessed — {reason}" for reason in a.not_assessed]
+    return {
+        "study_instance_uid": study.uid,
+        "accession_number": study.accession_number,
+        "patient_id": study.get("PatientID"),
+        "issuer_of_patient_id": study.get("IssuerOfPatientID"),
+        "priority": outcome.priority.name,
+        "order_priority": outcome.order_priority.name if outcome.order_priority is not None else None,
+        "flags": [f.to_dict() for f in outcome.flags],
+        "postop_interval_hours": outcome.postop_interval_hours,
+        "course": result.get("course"),
+        "priors": priors.priors if priors is not None else [],
+        "priors_status": priors.status if priors is not None else "not_configured",
+        "recommendations": recommendations,
+        "explain": explain,
+        "rulebook_version": outcome.rulebook_version,
+        "modalities": study.modalities,
+        "study_date": study.get("StudyDate"),
+        "study_time": study.get("StudyTime"),
+        "study_description": study.get("StudyDescription"),
+        "series_count": len(study.series),
+        "instance_count": study.instance_count,
+        "first_received": study.first_received,
+        "last_received": study.last_received,
+        "triaged_at": time.time(),
+        "analysers": [a.to_dict() for a in analyses],
+        "series": [
+            {
+                "series_instance_uid": s.uid,
+                "modality": s.modality,
+                "description": s.description,
+                "sop_class_uid": (s.instances[0].get("SOPClassUID") if s.instances else None),
+                "instances": [i["SOPInstanceUID"] for i in s.instances],
+            }
+            for s in study.series.values()
+        ],
+        "headers": {k: study.get(k) for k in ENTRY_HEADERS if study.get(k) is not None},
+    }
+
+
+def public_view(entry: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Lines record of `pacs-triage triage --json` (the offline contract)."""
+    keys = ("study_instance_uid", "accession_number", "priority", "order_priority", "flags",
+            "postop_interval_hours", "course", "priors", "priors_status", "recommendations",
+            "rulebook_version", "modalities", "series_count", "instance_count", "analysers")
+    return {k: entry.get(k) for k in keys}

@@ -1,0 +1,91 @@
+"""The local worklist in Redis: one entry per study, ordered by priority then arrival.
+
+Saving an entry merges it with the one already there so that the suggested
+priority never goes down and no flag is ever dropped (domain guide §1.3, §7).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from rules.model import Flag, Priority, merge_flags
+
+PREFIX = "pt:"
+ORDER = PREFIX + "worklist"
+PRIORITY_SPAN = 1e11  # > any epoch-seconds arrival time
+
+
+def entry_key(uid: str) -> str:
+    return f"{PREFIX}entry:{uid}"
+
+
+def score(entry: dict[str, Any]) -> float:
+    """Lower scores first: STAT, then URGENT, then ROUTINE; earlier arrival first within each."""
+    rank = int(Priority.STAT) - int(Priority.parse(entry["priority"]))
+    return rank * PRIORITY_SPAN + float(entry.get("first_received") or entry.get("triaged_at") or 0)
+
+
+def merge_previous(entry: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """Never lower a suggestion already made; keep every earlier flag and its evidence."""
+    if not previous:
+        entry["revision"] = 1
+        return entry
+    entry["revision"] = int(previous.get("revision", 0)) + 1
+    new = Priority.parse(entry["priority"])
+    old = Priority.parse(previous["priority"])
+    if old > new:
+        entry["priority"] = old.name
+        entry.setdefault("explain", []).append(
+            f"Priority kept at {old.name}: an earlier triage suggested it and only a human may lower it."
+        )
+    flags = [Flag.from_dict(f) for f in previous.get("flags", [])] + [Flag.from_dict(f) for f in entry["flags"]]
+    entry["flags"] = [f.to_dict() for f in merge_flags(flags)]
+    entry["first_received"] = previous.get("first_received") or entry.get("first_received")
+    return entry
+
+
+class Worklist:
+    def __init__(self, client: redis.Redis):
+        self.redis = client
+
+    def get(self, uid: str) -> dict[str, Any] | None:
+        raw = self.redis.get(entry_key(uid))
+        return json.loads(raw) if raw else None
+
+    def save(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Merge with the stored entry and store the result atomically."""
+        key = entry_key(entry["study_instance_uid"])
+        while True:
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    merged = merge_previous(dict(entry), json.loads(raw) if raw else None)
+                    pipe.multi()
+                    pipe.set(key, json.dumps(merged))
+                    pipe.zadd(ORDER, {merged["study_instance_uid"]: score(merged)})
+                    pipe.execute()
+                    return merged
+                except redis.WatchError:
+                    continue
+
+    def entries(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The worklist in reading order."""
+        uids = self.redis.zrange(ORDER, 0, limit - 1)
+        if not uids:
+            return []
+        raws = self.redis.mget([entry_key(u.decode()) for u in uids])
+        return [json.loads(r) for r in raws if r]
+
+    def remove(self, uid: str) -> None:
+        self.redis.delete(entry_key(uid))
+        self.redis.zrem(ORDER, uid)
+
+
+def waiting_minutes(entry: dict[str, Any], now: float | None = None) -> float:
+    start = entry.get("last_received") or entry.get("triaged_at") or 0
+    return max(0.0, ((now or time.time()) - float(start)) / 60)
