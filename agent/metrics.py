@@ -21,7 +21,7 @@ triage_failures = Counter("pacs_triage_triage_failures", "Pipeline runs that rai
 end_to_end_latency = Histogram(
     "pacs_triage_end_to_end_latency_seconds",
     "Last instance received -> entry pushed to a sink",
-    ["sink"],
+    ["sink", "priority"],
     buckets=LATENCY_BUCKETS,
 )
 flags = Counter("pacs_triage_flags", "Flags raised, by code", ["code"])

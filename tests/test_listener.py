@@ -1,0 +1,149 @@
+"""The listener against DCMTK as the modality: storage, durability layout, dedup, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless, generate_uid
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import MRImageStorage
+
+from agent import metrics
+from agent.config import Config
+from agent.index import StudyIndex
+from agent.listener import Listener
+from agent.store import StudyStore
+from dicomgen import SeriesSpec, StudySpec, postop_three_series, write_study
+from peers import dcmtk, free_port
+
+
+def sample(name: str, **labels) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels or None) or 0.0
+
+
+@pytest.fixture
+def listener(tmp_path, redis_client):
+    cfg = Config(port=free_port(), data_dir=tmp_path / "data", bind="127.0.0.1")
+    store = StudyStore(cfg.data_dir)
+    lst = Listener(cfg, store, StudyIndex(redis_client))
+    lst.start()
+    yield lst
+    lst.stop()
+
+
+def storescu(port: int, *files, extra=()):
+    return dcmtk("storescu", "-aec", "PACSTRIAGE", *extra, "127.0.0.1", str(port), *map(str, files))
+
+
+def test_echo_and_three_series_study_stored_and_indexed(listener, tmp_path):
+    dcmtk("echoscu", "-aec", "PACSTRIAGE", "127.0.0.1", str(listener.port))
+    spec = postop_three_series()
+    files = write_study(tmp_path / "in", spec)
+    stored_before = sample("pacs_triage_instances_received_total", status="stored")
+    storescu(listener.port, *files)
+
+    study = listener.index.load(spec.study_uid)
+    assert study is not None and study.instance_count == 12 and len(study.series) == 3
+    for f in files:
+        ds = pydicom.dcmread(f)
+        path = listener.store.studies / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+        assert path.exists(), "each instance lands at studies/<study>/<series>/<sop>.dcm"
+        assert pydicom.dcmread(path).PixelData == ds.PixelData
+    assert sample("pacs_triage_instances_received_total", status="stored") - stored_before == 12
+    assert [t["value"] for t in study.text_fields if t["keyword"] == "ReasonForTheRequestedProcedure"] == [spec.reason]
+    assert not list(listener.store.incoming.iterdir()), "no temporary file is left behind"
+
+
+def test_resent_instance_is_deduplicated(listener, tmp_path):
+    spec = StudySpec(series=[SeriesSpec("CT", "AX BONE", 2)])
+    files = write_study(tmp_path / "in", spec)
+    storescu(listener.port, *files)
+    dup_before = sample("pacs_triage_instances_received_total", status="duplicate")
+    storescu(listener.port, files[0])
+    study = listener.index.load(spec.study_uid)
+    assert study.instance_count == 2
+    assert len(list((listener.store.studies / spec.study_uid).rglob("*.dcm"))) == 2
+    assert sample("pacs_triage_instances_received_total", status="duplicate") - dup_before == 1
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless])
+def test_compressed_transfer_syntax_stored_as_received(listener, tmp_path, syntax):
+    spec = StudySpec(series=[SeriesSpec("CT", "AX BONE", 1)])
+    (f,) = write_study(tmp_path / "in", spec)
+    ds = pydicom.dcmread(f)
+    ds.compress(syntax)
+    ds.save_as(f, enforce_file_format=True)
+    # storescu proposes the compressed syntax beside the uncompressed ones; we must accept it
+    storescu(listener.port, f, extra=("-xr" if syntax == RLELossless else "-xt",))
+    path = next((listener.store.studies / spec.study_uid).rglob("*.dcm"))
+    stored = pydicom.dcmread(path)
+    assert stored.file_meta.TransferSyntaxUID == syntax, "stored as received"
+    assert (stored.pixel_array == ds.pixel_array).all()
+
+
+def _send_raw(port: int, path: Path) -> int:
+    """Send a file's bytes as they are (pynetdicom's chunked send), return the status."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        ae = AE(ae_title="BADMODALITY")
+        ae.add_requested_context(MRImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", port, ae_title="PACSTRIAGE")
+        assert assoc.is_established
+        status = assoc.send_c_store(path)
+        assoc.release()
+        return status.Status
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+
+
+def _file_with_dataset_bytes(path: Path, body: bytes, sop_uid: str) -> Path:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    with open(path, "wb") as fh:
+        fh.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(fh, meta)
+        fh.write(body)
+    return path
+
+
+def test_unparseable_dataset_is_quarantined_and_listener_keeps_serving(listener, tmp_path):
+    # An element claiming 0x7FFFFFF0 bytes of a 4-byte body: no parser can read it.
+    garbage = b"\x08\x00\x16\x00UI\xf0\xff" + b"1.2." + b"\x10\x00\x10\x00PN\xff\xff" + b"\x00" * 3
+    bad = _file_with_dataset_bytes(tmp_path / "bad.dcm", garbage, generate_uid())
+    status = _send_raw(listener.port, bad)
+    assert status in (0xC000, 0xA900)
+    quarantined = list((listener.store.quarantine_dir).rglob("*.dcm"))
+    assert len(quarantined) == 1
+    reason = json.loads(quarantined[0].with_suffix(".json").read_text())
+    assert reason["reason"] in ("unparseable", "invalid_uid")
+    # still serving: a good study after the bad one is stored
+    files = write_study(tmp_path / "in", StudySpec(series=[SeriesSpec("MR", "SAG T2", 1)]))
+    storescu(listener.port, *files)
+    assert len(list(listener.store.studies.rglob("*.dcm"))) == 1
+
+
+@pytest.mark.parametrize("bad_uid", ["../../etc", "", "1.2.abc"])
+def test_invalid_study_uid_never_becomes_a_path(listener, tmp_path, bad_uid):
+    spec = StudySpec(series=[SeriesSpec("MR", "SAG T2", 1)])
+    (f,) = write_study(tmp_path / "in", spec)
+    ds = pydicom.dcmread(f)
+    if bad_uid:
+        ds.StudyInstanceUID = bad_uid
+    else:
+        del ds.StudyInstanceUID
+    ds.save_as(f, enforce_file_format=True)
+    status = _send_raw(listener.port, f)
+    assert status == 0xA900
+    assert not list(listener.store.studies.rglob("*.dcm"))
+    assert not (tmp_path / "etc").exists()
+    assert len(list(listener.store.quarantine_dir.rglob("*.dcm"))) == 1
