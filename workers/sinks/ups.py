@@ -1,0 +1,252 @@
+"""UPS sink: a worklist entry becomes a DICOM Unified Procedure Step workitem.
+
+`push` sends an N-CREATE (UPS Push SOP Class) to a worklist manager. The
+workitem UID is derived from the Study Instance UID, so every push of a study
+addresses the same workitem. When it already exists (0x0111 Duplicate SOP
+Instance) the sink reads its priority with N-GET and raises it with N-SET
+(UPS Pull SOP Class) only if ours is higher: a workitem's priority is never
+lowered and a study never gets a second workitem.
+
+Optional config attributes (read with getattr, all have defaults):
+``ups_priority_map`` {our priority: HIGH|MEDIUM|LOW}, ``ups_turnaround``
+{our priority: seconds}, ``ups_timeout`` (s), ``ups_retrieve_aet``,
+``ups_worklist_label``, ``ups_step_label``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import UnifiedProcedureStepPull, UnifiedProcedureStepPush
+from pynetdicom.status import code_to_category
+
+from agent.config import ConfigError, DicomNode
+from rules.model import Priority
+from workers.sinks import SinkError
+
+#: Our priority -> Scheduled Procedure Step Priority (0074,1200).
+PRIORITY_MAP = {"STAT": "HIGH", "URGENT": "HIGH", "ROUTINE": "MEDIUM"}
+#: UPS priorities, lowest first.
+UPS_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2}
+#: Target turnaround (seconds) for Expected Completion DateTime.
+TURNAROUND = {"STAT": 30 * 60, "URGENT": 4 * 3600, "ROUTINE": 24 * 3600}
+TIMEOUT = 10.0
+WORKLIST_LABEL = "PACS-TRIAGE"
+STEP_LABEL = "Postoperative spine read"
+#: Scheduled Workitem Code Sequence item (DCM 110005 "Interpretation").
+WORKITEM_CODE = ("110005", "DCM", "Interpretation")
+
+DUPLICATE_SOP_INSTANCE = 0x0111
+UID_SALT = "pacs-triage-ups"
+
+
+def workitem_uid(study_uid: str) -> str:
+    """The UPS SOP Instance UID of a study: the same on every push."""
+    return generate_uid(entropy_srcs=[study_uid, UID_SALT])
+
+
+def ups_priority(priority: str, config=None) -> str:
+    """Map STAT/URGENT/ROUTINE to HIGH/MEDIUM/LOW with the configured map."""
+    mapping = dict(PRIORITY_MAP)
+    mapping.update({k.upper(): v.upper() for k, v in (getattr(config, "ups_priority_map", None) or {}).items()})
+    value = mapping[Priority.parse(priority).name]
+    if value not in UPS_RANK:
+        raise SinkError(f"ups: priority map gives {value!r}, not HIGH, MEDIUM or LOW", retryable=False)
+    return value
+
+
+def push(entry: dict, destination, config) -> str:
+    """Create the study's workitem, or raise its priority; return a receipt."""
+    try:
+        node = destination if isinstance(destination, DicomNode) else DicomNode.parse(str(destination))
+    except ConfigError as exc:
+        raise SinkError(f"ups: {exc}", retryable=False) from None
+    uid = workitem_uid(entry["study_instance_uid"])
+    ours = ups_priority(entry["priority"], config)
+    workitem = build_workitem(entry, config)
+    with _association(node, config) as assoc:
+        try:
+            status = _status(assoc.send_n_create(workitem, UnifiedProcedureStepPush, uid)[0], "N-CREATE")
+            if code_to_category(status) in ("Success", "Warning"):
+                return f"ups {node}: workitem {uid} created {ours}"
+            if status != DUPLICATE_SOP_INSTANCE:
+                raise SinkError(f"ups {node}: N-CREATE failed with status 0x{status:04X}",
+                                retryable=status in (0x0110, 0x0213))
+            return _raise_priority(assoc, node, uid, ours, workitem)
+        except (RuntimeError, OSError) as exc:  # association lost between requests
+            raise SinkError(f"ups {node}: {exc.__class__.__name__}") from None
+
+
+def _raise_priority(assoc, node, uid: str, ours: str, workitem: Dataset) -> str:
+    """The workitem exists: N-SET a higher priority, never a lower one."""
+    tags = [0x00741200, 0x00741000, 0x00404011]  # priority, state, expected completion
+    status, current = assoc.send_n_get(tags, UnifiedProcedureStepPush, uid)
+    status = _status(status, "N-GET")
+    if code_to_category(status) not in ("Success", "Warning") or current is None:
+        raise SinkError(f"ups {node}: N-GET of workitem {uid} failed with status 0x{status:04X}")
+    theirs = str(current.get("ScheduledProcedureStepPriority", "") or "").upper()
+    state = str(current.get("ProcedureStepState", "") or "").upper()
+    if UPS_RANK.get(ours, 0) <= UPS_RANK.get(theirs, -1):
+        return f"ups {node}: workitem {uid} exists at {theirs}; kept (ours {ours})"
+    if state != "SCHEDULED":
+        # IN PROGRESS needs the performer's Transaction UID; COMPLETED/CANCELED are final.
+        return f"ups {node}: workitem {uid} is {state or 'in an unknown state'}; priority left at {theirs}"
+    if not any(cx.abstract_syntax == UnifiedProcedureStepPull for cx in assoc.accepted_contexts):
+        raise SinkError(f"ups {node}: UPS Pull (N-SET) not accepted; cannot raise workitem {uid}",
+                        retryable=False)
+    change = Dataset()
+    change.ScheduledProcedureStepPriority = ours
+    change.CommentsOnTheScheduledProcedureStep = workitem.CommentsOnTheScheduledProcedureStep
+    expected = str(current.get("ExpectedCompletionDateTime", "") or "")
+    if not expected or workitem.ExpectedCompletionDateTime < expected:  # same UTC format: earlier only
+        change.ExpectedCompletionDateTime = workitem.ExpectedCompletionDateTime
+    status = _status(assoc.send_n_set(change, UnifiedProcedureStepPush, uid, meta_uid=UnifiedProcedureStepPull)[0],
+                     "N-SET")
+    if code_to_category(status) not in ("Success", "Warning"):
+        raise SinkError(f"ups {node}: N-SET of workitem {uid} failed with status 0x{status:04X}",
+                        retryable=status in (0x0110, 0x0213))
+    return f"ups {node}: workitem {uid} raised {theirs} -> {ours}"
+
+
+def build_workitem(entry: dict, config=None) -> Dataset:
+    """The N-CREATE attribute list of a worklist entry (PS3.4 Table CC.2.5-3)."""
+    headers = entry.get("headers") or {}
+    priority = Priority.parse(entry["priority"]).name
+    ds = Dataset()
+    if headers.get("SpecificCharacterSet"):
+        ds.SpecificCharacterSet = headers["SpecificCharacterSet"]
+    ds.TransactionUID = ""
+    # Scheduled Procedure Information
+    ds.ScheduledProcedureStepPriority = ups_priority(priority, config)
+    ds.ProcedureStepLabel = getattr(config, "ups_step_label", None) or STEP_LABEL
+    ds.WorklistLabel = getattr(config, "ups_worklist_label", None) or WORKLIST_LABEL
+    start = _when(entry.get("triaged_at"))
+    arrived = _when(entry.get("first_received") or entry.get("triaged_at"))
+    turnaround = dict(TURNAROUND)
+    turnaround.update({k.upper(): v for k, v in (getattr(config, "ups_turnaround", None) or {}).items()})
+    ds.ScheduledProcedureStepStartDateTime = _dt(start)
+    ds.ExpectedCompletionDateTime = _dt(arrived + dt.timedelta(seconds=float(turnaround[priority])))
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = WORKITEM_CODE
+    ds.ScheduledWorkitemCodeSequence = [code]
+    ds.ScheduledStationNameCodeSequence = []
+    ds.ScheduledStationClassCodeSequence = []
+    ds.ScheduledStationGeographicLocationCodeSequence = []
+    ds.ScheduledProcessingParametersSequence = []
+    ds.CommentsOnTheScheduledProcedureStep = comments(entry)[:10240]
+    ds.InputReadinessState = "READY"
+    ds.InputInformationSequence = _inputs(entry, config)
+    ds.StudyInstanceUID = entry["study_instance_uid"]
+    # Relationship: patient and request
+    ds.PatientName = headers.get("PatientName") or ""
+    ds.PatientID = headers.get("PatientID") or entry.get("patient_id") or ""
+    issuer = headers.get("IssuerOfPatientID") or entry.get("issuer_of_patient_id")
+    if issuer:
+        ds.IssuerOfPatientID = issuer
+    ds.PatientBirthDate = headers.get("PatientBirthDate") or ""
+    ds.PatientSex = headers.get("PatientSex") or ""
+    ds.AdmissionID = ""
+    ds.IssuerOfAdmissionIDSequence = []
+    ds.AdmittingDiagnosesDescription = ""
+    ds.AdmittingDiagnosesCodeSequence = []
+    request = Dataset()
+    request.StudyInstanceUID = entry["study_instance_uid"]
+    request.AccessionNumber = entry.get("accession_number") or headers.get("AccessionNumber") or ""
+    request.IssuerOfAccessionNumberSequence = []
+    request.RequestedProcedureID = headers.get("StudyID") or ""
+    request.RequestedProcedureDescription = (entry.get("study_description") or headers.get("StudyDescription") or "")[:64]
+    request.RequestedProcedureCodeSequence = []
+    ds.ReferencedRequestSequence = [request]
+    # Progress and performed procedure: empty at creation
+    ds.ProcedureStepState = "SCHEDULED"
+    ds.ProcedureStepProgressInformationSequence = []
+    ds.UnifiedProcedureStepPerformedProcedureSequence = []
+    return ds
+
+
+def comments(entry: dict) -> str:
+    """Priority and flags (codes, rule ids, all suspected); no patient data."""
+    parts = [f"pacs-triage suggests {Priority.parse(entry['priority']).name} (revision {entry.get('revision', 1)})."]
+    for flag in entry.get("flags") or []:
+        rules = ",".join(flag.get("rules") or [flag.get("rule") or "?"])
+        parts.append(f"Suspected {flag['code']} ({flag.get('priority', '?')}; rules {rules}).")
+    if not entry.get("flags"):
+        parts.append("No suspected flag.")
+    return " ".join(parts)
+
+
+def _inputs(entry: dict, config) -> list[Dataset]:
+    """Input Information Sequence: one item per series with its instances."""
+    aet = getattr(config, "ups_retrieve_aet", None)
+    if not aet:
+        pacs = getattr(config, "pacs", None) or []
+        aet = pacs[0].aet if pacs else getattr(config, "ae_title", "PACSTRIAGE")
+    items = []
+    for series in entry.get("series") or []:
+        item = Dataset()
+        item.TypeOfInstances = "DICOM"
+        item.StudyInstanceUID = entry["study_instance_uid"]
+        item.SeriesInstanceUID = series["series_instance_uid"]
+        refs = []
+        for sop_uid in series.get("instances") or []:
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = series.get("sop_class_uid") or ""
+            ref.ReferencedSOPInstanceUID = sop_uid
+            refs.append(ref)
+        item.ReferencedSOPSequence = refs
+        retrieve = Dataset()
+        retrieve.RetrieveAETitle = aet
+        item.DICOMRetrievalSequence = [retrieve]
+        items.append(item)
+    return items
+
+
+def _when(epoch) -> dt.datetime:
+    if epoch is None:
+        return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.fromtimestamp(float(epoch), dt.timezone.utc)
+
+
+def _dt(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y%m%d%H%M%S+0000")
+
+
+def _status(status: Dataset, what: str) -> int:
+    """The DIMSE status, or a retryable SinkError when there was no answer."""
+    value = getattr(status, "Status", None)
+    if value is None:
+        raise SinkError(f"ups: no {what} response (timeout, abort or invalid response)")
+    return int(value)
+
+
+class _association:
+    """An association proposing UPS Push and UPS Pull, released on exit."""
+
+    def __init__(self, node: DicomNode, config):
+        self.node, self.config = node, config
+
+    def __enter__(self):
+        timeout = float(getattr(self.config, "ups_timeout", None) or TIMEOUT)
+        ae = AE(ae_title=getattr(self.config, "ae_title", None) or "PACSTRIAGE")
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
+        ae.add_requested_context(UnifiedProcedureStepPush)
+        ae.add_requested_context(UnifiedProcedureStepPull)
+        try:
+            self.assoc = ae.associate(self.node.host, self.node.port, ae_title=self.node.aet)
+        except OSError as exc:
+            raise SinkError(f"ups {self.node}: {exc.__class__.__name__}") from None
+        if not self.assoc.is_established:
+            what = "rejected" if self.assoc.is_rejected else "aborted" if self.assoc.is_aborted else "failed"
+            raise SinkError(f"ups {self.node}: association {what}")
+        if not any(cx.abstract_syntax == UnifiedProcedureStepPush for cx in self.assoc.accepted_contexts):
+            self.assoc.abort()
+            raise SinkError(f"ups {self.node}: UPS Push not accepted", retryable=False)
+        return self.assoc
+
+    def __exit__(self, *exc):
+        if self.assoc.is_established:
+            self.assoc.release()
+        return False
