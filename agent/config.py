@@ -65,7 +65,12 @@ class Config:
     rules_dir: Path | None = None  # None: the rulebook shipped in the package
     max_pdu: int = 0  # 0: unlimited receive PDU
     fsync: bool = True  # durability before success; off only for benchmarks
-    sink_attempts: int = 8
+    sink_attempts: int = 8  # deliveries tried per destination before a dead letter
+    ups_priority_map: dict | None = None  # e.g. {STAT = "HIGH", URGENT = "HIGH", ROUTINE = "MEDIUM"}
+    ups_turnaround: dict | None = None  # target seconds per priority, e.g. {STAT = 1800}
+    ups_retrieve_aet: str | None = None
+    hl7_timeout: float = 10.0
+    webhook_timeout: float = 10.0
     log_level: str = "INFO"
 
     @property

@@ -88,6 +88,15 @@ def dispatch(study_uid: str, cfg) -> int:
     return count
 
 
+def _shown(kind: str, destination: str) -> str:
+    """A destination as it may appear in a log line (no credentials or tokens of a URL)."""
+    if kind == "webhook":
+        from workers.sinks.webhook import _redact
+
+        return _redact(destination)
+    return destination
+
+
 def _parse(kind: str, destination: str):
     return DicomNode.parse(destination) if kind in ("pacs", "ups") else destination
 
@@ -114,15 +123,15 @@ def _deliver(kind: str, destination: str, study_uid: str) -> None:
             deliveries.dead_letter(kind, destination, study_uid, f"{type(exc).__name__}: {exc}", retries + 1)
             metrics.sink_dead_letters.labels(kind).inc()
             log.error("delivery of study %s to %s %s given up after %d attempt(s)", study_uid, kind,
-                      destination, retries + 1)
+                      _shown(kind, destination), retries + 1)
             return
-        log.warning("delivery of study %s to %s %s failed (attempt %d): %s", study_uid, kind, destination,
-                    retries + 1, type(exc).__name__)
+        log.warning("delivery of study %s to %s %s failed (attempt %d): %s", study_uid, kind,
+                    _shown(kind, destination), retries + 1, type(exc).__name__)
         raise
     deliveries.mark_delivered(kind, destination, study_uid, entry["revision"])
     metrics.sink_pushes.labels(kind).inc()
     if entry.get("last_received"):
-        metrics.end_to_end_latency.labels(kind).observe(max(0.0, time.time() - entry["last_received"]))
+        metrics.end_to_end_latency.labels(kind, entry["priority"]).observe(max(0.0, time.time() - entry["last_received"]))
     log.info("study %s delivered to %s: %s", study_uid, kind, receipt)
 
 
