@@ -1,0 +1,139 @@
+"""The clinical context of one study: concept mentions, procedure, course cues, time readings.
+
+Built once per evaluation from the study's text fields and series attributes;
+the rules only look at this object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rules.text import Matcher, Mention
+from rules.timing import Reading, study_datetime, surgery_reading, text_readings
+
+#: Fields that describe the acquisition rather than the clinical question.
+ACQUISITION_KEYWORDS = (
+    "StudyDescription",
+    "SeriesDescription",
+    "RequestedProcedureDescription",
+    "PerformedProcedureStepDescription",
+    "ScheduledProcedureStepDescription",
+)
+_SERIES_TEXT = ("SeriesDescription", "ProtocolName", "BodyPartExamined", "ImageType", "ConvolutionKernel")
+
+#: Concepts that say the patient was operated (procedure or post-operative wording).
+OPERATED = ("discectomy", "decompression", "fusion", "operated")
+HARDWARE = ("fusion", "hardware", "screw_query")
+
+
+@dataclass
+class Context:
+    mentions: list[Mention]
+    raising: dict[str, list[Mention]]  # concept -> affirmed or uncertain, non-history mentions
+    clinical_text: bool  # any field other than acquisition descriptions
+    procedures: set[str]
+    instrumented: str  # yes | no | unknown
+    postoperative: str  # yes | no | unknown
+    cue_windows: dict[str, list[Mention]]
+    acquisition: set[str]
+    modalities: set[str]
+    readings: list[Reading]
+    time_notes: list[str] = field(default_factory=list)
+
+    def present(self, concept: str) -> bool:
+        return concept in self.raising
+
+
+def _base(keyword: str) -> str:
+    return keyword.rsplit(".", 1)[-1]
+
+
+def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) -> Context:
+    mentions: list[Mention] = []
+    for f in study.text_fields:
+        mentions.extend(matcher.mentions(f))
+    raising: dict[str, list[Mention]] = {}
+    seen: dict[str, list[Mention]] = {}  # concept -> every non-negated mention, history included
+    negated: set[str] = set()
+    for m in mentions:
+        for c in m.concepts:
+            if m.assertion == "negated":
+                negated.add(c)
+                continue
+            seen.setdefault(c, []).append(m)
+            if not m.history:
+                raising.setdefault(c, []).append(m)
+    acquisition = {c for m in mentions if _base(m.keyword) in ACQUISITION_KEYWORDS and m.assertion != "negated" for c in m.concepts}
+    for s in study.series.values():
+        for kw in _SERIES_TEXT:
+            value = s.attributes.get(kw)
+            if value:
+                text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+                acquisition |= {c for m in matcher.mentions({"value": text, "keyword": kw}) for c in m.concepts}
+    procedures = {p for p in ("discectomy", "decompression", "fusion") if p in seen}
+    if any(c in seen for c in HARDWARE):
+        instrumented = "yes"
+    elif "no_hardware" in seen or procedures:
+        instrumented = "no"
+    else:
+        instrumented = "unknown"
+    study_dt = study_datetime(study.attributes)
+    readings, notes = text_readings(study.text_fields, study_dt)
+    structured, note = surgery_reading(surgery, study_dt)
+    if note:
+        notes.append(note)
+    if structured:
+        readings.insert(0, structured)
+    intraop = any(p.get("role") in ("intraoperative", "postoperative_reference") for p in priors or [])
+    if any(c in seen for c in OPERATED) or readings or structured or intraop:
+        postoperative = "yes"
+    elif "no_surgery" in seen or any(c in negated for c in OPERATED):
+        postoperative = "no"
+    else:
+        postoperative = "unknown"
+    cue_windows: dict[str, list[Mention]] = {}
+    concepts = matcher.concepts
+    for m in mentions:
+        if m.assertion == "negated" and not m.concepts & matcher.pseudo:
+            continue
+        for c in m.concepts:
+            course = concepts[c].get("course")
+            if course:
+                cue_windows.setdefault(course, []).append(m)
+    return Context(
+        mentions=mentions,
+        raising=raising,
+        clinical_text=any(_base(f["keyword"]) not in ACQUISITION_KEYWORDS for f in study.text_fields),
+        procedures=procedures,
+        instrumented=instrumented,
+        postoperative=postoperative,
+        cue_windows=cue_windows,
+        acquisition=acquisition,
+        modalities={s.modality.upper() for s in study.series.values() if s.modality},
+        readings=_distinct(readings),
+        time_notes=notes,
+    )
+
+
+def _distinct(readings: list[Reading]) -> list[Reading]:
+    """Readings that differ by more than a day; the first of each kept (structured first)."""
+    out: list[Reading] = []
+    for r in readings:
+        if all(abs(r.hours - o.hours) > 24 for o in out):
+            out.append(r)
+    return out
+
+
+def windows(ctx: Context, hours: float | None, early_days: float) -> set[str]:
+    """The course windows whose rules run for one reading of the time since surgery.
+
+    Inside the early window the early rules always run (plus any course cue);
+    after it, the course cues decide, or both later windows run; unknown time and
+    no cue runs every window.
+    """
+    cues = set(ctx.cue_windows)
+    if hours is not None:
+        if hours <= early_days * 24:
+            return {"early"} | cues
+        return (cues - {"early"}) or {"inefficacy", "late"}
+    return cues or {"early", "inefficacy", "late"}

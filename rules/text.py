@@ -1,0 +1,241 @@
+"""Clinical text matching: normalisation, tokens, concept mentions and assertion status.
+
+Text is normalised (case, accents, ligatures, haem/hem and oe/e spellings, French
+elisions) before matching, but every token keeps its offsets in the original text,
+so a mention always points at the exact characters the clinician wrote.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+_CHAR_MAP = {
+    "œ": "oe",
+    "æ": "ae",
+    "ß": "ss",
+    "’": "'",
+    "‘": "'",
+    "`": "'",
+    "ʼ": "'",
+    "\u00a0": " ",
+}
+
+#: Words, digits, newlines and the punctuation that carries meaning (scope, "?", "J+2", "r/o").
+_TOKEN = re.compile(r"[a-z0-9]+|\n|[?+/#.;:,!()]")
+
+#: Typo correction only for words at least this long (shorter words are too ambiguous).
+_FUZZY_MIN = 6
+
+
+def normalise(text: str) -> tuple[str, list[int]]:
+    """Lower-case, accent- and ligature-free text, and the original index of each character."""
+    out: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        low = ch.lower()
+        rep = _CHAR_MAP.get(low)
+        if rep is None:
+            rep = "".join(c for c in unicodedata.normalize("NFKD", low) if not unicodedata.combining(c))
+        for c in rep:
+            out.append(c)
+            index.append(i)
+    return "".join(out), index
+
+
+def spell(word: str) -> str:
+    """British/French spellings folded: haem -> hem, oedema -> edema, anaesthesia -> anesthesia."""
+    return word.replace("ae", "e").replace("oe", "e")
+
+
+@dataclass
+class Token:
+    norm: str
+    raw: str
+    start: int
+    end: int
+
+
+def tokenize(text: str) -> list[Token]:
+    norm, index = normalise(text)
+    tokens = []
+    for m in _TOKEN.finditer(norm):
+        start = index[m.start()]
+        end = index[m.end() - 1] + 1
+        tokens.append(Token(spell(m.group()), text[start:end], start, end))
+    return tokens
+
+
+def term_tokens(term: str) -> tuple[str, ...]:
+    return tuple(t.norm for t in tokenize(term))
+
+
+def _deletes(word: str) -> set[str]:
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+@dataclass
+class Mention:
+    """One match of a lexicon term in one text field."""
+
+    concepts: frozenset[str]
+    text: str
+    start: int
+    end: int
+    keyword: str
+    tag: str
+    series_uid: str | None
+    assertion: str = "affirmed"  # affirmed | uncertain | negated
+    history: bool = False
+    corrected: str | None = None  # the lexicon word a typo was read as
+
+    @property
+    def raises(self) -> bool:
+        """A mention raises rules when it is affirmed or uncertain and not history."""
+        return self.assertion != "negated" and not self.history
+
+
+@dataclass
+class _Entry:
+    tokens: tuple[str, ...]
+    raw: tuple[str, ...] | None  # case-sensitive original tokens (e.g. CES), else None
+    concepts: set[str] = field(default_factory=set)
+    assertion: str | None = None  # fixed assertion, e.g. "afebrile" is negated fever
+
+
+class Matcher:
+    """Finds lexicon concepts in text, leftmost-longest, and sets their assertion status."""
+
+    def __init__(self, concepts: dict[str, dict], cues: dict[str, list[str]], scope: int, known_words: list[str]):
+        self.concepts = concepts
+        self.pseudo = {name for name, c in concepts.items() if c.get("pseudo_negation")}
+        entries: dict[tuple, _Entry] = {}
+        for name, c in concepts.items():
+            for kind, assertion in (("terms", None), ("exact", None), ("negated_terms", "negated")):
+                for term in c.get(kind) or []:
+                    toks = tokenize(term)
+                    raw = tuple(t.raw for t in toks) if kind == "exact" else None
+                    key = (tuple(t.norm for t in toks), raw, assertion)
+                    entry = entries.setdefault(key, _Entry(key[0], raw, assertion=assertion))
+                    entry.concepts.add(name)
+        self.index: dict[str, list[_Entry]] = {}
+        for e in entries.values():
+            if e.tokens:
+                self.index.setdefault(e.tokens[0], []).append(e)
+        for lst in self.index.values():
+            lst.sort(key=lambda e: -len(e.tokens))
+        self.cues = {kind: sorted({term_tokens(t) for t in terms}, key=len, reverse=True) for kind, terms in cues.items()}
+        self.breaks = self.cues.pop("scope_breaks", [])
+        self.scope = scope
+        self.word_concepts: dict[str, set[str]] = {}
+        for e in entries.values():
+            for t in e.tokens:
+                if len(t) >= _FUZZY_MIN and t.isalpha():
+                    self.word_concepts.setdefault(t, set()).update(e.concepts)
+        vocab = self.vocab = set(self.word_concepts)
+        self.words = {t for e in entries.values() for t in e.tokens}
+        self.deletes: dict[str, set[str]] = {}
+        for word in vocab:
+            for d in _deletes(word):
+                self.deletes.setdefault(d, set()).add(word)
+        self.known = {spell(normalise(w)[0]) for w in known_words} | {t for c in self.cues.values() for s in c for t in s}
+
+    def correct(self, word: str) -> str | None:
+        """The lexicon word a small typo (one edit) stands for, or None when unsure."""
+        if word in self.words or word in self.known or len(word) < _FUZZY_MIN - 1 or not word.isalpha():
+            return None
+        found = set(self.deletes.get(word, ()))
+        for d in _deletes(word):
+            if d in self.vocab:
+                found.add(d)
+            found |= self.deletes.get(d, set())
+        found = sorted(w for w in found if w[0] == word[0] and abs(len(w) - len(word)) <= 1)
+        if not found or any(self.word_concepts[w] != self.word_concepts[found[0]] for w in found):
+            return None  # no candidate, or candidates that mean different things
+        return found[0]
+
+    def mentions(self, field: dict) -> list[Mention]:
+        text = field.get("value") or ""
+        tokens = tokenize(text)
+        words = [t.norm for t in tokens]
+        fixes: dict[int, str] = {}
+        for i, w in enumerate(words):
+            fixed = self.correct(w)
+            if fixed:
+                words[i] = fixed
+                fixes[i] = fixed
+        found: list[tuple[int, int, _Entry]] = []
+        i = 0
+        while i < len(words):
+            match = None
+            for e in self.index.get(words[i], ()):
+                n = len(e.tokens)
+                if tuple(words[i : i + n]) != e.tokens:
+                    continue
+                if e.raw is not None and tuple(t.raw for t in tokens[i : i + n]) != e.raw:
+                    continue
+                match = e
+                break
+            if match is None:
+                i += 1
+                continue
+            found.append((i, i + len(match.tokens), match))
+            i += len(match.tokens)
+        covered = set()
+        for a, b, e in found:
+            if e.concepts & self.pseudo:
+                covered.update(range(a, b))
+        out = []
+        for a, b, e in found:
+            start, end = tokens[a].start, tokens[b - 1].end
+            m = Mention(
+                frozenset(e.concepts),
+                text[start:end],
+                start,
+                end,
+                field.get("keyword", ""),
+                field.get("tag", ""),
+                field.get("series_uid"),
+                corrected=" ".join(fixes[k] for k in range(a, b) if k in fixes) or None,
+            )
+            if e.assertion:
+                m.assertion = e.assertion
+            elif not e.concepts & self.pseudo:
+                m.assertion = self._assertion(words, a, b, covered)
+            m.history = self._cue(words, a, "history_before", covered, before=True)
+            out.append(m)
+        return out
+
+    def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool) -> bool:
+        """Is a cue of this kind within scope before (or after) position pos?"""
+        cues = self.cues.get(kind, ())
+        if before:
+            lo = pos
+            for k in range(pos - 1, max(-1, pos - 1 - self.scope), -1):
+                if any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.breaks):
+                    break
+                lo = k
+            span = range(lo, pos)
+        else:
+            hi = pos
+            for k in range(pos, min(len(words), pos + 3)):
+                if any(tuple(words[k : k + len(b)]) == b for b in self.breaks):
+                    break
+                hi = k + 1
+            span = range(pos, hi)
+        for k in span:
+            if k in covered:
+                continue
+            for cue in cues:
+                n = len(cue)
+                if tuple(words[k : k + n]) == cue and k + n <= span.stop:
+                    return True
+        return False
+
+    def _assertion(self, words: list[str], a: int, b: int, covered: set[int]) -> str:
+        if self._cue(words, a, "uncertain_before", covered, True) or self._cue(words, b, "uncertain_after", covered, False):
+            return "uncertain"
+        if self._cue(words, a, "negation_before", covered, True) or self._cue(words, b, "negation_after", covered, False):
+            return "negated"
+        return "affirmed"

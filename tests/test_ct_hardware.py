@@ -1,0 +1,143 @@
+"""CT hardware analyser on synthetic phantoms with known breaches and halos."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rules.model import Priority
+from phantom import PhantomSpec, ScrewSpec, load_study, make_volume, write_series
+from workers.analysers import run_analysers
+from workers.analysers.ct_hardware import CTHardwareAnalyser
+
+GRADED = [
+    ScrewSpec(0, "left", medial=3.0),  # C
+    ScrewSpec(0, "right"),  # A
+    ScrewSpec(1, "left", medial=5.0),  # D
+    ScrewSpec(1, "right", medial=1.0),  # B
+]
+
+
+def analyse(tmp_path, spec, **kw):
+    write_series(spec, tmp_path / "ct", **kw)
+    study = load_study(tmp_path / "ct")
+    [res] = run_analysers(study, [CTHardwareAnalyser()])
+    json.dumps(res.to_dict())  # serialisable for the worker
+    return res
+
+
+def by_screw(res, name):
+    """{(construct_level, side): measurement} for one measurement name."""
+    return {(m["construct_level"], m["side"]): m for m in res.measurements if m["name"] == name}
+
+
+def truth_key(s: ScrewSpec, levels: int = 2):
+    return (levels - s.level, s.side)  # construct level 1 is the most cranial
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    return analyse(tmp_path_factory.mktemp("graded"), PhantomSpec(screws=GRADED))
+
+
+def test_grades_within_1mm_of_truth(graded):
+    medial = by_screw(graded, "medial_breach_depth")
+    assert len(medial) == 4
+    for s in GRADED:
+        m = medial[truth_key(s)]
+        assert abs(m["value"] - s.medial) <= 1.0, (s, m)
+    assert medial[truth_key(GRADED[0])]["grade"] == "C"
+    assert medial[truth_key(GRADED[1])]["grade"] == "A"
+    assert medial[truth_key(GRADED[2])]["grade"] == "D"
+    assert medial[truth_key(GRADED[3])]["grade"] == "B"
+
+
+def test_flags_only_for_c_and_worse(graded):
+    flags = [f for f in graded.flags if f.code == "misplaced_screw"]
+    got = sorted((f.evidence[0].measurement["grade"], f.priority) for f in flags)
+    assert got == [("C", Priority.URGENT), ("D", Priority.STAT)]
+    assert not [f for f in graded.flags if f.code == "screw_loosening"]
+    assert graded.not_assessed == []
+
+
+def test_evidence_is_suspected_and_traceable(graded):
+    for f in graded.flags:
+        ev = f.evidence[0]
+        assert f.to_dict()["status"] == "suspected"
+        assert ev.note.startswith("Suspected misplaced_screw")
+        assert "decision support" in ev.note and "vertebral level unknown" in ev.note
+        assert ev.source.startswith("series:1.")
+        m = ev.measurement
+        assert m["unit"] == "mm" and m["threshold"] and len(m["z_mm"]) == 2 and m["screw"] >= 1
+    assert {m["name"] for m in graded.measurements} >= {
+        "screw_length", "screw_diameter", "medial_breach_depth", "lateral_breach_depth", "halo_width"}
+    lengths = [m["value"] for m in graded.measurements if m["name"] == "screw_length"]
+    assert all(45 <= v <= 60 for v in lengths)  # 45 mm shaft + 9 mm head
+
+
+def test_grade_e_stat_and_lateral_breach_is_not_canal_intrusion(tmp_path):
+    screws = [ScrewSpec(0, "left", medial=7.0), ScrewSpec(0, "right", lateral=4.0),
+              ScrewSpec(1, "left"), ScrewSpec(1, "right")]
+    res = analyse(tmp_path, PhantomSpec(screws=screws))
+    medial, lateral = by_screw(res, "medial_breach_depth"), by_screw(res, "lateral_breach_depth")
+    assert medial[truth_key(screws[0])]["grade"] == "E"
+    assert abs(medial[truth_key(screws[0])]["value"] - 7.0) <= 1.0
+    assert medial[truth_key(screws[1])]["grade"] == "A"
+    assert abs(lateral[truth_key(screws[1])]["value"] - 4.0) <= 1.0
+    flags = [f for f in res.flags if f.code == "misplaced_screw"]
+    assert [(f.priority, f.evidence[0].measurement["grade"]) for f in flags] == [(Priority.STAT, "E")]
+
+
+@pytest.mark.parametrize("metal,bits12", [("steel", False), ("titanium", True)])
+def test_steel_and_saturated_12bit_give_same_grades(tmp_path, metal, bits12):
+    res = analyse(tmp_path, PhantomSpec(screws=GRADED, metal=metal, bits12=bits12, seed=3))
+    medial = by_screw(res, "medial_breach_depth")
+    assert {k: m["grade"] for k, m in medial.items()} == {truth_key(s): g for s, g in zip(GRADED, "CADB")}
+    if bits12:
+        assert all(m["saturated_12bit"] for m in res.measurements)
+
+
+def test_well_placed_screws_and_stimulator_lead(tmp_path):
+    screws = [ScrewSpec(lev, side) for lev in (0, 1) for side in ("left", "right")]
+    res = analyse(tmp_path, PhantomSpec(screws=screws, lead=True))
+    assert not res.flags  # the lead lies in the canal but is not a screw
+    assert len(by_screw(res, "medial_breach_depth")) == 4
+    assert [m["kind"] for m in res.measurements if m.get("kind") == "lead"] == ["lead"]
+    assert all(m["value"] < 2.0 for m in by_screw(res, "medial_breach_depth").values())
+
+
+def test_no_hardware_is_skipped_quickly(tmp_path):
+    res = analyse(tmp_path, PhantomSpec(screws=[], rods=False))
+    assert res.flags == [] and res.measurements == [] and res.not_assessed == []
+    assert any("no metal" in n for n in res.notes)
+    assert "assemble" not in res.timings and res.timings["precheck"] < 1.0
+
+
+def test_laminectomy_open_ring_is_not_assessed(tmp_path):
+    res = analyse(tmp_path, PhantomSpec(screws=GRADED, laminectomy=True))
+    assert not [f for f in res.flags if f.code == "misplaced_screw"]
+    assert len([r for r in res.not_assessed if "bony ring open" in r]) == 4
+    assert not by_screw(res, "medial_breach_depth")  # unknown is never "grade A"
+
+
+def test_myelography_contrast_is_not_assessed(tmp_path):
+    res = analyse(tmp_path, PhantomSpec(screws=GRADED, contrast_agent="IOHEXOL INTRATHECAL"))
+    assert not [f for f in res.flags if f.code == "misplaced_screw"]
+    assert any("contrast" in r for r in res.not_assessed)
+
+
+def test_loosening_halo(tmp_path):
+    screws = [ScrewSpec(0, "left", halo=3.5), ScrewSpec(0, "right", halo=4.0, irregular=True),
+              ScrewSpec(1, "left"), ScrewSpec(1, "right")]
+    res = analyse(tmp_path, PhantomSpec(screws=screws))
+    halo = by_screw(res, "halo_width")
+    assert halo[truth_key(screws[0])]["value"] > 2.0
+    assert halo[truth_key(screws[2])]["value"] <= 1.0 and halo[truth_key(screws[3])]["value"] <= 1.0
+    flags = [f for f in res.flags if f.code == "screw_loosening"]
+    assert len(flags) == 2 and all(f.priority == Priority.ROUTINE for f in flags)
+    notes = {f.evidence[0].measurement["screw"]: f.evidence[0].note for f in flags}
+    regular = [n for n in notes.values() if "mechanical" in n]
+    infected = [n for n in notes.values() if "suspect infection" in n]
+    assert len(regular) == 1 and len(infected) == 1
+    assert not [f for f in res.flags if f.code == "misplaced_screw"]

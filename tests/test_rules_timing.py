@@ -1,0 +1,65 @@
+"""Time since surgery from text and from a surgery record."""
+
+from datetime import datetime
+
+import pytest
+
+from rules.timing import study_datetime, surgery_reading, text_readings
+
+STUDY = datetime(2026, 11, 21, 10, 0)
+
+
+def hours(text, study=STUDY):
+    readings, _ = text_readings([{"value": text, "keyword": "ReasonForTheRequestedProcedure", "tag": "(0040,1002)"}], study)
+    return [r.hours for r in readings]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Arthrodèse J+2", [48]),
+        ("J2 discectomie", [48]),
+        ("J0", [0]),
+        ("POD 2", [48]),
+        ("POD#3 after TLIF", [72]),
+        ("post-op day 4", [96]),
+        ("48h post-op", [48]),
+        ("opéré hier", [24]),
+        ("operated 3 days ago", [72]),
+        ("opéré il y a 3 semaines", [504]),
+        ("6 months after surgery", [4382.6]),
+        ("2 ans après discectomie", [17532]),
+        ("opéré le 19/11/2026", [58]),
+        ("surgery on 2026-11-19", [58]),
+        ("chirurgie le 5 novembre 2026", [394]),
+    ],
+)
+def test_relative_and_dated_readings(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=1)
+
+
+@pytest.mark.parametrize("text", ["D12 screw", "vis D2", "pain for 3 months", "L4-L5", "3 mois de lombalgie"])
+def test_no_reading_is_invented(text):
+    assert hours(text) == []
+
+
+def test_ambiguous_english_date_is_unknown_with_a_note():
+    readings, notes = text_readings([{"value": "operated on 03/04/2026", "tag": "(0040,1002)"}], STUDY)
+    assert readings == [] and "ambiguous" in notes[0]
+
+
+def test_french_text_reads_dd_mm():
+    assert hours("opéré le 03/11/2026 pour arthrodèse") == pytest.approx([442])
+
+
+def test_future_surgery_date_is_ignored():
+    assert hours("opéré le 25/11/2026") == []
+
+
+def test_study_datetime_and_surgery_record():
+    assert study_datetime({"StudyDate": "20261121", "StudyTime": "101500.123"}) == datetime(2026, 11, 21, 10, 15)
+    assert study_datetime({}) is None
+    r, note = surgery_reading({"datetime": "2026-11-19T10:00:00", "source": "fluoro"}, STUDY)
+    assert r.hours == 48 and note is None
+    assert surgery_reading({"datetime": "2026-11-19T10:00:00"}, None)[0] is None
+    assert surgery_reading({"datetime": "garbage"}, STUDY)[0] is None

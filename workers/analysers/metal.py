@@ -1,0 +1,131 @@
+"""Metal segmentation: threshold, rods/leads split from screws, PCA geometry.
+
+Threshold: 2,500 HU by default. On saturated 12-bit data (maximum at the
+3,071 HU ceiling) the ceiling plateau is metal and the seed threshold is kept
+below it. On extended HU scales each component is re-thresholded at half of
+its peak above bone (a half-maximum edge), which limits blooming for steel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+SEED_HU = 2500
+CEILING_12BIT = 3071
+BONE_HU = 400  # background level for the half-maximum edge
+
+
+@dataclass
+class Part:
+    kind: str  # screw | rod | lead | plate | other
+    mask: np.ndarray  # bool, cropped to bbox
+    bbox: tuple[slice, slice, slice]  # into the volume
+    centre: np.ndarray  # mm, (z, y, x)
+    axis: np.ndarray  # unit vector, (z, y, x)
+    length: float  # mm along the axis
+    diameter: float  # mm, robust shaft diameter
+    widths: tuple[float, float]  # mm, extent along 2nd and 3rd principal axes
+    peak_hu: float
+    threshold: float
+
+
+def metal_threshold(hu: np.ndarray) -> tuple[float | None, bool]:
+    """(threshold, saturated); None when no voxel reaches metal density."""
+    top = int(hu.max())
+    if top < SEED_HU:
+        return None, False
+    saturated = bool(top <= CEILING_12BIT + 5 and np.count_nonzero(hu >= top) >= 20)
+    return (min(SEED_HU, top - 300) if saturated else SEED_HU), saturated
+
+
+def quick_has_metal(slices: list[np.ndarray], min_voxels: int = 10) -> bool:
+    """Pre-check on a few HU slices."""
+    return any(np.count_nonzero(s >= SEED_HU) >= min_voxels for s in slices)
+
+
+def _geometry(coords: np.ndarray):
+    """PCA of voxel coordinates (mm): centre, axes (rows), extents."""
+    c = coords.mean(axis=0)
+    d = coords - c
+    w, v = np.linalg.eigh(d.T @ d / max(len(d) - 1, 1))
+    axes = v[:, ::-1].T  # principal first
+    proj = d @ axes.T
+    return c, axes, proj
+
+
+def describe(mask: np.ndarray, bbox, spacing, z_mm: np.ndarray, peak: float, thr: float) -> Part:
+    """Shape of one component; z in mm from the (possibly uneven) slice positions."""
+    idx = np.nonzero(mask)
+    zz = z_mm[idx[0] + bbox[0].start]
+    yy = (idx[1] + bbox[1].start) * spacing[1]
+    xx = (idx[2] + bbox[2].start) * spacing[2]
+    coords = np.column_stack([zz, yy, xx])
+    c, axes, proj = _geometry(coords)
+    t = proj[:, 0]
+    length = float(t.max() - t.min()) + spacing[2]
+    mid = (t > t.min() + 0.2 * (t.max() - t.min())) & (t < t.max() - 0.2 * (t.max() - t.min()))
+    r = np.hypot(proj[mid, 1], proj[mid, 2]) if mid.any() else np.hypot(proj[:, 1], proj[:, 2])
+    diameter = 2.0 * float(np.percentile(r, 95)) + spacing[2]
+    widths = tuple(float(np.ptp(proj[:, k])) + spacing[2] for k in (1, 2))
+    return Part("other", mask, bbox, c, axes[0], length, diameter, widths, peak, thr)
+
+
+def classify(p: Part, along_z: bool) -> str:
+    """Screw, rod, lead (spinal cord stimulator), plate or other, from size and shape."""
+    vertical = abs(p.axis[0]) > 0.7
+    if along_z or vertical:
+        if p.widths[0] > 10 and p.widths[0] > 3 * max(p.widths[1], 1.0):
+            return "plate"
+        if p.diameter < 3.2 and p.length > 15:
+            return "lead"
+        if 3.5 <= p.diameter <= 8.5 and p.length > (20 if along_z else 8):  # or a rod piece cut at a bend
+            return "rod"
+        return "other"
+    if 3.5 <= p.diameter <= 10.0 and 20 <= p.length <= 110:
+        return "screw"
+    if p.widths[0] > 10 and p.widths[0] > 3 * max(p.widths[1], 1.0):
+        return "plate"
+    return "other"
+
+
+def segment(hu: np.ndarray, spacing, z_mm: np.ndarray, min_volume_mm3: float = 20.0):
+    """Metal parts of a volume; returns (parts, threshold, saturated)."""
+    thr, saturated = metal_threshold(hu)
+    if thr is None:
+        return [], None, False
+    m = hu >= thr
+    zs, ys, xs = (np.nonzero(np.any(m, axis=a))[0] for a in ((1, 2), (0, 2), (0, 1)))
+    box = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+    m = m[box]
+    sub = hu[box]
+    voxel = spacing[0] * spacing[1] * spacing[2]
+    # Long structures along z (rods, leads, vertical plates) survive a vertical line opening.
+    n = max(3, int(round(18.0 / spacing[0])))
+    vertical = ndi.binary_opening(m, structure=np.ones((n, 1, 1), bool))
+    # One voxel more, so the rod's rim does not stay attached to the screws.
+    vertical = ndi.binary_dilation(vertical, iterations=1) & m
+    parts: list[Part] = []
+    for group, along_z in ((vertical, True), (m & ~vertical, False)):
+        lab, count = ndi.label(group)
+        if count == 0:
+            continue
+        for i, sl in enumerate(ndi.find_objects(lab), start=1):
+            comp = lab[sl] == i
+            if comp.sum() * voxel < min_volume_mm3:
+                continue
+            vals = sub[sl][comp]
+            peak = float(np.percentile(vals, 99))
+            t = thr
+            if not saturated and peak > 2 * thr:  # extended scale: half-maximum edge
+                t = max(thr, 0.5 * (peak + BONE_HU))
+                comp = comp & (sub[sl] >= t)
+                if not comp.any():
+                    continue
+            bbox = tuple(slice(s.start + b.start, s.stop + b.start) for s, b in zip(sl, box))
+            p = describe(comp, bbox, spacing, z_mm, peak, t)
+            p.kind = classify(p, along_z)
+            parts.append(p)
+    return parts, thr, saturated

@@ -1,0 +1,347 @@
+"""Prior-exam comparisons (issue 4): the patient's relevant priors, their roles and the surgery date.
+
+`find_priors` asks the PACS (C-FIND, with retries, a time budget and a cache),
+keeps the spine priors, gives each a role and infers the surgery date;
+`comparison_hints` turns that into what the radiologist should compare;
+`prefetch` C-MOVEs the priors to a reading station. Logs carry UIDs, counts
+and statuses only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
+
+from agent import metrics
+from agent.config import DicomNode
+from agent.study import Study
+from rules.model import Evidence
+from workers.priors_classify import (
+    assign_roles,
+    family,
+    infer_surgery,
+    is_intraoperative,
+    parse_datetime,
+    regions,
+)
+from workers.priors_query import QueryError, RedisCache, TTLCache, cache_key, query_studies, same_patient
+
+log = logging.getLogger(__name__)
+
+PUBLIC_KEYS = ("study_instance_uid", "study_date", "study_time", "modalities", "description", "body_part",
+               "accession_number", "instances", "role", "roles", "interval_days")
+RULE = "priors"
+
+__all__ = ["PriorsResult", "find_priors", "comparison_hints", "prefetch", "TTLCache", "RedisCache"]
+
+
+@dataclass
+class PriorsResult:
+    status: str  # ok | unavailable | not_configured
+    priors: list[dict] = field(default_factory=list)
+    surgery: dict | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "priors": [dict(p) for p in self.priors],
+            "surgery": dict(self.surgery) if self.surgery else None,
+            "evidence": [e.to_dict() for e in self.evidence],
+            "conflicts": list(self.conflicts),
+            "hints": list(self.hints),
+        }
+
+
+def find_priors(study: Study, pacs: DicomNode | None, *, calling_aet: str, timeout: float = 10,
+                attempts: int = 3, cache=None, text_surgery: dict | None = None, redis=None,
+                backoff: float = 0.25) -> PriorsResult:
+    """The relevant priors of `study` on `pacs`; never raises and never waits past timeout x attempts.
+
+    `cache` is a TTLCache/RedisCache (or any object with get/set); a `redis` client is wrapped in a
+    RedisCache when no cache is given. Only successful answers are cached, so an unavailable PACS is
+    asked again at the next triage. `text_surgery` is {"date"|"datetime": ISO, "source": ...}.
+    """
+    if pacs is None:
+        result = PriorsResult("not_configured", evidence=[_ev("priors not assessed: no priors PACS configured",
+                                                             "priors", note="not_assessed")])
+        result.hints = comparison_hints(result, study)
+        return result
+    patient_id = str(study.get("PatientID") or "").strip()
+    issuer = str(study.get("IssuerOfPatientID") or "").strip() or None
+    if not patient_id:
+        return _unavailable(study, "the study has no PatientID")
+    if cache is None and redis is not None:
+        cache = RedisCache(redis)
+    key = cache_key(pacs, patient_id, issuer)
+    studies = _cache_get(cache, key)
+    if studies is None:
+        try:
+            studies = _query_with_retries(pacs, patient_id, issuer, calling_aet, timeout, attempts, backoff)
+        except QueryError as exc:
+            log.warning("priors unavailable for study %s: %s", study.uid, exc)
+            return _unavailable(study, str(exc))
+        _cache_set(cache, key, studies)
+    result = classify(study, studies, patient_id, issuer, text_surgery, pacs.aet)
+    log.info("priors for study %s: %d answers, %d relevant, surgery date trust %s", study.uid, len(studies),
+             len(result.priors), result.surgery["trust"] if result.surgery else "none")
+    return result
+
+
+def _query_with_retries(pacs, patient_id, issuer, calling_aet, timeout, attempts, backoff) -> list[dict]:
+    """Up to `attempts` C-FINDs with exponential backoff, all within timeout x attempts."""
+    attempts = max(1, int(attempts))
+    deadline = time.monotonic() + timeout * attempts
+    last = "no attempt made"
+    for i in range(attempts):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        start = time.monotonic()
+        try:
+            studies = query_studies(pacs, patient_id, issuer, calling_aet=calling_aet,
+                                    timeout=min(timeout, remaining))
+            metrics.priors_queries.observe(time.monotonic() - start)
+            return studies
+        except QueryError as exc:
+            last = str(exc)
+        except Exception as exc:  # a malformed answer or a network error: still only an attempt
+            last = f"{type(exc).__name__} during C-FIND"
+        metrics.priors_queries.observe(time.monotonic() - start)
+        metrics.priors_failures.inc()
+        log.info("priors C-FIND attempt %d/%d failed", i + 1, attempts)
+        if i + 1 < attempts:
+            time.sleep(max(0.0, min(backoff * 2**i, deadline - time.monotonic())))
+    raise QueryError(f"{last} (after {attempts} attempt(s))")
+
+
+def _cache_get(cache, key: str):
+    if cache is None:
+        return None
+    try:
+        return cache.get(key)
+    except Exception:  # a cache outage only costs a query
+        log.warning("priors cache unavailable")
+        return None
+
+
+def _cache_set(cache, key: str, value) -> None:
+    if cache is not None:
+        try:
+            cache.set(key, value)
+        except Exception:
+            log.warning("priors cache unavailable")
+
+
+def _ev(text: str, rule: str, source: str = "priors", note: str | None = None) -> Evidence:
+    """Evidence whose note, when there is one, starts with a tag (not_assessed, conflict, trust ...)."""
+    return Evidence(source=source, rule=f"{RULE}.{rule}" if rule != RULE else RULE, text=text,
+                    note=f"{note}: {text}" if note else None)
+
+
+def _unavailable(study: Study, reason: str) -> PriorsResult:
+    result = PriorsResult("unavailable", evidence=[_ev(f"priors unavailable: {reason}", "priors",
+                                                       note="not_assessed")])
+    result.hints = comparison_hints(result, study)
+    return result
+
+
+def _current(study: Study) -> tuple[datetime | None, set[str], set[str]]:
+    """The current study's date, modality families and spine regions."""
+    dt = parse_datetime(study.get("StudyDate"), study.get("StudyTime"))
+    fams = {family(m) for m in study.modalities}
+    body = [s.body_part for s in study.series.values() if s.body_part]
+    texts = [study.get("StudyDescription") or ""] + [s.description or "" for s in study.series.values()]
+    return dt, fams, regions(body, texts) or set()
+
+
+def classify(study: Study, studies: list[dict], patient_id: str, issuer: str | None,
+             text_surgery: dict | None = None, pacs_aet: str = "PACS") -> PriorsResult:
+    """Roles, surgery date, evidence and hints from C-FIND answers (also used on cached answers)."""
+    result = PriorsResult("ok")
+    kept, dropped = same_patient(studies, patient_id, issuer)
+    if dropped:
+        result.evidence.append(_ev(f"{dropped} answer(s) ignored: PatientID or IssuerOfPatientID differs",
+                                   "identity", source=f"C-FIND {pacs_aet}"))
+    current_dt, current_fams, current_regions = _current(study)
+    priors: list[dict] = []
+    for s in kept:
+        if s["study_instance_uid"] == study.uid:
+            continue
+        p = _prepare(s)
+        if current_dt and p["_dt"] and p["_dt"].date() > current_dt.date():
+            continue  # later than the current study: not a prior
+        if p["_regions"] is None or not (p["_regions"] or p["_intraop"]):
+            continue  # another region, or a region we cannot tell and no intraoperative marking
+        priors.append(p)
+    priors.sort(key=lambda p: (p["_dt"] is None, p["_dt"] or datetime.min))
+    surgery, candidates, conflicts = infer_surgery(priors, text_surgery)
+    assign_roles(priors, surgery, current_dt, current_fams, current_regions)
+    for p in priors:
+        d = p["_dt"]
+        p["interval_days"] = (d.date() - current_dt.date()).days if d and current_dt else None
+    result.conflicts = conflicts
+    if surgery:
+        result.surgery = _surgery_out(surgery, candidates, current_dt)
+        result.evidence.append(_ev(f"surgery date {result.surgery['datetime'][:10]} from {surgery['source']}",
+                                   "surgery_date", source=_source(surgery), note=f"trust {surgery['trust']}"))
+    else:
+        result.evidence.append(_ev("surgery date not found among the PACS priors", "surgery_date",
+                                   note="not_assessed"))
+    for c in conflicts:
+        result.evidence.append(_ev(f"conflict: {c}", "surgery_date", note="conflict"))
+    for p in priors:
+        if p["role"] != "other_spine":
+            result.evidence.append(_ev(f"{' + '.join(p['roles'])} prior {'/'.join(p['modalities'])} of "
+                                       f"{_date(p)}", p["role"], source=f"prior study {p['study_instance_uid']}"))
+    if surgery and not any("preoperative" in p["roles"] for p in priors):
+        result.evidence.append(_ev("no preoperative imaging on PACS", "preoperative", note="not_assessed"))
+    elif not surgery:
+        result.evidence.append(_ev("preoperative imaging not identified: surgery date unknown", "preoperative",
+                                   note="not_assessed"))
+    result.priors = [{k: p[k] for k in PUBLIC_KEYS} for p in priors]
+    result.hints = comparison_hints(result, study)
+    return result
+
+
+def _prepare(s: dict) -> dict:
+    """A C-FIND answer with its modalities, body part and the private fields classification needs."""
+    p = dict(s)
+    series = s.get("series") or []
+    p["modalities"] = sorted(set(s["modalities"]) | {x["Modality"] for x in series if x.get("Modality")})
+    body = [s["body_part"]] + [x["BodyPartExamined"] for x in series]
+    if not p["body_part"]:
+        p["body_part"] = next((b for b in body if b), "")
+    p["_texts"] = [s["description"]] + [x.get("SeriesDescription", "") for x in series] + \
+                  [x.get("ProtocolName", "") for x in series]
+    p["_regions"] = regions([b for b in body if b], [t for t in p["_texts"] if t])
+    p["_dt"] = parse_datetime(s["study_date"], s["study_time"])
+    p["_intraop"] = p["_regions"] is not None and is_intraoperative(p)
+    return p
+
+
+def _surgery_out(surgery: dict, candidates: list[dict], current_dt: datetime | None) -> dict:
+    out = {k: surgery[k] for k in ("datetime", "source", "trust") if k in surgery}
+    if surgery.get("study_instance_uid"):
+        out["study_instance_uid"] = surgery["study_instance_uid"]
+    out["has_time"] = surgery["has_time"]
+    if current_dt:
+        out["postop_interval_hours"] = round((current_dt - datetime.fromisoformat(surgery["datetime"]))
+                                             .total_seconds() / 3600, 1)
+    out["candidates"] = [{k: c[k] for k in ("datetime", "source", "trust")} for c in candidates]
+    return out
+
+
+def _source(surgery: dict) -> str:
+    uid = surgery.get("study_instance_uid")
+    return f"prior study {uid}" if uid else "request text"
+
+
+def _date(p: dict) -> str:
+    d = p.get("_dt") or parse_datetime(p.get("study_date"), None)
+    return d.date().isoformat() if d else "unknown date"
+
+
+# ---- comparison hints (guide section 5) ----
+
+def comparison_hints(result: PriorsResult, study: Study) -> list[str]:
+    """What to compare with, in the guide's words; a missing prior is 'not assessed', never reassuring."""
+    if result.status == "not_configured":
+        return ["Priors not assessed: no PACS configured for prior studies"]
+    if result.status == "unavailable":
+        reason = next((e.text for e in result.evidence if e.text and e.text.startswith("priors unavailable")),
+                      "priors unavailable")
+        return [f"{reason[0].upper()}{reason[1:]} — comparisons not assessed; refresh when the PACS answers"]
+    hints: list[str] = []
+    months = None
+    if result.surgery and result.surgery.get("postop_interval_hours") is not None:
+        months = result.surgery["postop_interval_hours"] / 24 / 30.4
+    by_role = {}
+    for p in result.priors:
+        for r in p.get("roles") or [p["role"]]:
+            by_role.setdefault(r, []).append(p)
+    for p in by_role.get("intraoperative", [])[-1:]:
+        hints.append(f"Intraoperative {_mods(p)} of {_date(p)} available — marks the surgery date, levels and implants")
+    pre = by_role.get("preoperative", [])
+    mri = [p for p in pre if "MR" in p["modalities"]]
+    if mri:
+        hint = (f"Preoperative MRI of {_date(mri[-1])} available — compare the herniation, level and residual "
+                f"stenosis (gadolinium only if it looks the same); findings already there before surgery are "
+                f"not new")
+        if months is not None and months > 6:
+            hint += f"; {int(months)} months after surgery contrast is generally unhelpful (mature scar)"
+        hints.append(hint)
+    for p in pre:
+        if p not in mri:
+            hints.append(f"Preoperative {_mods(p)} of {_date(p)} available — reference before surgery")
+    if result.surgery and not pre:
+        hints.append("No preoperative imaging on PACS — comparison not assessed")
+    elif not result.surgery:
+        hints.append("Surgery date not found among the priors — preoperative comparison not assessed")
+    for p in by_role.get("postoperative_reference", []):
+        if {"CR", "DX"} & set(p["modalities"]):
+            hints.append(f"Baseline postoperative radiograph of {_date(p)} available — compare spacer/screw "
+                         f"position (same projection and conditions only)")
+        elif "CT" in p["modalities"]:
+            hints.append(f"Postoperative CT of {_date(p)} available — compare lucency around screws, new fractures")
+        else:
+            hints.append(f"First postoperative {_mods(p)} of {_date(p)} available — growing oedema or erosions "
+                         f"since then suggest creeping infection")
+    for p in by_role.get("recent_comparable", []):
+        if p["role"] == "recent_comparable":
+            hints.append(f"Latest comparable {_mods(p)} of {_date(p)} ({p['interval_days']} days) — compare for "
+                         f"progression")
+    for c in result.conflicts:
+        hints.append(f"Surgery date conflict: {c}")
+    return hints
+
+
+def _mods(p: dict) -> str:
+    return "/".join(p["modalities"]) or "study"
+
+
+# ---- prefetch ----
+
+def prefetch(priors: list[dict], pacs: DicomNode, destination_aet: str, *, calling_aet: str,
+             timeout: float = 30) -> list[str]:
+    """C-MOVE each prior study to `destination_aet`; return the UIDs moved without failure."""
+    uids = [p["study_instance_uid"] for p in priors if p.get("study_instance_uid")]
+    if not uids:
+        return []
+    ae = AE(ae_title=calling_aet)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
+    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.aet)
+    if not assoc.is_established:
+        log.warning("prefetch: no association with %s", pacs.aet)
+        return []
+    moved = []
+    try:
+        for uid in uids:
+            ds = Dataset()
+            ds.QueryRetrieveLevel = "STUDY"
+            ds.StudyInstanceUID = uid
+            final = None
+            for status, _ in assoc.send_c_move(ds, destination_aet, StudyRootQueryRetrieveInformationModelMove):
+                if status:
+                    final = status.Status
+            if final == 0x0000:
+                moved.append(uid)
+            else:
+                log.warning("prefetch of study %s ended with status %s", uid,
+                            "none" if final is None else f"0x{final:04X}")
+        assoc.release()
+    finally:
+        if assoc.is_alive():
+            assoc.abort()
+    log.info("prefetch: %d/%d studies moved to %s", len(moved), len(uids), destination_aet)
+    return moved

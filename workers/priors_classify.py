@@ -1,0 +1,240 @@
+"""Which priors matter for postoperative spine triage, and what each is for.
+
+Pure functions over plain dicts (one dict per prior study as returned by the
+C-FIND in `workers.priors_query`): spine region, intraoperative marking, roles and
+the surgery date inferred from them (domain guide sections 2 and 5).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date, datetime, time
+
+#: BodyPartExamined defined terms (CID 4031) and SNOMED codes per spine region.
+BODY_PARTS = {
+    "lumbar": {"LSPINE", "LSSPINE", "LUMBARSPINE", "LUMBAR", "SSPINE", "SACRUM", "COCCYX",
+               "122496007", "54735007", "64688005"},
+    "thoracic": {"TSPINE", "TLSPINE", "THORACICSPINE", "DORSALSPINE", "122495006"},
+    "cervical": {"CSPINE", "CTSPINE", "CERVICALSPINE", "122494005"},
+    "spine": {"SPINE", "421060004"},
+    "whole": {"WHOLESPINE", "ENTIRESPINE", "FULLSPINE"},
+}
+#: Multi-region body parts add the second region.
+EXTRA_REGION = {"TLSPINE": "lumbar", "CTSPINE": "thoracic"}
+
+#: Description patterns (accents and case removed first), English and French.
+TEXT_REGIONS = {
+    "lumbar": r"\b(lomb\w*|lumb\w*|l-?spine|lombo-?sacr\w*|lumbo-?sacr\w*|sacr(um|e|ee)|coccy\w*"
+              r"|l[1-5](-l?[1-5]|-s1)?)\b",
+    "thoracic": r"\b(thoracic spine|t-?spine|rachis dorsal\w*|dorsal spine|dorso-?lomb\w*|thoraco-?lumb\w*"
+                r"|rachis thorac\w*|[td]\d{1,2}-[td]?\d{1,2})\b",
+    "cervical": r"\b(cervical spine|c-?spine|rachis cervical|cervicale?s?|c[1-7]-c?[1-7])\b",
+    "whole": r"\b(panrachis|telerachis|whole spine|full spine|entire spine|rachis entier|colonne entiere|eos)\b",
+}
+#: Spine named without a region ("spine" below matches any region).
+GENERIC_SPINE = re.compile(
+    r"\b(rachis|spine|spinal|colonne|vertebr\w*|myelo\w*|saccoradiculo\w*|arthrodese|discectom\w*"
+    r"|laminectom\w*|herniectom\w*)\b"
+)
+#: Recognised non-spine regions: a study only named this way is unrelated.
+OTHER_REGIONS = re.compile(
+    r"\b(head|brain|skull|crane|cerebr\w*|encephal\w*|knee|genou|hip|hanche|shoulder|epaule|ankle|cheville"
+    r"|wrist|poignet|hand|main|foot|pied|chest|thorax|poumon\w*|lung\w*|abdom\w*|pelvis|bassin|heart|coeur"
+    r"|cardia\w*|coronar\w*|sinus|orbit\w*|breast|sein|mammo\w*)\b"
+)
+OTHER_BODY_PARTS = {"HEAD", "BRAIN", "SKULL", "KNEE", "HIP", "SHOULDER", "ANKLE", "WRIST", "HAND", "FOOT",
+                    "CHEST", "ABDOMEN", "PELVIS", "HEART", "BREAST", "NECK", "EXTREMITY", "ELBOW"}
+
+FLUOROSCOPY = {"XA", "RF"}
+RADIOGRAPHY = {"CR", "DX"}
+#: Per-/intra-operative markers in study/series descriptions and protocol names.
+INTRAOP = re.compile(
+    r"(\bper-?op\w*|\bintra-?op\w*|\bscopie\b|fluoroscop\w*|\bbloc\b|\bo-?arm\b|\bc-?arm\b|amplificateur"
+    r"|salle d.?op\w*|operating room|navigation)"
+)
+#: Fluoroscopy-guided procedures and diagnostic fluoroscopy that are not the operation.
+NOT_SURGERY = re.compile(r"(myelo\w*|saccoradiculo\w*|infiltration\w*|discograph\w*|bloc facett\w*"
+                         r"|facet block|epidural(e)? inject\w*|vertebroplast\w*|cyphoplast\w*|kyphoplast\w*)")
+POSTOP = re.compile(r"(post-?op\w*|postoperat\w*|\bj\+?\d+\b|\bpod\s?\d+\b|controle arthrodese|apres chirurgie)")
+
+ROLE_ORDER = ("intraoperative", "preoperative", "postoperative_reference", "recent_comparable", "other_spine")
+
+
+def fold(text: str | None) -> str:
+    """Lower case without accents, for matching."""
+    text = str(text or "").lower().replace("œ", "oe").replace("æ", "ae")
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+
+
+def family(modality: str) -> str:
+    """Modality family for 'same modality' comparisons: CR and DX are both radiographs."""
+    return "XR" if modality in RADIOGRAPHY else modality
+
+
+def regions(body_parts: list[str], texts: list[str]) -> set[str] | None:
+    """Spine regions named by body parts and descriptions; None if the study names only other regions."""
+    found: set[str] = set()
+    other = False
+    for bp in body_parts:
+        key = re.sub(r"[\s_\-]", "", str(bp or "").upper())
+        if not key:
+            continue
+        for region, terms in BODY_PARTS.items():
+            if key in terms:
+                found.add(region)
+                if key in EXTRA_REGION:
+                    found.add(EXTRA_REGION[key])
+        if key in OTHER_BODY_PARTS:
+            other = True
+    for t in texts:
+        t = fold(t)
+        for region, pattern in TEXT_REGIONS.items():
+            if re.search(pattern, t):
+                found.add(region)
+        if OTHER_REGIONS.search(t):
+            other = True
+        if GENERIC_SPINE.search(t):
+            found.add("spine")
+    if len(found) > 1:
+        found.discard("spine")
+    if found:
+        return found
+    return None if other else set()
+
+
+def same_region(a: set[str], b: set[str]) -> bool:
+    """Regions overlap; an unspecified spine, a whole spine or an unknown region matches any."""
+    if not a or not b or {"spine", "whole"} & (a | b):
+        return True
+    return bool(a & b)
+
+
+def is_intraoperative(prior: dict) -> bool:
+    """Fluoroscopy (XA/RF) of the spine, or any study marked per-/intra-operative."""
+    text = fold(" ".join(prior.get("_texts", [])))
+    if NOT_SURGERY.search(text):
+        return False
+    if INTRAOP.search(text):
+        return True
+    return bool(set(prior.get("modalities") or []) & FLUOROSCOPY) and bool(prior.get("_regions"))
+
+
+def parse_datetime(da: str | None, tm: str | None) -> datetime | None:
+    """DICOM DA/TM (also the old 'YYYY.MM.DD' and 'HH:MM:SS' forms); time defaults to 00:00."""
+    digits = re.sub(r"\D", "", str(da or ""))
+    if len(digits) != 8:
+        return None
+    try:
+        d = date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    except ValueError:
+        return None
+    t = re.sub(r"[^\d.]", "", str(tm or "")).split(".")[0]
+    try:
+        hh, mm, ss = int(t[0:2] or 0), int(t[2:4] or 0), int(t[4:6] or 0)
+        return datetime.combine(d, time(hh, mm, min(ss, 59)))
+    except ValueError:
+        return datetime.combine(d, time())
+
+
+def parse_iso(value: str | None) -> tuple[datetime | None, bool]:
+    """An ISO date or datetime (or DICOM DA); returns (datetime, has_time)."""
+    text = str(value or "").strip()
+    if not text:
+        return None, False
+    try:
+        if len(text) == 10 and text[4] == "-":
+            return datetime.combine(date.fromisoformat(text), time()), False
+        dt = datetime.fromisoformat(text)
+        return dt.replace(tzinfo=None), True
+    except ValueError:
+        return parse_datetime(text, None), False
+
+
+def label(prior: dict) -> str:
+    """"<uid> (XA, 'PER-OP SCOPIE')" for sources and conflicts."""
+    mods = "/".join(prior.get("modalities") or []) or "?"
+    desc = prior.get("description") or ""
+    return f"{prior['study_instance_uid']} ({mods}, {desc!r})" if desc else f"{prior['study_instance_uid']} ({mods})"
+
+
+def infer_surgery(priors: list[dict], text_surgery: dict | None) -> tuple[dict | None, list[dict], list[str]]:
+    """The surgery date from, in order of trust: the intraoperative study, the text, the first postoperative study.
+
+    `priors` are relevant priors sorted by date with `_dt` and `_intraop` set. Returns the chosen
+    reading, every candidate reading (the rules may evaluate each, guide section 2) and conflicts.
+    """
+    candidates: list[dict] = []
+    intraop = [p for p in priors if p["_intraop"] and p["_dt"]]
+    if intraop:
+        p = intraop[-1]
+        candidates.append({"datetime": p["_dt"].isoformat(), "source": f"intraoperative study {label(p)}",
+                           "trust": "high", "has_time": bool(p.get("study_time")),
+                           "study_instance_uid": p["study_instance_uid"]})
+    if text_surgery:
+        dt, has_time = parse_iso(text_surgery.get("datetime") or text_surgery.get("date"))
+        if dt:
+            source = text_surgery.get("source") or "request text"
+            candidates.append({"datetime": dt.isoformat(), "source": f"text date from {source}",
+                               "trust": "medium", "has_time": has_time})
+    postop = [p for p in priors if not p["_intraop"] and p["_dt"] and POSTOP.search(fold(" ".join(p["_texts"])))]
+    if postop:
+        p = postop[0]
+        candidates.append({"datetime": datetime.combine(p["_dt"].date(), time()).isoformat(),
+                           "source": f"first postoperative study {label(p)} (surgery on or before this date)",
+                           "trust": "low", "has_time": False, "study_instance_uid": p["study_instance_uid"]})
+    conflicts: list[str] = []
+    if not candidates:
+        return None, candidates, conflicts
+    chosen = candidates[0]
+    day = datetime.fromisoformat(chosen["datetime"]).date()
+    for other in candidates[1:]:
+        other_day = datetime.fromisoformat(other["datetime"]).date()
+        gap = (other_day - day).days
+        if other["trust"] == "low":
+            if gap < 0:
+                conflicts.append(f"{other['source']} is dated {other_day.isoformat()}, before the surgery date "
+                                 f"{day.isoformat()} from {chosen['source']}")
+        elif abs(gap) > 1:
+            conflicts.append(f"surgery date {other_day.isoformat()} from {other['source']} differs by {abs(gap)} "
+                             f"days from {day.isoformat()} from {chosen['source']}")
+    return chosen, candidates, conflicts
+
+
+def assign_roles(priors: list[dict], surgery: dict | None, current_dt: datetime | None,
+                 current_families: set[str], current_regions: set[str]) -> None:
+    """Set `roles` and `role` on each relevant prior (sorted by date, oldest first)."""
+    s_dt = datetime.fromisoformat(surgery["datetime"]) if surgery else None
+    exact = bool(surgery and surgery.get("has_time"))
+
+    def before(p: dict) -> bool:
+        if exact and p.get("study_time"):
+            return p["_dt"] < s_dt
+        return p["_dt"].date() < s_dt.date()
+
+    for p in priors:
+        p["roles"] = ["intraoperative"] if p["_intraop"] else []
+    dated = [p for p in priors if p["_dt"] and not p["_intraop"]]
+    if s_dt:
+        pre = [p for p in dated if before(p)]
+        post = [p for p in dated if not before(p)]
+        for fam in {family(m) for p in dated for m in p["modalities"]}:
+            same = [p for p in pre if fam in {family(m) for m in p["modalities"]}]
+            if same:
+                _add(same[-1], "preoperative")
+            same = [p for p in post if fam in {family(m) for m in p["modalities"]}]
+            if same:
+                _add(same[0], "postoperative_reference")
+    comparable = [p for p in dated if current_families & {family(m) for m in p["modalities"]}
+                  and same_region(p["_regions"], current_regions)
+                  and (current_dt is None or p["_dt"] < current_dt)]
+    if comparable:
+        _add(comparable[-1], "recent_comparable")
+    for p in priors:
+        p["roles"].sort(key=ROLE_ORDER.index)
+        p["role"] = p["roles"][0] if p["roles"] else "other_spine"
+
+
+def _add(prior: dict, role: str) -> None:
+    if role not in prior["roles"]:
+        prior["roles"].append(role)
