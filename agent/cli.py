@@ -158,7 +158,7 @@ def cmd_sinks(args) -> int:
     records = deliveries.take_dead_letters(args.kind)
     for r in records:
         actors.DELIVER[r["kind"]].send_with_options(args=(r["destination"], r["study_instance_uid"]),
-                                                    max_retries=max(cfg.sink_attempts - 1, 0))
+                                                    **actors.retry_options(cfg))
     print(f"replayed {len(records)} dead letter(s)")
     return 0
 

@@ -66,6 +66,8 @@ class Config:
     max_pdu: int = 0  # 0: unlimited receive PDU
     fsync: bool = True  # durability before success; off only for benchmarks
     sink_attempts: int = 8  # deliveries tried per destination before a dead letter
+    sink_backoff: float = 2.0  # seconds before the first retry; doubles each attempt
+    sink_max_backoff: float = 600.0
     ups_priority_map: dict | None = None  # e.g. {STAT = "HIGH", URGENT = "HIGH", ROUTINE = "MEDIUM"}
     ups_turnaround: dict | None = None  # target seconds per priority, e.g. {STAT = 1800}
     ups_retrieve_aet: str | None = None

@@ -46,3 +46,46 @@ def orthanc(tmp_path_factory):
     server = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def broker(redis_url):
+    """The dramatiq Redis broker with the actors declared on it (once per test process)."""
+    from workers import broker as broker_module
+
+    b = broker_module.setup(redis_url)
+    import workers.actors  # noqa: F401  (actors bind to the broker current at import)
+
+    return b
+
+
+@pytest.fixture
+def actors(broker):
+    """workers.actors, imported once the broker exists."""
+    import workers.actors
+
+    return workers.actors
+
+
+@pytest.fixture
+def workers_running(broker, redis_url, redis_client):
+    """In-process dramatiq worker threads on every queue; yields configure(**Config options)."""
+    from dramatiq import Worker
+
+    from agent.config import Config
+    from workers import runtime
+
+    def configure(**options):
+        cfg = Config(redis_url=redis_url, **options)
+        runtime.configure(cfg)
+        return cfg
+
+    for queue in broker.get_declared_queues():
+        broker.flush(queue)
+    configure()
+    worker = Worker(broker, worker_threads=2, worker_timeout=50)
+    worker.start()
+    yield configure
+    worker.stop(timeout=10_000)
+    for queue in broker.get_declared_queues():
+        broker.flush(queue)

@@ -77,6 +77,7 @@ def test_surgery_conflict_uses_higher_priority_and_is_recorded():
     assert out.priority == Priority.URGENT and out.postop_interval_hours == 48
     assert len(out.context["time_conflict"]) == 2
     assert any("Conflicting times since surgery" in line for line in out.explain)
+    assert all(any(e.source == "postop_interval" and "conflicting" in e.note for e in f.evidence) for f in out.flags)
 
 
 def test_unknown_time_runs_every_window():

@@ -66,9 +66,14 @@ def triage_study(study_uid: str) -> None:
         except Exception:
             metrics.triage_failures.inc()
             raise
-        entry = Worklist(ctx.redis).save(entry)
+        entry, changed = Worklist(ctx.redis).save(entry)
     finally:
         lock.release()
+    if entry.get("priors_status") == "unavailable":
+        refresh_when_priors_return(study_uid)
+    if not changed:
+        log.info("study %s triaged again: nothing new (revision %d kept)", study_uid, entry["revision"])
+        return
     metrics.priorities.labels(entry["priority"]).inc()
     for flag in entry["flags"]:
         metrics.flags.labels(flag["code"]).inc()
@@ -77,15 +82,35 @@ def triage_study(study_uid: str) -> None:
     dispatch(study_uid, ctx.config)
 
 
+#: After a triage that could not reach the PACS for priors, triage again later (seconds).
+PRIORS_REFRESH_DELAYS = (60, 300, 900, 3600)
+
+
+def refresh_when_priors_return(study_uid: str) -> bool:
+    """Queue a delayed re-triage so priors are added when the PACS answers again."""
+    message = CurrentMessage.get_current_message()
+    done = message.options.get("priors_refresh", 0) if message else 0
+    if done >= len(PRIORS_REFRESH_DELAYS):
+        return False
+    triage_study.send_with_options(args=(study_uid,), delay=PRIORS_REFRESH_DELAYS[done] * 1000,
+                                   priors_refresh=done + 1)
+    return True
+
+
 def dispatch(study_uid: str, cfg) -> int:
     """Queue one delivery per configured destination; return how many."""
     count = 0
     for kind, (_, attribute) in SINKS.items():
         for destination in getattr(cfg, attribute):
-            DELIVER[kind].send_with_options(args=(str(destination), study_uid),
-                                            max_retries=max(cfg.sink_attempts - 1, 0))
+            DELIVER[kind].send_with_options(args=(str(destination), study_uid), **retry_options(cfg))
             count += 1
     return count
+
+
+def retry_options(cfg) -> dict:
+    """Per-message retry settings from the configuration (dramatiq's Retries middleware)."""
+    return {"max_retries": max(cfg.sink_attempts - 1, 0), "min_backoff": int(cfg.sink_backoff * 1000),
+            "max_backoff": int(cfg.sink_max_backoff * 1000)}
 
 
 def _shown(kind: str, destination: str) -> str:

@@ -6,6 +6,7 @@ priority never goes down and no flag is ever dropped (domain guide §1.3, §7).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -27,6 +28,18 @@ def score(entry: dict[str, Any]) -> float:
     """Lower scores first: STAT, then URGENT, then ROUTINE; earlier arrival first within each."""
     rank = int(Priority.STAT) - int(Priority.parse(entry["priority"]))
     return rank * PRIORITY_SPAN + float(entry.get("first_received") or entry.get("triaged_at") or 0)
+
+
+#: What a re-triage must change for the destinations to hear about it again.
+FINGERPRINT_KEYS = ("priority", "flags", "recommendations", "priors", "priors_status", "postop_interval_hours",
+                    "course", "instance_count", "series_count", "rulebook_version", "analysers")
+
+
+def fingerprint(entry: dict[str, Any]) -> str:
+    body = json.dumps({k: entry.get(k) for k in FINGERPRINT_KEYS if k != "analysers"} | {
+        "analysers": [{k: v for k, v in a.items() if k != "timings"} for a in entry.get("analysers") or []]
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def merge_previous(entry: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -56,20 +69,29 @@ class Worklist:
         raw = self.redis.get(entry_key(uid))
         return json.loads(raw) if raw else None
 
-    def save(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """Merge with the stored entry and store the result atomically."""
+    def save(self, entry: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Merge with the stored entry and store the result atomically.
+
+        Returns (entry, changed); an unchanged re-triage keeps the stored entry and its
+        revision, so the destinations are not told the same thing twice.
+        """
         key = entry_key(entry["study_instance_uid"])
         while True:
             with self.redis.pipeline() as pipe:
                 try:
                     pipe.watch(key)
                     raw = pipe.get(key)
-                    merged = merge_previous(dict(entry), json.loads(raw) if raw else None)
+                    previous = json.loads(raw) if raw else None
+                    merged = merge_previous(dict(entry), previous)
+                    merged["fingerprint"] = fingerprint(merged)
+                    if previous and previous.get("fingerprint") == merged["fingerprint"]:
+                        pipe.unwatch()
+                        return previous, False
                     pipe.multi()
                     pipe.set(key, json.dumps(merged))
                     pipe.zadd(ORDER, {merged["study_instance_uid"]: score(merged)})
                     pipe.execute()
-                    return merged
+                    return merged, True
                 except redis.WatchError:
                     continue
 

@@ -80,8 +80,7 @@ def halo(vol, centre, axis, tip_t: float, length: float, metal_hu: float) -> dic
         return {"assessed": False, "reason": "no bone around the screw tip (profiles outside bone)"}
     if not np.isfinite(widths).any():
         return {"assessed": False, "reason": "no bone around the screw tip"}
-    station = np.nanmedian(widths, axis=1)
-    station = station[np.isfinite(station)]
+    station = np.nanmedian(widths[np.isfinite(widths).any(axis=1)], axis=1)
     width = float(np.median(station))
     pos = widths[np.isfinite(widths) & (widths > 0)]  # bright streaks hide the halo in some directions: judge shape where it is seen
     cv = float(pos.std() / pos.mean()) if pos.size >= 4 else 0.0

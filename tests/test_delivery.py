@@ -1,0 +1,118 @@
+"""Triage and delivery through real dramatiq workers on a real Redis.
+
+Sinks get their own queues, retries with backoff, dead letters, and replay; a
+re-triage never lowers a priority and an unchanged one tells nobody twice.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pydicom
+from prometheus_client import REGISTRY
+
+from agent.cli import main as cli_main
+from agent.headers import summarize
+from agent.index import StudyIndex
+from dicomgen import SeriesSpec, StudySpec, postop_three_series, write_study
+from peers import wait_for
+from sink_peers import HttpServer
+from workers.deliveries import Deliveries
+from workers.worklist import Worklist
+
+
+def index_study(redis_client, tmp_path, spec) -> str:
+    index = StudyIndex(redis_client)
+    for f in write_study(tmp_path / spec.accession, spec):
+        index.record_instance(summarize(pydicom.dcmread(f, stop_before_pixels=True), f, f.stat().st_size))
+    return spec.study_uid
+
+
+def dead_letters(kind: str) -> float:
+    return REGISTRY.get_sample_value("pacs_triage_sink_dead_letters_total", {"sink": kind}) or 0.0
+
+
+def test_triage_then_webhook_retried_until_it_answers_and_delivered_once(workers_running, actors, redis_client, tmp_path):
+    hook = HttpServer().start()
+    try:
+        workers_running(webhook=[hook.url], sink_attempts=5, sink_backoff=0.05, sink_max_backoff=0.2)
+        hook.fail(2)  # down for a while: two 503s
+        uid = index_study(redis_client, tmp_path, postop_three_series(accession="ACC-HOOK"))
+        actors.triage_study.send(uid)
+        wait_for(lambda: hook.delivered(), timeout=20, what="web hook delivery")
+        assert len(hook.requests) == 3 and len(hook.delivered()) == 1
+        body = json.loads(hook.delivered()[0]["body"])
+        assert body["study_instance_uid"] == uid and body["priority"] == "STAT"
+        assert Deliveries(redis_client).delivered_revision("webhook", hook.url, uid) == 1
+    finally:
+        hook.stop()
+
+
+def test_unchanged_retriage_tells_nobody_twice_and_never_lowers(workers_running, actors, redis_client, tmp_path):
+    hook = HttpServer().start()
+    try:
+        workers_running(webhook=[hook.url], sink_backoff=0.05)
+        uid = index_study(redis_client, tmp_path, postop_three_series(accession="ACC-TWICE"))
+        actors.triage_study.send(uid)
+        wait_for(lambda: hook.delivered(), timeout=20, what="first delivery")
+        actors.triage_study.send(uid)
+        wait_for(lambda: not redis_client.exists("pt:lock:triage:" + uid) and
+                 redis_client.hlen("pacs-triage:triage.msgs") == 0, timeout=20, what="second triage")
+        entries = [e for e in Worklist(redis_client).entries() if e["study_instance_uid"] == uid]
+        assert len(entries) == 1 and entries[0]["revision"] == 1
+        assert len(hook.delivered()) == 1
+
+        # the request text is corrected to something mild: the STAT suggestion stays
+        key = f"pt:study:{uid}:instances"
+        for sop, raw in redis_client.hgetall(key).items():
+            summary = json.loads(raw)
+            summary["TextFields"] = [{"keyword": "ReasonForTheRequestedProcedure", "tag": "(0040,1002)",
+                                      "value": "Contrôle systématique"}]
+            redis_client.hset(key, sop, json.dumps(summary))
+        actors.triage_study.send(uid)
+        wait_for(lambda: Worklist(redis_client).get(uid)["revision"] == 2, timeout=20, what="re-triage")
+        entry = Worklist(redis_client).get(uid)
+        assert entry["priority"] == "STAT", "an earlier suggestion is never lowered"
+        assert "epidural_haematoma" in {f["code"] for f in entry["flags"]}, "no flag is ever dropped"
+    finally:
+        hook.stop()
+
+
+def test_dead_letter_after_last_attempt_then_replay(workers_running, actors, redis_client, redis_url, tmp_path, capsys):
+    hook = HttpServer().start()
+    try:
+        workers_running(webhook=[hook.url], sink_attempts=3, sink_backoff=0.05, sink_max_backoff=0.1)
+        hook.fail(50)
+        before = dead_letters("webhook")
+        uid = index_study(redis_client, tmp_path, StudySpec(accession="ACC-DEAD", reason="Contrôle",
+                                                            series=[SeriesSpec("DX", "LAT", 1)]))
+        actors.triage_study.send(uid)
+        wait_for(lambda: Deliveries(redis_client).dead_letters(), timeout=20, what="dead letter")
+        assert len(hook.requests) == 3, "exactly sink_attempts tries"
+        assert dead_letters("webhook") - before == 1
+
+        assert cli_main(["sinks", "status", "--json", "--redis-url", redis_url]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert [d["study_instance_uid"] for d in status["dead_letters"]] == [uid]
+
+        hook.failures.clear()
+        assert cli_main(["sinks", "replay", "--redis-url", redis_url]) == 0
+        wait_for(lambda: hook.delivered(), timeout=20, what="replayed delivery")
+        assert len(hook.delivered()) == 1
+        assert not Deliveries(redis_client).dead_letters()
+    finally:
+        hook.stop()
+
+
+def test_a_failing_destination_does_not_hold_back_another(workers_running, actors, redis_client, tmp_path):
+    down, up = HttpServer().start(), HttpServer().start()
+    try:
+        workers_running(webhook=[down.url, up.url], sink_attempts=20, sink_backoff=0.5)
+        down.fail(100)
+        uid = index_study(redis_client, tmp_path, postop_three_series(accession="ACC-TWO"))
+        actors.triage_study.send(uid)
+        wait_for(lambda: up.delivered(), timeout=20, what="delivery to the healthy destination")
+        assert not down.delivered()
+    finally:
+        down.stop()
+        up.stop()
