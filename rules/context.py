@@ -61,7 +61,7 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
                 negated.add(c)
                 continue
             seen.setdefault(c, []).append(m)
-            if not m.history:
+            if m.raises:
                 raising.setdefault(c, []).append(m)
     acquisition = {c for m in mentions if _base(m.keyword) in ACQUISITION_KEYWORDS and m.assertion != "negated" for c in m.concepts}
     for s in study.series.values():

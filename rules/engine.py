@@ -91,6 +91,10 @@ class Rulebook:
         floor = max([order_priority or Priority.ROUTINE] + [f.priority for f in findings])
         runs = [self._run(ctx, r, priors, findings) for r in (ctx.readings or [None])]
         best = max(runs, key=lambda r: r.priority)  # first of the highest: the structured record wins ties
+        if len(runs) > 1:
+            note = "conflicting times since surgery: " + "; ".join(r.reading.describe() for r in runs)
+            for f in best.flags:
+                f.evidence.append(Evidence(source="postop_interval", rule=f.rule, note=note + "; the higher-priority reading was used"))
         flags = merge_flags(best.flags + findings)
         priority = max([floor, best.priority] + [f.priority for f in flags])
         return self._outcome(ctx, runs, best, flags, priority, order_priority)

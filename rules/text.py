@@ -155,8 +155,9 @@ class Matcher:
             return None  # no candidate, or candidates that mean different things
         return found[0]
 
-    def mentions(self, field: dict) -> list[Mention]:
-        text = field.get("value") or ""
+    def mentions(self, text_field: dict) -> list[Mention]:
+        """Every concept mention in one text field ({"keyword","tag","value","series_uid"})."""
+        text = text_field.get("value") or ""
         tokens = tokenize(text)
         words = [t.norm for t in tokens]
         fixes: dict[int, str] = {}
@@ -194,9 +195,9 @@ class Matcher:
                 text[start:end],
                 start,
                 end,
-                field.get("keyword", ""),
-                field.get("tag", ""),
-                field.get("series_uid"),
+                text_field.get("keyword", ""),
+                text_field.get("tag", ""),
+                text_field.get("series_uid"),
                 corrected=" ".join(fixes[k] for k in range(a, b) if k in fixes) or None,
             )
             if e.assertion:

@@ -149,21 +149,26 @@ def make_volume(spec: PhantomSpec, z_positions: np.ndarray | None = None) -> tup
 
 
 def write_series(spec: PhantomSpec, out: Path, vol: np.ndarray | None = None, z_positions=None,
-                 shuffle: bool = False, tilt: float = 0.0, study_uid: str | None = None) -> list[Path]:
-    """Write the phantom as CT Image Storage files; returns the paths."""
+                 shuffle: bool = False, tilt: float = 0.0, study_uid: str | None = None,
+                 series_uid: str | None = None, start: int = 0) -> list[Path]:
+    """Write the phantom as CT Image Storage files; returns the paths.
+
+    `series_uid` and `start` let a large series be written slab by slab.
+    """
     out.mkdir(parents=True, exist_ok=True)
     if vol is None:
         vol, z_positions = make_volume(spec, z_positions)
     nz, ny, nx = vol.shape
     study_uid = study_uid or generate_uid()
-    series_uid, frame_uid = generate_uid(), generate_uid()
+    series_uid = series_uid or generate_uid()
+    frame_uid = generate_uid(prefix=None, entropy_srcs=[series_uid])
     _, Y, X = grid(spec, z_positions)
     x0, y0 = float(X.ravel()[0]), float(Y.ravel()[0])
     if spec.bits12:
         raw = np.clip(np.rint(vol + 1024), 0, 4095).astype(np.uint16)
     else:
         raw = np.clip(np.rint(vol + 1024), 0, 65535).astype(np.uint16)
-    numbers = np.arange(1, nz + 1)
+    numbers = np.arange(start + 1, start + nz + 1)
     if shuffle:
         np.random.default_rng(spec.seed + 1).shuffle(numbers)
     paths = []
@@ -202,7 +207,7 @@ def write_series(spec: PhantomSpec, out: Path, vol: np.ndarray | None = None, z_
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
         ds.WindowCenter, ds.WindowWidth = 500, 2000
         ds.PixelData = raw[k].tobytes()
-        p = out / f"CT{k:04d}.dcm"
+        p = out / f"CT{start + k:04d}.dcm"
         ds.save_as(p, enforce_file_format=True)
         paths.append(p)
     return paths

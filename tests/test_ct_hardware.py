@@ -141,3 +141,23 @@ def test_loosening_halo(tmp_path):
     infected = [n for n in notes.values() if "suspect infection" in n]
     assert len(regular) == 1 and len(infected) == 1
     assert not [f for f in res.flags if f.code == "misplaced_screw"]
+
+
+def test_thick_slices_say_small_breaches_are_not_assessable(tmp_path):
+    spec = PhantomSpec(shape=(40, 256, 256), slice_spacing=2.0, screws=GRADED)
+    res = analyse(tmp_path, spec)
+    assert any("not assessable on 2.0 mm slices" in r for r in res.not_assessed)
+    assert any(f.code == "misplaced_screw" for f in res.flags)  # gross breaches are still suggested
+
+
+def test_series_choice_prefers_thin_bone_kernel():
+    from agent.study import Series, Study
+    from workers.analysers.ct_hardware import choose_series
+
+    def s(uid, kernel, thick, n=100, image_type=("ORIGINAL", "PRIMARY", "AXIAL")):
+        return Series(uid=uid, modality="CT", instances=[{}] * n,
+                      attributes={"ConvolutionKernel": kernel, "SliceThickness": thick, "ImageType": list(image_type)})
+
+    series = [s("soft", "STANDARD", 0.625), s("thick", "BONE", 3.0), s("bone", "BONE", 0.625),
+              s("scout", "BONE", 0.5, image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))]
+    assert choose_series(Study(uid="1", series={x.uid: x for x in series})).uid == "bone"

@@ -29,7 +29,7 @@ class AnalysisResult:
     flags: list[Flag] = field(default_factory=list)  # suspected, with measurement evidence
     measurements: list[dict[str, Any]] = field(default_factory=list)  # every measurement (for the SR)
     not_assessed: list[str] = field(default_factory=list)  # unknown is never negative
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage; stages do not overlap
     notes: list[str] = field(default_factory=list)  # what was done or skipped, no patient data
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +100,7 @@ def run_analysers(study: Study, analysers: list[Analyser] | None = None) -> list
         except Exception as exc:  # never crash the pipeline; unknown is not negative
             log.exception("analyser %s failed", name)
             result = AnalysisResult(name, not_assessed=[f"analyser error: {type(exc).__name__}: {exc}"])
-        result.timings.setdefault("total", time.perf_counter() - t0)
+        if not result.timings:  # stages are the analyser's to name; the sum is its run time
+            result.timings["analyse"] = time.perf_counter() - t0
         results.append(result)
     return results

@@ -22,7 +22,8 @@ from workers.analysers import metal as mt
 from workers.analysers.volume import Volume, VolumeError, assemble, read_geometry
 
 NAME = "ct_hardware"
-BONE_KERNEL_WORDS = ("BONE", "SHARP", "B6", "B7", "BR6", "BR7", "H6", "H7", "YC", "YD", "LUNG", "D", "FC30", "FC35")
+#: Substrings of sharp (bone) reconstruction kernels of common vendors.
+BONE_KERNEL_WORDS = ("BONE", "SHARP", "B6", "B7", "BR6", "BR7", "H6", "H7", "YC", "YD", "FC30", "FC35", "FC81")
 DECISION = "suspected finding for decision support, to be confirmed by a radiologist"
 
 
@@ -45,7 +46,7 @@ def choose_series(study: Study) -> Series | None:
 
     def key(s: Series):
         kernel = str(s.attributes.get("ConvolutionKernel") or "").upper()
-        bone = any(w in kernel for w in BONE_KERNEL_WORDS[:10])
+        bone = any(w in kernel for w in BONE_KERNEL_WORDS)
         thick = float(s.attributes.get("SliceThickness") or 99)
         return (thick > 1.5, not bone, thick, -_n_images(s))
 
@@ -60,8 +61,8 @@ def precheck_metal(series: Series, step_mm: float = 4.0) -> bool | None:
     thick = float(series.attributes.get("SliceThickness") or 1.0) or 1.0
     k = max(1, int(step_mm // thick))
     picks = paths[::k]
-    picks = sorted(picks, key=lambda p: abs(picks.index(p) - len(picks) / 2))
-    for p in picks:
+    centre_first = np.argsort(np.abs(np.arange(len(picks)) - len(picks) / 2), kind="stable")
+    for p in (picks[i] for i in centre_first):
         ds = dcmread(p)
         hu = pixel_array(ds).astype(np.float32) * float(ds.get("RescaleSlope") or 1) + float(ds.get("RescaleIntercept") or 0)
         if mt.quick_has_metal([hu]):
@@ -87,7 +88,10 @@ class CTHardwareAnalyser:
                          f"slice thickness {attrs.get('SliceThickness') or 'unknown'} mm")
         thick = attrs.get("SliceThickness")
         if thick is not None and float(thick) > 1.5:
-            res.notes.append(f"slices {float(thick):.1f} mm thick: breach grades near the 2 mm boundary are unreliable")
+            res.not_assessed.append(f"breaches under 2 mm (grade A vs B) not assessable on {float(thick):.1f} mm slices "
+                                    "(bone-kernel slices <= 1 mm needed); grade A is not a negative finding here")
+        res.timings["select"] = time.perf_counter() - t
+        t = time.perf_counter()
         pre = precheck_metal(series)
         res.timings["precheck"] = time.perf_counter() - t
         if pre is False:
@@ -144,6 +148,10 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
             res.measurements.append(dict(common, name="metal_part", kind=p.kind, value=round(p.length, 1), unit="mm",
                                          length_mm=round(p.length, 1), diameter_mm=round(p.diameter, 1),
                                          z_mm=[round(float(vol.z[p.bbox[0].start]), 1), round(float(vol.z[p.bbox[0].stop - 1]), 1)]))
+    others = [p for p in parts if p.kind == "other"]
+    if others:
+        res.not_assessed.append(f"{len(others)} metal part(s) of unrecognised shape (hardware touching, unusual "
+                                "implants, cement or artefact) not assessed as screws")
     leads = [p for p in parts if p.kind == "lead"]
     if leads:
         res.notes.append(f"{len(leads)} thin lead-like metal part(s) (e.g. spinal cord stimulator) not treated as screws")
@@ -197,7 +205,7 @@ def _screw(vol, p, n, lev, nlev, same, thr, canal_ok, res, common) -> list[dict]
         ref = _reference(vol, same, zi.min(), zi.max(), mid_x)
         if ref is None:
             res.not_assessed.append(f"{where}: medial breach not assessed: bony ring open or canal not found "
-                                    "next to the screw (laminectomy, fused or osteoporotic bone, artefact)")
+                                    "next to the screw (laminectomy, intrathecal contrast, fused or osteoporotic bone, artefact)")
         else:
             (y0, x0), refs = ref
             py, px = np.unique(np.column_stack([yi - y0, xi - x0]), axis=0).T
