@@ -39,3 +39,13 @@ rulebook = Info("pacs_triage_rulebook", "Active rulebook")
 rulebook_reload_failures = Counter("pacs_triage_rulebook_reload_failures", "Rule files rejected on reload")
 queue_depth = Gauge("pacs_triage_queue_depth", "Messages waiting in a dramatiq queue", ["queue"])
 studies_pending = Gauge("pacs_triage_studies_pending", "Studies receiving instances, not yet stable")
+
+# Series that exist from the start, so that rate() and alerts see a zero, not an absence.
+for _status in ("stored", "duplicate", "quarantined", "failed"):
+    instances_received.labels(_status)
+for _sink in ("pacs", "ups", "hl7", "webhook"):
+    sink_pushes.labels(_sink)
+    sink_failures.labels(_sink)
+    sink_dead_letters.labels(_sink)
+for _priority in ("STAT", "URGENT", "ROUTINE"):
+    priorities.labels(_priority)
