@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from agent.metrics import rulebook_reload_failures as reload_failures
 from rules.engine import DEFAULT_DIRECTORY, Rulebook, RulebookError
 from rules.loader import content_hash, rule_files
 
@@ -35,6 +36,7 @@ class ActiveRulebook:
                 return False
             new = Rulebook.load(self.directory)
         except (RulebookError, OSError) as err:
+            reload_failures.inc()
             logger.error("rulebook not reloaded, keeping %s: %s", self._rulebook.version, err)
             return False
         logger.info("rulebook %s replaces %s", new.version, self._rulebook.version)
