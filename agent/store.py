@@ -23,9 +23,10 @@ class InvalidUID(ValueError):
 
 
 def fsync_path(path: Path, directory: bool = False) -> None:
+    """Flush a file's data (fdatasync: size included, mtime not) or a directory's entries."""
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
-        os.fsync(fd)
+        os.fsync(fd) if directory else os.fdatasync(fd)
     finally:
         os.close(fd)
 

@@ -72,6 +72,7 @@ def analyse(directory: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--keep", help="write/reuse the phantom here instead of a temporary directory")
+    ap.add_argument("--ts", choices=["rle", "jpegls", "j2k"], help="analyse a lossless compressed copy instead")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -87,6 +88,16 @@ def main() -> None:
         t0 = time.perf_counter()
         make(d)
         print(f"phantom {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]} written in {time.perf_counter() - t0:.1f} s")
+    if args.ts:
+        from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+        from phantom import compress_copy
+
+        src = sorted(d.glob("*.dcm"))
+        d = d / args.ts
+        if not list(d.glob("*.dcm")):
+            compress_copy(src, d, {"rle": RLELossless, "jpegls": JPEGLSLossless, "j2k": JPEG2000Lossless}[args.ts])
+        print(f"transfer syntax: {args.ts} (lossless)")
     env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
     cmd = [sys.executable, __file__, "--child", str(d)]
     if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > 2:
