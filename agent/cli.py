@@ -100,7 +100,8 @@ def _redis(args):
 def cmd_worklist(args) -> int:
     from workers.worklist import Worklist, waiting_minutes
 
-    entries = Worklist(_redis(args)).entries(args.limit)
+    cfg = load_config(args)
+    entries = Worklist(_redis(args)).entries(args.limit, wait_cap_minutes=cfg.routine_wait_cap_minutes)
     if args.json:
         print(json.dumps(entries, indent=2, ensure_ascii=False))
         return 0
@@ -110,8 +111,9 @@ def cmd_worklist(args) -> int:
     print(f"{'#':>3}  {'PRIORITY':8}  {'WAIT':>7}  {'ACCESSION':14}  {'MOD':6}  FLAGS (suspected)")
     for n, e in enumerate(entries, 1):
         flags = ", ".join(f["code"] for f in e["flags"]) or "-"
+        lifted = " (waited past the cap)" if e.get("lifted_by_wait") else ""
         print(f"{n:>3}  {e['priority']:8}  {waiting_minutes(e):6.0f}m  {str(e.get('accession_number') or '-'):14}  "
-              f"{'/'.join(e.get('modalities') or []):6}  {flags}")
+              f"{'/'.join(e.get('modalities') or []):6}  {flags}{lifted}")
     return 0
 
 

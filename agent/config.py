@@ -73,6 +73,8 @@ class Config:
     ups_retrieve_aet: str | None = None
     hl7_timeout: float = 10.0
     webhook_timeout: float = 10.0
+    routine_wait_cap_minutes: float | None = None  # lift ROUTINE studies waiting longer (worklist order)
+    prefetch_aet: str | None = None  # C-MOVE relevant priors to this reading-station AE
     log_level: str = "INFO"
 
     @property

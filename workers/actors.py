@@ -80,6 +80,26 @@ def triage_study(study_uid: str) -> None:
     log.info("study %s triaged: %s, %d flag(s), revision %d", study_uid, entry["priority"],
              len(entry["flags"]), entry["revision"])
     dispatch(study_uid, ctx.config)
+    if ctx.config.prefetch_aet and entry.get("priors"):
+        prefetch_priors.send(study_uid)
+
+
+@dramatiq.actor(queue_name="prefetch", max_retries=5, min_backoff=5000, max_backoff=300_000)
+def prefetch_priors(study_uid: str) -> None:
+    """C-MOVE the study's relevant priors to the reading station, so they are there when it opens."""
+    from workers.priors import prefetch
+
+    ctx = runtime.context()
+    cfg = ctx.config
+    node = cfg.priors_pacs or (cfg.pacs[0] if cfg.pacs else None)
+    entry = Worklist(ctx.redis).get(study_uid)
+    if node is None or entry is None or not cfg.prefetch_aet:
+        return
+    wanted = [p for p in entry.get("priors", []) if p.get("study_instance_uid")]
+    moved = prefetch(wanted, node, cfg.prefetch_aet, calling_aet=cfg.ae_title)
+    log.info("study %s: %d of %d prior(s) prefetched to %s", study_uid, len(moved), len(wanted), cfg.prefetch_aet)
+    if len(moved) < len(wanted):
+        raise RuntimeError("some priors were not moved; retrying")
 
 
 #: After a triage that could not reach the PACS for priors, triage again later (seconds).

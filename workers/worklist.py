@@ -95,13 +95,25 @@ class Worklist:
                 except redis.WatchError:
                     continue
 
-    def entries(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The worklist in reading order."""
-        uids = self.redis.zrange(ORDER, 0, limit - 1)
+    def entries(self, limit: int = 100, wait_cap_minutes: float | None = None,
+                now: float | None = None) -> list[dict[str, Any]]:
+        """The worklist in reading order: priority, then arrival.
+
+        With `wait_cap_minutes`, a ROUTINE study that has waited longer is read with the
+        URGENT ones (marked ``lifted_by_wait``): flagged studies gain, but the longest
+        routine waits must not grow without bound. Its suggested priority is unchanged.
+        """
+        uids = self.redis.zrange(ORDER, 0, -1 if wait_cap_minutes else limit - 1)
         if not uids:
             return []
         raws = self.redis.mget([entry_key(u.decode()) for u in uids])
-        return [json.loads(r) for r in raws if r]
+        entries = [json.loads(r) for r in raws if r]
+        if wait_cap_minutes:
+            for e in entries:
+                e["lifted_by_wait"] = (e["priority"] == "ROUTINE"
+                                       and waiting_minutes(e, now) > wait_cap_minutes)
+            entries.sort(key=lambda e: score(e) - (PRIORITY_SPAN if e["lifted_by_wait"] else 0))
+        return entries[:limit]
 
     def remove(self, uid: str) -> None:
         self.redis.delete(entry_key(uid))
