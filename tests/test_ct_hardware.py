@@ -135,11 +135,13 @@ def test_loosening_halo(tmp_path):
     assert halo[truth_key(screws[0])]["value"] > 2.0
     assert halo[truth_key(screws[2])]["value"] <= 1.0 and halo[truth_key(screws[3])]["value"] <= 1.0
     flags = [f for f in res.flags if f.code == "screw_loosening"]
-    assert len(flags) == 2 and all(f.priority == Priority.ROUTINE for f in flags)
-    notes = {f.evidence[0].measurement["screw"]: f.evidence[0].note for f in flags}
-    regular = [n for n in notes.values() if "mechanical" in n]
-    infected = [n for n in notes.values() if "suspect infection" in n]
-    assert len(regular) == 1 and len(infected) == 1
+    assert len(flags) == 2
+    notes = {f.evidence[0].measurement["screw"]: (f.evidence[0].note, f.priority) for f in flags}
+    regular = [p for n, p in notes.values() if "mechanical" in n]
+    infected = [p for n, p in notes.values() if "suspect infection" in n]
+    assert regular == [Priority.ROUTINE] and infected == [Priority.URGENT], "infection pattern escalates"
+    ssi = [f for f in res.flags if f.code == "surgical_site_infection"]
+    assert len(ssi) == 1 and ssi[0].priority == Priority.URGENT and ssi[0].evidence[0].measurement["value"] > 2.0
     assert not [f for f in res.flags if f.code == "misplaced_screw"]
 
 

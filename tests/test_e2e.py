@@ -159,3 +159,21 @@ def test_order_priority_is_never_lowered(service, tmp_path):
                      timeout=STABLE_AFTER + 20, what="entry")
     assert entry["priority"] == "STAT"
     assert entry["order_priority"] == "STAT"
+
+
+def test_silent_ct_request_the_images_speak(service, orthanc, tmp_path):
+    """'CT lumbar spine, follow-up' says nothing: a screw 5 mm into the canal makes it STAT."""
+    from phantom import PhantomSpec, ScrewSpec, write_series
+
+    spec = PhantomSpec(screws=[ScrewSpec(0, "left", medial=5.0), ScrewSpec(0, "right"),
+                               ScrewSpec(1, "left"), ScrewSpec(1, "right")])
+    files = write_series(spec, tmp_path / "ct")
+    study_uid = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    dcmtk("storescu", "-aec", "PACSTRIAGE", "127.0.0.1", service["port"], *files)
+    wait_for(lambda: srs_for(orthanc, study_uid), timeout=STABLE_AFTER + 40, what="SR for the CT")
+    entry = next(e for e in worklist(service) if e["study_instance_uid"] == study_uid)
+    assert entry["priority"] == "STAT"
+    screw = next(f for f in entry["flags"] if f["code"] == "misplaced_screw")
+    measured = [e["measurement"] for e in screw["evidence"] if e.get("measurement")]
+    assert measured and 4.0 <= measured[0]["value"] < 6.5 and measured[0]["unit"] == "mm"
+    assert screw["rule"].startswith("ct_hardware")

@@ -250,12 +250,22 @@ def _screw(vol, p, n, lev, nlev, same, thr, canal_ok, res, common) -> list[dict]
                     margin=desc, irregularity_cv=h["irregularity_cv"], edge_mm=h["edge_mm"],
                     sclerotic_rim=h["sclerotic_rim"], bone_hu=h["bone_hu"]))
     if h["width_mm"] > lo.HALO_FLAG_MM:
-        res.flags.append(Flag("screw_loosening", Priority.ROUTINE, f"{NAME}.halo", [Evidence(
+        # Domain guide §6-7: a wide, irregular, ill-defined halo suggests infection:
+        # screw_loosening goes to URGENT and surgical_site_infection is added.
+        priority = Priority.URGENT if infection else Priority.ROUTINE
+        evidence = Evidence(
             source=f"series:{vol.series_uid}", rule=f"{NAME}.halo",
             measurement={"name": "halo_width", "value": h["width_mm"], "unit": "mm",
                          "threshold": f">{lo.HALO_FLAG_MM} mm", "screw": n, "z_mm": z_span},
             note=(f"Suspected screw_loosening: {where} has a lucent halo of {h['width_mm']:.1f} mm around its "
-                  f"anterior part; {desc}. Streak artefacts can imitate lucency. {DECISION}."))]))
+                  f"anterior part; {desc}. Streak artefacts can imitate lucency. {DECISION}."))
+        res.flags.append(Flag("screw_loosening", priority, f"{NAME}.halo", [evidence]))
+        if infection:
+            res.flags.append(Flag("surgical_site_infection", Priority.URGENT, f"{NAME}.halo_pattern", [Evidence(
+                source=evidence.source, rule=f"{NAME}.halo_pattern", measurement=evidence.measurement,
+                note=(f"Suspected surgical_site_infection: the halo around {where} is wide, irregular and "
+                      f"ill-defined ({desc}). Compare with the prior CT; imaging cannot tell sterile from "
+                      f"infected. {DECISION}."))]))
     return out
 
 
