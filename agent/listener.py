@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pydicom
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
 from agent import metrics
@@ -30,6 +30,8 @@ DATASET_MISMATCH = 0xA900  # dataset does not match SOP class / lacks identifyin
 CANNOT_UNDERSTAND = 0xC000
 
 _config.STORE_RECV_CHUNKED_DATASET = True
+# Accept every storage SOP class, private and future ones included, in any transfer syntax.
+_config.UNRESTRICTED_STORAGE_SERVICE = True
 
 
 class Listener:
@@ -48,8 +50,6 @@ class Listener:
         ae.dimse_timeout = 120
         ae.acse_timeout = 30
         ae.require_called_aet = bool(getattr(config, "strict_aet", False))
-        for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         self.ae = ae
 

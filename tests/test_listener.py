@@ -147,3 +147,20 @@ def test_invalid_study_uid_never_becomes_a_path(listener, tmp_path, bad_uid):
     assert not list(listener.store.studies.rglob("*.dcm"))
     assert not (tmp_path / "etc").exists()
     assert len(list(listener.store.quarantine_dir.rglob("*.dcm"))) == 1
+
+
+def test_private_storage_sop_class_is_accepted(listener, tmp_path):
+    spec = StudySpec(series=[SeriesSpec("MR", "CSA", 1)])
+    (f,) = write_study(tmp_path / "in", spec)
+    ds = pydicom.dcmread(f)
+    private = "1.3.12.2.1107.5.9.1"  # a vendor's private storage SOP class
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = private
+    ds.save_as(f, enforce_file_format=True)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(private, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title="PACSTRIAGE")
+    assert assoc.is_established
+    status = assoc.send_c_store(pydicom.dcmread(f))
+    assoc.release()
+    assert status.Status == 0x0000
+    assert listener.index.load(spec.study_uid).instance_count == 1
