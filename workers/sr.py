@@ -129,26 +129,24 @@ def clean_person_name(value: Any) -> str:
     return "=".join(groups).rstrip("=")
 
 
-def clean_date(value: Any) -> str:
+def _clean_as(value: Any, pattern: str, vr) -> str:
+    """The value if it has the VR's form and pydicom accepts it, else empty."""
     text = clean_text(value)
-    if not re.fullmatch(r"\d{8}", text):
+    if not re.fullmatch(pattern, text):
         return ""
     try:
-        DA(text)
+        vr(text)
     except ValueError:
         return ""
     return text
+
+
+def clean_date(value: Any) -> str:
+    return _clean_as(value, r"\d{8}", DA)
 
 
 def clean_time(value: Any) -> str:
-    text = clean_text(value)
-    if not re.fullmatch(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?", text):
-        return ""
-    try:
-        TM(text)
-    except ValueError:
-        return ""
-    return text
+    return _clean_as(value, r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?", TM)
 
 
 def clean_sex(value: Any) -> str:
