@@ -25,7 +25,7 @@ class StabilityWatcher:
         self.index = index
         self.enqueue = enqueue
         self.stable_after = stable_after
-        self.interval = interval if interval is not None else min(0.25, max(stable_after / 4, 0.05))
+        self.interval = interval if interval is not None else min(0.1, max(stable_after / 4, 0.02))
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="stability", daemon=True)
 

@@ -70,8 +70,9 @@ def cmd_worker(args) -> int:
     setup_logging(cfg.log_level)
     runtime.configure(cfg)
     b = broker.setup(runtime.redis_url(cfg))
-    from workers import actors  # noqa: F401
+    from workers import actors
 
+    actors.warm_up()
     ctx = runtime.context()
     state = {}
 

@@ -59,6 +59,7 @@ class Service:
         self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
         self.watcher.start()
         if not cfg.no_workers:
+            actors.warm_up()
             self.worker = start_workers(self.broker, cfg.workers)
         self.http = HttpServer(cfg.http_bind, cfg.http_port, checks=self.checks(), before_scrape=self.refresh)
         self.http.start()
@@ -106,7 +107,7 @@ class Service:
 def start_workers(broker, threads: int):
     from dramatiq import Worker
 
-    worker = Worker(broker, worker_threads=max(1, threads), worker_timeout=200)
+    worker = Worker(broker, worker_threads=max(1, threads), worker_timeout=100)
     worker.start()
     return worker
 

@@ -110,6 +110,7 @@ def latency(tmp: Path) -> None:
                      timeout=60, interval=0.02, what="SR")
             samples.append(time.perf_counter() - sent - stable_after)
         samples.sort()
+        print("samples (s):", " ".join(f"{x:.2f}" for x in samples))
         print(f"stable -> SR in PACS: median {samples[len(samples) // 2]:.2f} s, max {samples[-1]:.2f} s "
               f"after the {stable_after:.0f} s quiet period (target <= 1 s; no image analysis)")
     finally:

@@ -36,6 +36,15 @@ SINKS = {
 }
 
 
+def warm_up() -> None:
+    """Import what the first triage would otherwise load (highdicom, analysers, sinks)."""
+    from workers import analysers, priors  # noqa: F401
+
+    for module, _ in SINKS.values():
+        importlib.import_module(f"workers.sinks.{module}")
+    analysers.load_analysers()
+
+
 def priors_lookup(ctx):
     """The prior-exam lookup for this configuration, or None when no PACS is configured."""
     cfg = ctx.config
