@@ -7,6 +7,9 @@ re-triage never lowers a priority and an unchanged one tells nobody twice.
 from __future__ import annotations
 
 import json
+import time
+
+import hl7
 
 import pydicom
 from prometheus_client import REGISTRY
@@ -116,3 +119,36 @@ def test_a_failing_destination_does_not_hold_back_another(workers_running, actor
     finally:
         down.stop()
         up.stop()
+
+
+def test_stat_study_reaches_every_worklist_even_if_they_were_down(workers_running, actors, redis_client, tmp_path):
+    """UPS worklist manager, RIS over HL7 and a web hook, all down when the study arrives."""
+    from agent.config import DicomNode
+    from sink_peers import MllpServer
+    from ups_scp import UpsScp
+
+    ups, ris, hook = UpsScp(), MllpServer(), HttpServer()
+    ups_node = DicomNode.parse(ups.node)
+    workers_running(ups=[ups_node], hl7=[ris.address], webhook=[hook.url], sink_attempts=30,
+                    sink_backoff=0.2, sink_max_backoff=0.5, hl7_timeout=2)
+    hook.fail(3)
+    routine = index_study(redis_client, tmp_path, StudySpec(accession="ACC-R", reason="Contrôle à 1 an",
+                                                            series=[SeriesSpec("DX", "FACE", 1)]))
+    stat = index_study(redis_client, tmp_path, postop_three_series(accession="ACC-S"))
+    actors.triage_study.send(routine)
+    actors.triage_study.send(stat)
+    try:
+        time.sleep(1.0)  # deliveries are failing and being retried
+        ups.start(), ris.start(), hook.start()
+        wait_for(lambda: len(ups.workitems) == 2 and len(ris.messages) == 2 and len(hook.delivered()) == 2,
+                 timeout=30, what="every destination served once it is back")
+        priorities = {str(w.get("ScheduledProcedureStepPriority")) for w in ups.workitems.values()}
+        assert priorities == {"HIGH", "MEDIUM"}
+        orders = {str(m["ORC.2"]): str(m["TQ1.9"]) for m in (hl7.parse(str(raw)) for raw in ris.messages)}
+        assert orders == {"ACC-S": "S", "ACC-R": "R"}
+        # re-triage of the same unchanged study: still one workitem and one order update
+        actors.triage_study.send(stat)
+        time.sleep(1.5)
+        assert len(ups.workitems) == 2 and len(ris.messages) == 2
+    finally:
+        ups.stop(), ris.stop(), hook.stop()

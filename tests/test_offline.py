@@ -59,3 +59,21 @@ def test_no_dicom_at_all_is_an_error(tmp_path):
     (tmp_path / "x.txt").write_text("hello")
     proc = run(tmp_path, "--json")
     assert proc.returncode == 1 and proc.stdout == ""
+
+
+def test_offline_triage_with_priors_from_the_pacs(tmp_path, orthanc):
+    """`--pacs` uses the same prior lookup: a preoperative MRI of the same patient is found."""
+    pre = StudySpec(patient_id="PT-PRIORS", accession="ACC-PRE", study_date="20260915", reason="Sciatique L5",
+                    study_description="IRM RACHIS LOMBAIRE", series=[SeriesSpec("MR", "SAG T2", 1)])
+    for f in write_study(tmp_path / "pre", pre):
+        orthanc.upload(f)
+    now = postop_three_series(patient_id="PT-PRIORS", accession="ACC-NOW")
+    write_study(tmp_path / "now", now)
+    proc = run(tmp_path / "now", "--json", "--pacs", orthanc.node)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["priors_status"] == "ok"
+    prior = next(p for p in record["priors"] if p["study_instance_uid"] == pre.study_uid)
+    assert prior["role"] == "preoperative" and prior["interval_days"] < 0
+    for key in ("study_date", "modalities", "description"):
+        assert key in prior
