@@ -57,7 +57,7 @@ def cmd_serve(args) -> int:
     setup_logging(cfg.log_level)
     service = Service(cfg)
     run_until_signalled(service.start, service.stop, service.reload_rules,
-                        tick=service.check_rules)
+                        tick=service.housekeeping)
     return 0
 
 
@@ -115,6 +115,18 @@ def cmd_worklist(args) -> int:
         lifted = " (waited past the cap)" if e.get("lifted_by_wait") else ""
         print(f"{n:>3}  {e['priority']:8}  {waiting_minutes(e):6.0f}m  {str(e.get('accession_number') or '-'):14}  "
               f"{'/'.join(e.get('modalities') or []):6}  {flags}{lifted}")
+    return 0
+
+
+def cmd_reindex(args) -> int:
+    from agent.index import StudyIndex
+    from agent.reindex import reindex
+    from agent.store import StudyStore
+
+    cfg = load_config(args)
+    added, studies = reindex(StudyStore(cfg.data_dir, fsync=False), StudyIndex(_redis(args)))
+    print(f"indexed {added} instance(s) of {studies} stud{'y' if studies == 1 else 'ies'}; "
+          "they are triaged once `serve` sees them stable")
     return 0
 
 
@@ -185,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=cmd_worklist)
+
+    p = sub.add_parser("reindex", help="index stored instances that Redis does not know (after losing Redis)")
+    _add_config_options(p, {"data_dir", "redis_url"})
+    p.set_defaults(func=cmd_reindex)
 
     p = sub.add_parser("triage", help="triage DICOM files and folders offline")
     p.add_argument("paths", nargs="+", type=Path)

@@ -75,6 +75,7 @@ class Config:
     webhook_timeout: float = 10.0
     routine_wait_cap_minutes: float | None = None  # lift ROUTINE studies waiting longer (worklist order)
     prefetch_aet: str | None = None  # C-MOVE relevant priors to this reading-station AE
+    retention_days: float = 30.0  # studies kept in the data directory after their last instance; 0 = forever
     log_level: str = "INFO"
 
     @property

@@ -38,6 +38,8 @@ priors_failures = Counter("pacs_triage_priors_failures", "Failed C-FIND attempts
 rulebook = Info("pacs_triage_rulebook", "Active rulebook")
 rulebook_reload_failures = Counter("pacs_triage_rulebook_reload_failures", "Rule files rejected on reload")
 queue_depth = Gauge("pacs_triage_queue_depth", "Messages waiting in a dramatiq queue", ["queue"])
+data_free_bytes = Gauge("pacs_triage_data_free_bytes", "Free space on the data directory's file system")
+studies_removed = Counter("pacs_triage_studies_removed", "Studies removed from the data directory by retention")
 studies_pending = Gauge("pacs_triage_studies_pending", "Studies receiving instances, not yet stable")
 
 # Series that exist from the start, so that rate() and alerts see a zero, not an absence.

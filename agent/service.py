@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 
 import redis
 
-from agent import metrics
+from agent import metrics, retention
 from agent.assembly import StabilityWatcher
 from agent.config import Config
 from agent.http import HttpServer
@@ -30,11 +31,12 @@ class Service:
         self.watcher: StabilityWatcher | None = None
         self.http: HttpServer | None = None
         self.stopped = threading.Event()
+        self._last_sweep = float("-inf")
 
     def start(self) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        store = StudyStore(cfg.data_dir, fsync=cfg.fsync)
+        store = self.store = StudyStore(cfg.data_dir, fsync=cfg.fsync)
         left = store.clean_incoming()
         if left:
             log.info("removed %d partial file(s) never acknowledged", left)
@@ -79,10 +81,19 @@ class Service:
         for queue, depth in queue_depths(self.broker).items():
             metrics.queue_depth.labels(queue).set(depth)
         metrics.studies_pending.set(self.index.pending_count())
+        metrics.data_free_bytes.set(retention.free_bytes(self.config.data_dir))
 
     def reload_rules(self) -> None:
         if self.rulebook.reload():
             metrics.rulebook.info({"version": self.rulebook.get().version})
+
+    def housekeeping(self) -> None:
+        """Every few seconds: rule files; every hour: retention of old studies."""
+        self.check_rules()
+        now = time.monotonic()
+        if now - self._last_sweep > 3600:
+            self._last_sweep = now
+            metrics.studies_removed.inc(retention.sweep(self.store, self.index, self.config.retention_days))
 
     def check_rules(self) -> None:
         """Pick up edited rule files (a bad file is rejected and the old rules stay)."""

@@ -103,3 +103,34 @@ def test_worklist_order_priority_then_arrival_with_an_optional_wait_cap(redis_cl
     capped = wl.entries(wait_cap_minutes=240, now=now)
     assert [e["study_instance_uid"] for e in capped] == ["1.3", "1.1", "1.4", "1.2", "1.5"]
     assert capped[1]["lifted_by_wait"] and capped[1]["priority"] == "ROUTINE", "order lifted, suggestion unchanged"
+
+
+def test_reindex_after_redis_lost_its_data_and_retention(tmp_path, redis_client, redis_url):
+    import os
+
+    import pydicom
+
+    from agent.cli import main
+    from agent.reindex import reindex
+    from agent.retention import sweep
+    from agent.store import StudyStore
+    from dicomgen import SeriesSpec, StudySpec, write_study
+
+    store = StudyStore(tmp_path / "data", fsync=False)
+    spec = StudySpec(series=[SeriesSpec("CT", "AX", 3)])
+    for f in write_study(tmp_path / "in", spec):
+        ds = pydicom.dcmread(f)
+        dest = store.path_for(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, dest)
+    index = StudyIndex(redis_client)
+    assert reindex(store, index) == (3, 1)
+    assert index.load(spec.study_uid).instance_count == 3 and index.pending_count() == 1
+    assert reindex(store, index) == (0, 0), "nothing twice"
+    assert main(["reindex", "--data-dir", str(tmp_path / "data"), "--redis-url", redis_url]) == 0
+
+    assert sweep(store, index, retention_days=1, now=time.time() + 3 * 86400) == 0, "pending studies stay"
+    index.release(spec.study_uid, time.time() + 1)
+    assert sweep(store, index, retention_days=30, now=time.time()) == 0, "recent studies stay"
+    assert sweep(store, index, retention_days=1, now=time.time() + 3 * 86400) == 1
+    assert not (store.studies / spec.study_uid).exists() and index.load(spec.study_uid) is None

@@ -1,0 +1,36 @@
+"""Rebuild the Redis index from the study store (after Redis lost its data).
+
+Every stored instance that the index does not know is summarised again from its
+header and indexed with its file time, so its study becomes stable and is triaged.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pydicom
+
+from agent.headers import summarize
+from agent.index import StudyIndex, study_key
+from agent.store import StudyStore
+
+log = logging.getLogger(__name__)
+
+
+def reindex(store: StudyStore, index: StudyIndex) -> tuple[int, int]:
+    """Index what is on disk but not in Redis; return (instances added, studies touched)."""
+    added, studies = 0, set()
+    for path in sorted(store.studies.glob("*/*/*.dcm")):
+        study_uid, sop_uid = path.parent.parent.name, path.stem
+        if index.redis.hexists(study_key(study_uid) + ":instances", sop_uid):
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:
+            log.warning("reindex: cannot read %s: %s", path.name, type(exc).__name__)
+            continue
+        stat = path.stat()
+        index.record_instance(summarize(ds, path, stat.st_size), received=stat.st_mtime)
+        added += 1
+        studies.add(study_uid)
+    return added, len(studies)
