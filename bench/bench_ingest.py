@@ -15,13 +15,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from dicomgen import SeriesSpec, StudySpec, postop_three_series, write_study  # noqa: E402
-from peers import Orthanc, free_port, wait_for  # noqa: E402
+from peers import Orthanc, free_port, service_ready, wait_for  # noqa: E402
 
 SLICES = int(os.environ.get("BENCH_SLICES", 300))
 ROUNDS = 3
@@ -50,14 +49,7 @@ def serve(data: Path, *extra: str, stable_after: float = 10) -> tuple[subprocess
                              "--http-port", str(http), "--stable-after", str(stable_after), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def ready():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    wait_for(ready, timeout=30, what="pacs-triage serve")
+    wait_for(lambda: service_ready(http, proc), timeout=30, what="pacs-triage serve")
     return proc, port, http
 
 

@@ -189,3 +189,14 @@ def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedPr
     if proc.returncode != 0:
         raise RuntimeError(f"{tool} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def service_ready(http_port: int, proc: subprocess.Popen | None = None, log: Path | None = None) -> bool:
+    """True once a pacs-triage process answers 200 on /readyz; raises if it exited."""
+    if proc is not None and proc.poll() is not None:
+        raise RuntimeError(f"pacs-triage exited {proc.returncode}: {Path(log).read_text() if log else ''}")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False

@@ -18,7 +18,7 @@ import pydicom
 import pytest
 
 from dicomgen import SeriesSpec, StudySpec, postop_three_series, write_study
-from peers import dcmtk, free_port, wait_for
+from peers import dcmtk, free_port, service_ready, wait_for
 
 STABLE_AFTER = 2.0
 
@@ -44,16 +44,8 @@ def service(tmp_path_factory, orthanc):
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
 
-    def ready():
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited: {(data.parent / 'serve.log').read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    wait_for(ready, timeout=30, what="pacs-triage serve /readyz")
+    wait_for(lambda: service_ready(http_port, proc, data.parent / "serve.log"), timeout=30,
+             what="pacs-triage serve /readyz")
     yield {"port": port, "http": http_port, "data": data, "proc": proc, "log": data.parent / "serve.log"}
     proc.send_signal(signal.SIGTERM)
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import rules
-from peers import dcmtk, free_port, wait_for
+from peers import dcmtk, free_port, service_ready, wait_for
 
 
 def readyz(port: int) -> dict:
@@ -38,15 +38,7 @@ def serve_with_rules(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--config", str(cfg)], stdout=log,
                             stderr=subprocess.STDOUT)
 
-    def ready():
-        if proc.poll() is not None:
-            raise RuntimeError((tmp_path / "serve.log").read_text())
-        try:
-            return readyz(http)["ready"]
-        except OSError:
-            return False
-
-    wait_for(ready, timeout=30, what="serve")
+    wait_for(lambda: service_ready(http, proc, tmp_path / "serve.log"), timeout=30, what="serve")
     yield {"proc": proc, "rules": rules_dir, "port": port, "http": http, "log": tmp_path / "serve.log"}
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)

@@ -6,25 +6,16 @@ import json
 import signal
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
 from dicomgen import postop_three_series, write_study
-from peers import dcmtk, free_port, wait_for
+from peers import dcmtk, free_port, service_ready, wait_for
 
 
 def start(*args, log):
     return subprocess.Popen([sys.executable, "-m", "agent.cli", *map(str, args)], stdout=log,
                             stderr=subprocess.STDOUT)
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -39,7 +30,7 @@ def cluster(tmp_path, redis_url, redis_client):
               "--workers", 2, log=log),
     ]
     try:
-        wait_for(lambda: ready(listener_http) and ready(worker_http), timeout=30, what="listener and worker")
+        wait_for(lambda: service_ready(listener_http) and service_ready(worker_http), timeout=30, what="listener and worker")
         yield {"port": port, "data": data, "redis_url": redis_url, "log": tmp_path / "cluster.log"}
     finally:
         for p in procs:
