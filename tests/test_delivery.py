@@ -152,3 +152,29 @@ def test_stat_study_reaches_every_worklist_even_if_they_were_down(workers_runnin
         assert len(ups.workitems) == 2 and len(ris.messages) == 2
     finally:
         ups.stop(), ris.stop(), hook.stop()
+
+
+def test_priors_unavailable_then_refreshed_when_the_pacs_answers(workers_running, actors, redis_client, tmp_path,
+                                                                 monkeypatch):
+    from agent.config import DicomNode
+    from peers import Orthanc
+
+    pacs = Orthanc(tmp_path / "pacs")
+    pre = StudySpec(patient_id="PT-REFRESH", accession="ACC-PRE", study_date="20260901",
+                    series=[SeriesSpec("MR", "SAG T2", 1)])
+    monkeypatch.setattr(actors, "PRIORS_REFRESH_DELAYS", (1, 1, 1))
+    workers_running(pacs=[DicomNode.parse(pacs.node)], sink_attempts=1)  # SR delivery is not the point here
+    uid = index_study(redis_client, tmp_path, postop_three_series(patient_id="PT-REFRESH", accession="ACC-NOW"))
+    actors.triage_study.send(uid)  # the PACS is down
+    first = wait_for(lambda: Worklist(redis_client).get(uid), timeout=60, what="first triage")
+    assert first["priors_status"] == "unavailable" and first["priors"] == []
+    pacs.start()
+    try:
+        for f in write_study(tmp_path / "pre", pre):
+            pacs.upload(f)
+        entry = wait_for(lambda: (e := Worklist(redis_client).get(uid)) and e["priors_status"] == "ok" and e,
+                         timeout=60, what="re-triage with priors")
+        assert [p["study_instance_uid"] for p in entry["priors"]] == [pre.study_uid]
+        assert entry["revision"] > first["revision"] and entry["priority"] == "STAT"
+    finally:
+        pacs.stop()
