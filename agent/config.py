@@ -64,6 +64,7 @@ class Config:
     priors_pacs: DicomNode | None = None  # C-FIND peer for priors (default: first of `pacs`)
     rules_dir: Path | None = None  # None: the rulebook shipped in the package
     max_pdu: int = 0  # 0: unlimited receive PDU
+    require_called_aet: bool = False  # reject associations not addressed to ae_title
     fsync: bool = True  # durability before success; off only for benchmarks
     sink_attempts: int = 8  # deliveries tried per destination before a dead letter
     sink_backoff: float = 2.0  # seconds before the first retry; doubles each attempt

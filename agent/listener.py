@@ -49,7 +49,7 @@ class Listener:
         ae.network_timeout = 120
         ae.dimse_timeout = 120
         ae.acse_timeout = 30
-        ae.require_called_aet = bool(getattr(config, "strict_aet", False))
+        ae.require_called_aet = config.require_called_aet
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         self.ae = ae
 

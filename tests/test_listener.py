@@ -164,3 +164,19 @@ def test_private_storage_sop_class_is_accepted(listener, tmp_path):
     assoc.release()
     assert status.Status == 0x0000
     assert listener.index.load(spec.study_uid).instance_count == 1
+
+
+def test_wrong_called_aet_is_rejected_when_required(tmp_path, redis_client):
+    from agent import metrics as m
+
+    cfg = Config(port=free_port(), data_dir=tmp_path / "data", bind="127.0.0.1", require_called_aet=True)
+    lst = Listener(cfg, StudyStore(cfg.data_dir), StudyIndex(redis_client))
+    lst.start()
+    try:
+        before = sample("pacs_triage_associations_rejected_total")
+        with pytest.raises(RuntimeError):
+            dcmtk("echoscu", "-aec", "SOMEONEELSE", "127.0.0.1", str(lst.port))
+        dcmtk("echoscu", "-aec", "PACSTRIAGE", "127.0.0.1", str(lst.port))
+        assert sample("pacs_triage_associations_rejected_total") - before == 1
+    finally:
+        lst.stop()
