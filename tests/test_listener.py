@@ -167,8 +167,6 @@ def test_private_storage_sop_class_is_accepted(listener, tmp_path):
 
 
 def test_wrong_called_aet_is_rejected_when_required(tmp_path, redis_client):
-    from agent import metrics as m
-
     cfg = Config(port=free_port(), data_dir=tmp_path / "data", bind="127.0.0.1", require_called_aet=True)
     lst = Listener(cfg, StudyStore(cfg.data_dir), StudyIndex(redis_client))
     lst.start()
