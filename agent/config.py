@@ -65,6 +65,9 @@ class Config:
     rules_dir: Path | None = None  # None: the rulebook shipped in the package
     max_pdu: int = 0  # 0: unlimited receive PDU
     require_called_aet: bool = False  # reject associations not addressed to ae_title
+    tls_cert: Path | None = None  # PEM certificate (chain): the listener speaks DICOM TLS only
+    tls_key: Path | None = None  # its PEM private key
+    tls_ca: Path | None = None  # PEM CA(s): also require client certificates signed by them
     fsync: bool = True  # durability before success; off only for benchmarks
     sink_attempts: int = 8  # deliveries tried per destination before a dead letter
     sink_backoff: float = 2.0  # seconds before the first retry; doubles each attempt

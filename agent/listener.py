@@ -8,6 +8,7 @@ durable under its UIDs, its summary is indexed, and only then is success sent.
 from __future__ import annotations
 
 import logging
+import ssl
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,19 @@ CANNOT_UNDERSTAND = 0xC000
 _config.STORE_RECV_CHUNKED_DATASET = True
 # Accept every storage SOP class, private and future ones included, in any transfer syntax.
 _config.UNRESTRICTED_STORAGE_SERVICE = True
+
+
+def tls_context(config) -> ssl.SSLContext | None:
+    """A server-side TLS context (BCP 195: TLS 1.2 or later) when a certificate is configured."""
+    if not config.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_ca:
+        ctx.load_verify_locations(config.tls_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 class Listener:
@@ -66,8 +80,10 @@ class Listener:
             (evt.EVT_CONN_OPEN, lambda event: metrics.associations_active.inc()),
             (evt.EVT_CONN_CLOSE, lambda event: metrics.associations_active.dec()),
         ]
-        self.server = self.ae.start_server((self.config.bind, self.config.port), block=False, evt_handlers=handlers)
-        log.info("listening for DICOM as %s on %s:%d", self.config.ae_title, self.config.bind, self.port)
+        self.server = self.ae.start_server((self.config.bind, self.config.port), block=False,
+                                           evt_handlers=handlers, ssl_context=tls_context(self.config))
+        log.info("listening for DICOM%s as %s on %s:%d", " over TLS" if self.config.tls_cert else "",
+                 self.config.ae_title, self.config.bind, self.port)
 
     def stop(self) -> None:
         if self.server:

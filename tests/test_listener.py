@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pydicom
@@ -176,5 +177,35 @@ def test_wrong_called_aet_is_rejected_when_required(tmp_path, redis_client):
             dcmtk("echoscu", "-aec", "SOMEONEELSE", "127.0.0.1", str(lst.port))
         dcmtk("echoscu", "-aec", "PACSTRIAGE", "127.0.0.1", str(lst.port))
         assert sample("pacs_triage_associations_rejected_total") - before == 1
+    finally:
+        lst.stop()
+
+
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    key, cert = directory / f"{name}.key", directory / f"{name}.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    f"/CN={name}", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return key, cert
+
+
+def test_dicom_tls_with_client_certificates(tmp_path, redis_client):
+    server_key, server_cert = _self_signed(tmp_path, "pacs-triage")
+    client_key, client_cert = _self_signed(tmp_path, "modality")
+    cfg = Config(port=free_port(), data_dir=tmp_path / "data", bind="127.0.0.1", tls_cert=server_cert,
+                 tls_key=server_key, tls_ca=client_cert)
+    lst = Listener(cfg, StudyStore(cfg.data_dir), StudyIndex(redis_client))
+    lst.start()
+    try:
+        files = write_study(tmp_path / "in", StudySpec(series=[SeriesSpec("MR", "SAG T2", 2)]))
+        tls = ("+tls", str(client_key), str(client_cert), "+cf", str(server_cert))
+        storescu(lst.port, *files, extra=tls)
+        assert len(list(lst.store.studies.rglob("*.dcm"))) == 2
+        with pytest.raises(RuntimeError):  # plain TCP is refused
+            dcmtk("echoscu", "-to", "5", "-aec", "PACSTRIAGE", "127.0.0.1", str(lst.port), timeout=20)
+        other_key, other_cert = _self_signed(tmp_path, "stranger")
+        with pytest.raises(RuntimeError):  # a client certificate from an unknown CA is refused
+            dcmtk("echoscu", "+tls", str(other_key), str(other_cert), "+cf", str(server_cert), "-aec",
+                  "PACSTRIAGE", "127.0.0.1", str(lst.port), timeout=20)
     finally:
         lst.stop()
