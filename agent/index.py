@@ -76,5 +76,18 @@ class StudyIndex:
         """Stop watching a study queued for triage, unless it received more since `seen`."""
         return bool(self._release(keys=[PENDING], args=[uid, repr(seen)]))
 
+    def forget(self, uid: str) -> None:
+        """Drop a study from the index (its files are gone)."""
+        key = study_key(uid)
+        self.redis.delete(key, key + ":instances")
+        self.redis.zrem(PENDING, uid)
+
+    def is_pending(self, uid: str) -> bool:
+        return self.redis.zscore(PENDING, uid) is not None
+
+    def last_received(self, uid: str) -> float | None:
+        raw = self.redis.hget(study_key(uid), "last_received")
+        return float(raw) if raw else None
+
     def pending_count(self) -> int:
         return int(self.redis.zcard(PENDING))

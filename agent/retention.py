@@ -1,8 +1,8 @@
 """Housekeeping of the data directory: the store is a working copy, PACS is the archive.
 
 Studies whose last instance arrived more than `retention_days` ago, and that are no
-longer waiting to be triaged, are removed from disk, from the index and from the local
-worklist. Quarantined datasets are kept as long, for someone to look at.
+longer waiting to be triaged, are removed from disk and from the index (and, through
+`on_remove`, from the local worklist). Quarantined datasets are kept as long, for someone to look at.
 """
 
 from __future__ import annotations
@@ -12,32 +12,33 @@ import shutil
 import time
 from pathlib import Path
 
-from agent.index import PENDING, StudyIndex, study_key
+from typing import Callable
+
+from agent.index import StudyIndex
 from agent.store import StudyStore
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
 
 
-def sweep(store: StudyStore, index: StudyIndex, retention_days: float, now: float | None = None) -> int:
-    """Remove expired studies; return how many."""
+def sweep(store: StudyStore, index: StudyIndex, retention_days: float, now: float | None = None,
+          on_remove: Callable[[str], None] | None = None) -> int:
+    """Remove expired studies; return how many. `on_remove(uid)` lets the worklist forget them."""
     if retention_days <= 0:
         return 0
     cutoff = (now or time.time()) - retention_days * DAY
     removed = 0
     for study_dir in store.studies.iterdir():
         uid = study_dir.name
-        if index.redis.zscore(PENDING, uid) is not None:
+        if index.is_pending(uid):
             continue  # still receiving or not yet triaged
-        last = index.redis.hget(study_key(uid), "last_received")
-        last = float(last) if last else _newest_mtime(study_dir)
+        last = index.last_received(uid) or _newest_mtime(study_dir)
         if last > cutoff:
             continue
         shutil.rmtree(study_dir, ignore_errors=True)
-        pipe = index.redis.pipeline()
-        pipe.delete(study_key(uid), study_key(uid) + ":instances", f"pt:entry:{uid}")
-        pipe.zrem("pt:worklist", uid)
-        pipe.execute()
+        index.forget(uid)
+        if on_remove:
+            on_remove(uid)
         removed += 1
     for day_dir in store.quarantine_dir.iterdir():
         if day_dir.is_dir() and _newest_mtime(day_dir) < cutoff:

@@ -93,7 +93,11 @@ class Service:
         now = time.monotonic()
         if now - self._last_sweep > 3600:
             self._last_sweep = now
-            metrics.studies_removed.inc(retention.sweep(self.store, self.index, self.config.retention_days))
+            from workers.worklist import Worklist
+
+            removed = retention.sweep(self.store, self.index, self.config.retention_days,
+                                      on_remove=Worklist(self.redis).remove)
+            metrics.studies_removed.inc(removed)
 
     def check_rules(self) -> None:
         """Pick up edited rule files (a bad file is rejected and the old rules stay)."""

@@ -132,5 +132,10 @@ def test_reindex_after_redis_lost_its_data_and_retention(tmp_path, redis_client,
     assert sweep(store, index, retention_days=1, now=time.time() + 3 * 86400) == 0, "pending studies stay"
     index.release(spec.study_uid, time.time() + 1)
     assert sweep(store, index, retention_days=30, now=time.time()) == 0, "recent studies stay"
-    assert sweep(store, index, retention_days=1, now=time.time() + 3 * 86400) == 1
+    from workers.worklist import Worklist
+
+    worklist = Worklist(redis_client)
+    worklist.save({"study_instance_uid": spec.study_uid, "priority": "ROUTINE", "flags": []})
+    assert sweep(store, index, retention_days=1, now=time.time() + 3 * 86400, on_remove=worklist.remove) == 1
     assert not (store.studies / spec.study_uid).exists() and index.load(spec.study_uid) is None
+    assert worklist.get(spec.study_uid) is None and worklist.entries() == []
