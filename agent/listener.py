@@ -100,14 +100,15 @@ class Listener:
 
     def handle_store(self, event) -> int:
         tmp = Path(event.dataset_path)
+        size = tmp.stat().st_size
         try:
             ds = pydicom.dcmread(tmp, stop_before_pixels=True)
             uids = (ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID"))
+            summary = summarize(ds, size=size)
         except Exception as exc:  # any parser failure: quarantine, keep serving
             return self._reject(tmp, "unparseable", exc, CANNOT_UNDERSTAND)
         if not all(is_valid_uid(u) for u in uids):
             return self._reject(tmp, "invalid_uid", "Study/Series/SOP Instance UID missing or invalid", DATASET_MISMATCH)
-        size = tmp.stat().st_size
         try:
             path, duplicate = self.store.commit(tmp, *uids)
         except InvalidUID as exc:
@@ -116,8 +117,9 @@ class Listener:
             log.error("cannot store instance %s: %s", uids[2], exc.strerror)
             metrics.instances_received.labels("failed").inc()
             return OUT_OF_RESOURCES
+        summary["path"] = str(path)
         try:
-            self.index.record_instance(summarize(ds, path, size))
+            self.index.record_instance(summary)
         except Exception as exc:  # Redis down: the file is safe; the sender will retry
             log.error("cannot index instance %s: %s", uids[2], type(exc).__name__)
             metrics.instances_received.labels("failed").inc()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from agent.headers import SERIES_KEYWORDS, STUDY_KEYWORDS
+
 
 @dataclass
 class Series:
@@ -52,8 +54,6 @@ class Study:
 
     @classmethod
     def from_summaries(cls, summaries: Iterable[dict[str, Any]], last_received: float | None = None) -> "Study":
-        from agent.headers import SERIES_KEYWORDS, STUDY_KEYWORDS
-
         items = sorted(
             summaries,
             key=lambda s: (s.get("SeriesNumber") or 0, s.get("InstanceNumber") or 0, s.get("SOPInstanceUID", "")),
