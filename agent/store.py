@@ -38,7 +38,6 @@ class StudyStore:
         self.studies = self.root / "studies"
         self.incoming = self.root / "incoming"
         self.quarantine_dir = self.root / "quarantine"
-        self._known_dirs: set[Path] = set()
         self._lock = threading.Lock()
         for d in (self.studies, self.incoming, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -51,8 +50,11 @@ class StudyStore:
         return self.studies / study_uid / series_uid / f"{sop_uid}.dcm"
 
     def _ensure_dir(self, directory: Path) -> None:
-        """Create the series folder and make its creation durable (once per process)."""
-        if directory in self._known_dirs:
+        """Create the series folder if it is missing, and make its creation durable.
+
+        Checked on disk every time (a stat): retention may have removed it since.
+        """
+        if directory.is_dir():
             return
         with self._lock:
             missing = []
@@ -64,7 +66,6 @@ class StudyStore:
             if self.fsync:
                 for m in reversed(missing):
                     fsync_path(m.parent, directory=True)
-            self._known_dirs.add(directory)
 
     def commit(self, tmp_path: Path, study_uid: str, series_uid: str, sop_uid: str) -> tuple[Path, bool]:
         """Move a received file into place durably. Returns (path, was_duplicate)."""

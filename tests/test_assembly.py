@@ -139,3 +139,18 @@ def test_reindex_after_redis_lost_its_data_and_retention(tmp_path, redis_client,
     assert sweep(store, index, retention_days=1, now=time.time() + 3 * 86400, on_remove=worklist.remove) == 1
     assert not (store.studies / spec.study_uid).exists() and index.load(spec.study_uid) is None
     assert worklist.get(spec.study_uid) is None and worklist.entries() == []
+
+
+def test_a_study_sent_again_after_retention_removed_it_is_stored(tmp_path):
+    import shutil
+
+    from agent.store import StudyStore
+
+    store = StudyStore(tmp_path / "data")
+    uids = ("1.2.7", "1.2.7.1", "1.2.7.1.1")
+    for round_ in range(2):
+        tmp = store.incoming / f"rx{round_}.dcm"
+        tmp.write_bytes(b"dataset")
+        path, duplicate = store.commit(tmp, *uids)
+        assert path.read_bytes() == b"dataset" and not duplicate
+        shutil.rmtree(store.studies / uids[0])  # what retention does between the two sends
