@@ -83,6 +83,11 @@ class Config:
     log_level: str = "INFO"
 
     @property
+    def priors_node(self) -> DicomNode | None:
+        """Where prior exams are queried: `priors_pacs`, else the first `pacs`."""
+        return self.priors_pacs or (self.pacs[0] if self.pacs else None)
+
+    @property
     def redis_dir(self) -> Path:
         return self.data_dir / "redis"
 

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from agent.config import Config
 from agent.headers import summarize
 from agent.study import Study
 from agent.uids import is_valid_uid
@@ -61,7 +62,7 @@ def triage_paths(paths, *, as_json: bool, explain: bool, pacs=None, analyse: boo
         from workers.priors import find_priors
 
         def lookup(study, text_surgery):
-            return find_priors(study, pacs, calling_aet="PACSTRIAGE", text_surgery=text_surgery)
+            return find_priors(study, pacs, calling_aet=Config.ae_title, text_surgery=text_surgery)
 
     studies = read_studies(paths)
     if not studies:

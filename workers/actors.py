@@ -48,7 +48,7 @@ def warm_up() -> None:
 def priors_lookup(ctx):
     """The prior-exam lookup for this configuration, or None when no PACS is configured."""
     cfg = ctx.config
-    node = cfg.priors_pacs or (cfg.pacs[0] if cfg.pacs else None)
+    node = cfg.priors_node
     if node is None:
         return None
     from workers.priors import find_priors
@@ -100,7 +100,7 @@ def prefetch_priors(study_uid: str) -> None:
 
     ctx = runtime.context()
     cfg = ctx.config
-    node = cfg.priors_pacs or (cfg.pacs[0] if cfg.pacs else None)
+    node = cfg.priors_node
     entry = Worklist(ctx.redis).get(study_uid)
     if node is None or entry is None or not cfg.prefetch_aet:
         return

@@ -30,15 +30,16 @@ def score(entry: dict[str, Any]) -> float:
     return rank * PRIORITY_SPAN + float(entry.get("first_received") or entry.get("triaged_at") or 0)
 
 
-#: What a re-triage must change for the destinations to hear about it again.
+#: What a re-triage must change for the destinations to hear about it again
+#: (with the analysers' results, less their timings).
 FINGERPRINT_KEYS = ("priority", "flags", "recommendations", "priors", "priors_status", "postop_interval_hours",
-                    "course", "instance_count", "series_count", "rulebook_version", "analysers")
+                    "course", "instance_count", "series_count", "rulebook_version")
 
 
 def fingerprint(entry: dict[str, Any]) -> str:
-    body = json.dumps({k: entry.get(k) for k in FINGERPRINT_KEYS if k != "analysers"} | {
-        "analysers": [{k: v for k, v in a.items() if k != "timings"} for a in entry.get("analysers") or []]
-    }, sort_keys=True, default=str)
+    content = {k: entry.get(k) for k in FINGERPRINT_KEYS}
+    content["analysers"] = [{k: v for k, v in a.items() if k != "timings"} for a in entry.get("analysers") or []]
+    body = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
