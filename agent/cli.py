@@ -90,19 +90,19 @@ def cmd_worker(args) -> int:
     return 0
 
 
-def _redis(args):
+def _redis(cfg: Config):
     import redis
 
     from workers import runtime
 
-    return redis.Redis.from_url(runtime.redis_url(load_config(args)))
+    return redis.Redis.from_url(runtime.redis_url(cfg))
 
 
 def cmd_worklist(args) -> int:
     from workers.worklist import Worklist, waiting_minutes
 
     cfg = load_config(args)
-    entries = Worklist(_redis(args)).entries(args.limit, wait_cap_minutes=cfg.routine_wait_cap_minutes)
+    entries = Worklist(_redis(cfg)).entries(args.limit, wait_cap_minutes=cfg.routine_wait_cap_minutes)
     if args.json:
         print(json.dumps(entries, indent=2, ensure_ascii=False))
         return 0
@@ -124,7 +124,7 @@ def cmd_reindex(args) -> int:
     from agent.store import StudyStore
 
     cfg = load_config(args)
-    added, studies = reindex(StudyStore(cfg.data_dir, fsync=False), StudyIndex(_redis(args)))
+    added, studies = reindex(StudyStore(cfg.data_dir, fsync=False), StudyIndex(_redis(cfg)))
     print(f"indexed {added} instance(s) of {studies} stud{'y' if studies == 1 else 'ies'}; "
           "they are triaged once `serve` sees them stable")
     return 0
@@ -152,7 +152,7 @@ def cmd_sinks(args) -> int:
 
     cfg = load_config(args)
     runtime.configure(cfg)
-    client = _redis(args)
+    client = _redis(cfg)
     deliveries = Deliveries(client)
     if args.action == "status":
         status = {"delivered": deliveries.delivered_counts(), "dead_letters": deliveries.dead_letters()}
