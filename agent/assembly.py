@@ -1,6 +1,6 @@
 """Study assembly: a study is stable after a quiet period with no new instance.
 
-The state lives in Redis (`agent.index`), so any number of listeners on any
+The state lives in Redis (`core.index`), so any number of listeners on any
 number of hosts can feed one study; each runs a watcher, and a short Redis lock
 makes one of them queue it. A study is released from watching only after its
 triage message is on the queue, and only if nothing arrived meanwhile, so a
@@ -13,8 +13,8 @@ import logging
 import threading
 from typing import Callable
 
-from agent import metrics
-from agent.index import PREFIX, StudyIndex
+from core import metrics
+from core.index import PREFIX, StudyIndex
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from agent.config import Config, ConfigError, DicomNode
+from core.config import Config, ConfigError, DicomNode
 
 SERVE_OPTIONS = {  # option -> (Config field, help)
     "--ae-title": ("ae_title", "our AE title (default PACSTRIAGE)"),
@@ -119,7 +119,7 @@ def cmd_worklist(args) -> int:
 
 
 def cmd_reindex(args) -> int:
-    from agent.index import StudyIndex
+    from core.index import StudyIndex
     from agent.reindex import reindex
     from agent.store import StudyStore
 

@@ -16,9 +16,9 @@ import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
-from agent import metrics
-from agent.headers import summarize
-from agent.index import StudyIndex
+from core import metrics
+from core.headers import summarize
+from core.index import StudyIndex
 from agent.store import InvalidUID, StudyStore
 from agent.uids import is_valid_uid
 

@@ -16,9 +16,9 @@ from typing import Iterable, Iterator
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from agent.config import Config
-from agent.headers import summarize
-from agent.study import Study
+from core.config import Config
+from core.headers import summarize
+from core.study import Study
 from agent.uids import is_valid_uid
 
 

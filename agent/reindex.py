@@ -10,8 +10,8 @@ import logging
 
 import pydicom
 
-from agent.headers import summarize
-from agent.index import StudyIndex, study_key
+from core.headers import summarize
+from core.index import StudyIndex, study_key
 from agent.store import StudyStore
 
 log = logging.getLogger(__name__)

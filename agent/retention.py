@@ -14,7 +14,7 @@ from pathlib import Path
 
 from typing import Callable
 
-from agent.index import StudyIndex
+from core.index import StudyIndex
 from agent.store import StudyStore
 
 log = logging.getLogger(__name__)

@@ -10,13 +10,14 @@ import time
 
 import redis
 
-from agent import metrics, retention
+from agent import retention
+from core import metrics
 from agent.assembly import StabilityWatcher
-from agent.config import Config
+from core.config import Config
 from agent.http import HttpServer
-from agent.index import StudyIndex
+from core.index import StudyIndex
 from agent.listener import Listener
-from agent.redis_server import EmbeddedRedis
+from core.redis_server import EmbeddedRedis
 from agent.store import StudyStore
 
 log = logging.getLogger(__name__)

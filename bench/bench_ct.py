@@ -48,8 +48,8 @@ def analyse(directory: str) -> None:
     """Child process: analyse the series and print a JSON line."""
     from pydicom import dcmread
 
-    from agent.headers import summarize
-    from agent.study import Study
+    from core.headers import summarize
+    from core.study import Study
     from workers.analysers import run_analysers
 
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from agent.metrics import rulebook_reload_failures as reload_failures
+from core.metrics import rulebook_reload_failures as reload_failures
 from rules.engine import DEFAULT_DIRECTORY, Rulebook, RulebookError
 from rules.loader import content_hash, rule_files
 

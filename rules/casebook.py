@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydicom.datadict import tag_for_keyword
 
-from agent.study import Study
+from core.study import Study
 from rules.loader import RulebookError, read_yaml
 from rules.model import FLAG_CODES, Flag, Priority
 

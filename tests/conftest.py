@@ -72,7 +72,7 @@ def workers_running(broker, redis_url, redis_client):
     """In-process dramatiq worker threads on every queue; yields configure(**Config options)."""
     from dramatiq import Worker
 
-    from agent.config import Config
+    from core.config import Config
     from workers import runtime
 
     def configure(**options):

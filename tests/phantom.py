@@ -232,8 +232,8 @@ def load_study(*dirs: Path):
     """A Study from files on disk (header summaries, as the offline path builds it)."""
     from pydicom import dcmread
 
-    from agent.headers import summarize
-    from agent.study import Study
+    from core.headers import summarize
+    from core.study import Study
 
     summaries = []
     for d in dirs:

@@ -7,8 +7,8 @@ import time
 import redis
 
 from agent.assembly import StabilityWatcher
-from agent.index import StudyIndex
-from agent.redis_server import EmbeddedRedis, discover
+from core.index import StudyIndex
+from core.redis_server import EmbeddedRedis, discover
 
 
 def summary(study: str, series: str, sop: str) -> dict:

@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
-from agent import metrics  # noqa: F401  (registers the metrics)
+from core import metrics  # noqa: F401  (registers the metrics)
 from agent.cli import main
-from agent.config import Config, ConfigError, DicomNode
+from core.config import Config, ConfigError, DicomNode
 from agent.http import HttpServer
 
 

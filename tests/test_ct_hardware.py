@@ -153,7 +153,7 @@ def test_thick_slices_say_small_breaches_are_not_assessable(tmp_path):
 
 
 def test_series_choice_prefers_thin_bone_kernel():
-    from agent.study import Series, Study
+    from core.study import Series, Study
     from workers.analysers.ct_hardware import choose_series
 
     def s(uid, kernel, thick, n=100, image_type=("ORIGINAL", "PRIMARY", "AXIAL")):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from agent.study import Series, Study
+from core.study import Series, Study
 from rules.model import Evidence, Flag, Priority
 from workers import analysers as an
 from workers.analysers import AnalysisResult, Analyser, load_analysers, run_analysers

@@ -15,8 +15,8 @@ import pydicom
 from prometheus_client import REGISTRY
 
 from agent.cli import main as cli_main
-from agent.headers import summarize
-from agent.index import StudyIndex
+from core.headers import summarize
+from core.index import StudyIndex
 from dicomgen import SeriesSpec, StudySpec, postop_three_series, write_study
 from peers import wait_for
 from sink_peers import HttpServer
@@ -123,7 +123,7 @@ def test_a_failing_destination_does_not_hold_back_another(workers_running, actor
 
 def test_stat_study_reaches_every_worklist_even_if_they_were_down(workers_running, actors, redis_client, tmp_path):
     """UPS worklist manager, RIS over HL7 and a web hook, all down when the study arrives."""
-    from agent.config import DicomNode
+    from core.config import DicomNode
     from sink_peers import MllpServer
     from ups_scp import UpsScp
 
@@ -156,7 +156,7 @@ def test_stat_study_reaches_every_worklist_even_if_they_were_down(workers_runnin
 
 def test_priors_unavailable_then_refreshed_when_the_pacs_answers(workers_running, actors, redis_client, tmp_path,
                                                                  monkeypatch):
-    from agent.config import DicomNode
+    from core.config import DicomNode
     from peers import Orthanc
 
     pacs = Orthanc(tmp_path / "pacs")

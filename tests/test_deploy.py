@@ -26,8 +26,8 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram, Info
 from prometheus_client.metrics import MetricWrapperBase
 
-from agent import metrics as agent_metrics
-from agent.config import ENV_PREFIX, Config
+from core import metrics as agent_metrics
+from core.config import ENV_PREFIX, Config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

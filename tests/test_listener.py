@@ -12,9 +12,9 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless, gen
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import MRImageStorage
 
-from agent import metrics
-from agent.config import Config
-from agent.index import StudyIndex
+from core import metrics
+from core.config import Config
+from core.index import StudyIndex
 from agent.listener import Listener
 from agent.store import StudyStore
 from dicomgen import SeriesSpec, StudySpec, postop_three_series, write_study

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import DicomNode
-from agent.study import Series, Study
+from core.config import DicomNode
+from core.study import Series, Study
 from workers.priors import classify, comparison_hints, find_priors
 from workers.priors_classify import regions
 from workers.priors_query import RedisCache, TTLCache, cache_key

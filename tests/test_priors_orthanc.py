@@ -11,9 +11,9 @@ from prometheus_client import REGISTRY
 from pydicom import dcmread
 from pydicom.uid import ComputedRadiographyImageStorage, XRayAngiographicImageStorage
 
-from agent.config import DicomNode
-from agent.headers import summarize
-from agent.study import Study
+from core.config import DicomNode
+from core.headers import summarize
+from core.study import Study
 from dicomgen import SeriesSpec, StudySpec, instance
 from peers import Orthanc, free_port, wait_for
 from workers.priors import TTLCache, find_priors, prefetch

@@ -2,7 +2,7 @@
 
 import json
 
-from agent.study import Study
+from core.study import Study
 from rules.engine import Outcome, Rulebook
 from rules.model import Evidence, Flag, Priority
 

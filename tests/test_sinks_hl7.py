@@ -5,7 +5,7 @@ from __future__ import annotations
 import hl7
 import pytest
 
-from agent.config import Config
+from core.config import Config
 from peers import free_port
 from sink_peers import STAT_FLAG, URGENT_FLAG, MllpServer, sample_entry
 from workers.sinks import SinkError

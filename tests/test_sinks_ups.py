@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import UnifiedProcedureStepPull
 
-from agent.config import Config
+from core.config import Config
 from peers import free_port
 from sink_peers import STAT_FLAG, URGENT_FLAG, sample_entry
 from ups_scp import UpsScp

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from agent.config import Config
+from core.config import Config
 from peers import free_port
 from sink_peers import STAT_FLAG, HttpServer, sample_entry
 from workers.sinks import SinkError, webhook

@@ -13,9 +13,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from agent.config import Config, DicomNode  # noqa: E402
-from agent.headers import summarize  # noqa: E402
-from agent.study import Study  # noqa: E402
+from core.config import Config, DicomNode  # noqa: E402
+from core.headers import summarize  # noqa: E402
+from core.study import Study  # noqa: E402
 from dicomgen import StudySpec, postop_three_series, write_study  # noqa: E402
 from peers import Orthanc, free_port  # noqa: E402
 from workers.sinks import SinkError  # noqa: E402

@@ -15,8 +15,8 @@ import time
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from agent import metrics
-from agent.config import DicomNode
+from core import metrics
+from core.config import DicomNode
 from workers import broker as _broker
 from workers import runtime
 from workers.deliveries import Deliveries

@@ -12,8 +12,8 @@ import time
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from agent import metrics
-from agent.study import Study
+from core import metrics
+from core.study import Study
 from rules.model import Evidence, Flag
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
-from agent import metrics
-from agent.config import DicomNode
-from agent.study import Study
+from core import metrics
+from core.config import DicomNode
+from core.study import Study
 from rules.model import Evidence
 from workers.priors_classify import (
     assign_roles,

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from agent.config import DicomNode
+from core.config import DicomNode
 
 STUDY_KEYS = ("StudyInstanceUID", "StudyDate", "StudyTime", "ModalitiesInStudy", "StudyDescription",
               "AccessionNumber", "NumberOfStudyRelatedInstances", "BodyPartExamined", "PatientID",

@@ -7,9 +7,9 @@ from functools import cached_property
 
 import redis
 
-from agent import redis_server
-from agent.config import Config
-from agent.index import StudyIndex
+from core import redis_server
+from core.config import Config
+from core.index import StudyIndex
 
 _lock = threading.Lock()
 _config: Config | None = None

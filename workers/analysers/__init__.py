@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
-from agent.study import Study
+from core.study import Study
 from rules.model import Flag
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.pixels import pixel_array
 
-from agent.study import Series, Study
+from core.study import Series, Study
 from rules.model import Evidence, Flag, Priority
 from workers.analysers import AnalysisResult
 from workers.analysers import canal as cn

@@ -23,7 +23,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import UnifiedProcedureStepPull, UnifiedProcedureStepPush
 from pynetdicom.status import code_to_category
 
-from agent.config import ConfigError, DicomNode
+from core.config import ConfigError, DicomNode
 from rules.model import Priority
 from workers.sinks import SinkError
 

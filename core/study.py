@@ -1,7 +1,7 @@
 """A study as the pipeline sees it, assembled from instance header summaries.
 
 The listener path (Redis index) and the offline path (files on disk) build the
-same `Study` from the same summaries (see `agent.headers.summarize`).
+same `Study` from the same summaries (see `core.headers.summarize`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from agent.headers import SERIES_KEYWORDS, STUDY_KEYWORDS
+from core.headers import SERIES_KEYWORDS, STUDY_KEYWORDS
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from agent.study import Study
+from core.study import Study
 
 PREFIX = "pt:"
 PENDING = PREFIX + "pending"
