@@ -38,10 +38,27 @@ def _add_config_options(p: argparse.ArgumentParser, names=None) -> None:
             p.add_argument(opt, dest=field, action="append", help=help_)
 
 
-def load_config(args) -> Config:
+def _overrides(args) -> dict:
     fields = [f for f, _ in SERVE_OPTIONS.values()] + [f for f, _ in REPEATABLE.values()] + ["no_workers"]
-    overrides = {f: getattr(args, f, None) for f in fields}
-    return Config.load(getattr(args, "config", None), overrides=overrides)
+    return {f: getattr(args, f, None) for f in fields}
+
+
+def load_config(args) -> Config:
+    return Config.load(getattr(args, "config", None), overrides=_overrides(args))
+
+
+def cmd_config(args) -> int:
+    """The effective configuration, each option with its source (default, file, environment, command line)."""
+    cfg, sources = Config.load_with_sources(getattr(args, "config", None), overrides=_overrides(args))
+    rows = cfg.describe(sources)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        value = json.dumps(r["value"], default=str)
+        print(f"{r['name']:<{width}}  {value:<28}  [{r['source']}]  {r['help']}")
+    return 0
 
 
 def setup_logging(level: str) -> None:
@@ -216,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules-dir", type=Path)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_rules)
+
+    p = sub.add_parser("config", help="show the effective configuration and where each value comes from")
+    p.add_argument("action", choices=["show"])
+    p.add_argument("--json", action="store_true")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("sinks", help="delivery status and dead letters; replay them")
     p.add_argument("action", choices=["status", "replay"])

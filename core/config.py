@@ -1,19 +1,28 @@
 """Configuration: embedded defaults < config file (TOML) < PACS_TRIAGE_* environment < command line.
 
-Every option of `pacs-triage serve` has all four forms, e.g. `--stable-after 5`,
-`PACS_TRIAGE_STABLE_AFTER=5`, `stable_after = 5` in the file given by `--config`
-or `PACS_TRIAGE_CONFIG`.
+Every option is a declared field of `Config` with its default, type and description
+(`pacs-triage config show` prints them with where each value came from). Every option
+has three forms, e.g. `stable_after = 5` in the file given by `--config` or
+`PACS_TRIAGE_CONFIG`, `PACS_TRIAGE_STABLE_AFTER=5`, and for the `serve` options
+`--stable-after 5`. Options of one destination kind may also be written in a TOML
+section: `[hl7] sending_facility = "X"` is `hl7_sending_facility`, and
+`[hl7] destinations = [...]` is `hl7` (same for `[pacs]`, `[ups]`, `[webhook]`).
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "PACS_TRIAGE_"
+SECTIONS = ("pacs", "ups", "hl7", "webhook")
+#: Section keys that do not follow the "<section>_<key>" pattern.
+SECTION_ALIASES = {("pacs", "destinations"): "pacs", ("ups", "destinations"): "ups",
+                   ("hl7", "destinations"): "hl7", ("webhook", "destinations"): "webhook",
+                   ("pacs", "priors"): "priors_pacs", ("pacs", "prefetch_aet"): "prefetch_aet"}
 
 
 class ConfigError(ValueError):
@@ -44,43 +53,69 @@ class DicomNode:
         return f"{self.aet}@{self.host}:{self.port}"
 
 
+def option(default: Any, help: str, *, secret: bool = False):
+    """A declared option: its default and the one-line description `config show` prints."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, "secret": secret})
+    return field(default=default, metadata={"help": help, "secret": secret})
+
+
 @dataclass
 class Config:
-    ae_title: str = "PACSTRIAGE"
-    port: int = 11112
-    bind: str = "0.0.0.0"
-    http_port: int = 9108
-    http_bind: str = "0.0.0.0"
-    data_dir: Path = Path("data")
-    redis_url: str | None = None  # None: start and manage a local Redis in the data directory
-    stable_after: float = 10.0  # quiet period (s) after which a study is stable
-    workers: int = 2  # in-process worker threads (`serve`), or threads of `pacs-triage worker`
-    no_workers: bool = False  # `serve` without in-process workers (they run elsewhere)
-    pacs: list[DicomNode] = field(default_factory=list)  # SR destinations (C-STORE)
-    ups: list[DicomNode] = field(default_factory=list)
-    hl7: list[str] = field(default_factory=list)  # HOST:PORT
-    webhook: list[str] = field(default_factory=list)  # URL
-    webhook_secret: str | None = None
-    priors_pacs: DicomNode | None = None  # C-FIND peer for priors (default: first of `pacs`)
-    rules_dir: Path | None = None  # None: the rulebook shipped in the package
-    max_pdu: int = 0  # 0: unlimited receive PDU
-    require_called_aet: bool = False  # reject associations not addressed to ae_title
-    tls_cert: Path | None = None  # PEM certificate (chain): the listener speaks DICOM TLS only
-    tls_key: Path | None = None  # its PEM private key
-    tls_ca: Path | None = None  # PEM CA(s): also require client certificates signed by them
-    fsync: bool = True  # durability before success; off only for benchmarks
-    sink_attempts: int = 8  # deliveries tried per destination before a dead letter
-    sink_backoff: float = 2.0  # seconds before the first retry; doubles each attempt
-    sink_max_backoff: float = 600.0
-    ups_priority_map: dict | None = None  # e.g. {STAT = "HIGH", URGENT = "HIGH", ROUTINE = "MEDIUM"}
-    ups_turnaround: dict | None = None  # target seconds per priority, e.g. {STAT = 1800}
-    ups_retrieve_aet: str | None = None
-    hl7_timeout: float = 10.0
-    webhook_timeout: float = 10.0
-    routine_wait_cap_minutes: float | None = None  # lift ROUTINE studies waiting longer (worklist order)
-    prefetch_aet: str | None = None  # C-MOVE relevant priors to this reading-station AE
-    retention_days: float = 30.0  # studies kept in the data directory after their last instance; 0 = forever
-    log_level: str = "INFO"
+    # --- DICOM listener
+    ae_title: str = option("PACSTRIAGE", "our AE title (max. 16 characters)")
+    port: int = option(11112, "DICOM port (C-ECHO / C-STORE SCP)")
+    bind: str = option("0.0.0.0", "address the DICOM listener binds to")
+    max_pdu: int = option(0, "largest PDU accepted, bytes; 0 = unlimited")
+    require_called_aet: bool = option(False, "reject associations not addressed to ae_title")
+    tls_cert: Path | None = option(None, "PEM certificate (chain): the listener then speaks DICOM TLS only")
+    tls_key: Path | None = option(None, "PEM private key of tls_cert")
+    tls_ca: Path | None = option(None, "PEM CA(s): senders must present a client certificate signed by them")
+    stable_after: float = option(10.0, "quiet period (s) after the last instance before a study is triaged")
+    # --- HTTP
+    http_port: int = option(9108, "port of /metrics, /healthz, /readyz")
+    http_bind: str = option("0.0.0.0", "address the HTTP endpoints bind to")
+    # --- storage and queue
+    data_dir: Path = option(Path("data"), "studies, quarantine and the embedded Redis")
+    redis_url: str | None = option(None, "shared Redis; unset = start and manage a local one in data_dir",
+                                   secret=True)
+    fsync: bool = option(True, "fsync each instance before answering success (off only for benchmarks)")
+    retention_days: float = option(30.0, "days a triaged study stays in data_dir after its last instance; 0 = forever")
+    # --- workers and rules
+    workers: int = option(2, "worker threads (`serve` in-process, or one `pacs-triage worker`)")
+    no_workers: bool = option(False, "`serve` runs no workers; `pacs-triage worker` processes triage")
+    rules_dir: Path | None = option(None, "rulebook directory; unset = the rulebook shipped in the package")
+    log_level: str = option("INFO", "DEBUG, INFO, WARNING or ERROR")
+    routine_wait_cap_minutes: float | None = option(None, "lift ROUTINE studies waiting longer (worklist order)")
+    # --- destinations, all kinds
+    sink_attempts: int = option(8, "delivery attempts per destination before a dead letter")
+    sink_backoff: float = option(2.0, "seconds before the first retry; doubles each attempt")
+    sink_max_backoff: float = option(600.0, "largest delay between two attempts, seconds")
+    # --- [pacs]: SR destinations and priors
+    pacs: list[DicomNode] = option([], "AET@HOST:PORT list receiving the SR (C-STORE)")
+    priors_pacs: DicomNode | None = option(None, "C-FIND peer for priors; unset = the first of `pacs`")
+    prefetch_aet: str | None = option(None, "C-MOVE the relevant priors to this reading-station AE")
+    # --- [ups]
+    ups: list[DicomNode] = option([], "AET@HOST:PORT list of UPS worklist providers")
+    ups_priority_map: dict | None = option(None, "our priority -> UPS priority, e.g. {STAT = \"HIGH\"}")
+    ups_turnaround: dict | None = option(None, "target seconds per priority, e.g. {STAT = 1800}")
+    ups_retrieve_aet: str | None = option(None, "AE title a workstation retrieves from; unset = first `pacs`")
+    ups_timeout: float = option(10.0, "seconds to wait for the UPS provider")
+    ups_worklist_label: str | None = option(None, "Worklist Label (0074,1202); unset = \"PACS-TRIAGE\"")
+    ups_step_label: str | None = option(None, "Procedure Step Label (0074,1204); unset = \"Postoperative spine read\"")
+    # --- [hl7]
+    hl7: list[str] = option([], "HOST:PORT list of RIS receiving HL7 v2 over MLLP")
+    hl7_timeout: float = option(10.0, "seconds to wait for the HL7 ACK")
+    hl7_priority_map: dict | None = option(None, "our priority -> HL7 priority code, e.g. {URGENT = \"A\"}")
+    hl7_sending_application: str | None = option(None, "MSH-3; unset = ae_title")
+    hl7_sending_facility: str | None = option(None, "MSH-4")
+    hl7_receiving_application: str | None = option(None, "MSH-5; unset = \"RIS\"")
+    hl7_receiving_facility: str | None = option(None, "MSH-6")
+    hl7_retry_on_reject: bool = option(False, "retry after an AR (application reject) as after an AE")
+    # --- [webhook]
+    webhook: list[str] = option([], "URL list receiving the entry as JSON (HTTP POST)")
+    webhook_secret: str | None = option(None, "HMAC secret signing web hook bodies", secret=True)
+    webhook_timeout: float = option(10.0, "seconds to wait for a web hook's answer")
 
     @property
     def priors_node(self) -> DicomNode | None:
@@ -91,35 +126,82 @@ class Config:
     def redis_dir(self) -> Path:
         return self.data_dir / "redis"
 
-    @property
-    def redis_socket(self) -> Path:
-        return self.redis_dir / "redis.sock"
-
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, env: dict[str, str] | None = None,
              overrides: dict[str, Any] | None = None) -> "Config":
         """Defaults, then the file, then the environment, then `overrides` (non-None values)."""
+        return cls.load_with_sources(path, env, overrides)[0]
+
+    @classmethod
+    def load_with_sources(cls, path: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+                          overrides: dict[str, Any] | None = None) -> tuple["Config", dict[str, str]]:
+        """The configuration and, per option, where its value came from (default, file, environment, flag)."""
         env = dict(os.environ if env is None else env)
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         path = path or env.get(ENV_PREFIX + "CONFIG")
         if path:
             try:
                 with open(path, "rb") as fh:
-                    values.update(tomllib.load(fh))
+                    document = tomllib.load(fh)
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"{path}: {exc}") from None
-        names = {f.name for f in fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ConfigError(f"{path}: unknown option(s): {', '.join(sorted(unknown))}")
-        for name in names:
+            for name, value in _flatten(document, path).items():
+                values[name], sources[name] = value, f"file {path}"
+        for name in OPTION_NAMES:
             key = ENV_PREFIX + name.upper()
             if key in env and env[key] != "":
-                values[name] = env[key]
+                values[name], sources[name] = env[key], f"environment {key}"
         for name, value in (overrides or {}).items():
-            if value is not None and value != [] and name in names:
-                values[name] = value
-        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+            if value is not None and value != [] and name in OPTION_NAMES:
+                values[name], sources[name] = value, "command line"
+        config = cls(**{k: _coerce(k, v) for k, v in values.items()})
+        return config, {name: sources.get(name, "default") for name in OPTION_NAMES}
+
+    def describe(self, sources: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every option: name, value (secrets masked), type, default, source and description."""
+        rows = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            default = f.default if f.default is not MISSING else f.default_factory()
+            if f.metadata.get("secret") and value:
+                value = "***"
+            rows.append({"name": f.name, "value": _plain(value), "type": str(f.type), "default": _plain(default),
+                         "source": (sources or {}).get(f.name, "default"), "help": f.metadata.get("help", "")})
+        return rows
+
+
+OPTION_NAMES = tuple(f.name for f in fields(Config))
+
+
+def _flatten(document: dict[str, Any], path) -> dict[str, Any]:
+    """Top-level keys as they are; `[section] key` as `section_key` (or its alias)."""
+    values: dict[str, Any] = {}
+    unknown = []
+    for key, value in document.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for sub, subvalue in value.items():
+                name = SECTION_ALIASES.get((key, sub), f"{key}_{sub}")
+                if name in OPTION_NAMES:
+                    values[name] = subvalue
+                else:
+                    unknown.append(f"[{key}] {sub}")
+        elif key in OPTION_NAMES:
+            values[key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s): {', '.join(sorted(unknown))}")
+    return values
+
+
+def _plain(value: Any) -> Any:
+    """A JSON/TOML-friendly rendering of an option value."""
+    if isinstance(value, (Path, DicomNode)):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _list(value: Any) -> list[str]:
@@ -128,9 +210,24 @@ def _list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+def _mapping(value: Any) -> dict:
+    """A TOML table, or `KEY=VALUE,KEY=VALUE` from the environment."""
+    if isinstance(value, dict):
+        return dict(value)
+    out = {}
+    for item in _list(value):
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected KEY=VALUE,..., got {value!r}")
+        out[key.strip()] = val.strip()
+    return out
+
+
 def _coerce(name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(Config)}[name]
     try:
+        if value is None:
+            return None
         if name in ("pacs", "ups"):
             return [v if isinstance(v, DicomNode) else DicomNode.parse(v) for v in _list(value)]
         if name in ("hl7", "webhook"):
@@ -147,6 +244,10 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if kind.startswith("float"):
             return float(value)
+        if kind.startswith("dict"):
+            return _mapping(value)
+        if kind.startswith("str"):
+            return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name}: {exc}") from None
     return value
