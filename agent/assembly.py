@@ -14,7 +14,8 @@ import threading
 from typing import Callable
 
 from core import metrics
-from core.index import PREFIX, StudyIndex
+from core import keys
+from core.index import StudyIndex
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class StabilityWatcher:
         """Queue every study that is due; return how many were queued."""
         queued = 0
         for uid, seen in self.index.due(self.stable_after):
-            lock = f"{PREFIX}lock:stable:{uid}"
+            lock = keys.stable_lock(uid)
             if not self.index.redis.set(lock, "1", nx=True, px=5000):
                 continue  # another listener is queueing it
             try:

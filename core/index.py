@@ -1,11 +1,4 @@
-"""The study index in Redis: instance header summaries and study activity.
-
-Keys (all under the ``pt:`` prefix, shared by every listener and worker):
-
-- ``pt:study:<uid>:instances`` hash SOPInstanceUID -> summary JSON
-- ``pt:study:<uid>`` hash: first_received, last_received, instances, bytes
-- ``pt:pending`` sorted set StudyUID -> last instance time: studies not yet stable
-"""
+"""The study index in Redis: instance header summaries and study activity (keys: core.keys)."""
 
 from __future__ import annotations
 
@@ -15,10 +8,9 @@ from typing import Any
 
 import redis
 
+from core import keys
+from core.keys import PENDING
 from core.study import Study
-
-PREFIX = "pt:"
-PENDING = PREFIX + "pending"
 
 # Remove a pending study only if no instance arrived since it was seen stable.
 _RELEASE = """
@@ -32,7 +24,7 @@ return 0
 
 
 def study_key(uid: str) -> str:
-    return f"{PREFIX}study:{uid}"
+    return keys.study(uid)
 
 
 class StudyIndex:

@@ -15,7 +15,7 @@ import time
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from core import metrics
+from core import keys, metrics
 from core.config import DicomNode
 from workers import broker as _broker
 from workers import runtime
@@ -62,7 +62,7 @@ def priors_lookup(ctx):
 @dramatiq.actor(queue_name="triage", max_retries=20, time_limit=15 * 60 * 1000)
 def triage_study(study_uid: str) -> None:
     ctx = runtime.context()
-    lock = ctx.redis.lock(f"pt:lock:triage:{study_uid}", timeout=15 * 60, blocking_timeout=30)
+    lock = ctx.redis.lock(keys.triage_lock(study_uid), timeout=15 * 60, blocking_timeout=30)
     if not lock.acquire():
         raise RuntimeError("study is being triaged by another worker; retrying")
     try:

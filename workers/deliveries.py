@@ -8,9 +8,10 @@ from typing import Any
 
 import redis
 
-PREFIX = "pt:"
-DELIVERED = PREFIX + "delivered"  # hash "kind|destination|study" -> revision
-DEAD = PREFIX + "deadletters"  # hash "kind|destination|study" -> JSON
+from core import keys
+
+DELIVERED = keys.DELIVERED  # hash "kind|destination|study" -> revision
+DEAD = keys.DEAD_LETTERS  # hash "kind|destination|study" -> JSON
 
 
 def _field(kind: str, destination: str, uid: str) -> str:

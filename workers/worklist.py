@@ -13,15 +13,15 @@ from typing import Any
 
 import redis
 
+from core import keys
 from rules.model import Flag, Priority, merge_flags
 
-PREFIX = "pt:"
-ORDER = PREFIX + "worklist"
+ORDER = keys.WORKLIST
 PRIORITY_SPAN = 1e11  # > any epoch-seconds arrival time
 
 
 def entry_key(uid: str) -> str:
-    return f"{PREFIX}entry:{uid}"
+    return keys.entry(uid)
 
 
 def score(entry: dict[str, Any]) -> float:
