@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from core import metrics
+from core.entry import OFFLINE_KEYS, WorklistEntry
 from core.study import Study
 from rules.model import Evidence, Flag
 
@@ -71,6 +72,7 @@ def triage(study: Study, rulebook, *, priors_lookup: PriorsLookup | None = None,
 
 
 def build_entry(study: Study, outcome, priors, analyses: list) -> dict[str, Any]:
+    """The typed entry (core.entry.WorklistEntry), as the JSON-able dict the worklist and sinks keep."""
     result = outcome.to_dict()
     recommendations = list(result.get("recommendations", []))
     explain = list(result.get("explain", []))
@@ -83,7 +85,7 @@ def build_entry(study: Study, outcome, priors, analyses: list) -> dict[str, Any]
         explain += [f"Priors: {e.note or e.text or e.source}" for e in priors.evidence if isinstance(e, Evidence)]
     for a in analyses:
         explain += [f"{a.analyser}: not assessed — {reason}" for reason in a.not_assessed]
-    return {
+    return WorklistEntry(**{
         "study_instance_uid": study.uid,
         "accession_number": study.accession_number,
         "patient_id": study.get("PatientID"),
@@ -119,12 +121,9 @@ def build_entry(study: Study, outcome, priors, analyses: list) -> dict[str, Any]
             for s in study.series.values()
         ],
         "headers": {k: study.get(k) for k in ENTRY_HEADERS if study.get(k) is not None},
-    }
+    }).to_dict()
 
 
 def public_view(entry: dict[str, Any]) -> dict[str, Any]:
     """The JSON Lines record of `pacs-triage triage --json` (the offline contract)."""
-    keys = ("study_instance_uid", "accession_number", "priority", "order_priority", "flags",
-            "postop_interval_hours", "course", "priors", "priors_status", "recommendations",
-            "rulebook_version", "modalities", "series_count", "instance_count", "analysers")
-    return {k: entry.get(k) for k in keys}
+    return {k: entry.get(k) for k in OFFLINE_KEYS}

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from core import keys
+from core.entry import WorklistEntry
 from rules.model import Flag, Priority, merge_flags
 
 ORDER = keys.WORKLIST
@@ -85,6 +86,7 @@ class Worklist:
                     previous = json.loads(raw) if raw else None
                     merged = merge_previous(dict(entry), previous)
                     merged["fingerprint"] = fingerprint(merged)
+                    WorklistEntry.from_dict(merged)  # raises EntryError: never store an entry off the schema
                     if previous and previous.get("fingerprint") == merged["fingerprint"]:
                         pipe.unwatch()
                         return previous, False
