@@ -115,21 +115,23 @@ def test_yaml_parses(path):
 
 @pytest.mark.parametrize("path", files(".json"), ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_json_parses(path):
-    json.loads(path.read_text())
+    assert json.loads(path.read_text()), f"{path} is empty"
 
 
 @pytest.mark.parametrize("path", files(".toml"), ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_toml_parses_and_is_a_valid_config(path):
     with path.open("rb") as fh:
-        tomllib.load(fh)
-    Config.load(path, env={})  # unknown keys and bad values raise ConfigError
+        document = tomllib.load(fh)
+    _, sources = Config.load_with_sources(path, env={})  # unknown keys and bad values raise ConfigError
+    assert document and {name for name, source in sources.items() if source.startswith("file")} == set(document)
 
 
 def test_configmap_config_is_valid(tmp_path):
     cm = yaml.safe_load((DEPLOY / "kubernetes" / "configmap.yaml").read_text())
     f = tmp_path / "config.toml"
     f.write_text(cm["data"]["config.toml"])
-    Config.load(f, env={})
+    cfg = Config.load(f, env={})
+    assert (cfg.ae_title, cfg.port, cfg.http_port) == ("PACSTRIAGE", 11112, 9108)
 
 
 # --- metrics -------------------------------------------------------------------
