@@ -89,3 +89,23 @@ def workers_running(broker, redis_url, redis_client):
     worker.stop(timeout=10_000)
     for queue in broker.get_declared_queues():
         broker.flush(queue)
+
+
+#: What makes a test need a real peer process (Redis, Orthanc, DCMTK, the service itself).
+PEER_FIXTURES = {"redis_url", "redis_client", "orthanc", "broker", "actors", "workers_running"}
+PEER_WORDS = ("RedisServer", "Orthanc(", "storescu", "echoscu", "service_ready", "redis-server")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "peers: needs a real peer process (Redis, Orthanc, DCMTK, the service); "
+                                       "`pytest -m 'not peers'` runs the pure tests in seconds")
+
+
+def pytest_collection_modifyitems(config, items):
+    sources: dict[str, str] = {}
+    for item in items:
+        path = str(item.path)
+        if path not in sources:
+            sources[path] = item.path.read_text(errors="replace")
+        if PEER_FIXTURES & set(getattr(item, "fixturenames", ())) or any(w in sources[path] for w in PEER_WORDS):
+            item.add_marker(pytest.mark.peers)
