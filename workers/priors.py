@@ -22,6 +22,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 from core import metrics
 from core.config import DicomNode
 from core.study import Study
+from rules import comparison
 from rules.model import Evidence
 from workers.priors_classify import (
     assign_roles,
@@ -254,13 +255,13 @@ def _date(p: dict) -> str:
 # ---- comparison hints (guide section 5) ----
 
 def comparison_hints(result: PriorsResult, study: Study) -> list[str]:
-    """What to compare with, in the guide's words; a missing prior is 'not assessed', never reassuring."""
+    """What to compare with, in the words of rules/policy/comparison.yaml; a missing prior is 'not assessed'."""
     if result.status == "not_configured":
-        return ["Priors not assessed: no PACS configured for prior studies"]
+        return [comparison.hint("not_configured")]
     if result.status == "unavailable":
         reason = next((e.text for e in result.evidence if e.text and e.text.startswith("priors unavailable")),
                       "priors unavailable")
-        return [f"{reason[0].upper()}{reason[1:]} — comparisons not assessed; refresh when the PACS answers"]
+        return [comparison.hint("unavailable", reason=f"{reason[0].upper()}{reason[1:]}")]
     hints: list[str] = []
     months = None
     if result.surgery and result.surgery.get("postop_interval_hours") is not None:
@@ -270,38 +271,34 @@ def comparison_hints(result: PriorsResult, study: Study) -> list[str]:
         for r in p.get("roles") or [p["role"]]:
             by_role.setdefault(r, []).append(p)
     for p in by_role.get("intraoperative", [])[-1:]:
-        hints.append(f"Intraoperative {_mods(p)} of {_date(p)} available — marks the surgery date, levels and implants")
+        hints.append(comparison.hint("intraoperative", modalities=_mods(p), date=_date(p)))
     pre = by_role.get("preoperative", [])
     mri = [p for p in pre if "MR" in p["modalities"]]
     if mri:
-        hint = (f"Preoperative MRI of {_date(mri[-1])} available — compare the herniation, level and residual "
-                f"stenosis (gadolinium only if it looks the same); findings already there before surgery are "
-                f"not new")
-        if months is not None and months > 6:
-            hint += f"; {int(months)} months after surgery contrast is generally unhelpful (mature scar)"
-        hints.append(hint)
+        text = comparison.hint("preoperative_mri", date=_date(mri[-1]))
+        if months is not None and months > comparison.setting("contrast_unhelpful_after_months"):
+            text += comparison.hint("preoperative_mri_late", months=int(months))
+        hints.append(text)
     for p in pre:
         if p not in mri:
-            hints.append(f"Preoperative {_mods(p)} of {_date(p)} available — reference before surgery")
+            hints.append(comparison.hint("preoperative_other", modalities=_mods(p), date=_date(p)))
     if result.surgery and not pre:
-        hints.append("No preoperative imaging on PACS — comparison not assessed")
+        hints.append(comparison.hint("no_preoperative"))
     elif not result.surgery:
-        hints.append("Surgery date not found among the priors — preoperative comparison not assessed")
+        hints.append(comparison.hint("no_surgery_date"))
     for p in by_role.get("postoperative_reference", []):
         if {"CR", "DX"} & set(p["modalities"]):
-            hints.append(f"Baseline postoperative radiograph of {_date(p)} available — compare spacer/screw "
-                         f"position (same projection and conditions only)")
+            hints.append(comparison.hint("postoperative_radiograph", date=_date(p)))
         elif "CT" in p["modalities"]:
-            hints.append(f"Postoperative CT of {_date(p)} available — compare lucency around screws, new fractures")
+            hints.append(comparison.hint("postoperative_ct", date=_date(p)))
         else:
-            hints.append(f"First postoperative {_mods(p)} of {_date(p)} available — growing oedema or erosions "
-                         f"since then suggest creeping infection")
+            hints.append(comparison.hint("postoperative_other", modalities=_mods(p), date=_date(p)))
     for p in by_role.get("recent_comparable", []):
         if p["role"] == "recent_comparable":
-            hints.append(f"Latest comparable {_mods(p)} of {_date(p)} ({p['interval_days']} days) — compare for "
-                         f"progression")
+            hints.append(comparison.hint("recent_comparable", modalities=_mods(p), date=_date(p),
+                                         days=p["interval_days"]))
     for c in result.conflicts:
-        hints.append(f"Surgery date conflict: {c}")
+        hints.append(comparison.hint("conflict", conflict=c))
     return hints
 
 
