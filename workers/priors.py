@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
 from core import metrics
@@ -24,6 +23,7 @@ from core.config import DicomNode
 from core.study import Study
 from rules import comparison
 from rules.model import Evidence
+from workers.association import AssociationFailed, associate
 from workers.priors_classify import (
     assign_roles,
     family,
@@ -314,12 +314,11 @@ def prefetch(priors: list[dict], pacs: DicomNode, destination_aet: str, *, calli
     uids = [p["study_instance_uid"] for p in priors if p.get("study_instance_uid")]
     if not uids:
         return []
-    ae = AE(ae_title=calling_aet)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
-    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.aet)
-    if not assoc.is_established:
-        log.warning("prefetch: no association with %s", pacs.aet)
+    try:
+        assoc = associate(pacs, calling_aet=calling_aet, timeout=timeout,
+                          contexts=[StudyRootQueryRetrieveInformationModelMove])
+    except AssociationFailed as exc:
+        log.warning("prefetch: %s", exc)
         return []
     moved = []
     try:

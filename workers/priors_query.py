@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from core.config import DicomNode
+from workers.association import AssociationFailed, associate
 
 STUDY_KEYS = ("StudyInstanceUID", "StudyDate", "StudyTime", "ModalitiesInStudy", "StudyDescription",
               "AccessionNumber", "NumberOfStudyRelatedInstances", "BodyPartExamined", "PatientID",
@@ -78,15 +78,11 @@ def query_studies(pacs: DicomNode, patient_id: str, issuer: str | None, *, calli
                   timeout: float) -> list[dict]:
     """One attempt: the patient's studies with their series, as plain dicts. Raises QueryError."""
     deadline = time.monotonic() + timeout
-    ae = AE(ae_title=calling_aet)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.connection_timeout = timeout
-    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.aet)
-    if not assoc.is_established:
-        reason = "association rejected" if assoc.is_rejected else (
-            "association aborted" if assoc.is_aborted else "no association (connection refused or timed out)")
-        raise QueryError(f"{reason} by {pacs.aet}@{pacs.host}:{pacs.port}")
+    try:
+        assoc = associate(pacs, calling_aet=calling_aet, timeout=timeout,
+                          contexts=[StudyRootQueryRetrieveInformationModelFind])
+    except AssociationFailed as exc:
+        raise QueryError(str(exc)) from None
     try:
         match = {"PatientID": patient_id}
         if issuer:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from pynetdicom import AE, evt
-from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from workers.association import AssociationFailed, associate
 from workers.sinks import SinkError
 from workers.sr import build_sr, quiet
 
@@ -36,30 +35,11 @@ def push(entry: dict, destination, config) -> str:
         # the exception text may quote header values (patient data): name its type only
         raise SinkError(f"cannot build the SR for this study: {type(exc).__name__}", retryable=False) from exc
     uid = sr.SOPInstanceUID
-    ae = AE(ae_title=config.ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT
-    ae.connection_timeout = TIMEOUT
-    ae.add_requested_context(sr.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-
-    rejection: dict[str, int] = {}
-
-    def on_acse(event) -> None:
-        p = event.primitive
-        if isinstance(p, A_ASSOCIATE) and p.result in (0x01, 0x02):
-            rejection.update(result=p.result, source=p.result_source, reason=p.diagnostic)
-
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.aet,
-                         evt_handlers=[(evt.EVT_ACSE_RECV, on_acse)])
-    if not assoc.is_established:
-        if assoc.is_rejected:
-            permanent = rejection.get("result") == 0x01
-            raise SinkError(
-                f"SR {uid}: association rejected by {destination} "
-                f"({'permanent' if permanent else 'transient'}, source {rejection.get('source')}, "
-                f"reason {rejection.get('reason')})",
-                retryable=not permanent,
-            )
-        raise SinkError(f"SR {uid}: no association with {destination} (refused, aborted or timed out)")
+    try:
+        assoc = associate(destination, calling_aet=config.ae_title, timeout=TIMEOUT,
+                          contexts=[(sr.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])])
+    except AssociationFailed as exc:
+        raise SinkError(f"SR {uid}: {exc}", retryable=not exc.permanent) from None
     try:
         if not assoc.accepted_contexts:
             raise SinkError(f"SR {uid}: {destination} does not accept {sr.SOPClassUID.name}", retryable=False)

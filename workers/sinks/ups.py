@@ -19,12 +19,12 @@ import datetime as dt
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE
 from pynetdicom.sop_class import UnifiedProcedureStepPull, UnifiedProcedureStepPush
 from pynetdicom.status import code_to_category
 
 from core.config import ConfigError, DicomNode
 from rules.model import Priority
+from workers.association import AssociationFailed, associate
 from workers.sinks import SinkError
 
 #: Our priority -> Scheduled Procedure Step Priority (0074,1200).
@@ -229,18 +229,12 @@ class _association:
         self.node, self.config = node, config
 
     def __enter__(self):
-        timeout = float(getattr(self.config, "ups_timeout", None) or TIMEOUT)
-        ae = AE(ae_title=getattr(self.config, "ae_title", None) or "PACSTRIAGE")
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
-        ae.add_requested_context(UnifiedProcedureStepPush)
-        ae.add_requested_context(UnifiedProcedureStepPull)
         try:
-            self.assoc = ae.associate(self.node.host, self.node.port, ae_title=self.node.aet)
-        except OSError as exc:
-            raise SinkError(f"ups {self.node}: {exc.__class__.__name__}") from None
-        if not self.assoc.is_established:
-            what = "rejected" if self.assoc.is_rejected else "aborted" if self.assoc.is_aborted else "failed"
-            raise SinkError(f"ups {self.node}: association {what}")
+            self.assoc = associate(self.node, calling_aet=getattr(self.config, "ae_title", None) or "PACSTRIAGE",
+                                   timeout=float(getattr(self.config, "ups_timeout", None) or TIMEOUT),
+                                   contexts=[UnifiedProcedureStepPush, UnifiedProcedureStepPull])
+        except AssociationFailed as exc:
+            raise SinkError(f"ups: {exc}", retryable=not exc.permanent) from None
         if not any(cx.abstract_syntax == UnifiedProcedureStepPush for cx in self.assoc.accepted_contexts):
             self.assoc.abort()
             raise SinkError(f"ups {self.node}: UPS Push not accepted", retryable=False)
