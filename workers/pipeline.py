@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Callable
 
 from core import metrics
+from core.dicom_time import study_datetime
 from core.entry import OFFLINE_KEYS, WorklistEntry
 from core.study import Study
 from rules.model import Evidence, Flag
@@ -25,14 +26,6 @@ ENTRY_HEADERS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthD
                  "StudyDescription", "SpecificCharacterSet")
 
 PriorsLookup = Callable[[Study, dict | None], Any]  # -> workers.priors.PriorsResult
-
-
-def study_datetime(study: Study) -> datetime | None:
-    date, time_ = study.get("StudyDate"), (study.get("StudyTime") or "000000")
-    try:
-        return datetime.strptime(f"{date}{str(time_)[:6].ljust(6, '0')}", "%Y%m%d%H%M%S")
-    except (TypeError, ValueError):
-        return None
 
 
 def text_surgery(study: Study, hours: float | None) -> dict | None:

@@ -11,6 +11,8 @@ import re
 import unicodedata
 from datetime import date, datetime, time
 
+from core.dicom_time import parse_datetime  # noqa: F401  (re-exported for the priors modules)
+
 #: BodyPartExamined defined terms (CID 4031) and SNOMED codes per spine region.
 BODY_PARTS = {
     "lumbar": {"LSPINE", "LSSPINE", "LUMBARSPINE", "LUMBAR", "SSPINE", "SACRUM", "COCCYX",
@@ -118,23 +120,6 @@ def is_intraoperative(prior: dict) -> bool:
     if INTRAOP.search(text):
         return True
     return bool(set(prior.get("modalities") or []) & FLUOROSCOPY) and bool(prior.get("_regions"))
-
-
-def parse_datetime(da: str | None, tm: str | None) -> datetime | None:
-    """DICOM DA/TM (also the old 'YYYY.MM.DD' and 'HH:MM:SS' forms); time defaults to 00:00."""
-    digits = re.sub(r"\D", "", str(da or ""))
-    if len(digits) != 8:
-        return None
-    try:
-        d = date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
-    except ValueError:
-        return None
-    t = re.sub(r"[^\d.]", "", str(tm or "")).split(".")[0]
-    try:
-        hh, mm, ss = int(t[0:2] or 0), int(t[2:4] or 0), int(t[4:6] or 0)
-        return datetime.combine(d, time(hh, mm, min(ss, 59)))
-    except ValueError:
-        return datetime.combine(d, time())
 
 
 def parse_iso(value: str | None) -> tuple[datetime | None, bool]:
