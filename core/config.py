@@ -66,7 +66,15 @@ class Config:
     ae_title: str = option("PACSTRIAGE", "our AE title (max. 16 characters)")
     port: int = option(11112, "DICOM port (C-ECHO / C-STORE SCP)")
     bind: str = option("0.0.0.0", "address the DICOM listener binds to")
-    max_pdu: int = option(0, "largest PDU accepted, bytes; 0 = unlimited")
+    max_pdu: int = option(262144, "bytes: the largest P-DATA PDU we accept (announced to the peer, enforced)")
+    max_associations: int = option(64, "concurrent associations (connections not yet associated included)")
+    allowed_calling_aets: list[str] = option([], "calling AE titles allowed to associate; empty: any")
+    allowed_networks: list[str] = option([], "CIDRs allowed to connect, e.g. [\"10.1.0.0/16\"]; empty: any")
+    association_idle_timeout: float = option(120.0, "seconds without a complete PDU before the association is aborted")
+    pdu_timeout: float = option(30.0, "seconds to receive one whole PDU once its first byte arrived (slow peers)")
+    acse_timeout: float = option(10.0, "seconds from connection to a complete A-ASSOCIATE-RQ (slow-loris peers)")
+    max_association_bytes: int = option(8 * 1024 ** 3, "bytes received per association, then aborted")
+    max_association_seconds: float = option(4 * 3600.0, "lifetime of one association (s), then aborted")
     require_called_aet: bool = option(False, "reject associations not addressed to ae_title")
     tls_cert: Path | None = option(None, "PEM certificate (chain): the listener then speaks DICOM TLS only")
     tls_key: Path | None = option(None, "PEM private key of tls_cert")
@@ -74,19 +82,29 @@ class Config:
     stable_after: float = option(10.0, "quiet period (s) after the last instance before a study is triaged")
     # --- HTTP
     http_port: int = option(9108, "port of /metrics, /healthz, /readyz")
-    http_bind: str = option("0.0.0.0", "address the HTTP endpoints bind to")
+    http_bind: str = option("127.0.0.1", "address the HTTP endpoints bind to (loopback unless a scraper needs more)")
+    http_timeout: float = option(10.0, "seconds a client may take to send its request")
+    http_max_clients: int = option(16, "concurrent HTTP requests; more are answered 503 at once")
     # --- storage and queue
     data_dir: Path = option(Path("data"), "studies, quarantine and the embedded Redis")
     redis_url: str | None = option(None, "shared Redis; unset = start and manage a local one in data_dir",
                                    secret=True)
     fsync: bool = option(True, "fsync each instance before answering success (off only for benchmarks)")
     retention_days: float = option(30.0, "days a triaged study stays in data_dir after its last instance; 0 = forever")
+    min_free_bytes: int = option(512 * 1024 * 1024, "below this free space on data_dir, C-STORE gets 0xA700")
+    audit: bool = option(True, "append-only audit trail in <data_dir>/audit (`pacs-triage audit export`)")
+    audit_retention_days: float = option(365.0, "days of audit kept; 0 = forever")
     # --- workers and rules
     workers: int = option(2, "worker threads (`serve` in-process, or one `pacs-triage worker`)")
     no_workers: bool = option(False, "`serve` runs no workers; `pacs-triage worker` processes triage")
     rules_dir: Path | None = option(None, "rulebook directory; unset = the rulebook shipped in the package")
     log_level: str = option("INFO", "DEBUG, INFO, WARNING or ERROR")
     routine_wait_cap_minutes: float | None = option(None, "lift ROUTINE studies waiting longer (worklist order)")
+    triage_lock_ttl: float = option(30.0, "per-study triage lock (s), renewed every ttl/3 while the triage runs")
+    triage_lease: float = option(300.0, "a study queued this long (s) with no live triage is queued again")
+    reconcile_interval: float = option(60.0, "seconds between checks of queued studies and of Redis restarts")
+    broker_heartbeat_timeout: float = option(60.0, "dramatiq: a worker silent this long (s) is dead; its messages requeued")
+    shutdown_timeout: float = option(30.0, "SIGTERM: seconds for associations, then for in-flight triages")
     # --- destinations, all kinds
     sink_attempts: int = option(8, "delivery attempts per destination before a dead letter")
     sink_backoff: float = option(2.0, "seconds before the first retry; doubles each attempt")
@@ -95,6 +113,7 @@ class Config:
     pacs: list[DicomNode] = option([], "AET@HOST:PORT list receiving the SR (C-STORE)")
     priors_pacs: DicomNode | None = option(None, "C-FIND peer for priors; unset = the first of `pacs`")
     prefetch_aet: str | None = option(None, "C-MOVE the relevant priors to this reading-station AE")
+    priors_refresh_delays: list[float] | None = option(None, "seconds before re-querying unavailable priors, e.g. [60, 300, 900, 3600]; the last repeats")
     # --- [ups]
     ups: list[DicomNode] = option([], "AET@HOST:PORT list of UPS worklist providers")
     ups_priority_map: dict | None = option(None, "our priority -> UPS priority, e.g. {STAT = \"HIGH\"}")
@@ -230,8 +249,10 @@ def _coerce(name: str, value: Any) -> Any:
             return None
         if name in ("pacs", "ups"):
             return [v if isinstance(v, DicomNode) else DicomNode.parse(v) for v in _list(value)]
-        if name in ("hl7", "webhook"):
+        if name in ("hl7", "webhook", "allowed_calling_aets", "allowed_networks"):
             return _list(value)
+        if name == "priors_refresh_delays":
+            return [float(v) for v in _list(value)]
         if name == "priors_pacs":
             return value if isinstance(value, DicomNode) else DicomNode.parse(value)
         if "Path" in kind:

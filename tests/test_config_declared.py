@@ -18,7 +18,7 @@ EXAMPLE = ROOT / "deploy" / "config.example.toml"
 
 #: One valid environment value per option type, to prove each option can be set.
 SAMPLES = {"bool": "true", "int": "7", "float": "2.5", "str": "X", "Path": "/tmp/x", "dict": "STAT=HIGH",
-           "list[DicomNode]": "A@h:1", "list[str]": "h:1", "DicomNode": "A@h:1"}
+           "list[DicomNode]": "A@h:1", "list[str]": "h:1", "list[float]": "60,300", "DicomNode": "A@h:1"}
 
 
 def sample(f) -> str:
