@@ -69,7 +69,7 @@ def cmd_worker(args) -> int:
     cfg = load_config(args)
     setup_logging(cfg.log_level)
     runtime.configure(cfg)
-    b = broker.setup(runtime.redis_url(cfg))
+    b = broker.setup(runtime.redis_url(cfg), cfg.broker_heartbeat_timeout)
     from workers import actors
 
     actors.warm_up()

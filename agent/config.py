@@ -81,6 +81,13 @@ class Config:
     prefetch_aet: str | None = None  # C-MOVE relevant priors to this reading-station AE
     retention_days: float = 30.0  # studies kept in the data directory after their last instance; 0 = forever
     log_level: str = "INFO"
+    # Robustness (see README "Guarantees")
+    triage_lock_ttl: float = 30.0  # per-study triage lock, renewed every ttl/3 while the triage runs
+    triage_lease: float = 300.0  # a study queued this long with no live triage is queued again
+    reconcile_interval: float = 60.0  # seconds between checks of queued studies and of Redis restarts
+    broker_heartbeat_timeout: float = 60.0  # dramatiq: a worker silent this long is dead; its messages requeued
+    priors_refresh_delays: list | None = None  # seconds, e.g. [60, 300, 900, 3600]; the last one repeats
+    min_free_bytes: int = 512 * 1024 * 1024  # below this free space on the data directory, C-STORE gets 0xA700
 
     @property
     def priors_node(self) -> DicomNode | None:
@@ -135,6 +142,8 @@ def _coerce(name: str, value: Any) -> Any:
             return [v if isinstance(v, DicomNode) else DicomNode.parse(v) for v in _list(value)]
         if name in ("hl7", "webhook"):
             return _list(value)
+        if name == "priors_refresh_delays":
+            return [float(v) for v in _list(value)] if value is not None else None
         if name == "priors_pacs":
             return value if isinstance(value, DicomNode) else DicomNode.parse(value)
         if "Path" in kind:

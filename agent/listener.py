@@ -19,6 +19,7 @@ from pynetdicom.sop_class import Verification
 from agent import metrics
 from agent.headers import summarize
 from agent.index import StudyIndex
+from agent.retention import free_bytes
 from agent.store import InvalidUID, StudyStore
 from agent.uids import is_valid_uid
 
@@ -49,14 +50,16 @@ def tls_context(config) -> ssl.SSLContext | None:
 
 
 class Listener:
-    def __init__(self, config, store: StudyStore, index: StudyIndex):
+    def __init__(self, config, store: StudyStore, index: StudyIndex, on_index_failure=None):
         self.config = config
         self.store = store
         self.index = index
+        self.on_index_failure = on_index_failure
         self.server = None
-        # pynetdicom writes incoming datasets to the temporary directory: keep it
-        # on the data directory's file system so that commit is a rename.
-        tempfile.tempdir = str(store.incoming)
+        # pynetdicom writes incoming datasets to the temporary directory: keep it on the
+        # data directory's file system so that commit is a rename, in a folder of this
+        # process only (other listeners may share the store).
+        tempfile.tempdir = str(store.own_incoming())
         ae = AE(ae_title=config.ae_title)
         ae.maximum_pdu_size = config.max_pdu
         ae.maximum_associations = 64
@@ -101,6 +104,12 @@ class Listener:
     def handle_store(self, event) -> int:
         tmp = Path(event.dataset_path)
         size = tmp.stat().st_size
+        min_free = getattr(self.config, "min_free_bytes", 0) or 0
+        if min_free and free_bytes(self.store.root) < min_free + size:
+            tmp.unlink(missing_ok=True)
+            metrics.instances_received.labels("refused_disk").inc()
+            log.error("data directory below its free-space watermark: instance refused (0xA700)")
+            return OUT_OF_RESOURCES
         try:
             ds = pydicom.dcmread(tmp, stop_before_pixels=True)
             uids = (ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID"))
@@ -115,15 +124,20 @@ class Listener:
             return self._reject(tmp, "invalid_uid", exc, DATASET_MISMATCH)
         except OSError as exc:
             log.error("cannot store instance %s: %s", uids[2], exc.strerror)
+            tmp.unlink(missing_ok=True)  # never leave a partial file behind
             metrics.instances_received.labels("failed").inc()
             return OUT_OF_RESOURCES
         summary["path"] = str(path)
         try:
             self.index.record_instance(summary)
-        except Exception as exc:  # Redis down: the file is safe; the sender will retry
-            log.error("cannot index instance %s: %s", uids[2], type(exc).__name__)
-            metrics.instances_received.labels("failed").inc()
-            return OUT_OF_RESOURCES
+        except Exception as exc:
+            # Redis away: the file is durable on disk, so the instance is accepted; the
+            # reconciler indexes it when Redis answers again (and at every start).
+            log.error("cannot index instance %s now (%s): indexed by reconciliation later", uids[2],
+                      type(exc).__name__)
+            metrics.index_failures.inc()
+            if self.on_index_failure:
+                self.on_index_failure()
         metrics.instances_received.labels("duplicate" if duplicate else "stored").inc()
         metrics.bytes_received.inc(size)
         return SUCCESS

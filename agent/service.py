@@ -16,6 +16,7 @@ from agent.config import Config
 from agent.http import HttpServer
 from agent.index import StudyIndex
 from agent.listener import Listener
+from agent.reconcile import Reconciler
 from agent.redis_server import EmbeddedRedis
 from agent.store import StudyStore
 
@@ -49,17 +50,22 @@ class Service:
         from workers import broker, runtime
 
         runtime.configure(cfg)
-        self.broker = broker.setup(url)
+        self.broker = broker.setup(url, cfg.broker_heartbeat_timeout)
         from workers import actors  # noqa: F401  (declares the actors on this broker)
 
         self.rulebook = runtime.context().rulebook
         metrics.rulebook.info({"version": self.rulebook.get().version})
 
         self.index = StudyIndex(self.redis)
-        self.listener = Listener(cfg, store, self.index)
+        self.reconciler = Reconciler(store, self.index, actors.triage_study.send, lease=cfg.triage_lease,
+                                     interval=cfg.reconcile_interval)
+        self.listener = Listener(cfg, store, self.index, on_index_failure=self.reconciler.dirty.set)
         self.listener.start()
         self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
         self.watcher.start()
+        # Reconcile the store and the index at start (and then from `housekeeping`),
+        # in the background: a large store must not delay reception.
+        threading.Thread(target=self._reconcile, name="reconcile", daemon=True).start()
         if not cfg.no_workers:
             actors.warm_up()
             self.worker = start_workers(self.broker, cfg.workers)
@@ -81,15 +87,23 @@ class Service:
         for queue, depth in queue_depths(self.broker).items():
             metrics.queue_depth.labels(queue).set(depth)
         metrics.studies_pending.set(self.index.pending_count())
+        metrics.studies_queued.set(self.index.queued_count())
         metrics.data_free_bytes.set(retention.free_bytes(self.config.data_dir))
 
     def reload_rules(self) -> None:
         if self.rulebook.reload():
             metrics.rulebook.info({"version": self.rulebook.get().version})
 
+    def _reconcile(self) -> None:
+        try:
+            self.reconciler.tick()
+        except Exception as exc:
+            log.warning("reconciliation failed: %s", type(exc).__name__)
+
     def housekeeping(self) -> None:
-        """Every few seconds: rule files; every hour: retention of old studies."""
+        """Every few seconds: rule files, reconciliation; every hour: retention of old studies."""
         self.check_rules()
+        self._reconcile()
         now = time.monotonic()
         if now - self._last_sweep > 3600:
             self._last_sweep = now
