@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 import tempfile
+import time
 from pathlib import Path
 
 import pydicom
@@ -30,6 +31,10 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 DATASET_MISMATCH = 0xA900  # dataset does not match SOP class / lacks identifying UIDs
 CANNOT_UNDERSTAND = 0xC000
+
+#: After an instance could not be indexed (Redis away), the next ones go to disk only for
+#: this many seconds without trying Redis (the reconciler indexes them when it is back).
+INDEX_RETRY_AFTER = 5.0
 
 _config.STORE_RECV_CHUNKED_DATASET = True
 # Accept every storage SOP class, private and future ones included, in any transfer syntax.
@@ -55,6 +60,7 @@ class Listener:
         self.store = store
         self.index = index
         self.on_index_failure = on_index_failure
+        self._index_down_until = 0.0
         self.server = None
         # pynetdicom writes incoming datasets to the temporary directory: keep it on the
         # data directory's file system so that commit is a rename, in a folder of this
@@ -129,8 +135,11 @@ class Listener:
             return OUT_OF_RESOURCES
         summary["path"] = str(path)
         try:
+            if time.monotonic() < self._index_down_until:
+                raise ConnectionError("Redis was away moments ago")  # do not wait on it per instance
             self.index.record_instance(summary)
         except Exception as exc:
+            self._index_down_until = time.monotonic() + INDEX_RETRY_AFTER
             # Redis away: the file is durable on disk, so the instance is accepted; the
             # reconciler indexes it when Redis answers again (and at every start).
             log.error("cannot index instance %s now (%s): indexed by reconciliation later", uids[2],

@@ -59,7 +59,14 @@ class Service:
         self.index = StudyIndex(self.redis)
         self.reconciler = Reconciler(store, self.index, actors.triage_study.send, lease=cfg.triage_lease,
                                      interval=cfg.reconcile_interval)
-        self.listener = Listener(cfg, store, self.index, on_index_failure=self.reconciler.dirty.set)
+        # The listener's own client fails fast when Redis is away (the instance is then
+        # accepted to disk and indexed by reconciliation), instead of retrying for seconds.
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        fast = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
+                                    retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
+        self.listener = Listener(cfg, store, StudyIndex(fast), on_index_failure=self.reconciler.dirty.set)
         self.listener.start()
         self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
         self.watcher.start()
