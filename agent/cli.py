@@ -79,7 +79,8 @@ def cmd_worker(args) -> int:
     def start():
         state["worker"] = start_workers(b, cfg.workers)
         state["http"] = HttpServer(cfg.http_bind, cfg.http_port,
-                                   checks={"redis": lambda: (bool(ctx.redis.ping()), "ping")})
+                                   checks={"redis": lambda: (bool(ctx.redis.ping()), "ping")},
+                                   timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
         state["http"].start()
 
     def stop():

@@ -50,7 +50,9 @@ class Config:
     port: int = 11112
     bind: str = "0.0.0.0"
     http_port: int = 9108
-    http_bind: str = "0.0.0.0"
+    http_bind: str = "127.0.0.1"  # metrics/health: loopback unless a scraper needs more
+    http_timeout: float = 10.0  # seconds a client may take to send its request
+    http_max_clients: int = 16  # concurrent HTTP requests; more are answered 503 at once
     data_dir: Path = Path("data")
     redis_url: str | None = None  # None: start and manage a local Redis in the data directory
     stable_after: float = 10.0  # quiet period (s) after which a study is stable
@@ -63,7 +65,15 @@ class Config:
     webhook_secret: str | None = None
     priors_pacs: DicomNode | None = None  # C-FIND peer for priors (default: first of `pacs`)
     rules_dir: Path | None = None  # None: the rulebook shipped in the package
-    max_pdu: int = 0  # 0: unlimited receive PDU
+    max_pdu: int = 262144  # bytes: the largest P-DATA PDU we accept (announced to the peer, enforced)
+    max_associations: int = 64  # concurrent associations (connections not yet associated included)
+    allowed_calling_aets: list = field(default_factory=list)  # empty: any calling AE title
+    allowed_networks: list = field(default_factory=list)  # CIDRs, e.g. ["10.1.0.0/16"]; empty: any
+    association_idle_timeout: float = 60.0  # s without a complete PDU: the association is aborted
+    pdu_timeout: float = 30.0  # s to receive one whole PDU once its first byte arrived (slow peers)
+    acse_timeout: float = 10.0  # s from connection to a complete A-ASSOCIATE-RQ (slow-loris peers)
+    max_association_bytes: int = 8 * 1024 ** 3  # bytes received per association, then aborted
+    max_association_seconds: float = 4 * 3600.0  # lifetime of one association, then aborted
     require_called_aet: bool = False  # reject associations not addressed to ae_title
     tls_cert: Path | None = None  # PEM certificate (chain): the listener speaks DICOM TLS only
     tls_key: Path | None = None  # its PEM private key
@@ -140,7 +150,7 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if name in ("pacs", "ups"):
             return [v if isinstance(v, DicomNode) else DicomNode.parse(v) for v in _list(value)]
-        if name in ("hl7", "webhook"):
+        if name in ("hl7", "webhook", "allowed_calling_aets", "allowed_networks"):
             return _list(value)
         if name == "priors_refresh_delays":
             return [float(v) for v in _list(value)] if value is not None else None

@@ -17,7 +17,7 @@ import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
-from agent import metrics
+from agent import limits, metrics
 from agent.headers import summarize
 from agent.index import StudyIndex
 from agent.retention import free_bytes
@@ -68,13 +68,23 @@ class Listener:
         tempfile.tempdir = str(store.own_incoming())
         ae = AE(ae_title=config.ae_title)
         ae.maximum_pdu_size = config.max_pdu
-        ae.maximum_associations = 64
-        ae.network_timeout = 120
+        ae.maximum_associations = config.max_associations
+        ae.network_timeout = config.association_idle_timeout  # no PDU for this long: aborted
         ae.dimse_timeout = 120
-        ae.acse_timeout = 30
+        ae.acse_timeout = config.acse_timeout
         ae.require_called_aet = config.require_called_aet
+        if config.allowed_calling_aets:
+            ae.require_calling_aet = list(config.allowed_calling_aets)
+        limits.install()
+        ae._pt_limits = limits.Limits.from_config(
+            config, on_refused=lambda reason: metrics.associations_rejected.inc())
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         self.ae = ae
+
+    @property
+    def active_associations(self) -> int:
+        """Connections holding a slot now (the gauge is read from here at scrape time)."""
+        return len(self.server.active_associations) if self.server else 0
 
     @property
     def port(self) -> int:
@@ -86,8 +96,6 @@ class Listener:
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
             (evt.EVT_ACCEPTED, self._accepted),
             (evt.EVT_REJECTED, self._rejected),
-            (evt.EVT_CONN_OPEN, lambda event: metrics.associations_active.inc()),
-            (evt.EVT_CONN_CLOSE, lambda event: metrics.associations_active.dec()),
         ]
         self.server = self.ae.start_server((self.config.bind, self.config.port), block=False,
                                            evt_handlers=handlers, ssl_context=tls_context(self.config))

@@ -76,7 +76,8 @@ class Service:
         if not cfg.no_workers:
             actors.warm_up()
             self.worker = start_workers(self.broker, cfg.workers)
-        self.http = HttpServer(cfg.http_bind, cfg.http_port, checks=self.checks(), before_scrape=self.refresh)
+        self.http = HttpServer(cfg.http_bind, cfg.http_port, checks=self.checks(), before_scrape=self.refresh,
+                               timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
         self.http.start()
 
     def checks(self) -> dict:
@@ -93,6 +94,7 @@ class Service:
 
         for queue, depth in queue_depths(self.broker).items():
             metrics.queue_depth.labels(queue).set(depth)
+        metrics.associations_active.set(self.listener.active_associations if self.listener else 0)
         metrics.studies_pending.set(self.index.pending_count())
         metrics.studies_queued.set(self.index.queued_count())
         metrics.data_free_bytes.set(retention.free_bytes(self.config.data_dir))
