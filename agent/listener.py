@@ -160,7 +160,8 @@ class Listener:
         return SUCCESS
 
     def _reject(self, tmp: Path, reason: str, exc: object, status: int) -> int:
-        detail = f"{type(exc).__name__}: {exc}"[:300] if not isinstance(exc, str) else exc
+        # The exception's type only: its message may quote a value (a name, an ID).
+        detail = f"{type(exc).__name__}" if not isinstance(exc, str) else exc
         where = self.store.quarantine(tmp, reason, detail)
         metrics.quarantined.labels(reason).inc()
         metrics.instances_received.labels("quarantined").inc()
