@@ -102,10 +102,23 @@ class Listener:
         log.info("listening for DICOM%s as %s on %s:%d", " over TLS" if self.config.tls_cert else "",
                  self.config.ae_title, self.config.bind, self.port)
 
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server = None
+    def stop(self, drain: float = 0.0) -> int:
+        """Stop accepting; let associations in progress finish for up to `drain` seconds,
+        then abort the rest (their last instance was not acknowledged, so the sender keeps it).
+        Returns how many were aborted."""
+        server, self.server = self.server, None
+        if server is None:
+            return 0
+        server.shutdown()  # closes the listening socket: no new association
+        deadline = time.monotonic() + drain
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = server.active_associations
+        for assoc in left:
+            assoc.abort()
+        if left:
+            log.warning("%d association(s) still open after %gs: aborted", len(left), drain)
+        return len(left)
 
     @staticmethod
     def _accepted(event) -> None:

@@ -128,13 +128,15 @@ class Service:
             metrics.rulebook.info({"version": self.rulebook.get().version})
 
     def stop(self) -> None:
-        """Stop taking studies first, then drain the workers, then Redis."""
+        """SIGTERM: stop accepting associations and let those in progress finish (bounded);
+        then stop queueing, let in-flight triages and deliveries finish (bounded); then Redis."""
+        grace = self.config.shutdown_timeout
         if self.listener:
-            self.listener.stop()
+            self.listener.stop(drain=grace)
         if self.watcher:
             self.watcher.stop()
         if self.worker:
-            self.worker.stop(timeout=30_000)
+            self.worker.stop(timeout=int(grace * 1000))
         if self.http:
             self.http.stop()
         if self.embedded:
