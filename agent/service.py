@@ -86,6 +86,9 @@ class Service:
             "listener": lambda: (self.listener is not None and self.listener.server is not None,
                                  f"{self.config.ae_title} port {self.config.port}"),
             "rulebook": lambda: (True, self.rulebook.get().version),
+            # Below the watermark new C-STOREs get 0xA700: not ready to take studies.
+            "disk": lambda: (retention.free_bytes(self.config.data_dir) >= self.config.min_free_bytes,
+                             "free space above min_free_bytes"),
         }
 
     def refresh(self) -> None:
