@@ -97,6 +97,8 @@ class Config:
     reconcile_interval: float = 60.0  # seconds between checks of queued studies and of Redis restarts
     broker_heartbeat_timeout: float = 60.0  # dramatiq: a worker silent this long is dead; its messages requeued
     priors_refresh_delays: list | None = None  # seconds, e.g. [60, 300, 900, 3600]; the last one repeats
+    audit: bool = True  # append-only audit trail in <data_dir>/audit (see `pacs-triage audit export`)
+    audit_retention_days: float = 365.0  # days of audit kept; 0 = forever
     shutdown_timeout: float = 30.0  # SIGTERM: seconds for associations, then for in-flight triages
     min_free_bytes: int = 512 * 1024 * 1024  # below this free space on the data directory, C-STORE gets 0xA700
 

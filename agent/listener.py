@@ -17,7 +17,7 @@ import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
-from agent import limits, metrics
+from agent import audit, limits, metrics
 from agent.headers import summarize
 from agent.index import StudyIndex
 from agent.retention import free_bytes
@@ -39,6 +39,13 @@ INDEX_RETRY_AFTER = 5.0
 _config.STORE_RECV_CHUNKED_DATASET = True
 # Accept every storage SOP class, private and future ones included, in any transfer syntax.
 _config.UNRESTRICTED_STORAGE_SERVICE = True
+
+
+def _calling_aet(event) -> str | None:
+    try:
+        return str(event.assoc.requestor.ae_title).strip() or None
+    except Exception:
+        return None
 
 
 def tls_context(config) -> ssl.SSLContext | None:
@@ -169,6 +176,8 @@ class Listener:
             if self.on_index_failure:
                 self.on_index_failure()
         metrics.instances_received.labels("duplicate" if duplicate else "stored").inc()
+        audit.record("received", study=uids[0], series=uids[1], instance=uids[2], bytes=size,
+                     calling_aet=_calling_aet(event), status="duplicate" if duplicate else "stored")
         metrics.bytes_received.inc(size)
         return SUCCESS
 

@@ -10,7 +10,7 @@ import time
 
 import redis
 
-from agent import metrics, retention
+from agent import audit, metrics, retention
 from agent.assembly import StabilityWatcher
 from agent.config import Config
 from agent.http import HttpServer
@@ -50,6 +50,7 @@ class Service:
         from workers import broker, runtime
 
         runtime.configure(cfg)
+        audit.configure(cfg.data_dir, cfg.audit)
         self.broker = broker.setup(url, cfg.broker_heartbeat_timeout)
         from workers import actors  # noqa: F401  (declares the actors on this broker)
 
@@ -105,6 +106,7 @@ class Service:
     def reload_rules(self) -> None:
         if self.rulebook.reload():
             metrics.rulebook.info({"version": self.rulebook.get().version})
+            audit.record("rulebook_reloaded", version=self.rulebook.get().version)
 
     def _reconcile(self) -> None:
         try:
@@ -124,11 +126,13 @@ class Service:
             removed = retention.sweep(self.store, self.index, self.config.retention_days,
                                       on_remove=Worklist(self.redis).remove)
             metrics.studies_removed.inc(removed)
+            audit.sweep(self.config.data_dir, self.config.audit_retention_days)
 
     def check_rules(self) -> None:
         """Pick up edited rule files (a bad file is rejected and the old rules stay)."""
         if self.rulebook.check_for_changes():
             metrics.rulebook.info({"version": self.rulebook.get().version})
+            audit.record("rulebook_reloaded", version=self.rulebook.get().version)
 
     def stop(self) -> None:
         """SIGTERM: stop accepting associations and let those in progress finish (bounded);

@@ -16,7 +16,7 @@ import time
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from agent import metrics
+from agent import audit, metrics
 from agent.config import DicomNode
 from workers import broker as _broker
 from workers import runtime
@@ -114,6 +114,8 @@ def triage_study(study_uid: str) -> None:
     if entry.get("priors_status") == "unavailable":
         refresh_when_priors_return(study_uid)
     if changed:
+        audit.record("triaged", study=study_uid, revision=entry["revision"], priority=entry["priority"],
+                     rulebook=entry.get("rulebook_version"), flags=[f["code"] for f in entry["flags"]])
         metrics.priorities.labels(entry["priority"]).inc()
         for flag in entry["flags"]:
             metrics.flags.labels(flag["code"]).inc()
@@ -196,7 +198,9 @@ def _save_failed(ctx, study_uid: str, why: str) -> None:
         "series": [],
         "headers": {},
     }
-    worklist.save(entry)
+    saved, _ = worklist.save(entry)
+    audit.record("triage_failed", study=study_uid, revision=saved["revision"], priority=saved["priority"],
+                 reason=why)
     metrics.triage_failed_entries.inc()
     ctx.index.triaged(study_uid, now)
 
@@ -308,6 +312,8 @@ def _deliver_locked(ctx, kind: str, destination: str, study_uid: str) -> None:
                     _shown(kind, destination), retries + 1, type(exc).__name__)
         raise
     deliveries.mark_delivered(kind, destination, study_uid, entry["revision"], entry["priority"])
+    audit.record("pushed", study=study_uid, kind=kind, destination=_shown(kind, destination),
+                 revision=entry["revision"], priority=entry["priority"])
     metrics.sink_pushes.labels(kind).inc()
     if entry.get("last_received"):
         metrics.end_to_end_latency.labels(kind, entry["priority"]).observe(max(0.0, time.time() - entry["last_received"]))
