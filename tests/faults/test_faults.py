@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from harness import Modality, make_studies, record, settle
 from peers import wait_for
 
@@ -249,3 +251,57 @@ def test_retention_racing_a_late_instance(cluster, tmp_path):
           on_remove=Worklist(client).remove, _before_remove=late_instance)
     row = settle(c, mod, [spec.study_uid])
     check(record("retention racing a late instance", row))
+
+
+@pytest.mark.parametrize("kind", ["webhook", "hl7"])
+def test_sink_failing_beyond_retry_budget_then_replayed(cluster, tmp_path, kind):
+    """The destination answers errors (HTTP 503 / HL7 AE) past the retry budget, then recovers."""
+    import json
+
+    from sink_peers import HttpServer, MllpServer
+
+    if kind == "webhook":
+        peer = HttpServer().start()
+        peer.fail(1000)
+        option = {"webhook": peer.url}
+    else:
+        peer = MllpServer().start()
+        peer.answers = ["AE"] * 1000
+        option = {"hl7": peer.address}
+    try:
+        c = cluster(**option)
+        listener = c.listener()
+        listener.start()
+        c.worker().start()
+        studies = make_studies(tmp_path, 2, prefix="W" + kind[0].upper())
+        accession_uid = {s.accession: s.study_uid for s, _ in studies}
+        mod = Modality()
+        mod.send(listener.dicom_port, [f for _, fs in studies for f in fs])
+        client = c.redis.client()
+        wait_for(lambda: sum(1 for k in client.hkeys("pt:deadletters") if k.startswith(kind.encode())) >= 2,
+                 timeout=30, what=f"{kind} dead letters")
+        if kind == "webhook":
+            peer.failures.clear()
+        else:
+            peer.answers.clear()
+        recovered_at = len(peer.messages) if kind == "hl7" else 0
+        out = subprocess.run([sys.executable, "-m", "agent.cli", "sinks", "replay", "--kind", kind], env=c.env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+
+        def received():  # (study, what identifies one delivery) for every accepted delivery
+            if kind == "webhook":
+                bodies = [json.loads(r["body"]) for r in peer.delivered()]
+                return [(b["study_instance_uid"], b["revision"]) for b in bodies]
+            return [(accession_uid.get(str(m["ORC.2"])), str(m["MSH.10"])) for m in peer.messages[recovered_at:]]
+
+        wait_for(lambda: len({s for s, _ in received()}) >= 2, timeout=30, what=f"{kind} deliveries after replay")
+        row = settle(c, mod, uids(studies))
+        got = received()
+        delivered = {s for s, _ in got} & set(uids(studies))
+        row["delivered"] = len(delivered)
+        row["duplicated"] = len(got) - len(set(got))
+        row["lost"] += len(set(uids(studies)) - delivered)
+        check(record(f"{kind} failing beyond retry budget, replayed", row))
+    finally:
+        peer.stop()
