@@ -356,3 +356,26 @@ def test_disk_watermark_refuses_new_instances_then_resumes(tmp_path, redis_clien
         assert len(list(store.studies.rglob("*.dcm"))) == 1
     finally:
         lst.stop()
+
+
+def test_clinical_text_that_arrived_as_UN_is_read_not_dropped():
+    """Text over 64 KB sent by DCMTK with its default conversion arrives as UN."""
+    import io
+    import struct
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from agent.headers import text_fields
+
+    ds = pydicom.Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.StudyInstanceUID = "1.2.3"
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, ds)
+    text = ("Syndrome de la queue de cheval à J2, anesthésie en selle. " * 1200).encode()
+    raw = fp.getvalue() + struct.pack("<HH", 0x0040, 0x1002) + b"UN\0\0" + struct.pack("<I", len(text)) + text
+    fields = text_fields(pydicom.dcmread(io.BytesIO(raw), force=True))
+    assert [f["keyword"] for f in fields] == ["ReasonForTheRequestedProcedure"]
+    assert fields[0]["value"].startswith("Syndrome de la queue de cheval à J2")
