@@ -293,9 +293,10 @@ def test_revisions_continue_after_retention_removed_the_entry(redis_client):
     assert changed and again["revision"] == 4, "destinations that hold revision 3 hear about it"
 
 
-def test_priors_refresh_is_not_capped_at_four(actors, monkeypatch, broker):
+def test_priors_refresh_is_not_capped_at_four_and_never_multiplies(workers_running, actors, monkeypatch):
     from dramatiq.middleware import CurrentMessage
 
+    workers_running()
     sent = []
 
     class Msg:
@@ -305,6 +306,9 @@ def test_priors_refresh_is_not_capped_at_four(actors, monkeypatch, broker):
     monkeypatch.setattr(actors.triage_study, "send_with_options", lambda **kw: sent.append(kw))
     assert actors.refresh_when_priors_return("1.2.3")
     assert sent and sent[0]["delay"] == actors.PRIORS_REFRESH_DELAYS[-1] * 1000 and sent[0]["priors_refresh"] == 11
+    # another triage of the same study (a late instance) does not start a second chain
+    monkeypatch.setattr(CurrentMessage, "get_current_message", staticmethod(lambda: None))
+    assert not actors.refresh_when_priors_return("1.2.3") and len(sent) == 1
 
 
 def test_triage_lock_is_renewed_while_held_and_expires_when_its_holder_dies(redis_client):

@@ -230,11 +230,21 @@ PRIORS_REFRESH_DELAYS = (60, 300, 900, 3600)
 
 
 def refresh_when_priors_return(study_uid: str) -> bool:
-    """Queue a delayed re-triage so priors are added when the PACS answers again."""
+    """Queue a delayed re-triage so priors are added when the PACS answers again.
+
+    One chain per study: a refresh message schedules the next one; any other triage only
+    starts a chain when none is scheduled (a Redis mark), so chains never multiply."""
     message = CurrentMessage.get_current_message()
     done = message.options.get("priors_refresh", 0) if message else 0
     delays = runtime.config().priors_refresh_delays or PRIORS_REFRESH_DELAYS
     delay = delays[min(done, len(delays) - 1)]
+    mark = f"pt:priors_refresh:{study_uid}"
+    client = runtime.context().redis
+    ttl = int(delay) + 600
+    if done > 0:
+        client.set(mark, 1, ex=ttl)
+    elif not client.set(mark, 1, nx=True, ex=ttl):
+        return False  # a refresh is already scheduled for this study
     triage_study.send_with_options(args=(study_uid,), delay=int(delay * 1000), priors_refresh=done + 1)
     return True
 
