@@ -101,6 +101,18 @@ def test_failed_triage_yields_a_triage_failed_entry_and_a_metric(workers_running
     assert redis_client.zscore(QUEUED, uid) is None
 
 
+def test_failing_triage_is_on_the_worklist_at_once_while_it_is_retried(workers_running, actors, redis_client,
+                                                                       tmp_path, monkeypatch):
+    workers_running()
+    items = summaries(tmp_path, StudySpec(accession="ACC-RETRY", order_priority="STAT"))
+    uid = items[0]["StudyInstanceUID"]
+    index_summaries(redis_client, items)
+    monkeypatch.setattr(actors, "triage", lambda *a, **k: (_ for _ in ()).throw(TypeError("bug")))
+    actors.triage_study.send_with_options(args=(uid,), max_retries=5, min_backoff=60_000)
+    entry = wait_for(lambda: Worklist(redis_client).get(uid), timeout=20, what="entry before the retries end")
+    assert entry["triage_failed"] == "error" and entry["priority"] == "STAT"
+
+
 def test_triage_that_killed_its_worker_twice_is_quarantined(workers_running, actors, redis_client, tmp_path):
     workers_running()
     items = summaries(tmp_path, StudySpec(accession="ACC-POISON", order_priority="STAT"))

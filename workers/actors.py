@@ -102,11 +102,12 @@ def triage_study(study_uid: str) -> None:
         metrics.triage_failures.inc()
         log.error("triage of study %s failed%s: %s", study_uid, " for good" if final else "; retrying",
                   type(exc).__name__)
-        if final:
-            try:
-                _save_failed(ctx, study_uid, "error")
-            except Exception as inner:
-                log.error("cannot record the failed triage of %s: %s", study_uid, type(inner).__name__)
+        # On the worklist at once (at the order's priority) while dramatiq retries; for good
+        # after the last retry. A later successful triage replaces it (never lower).
+        try:
+            _save_failed(ctx, study_uid, "error", final=final)
+        except Exception as inner:
+            log.error("cannot record the failed triage of %s: %s", study_uid, type(inner).__name__)
         raise
     if outcome is None:
         return
@@ -141,14 +142,17 @@ def _triage_locked(ctx, study_uid: str, started: float):
     return Worklist(ctx.redis).save(entry)
 
 
-def _save_failed(ctx, study_uid: str, why: str) -> None:
-    """A study that could not be triaged is still on the worklist, at its order's priority."""
+def _save_failed(ctx, study_uid: str, why: str, final: bool = True) -> None:
+    """A study that could not be triaged is still on the worklist, at its order's priority.
+
+    `final`: no retry will follow, so the study is done with (it leaves the "queued" set)."""
     worklist = Worklist(ctx.redis)
     existing = worklist.get(study_uid)
-    if existing is not None and not existing.get("triage_failed"):
-        # An earlier triage succeeded: its entry (never lowered) stays; the failure is counted.
-        metrics.triage_failed_entries.inc()
-        ctx.index.triaged(study_uid, time.time())
+    if existing is not None:
+        # An earlier triage succeeded (its entry, never lowered, stays) or the failure is
+        # already on the worklist: nothing new to say.
+        if final:
+            ctx.index.triaged(study_uid, time.time())
         return
     raw = ctx.redis.hvals(f"pt:study:{study_uid}:instances")
     summaries = []
@@ -202,7 +206,9 @@ def _save_failed(ctx, study_uid: str, why: str) -> None:
     audit.record("triage_failed", study=study_uid, revision=saved["revision"], priority=saved["priority"],
                  reason=why)
     metrics.triage_failed_entries.inc()
-    ctx.index.triaged(study_uid, now)
+    log.error("study %s is on the worklist as '%s' (%s)", study_uid, TRIAGE_FAILED, saved["priority"])
+    if final:
+        ctx.index.triaged(study_uid, now)
 
 
 @dramatiq.actor(queue_name="prefetch", max_retries=5, min_backoff=5000, max_backoff=300_000)
