@@ -47,7 +47,7 @@ def service(tmp_path_factory, redis_url):
     data = tmp / "data"
     port, http = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PACS_TRIAGE_")}
-    env.update(PACS_TRIAGE_STABLE_AFTER="1", PACS_TRIAGE_ACSE_TIMEOUT="1", PACS_TRIAGE_PDU_TIMEOUT="1", PACS_TRIAGE_ASSOCIATION_IDLE_TIMEOUT="1",
+    env.update(PACS_TRIAGE_STABLE_AFTER="1", PACS_TRIAGE_ACSE_TIMEOUT="1", PACS_TRIAGE_PDU_TIMEOUT="1", PACS_TRIAGE_ASSOCIATION_IDLE_TIMEOUT="4",
                PACS_TRIAGE_FSYNC="false",
                PACS_TRIAGE_MIN_FREE_BYTES="0", PACS_TRIAGE_BIND="127.0.0.1")
     log = open(tmp / "serve.log", "wb")
@@ -159,7 +159,7 @@ def test_a_thousand_hostile_inputs_then_a_good_study(service, tmp_path):
     assert aborts == 0, "every C-STORE got a status"
     assert set(statuses) <= ALLOWED, statuses
     assert by_kind["bad_uid"][0x0000] == 0, "an invalid UID is never stored"
-    assert slowest_raw < 3, "malformed association requests are answered or dropped quickly"
+    assert slowest_raw < 6, "malformed association requests are answered or dropped quickly"
 
     data = service["data"]
     rejected = sum(n for s, n in statuses.items() if s != 0x0000)
