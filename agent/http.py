@@ -87,6 +87,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     """A thread per request, but at most `max_clients` at once; the others get 503 at once."""
 
     daemon_threads = True
+    request_queue_size = 128  # accepted quickly, then served or answered 503
 
     def __init__(self, address, handler, max_clients: int = 16):
         self._slots = threading.BoundedSemaphore(max(1, max_clients))

@@ -51,10 +51,11 @@ FAST = {
 class Redis:
     """redis-server as shipped (deploy/compose, systemd/redis.md): AOF, appendfsync everysec."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, aof: bool = True):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.aof = aof
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -64,7 +65,7 @@ class Redis:
     def start(self) -> "Redis":
         self.proc = subprocess.Popen(
             [require("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.workdir)],
+             "--appendonly", "yes" if self.aof else "no", "--appendfsync", "everysec", "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
         wait_for(lambda: _ping(client), timeout=15, what="redis-server")
@@ -128,8 +129,8 @@ class Cluster:
     procs: list = field(default_factory=list)
 
     @classmethod
-    def create(cls, tmp: Path, orthanc, **overrides) -> "Cluster":
-        r = Redis(tmp / "redis").start()
+    def create(cls, tmp: Path, orthanc, redis_aof: bool = True, **overrides) -> "Cluster":
+        r = Redis(tmp / "redis", aof=redis_aof).start()
         env = dict(os.environ)
         for k in list(env):
             if k.startswith("PACS_TRIAGE_"):

@@ -158,6 +158,24 @@ def test_redis_sigkill_with_shipped_persistence(cluster, tmp_path):
     check(record("Redis SIGKILL (AOF everysec, as shipped)", settle(c, mod, uids(first + second))))
 
 
+def test_redis_sigkill_without_persistence_loses_nothing(cluster, tmp_path):
+    """Not the shipped setting: Redis loses everything. Reconciliation rebuilds from the store."""
+    c = cluster(redis_aof=False)
+    listener = c.listener()
+    listener.start()
+    c.worker().start()
+    first = make_studies(tmp_path, 2, prefix="RN")
+    mod = Modality()
+    mod.send(listener.dicom_port, [f for _, fs in first for f in fs])
+    settle(c, mod, uids(first), timeout=30)
+    second = make_studies(tmp_path / "b", 1, prefix="RO")
+    mod.send(listener.dicom_port, [f for _, fs in second for f in fs])
+    c.redis.stop(signal.SIGKILL)  # index, queue, worklist and delivery records all gone
+    time.sleep(0.5)
+    c.redis.start()
+    check(record("Redis SIGKILL, no persistence: rebuilt from disk", settle(c, mod, uids(first + second))))
+
+
 def test_sink_down_beyond_retry_budget_then_replayed(cluster, tmp_path, orthanc):
     from peers import Orthanc
 

@@ -157,3 +157,13 @@ def test_http_is_loopback_by_default_with_timeouts_and_bounded_threads():
         for s in idle:
             s.close()
         server.stop()
+
+
+def test_per_association_byte_limit_drops_the_association_and_keeps_serving(make_listener, tmp_path):
+    lst = make_listener(max_association_bytes=60_000)
+    files = write_study(tmp_path / "in", StudySpec(series=[SeriesSpec("MR", "SAG T2", 8, rows=64, columns=64)]))
+    with pytest.raises(RuntimeError):  # ~8 KB each plus headers: cut off after the limit
+        dcmtk("storescu", "-aec", "PACSTRIAGE", "127.0.0.1", lst.port, *files, timeout=20)
+    stored = len(list(lst.store.studies.rglob("*.dcm")))
+    assert 0 < stored < len(files)
+    assert echo(lst.port), "the next association is served"
