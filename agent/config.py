@@ -69,7 +69,7 @@ class Config:
     max_associations: int = 64  # concurrent associations (connections not yet associated included)
     allowed_calling_aets: list = field(default_factory=list)  # empty: any calling AE title
     allowed_networks: list = field(default_factory=list)  # CIDRs, e.g. ["10.1.0.0/16"]; empty: any
-    association_idle_timeout: float = 60.0  # s without a complete PDU: the association is aborted
+    association_idle_timeout: float = 120.0  # s without a complete PDU: the association is aborted
     pdu_timeout: float = 30.0  # s to receive one whole PDU once its first byte arrived (slow peers)
     acse_timeout: float = 10.0  # s from connection to a complete A-ASSOCIATE-RQ (slow-loris peers)
     max_association_bytes: int = 8 * 1024 ** 3  # bytes received per association, then aborted

@@ -108,6 +108,9 @@ class Reconciler:
         return revived
 
     def requeue_overdue(self, now: float | None = None) -> int:
+        # One listener at a time (several may share the Redis): the others skip this round.
+        if not self.index.redis.set("pt:lock:reconcile", "1", nx=True, px=int(max(self.interval, 1) * 1000)):
+            return 0
         count = 0
         for uid in self.index.overdue(self.lease, now):
             if self.index.redis.exists(f"pt:lock:triage:{uid}"):
