@@ -323,3 +323,37 @@ def test_sink_failing_beyond_retry_budget_then_replayed(cluster, tmp_path, kind)
         check(record(f"{kind} failing beyond retry budget, replayed", row))
     finally:
         peer.stop()
+
+
+def test_ups_down_beyond_retry_budget_then_replayed(cluster, tmp_path):
+    """The UPS worklist manager is tests/ups_scp.py (pynetdicom): no UPS server is packaged
+    for this machine, so this one peer is a stand-in, not a product."""
+    from ups_scp import UpsScp
+    from workers.sinks.ups import workitem_uid
+
+    scp = UpsScp()  # not started: down
+    try:
+        c = cluster(ups=scp.node)
+        listener = c.listener()
+        listener.start()
+        c.worker().start()
+        studies = make_studies(tmp_path, 2, prefix="UD")
+        mod = Modality()
+        mod.send(listener.dicom_port, [f for _, fs in studies for f in fs])
+        client = c.redis.client()
+        wait_for(lambda: sum(1 for k in client.hkeys("pt:deadletters") if k.startswith(b"ups")) >= 2,
+                 timeout=30, what="ups dead letters")
+        scp.start()  # back, on the same port
+        out = subprocess.run([sys.executable, "-m", "agent.cli", "sinks", "replay", "--kind", "ups"], env=c.env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        wanted = {workitem_uid(u): u for u in uids(studies)}
+        wait_for(lambda: set(wanted) <= set(scp.workitems), timeout=30, what="workitems after replay")
+        row = settle(c, mod, uids(studies))
+        created = [uid for op, uid, status in scp.operations("N-CREATE") if status == 0]
+        row["delivered"] = len(set(created) & set(wanted))
+        row["duplicated"] = len(created) - len(set(created))
+        row["lost"] += len(set(wanted) - set(scp.workitems))
+        check(record("UPS down beyond retry budget, replayed", row))
+    finally:
+        scp.stop()
