@@ -17,7 +17,7 @@ import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
-from agent import audit, limits, metrics
+from agent import audit, diskguard, limits, metrics
 from agent.headers import summarize
 from agent.index import StudyIndex
 from agent.retention import free_bytes
@@ -83,6 +83,7 @@ class Listener:
         if config.allowed_calling_aets:
             ae.require_calling_aet = list(config.allowed_calling_aets)
         limits.install()
+        diskguard.install()
         ae._pt_limits = limits.Limits.from_config(
             config, on_refused=lambda reason: metrics.associations_rejected.inc())
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
@@ -137,6 +138,11 @@ class Listener:
 
     def handle_store(self, event) -> int:
         tmp = Path(event.dataset_path)
+        if diskguard.failed(tmp):  # the disk filled up while the dataset was arriving
+            tmp.unlink(missing_ok=True)
+            metrics.instances_received.labels("failed").inc()
+            log.error("data directory full while receiving an instance: refused (0xA700)")
+            return OUT_OF_RESOURCES
         size = tmp.stat().st_size
         min_free = getattr(self.config, "min_free_bytes", 0) or 0
         if min_free and free_bytes(self.store.root) < min_free + size:
