@@ -22,6 +22,7 @@ from agent.headers import summarize
 from agent.index import StudyIndex
 from agent.retention import free_bytes
 from agent.store import InvalidUID, StudyStore
+from agent.structure import lengths_consistent
 from agent.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,9 @@ class Listener:
             return self._reject(tmp, "unparseable", exc, CANNOT_UNDERSTAND)
         if not all(is_valid_uid(u) for u in uids):
             return self._reject(tmp, "invalid_uid", "Study/Series/SOP Instance UID missing or invalid", DATASET_MISMATCH)
+        if not lengths_consistent(tmp):  # truncated, or an element claiming more bytes than sent
+            return self._reject(tmp, "inconsistent_lengths", "element lengths do not match the data received",
+                                CANNOT_UNDERSTAND)
         try:
             path, duplicate = self.store.commit(tmp, *uids)
         except InvalidUID as exc:

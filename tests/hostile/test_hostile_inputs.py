@@ -159,6 +159,9 @@ def test_a_thousand_hostile_inputs_then_a_good_study(service, tmp_path):
     assert aborts == 0, "every C-STORE got a status"
     assert set(statuses) <= ALLOWED, statuses
     assert by_kind["bad_uid"][0x0000] == 0, "an invalid UID is never stored"
+    assert by_kind["huge_length"][0x0000] == 0 and by_kind["bad_length"][0x0000] == 0, \
+        "an element claiming more bytes than were sent is never acknowledged"
+    assert by_kind["truncated"][0x0000] <= 20, "truncation is caught unless it ends on an element boundary"
     assert slowest_raw < 6, "malformed association requests are answered or dropped quickly"
 
     data = service["data"]
@@ -171,6 +174,7 @@ def test_a_thousand_hostile_inputs_then_a_good_study(service, tmp_path):
     stored = {p.parent.parent.name for p in (data / "studies").glob("*/*/*.dcm")}
     assert all(".." not in u and "/" not in u for u in stored)
     rss_after = rss_kb(service["proc"].pid)
+    print(f"serve RSS {rss_before // 1024} MB before, {rss_after // 1024} MB after the hostile inputs")
     assert rss_after - rss_before < 200 * 1024, f"RSS grew {rss_before} -> {rss_after} kB"
 
     # still serving, and a good study is triaged

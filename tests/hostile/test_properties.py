@@ -102,3 +102,47 @@ def test_a_uid_that_is_not_valid_never_names_a_path(text):
     store.studies = None
     with pytest.raises(InvalidUID):
         StudyStore.path_for(store, text, "1.2", "1.2.3")
+
+
+@SETTINGS
+@given(st.integers(min_value=0, max_value=len(GOOD)), st.binary(max_size=16))
+def test_length_walk_never_raises_and_catches_truncation(cut, noise):
+    import tempfile
+    from pathlib import Path
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from agent.structure import lengths_consistent
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    with tempfile.TemporaryDirectory() as d:
+        def make(body: bytes) -> Path:
+            p = Path(d) / "x.dcm"
+            with open(p, "wb") as fh:
+                fh.write(b"\0" * 128 + b"DICM")
+                write_file_meta_info(fh, meta)
+                fh.write(body)
+            return p
+
+        assert lengths_consistent(make(GOOD))
+        result = lengths_consistent(make(GOOD[:cut] + noise))
+        assert isinstance(result, bool)
+        if not noise and 0 < cut < len(GOOD) and GOOD[cut - 1:cut] != b"\0":
+            # cut inside an element (not on a boundary): caught
+            boundaries = set()
+            pos = 0
+            import struct
+            while pos < len(GOOD):
+                vr = GOOD[pos + 4:pos + 6]
+                if vr in (b"OB", b"OW", b"SQ", b"UT", b"UN", b"UC", b"UR"):
+                    pos += 12 + struct.unpack("<I", GOOD[pos + 8:pos + 12])[0]
+                else:
+                    pos += 8 + struct.unpack("<H", GOOD[pos + 6:pos + 8])[0]
+                boundaries.add(pos)
+            if cut not in boundaries:
+                assert not result
