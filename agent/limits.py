@@ -145,3 +145,34 @@ def guarded_recv(self, nr_bytes: int) -> bytearray:
 
 def install() -> None:
     transport.AssociationSocket.recv = guarded_recv
+
+
+def oldest_unassociated(associations, older_than: float = 1.0, count: int = 1) -> list:
+    """Up to `count` association threads that waited longest without associating (at least
+    `older_than` seconds)."""
+    now = time.monotonic()
+    waiting = []
+    for assoc in associations:
+        if assoc.is_established:
+            continue
+        sock = getattr(getattr(assoc, "dul", None), "socket", None)
+        state = getattr(sock, "__dict__", {}).get("_pt_state") if sock is not None else None
+        if state and now - state["start"] >= older_than:
+            waiting.append((state["start"], assoc))
+    waiting.sort(key=lambda pair: pair[0])
+    return [assoc for _, assoc in waiting[:max(0, count)]]
+
+
+def drop(assoc) -> None:
+    """End a peer that has not associated: close its connection, and wake its association
+    thread as if its A-ASSOCIATE-RQ had timed out (pynetdicom then kills it and cleans up)."""
+    dul = getattr(assoc, "dul", None)
+    sock = getattr(getattr(dul, "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    queue = getattr(dul, "to_user_queue", None)
+    if queue is not None:
+        queue.put(None)

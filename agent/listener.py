@@ -105,6 +105,7 @@ class Listener:
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
             (evt.EVT_ACCEPTED, self._accepted),
             (evt.EVT_REJECTED, self._rejected),
+            (evt.EVT_CONN_OPEN, self._make_room),
         ]
         self.server = self.ae.start_server((self.config.bind, self.config.port), block=False,
                                            evt_handlers=handlers, ssl_context=tls_context(self.config))
@@ -128,6 +129,28 @@ class Listener:
         if left:
             log.warning("%d association(s) still open after %gs: aborted", len(left), drain)
         return len(left)
+
+    def _make_room(self, event) -> None:
+        """All slots taken: drop the longest-waiting peer that has not associated yet (a
+        slow-loris peer; a real sender associates within milliseconds), so the newcomer
+        gets a slot instead of a rejection."""
+        server = self.server
+        if server is None:
+            return
+        active = [a for a in server.active_associations if a is not event.assoc]
+        if len(active) < self.ae.maximum_associations:
+            return
+        excess = len(active) - self.ae.maximum_associations + 1
+        victims = limits.oldest_unassociated(active, older_than=1.0, count=excess)
+        for victim in victims:
+            limits.drop(victim)
+            metrics.associations_rejected.inc()
+        if victims:
+            log.warning("all %d DICOM slots taken: dropped %d peer(s) that never associated",
+                        self.ae.maximum_associations, len(victims))
+        deadline = time.monotonic() + 1.0
+        while any(v.is_alive() for v in victims) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     @staticmethod
     def _accepted(event) -> None:

@@ -167,3 +167,17 @@ def test_per_association_byte_limit_drops_the_association_and_keeps_serving(make
     stored = len(list(lst.store.studies.rglob("*.dcm")))
     assert 0 < stored < len(files)
     assert echo(lst.port), "the next association is served"
+
+
+def test_when_slow_peers_hold_every_slot_a_real_sender_gets_one_at_once(make_listener):
+    """acse_timeout is long here: the slot is made by dropping the longest-waiting peer."""
+    lst = make_listener(max_associations=6, acse_timeout=60.0, pdu_timeout=60.0)
+    socks = [socket.create_connection(("127.0.0.1", lst.port), timeout=2) for _ in range(6)]
+    for s in socks:
+        s.send(b"\x01")  # started a PDU, never finishes it
+    time.sleep(1.3)
+    started = time.monotonic()
+    assert echo(lst.port), "the real sender is served"
+    assert time.monotonic() - started < 3
+    for s in socks:
+        s.close()
