@@ -86,7 +86,10 @@ def cmd_worker(args) -> int:
     cfg = load_config(args)
     setup_logging(cfg.log_level)
     runtime.configure(cfg)
-    b = broker.setup(runtime.redis_url(cfg))
+    from core import audit
+
+    audit.configure(cfg.data_dir, cfg.audit)
+    b = broker.setup(runtime.redis_url(cfg), cfg.broker_heartbeat_timeout)
     from workers import actors
 
     actors.warm_up()
@@ -96,7 +99,8 @@ def cmd_worker(args) -> int:
     def start():
         state["worker"] = start_workers(b, cfg.workers)
         state["http"] = HttpServer(cfg.http_bind, cfg.http_port,
-                                   checks={"redis": lambda: (bool(ctx.redis.ping()), "ping")})
+                                   checks={"redis": lambda: (bool(ctx.redis.ping()), "ping")},
+                                   timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
         state["http"].start()
 
     def stop():
@@ -187,11 +191,35 @@ def cmd_sinks(args) -> int:
     broker.setup(runtime.redis_url(cfg))
     from workers import actors
 
+    from core import audit
+
+    audit.configure(cfg.data_dir, cfg.audit)
     records = deliveries.take_dead_letters(args.kind)
     for r in records:
         actors.DELIVER[r["kind"]].send_with_options(args=(r["destination"], r["study_instance_uid"]),
                                                     **actors.retry_options(cfg))
+        audit.record("replayed", study=r["study_instance_uid"], kind=r["kind"],
+                     destination=actors._shown(r["kind"], r["destination"]), attempts=r.get("attempts"))
     print(f"replayed {len(records)} dead letter(s)")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    """Print the audit trail as JSON lines (all processes merged, in time order)."""
+    import datetime as dt
+
+    from core import audit
+
+    cfg = load_config(args)
+
+    def epoch(text):
+        if not text:
+            return None
+        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc).timestamp() \
+            if dt.datetime.fromisoformat(text).tzinfo is None else dt.datetime.fromisoformat(text).timestamp()
+
+    for rec in audit.export(cfg.data_dir, since=epoch(args.since), until=epoch(args.until)):
+        print(json.dumps(rec, ensure_ascii=False, separators=(",", ":")))
     return 0
 
 
@@ -208,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="dramatiq worker threads on the shared Redis")
     _add_config_options(p)
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("audit", help="export the audit trail as JSON lines")
+    p.add_argument("action", choices=["export"])
+    _add_config_options(p, {"data_dir"})
+    p.add_argument("--since", help="ISO date or date-time (UTC unless an offset is given)")
+    p.add_argument("--until", help="ISO date or date-time, exclusive")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("worklist", help="show the local worklist, most urgent first")
     _add_config_options(p, {"data_dir", "redis_url"})

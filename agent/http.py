@@ -19,18 +19,24 @@ class HttpServer:
     """Serves the endpoints in a thread. `checks` name -> callable returning (ok, detail)."""
 
     def __init__(self, bind: str, port: int, checks: dict[str, Check] | None = None,
-                 before_scrape: Callable[[], None] | None = None):
+                 before_scrape: Callable[[], None] | None = None, timeout: float = 10.0,
+                 max_clients: int = 16):
         self.checks = checks or {}
         self.before_scrape = before_scrape
         outer = self
+        outer_timeout = timeout
+        self._scrape_lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = outer_timeout  # a client that sends nothing is dropped, not held
+
             def do_GET(self):  # noqa: N802 (http.server API)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     if outer.before_scrape:
                         try:
-                            outer.before_scrape()
+                            with outer._scrape_lock:  # one refresh at a time, however many scrapers
+                                outer.before_scrape()
                         except Exception as exc:
                             log.warning("metrics refresh failed: %s", type(exc).__name__)
                     self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
@@ -60,7 +66,7 @@ class HttpServer:
             def log_message(self, *args):  # access logs stay out of the service log
                 pass
 
-        self.httpd = ThreadingHTTPServer((bind, port), Handler)
+        self.httpd = BoundedHTTPServer((bind, port), Handler, max_clients=max_clients)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
 
@@ -75,3 +81,30 @@ class HttpServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per request, but at most `max_clients` at once; the others get 503 at once."""
+
+    daemon_threads = True
+    request_queue_size = 128  # accepted quickly, then served or answered 503
+
+    def __init__(self, address, handler, max_clients: int = 16):
+        self._slots = threading.BoundedSemaphore(max(1, max_clients))
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()

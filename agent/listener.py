@@ -10,16 +10,21 @@ from __future__ import annotations
 import logging
 import ssl
 import tempfile
+import time
 from pathlib import Path
 
 import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
+from agent import diskguard, limits
+from core import audit
+from agent.retention import free_bytes
 from core import metrics
 from core.headers import summarize
 from core.index import StudyIndex
 from agent.store import InvalidUID, StudyStore
+from agent.structure import lengths_consistent
 from agent.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -30,9 +35,20 @@ OUT_OF_RESOURCES = 0xA700
 DATASET_MISMATCH = 0xA900  # dataset does not match SOP class / lacks identifying UIDs
 CANNOT_UNDERSTAND = 0xC000
 
+#: After an instance could not be indexed (Redis away), the next ones go to disk only for
+#: this many seconds without trying Redis (the reconciler indexes them when it is back).
+INDEX_RETRY_AFTER = 5.0
+
 _config.STORE_RECV_CHUNKED_DATASET = True
 # Accept every storage SOP class, private and future ones included, in any transfer syntax.
 _config.UNRESTRICTED_STORAGE_SERVICE = True
+
+
+def _calling_aet(event) -> str | None:
+    try:
+        return str(event.assoc.requestor.ae_title).strip() or None
+    except Exception:
+        return None
 
 
 def tls_context(config) -> ssl.SSLContext | None:
@@ -49,23 +65,37 @@ def tls_context(config) -> ssl.SSLContext | None:
 
 
 class Listener:
-    def __init__(self, config, store: StudyStore, index: StudyIndex):
+    def __init__(self, config, store: StudyStore, index: StudyIndex, on_index_failure=None):
         self.config = config
         self.store = store
         self.index = index
+        self.on_index_failure = on_index_failure
+        self._index_down_until = 0.0
         self.server = None
-        # pynetdicom writes incoming datasets to the temporary directory: keep it
-        # on the data directory's file system so that commit is a rename.
-        tempfile.tempdir = str(store.incoming)
+        # pynetdicom writes incoming datasets to the temporary directory: keep it on the
+        # data directory's file system so that commit is a rename, in a folder of this
+        # process only (other listeners may share the store).
+        tempfile.tempdir = str(store.own_incoming())
         ae = AE(ae_title=config.ae_title)
         ae.maximum_pdu_size = config.max_pdu
-        ae.maximum_associations = 64
-        ae.network_timeout = 120
+        ae.maximum_associations = config.max_associations
+        ae.network_timeout = config.association_idle_timeout  # no PDU for this long: aborted
         ae.dimse_timeout = 120
-        ae.acse_timeout = 30
+        ae.acse_timeout = config.acse_timeout
         ae.require_called_aet = config.require_called_aet
+        if config.allowed_calling_aets:
+            ae.require_calling_aet = list(config.allowed_calling_aets)
+        limits.install()
+        diskguard.install()
+        ae._pt_limits = limits.Limits.from_config(
+            config, on_refused=lambda reason: metrics.associations_rejected.inc())
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         self.ae = ae
+
+    @property
+    def active_associations(self) -> int:
+        """Connections holding a slot now (the gauge is read from here at scrape time)."""
+        return len(self.server.active_associations) if self.server else 0
 
     @property
     def port(self) -> int:
@@ -77,18 +107,52 @@ class Listener:
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
             (evt.EVT_ACCEPTED, self._accepted),
             (evt.EVT_REJECTED, self._rejected),
-            (evt.EVT_CONN_OPEN, lambda event: metrics.associations_active.inc()),
-            (evt.EVT_CONN_CLOSE, lambda event: metrics.associations_active.dec()),
+            (evt.EVT_CONN_OPEN, self._make_room),
         ]
         self.server = self.ae.start_server((self.config.bind, self.config.port), block=False,
                                            evt_handlers=handlers, ssl_context=tls_context(self.config))
         log.info("listening for DICOM%s as %s on %s:%d", " over TLS" if self.config.tls_cert else "",
                  self.config.ae_title, self.config.bind, self.port)
 
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server = None
+    def stop(self, drain: float = 0.0) -> int:
+        """Stop accepting; let associations in progress finish for up to `drain` seconds,
+        then abort the rest (their last instance was not acknowledged, so the sender keeps it).
+        Returns how many were aborted."""
+        server, self.server = self.server, None
+        if server is None:
+            return 0
+        server.shutdown()  # closes the listening socket: no new association
+        deadline = time.monotonic() + drain
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = server.active_associations
+        for assoc in left:
+            assoc.abort()
+        if left:
+            log.warning("%d association(s) still open after %gs: aborted", len(left), drain)
+        return len(left)
+
+    def _make_room(self, event) -> None:
+        """All slots taken: drop the longest-waiting peer that has not associated yet (a
+        slow-loris peer; a real sender associates within milliseconds), so the newcomer
+        gets a slot instead of a rejection."""
+        server = self.server
+        if server is None:
+            return
+        active = [a for a in server.active_associations if a is not event.assoc]
+        if len(active) < self.ae.maximum_associations:
+            return
+        excess = len(active) - self.ae.maximum_associations + 1
+        victims = limits.oldest_unassociated(active, older_than=1.0, count=excess)
+        for victim in victims:
+            limits.drop(victim)
+            metrics.associations_rejected.inc()
+        if victims:
+            log.warning("all %d DICOM slots taken: dropped %d peer(s) that never associated",
+                        self.ae.maximum_associations, len(victims))
+        deadline = time.monotonic() + 1.0
+        while any(v.is_alive() for v in victims) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     @staticmethod
     def _accepted(event) -> None:
@@ -100,7 +164,18 @@ class Listener:
 
     def handle_store(self, event) -> int:
         tmp = Path(event.dataset_path)
+        if diskguard.failed(tmp):  # the disk filled up while the dataset was arriving
+            tmp.unlink(missing_ok=True)
+            metrics.instances_received.labels("failed").inc()
+            log.error("data directory full while receiving an instance: refused (0xA700)")
+            return OUT_OF_RESOURCES
         size = tmp.stat().st_size
+        min_free = getattr(self.config, "min_free_bytes", 0) or 0
+        if min_free and free_bytes(self.store.root) < min_free + size:
+            tmp.unlink(missing_ok=True)
+            metrics.instances_received.labels("refused_disk").inc()
+            log.error("data directory below its free-space watermark: instance refused (0xA700)")
+            return OUT_OF_RESOURCES
         try:
             ds = pydicom.dcmread(tmp, stop_before_pixels=True)
             uids = (ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID"))
@@ -109,27 +184,41 @@ class Listener:
             return self._reject(tmp, "unparseable", exc, CANNOT_UNDERSTAND)
         if not all(is_valid_uid(u) for u in uids):
             return self._reject(tmp, "invalid_uid", "Study/Series/SOP Instance UID missing or invalid", DATASET_MISMATCH)
+        if not lengths_consistent(tmp):  # truncated, or an element claiming more bytes than sent
+            return self._reject(tmp, "inconsistent_lengths", "element lengths do not match the data received",
+                                CANNOT_UNDERSTAND)
         try:
             path, duplicate = self.store.commit(tmp, *uids)
         except InvalidUID as exc:
             return self._reject(tmp, "invalid_uid", exc, DATASET_MISMATCH)
         except OSError as exc:
             log.error("cannot store instance %s: %s", uids[2], exc.strerror)
+            tmp.unlink(missing_ok=True)  # never leave a partial file behind
             metrics.instances_received.labels("failed").inc()
             return OUT_OF_RESOURCES
         summary["path"] = str(path)
         try:
+            if time.monotonic() < self._index_down_until:
+                raise ConnectionError("Redis was away moments ago")  # do not wait on it per instance
             self.index.record_instance(summary)
-        except Exception as exc:  # Redis down: the file is safe; the sender will retry
-            log.error("cannot index instance %s: %s", uids[2], type(exc).__name__)
-            metrics.instances_received.labels("failed").inc()
-            return OUT_OF_RESOURCES
+        except Exception as exc:
+            self._index_down_until = time.monotonic() + INDEX_RETRY_AFTER
+            # Redis away: the file is durable on disk, so the instance is accepted; the
+            # reconciler indexes it when Redis answers again (and at every start).
+            log.error("cannot index instance %s now (%s): indexed by reconciliation later", uids[2],
+                      type(exc).__name__)
+            metrics.index_failures.inc()
+            if self.on_index_failure:
+                self.on_index_failure()
         metrics.instances_received.labels("duplicate" if duplicate else "stored").inc()
+        audit.record("received", study=uids[0], series=uids[1], instance=uids[2], bytes=size,
+                     calling_aet=_calling_aet(event), status="duplicate" if duplicate else "stored")
         metrics.bytes_received.inc(size)
         return SUCCESS
 
     def _reject(self, tmp: Path, reason: str, exc: object, status: int) -> int:
-        detail = f"{type(exc).__name__}: {exc}"[:300] if not isinstance(exc, str) else exc
+        # The exception's type only: its message may quote a value (a name, an ID).
+        detail = f"{type(exc).__name__}" if not isinstance(exc, str) else exc
         where = self.store.quarantine(tmp, reason, detail)
         metrics.quarantined.labels(reason).inc()
         metrics.instances_received.labels("quarantined").inc()

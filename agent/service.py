@@ -11,12 +11,14 @@ import time
 import redis
 
 from agent import retention
+from core import audit
 from core import metrics
 from agent.assembly import StabilityWatcher
 from core.config import Config
 from agent.http import HttpServer
 from core.index import StudyIndex
 from agent.listener import Listener
+from agent.reconcile import Reconciler
 from core.redis_server import EmbeddedRedis
 from agent.store import StudyStore
 
@@ -50,21 +52,35 @@ class Service:
         from workers import broker, runtime
 
         runtime.configure(cfg)
-        self.broker = broker.setup(url)
+        audit.configure(cfg.data_dir, cfg.audit)
+        self.broker = broker.setup(url, cfg.broker_heartbeat_timeout)
         from workers import actors  # noqa: F401  (declares the actors on this broker)
 
         self.rulebook = runtime.context().rulebook
         metrics.rulebook.info({"version": self.rulebook.get().version})
 
         self.index = StudyIndex(self.redis)
-        self.listener = Listener(cfg, store, self.index)
+        self.reconciler = Reconciler(store, self.index, actors.triage_study.send, lease=cfg.triage_lease,
+                                     interval=cfg.reconcile_interval)
+        # The listener's own client fails fast when Redis is away (the instance is then
+        # accepted to disk and indexed by reconciliation), instead of retrying for seconds.
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        fast = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
+                                    retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
+        self.listener = Listener(cfg, store, StudyIndex(fast), on_index_failure=self.reconciler.dirty.set)
         self.listener.start()
         self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
         self.watcher.start()
+        # Reconcile the store and the index at start (and then from `housekeeping`),
+        # in the background: a large store must not delay reception.
+        threading.Thread(target=self._reconcile, name="reconcile", daemon=True).start()
         if not cfg.no_workers:
             actors.warm_up()
             self.worker = start_workers(self.broker, cfg.workers)
-        self.http = HttpServer(cfg.http_bind, cfg.http_port, checks=self.checks(), before_scrape=self.refresh)
+        self.http = HttpServer(cfg.http_bind, cfg.http_port, checks=self.checks(), before_scrape=self.refresh,
+                               timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
         self.http.start()
 
     def checks(self) -> dict:
@@ -73,6 +89,9 @@ class Service:
             "listener": lambda: (self.listener is not None and self.listener.server is not None,
                                  f"{self.config.ae_title} port {self.config.port}"),
             "rulebook": lambda: (True, self.rulebook.get().version),
+            # Below the watermark new C-STOREs get 0xA700: not ready to take studies.
+            "disk": lambda: (retention.free_bytes(self.config.data_dir) >= self.config.min_free_bytes,
+                             "free space above min_free_bytes"),
         }
 
     def refresh(self) -> None:
@@ -81,16 +100,26 @@ class Service:
 
         for queue, depth in queue_depths(self.broker).items():
             metrics.queue_depth.labels(queue).set(depth)
+        metrics.associations_active.set(self.listener.active_associations if self.listener else 0)
         metrics.studies_pending.set(self.index.pending_count())
+        metrics.studies_queued.set(self.index.queued_count())
         metrics.data_free_bytes.set(retention.free_bytes(self.config.data_dir))
 
     def reload_rules(self) -> None:
         if self.rulebook.reload():
             metrics.rulebook.info({"version": self.rulebook.get().version})
+            audit.record("rulebook_reloaded", version=self.rulebook.get().version)
+
+    def _reconcile(self) -> None:
+        try:
+            self.reconciler.tick()
+        except Exception as exc:
+            log.warning("reconciliation failed: %s", type(exc).__name__)
 
     def housekeeping(self) -> None:
-        """Every few seconds: rule files; every hour: retention of old studies."""
+        """Every few seconds: rule files, reconciliation; every hour: retention of old studies."""
         self.check_rules()
+        self._reconcile()
         now = time.monotonic()
         if now - self._last_sweep > 3600:
             self._last_sweep = now
@@ -99,20 +128,24 @@ class Service:
             removed = retention.sweep(self.store, self.index, self.config.retention_days,
                                       on_remove=Worklist(self.redis).remove)
             metrics.studies_removed.inc(removed)
+            audit.sweep(self.config.data_dir, self.config.audit_retention_days)
 
     def check_rules(self) -> None:
         """Pick up edited rule files (a bad file is rejected and the old rules stay)."""
         if self.rulebook.check_for_changes():
             metrics.rulebook.info({"version": self.rulebook.get().version})
+            audit.record("rulebook_reloaded", version=self.rulebook.get().version)
 
     def stop(self) -> None:
-        """Stop taking studies first, then drain the workers, then Redis."""
+        """SIGTERM: stop accepting associations and let those in progress finish (bounded);
+        then stop queueing, let in-flight triages and deliveries finish (bounded); then Redis."""
+        grace = self.config.shutdown_timeout
         if self.listener:
-            self.listener.stop()
+            self.listener.stop(drain=grace)
         if self.watcher:
             self.watcher.stop()
         if self.worker:
-            self.worker.stop(timeout=30_000)
+            self.worker.stop(timeout=int(grace * 1000))
         if self.http:
             self.http.stop()
         if self.embedded:

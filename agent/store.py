@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -75,7 +76,13 @@ class StudyStore:
         if self.fsync:
             fsync_path(tmp_path)
         try:
-            os.replace(tmp_path, dest)
+            try:
+                os.replace(tmp_path, dest)
+            except FileNotFoundError:  # the folder was removed meanwhile (retention): again
+                self._ensure_dir(dest.parent)
+                os.replace(tmp_path, dest)
+        except FileNotFoundError:
+            raise
         except OSError:  # another file system: copy, then replace atomically
             staged = dest.with_suffix(".part")
             shutil.copyfile(tmp_path, staged)
@@ -105,11 +112,56 @@ class StudyStore:
         )
         return target
 
-    def clean_incoming(self) -> int:
-        """Remove partial files left by a crash (they were never acknowledged)."""
+    def own_incoming(self) -> Path:
+        """This process's folder for datasets being received: incoming/<host>-<pid>."""
+        d = self.incoming / f"{socket.gethostname()}-{os.getpid()}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def clean_incoming(self, stale_after: float = 86400.0) -> int:
+        """Remove partial files left by a crash (they were never acknowledged).
+
+        Only those of processes that are gone: folders of this host whose process no
+        longer runs, and, for other hosts (a shared store) or loose files, ones untouched
+        for `stale_after` seconds. Another listener's receptions in progress are left alone.
+        """
         count = 0
+        host = socket.gethostname()
+        now = time.time()
         for p in self.incoming.iterdir():
             if p.is_file():
-                p.unlink(missing_ok=True)
-                count += 1
+                if now - _mtime(p) > stale_after:
+                    p.unlink(missing_ok=True)
+                    count += 1
+                continue
+            owner, _, pid = p.name.rpartition("-")
+            if owner == host and pid.isdigit():
+                gone = int(pid) != os.getpid() and not _alive(int(pid))
+            else:
+                gone = now - max([_mtime(f) for f in p.iterdir()] + [_mtime(p)]) > stale_after
+            if gone:
+                for f in p.iterdir():
+                    f.unlink(missing_ok=True)
+                    count += 1
+                try:
+                    p.rmdir()
+                except OSError:
+                    pass
         return count
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

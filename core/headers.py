@@ -109,11 +109,35 @@ def _get(ds: Dataset, keyword: str) -> Any:
     return _value(elem)
 
 
+def _text(ds: Dataset, keyword: str, charset_from: Dataset | None = None) -> Any:
+    """A text attribute's value; one that arrived as UN (e.g. over 64 KB, sent by DCMTK with its
+    default conversion) is decoded with the dataset's character set instead of being dropped."""
+    value = _get(ds, keyword)
+    if value is not None:
+        return value
+    try:
+        elem = ds.data_element(keyword)
+    except Exception:
+        return None
+    if elem is None or not isinstance(elem.value, (bytes, bytearray)) or not elem.value:
+        return None
+    try:
+        from pydicom.charset import convert_encodings, decode_bytes
+
+        source = charset_from if charset_from is not None else ds
+        charset = source.get("SpecificCharacterSet") or "ISO_IR 6"
+        encodings = convert_encodings([charset] if isinstance(charset, str) else list(charset))
+        text = decode_bytes(bytes(elem.value), encodings, set())
+    except Exception:
+        return None
+    return text.rstrip("\x00 ") or None
+
+
 def text_fields(ds: Dataset) -> list[dict[str, str]]:
     """Every non-empty free-text attribute, decoded with the dataset's character set."""
     out: list[dict[str, str]] = []
     for kw in TEXT_KEYWORDS:
-        value = _get(ds, kw)
+        value = _text(ds, kw)
         if value:
             tag = ds.data_element(kw).tag
             out.append({"keyword": kw, "tag": f"({tag.group:04X},{tag.element:04X})", "value": str(value)})
@@ -124,7 +148,7 @@ def text_fields(ds: Dataset) -> list[dict[str, str]]:
             seq = []
         for i, item in enumerate(seq):
             for kw in TEXT_KEYWORDS:
-                value = _get(item, kw)
+                value = _text(item, kw, charset_from=ds)
                 if value:
                     tag = item.data_element(kw).tag
                     out.append(

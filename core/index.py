@@ -1,4 +1,17 @@
-"""The study index in Redis: instance header summaries and study activity (keys: core.keys)."""
+"""The study index in Redis: instance header summaries and study activity.
+
+Keys (named in core/keys.py, shared by every listener and worker):
+
+- ``pt:study:<uid>:instances`` hash SOPInstanceUID -> summary JSON
+- ``pt:study:<uid>`` hash: first_received, last_received, instances, bytes
+- ``pt:pending`` sorted set StudyUID -> last instance time: studies not yet stable
+- ``pt:queued`` sorted set StudyUID -> time its triage was queued: studies whose triage
+  has not finished yet. A study leaves it only when its entry is saved (or its triage
+  failed for good and a "triage failed" entry is saved); the reconciler queues again any
+  study that stays longer than the lease without a live triage lock, so a triage message
+  lost in Redis (acknowledged while its retry could not be queued, lost with Redis data)
+  never means a study never triaged.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +22,40 @@ from typing import Any
 import redis
 
 from core import keys
-from core.keys import PENDING
+from core.keys import PENDING, PREFIX, QUEUED  # noqa: F401  (PREFIX used by callers)
 from core.study import Study
 
-# Remove a pending study only if no instance arrived since it was seen stable.
+# Move a pending study to "queued" only if no instance arrived since it was seen stable.
 _RELEASE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# A triage that started at ARGV[2] is done: forget the "queued" mark unless queued again since.
+_DONE = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) <= tonumber(ARGV[2]) then
   redis.call('ZREM', KEYS[1], ARGV[1])
   return 1
 end
 return 0
+"""
+
+# Forget a study only if nothing was received since the sweep looked at it.
+_FORGET = """
+local last = redis.call('HGET', KEYS[1], 'last_received')
+if last and last ~= ARGV[2] then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
 """
 
 
@@ -31,6 +67,8 @@ class StudyIndex:
     def __init__(self, client: redis.Redis):
         self.redis = client
         self._release = client.register_script(_RELEASE)
+        self._done = client.register_script(_DONE)
+        self._forget = client.register_script(_FORGET)
 
     def record_instance(self, summary: dict[str, Any], received: float | None = None) -> None:
         """Index one stored instance and mark its study as receiving."""
@@ -64,15 +102,45 @@ class StudyIndex:
         rows = self.redis.zrangebyscore(PENDING, "-inf", now - quiet, start=0, num=limit, withscores=True)
         return [(u.decode(), s) for u, s in rows]
 
-    def release(self, uid: str, seen: float) -> bool:
-        """Stop watching a study queued for triage, unless it received more since `seen`."""
-        return bool(self._release(keys=[PENDING], args=[uid, repr(seen)]))
+    def release(self, uid: str, seen: float, now: float | None = None) -> bool:
+        """Stop watching a study queued for triage, unless it received more since `seen`.
 
-    def forget(self, uid: str) -> None:
-        """Drop a study from the index (its files are gone)."""
+        The study moves to the "queued" set until its triage is done (`triaged`)."""
+        now = now if now is not None else time.time()
+        return bool(self._release(keys=[PENDING, QUEUED], args=[uid, repr(seen), repr(now)]))
+
+    def triaged(self, uid: str, started: float) -> bool:
+        """The triage that started at `started` saved its entry."""
+        return bool(self._done(keys=[QUEUED], args=[uid, repr(started)]))
+
+    def mark_queued(self, uid: str, now: float | None = None) -> None:
+        self.redis.zadd(QUEUED, {uid: now if now is not None else time.time()})
+
+    def overdue(self, lease: float, now: float | None = None, limit: int = 100) -> list[str]:
+        """Studies queued for triage more than `lease` seconds ago and not triaged since."""
+        now = now if now is not None else time.time()
+        return [u.decode() for u in self.redis.zrangebyscore(QUEUED, "-inf", now - lease, start=0, num=limit)]
+
+    def queued_count(self) -> int:
+        return int(self.redis.zcard(QUEUED))
+
+    def forget(self, uid: str, seen_last_received: str | None = None) -> bool:
+        """Drop a study from the index (its files are gone).
+
+        With `seen_last_received` (the raw value the caller read), only if no instance was
+        received since: returns False and changes nothing otherwise."""
         key = study_key(uid)
-        self.redis.delete(key, key + ":instances")
-        self.redis.zrem(PENDING, uid)
+        guard = seen_last_received if seen_last_received is not None else ""
+        if seen_last_received is None:
+            self.redis.delete(key, key + ":instances")
+            self.redis.zrem(PENDING, uid)
+            self.redis.zrem(QUEUED, uid)
+            return True
+        return bool(self._forget(keys=[key, key + ":instances", PENDING, QUEUED], args=[uid, guard]))
+
+    def last_received_raw(self, uid: str) -> str | None:
+        raw = self.redis.hget(study_key(uid), "last_received")
+        return raw.decode() if raw else None
 
     def is_pending(self, uid: str) -> bool:
         return self.redis.zscore(PENDING, uid) is not None

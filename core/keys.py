@@ -7,12 +7,19 @@ All keys live under ``pt:`` and are shared by every listener and worker on one R
 ``pt:study:<uid>``                  hash: first_received, last_received, instances, bytes
 ``pt:study:<uid>:instances``        hash SOPInstanceUID -> header summary JSON
 ``pt:pending``                      sorted set StudyUID -> last instance time (not yet stable)
+``pt:queued``                       sorted set StudyUID -> time its triage was queued (not finished)
 ``pt:entry:<uid>``                  the worklist entry JSON (workers.worklist)
+``pt:lastrev:<uid>``                the last revision of a removed entry (revisions continue)
 ``pt:worklist``                     sorted set StudyUID -> priority/arrival score
 ``pt:delivered``                    hash "kind|destination|study" -> delivered revision
+``pt:delivered_priority``           hash "kind|destination|study" -> our priority last delivered
 ``pt:deadletters``                  hash "kind|destination|study" -> dead letter JSON
 ``pt:lock:stable:<uid>``            lock: one listener queues a stable study
-``pt:lock:triage:<uid>``            lock: one worker triages a study at a time
+``pt:lock:triage:<uid>``            lock (renewed): one worker triages a study at a time
+``pt:lock:deliver:<kind>|<dest>|<uid>``  lock: deliveries to one destination in revision order
+``pt:lock:reconcile``               lock: one listener at a time requeues overdue studies
+``pt:triage:starts:<uid>``          counter: triages started (a poison study is quarantined)
+``pt:priors_refresh:<uid>``         marker: one refresh chain per study while priors are unavailable
 ==================================  ======================================================
 """
 
@@ -20,9 +27,11 @@ from __future__ import annotations
 
 PREFIX = "pt:"
 PENDING = PREFIX + "pending"
+QUEUED = PREFIX + "queued"
 WORKLIST = PREFIX + "worklist"
 DELIVERED = PREFIX + "delivered"
 DEAD_LETTERS = PREFIX + "deadletters"
+DELIVERED_PRIORITY = PREFIX + "delivered_priority"
 
 
 def study(uid: str) -> str:
@@ -43,3 +52,22 @@ def stable_lock(uid: str) -> str:
 
 def triage_lock(uid: str) -> str:
     return f"{PREFIX}lock:triage:{uid}"
+
+
+def deliver_lock(kind: str, destination: str, uid: str) -> str:
+    return f"{PREFIX}lock:deliver:{kind}|{destination}|{uid}"
+
+
+RECONCILE_LOCK = PREFIX + "lock:reconcile"
+
+
+def triage_starts(uid: str) -> str:
+    return f"{PREFIX}triage:starts:{uid}"
+
+
+def priors_refresh(uid: str) -> str:
+    return f"{PREFIX}priors_refresh:{uid}"
+
+
+def last_revision(uid: str) -> str:
+    return f"{PREFIX}lastrev:{uid}"

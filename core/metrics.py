@@ -18,6 +18,15 @@ quarantined = Counter("pacs_triage_quarantined", "Datasets quarantined, by reaso
 studies_stable = Counter("pacs_triage_studies_stable", "Studies that became stable and were queued")
 triage_duration = Histogram("pacs_triage_triage_duration_seconds", "Pipeline duration per study")
 triage_failures = Counter("pacs_triage_triage_failures", "Pipeline runs that raised (retried by dramatiq)")
+triage_failed_entries = Counter("pacs_triage_triage_failed_entries",
+                                "Studies put on the worklist as 'triage failed — read at order priority'")
+triage_poisoned = Counter("pacs_triage_triage_poisoned", "Triages that killed their worker repeatedly, quarantined")
+reconciled_instances = Counter("pacs_triage_reconciled_instances",
+                               "Stored instances indexed by reconciliation (Redis was away or lost data)")
+requeued_studies = Counter("pacs_triage_requeued_studies",
+                           "Studies queued again because their triage did not finish within the lease")
+studies_queued = Gauge("pacs_triage_studies_queued", "Studies queued for triage, not yet triaged")
+index_failures = Counter("pacs_triage_index_failures", "Stored instances that could not be indexed at once")
 end_to_end_latency = Histogram(
     "pacs_triage_end_to_end_latency_seconds",
     "Last instance received -> entry pushed to a sink",

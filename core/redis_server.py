@@ -8,7 +8,9 @@ directory, reachable on a Unix socket there, so other local commands
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -46,7 +48,11 @@ class EmbeddedRedis:
             args += ["--port", str(port)]
             self.url = f"redis://127.0.0.1:{port}/0"
             (self.directory / "redis.url").write_text(self.url)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._stop_orphan()
+        args += ["--pidfile", str(self.directory / "redis.pid")]
+        # Dies with us: the kernel sends it SIGTERM if this process dies, even by SIGKILL.
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
         while True:
@@ -64,6 +70,22 @@ class EmbeddedRedis:
         log.info("started the embedded Redis in %s", self.directory)
         return self.url
 
+    def _stop_orphan(self) -> None:
+        """A redis-server left on our files by an earlier run (it must not run twice on them)."""
+        pidfile = self.directory / "redis.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"redis-server" not in cmdline or str(self.directory).encode() not in cmdline:
+            return
+        log.warning("stopping a redis-server left running on %s by an earlier run", self.directory)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()  # redis saves the AOF on SIGTERM
@@ -73,6 +95,17 @@ class EmbeddedRedis:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
 
 
 def discover(directory: Path) -> str | None:

@@ -54,9 +54,12 @@ class Study:
 
     @classmethod
     def from_summaries(cls, summaries: Iterable[dict[str, Any]], last_received: float | None = None) -> "Study":
+        # Header checking is off: InstanceNumber/SeriesNumber may be "abc", "1\\2" or a list.
+        # A malformed number sorts as 0 and never stops the study from being triaged.
         items = sorted(
             summaries,
-            key=lambda s: (s.get("SeriesNumber") or 0, s.get("InstanceNumber") or 0, s.get("SOPInstanceUID", "")),
+            key=lambda s: (as_int(s.get("SeriesNumber")), as_int(s.get("InstanceNumber")),
+                           str(s.get("SOPInstanceUID", ""))),
         )
         if not items:
             raise ValueError("a study needs at least one instance")
@@ -67,7 +70,9 @@ class Study:
                 if kw in s and kw not in study.attributes:
                     study.attributes[kw] = s[kw]
             for k, v in (s.get("OrderPriorities") or {}).items():
-                study.order_priorities.setdefault(k, v)
+                # The floor is the highest priority any instance carries, not the first one's.
+                if _order_rank(v) > _order_rank(study.order_priorities.get(k)):
+                    study.order_priorities[k] = v
             for t in s.get("TextFields") or []:
                 key = (t["keyword"], t["value"])
                 if key not in seen_text:
@@ -81,8 +86,33 @@ class Study:
                     modality=s.get("Modality"),
                     description=s.get("SeriesDescription"),
                     body_part=s.get("BodyPartExamined"),
-                    number=s.get("SeriesNumber"),
+                    number=as_int(s.get("SeriesNumber"), None),
                     attributes={k: s[k] for k in SERIES_KEYWORDS if k in s},
                 )
             series.instances.append(s)
         return study
+
+
+def as_int(value: Any, default: int | None = 0) -> int | None:
+    """An IS value as an int; `default` for anything malformed (a string, a list, a float)."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return default
+    return default
+
+
+def _order_rank(value: Any) -> int:
+    from core.priority import Priority
+
+    if value is None:
+        return -1
+    p = Priority.from_order(str(value))
+    return -1 if p is None else int(p)

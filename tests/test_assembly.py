@@ -131,6 +131,8 @@ def test_reindex_after_redis_lost_its_data_and_retention(tmp_path, redis_client,
 
     assert sweep(store, index, retention_days=1, now=time.time() + 3 * 86400) == 0, "pending studies stay"
     index.release(spec.study_uid, time.time() + 1)
+    assert sweep(store, index, retention_days=1, now=time.time() + 3 * 86400) == 0, "queued, not yet triaged"
+    index.triaged(spec.study_uid, time.time() + 1)
     assert sweep(store, index, retention_days=30, now=time.time()) == 0, "recent studies stay"
     from workers.worklist import Worklist
 

@@ -232,7 +232,7 @@ def test_command_line_options_exist():
         for line in p.read_text().splitlines() if not line.lstrip().startswith("#"))
     used = set(re.findall(r"(?<![\w-])--([a-z][a-z-]+)", text))
     # options of other programs in those files
-    used -= {"appendonly", "appendfsync", "maxmemory-policy", "save", "config.file",
+    used -= {"appendonly", "appendfsync", "maxmemory-policy", "save", "requirepass", "config.file",
              "storage"}
     unknown = {u for u in used if u.replace("-", "_") not in fields}
     assert not unknown, f"unknown pacs-triage options: {sorted(unknown)}"
@@ -311,3 +311,23 @@ def test_kustomize_renders():
     for d in yaml.safe_load_all(proc.stdout):
         if d and d["kind"] != "Namespace":
             assert d["metadata"]["namespace"] == "pacs-triage", d["metadata"]["name"]
+
+
+def test_redis_has_a_password_and_a_network_policy():
+    """Redis holds patient names and clinical text: a password everywhere it is deployed,
+    and in Kubernetes only the listener and worker pods may reach it."""
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    assert "--requirepass" in compose["services"]["redis"]["command"]
+    assert "${REDIS_PASSWORD}@redis" in (DEPLOY / "compose" / "compose.yaml").read_text()
+    kdir = DEPLOY / "kubernetes"
+    redis_args = " ".join(yaml.safe_load_all((kdir / "redis.yaml").read_text()).__next__()["spec"]["template"]
+                          ["spec"]["containers"][0]["args"])
+    assert "--requirepass $(REDIS_PASSWORD)" in redis_args
+    for name in ("listener.yaml", "worker.yaml"):
+        assert "redis://:$(REDIS_PASSWORD)@" in (kdir / name).read_text()
+    policies = [d for d in yaml.safe_load_all((kdir / "networkpolicy.yaml").read_text()) if d]
+    redis_policy = next(p for p in policies if p["spec"]["podSelector"].get("matchLabels", {})
+                        .get("app.kubernetes.io/component") == "redis")
+    allowed = redis_policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"]
+    assert {"key": "app.kubernetes.io/component", "operator": "In", "values": ["listener", "worker"]} in allowed
+    assert any(p["spec"]["podSelector"] == {} and p["spec"]["policyTypes"] == ["Ingress"] for p in policies)

@@ -169,3 +169,29 @@ def test_silent_ct_request_the_images_speak(service, orthanc, tmp_path):
     measured = [e["measurement"] for e in screw["evidence"] if e.get("measurement")]
     assert measured and 4.0 <= measured[0]["value"] < 6.5 and measured[0]["unit"] == "mm"
     assert screw["rule"].startswith("ct_hardware")
+
+
+def test_audit_trail_records_reception_triage_and_delivery_without_free_text(service, orthanc, tmp_path):
+    spec = postop_three_series(accession="ACC-AUDIT")
+    dcmtk("storescu", "-aec", "PACSTRIAGE", "127.0.0.1", service["port"], *write_study(tmp_path / "a", spec))
+
+    def events():
+        out = cli("audit", "export", "--data-dir", service["data"]).stdout
+        return [json.loads(line) for line in out.splitlines() if spec.study_uid in line]
+
+    def complete():
+        kinds = [r["event"] for r in events()]
+        return "pushed" in kinds and kinds
+
+    kinds = wait_for(complete, timeout=30, what="audit of reception, triage and push")
+    assert kinds.count("received") == 12 and "triaged" in kinds
+    recs = events()
+    triaged = next(r for r in recs if r["event"] == "triaged")
+    assert triaged["rulebook"] and triaged["priority"] == "STAT" and triaged["revision"] >= 1
+    pushed = next(r for r in recs if r["event"] == "pushed")
+    assert pushed["kind"] == "pacs" and pushed["destination"] == orthanc.node and pushed["at"] >= recs[0]["at"]
+    from core.audit import FIELDS
+
+    for r in recs:
+        assert set(r) <= FIELDS | {"at", "event"}
+        assert spec.patient_name.split("^")[0] not in json.dumps(r) and spec.patient_id not in json.dumps(r)

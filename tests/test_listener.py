@@ -57,7 +57,7 @@ def test_echo_and_three_series_study_stored_and_indexed(listener, tmp_path):
         assert pydicom.dcmread(path).PixelData == ds.PixelData
     assert sample("pacs_triage_instances_received_total", status="stored") - stored_before == 12
     assert [t["value"] for t in study.text_fields if t["keyword"] == "ReasonForTheRequestedProcedure"] == [spec.reason]
-    assert not list(listener.store.incoming.iterdir()), "no temporary file is left behind"
+    assert not [p for p in listener.store.incoming.rglob("*") if p.is_file()], "no temporary file is left behind"
 
 
 def test_resent_instance_is_deduplicated(listener, tmp_path):

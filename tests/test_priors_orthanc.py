@@ -221,3 +221,16 @@ def test_prefetch_moves_priors_to_the_station(pacs):
     assert wait_for(on_station, timeout=10, what="studies on the station") == sorted(moved)
     assert prefetch([{"study_instance_uid": "1.2.3.999"}], node(orthanc), "NOSUCHAET", calling_aet=OUR_AET,
                     timeout=5) == []
+
+
+@pytest.mark.parametrize("patient_id", ["*", "PT?", "PT*", "A\\B"])
+def test_wildcard_patient_id_is_never_sent_as_a_cfind(pacs, patient_id):
+    """A PatientID of "*" would be a PACS-wide query answering with other patients' studies."""
+    orthanc, _, tmp = pacs
+    study = current_study(tmp)
+    study.attributes["PatientID"] = patient_id
+    cache = TTLCache()
+    result = find_priors(study, node(orthanc), calling_aet=OUR_AET, timeout=5, cache=cache)
+    assert result.status == "refused" and result.priors == []
+    assert any("wildcard" in (e.text or "") for e in result.evidence)
+    assert not cache._data, "nothing asked, nothing cached"

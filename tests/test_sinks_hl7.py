@@ -128,3 +128,14 @@ def test_bad_destination_and_missing_accession_are_not_retryable(config):
     with pytest.raises(SinkError) as err:
         hl7_sink.push(sample_entry(accession_number="", headers={}), "127.0.0.1:1", config)
     assert not err.value.retryable
+
+
+def test_text_is_utf8_with_hl7_escapes_and_line_breaks(ris, config):
+    entry = sample_entry(study_description="Arthrodèse L4|L5\nscanner & IRM ~ contrôle\\J2")
+    entry["headers"] = dict(entry["headers"], PatientName="NOËL^Zoé")
+    raw = str(hl7_sink.build_message(entry, config))
+    assert "Arthrodèse L4\\F\\L5\\.br\\scanner \\T\\ IRM \\R\\ contrôle\\E\\J2" in raw
+    assert "NOËL^Zoé" in raw and "\\X" not in raw, "UTF-8 as MSH-18 declares, not Latin-1 hex escapes"
+    assert "\n" not in raw.replace("\r", "")
+    hl7_sink.push(entry, ris.address, config)
+    assert ris.messages[0]["PID.5.1"] == "NOËL"

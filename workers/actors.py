@@ -9,20 +9,23 @@ that is down never holds back another.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from core import keys, metrics
+from core import audit, keys, metrics
 from core.config import DicomNode
 from workers import broker as _broker
 from workers import runtime
 from workers.deliveries import Deliveries
+from workers.locks import LockBusy, RenewingLock
 from workers.pipeline import triage
 from workers.sinks import SinkError
 from workers.worklist import Worklist
+from rules.model import Priority
 
 _broker.ensure()
 log = logging.getLogger(__name__)
@@ -59,38 +62,153 @@ def priors_lookup(ctx):
     return lookup
 
 
-@dramatiq.actor(queue_name="triage", max_retries=20, time_limit=15 * 60 * 1000)
+#: Triage must not run longer than this (ms); its lock is renewed while it runs.
+TRIAGE_TIME_LIMIT = 15 * 60 * 1000
+#: A study whose triage started this many times without finishing (the worker died each
+#: time) is not tried again: it gets a "triage failed" entry and an alert.
+POISON_AFTER = 2
+TRIAGE_FAILED = "triage failed — read at order priority"
+
+
+@dramatiq.actor(queue_name="triage", max_retries=20, time_limit=TRIAGE_TIME_LIMIT)
 def triage_study(study_uid: str) -> None:
     ctx = runtime.context()
-    lock = ctx.redis.lock(keys.triage_lock(study_uid), timeout=15 * 60, blocking_timeout=30)
-    if not lock.acquire():
-        raise RuntimeError("study is being triaged by another worker; retrying")
+    cfg = ctx.config
+    started = time.time()
+    message = CurrentMessage.get_current_message()
+    final = message is not None and message.options.get("retries", 0) >= message.options.get("max_retries", 20)
     try:
-        study = ctx.index.load(study_uid)
-        if study is None:
-            log.warning("study %s has no indexed instance; nothing to triage", study_uid)
-            return
+        lock = RenewingLock(ctx.redis, keys.triage_lock(study_uid), ttl=cfg.triage_lock_ttl, wait=5.0)
+        with lock:
+            starts_key = keys.triage_starts(study_uid)
+            starts = ctx.redis.incr(starts_key)
+            ctx.redis.expire(starts_key, 7 * 86400)
+            if starts > POISON_AFTER:
+                log.error("study %s: triage started %d times without finishing; quarantined", study_uid,
+                          starts - 1)
+                metrics.triage_poisoned.inc()
+                _save_failed(ctx, study_uid, "poison")
+                ctx.redis.delete(starts_key)
+                return
+            try:
+                outcome = _triage_locked(ctx, study_uid, started)
+            except Exception:
+                ctx.redis.delete(starts_key)
+                raise
+            ctx.redis.delete(starts_key)
+    except LockBusy:
+        raise RuntimeError("study is being triaged by another worker; retrying") from None
+    except Exception as exc:
+        metrics.triage_failures.inc()
+        log.error("triage of study %s failed%s: %s", study_uid, " for good" if final else "; retrying",
+                  type(exc).__name__)
+        # On the worklist at once (at the order's priority) while dramatiq retries; for good
+        # after the last retry. A later successful triage replaces it (never lower).
         try:
-            entry = triage(study, ctx.rulebook.get(), priors_lookup=priors_lookup(ctx))
-        except Exception:
-            metrics.triage_failures.inc()
-            raise
-        entry, changed = Worklist(ctx.redis).save(entry)
-    finally:
-        lock.release()
+            _save_failed(ctx, study_uid, "error", final=final)
+        except Exception as inner:
+            log.error("cannot record the failed triage of %s: %s", study_uid, type(inner).__name__)
+        raise
+    if outcome is None:
+        return
+    entry, changed = outcome
     if entry.get("priors_status") == "unavailable":
         refresh_when_priors_return(study_uid)
-    if not changed:
+    if changed:
+        audit.record("triaged", study=study_uid, revision=entry["revision"], priority=entry["priority"],
+                     rulebook=entry.get("rulebook_version"), flags=[f["code"] for f in entry["flags"]])
+        metrics.priorities.labels(entry["priority"]).inc()
+        for flag in entry["flags"]:
+            metrics.flags.labels(flag["code"]).inc()
+        log.info("study %s triaged: %s, %d flag(s), revision %d", study_uid, entry["priority"],
+                 len(entry["flags"]), entry["revision"])
+    else:
         log.info("study %s triaged again: nothing new (revision %d kept)", study_uid, entry["revision"])
-        return
-    metrics.priorities.labels(entry["priority"]).inc()
-    for flag in entry["flags"]:
-        metrics.flags.labels(flag["code"]).inc()
-    log.info("study %s triaged: %s, %d flag(s), revision %d", study_uid, entry["priority"],
-             len(entry["flags"]), entry["revision"])
-    dispatch(study_uid, ctx.config)
-    if ctx.config.prefetch_aet and entry.get("priors"):
+    # Always dispatch: a redelivered triage may find its entry saved but never sent; each
+    # delivery skips a destination that already has this revision.
+    dispatch(study_uid, cfg)
+    ctx.index.triaged(study_uid, started)
+    if changed and cfg.prefetch_aet and entry.get("priors"):
         prefetch_priors.send(study_uid)
+
+
+def _triage_locked(ctx, study_uid: str, started: float):
+    study = ctx.index.load(study_uid)
+    if study is None:
+        log.warning("study %s has no indexed instance; nothing to triage", study_uid)
+        ctx.index.triaged(study_uid, started)
+        return None
+    entry = triage(study, ctx.rulebook.get(), priors_lookup=priors_lookup(ctx))
+    return Worklist(ctx.redis).save(entry)
+
+
+def _save_failed(ctx, study_uid: str, why: str, final: bool = True) -> None:
+    """A study that could not be triaged is still on the worklist, at its order's priority.
+
+    `final`: no retry will follow, so the study is done with (it leaves the "queued" set)."""
+    worklist = Worklist(ctx.redis)
+    existing = worklist.get(study_uid)
+    if existing is not None:
+        # An earlier triage succeeded (its entry, never lowered, stays) or the failure is
+        # already on the worklist: nothing new to say.
+        if final:
+            ctx.index.triaged(study_uid, time.time())
+        return
+    raw = ctx.redis.hvals(keys.instances(study_uid))
+    summaries = []
+    for r in raw:
+        try:
+            summaries.append(json.loads(r))
+        except ValueError:
+            continue
+    attrs: dict = {}
+    priorities = []
+    for s in summaries:
+        for k, v in (s.get("OrderPriorities") or {}).items():
+            p = Priority.from_order(str(v))
+            if p is not None:
+                priorities.append(p)
+        for k in ("AccessionNumber", "PatientID", "IssuerOfPatientID", "StudyDate", "StudyTime"):
+            if k in s and k not in attrs:
+                attrs[k] = s[k]
+    order = max(priorities) if priorities else None
+    priority = order or Priority.ROUTINE
+    now = time.time()
+    entry = {
+        "study_instance_uid": study_uid,
+        "accession_number": attrs.get("AccessionNumber"),
+        "patient_id": attrs.get("PatientID"),
+        "issuer_of_patient_id": attrs.get("IssuerOfPatientID"),
+        "priority": priority.name,
+        "order_priority": order.name if order is not None else None,
+        "flags": [],
+        "postop_interval_hours": None,
+        "course": None,
+        "priors": [],
+        "priors_status": "not_assessed",
+        "recommendations": [],
+        "explain": [TRIAGE_FAILED],
+        "triage_failed": why,
+        "rulebook_version": None,
+        "modalities": [],
+        "study_date": attrs.get("StudyDate"),
+        "study_time": attrs.get("StudyTime"),
+        "series_count": len({s.get("SeriesInstanceUID") for s in summaries}),
+        "instance_count": len(summaries),
+        "first_received": None,
+        "last_received": None,
+        "triaged_at": now,
+        "analysers": [],
+        "series": [],
+        "headers": {},
+    }
+    saved, _ = worklist.save(entry)
+    audit.record("triage_failed", study=study_uid, revision=saved["revision"], priority=saved["priority"],
+                 reason=why)
+    metrics.triage_failed_entries.inc()
+    log.error("study %s is on the worklist as '%s' (%s)", study_uid, TRIAGE_FAILED, saved["priority"])
+    if final:
+        ctx.index.triaged(study_uid, now)
 
 
 @dramatiq.actor(queue_name="prefetch", max_retries=5, min_backoff=5000, max_backoff=300_000)
@@ -111,18 +229,29 @@ def prefetch_priors(study_uid: str) -> None:
         raise RuntimeError("some priors were not moved; retrying")
 
 
-#: After a triage that could not reach the PACS for priors, triage again later (seconds).
+#: After a triage that could not reach the PACS for priors, triage again later (seconds);
+#: after the last delay, again every last delay until the PACS answers or the study is
+#: removed by retention (no cap on the number of tries).
 PRIORS_REFRESH_DELAYS = (60, 300, 900, 3600)
 
 
 def refresh_when_priors_return(study_uid: str) -> bool:
-    """Queue a delayed re-triage so priors are added when the PACS answers again."""
+    """Queue a delayed re-triage so priors are added when the PACS answers again.
+
+    One chain per study: a refresh message schedules the next one; any other triage only
+    starts a chain when none is scheduled (a Redis mark), so chains never multiply."""
     message = CurrentMessage.get_current_message()
     done = message.options.get("priors_refresh", 0) if message else 0
-    if done >= len(PRIORS_REFRESH_DELAYS):
-        return False
-    triage_study.send_with_options(args=(study_uid,), delay=PRIORS_REFRESH_DELAYS[done] * 1000,
-                                   priors_refresh=done + 1)
+    delays = runtime.config().priors_refresh_delays or PRIORS_REFRESH_DELAYS
+    delay = delays[min(done, len(delays) - 1)]
+    mark = keys.priors_refresh(study_uid)
+    client = runtime.context().redis
+    ttl = int(delay) + 600
+    if done > 0:
+        client.set(mark, 1, ex=ttl)
+    elif not client.set(mark, 1, nx=True, ex=ttl):
+        return False  # a refresh is already scheduled for this study
+    triage_study.send_with_options(args=(study_uid,), delay=int(delay * 1000), priors_refresh=done + 1)
     return True
 
 
@@ -157,14 +286,30 @@ def _parse(kind: str, destination: str):
 
 def _deliver(kind: str, destination: str, study_uid: str) -> None:
     ctx = runtime.context()
+    # One delivery per destination and study at a time: a slow push of revision 1 can never
+    # land after revision 2 (each push reads the entry current when it starts).
+    try:
+        with RenewingLock(ctx.redis, keys.deliver_lock(kind, destination, study_uid),
+                          ttl=ctx.config.triage_lock_ttl, wait=10.0):
+            _deliver_locked(ctx, kind, destination, study_uid)
+    except LockBusy:
+        raise RuntimeError("another delivery of this study to this destination is running; retrying") from None
+
+
+def _deliver_locked(ctx, kind: str, destination: str, study_uid: str) -> None:
     entry = Worklist(ctx.redis).get(study_uid)
     if entry is None:
         log.warning("no worklist entry for study %s; nothing to deliver", study_uid)
+        return
+    if entry.get("triage_failed"):
+        log.warning("study %s: triage failed; nothing to deliver", study_uid)
         return
     deliveries = Deliveries(ctx.redis)
     if deliveries.delivered_revision(kind, destination, study_uid) >= entry["revision"]:
         return  # this revision is already there (a redelivered message)
     module = importlib.import_module(f"workers.sinks.{SINKS[kind][0]}")
+    if kind == "ups":  # compared on our priority, not on the UPS value (STAT and URGENT are both HIGH)
+        entry = dict(entry, delivered_priority=deliveries.delivered_priority(kind, destination, study_uid))
     try:
         receipt = module.push(entry, _parse(kind, destination), ctx.config)
     except Exception as exc:
@@ -182,7 +327,9 @@ def _deliver(kind: str, destination: str, study_uid: str) -> None:
         log.warning("delivery of study %s to %s %s failed (attempt %d): %s", study_uid, kind,
                     _shown(kind, destination), retries + 1, type(exc).__name__)
         raise
-    deliveries.mark_delivered(kind, destination, study_uid, entry["revision"])
+    deliveries.mark_delivered(kind, destination, study_uid, entry["revision"], entry["priority"])
+    audit.record("pushed", study=study_uid, kind=kind, destination=_shown(kind, destination),
+                 revision=entry["revision"], priority=entry["priority"])
     metrics.sink_pushes.labels(kind).inc()
     if entry.get("last_received"):
         metrics.end_to_end_latency.labels(kind, entry["priority"]).observe(max(0.0, time.time() - entry["last_received"]))

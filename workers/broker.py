@@ -24,12 +24,17 @@ NAMESPACE = "pacs-triage"
 _broker: RedisBroker | None = None
 
 
-def setup(url: str) -> RedisBroker:
-    """Make a Redis broker for `url` the global dramatiq broker."""
+def setup(url: str, heartbeat_timeout: float = 60.0) -> RedisBroker:
+    """Make a Redis broker for `url` the global dramatiq broker.
+
+    `heartbeat_timeout` (s): a worker process silent that long is dead and the messages it
+    held are queued again (checked on a share of the fetches)."""
     global _broker
     middleware = [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(),
                   Retries(min_backoff=1000, max_backoff=300_000), CurrentMessage()]
-    _broker = RedisBroker(url=url, namespace=NAMESPACE, middleware=middleware)
+    _broker = RedisBroker(url=url, namespace=NAMESPACE, middleware=middleware,
+                          heartbeat_timeout=int(heartbeat_timeout * 1000),
+                          maintenance_chance=10 if heartbeat_timeout < 60 else 1000)
     dramatiq.set_broker(_broker)
     return _broker
 
@@ -39,7 +44,8 @@ def ensure() -> RedisBroker:
     if _broker is None:
         from workers import runtime
 
-        setup(runtime.redis_url(runtime.config()))
+        cfg = runtime.config()
+        setup(runtime.redis_url(cfg), cfg.broker_heartbeat_timeout)
     return _broker
 
 

@@ -12,25 +12,43 @@ from core import keys
 
 DELIVERED = keys.DELIVERED  # hash "kind|destination|study" -> revision
 DEAD = keys.DEAD_LETTERS  # hash "kind|destination|study" -> JSON
+PRIORITY = keys.DELIVERED_PRIORITY  # hash "kind|destination|study" -> our priority last delivered
 
 
 def _field(kind: str, destination: str, uid: str) -> str:
     return f"{kind}|{destination}|{uid}"
 
 
+# Record a delivered revision only if it is newer than the one recorded.
+_MARK = """
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > cur then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[3]) end
+end
+redis.call('HDEL', KEYS[2], ARGV[1])
+return cur
+"""
+
+
 class Deliveries:
     def __init__(self, client: redis.Redis):
         self.redis = client
+        self._mark = client.register_script(_MARK)
 
     def delivered_revision(self, kind: str, destination: str, uid: str) -> int:
         raw = self.redis.hget(DELIVERED, _field(kind, destination, uid))
         return int(raw) if raw else 0
 
-    def mark_delivered(self, kind: str, destination: str, uid: str, revision: int) -> None:
-        pipe = self.redis.pipeline()
-        pipe.hset(DELIVERED, _field(kind, destination, uid), revision)
-        pipe.hdel(DEAD, _field(kind, destination, uid))
-        pipe.execute()
+    def mark_delivered(self, kind: str, destination: str, uid: str, revision: int,
+                       priority: str | None = None) -> None:
+        """Never records an older revision over a newer one."""
+        self._mark(keys=[DELIVERED, DEAD, PRIORITY], args=[_field(kind, destination, uid), int(revision),
+                                                          priority or ""])
+
+    def delivered_priority(self, kind: str, destination: str, uid: str) -> str | None:
+        raw = self.redis.hget(PRIORITY, _field(kind, destination, uid))
+        return raw.decode() if raw else None
 
     def dead_letter(self, kind: str, destination: str, uid: str, error: str, attempts: int) -> None:
         record = {"kind": kind, "destination": destination, "study_instance_uid": uid,

@@ -63,6 +63,10 @@ class PriorsResult:
         }
 
 
+#: C-FIND matching characters (PS3.4 C.2.2.2): never sent inside an identifier.
+WILDCARDS = frozenset("*?\\")
+
+
 def find_priors(study: Study, pacs: DicomNode | None, *, calling_aet: str, timeout: float = 10,
                 attempts: int = 3, cache=None, text_surgery: dict | None = None, redis=None,
                 backoff: float = 0.25) -> PriorsResult:
@@ -81,6 +85,15 @@ def find_priors(study: Study, pacs: DicomNode | None, *, calling_aet: str, timeo
     issuer = str(study.get("IssuerOfPatientID") or "").strip() or None
     if not patient_id:
         return _unavailable(study, "the study has no PatientID")
+    if any(c in WILDCARDS for c in patient_id + (issuer or "")):
+        # "*" or "?" would make a PACS-wide C-FIND answering with other patients' studies.
+        log.warning("priors not queried for study %s: PatientID or issuer has C-FIND wildcard characters",
+                    study.uid)
+        result = PriorsResult("refused", evidence=[_ev(
+            "priors not assessed: the PatientID or its issuer contains C-FIND wildcard characters",
+            "priors", note="not_assessed")])
+        result.hints = comparison_hints(result, study)
+        return result
     if cache is None and redis is not None:
         cache = RedisCache(redis)
     key = cache_key(pacs, patient_id, issuer)

@@ -25,6 +25,11 @@ def entry_key(uid: str) -> str:
     return keys.entry(uid)
 
 
+def revision_key(uid: str) -> str:
+    """The last revision of a removed entry: a study sent again continues from it."""
+    return keys.last_revision(uid)
+
+
 def score(entry: dict[str, Any]) -> float:
     """Lower scores first: STAT, then URGENT, then ROUTINE; earlier arrival first within each."""
     rank = int(Priority.STAT) - int(Priority.parse(entry["priority"]))
@@ -44,10 +49,14 @@ def fingerprint(entry: dict[str, Any]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def merge_previous(entry: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
-    """Never lower a suggestion already made; keep every earlier flag and its evidence."""
+def merge_previous(entry: dict[str, Any], previous: dict[str, Any] | None,
+                   last_revision: int = 0) -> dict[str, Any]:
+    """Never lower a suggestion already made; keep every earlier flag and its evidence.
+
+    `last_revision` is the revision of an entry removed by retention, so revisions keep
+    growing and every destination hears about a study sent again."""
     if not previous:
-        entry["revision"] = 1
+        entry["revision"] = int(last_revision) + 1
         return entry
     entry["revision"] = int(previous.get("revision", 0)) + 1
     new = Priority.parse(entry["priority"])
@@ -84,7 +93,8 @@ class Worklist:
                     pipe.watch(key)
                     raw = pipe.get(key)
                     previous = json.loads(raw) if raw else None
-                    merged = merge_previous(dict(entry), previous)
+                    last = 0 if previous else int(pipe.get(revision_key(entry["study_instance_uid"])) or 0)
+                    merged = merge_previous(dict(entry), previous, last)
                     merged["fingerprint"] = fingerprint(merged)
                     WorklistEntry.from_dict(merged)  # raises EntryError: never store an entry off the schema
                     if previous and previous.get("fingerprint") == merged["fingerprint"]:
@@ -119,6 +129,10 @@ class Worklist:
         return entries[:limit]
 
     def remove(self, uid: str) -> None:
+        """Forget a study's entry, keeping its last revision (see `revision_key`)."""
+        previous = self.get(uid)
+        if previous:
+            self.redis.set(revision_key(uid), int(previous.get("revision", 0)))
         self.redis.delete(entry_key(uid))
         self.redis.zrem(ORDER, uid)
 

@@ -159,12 +159,35 @@ def _error_code(ack: hl7.Message) -> str:
         return ""
 
 
+def escape(text: str) -> str:
+    """HL7 v2 escaping (2.7 §2.7) for a UTF-8 message (MSH-18 "UNICODE UTF-8").
+
+    Separators become \\F\\ \\S\\ \\T\\ \\R\\ and the escape character \\E\\; a line break becomes
+    \\.br\\; other control characters are dropped. Letters such as é stay as they are (UTF-8),
+    never \\Xe9\\ (a Latin-1 code point, wrong under MSH-18 = UTF-8)."""
+    out = []
+    text = str(text).replace("\r\n", "\n").replace("\r", "\n")
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch == "\n":
+            out.append("\\.br\\")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
+
+
 def _assign(msg: hl7.Message, segment, num: int, value) -> None:
     if isinstance(value, list):
         for comp, part in enumerate(value, 1):
-            segment.assign_field(msg.escape(str(part)), num, 1, comp)
+            segment.assign_field(escape(str(part)), num, 1, comp)
     else:
-        segment.assign_field(msg.escape(str(value)), num)
+        segment.assign_field(escape(str(value)), num)
 
 
 def _add(msg: hl7.Message, name: str, fields: dict) -> None:

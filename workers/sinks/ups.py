@@ -75,13 +75,20 @@ def push(entry: dict, destination, config) -> str:
             if status != DUPLICATE_SOP_INSTANCE:
                 raise SinkError(f"ups {node}: N-CREATE failed with status 0x{status:04X}",
                                 retryable=status in (0x0110, 0x0213))
-            return _raise_priority(assoc, node, uid, ours, workitem)
+            return _raise_priority(assoc, node, uid, ours, workitem,
+                                   ours_triage=Priority.parse(entry["priority"]),
+                                   delivered=entry.get("delivered_priority"))
         except (RuntimeError, OSError) as exc:  # association lost between requests
             raise SinkError(f"ups {node}: {exc.__class__.__name__}") from None
 
 
-def _raise_priority(assoc, node, uid: str, ours: str, workitem: Dataset) -> str:
-    """The workitem exists: N-SET a higher priority, never a lower one."""
+def _raise_priority(assoc, node, uid: str, ours: str, workitem: Dataset,
+                    ours_triage: Priority | None = None, delivered: str | None = None) -> str:
+    """The workitem exists: N-SET a higher priority, never a lower one.
+
+    Compared on *our* priority (STAT > URGENT > ROUTINE) as last delivered, not only on
+    the UPS value: STAT and URGENT both map to HIGH, and an URGENT -> STAT escalation must
+    still bring the expected completion time forward and update the comments."""
     tags = [0x00741200, 0x00741000, 0x00404011]  # priority, state, expected completion
     status, current = assoc.send_n_get(tags, UnifiedProcedureStepPush, uid)
     status = _status(status, "N-GET")
@@ -89,7 +96,10 @@ def _raise_priority(assoc, node, uid: str, ours: str, workitem: Dataset) -> str:
         raise SinkError(f"ups {node}: N-GET of workitem {uid} failed with status 0x{status:04X}")
     theirs = str(current.get("ScheduledProcedureStepPriority", "") or "").upper()
     state = str(current.get("ProcedureStepState", "") or "").upper()
-    if UPS_RANK.get(ours, 0) <= UPS_RANK.get(theirs, -1):
+    escalated = (ours_triage is not None and delivered is not None
+                 and ours_triage > Priority.parse(delivered))
+    if UPS_RANK.get(ours, 0) < UPS_RANK.get(theirs, -1) or (
+            UPS_RANK.get(ours, 0) == UPS_RANK.get(theirs, -1) and not escalated):
         return f"ups {node}: workitem {uid} exists at {theirs}; kept (ours {ours})"
     if state != "SCHEDULED":
         # IN PROGRESS needs the performer's Transaction UID; COMPLETED/CANCELED are final.
@@ -108,6 +118,8 @@ def _raise_priority(assoc, node, uid: str, ours: str, workitem: Dataset) -> str:
     if code_to_category(status) not in ("Success", "Warning"):
         raise SinkError(f"ups {node}: N-SET of workitem {uid} failed with status 0x{status:04X}",
                         retryable=status in (0x0110, 0x0213))
+    if theirs == ours:
+        return f"ups {node}: workitem {uid} updated {delivered} -> {ours_triage.name} (stays {ours})"
     return f"ups {node}: workitem {uid} raised {theirs} -> {ours}"
 
 

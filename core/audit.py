@@ -1,0 +1,99 @@
+"""Audit trail: an append-only record of what happened to each study, as JSON lines.
+
+Events: ``received`` (an instance acknowledged), ``triaged`` (with the rulebook version),
+``triage_failed``, ``pushed`` (where and when, which revision), ``replayed`` (dead letters
+sent again), ``rulebook_reloaded``. Fields are identifiers, codes and numbers only — never
+free text, names, IDs of the patient or dates of birth (`FIELDS` is the allow-list).
+
+Each process appends to its own file, ``<data_dir>/audit/<YYYYMMDD>/<host>-<pid>.jsonl``
+(one write per line, O_APPEND), so listeners and workers sharing a data directory never
+interleave; `export` merges them in time order. Days older than `audit_retention_days`
+are removed by the housekeeping sweep.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+EVENTS = {"received", "triaged", "triage_failed", "pushed", "replayed", "rulebook_reloaded", "removed"}
+#: The only fields an audit record may carry (no free text, no patient data).
+FIELDS = {"study", "series", "instance", "calling_aet", "bytes", "revision", "priority", "rulebook",
+          "flags", "kind", "destination", "attempts", "reason", "version", "status"}
+
+_lock = threading.Lock()
+_dir: Path | None = None
+
+
+def configure(data_dir: Path | None, enabled: bool = True) -> None:
+    global _dir
+    _dir = Path(data_dir) / "audit" if (data_dir is not None and enabled) else None
+
+
+def record(event: str, **fields: Any) -> None:
+    """Append one event; never raises (the audit must not stop reception or triage)."""
+    if _dir is None:
+        return
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}")
+    unknown = set(fields) - FIELDS
+    if unknown:
+        raise ValueError(f"audit fields not allowed: {sorted(unknown)}")
+    now = time.time()
+    line = json.dumps({"at": round(now, 3), "event": event, **{k: v for k, v in fields.items() if v is not None}},
+                      separators=(",", ":"), ensure_ascii=False) + "\n"
+    day = time.strftime("%Y%m%d", time.gmtime(now))
+    path = _dir / day / f"{socket.gethostname()}-{os.getpid()}.jsonl"
+    try:
+        with _lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        log.warning("audit record not written: %s", type(exc).__name__)
+
+
+def export(data_dir: Path, since: float | None = None, until: float | None = None) -> Iterator[dict]:
+    """Every record of every process, in time order."""
+    root = Path(data_dir) / "audit"
+    if not root.is_dir():
+        return iter(())
+    streams = [_read(p) for p in sorted(root.glob("*/*.jsonl"))]
+    merged = heapq.merge(*streams, key=lambda r: r["at"])
+    return (r for r in merged if (since is None or r["at"] >= since) and (until is None or r["at"] < until))
+
+
+def _read(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue  # a line cut by a crash
+
+
+def sweep(data_dir: Path, retention_days: float, now: float | None = None) -> int:
+    """Remove days older than the retention; return how many."""
+    root = Path(data_dir) / "audit"
+    if retention_days <= 0 or not root.is_dir():
+        return 0
+    cutoff = time.strftime("%Y%m%d", time.gmtime((now or time.time()) - retention_days * 86400))
+    removed = 0
+    for day in root.iterdir():
+        if day.is_dir() and day.name.isdigit() and day.name < cutoff:
+            shutil.rmtree(day, ignore_errors=True)
+            removed += 1
+    return removed
