@@ -40,7 +40,7 @@ class WorklistEntry:
     explain: list[str] = field(default_factory=list)
     rulebook_version: str | None = None
     priors: list[dict] = field(default_factory=list)
-    priors_status: str = "not_configured"  # ok | unavailable | not_configured
+    priors_status: str = "not_configured"  # ok | unavailable | not_configured | not_assessed
     analysers: list[dict] = field(default_factory=list)  # AnalysisResult.to_dict(): flags, measurements, not_assessed
     accession_number: str | None = None
     patient_id: str | None = None
@@ -58,6 +58,7 @@ class WorklistEntry:
     series: list[dict] = field(default_factory=list)  # {series_instance_uid, modality, description, sop_class_uid, instances}
     headers: dict = field(default_factory=dict)  # patient/study attributes for derived objects (SR, UPS, HL7)
     fingerprint: str | None = None  # what destinations were told (set by the worklist)
+    triage_failed: str | None = None  # why triage failed for good: read at the order's priority, not sent to sinks
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
