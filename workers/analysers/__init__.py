@@ -31,6 +31,9 @@ class AnalysisResult:
     not_assessed: list[str] = field(default_factory=list)  # unknown is never negative
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage; stages do not overlap
     notes: list[str] = field(default_factory=list)  # what was done or skipped, no patient data
+    #: Per-object completeness, e.g. {"screws_total": M, "screws_not_assessed": N, "not_assessed_screws": [...],
+    #: "incomplete": "CT screw analysis incomplete: N of M screws not assessed (reason)"}; empty when not applicable.
+    summary: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class AnalysisResult:
             "not_assessed": list(self.not_assessed),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "notes": list(self.notes),
+            "summary": dict(self.summary),
         }
 
 
