@@ -47,6 +47,19 @@ class AnalysisResult:
         }
 
 
+def incomplete_notes(entry: dict) -> list[str]:
+    """The analysers' "... analysis incomplete: N of M ... not assessed (reason)" lines of a worklist entry.
+
+    Shared by the worklist entry, the SR, the UPS comment and the HL7 notes, so "not assessed" is never silent.
+    """
+    out = []
+    for a in entry.get("analysers") or []:
+        text = (a.get("summary") or {}).get("incomplete") if isinstance(a, dict) else None
+        if text and text not in out:
+            out.append(str(text))
+    return out
+
+
 @runtime_checkable
 class Analyser(Protocol):
     name: str
