@@ -306,8 +306,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                 vertebral_level="unknown", z_mm=z_span)
     out = [dict(base, name="screw_length", value=round(p.length, 1), unit="mm"),
            dict(base, name="screw_diameter", value=round(p.diameter, 1), unit="mm")]
-    position = {"centre_mm": [round(float(v), 1) for v in p.centre], "tip_mm": [round(float(v), 1) for v in tip],
-                "entry_mm": [round(float(v), 1) for v in entry], "axis": [round(float(v), 3) for v in axis]}
+    position = {"entry_lps_mm": _lps(vol, entry), "tip_lps_mm": _lps(vol, tip), "centre_lps_mm": _lps(vol, p.centre)}
 
     def unassessed(short: str, long: str) -> None:
         res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
@@ -384,6 +383,14 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                       f"ill-defined ({desc}). Compare with the prior CT; imaging cannot tell sterile from "
                       f"infected. {DECISION}."))]))
     return out
+
+
+def _lps(vol: Volume, zyx) -> list[float]:
+    """Patient (LPS) coordinates (mm) of a volume point given as (z along the normal, row mm, column mm)."""
+    normal = np.cross(vol.row_dir, vol.col_dir)
+    p = (np.asarray(vol.origin, float) + zyx[2] * np.asarray(vol.row_dir, float)
+         + zyx[1] * np.asarray(vol.col_dir, float) + (zyx[0] - float(vol.z[0])) * normal)
+    return [round(float(v), 1) for v in p]
 
 
 def _lateral(vol, lc, ks, ry, rx) -> float:
