@@ -81,10 +81,13 @@ def _hull(mask: np.ndarray) -> np.ndarray | None:
         h = ConvexHull(pts)
     except (QhullError, ValueError):
         return None
-    yy, xx = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
-    grid = np.column_stack([yy.ravel(), xx.ravel()]).astype(float)
-    inside = np.all(grid @ h.equations[:, :2].T + h.equations[:, 2] <= 0.5, axis=1)
-    return inside.reshape(mask.shape)
+    (ya, xa), (yb, xb) = pts.min(axis=0).astype(int), pts.max(axis=0).astype(int) + 1
+    yy, xx = np.mgrid[ya:yb, xa:xb]
+    eq = h.equations
+    inside = (yy[..., None] * eq[:, 0] + xx[..., None] * eq[:, 1] + eq[:, 2] <= 0.5).all(axis=-1)
+    out = np.zeros(mask.shape, bool)
+    out[ya:yb, xa:xb] = inside
+    return out
 
 
 def slice_canal(bone: np.ndarray, pixel_mm, centre_x: float | None, min_part_mm2: float = 30.0):
@@ -141,7 +144,7 @@ def _lateral_closed(canal: np.ndarray, bone: np.ndarray, frac: float = 0.7) -> b
 
 
 def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacing, centre_x: float | None,
-                bone_hu: float = BONE_HU, bloom_mm: float = 1.0) -> LevelCanal:
+                bone_hu: float = BONE_HU, bloom_mm: float = 1.0, needed=None, vote_step_mm: float = 1.2) -> LevelCanal:
     """Canal of one level from the slab hu[k0:k1] within roi; `metal` is the metal mask of that slab/roi."""
     dz, dy, dx = spacing
     y0, y1, x0, x1 = roi
@@ -153,7 +156,13 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
     occ = ndi.binary_dilation(occ, structure=np.ones((3, 1, 1), bool), iterations=rz)
     bone = _inpaint_z((slab >= bone_hu) & ~occ, occ)
     canals, closed = [], []
+    step = max(1, int(round(vote_step_mm / dz)))
+    needed = set(range(bone.shape[0])) if needed is None else set(needed)
     for k in range(bone.shape[0]):
+        if k % step and k not in needed:  # votes on a subset of slices; every slice a screw crosses
+            canals.append(None)
+            closed.append(False)
+            continue
         c, ok = slice_canal(bone[k], (dy, dx), centre_x)
         canals.append(c)
         closed.append(ok)

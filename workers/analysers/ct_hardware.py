@@ -256,8 +256,9 @@ def _level_canals(vol: Volume, screws, levels, thr, pol) -> dict:
             xs = [q.centre[2] / dx - roi[2] for q in same]
             if max(xs) - min(xs) > 15 / dx:
                 cx = float(np.mean([min(xs), max(xs)]))
+        needed = sorted({int(k) - k0 for q in same for k in range(q.bbox[0].start, q.bbox[0].stop)})
         out[lev] = cn.level_canal(vol.hu, metal, k0, k1, roi, vol.spacing, cx, bone_hu=pol.bone_hu,
-                                  bloom_mm=pol.blooming_margin_mm)
+                                  bloom_mm=pol.blooming_margin_mm, needed=needed)
     have = [lev for lev, lc in out.items() if lc.reference is not None]
     for lev, lc in out.items():
         if lc.reference is not None or not have:
