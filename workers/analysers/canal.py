@@ -34,6 +34,8 @@ from scipy.spatial import ConvexHull, QhullError
 
 BONE_HU = 200
 CANAL_AREA_MM2 = (50.0, 900.0)
+#: Next to metal, denser than this is metal blooming or partial volume, not bone.
+CONTAMINATED_HU = 1000
 
 
 @dataclass
@@ -51,6 +53,7 @@ class LevelCanal:
     source: str  # "this level" | "neighbouring level" | "none"
     centre: tuple[float, float] | None = None  # (y, x) pixel in the ROI, reference canal centroid
     notes: list[str] = field(default_factory=list)
+    known: np.ndarray | None = None  # bool (slab, h, w): seen, or in-painted from a slice close enough
 
 
 def _inpaint_z(bone: np.ndarray, occluded: np.ndarray) -> np.ndarray:
@@ -90,96 +93,179 @@ def _hull(mask: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def slice_canal(bone: np.ndarray, pixel_mm, centre_x: float | None, min_part_mm2: float = 30.0):
-    """(canal mask, lateral walls closed) of one in-painted slice, or (None, False)."""
-    lab, n = ndi.label(bone)
+def slice_canal(bone: np.ndarray, pixel_mm, centre_x: float | None, seen: np.ndarray | None = None,
+                min_part_mm2: float = 30.0):
+    """(canal mask, (left wall seen, right wall seen)) of one slice, or (None, (False, False)).
+
+    `bone` is what bounds the canal (metal and unknown count as bounding); `seen` is the bone actually
+    seen (not hidden by metal): a wall counts only where it is seen. Columns: left = lower index.
+    """
+    seen = bone if seen is None else seen
+    lab, n = ndi.label(seen)  # the hull of the bone seen: metal (rods, heads) does not widen it
     if n == 0:
-        return None, False
+        return None, (False, False)
     area = np.bincount(lab.ravel())[1:] * pixel_mm[0] * pixel_mm[1]
     keep = np.nonzero(area >= min_part_mm2)[0] + 1
     if len(keep) == 0:
-        return None, False
-    vert = np.isin(lab, keep)
-    hull = _hull(vert)
+        return None, (False, False)
+    hull = _hull(np.isin(lab, keep))
     if hull is None:
-        return None, False
+        return None, (False, False)
     cand = hull & ~bone
     clab, m = ndi.label(cand)
     if m == 0:
-        return None, False
+        return None, (False, False)
     carea = np.bincount(clab.ravel())[1:] * pixel_mm[0] * pixel_mm[1]
     ok = np.nonzero((carea >= CANAL_AREA_MM2[0]) & (carea <= CANAL_AREA_MM2[1]))[0]
     if len(ok) == 0:
-        return None, False
+        return None, (False, False)
     if centre_x is not None:
         cx = np.array([c[1] for c in ndi.center_of_mass(cand, clab, ok + 1)])
         near = ok[np.abs(cx - centre_x) * pixel_mm[1] < 15.0]
         if len(near) == 0:
-            return None, False
+            return None, (False, False)
         ok = near
     best = ok[np.argmax(carea[ok])] + 1
     canal = clab == best
-    return canal, _lateral_closed(canal, bone)
+    return canal, _walls_seen(canal, seen)
 
 
-def _lateral_closed(canal: np.ndarray, bone: np.ndarray, frac: float = 0.7) -> bool:
-    """Both lateral walls of the canal are bone over the middle half of its AP extent."""
+def _walls_seen(canal: np.ndarray, seen: np.ndarray, frac: float = 0.7) -> tuple[bool, bool]:
+    """(low-column, high-column) lateral wall of the canal is seen bone over the middle half of its AP extent."""
     rows = np.nonzero(canal.any(axis=1))[0]
     if len(rows) < 3:
-        return False
+        return False, False
     a, b = rows[0], rows[-1]
-    band = range(a + (b - a) // 4, b - (b - a) // 4 + 1)
     hits = [0, 0]
     total = 0
     w = canal.shape[1]
-    for r in band:
+    for r in range(a + (b - a) // 4, b - (b - a) // 4 + 1):
         cols = np.nonzero(canal[r])[0]
         if len(cols) == 0:
             continue
         total += 1
         lo, hi = cols[0], cols[-1]
-        hits[0] += bool(lo - 1 >= 0 and bone[r, max(lo - 2, 0):lo].any())
-        hits[1] += bool(hi + 1 < w and bone[r, hi + 1:hi + 3].any())
-    return total > 0 and min(hits) >= frac * total
+        hits[0] += bool(lo >= 1 and seen[r, max(lo - 2, 0):lo].any())
+        hits[1] += bool(hi + 1 < w and seen[r, hi + 1:hi + 3].any())
+    return (total > 0 and hits[0] >= frac * total), (total > 0 and hits[1] >= frac * total)
+
+
+def _mirror(mask: np.ndarray, c: tuple[float, float], u: np.ndarray) -> np.ndarray:
+    """Reflection of a mask across the line through c (row, col) with unit direction u (row, col)."""
+    yy, xx = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
+    p = np.stack([yy - c[0], xx - c[1]], axis=-1).astype(float)
+    q = 2 * (p @ u)[..., None] * u - p
+    qy = np.rint(q[..., 0] + c[0]).astype(int)
+    qx = np.rint(q[..., 1] + c[1]).astype(int)
+    ok = (qy >= 0) & (qy < mask.shape[0]) & (qx >= 0) & (qx < mask.shape[1])
+    out = np.zeros_like(mask)
+    out[ok] = mask[qy[ok], qx[ok]]
+    return out
+
+
+def _body_axis(bone: np.ndarray) -> tuple[tuple[float, float], np.ndarray] | None:
+    """Centre (row, col) and AP unit direction (row, col) of the vertebral body.
+
+    The body is the bone present on most slices of the slab (pedicles and laminae are shorter); it is
+    wider than deep, so its minor principal axis is the AP (symmetry) axis.
+    """
+    lab, n = ndi.label(bone.mean(axis=0) > 0.6)
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())[1:]
+    ys, xs = np.nonzero(lab == (np.argmax(sizes) + 1))
+    if len(ys) < 50:
+        return None
+    c = np.array([ys.mean(), xs.mean()])
+    d = np.column_stack([ys - c[0], xs - c[1]])
+    w, v = np.linalg.eigh(d.T @ d / len(d))
+    u = v[:, 0]  # minor axis
+    if w[1] < 1.1 * w[0] or abs(u[0]) < np.cos(np.radians(30)):
+        u = np.array([1.0, 0.0])  # not clearly wider than deep: the image AP axis
+    return (float(c[0]), float(c[1])), u / np.linalg.norm(u)
 
 
 def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacing, centre_x: float | None,
-                bone_hu: float = BONE_HU, bloom_mm: float = 1.0, needed=None, vote_step_mm: float = 1.2) -> LevelCanal:
-    """Canal of one level from the slab hu[k0:k1] within roi; `metal` is the metal mask of that slab/roi."""
+                bone_hu: float = BONE_HU, bloom_mm: float = 1.0, needed=None, vote_step_mm: float = 1.2,
+                fill_mm: float = 0.0) -> LevelCanal:
+    """Canal of one level from the slab hu[k0:k1] within roi; `metal` is the metal mask of that slab/roi.
+
+    Walls count only where they are seen: metal (with its blooming and partial volume) hides them, and a
+    value in-painted from a slice more than `fill_mm` away is unknown. The reference canal is voted per
+    side from the slices where that side's wall is seen; a side never seen is the mirror of the other
+    across the symmetry axis (vertebral body centre to canal centre).
+    """
     dz, dy, dx = spacing
     y0, y1, x0, x1 = roi
     slab = hu[k0:k1, y0:y1, x0:x1]
     r = max(1, int(round(bloom_mm / min(dy, dx))))
     st = ndi.generate_binary_structure(2, 1)
-    occ = ndi.binary_dilation(metal, structure=st[None], iterations=r)
-    rz = max(1, int(np.ceil(bloom_mm / dz)))
-    occ = ndi.binary_dilation(occ, structure=np.ones((3, 1, 1), bool), iterations=rz)
+    # Partial volume of metal in the neighbouring slices (thick slices) is bright but not bone.
+    core = metal | (ndi.binary_dilation(metal, structure=np.ones((3, 3, 3), bool)) & (slab >= CONTAMINATED_HU))
+    occ = ndi.binary_dilation(core, structure=st[None], iterations=r)
+    rz = int(round(bloom_mm / dz))
+    if rz:
+        occ = ndi.binary_dilation(occ, structure=np.ones((3, 1, 1), bool), iterations=rz)
     bone = _inpaint_z((slab >= bone_hu) & ~occ, occ)
-    canals, closed = [], []
+    nfill = int(np.floor(fill_mm / dz + 1e-6))
+    known = ~occ
+    if nfill:
+        known = ~ndi.binary_erosion(occ, structure=np.ones((3, 1, 1), bool), iterations=nfill, border_value=1)
+    seen = bone & known
+    bounding = bone | ~known
+    canals, sides = [], []
     step = max(1, int(round(vote_step_mm / dz)))
     needed = set(range(bone.shape[0])) if needed is None else set(needed)
     for k in range(bone.shape[0]):
         if k % step and k not in needed:  # votes on a subset of slices; every slice a screw crosses
             canals.append(None)
-            closed.append(False)
+            sides.append((False, False))
             continue
-        c, ok = slice_canal(bone[k], (dy, dx), centre_x)
+        c, ok = slice_canal(bounding[k], (dy, dx), centre_x, seen[k])
         canals.append(c)
-        closed.append(ok)
-    good = [c for c, ok in zip(canals, closed) if ok and c is not None]
-    ref = None
-    centre = None
-    if good:
-        votes = np.sum(good, axis=0)
-        ref = votes >= max(1, len(good) / 2)
-        ref = _largest(ref)
-        if ref.any():
-            centre = tuple(float(v) for v in ndi.center_of_mass(ref))
+        sides.append(ok)
+    both = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0] and ok[1]]
+    lows = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0]]
+    highs = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[1]]
+    lc = LevelCanal(roi, k0, k1, bone, occ, [None] * bone.shape[0], None, len(both), "none", None, known=known)
+    if not lows and not highs:
+        return lc
+    cy = float(np.median([np.nonzero(canals[k])[0].mean() for k in (both or lows or highs)]))
+    body = _body_axis(bone)
+    axis = body[1] if body is not None else np.array([1.0, 0.0])
+    if both:
+        cx = float(np.median([0.5 * (np.nonzero(canals[k])[1].min() + np.nonzero(canals[k])[1].max())
+                              for k in both]))
+    elif body is not None:  # on the body's symmetry axis, at the canal's AP position
+        (by, bx), u = body
+        cx = bx + (cy - by) * (u[1] / u[0])
+    elif centre_x is not None:
+        cx = float(centre_x)
+    else:
+        cx = float(np.median([np.nonzero(canals[k])[1].mean() for k in lows or highs]))
+    yy, xx = np.mgrid[0:bone.shape[1], 0:bone.shape[2]]
+    halves = []
+    for ks, sign in ((lows, -1), (highs, 1)):
+        if not ks:
+            halves.append(None)
+            continue
+        votes = np.sum([canals[k] for k in ks], axis=0)
+        halves.append((votes * 2 >= len(ks)) & ((xx - cx) * sign >= 0))
+    notes = []
+    if halves[0] is None or halves[1] is None:
+        if halves[0] is None:
+            halves[0] = _mirror(halves[1], (cy, cx), axis) & (xx <= cx)
         else:
-            ref = None
-    lc = LevelCanal(roi, k0, k1, bone, occ, canals, ref, len(good), "this level" if ref is not None else "none", centre)
-    if ref is not None:
-        lc.canal = _cut(canals, ref, spacing)
+            halves[1] = _mirror(halves[0], (cy, cx), axis) & (xx >= cx)
+        notes.append("one lateral wall hidden by metal on every slice: mirrored from the other side")
+    ref = _largest(halves[0] | halves[1])
+    if not ref.any():
+        return lc
+    lc.reference = ref
+    lc.centre = (cy, cx)
+    lc.source = "this level" if not notes else "this level, one side mirrored"
+    lc.notes = notes
+    lc.canal = [ref & ~seen[k] for k in range(bone.shape[0])]
     return lc
 
 
@@ -189,13 +275,6 @@ def _largest(mask: np.ndarray) -> np.ndarray:
         return mask
     sizes = np.bincount(lab.ravel())[1:]
     return lab == (np.argmax(sizes) + 1)
-
-
-def _cut(canals, ref, spacing, tol_mm: float = 1.0):
-    """Each slice's canal cut to the dilated reference; a slice without canal takes the reference."""
-    r = max(1, int(round(tol_mm / min(spacing[1], spacing[2]))))
-    grown = ndi.binary_dilation(ref, iterations=r)
-    return [(c & grown) if c is not None and (c & grown).any() else ref.copy() for c in canals]
 
 
 def borrow(lc: LevelCanal, other: LevelCanal, shift_px: tuple[int, int]) -> None:
@@ -210,55 +289,45 @@ def borrow(lc: LevelCanal, other: LevelCanal, shift_px: tuple[int, int]) -> None
     if not ref.any():
         return
     lc.reference = ref
-    lc.centre = tuple(float(v) for v in ndi.center_of_mass(ref))
+    cy, cx = other.centre
+    lc.centre = (cy + oy, cx + ox)
     lc.source = "neighbouring level"
-    canals = []
-    for k in range(lc.bone.shape[0]):
-        c = ref & ~lc.bone[k]
-        canals.append(c if c.any() else None)
-    lc.canal = _cut(canals, ref, (1.0, 1.0, 1.0), tol_mm=0.0)
+    known = lc.known if lc.known is not None else np.ones_like(lc.bone)
+    lc.canal = [ref & ~(lc.bone[k] & known[k]) for k in range(lc.bone.shape[0])]
 
 
 def breach(lc: LevelCanal, ks: np.ndarray, ys: np.ndarray, xs: np.ndarray, side_sign: int, spacing) -> dict:
     """Depths (mm) of a screw's voxels (slab slice, roi row, roi col) in the level's canal.
 
+    wall_mm: perpendicular depth beyond the medial pedicle wall (distance to the reference canal's
+    lateral boundary on the screw's side); canal_mm: depth in the canal (distance to any boundary).
     side_sign: +1 if the screw lies at larger column index than the canal centre, else -1.
     """
     dz, dy, dx = spacing
     px = min(dy, dx)
-    wall_d, canal_d = 0.0, 0.0
-    wall_k = None
-    inside_any = 0
+    ref = lc.reference
+    ok = (ys >= 0) & (ys < ref.shape[0]) & (xs >= 0) & (xs < ref.shape[1]) & (ks >= 0) & (ks < len(lc.canal))
+    ks, ys, xs = ks[ok], ys[ok], xs[ok]
+    inside = np.zeros(len(ks), bool)
     for k in np.unique(ks):
-        c = lc.canal[k] if 0 <= k < len(lc.canal) else None
-        if c is None:
-            continue
         sel = ks == k
-        qy, qx = ys[sel], xs[sel]
-        ok = (qy >= 0) & (qy < c.shape[0]) & (qx >= 0) & (qx < c.shape[1])
-        qy, qx = qy[ok], qx[ok]
-        inside = c[qy, qx]
-        if not inside.any():
-            continue
-        inside_any += int(inside.sum())
-        qy, qx = qy[inside], qx[inside]
-        dcanal = ndi.distance_transform_edt(c, sampling=(dy, dx))
-        canal_d = max(canal_d, float(dcanal[qy, qx].max()) - 0.5 * px)
-        # Medial pedicle cortex: bone bordering the canal on the screw's side, lateral half.
-        bone = lc.bone[k]
-        border = ndi.binary_dilation(c, iterations=2) & bone
-        cx = lc.centre[1] if lc.centre is not None else np.nonzero(c)[1].mean()
-        cols = np.nonzero(c)[1]
-        half = max(1.0, 0.5 * (cols.max() - cols.min()) / 2)
-        bx = np.arange(c.shape[1])[None, :]
-        wall = border & ((bx - cx) * side_sign > half * 0.5)
-        if wall.any():
-            dwall = ndi.distance_transform_edt(~wall, sampling=(dy, dx))
-            v = float(dwall[qy, qx].max()) - 0.5 * px
-            if v > wall_d:
-                wall_d, wall_k = v, k
-    return {"wall_mm": max(wall_d, 0.0), "canal_mm": max(canal_d, 0.0), "voxels_in_canal": inside_any,
-            "wall_slice": wall_k}
+        inside[sel] = lc.canal[k][ys[sel], xs[sel]]
+    if not inside.any():
+        return {"wall_mm": 0.0, "canal_mm": 0.0, "voxels_in_canal": 0}
+    qy, qx = ys[inside], xs[inside]
+    dcanal = ndi.distance_transform_edt(ref, sampling=(dy, dx))
+    canal_d = float(dcanal[qy, qx].max()) - 0.5 * px
+    border = ndi.binary_dilation(ref) & ~ref  # the wall surface just outside the canal
+    cx = lc.centre[1]
+    cols = np.nonzero(ref)[1]
+    half = 0.5 * (cols.max() - cols.min())
+    bx = np.arange(ref.shape[1])[None, :]
+    wall = border & ((bx - cx) * side_sign > 0.25 * half)
+    wall_d = canal_d
+    if wall.any():
+        dwall = ndi.distance_transform_edt(~wall, sampling=(dy, dx))
+        wall_d = float(dwall[qy, qx].max()) - 0.5 * px
+    return {"wall_mm": max(wall_d, 0.0), "canal_mm": max(canal_d, 0.0), "voxels_in_canal": int(inside.sum())}
 
 
 def depth_map(canal: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:

@@ -328,7 +328,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
         depth = wall if b["voxels_in_canal"] else 0.0
         agree = abs(wall - canal_d) <= pol.agreement_mm
         conf = 1.0
-        conf *= 1.0 if lc.source == "this level" else 0.5
+        conf *= {"this level": 1.0, "this level, one side mirrored": 0.7}.get(lc.source, 0.5)
         conf *= 1.0 if lc.well_defined >= 3 else 0.8
         conf *= 1.0 if agree else 0.7
         if thick is not None and thick > pol.thin_slice_mm:
