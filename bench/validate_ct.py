@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +56,7 @@ def child(directory: str) -> None:
     from agent.study import Study
     from workers.analysers.ct_hardware import CTHardwareAnalyser
 
-    files = [p for p in sorted(Path(directory).rglob("*")) if p.is_file()]
+    files = sorted(Path(directory).rglob("*.dcm"))
     study = Study.from_summaries(summarize(dcmread(p, stop_before_pixels=True), path=p) for p in files)
     t0 = time.perf_counter()
     a = CTHardwareAnalyser()
@@ -126,8 +125,12 @@ def _reason_from_text(result: dict, n: int) -> str:
     return "no medial measurement"
 
 
+SIDES = {"L": "left", "R": "right", "left": "left", "right": "right"}
+
+
 def _centre(t: dict):
-    e, p = t.get("entry_lps_mm"), t.get("tip_lps_mm")
+    e = t.get("entry_lps_mm") or t.get("entry_lps")
+    p = t.get("tip_lps_mm") or t.get("tip_lps")
     if e and p:
         return [(a + b) / 2 for a, b in zip(e, p)]
     return t.get("centre_lps_mm")
@@ -138,8 +141,9 @@ def match(truth_screws: list[dict], found: list[dict], max_mm: float = 20.0) -> 
     pairs = []
     for t in truth_screws:
         tc = _centre(t)
+        tside = SIDES.get(str(t.get("side")), t.get("side"))
         for f in found:
-            if f.get("side") not in (t.get("side"), "unknown", None):
+            if f.get("side") not in (tside, "unknown", None):
                 continue
             fc = f.get("centre_lps_mm")
             if fc and tc:
@@ -149,7 +153,7 @@ def match(truth_screws: list[dict], found: list[dict], max_mm: float = 20.0) -> 
                 d = 0.0 if z0 - 3 <= tc[2] <= z1 + 3 else min(abs(tc[2] - z0), abs(tc[2] - z1))
             else:
                 continue
-            penalty = 0.0 if f.get("side") == t.get("side") else 5.0
+            penalty = 0.0 if f.get("side") == tside else 5.0
             pairs.append((d + penalty, id(t), id(f), t, f))
     pairs.sort(key=lambda x: x[0])
     used_t, used_f, out = set(), set(), {}
@@ -163,14 +167,19 @@ def match(truth_screws: list[dict], found: list[dict], max_mm: float = 20.0) -> 
 
 
 def truth_medial(t: dict) -> tuple[str, float]:
-    """(grade, depth) of the truth screw's canal-side (medial) breach; other directions count as A here."""
-    direction = str(t.get("breach_direction") or t.get("direction") or "none").lower()
-    depth = _num(t.get("breach_depth_mm", t.get("depth_mm", t.get("breach_depth"))), 0.0) or 0.0
-    if direction != "medial" or depth <= 0:
-        return "A", 0.0
-    g = t.get("gr_grade") or t.get("grade")
-    if g not in tuple(GRADES):
-        g = "A" if depth <= 0 else "B" if depth < 2 else "C" if depth < 4 else "D" if depth < 6 else "E"
+    """(grade, depth) of the truth screw's intrusion into the canal (its medial breach depth).
+
+    A screw breached laterally or inferiorly without entering the canal counts as A here: the analyser
+    grades canal intrusion.
+    """
+    depths = t.get("breach_depths_mm") or {}
+    if "medial" in depths:
+        depth = _num(depths.get("medial"), 0.0) or 0.0
+    else:
+        direction = str(t.get("breach_direction") or "none").lower()
+        depth = (_num(t.get("breach_depth_mm"), 0.0) or 0.0) if direction == "medial" else 0.0
+    depth = max(depth, 0.0)
+    g = "A" if depth <= 0 else "B" if depth < 2 else "C" if depth < 4 else "D" if depth < 6 else "E"
     return g, depth
 
 
@@ -268,13 +277,27 @@ def _study_params_info(gen, params) -> dict:
     return {"thick": _num(thick), "params": d}
 
 
-def run_one(gen, params, code: Path | None, keep: Path | None, idx: int) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="ctval-"))
+def run_one(generator: str, seed: int, idx: int, small: bool, code: str | None, cache: str | None) -> dict:
+    """Generate study `idx` of the family (or reuse it from the cache) and analyse it in a fresh process."""
+    tmp = None
+    if cache:
+        d = Path(cache) / f"{'small' if small else 'full'}-{seed}" / f"{idx:04d}"
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="ctval-"))
+        d = tmp / "study"
     try:
-        truth = gen.write_study(params, tmp / "study")
-        out = analyse_dir(tmp / "study", code)
+        if not (d / "truth.json").exists():
+            gen = load_generator(Path(generator))
+            params = gen.family(seed, idx + 1, small=small)[idx] if small else gen.family(seed, idx + 1)[idx]
+            part = d.with_name(d.name + ".part")
+            shutil.rmtree(part, ignore_errors=True)
+            gen.write_study(params, str(part))
+            part.rename(d)
+        truth = json.loads((d / "truth.json").read_text())
+        out = analyse_dir(d, Path(code) if code else None)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     out["truth"] = truth
     out["index"] = idx
     return out
@@ -288,7 +311,7 @@ def rows_of(study: dict, sid: str) -> list[dict]:
     rows = []
     for i, (t, f) in enumerate(match(tscrews, found)):
         g, depth = truth_medial(t)
-        lam = bool(t.get("laminectomy", truth.get("laminectomy")))
+        lam = bool(t.get("at_laminectomy_level", t.get("laminectomy")))
         got, reason, d = "NA", None, None
         if f is None:
             reason = "screw not found"
@@ -296,24 +319,27 @@ def rows_of(study: dict, sid: str) -> list[dict]:
             got, d = f["grade"], f.get("depth")
         else:
             reason = f.get("reason") or "not assessed"
-        rows.append({"id": f"{sid}/{t.get('level', '?')}{(t.get('side') or '?')[0].upper()}", "truth_grade": g,
+        rows.append({"id": f"{sid}/{t.get('id') or t.get('level', '?')}", "truth_grade": g,
                      "truth_depth": depth, "got": got, "depth": d, "reason": reason, "thin": thick <= 1.5, "lam": lam,
-                     "direction": t.get("breach_direction")})
+                     "direction": t.get("breach_direction"), "slice_mm": thick,
+                     "truth_all_depth": _num(t.get("breach_depth_mm"), 0.0), "wall": f and f.get("wall"),
+                     "canal": f and f.get("canal"), "confidence": f and f.get("confidence")})
     return rows
 
 
 def run_family(seed: int, n: int, code: Path | None, workers: int = 2, generator: Path = GENERATOR,
-               small: bool = False, log=print) -> tuple[dict, list[dict], list[dict]]:
-    gen = load_generator(generator)
-    fam = gen.family(seed, n, small=True) if small else gen.family(seed, n)
+               small: bool = False, log=print, cache: Path | None = None) -> tuple[dict, list[dict], list[dict]]:
+    from concurrent.futures import ProcessPoolExecutor
+
     studies: list[dict] = []
     t0 = time.time()
-    with ThreadPoolExecutor(max_workers=workers) as ex:
-        futs = [ex.submit(run_one, gen, p, code, None, i) for i, p in enumerate(fam)]
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        futs = [ex.submit(run_one, str(generator), seed, i, small, str(code) if code else None,
+                          str(cache) if cache else None) for i in range(n)]
         for i, f in enumerate(futs):
             studies.append(f.result())
             if log and (i + 1) % 10 == 0:
-                log(f"  {i + 1}/{len(fam)} studies, {time.time() - t0:.0f} s")
+                log(f"  {i + 1}/{n} studies, {time.time() - t0:.0f} s", flush=True)
     rows = []
     for s in studies:
         rows += rows_of(s, f"{seed}:{s['index']}")
@@ -333,12 +359,15 @@ def main() -> None:
     ap.add_argument("--report", type=Path, help="write the table into this markdown file between markers")
     ap.add_argument("--section", default="final", help="marker name of the section replaced in --report")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    ap.add_argument("--small", action="store_true", help="the generator's small studies")
+    ap.add_argument("--cache", type=Path, help="keep generated studies here and reuse them")
     args = ap.parse_args()
     if args.child:
         child(args.child)
         return
     t0 = time.time()
-    s, studies, rows = run_family(args.seed, args.n, args.code, args.workers, args.generator)
+    s, studies, rows = run_family(args.seed, args.n, args.code, args.workers, args.generator, small=args.small,
+                                  cache=args.cache)
     label = args.label or (f"code at {args.code}" if args.code else "this worktree")
     title = (f"{label}: seed {args.seed}, {args.n} studies, {s['n']} truth screws "
              f"({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {time.time() - t0:.0f} s)")
