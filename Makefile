@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test bench install system-run system-test clean
+.PHONY: run test bench validate install system-run system-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ bench: system-test install
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_rules.py
 	$(BIN)/python bench/bench_ct.py
+
+## make validate: the CT analyser on the whole independent phantom family (held-out seed), report in docs/ct-validation.md
+VALIDATE_SEED ?= 20261126
+VALIDATE_N    ?= 200
+validate: install
+	$(BIN)/python bench/validate_ct.py --seed $(VALIDATE_SEED) --n $(VALIDATE_N) --report docs/ct-validation.md --section final
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

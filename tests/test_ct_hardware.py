@@ -114,11 +114,16 @@ def test_no_hardware_is_skipped_quickly(tmp_path):
     assert "assemble" not in res.timings and res.timings["precheck"] < 1.0
 
 
-def test_laminectomy_open_ring_is_not_assessed(tmp_path):
+def test_laminectomy_open_ring_is_still_graded(tmp_path):
+    """The canal is closed by the hull of the remaining bone and taken from the pedicle walls."""
     res = analyse(tmp_path, PhantomSpec(screws=GRADED, laminectomy=True))
-    assert not [f for f in res.flags if f.code == "misplaced_screw"]
-    assert len([r for r in res.not_assessed if "bony ring open" in r]) == 4
-    assert not by_screw(res, "medial_breach_depth")  # unknown is never "grade A"
+    medial = by_screw(res, "medial_breach_depth")
+    assert {k: m["grade"] for k, m in medial.items()} == {truth_key(s): g for s, g in zip(GRADED, "CADB")}
+    for s in GRADED:
+        m = medial[truth_key(s)]
+        assert abs(m["value"] - s.medial) <= 1.0, (s, m)
+        assert 0 < m["confidence"] <= 1 and m["medial_wall_depth_mm"] >= 0 and m["canal_depth_mm"] >= 0
+    assert res.summary["screws_total"] == 4 and res.summary["screws_not_assessed"] == 0
 
 
 def test_myelography_contrast_is_not_assessed(tmp_path):

@@ -59,6 +59,7 @@ EXPLAIN = local("explanation", "Explanation")
 NOTICE = local("notice", "Decision support notice")
 REVISION = local("revision", "Triage revision")
 ORDER_PRIORITY = local("order-priority", "Order priority")
+INCOMPLETE = local("analysis-incomplete", "Image analysis incomplete")
 
 PRIORITY_CODES = {p: local(p, p) for p in ("STAT", "URGENT", "ROUTINE")}
 
@@ -307,6 +308,10 @@ def summary_group(entry: dict, algorithm, tracking_uid: str) -> hd.sr.Measuremen
         items.append(_text(ORDER_PRIORITY, str(entry["order_priority"])))
     items.append(_text(POSTOP, _interval(entry.get("postop_interval_hours"))))
     items.append(_text(COURSE, str(entry.get("course") or "not assessed")))
+    from workers.analysers import incomplete_notes
+
+    for line in incomplete_notes(entry):  # not assessed is never silent
+        items.append(_text(INCOMPLETE, line))
     for rec in entry.get("recommendations") or []:
         items.append(_text(RECOMMENDATION, str(rec)))
     for prior in entry.get("priors") or []:

@@ -31,6 +31,9 @@ class AnalysisResult:
     not_assessed: list[str] = field(default_factory=list)  # unknown is never negative
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage; stages do not overlap
     notes: list[str] = field(default_factory=list)  # what was done or skipped, no patient data
+    #: Per-object completeness, e.g. {"screws_total": M, "screws_not_assessed": N, "not_assessed_screws": [...],
+    #: "incomplete": "CT screw analysis incomplete: N of M screws not assessed (reason)"}; empty when not applicable.
+    summary: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,7 +43,21 @@ class AnalysisResult:
             "not_assessed": list(self.not_assessed),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "notes": list(self.notes),
+            "summary": dict(self.summary),
         }
+
+
+def incomplete_notes(entry: dict) -> list[str]:
+    """The analysers' "... analysis incomplete: N of M ... not assessed (reason)" lines of a worklist entry.
+
+    Shared by the worklist entry, the SR, the UPS comment and the HL7 notes, so "not assessed" is never silent.
+    """
+    out = []
+    for a in entry.get("analysers") or []:
+        text = (a.get("summary") or {}).get("incomplete") if isinstance(a, dict) else None
+        if text and text not in out:
+            out.append(str(text))
+    return out
 
 
 @runtime_checkable

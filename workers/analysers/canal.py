@@ -1,41 +1,334 @@
-"""Spinal canal per axial slice and a screw's breach relative to it.
+"""Spinal canal of one construct level, found without needing a closed ring next to the screw.
 
-The canal is the low-density region enclosed by the bony ring: threshold bone
-(200 HU), fill holes per slice, subtract bone. A screw breaking the medial
-pedicle wall replaces the wall it crosses, so the reference canal for a screw
-is taken from the nearest metal-free slices above and below the screw (the
-pedicle is taller than the screw is thick); depth is the 2-D distance
-transform of that reference canal at the screw's voxels.
+Method (per level, on a slab of slices around the level's screws):
+
+1. Metal is an occluder, not bone: metal voxels, dilated by a blooming margin,
+   are "unknown". Each unknown voxel takes the bone/not-bone state of the
+   nearest known slice above or below it (z in-painting), so the pedicle wall
+   a screw has replaced is seen where the screw is not.
+2. Each slice's bone (>= 200 HU) is closed by its convex hull, so a posterior
+   arch removed by laminectomy does not open the canal; the canal is the
+   low-density region inside the hull, between the pedicles, chosen by area
+   and position.
+3. Slices where both lateral walls of that region are bone (pedicle level) are
+   "well defined"; their majority vote is the level's reference canal, carried
+   along z: a slice's canal is cut to the reference (slightly dilated), so the
+   foramen above or below the pedicle and the screw's own track do not leak
+   into it.
+4. A level without any well-defined slice borrows the nearest level's
+   reference, shifted by the screws' centre, with a lower confidence.
+
+Breach depth of a screw: (a) perpendicular depth beyond the medial pedicle
+cortex (distance of the screw's voxels inside the canal to the bone wall on
+the screw's side); (b) depth in the canal (distance to any canal wall). Both go
+into the evidence with a confidence value.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.spatial import ConvexHull, QhullError
+
 
 BONE_HU = 200
 CANAL_AREA_MM2 = (50.0, 900.0)
+#: Next to metal, denser than this is metal blooming or partial volume, not bone.
+CONTAMINATED_HU = 1000
 
 
-def canal_slice(hu2d: np.ndarray, pixel_mm: tuple[float, float], centre_x: float | None = None) -> np.ndarray | None:
-    """Canal mask of one axial slice (ROI), or None when no enclosed low-density region fits."""
-    bone = hu2d >= BONE_HU
-    lumen = ndi.binary_fill_holes(bone) & ~bone
-    lab, n = ndi.label(lumen)
+@dataclass
+class LevelCanal:
+    """The canal of one level, in the level's ROI (y0:y1, x0:x1) and slab (k0:k1)."""
+
+    roi: tuple[int, int, int, int]  # y0, y1, x0, x1
+    k0: int
+    k1: int
+    bone: np.ndarray  # bool (slab, h, w), metal in-painted from neighbouring slices
+    occluded: np.ndarray  # bool (slab, h, w)
+    canal: list  # per slab slice: bool (h, w) canal cut to the reference, or None
+    reference: np.ndarray | None  # bool (h, w)
+    well_defined: int  # slices with both lateral walls closed
+    source: str  # "this level" | "neighbouring level" | "none"
+    centre: tuple[float, float] | None = None  # (y, x) pixel in the ROI, reference canal centroid
+    notes: list[str] = field(default_factory=list)
+    known: np.ndarray | None = None  # bool (slab, h, w): seen, or in-painted from a slice close enough
+
+
+def _inpaint_z(bone: np.ndarray, occluded: np.ndarray) -> np.ndarray:
+    """Each occluded voxel takes the value of the nearest non-occluded voxel along z (same y, x)."""
+    nz = bone.shape[0]
+    ks = np.arange(nz)[:, None, None]
+    known = ~occluded
+    below = np.where(known, ks, -1)
+    below = np.maximum.accumulate(below, axis=0)  # last known index at or below k
+    above = np.where(known, ks, nz)
+    above = np.minimum.accumulate(above[::-1], axis=0)[::-1]  # first known index at or above k
+    use_below = (below >= 0) & ((above >= nz) | (ks - below <= above - ks))
+    src = np.where(use_below, below, np.where(above < nz, above, -1))
+    out = bone.copy()
+    idx = np.nonzero(occluded & (src >= 0))
+    out[idx] = bone[src[idx], idx[1], idx[2]]
+    out[occluded & (src < 0)] = False
+    return out
+
+
+def _hull(mask: np.ndarray) -> np.ndarray | None:
+    """Filled convex hull of a 2-D mask (None when degenerate)."""
+    edge = mask & ~ndi.binary_erosion(mask)
+    pts = np.column_stack(np.nonzero(edge)).astype(float)
+    if len(pts) < 10:
+        return None
+    try:
+        h = ConvexHull(pts)
+    except (QhullError, ValueError):
+        return None
+    (ya, xa), (yb, xb) = pts.min(axis=0).astype(int), pts.max(axis=0).astype(int) + 1
+    yy, xx = np.mgrid[ya:yb, xa:xb]
+    eq = h.equations
+    inside = (yy[..., None] * eq[:, 0] + xx[..., None] * eq[:, 1] + eq[:, 2] <= 0.5).all(axis=-1)
+    out = np.zeros(mask.shape, bool)
+    out[ya:yb, xa:xb] = inside
+    return out
+
+
+def slice_canal(bone: np.ndarray, pixel_mm, centre_x: float | None, seen: np.ndarray | None = None,
+                min_part_mm2: float = 30.0):
+    """(canal mask, (left wall seen, right wall seen)) of one slice, or (None, (False, False)).
+
+    `bone` is what bounds the canal (metal and unknown count as bounding); `seen` is the bone actually
+    seen (not hidden by metal): a wall counts only where it is seen. Columns: left = lower index.
+    """
+    seen = bone if seen is None else seen
+    lab, n = ndi.label(seen)  # the hull of the bone seen: metal (rods, heads) does not widen it
+    if n == 0:
+        return None, (False, False)
+    area = np.bincount(lab.ravel())[1:] * pixel_mm[0] * pixel_mm[1]
+    keep = np.nonzero(area >= min_part_mm2)[0] + 1
+    if len(keep) == 0:
+        return None, (False, False)
+    hull = _hull(np.isin(lab, keep))
+    if hull is None:
+        return None, (False, False)
+    cand = hull & ~bone
+    clab, m = ndi.label(cand)
+    if m == 0:
+        return None, (False, False)
+    carea = np.bincount(clab.ravel())[1:] * pixel_mm[0] * pixel_mm[1]
+    ok = np.nonzero((carea >= CANAL_AREA_MM2[0]) & (carea <= CANAL_AREA_MM2[1]))[0]
+    if len(ok) == 0:
+        return None, (False, False)
+    if centre_x is not None:
+        cx = np.array([c[1] for c in ndi.center_of_mass(cand, clab, ok + 1)])
+        near = ok[np.abs(cx - centre_x) * pixel_mm[1] < 15.0]
+        if len(near) == 0:
+            return None, (False, False)
+        ok = near
+    best = ok[np.argmax(carea[ok])] + 1
+    canal = clab == best
+    return canal, _walls_seen(canal, seen)
+
+
+def _walls_seen(canal: np.ndarray, seen: np.ndarray, frac: float = 0.7) -> tuple[bool, bool]:
+    """(low-column, high-column) lateral wall of the canal is seen bone over the middle half of its AP extent."""
+    rows = np.nonzero(canal.any(axis=1))[0]
+    if len(rows) < 3:
+        return False, False
+    a, b = rows[0], rows[-1]
+    hits = [0, 0]
+    total = 0
+    w = canal.shape[1]
+    for r in range(a + (b - a) // 4, b - (b - a) // 4 + 1):
+        cols = np.nonzero(canal[r])[0]
+        if len(cols) == 0:
+            continue
+        total += 1
+        lo, hi = cols[0], cols[-1]
+        hits[0] += bool(lo >= 1 and seen[r, max(lo - 2, 0):lo].any())
+        hits[1] += bool(hi + 1 < w and seen[r, hi + 1:hi + 3].any())
+    return (total > 0 and hits[0] >= frac * total), (total > 0 and hits[1] >= frac * total)
+
+
+def _mirror(mask: np.ndarray, c: tuple[float, float], u: np.ndarray) -> np.ndarray:
+    """Reflection of a mask across the line through c (row, col) with unit direction u (row, col)."""
+    yy, xx = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
+    p = np.stack([yy - c[0], xx - c[1]], axis=-1).astype(float)
+    q = 2 * (p @ u)[..., None] * u - p
+    qy = np.rint(q[..., 0] + c[0]).astype(int)
+    qx = np.rint(q[..., 1] + c[1]).astype(int)
+    ok = (qy >= 0) & (qy < mask.shape[0]) & (qx >= 0) & (qx < mask.shape[1])
+    out = np.zeros_like(mask)
+    out[ok] = mask[qy[ok], qx[ok]]
+    return out
+
+
+def _body_axis(bone: np.ndarray) -> tuple[tuple[float, float], np.ndarray] | None:
+    """Centre (row, col) and AP unit direction (row, col) of the vertebral body.
+
+    The body is the bone present on most slices of the slab (pedicles and laminae are shorter); it is
+    wider than deep, so its minor principal axis is the AP (symmetry) axis.
+    """
+    lab, n = ndi.label(bone.mean(axis=0) > 0.6)
     if n == 0:
         return None
-    area = ndi.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1)) * pixel_mm[0] * pixel_mm[1]
-    ok = np.nonzero((area >= CANAL_AREA_MM2[0]) & (area <= CANAL_AREA_MM2[1]))[0]
-    if len(ok) == 0:
+    sizes = np.bincount(lab.ravel())[1:]
+    ys, xs = np.nonzero(lab == (np.argmax(sizes) + 1))
+    if len(ys) < 50:
         return None
-    if centre_x is not None:  # the canal lies between the screws of a level
-        cx = np.array([c[1] for c in ndi.center_of_mass(lumen, lab, ok + 1)]) * pixel_mm[1]
-        near = ok[np.abs(cx - centre_x) < 15.0]
-        if len(near) == 0:
-            return None
-        ok = near
-    best = ok[np.argmax(area[ok])] + 1
-    return lab == best
+    c = np.array([ys.mean(), xs.mean()])
+    d = np.column_stack([ys - c[0], xs - c[1]])
+    w, v = np.linalg.eigh(d.T @ d / len(d))
+    u = v[:, 0]  # minor axis
+    if w[1] < 1.1 * w[0] or abs(u[0]) < np.cos(np.radians(30)):
+        u = np.array([1.0, 0.0])  # not clearly wider than deep: the image AP axis
+    return (float(c[0]), float(c[1])), u / np.linalg.norm(u)
+
+
+def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacing, centre_x: float | None,
+                bone_hu: float = BONE_HU, bloom_mm: float = 1.0, needed=None, vote_step_mm: float = 1.2,
+                fill_mm: float = 0.0) -> LevelCanal:
+    """Canal of one level from the slab hu[k0:k1] within roi; `metal` is the metal mask of that slab/roi.
+
+    Walls count only where they are seen: metal (with its blooming and partial volume) hides them, and a
+    value in-painted from a slice more than `fill_mm` away is unknown. The reference canal is voted per
+    side from the slices where that side's wall is seen; a side never seen is the mirror of the other
+    across the symmetry axis (vertebral body centre to canal centre).
+    """
+    dz, dy, dx = spacing
+    y0, y1, x0, x1 = roi
+    slab = hu[k0:k1, y0:y1, x0:x1]
+    r = max(1, int(round(bloom_mm / min(dy, dx))))
+    st = ndi.generate_binary_structure(2, 1)
+    # Partial volume of metal in the neighbouring slices (thick slices) is bright but not bone.
+    core = metal | (ndi.binary_dilation(metal, structure=np.ones((3, 3, 3), bool)) & (slab >= CONTAMINATED_HU))
+    occ = ndi.binary_dilation(core, structure=st[None], iterations=r)
+    rz = int(round(bloom_mm / dz))
+    if rz:
+        occ = ndi.binary_dilation(occ, structure=np.ones((3, 1, 1), bool), iterations=rz)
+    bone = _inpaint_z((slab >= bone_hu) & ~occ, occ)
+    nfill = int(np.floor(fill_mm / dz + 1e-6))
+    known = ~occ
+    if nfill:
+        known = ~ndi.binary_erosion(occ, structure=np.ones((3, 1, 1), bool), iterations=nfill, border_value=1)
+    seen = bone & known
+    bounding = bone | ~known
+    canals, sides = [], []
+    step = max(1, int(round(vote_step_mm / dz)))
+    needed = set(range(bone.shape[0])) if needed is None else set(needed)
+    for k in range(bone.shape[0]):
+        if k % step and k not in needed:  # votes on a subset of slices; every slice a screw crosses
+            canals.append(None)
+            sides.append((False, False))
+            continue
+        c, ok = slice_canal(bounding[k], (dy, dx), centre_x, seen[k])
+        canals.append(c)
+        sides.append(ok)
+    both = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0] and ok[1]]
+    lows = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0]]
+    highs = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[1]]
+    lc = LevelCanal(roi, k0, k1, bone, occ, [None] * bone.shape[0], None, len(both), "none", None, known=known)
+    if not lows and not highs:
+        return lc
+    cy = float(np.median([np.nonzero(canals[k])[0].mean() for k in (both or lows or highs)]))
+    body = _body_axis(bone)
+    axis = body[1] if body is not None else np.array([1.0, 0.0])
+    if both:
+        cx = float(np.median([0.5 * (np.nonzero(canals[k])[1].min() + np.nonzero(canals[k])[1].max())
+                              for k in both]))
+    elif body is not None:  # on the body's symmetry axis, at the canal's AP position
+        (by, bx), u = body
+        cx = bx + (cy - by) * (u[1] / u[0])
+    elif centre_x is not None:
+        cx = float(centre_x)
+    else:
+        cx = float(np.median([np.nonzero(canals[k])[1].mean() for k in lows or highs]))
+    yy, xx = np.mgrid[0:bone.shape[1], 0:bone.shape[2]]
+    halves = []
+    for ks, sign in ((lows, -1), (highs, 1)):
+        if not ks:
+            halves.append(None)
+            continue
+        votes = np.sum([canals[k] for k in ks], axis=0)
+        halves.append((votes * 2 >= len(ks)) & ((xx - cx) * sign >= 0))
+    notes = []
+    if halves[0] is None or halves[1] is None:
+        if halves[0] is None:
+            halves[0] = _mirror(halves[1], (cy, cx), axis) & (xx <= cx)
+        else:
+            halves[1] = _mirror(halves[0], (cy, cx), axis) & (xx >= cx)
+        notes.append("one lateral wall hidden by metal on every slice: mirrored from the other side")
+    ref = _largest(halves[0] | halves[1])
+    if not ref.any():
+        return lc
+    lc.reference = ref
+    lc.centre = (cy, cx)
+    lc.source = "this level" if not notes else "this level, one side mirrored"
+    lc.notes = notes
+    lc.canal = [ref & ~seen[k] for k in range(bone.shape[0])]
+    return lc
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    lab, n = ndi.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    return lab == (np.argmax(sizes) + 1)
+
+
+def borrow(lc: LevelCanal, other: LevelCanal, shift_px: tuple[int, int]) -> None:
+    """Use another level's reference canal (shifted into this ROI) when this level has none."""
+    ref = np.zeros(lc.bone.shape[1:], bool)
+    oy = other.roi[0] - lc.roi[0] + shift_px[0]
+    ox = other.roi[2] - lc.roi[2] + shift_px[1]
+    ys, xs = np.nonzero(other.reference)
+    ys, xs = ys + oy, xs + ox
+    ok = (ys >= 0) & (ys < ref.shape[0]) & (xs >= 0) & (xs < ref.shape[1])
+    ref[ys[ok], xs[ok]] = True
+    if not ref.any():
+        return
+    lc.reference = ref
+    cy, cx = other.centre
+    lc.centre = (cy + oy, cx + ox)
+    lc.source = "neighbouring level"
+    known = lc.known if lc.known is not None else np.ones_like(lc.bone)
+    lc.canal = [ref & ~(lc.bone[k] & known[k]) for k in range(lc.bone.shape[0])]
+
+
+def breach(lc: LevelCanal, ks: np.ndarray, ys: np.ndarray, xs: np.ndarray, side_sign: int, spacing) -> dict:
+    """Depths (mm) of a screw's voxels (slab slice, roi row, roi col) in the level's canal.
+
+    wall_mm: perpendicular depth beyond the medial pedicle wall (distance to the reference canal's
+    lateral boundary on the screw's side); canal_mm: depth in the canal (distance to any boundary).
+    side_sign: +1 if the screw lies at larger column index than the canal centre, else -1.
+    """
+    dz, dy, dx = spacing
+    px = min(dy, dx)
+    ref = lc.reference
+    ok = (ys >= 0) & (ys < ref.shape[0]) & (xs >= 0) & (xs < ref.shape[1]) & (ks >= 0) & (ks < len(lc.canal))
+    ks, ys, xs = ks[ok], ys[ok], xs[ok]
+    inside = np.zeros(len(ks), bool)
+    for k in np.unique(ks):
+        sel = ks == k
+        inside[sel] = lc.canal[k][ys[sel], xs[sel]]
+    if not inside.any():
+        return {"wall_mm": 0.0, "canal_mm": 0.0, "voxels_in_canal": 0}
+    qy, qx = ys[inside], xs[inside]
+    dcanal = ndi.distance_transform_edt(ref, sampling=(dy, dx))
+    canal_d = float(dcanal[qy, qx].max()) - 0.5 * px
+    border = ndi.binary_dilation(ref) & ~ref  # the wall surface just outside the canal
+    cx = lc.centre[1]
+    cols = np.nonzero(ref)[1]
+    half = 0.5 * (cols.max() - cols.min())
+    bx = np.arange(ref.shape[1])[None, :]
+    wall = border & ((bx - cx) * side_sign > 0.25 * half)
+    wall_d = canal_d
+    if wall.any():
+        dwall = ndi.distance_transform_edt(~wall, sampling=(dy, dx))
+        wall_d = float(dwall[qy, qx].max()) - 0.5 * px
+    return {"wall_mm": max(wall_d, 0.0), "canal_mm": max(canal_d, 0.0), "voxels_in_canal": int(inside.sum())}
 
 
 def depth_map(canal: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
@@ -50,19 +343,8 @@ def outside_map(envelope: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarr
     return np.maximum(d - 0.5 * min(pixel_mm), 0.0)
 
 
-def bone_envelope(hu2d: np.ndarray) -> np.ndarray:
+def bone_envelope(bone2d: np.ndarray) -> np.ndarray:
     """Bone with its enclosed marrow and canal: the vertebra's outline in this slice."""
-    return ndi.binary_fill_holes(hu2d >= BONE_HU)
+    return ndi.binary_fill_holes(bone2d)
 
 
-def gertzbein_robbins(depth_mm: float) -> str:
-    """A no breach; B < 2 mm; C 2-4 mm; D 4-6 mm; E >= 6 mm."""
-    if depth_mm <= 0:
-        return "A"
-    if depth_mm < 2:
-        return "B"
-    if depth_mm < 4:
-        return "C"
-    if depth_mm < 6:
-        return "D"
-    return "E"

@@ -19,6 +19,7 @@ from workers.analysers import AnalysisResult
 from workers.analysers import canal as cn
 from workers.analysers import loosening as lo
 from workers.analysers import metal as mt
+from rules.image_policy import clinical_context, ct_policy, unassessed_escalation
 from workers.analysers.volume import Volume, VolumeError, assemble, read_geometry
 
 NAME = "ct_hardware"
@@ -79,16 +80,18 @@ class CTHardwareAnalyser:
     def analyse(self, study: Study) -> AnalysisResult:
         res = AnalysisResult(NAME)
         t = time.perf_counter()
+        pol = ct_policy()
         series = choose_series(study)
         if series is None:
             res.not_assessed.append("no axial CT series with at least 8 images")
             return res
         attrs = series.attributes
         res.notes.append(f"series {series.uid}, kernel {attrs.get('ConvolutionKernel') or 'unknown'}, "
-                         f"slice thickness {attrs.get('SliceThickness') or 'unknown'} mm")
+                         f"slice thickness {attrs.get('SliceThickness') or 'unknown'} mm; image policy {pol.version}")
         thick = attrs.get("SliceThickness")
-        if thick is not None and float(thick) > 1.5:
-            res.not_assessed.append(f"breaches under 2 mm (grade A vs B) not assessable on {float(thick):.1f} mm slices "
+        thick = float(thick) if thick not in (None, "") else None
+        if thick is not None and thick > pol.thin_slice_mm:
+            res.not_assessed.append(f"breaches under 2 mm (grade A vs B) not assessable on {thick:.1f} mm slices "
                                     "(bone-kernel slices <= 1 mm needed); grade A is not a negative finding here")
         res.timings["select"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -100,15 +103,44 @@ class CTHardwareAnalyser:
         t = time.perf_counter()
         try:
             records = read_geometry(series.paths)
-            vol = assemble(series.paths, series.uid, records)
+            vol = assemble(series.paths, series.uid, records, budget_bytes=pol.volume_budget_bytes())
         except VolumeError as exc:
-            res.not_assessed.append(f"CT hardware not assessed: {exc}")
+            text = f"CT screw analysis incomplete: screws not assessed ({exc})"
+            res.summary.update({"screws_total": None, "screws_not_assessed": None, "not_assessed_screws": [],
+                                "incomplete": text})
+            res.not_assessed.append(text)
+            self._escalate(study, res, pol, unassessed=1, total=None)
             return res
         res.notes.extend(vol.notes)
         res.timings["assemble"] = time.perf_counter() - t
-        analyse_volume(vol, res, contrast=attrs.get("ContrastBolusAgent"),
-                       mar=_mar(series))
+        analyse_volume(vol, res, contrast=attrs.get("ContrastBolusAgent"), mar=_mar(series), policy=pol, thick=thick)
+        del vol
+        self._escalate(study, res, pol, unassessed=res.summary.get("screws_not_assessed") or 0,
+                       total=res.summary.get("screws_total"))
         return res
+
+    @staticmethod
+    def _escalate(study: Study, res: AnalysisResult, pol, unassessed: int, total) -> None:
+        """Early postoperative study + radicular/neurological complaint + unassessed screws: at least URGENT."""
+        if not unassessed:
+            return
+        clinical = clinical_context(study)
+        if clinical["error"]:
+            res.notes.append(f"clinical context for the unassessed-screw policy unavailable ({clinical['error']})")
+        esc = unassessed_escalation(pol, clinical, unassessed, total or 0)
+        if esc is None:
+            return
+        text = res.summary.get("incomplete") or "CT screw analysis incomplete"
+        res.summary["escalation"] = {"priority": esc["priority"].name, "flag": esc["flag"],
+                                     "postop_hours": esc["hours"], "complaints": esc["complaints"]}
+        res.flags.append(Flag(esc["flag"], esc["priority"], f"{NAME}.unassessed_early", [Evidence(
+            source="image_policy", rule=f"{NAME}.unassessed_early",
+            measurement={"name": "screws_not_assessed", "value": unassessed, "unit": "screws",
+                         "threshold": f"any, within {pol.escalate_days:g} days of surgery with a radicular or "
+                                      "neurological complaint"},
+            note=(f"Suspected misplaced_screw cannot be excluded: {text}, {esc['hours']:g} h after surgery with "
+                  f"{', '.join(esc['complaints'])} in the request; {esc['priority'].name} read suggested "
+                  f"(unknown is never negative; policy {pol.source} {pol.version}). {DECISION}."))]))
 
 
 def _mar(series: Series) -> bool:
@@ -130,8 +162,10 @@ def _levels(screws: list[mt.Part]) -> list[int]:
     return out
 
 
-def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = False) -> None:
+def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = False, policy=None,
+                   thick: float | None = None) -> None:
     """Metal, canal and halo analysis of an assembled volume into `res`."""
+    pol = policy or ct_policy()
     t = time.perf_counter()
     sp = vol.spacing
     parts, thr, saturated = mt.segment(vol.hu, sp, vol.z)
@@ -156,8 +190,13 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     if leads:
         res.notes.append(f"{len(leads)} thin lead-like metal part(s) (e.g. spinal cord stimulator) not treated as screws")
     screws = sorted([p for p in parts if p.kind == "screw"], key=lambda p: (-p.centre[0], p.centre[2]))
+    summary = {"screws_total": len(screws), "screws_not_assessed": 0, "not_assessed_screws": [],
+               "unrecognised_metal_parts": len(others)}
+    res.summary.update(summary)
     if not screws:
         res.notes.append("metal present but no screw-shaped part found")
+        if others:
+            _incomplete(res)
         return
     levels = _levels(screws)
     nlev = max(levels)
@@ -166,22 +205,90 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     if contrast:
         res.not_assessed.append(f"medial breach not assessed: contrast agent recorded ({contrast}); "
                                 "CT-myelography contrast fills the canal")
+    canals = _level_canals(vol, screws, levels, thr, pol) if canal_ok else {}
+    res.timings["canal"] = time.perf_counter() - t
+    t = time.perf_counter()
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
-        same = [q for q, lq in zip(screws, levels) if lq == lev]
-        info = _screw(vol, p, n, lev, nlev, same, thr, canal_ok, res, common)
+        info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, res, common, pol, thick,
+                      contrast=contrast)
         res.measurements.extend(info)
-    res.timings["canal_and_halo"] = time.perf_counter() - t
+    res.timings["breach_and_halo"] = time.perf_counter() - t
+    _incomplete(res)
 
 
-def _side(p: mt.Part, mid_x: float | None, vol: Volume) -> str:
-    if mid_x is None:
-        return "unknown"
+def _incomplete(res: AnalysisResult) -> None:
+    """'CT screw analysis incomplete: N of M screws not assessed (reason)' in the summary and not_assessed."""
+    s = res.summary
+    n, m = s.get("screws_not_assessed", 0), s.get("screws_total", 0)
+    if not n and not s.get("unrecognised_metal_parts"):
+        return
+    reasons = sorted({x["reason_short"] for x in s.get("not_assessed_screws", [])})
+    text = f"CT screw analysis incomplete: {n} of {m} screws not assessed"
+    if reasons:
+        text += f" ({'; '.join(reasons)})"
+    if s.get("unrecognised_metal_parts"):
+        text += f"; {s['unrecognised_metal_parts']} metal part(s) of unrecognised shape not assessed"
+    s["incomplete"] = text
+    res.not_assessed.insert(0, text)
+
+
+def _level_canals(vol: Volume, screws, levels, thr, pol) -> dict:
+    """{construct level: LevelCanal} with a neighbouring level's canal where a level has none."""
+    dz, dy, dx = vol.spacing
+    nz, ny, nx = vol.hu.shape
+    out = {}
+    for lev in sorted(set(levels)):
+        same = [q for q, lq in zip(screws, levels) if lq == lev]
+        ys0 = min(q.bbox[1].start for q in same) - int(15 / dy)
+        ys1 = max(q.bbox[1].stop for q in same) + int(15 / dy)
+        pad = (25 if len(same) >= 2 else 45) / dx
+        xs0 = int(min(q.bbox[2].start for q in same) - pad)
+        xs1 = int(max(q.bbox[2].stop for q in same) + pad)
+        roi = (max(ys0, 0), min(ys1, ny), max(xs0, 0), min(xs1, nx))
+        zlo = min(float(vol.z[q.bbox[0].start]) for q in same) - pol.slab_margin_mm
+        zhi = max(float(vol.z[q.bbox[0].stop - 1]) for q in same) + pol.slab_margin_mm
+        k0 = int(np.searchsorted(vol.z, zlo))
+        k1 = int(np.searchsorted(vol.z, zhi, side="right"))
+        k0, k1 = max(k0, 0), min(max(k1, k0 + 1), nz)
+        metal = vol.hu[k0:k1, roi[0]:roi[1], roi[2]:roi[3]] >= thr
+        cx = None
+        if len(same) >= 2:
+            xs = [q.centre[2] / dx - roi[2] for q in same]
+            if max(xs) - min(xs) > 15 / dx:
+                cx = float(np.mean([min(xs), max(xs)]))
+        needed = sorted({int(k) - k0 for q in same for k in range(q.bbox[0].start, q.bbox[0].stop)})
+        out[lev] = cn.level_canal(vol.hu, metal, k0, k1, roi, vol.spacing, cx, bone_hu=pol.bone_hu,
+                                  bloom_mm=pol.blooming_margin_mm, needed=needed)
+    have = [lev for lev, lc in out.items() if lc.reference is not None]
+    for lev, lc in out.items():
+        if lc.reference is not None or not have:
+            continue
+        nb = min(have, key=lambda h: abs(h - lev))
+        other = out[nb]
+        same = [q for q, lq in zip(screws, levels) if lq == lev]
+        osame = [q for q, lq in zip(screws, levels) if lq == nb]
+        shift = (0, 0)
+        if len(same) >= 2 and len(osame) >= 2:
+            c = np.mean([q.centre for q in same], axis=0)
+            oc = np.mean([q.centre for q in osame], axis=0)
+            shift = (int(round((c[1] - oc[1]) / dy)), int(round((c[2] - oc[2]) / dx)))
+        cn.borrow(lc, other, shift)
+        if lc.reference is not None:
+            lc.notes.append(f"canal taken from construct level {nb}")
+    return out
+
+
+def _side_of(p: mt.Part, lc, vol: Volume) -> tuple[str, int]:
+    """(side, +1/-1 column sign of the screw relative to the canal centre)."""
+    if lc is None or lc.centre is None:
+        return "unknown", 0
+    cx_mm = (lc.roi[2] + lc.centre[1]) * vol.spacing[2]
+    plus = p.centre[2] > cx_mm
     left_is_plus = vol.row_dir[0] > 0  # columns increase towards patient left (LPS +x)
-    plus = p.centre[2] > mid_x
-    return "left" if plus == left_is_plus else "right"
+    return ("left" if plus == left_is_plus else "right"), (1 if plus else -1)
 
 
-def _screw(vol, p, n, lev, nlev, same, thr, canal_ok, res, common) -> list[dict]:
+def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, contrast=None) -> list[dict]:
     dz, dy, dx = vol.spacing
     idx = np.nonzero(p.mask)
     zi = idx[0] + p.bbox[0].start
@@ -190,78 +297,88 @@ def _screw(vol, p, n, lev, nlev, same, thr, canal_ok, res, common) -> list[dict]
     coords = np.column_stack([vol.z[zi], yi * dy, xi * dx])
     tproj = (coords - p.centre) @ axis
     tip_t = float(tproj.max())
-    xs = [q.centre[2] for q in same]
-    mid_x = float(np.mean(xs)) if len(same) >= 2 and (max(xs) - min(xs)) > 15 else None
-    side = _side(p, mid_x, vol)
+    side, sign = _side_of(p, lc, vol)
     z_span = [round(float(vol.z[zi.min()]), 1), round(float(vol.z[zi.max()]), 1)]
     where = (f"screw {n} ({side} side, construct level {lev} of {nlev} from cranial; vertebral level unknown, "
              f"not labelled automatically) at z {z_span[0]} to {z_span[1]} mm")
+    tip = p.centre + tip_t * axis
+    entry = p.centre + float(tproj.min()) * axis
     base = dict(common, tracking_id=f"screw-{n}", screw=n, side=side, construct_level=lev,
                 vertebral_level="unknown", z_mm=z_span)
     out = [dict(base, name="screw_length", value=round(p.length, 1), unit="mm"),
            dict(base, name="screw_diameter", value=round(p.diameter, 1), unit="mm")]
+    position = {"entry_lps_mm": _lps(vol, entry), "tip_lps_mm": _lps(vol, tip), "centre_lps_mm": _lps(vol, p.centre)}
 
-    if canal_ok:
-        ref = _reference(vol, same, zi.min(), zi.max(), mid_x)
-        if ref is None:
-            res.not_assessed.append(f"{where}: medial breach not assessed: bony ring open or canal not found "
-                                    "next to the screw (laminectomy, intrathecal contrast, fused or osteoporotic bone, artefact)")
-        else:
-            (y0, x0), refs = ref
-            py, px = np.unique(np.column_stack([yi - y0, xi - x0]), axis=0).T
-            medial, lateral = [], []
-            for canal, env in refs:
-                h, w = canal.shape
-                ok = (py >= 0) & (py < h) & (px >= 0) & (px < w)
-                qy, qx = py[ok], px[ok]
-                medial.append(float(cn.depth_map(canal, (dy, dx))[qy, qx].max(initial=0.0)))
-                cy = np.nonzero(canal)[0].mean()
-                front = qy < cy if vol.col_dir[1] > 0 else qy > cy  # anterior of the canal centre
-                inside_canal = canal[qy, qx]
-                sel = front & ~inside_canal
-                lateral.append(float(cn.outside_map(env, (dy, dx))[qy[sel], qx[sel]].max(initial=0.0)))
-            mdepth, ldepth = float(np.mean(medial)), float(np.mean(lateral))
-            grade = cn.gertzbein_robbins(mdepth)
-            out.append(dict(base, name="medial_breach_depth", value=round(mdepth, 1), unit="mm",
-                            grade=grade, reference_slices=len(refs),
-                            threshold="Gertzbein-Robbins: B <2, C 2-<4, D 4-<6, E >=6 mm"))
-            out.append(dict(base, name="lateral_breach_depth", value=round(ldepth, 1), unit="mm",
-                            note="lateral breach: outside the vertebra, not canal intrusion"))
-            if grade in ("C", "D", "E"):
-                prio = Priority.URGENT if grade == "C" else Priority.STAT
-                read = "STAT" if prio == Priority.STAT else "URGENT"
-                res.flags.append(Flag("misplaced_screw", prio, f"{NAME}.medial_breach", [Evidence(
-                    source=f"series:{vol.series_uid}", rule=f"{NAME}.medial_breach",
-                    measurement={"name": "medial_breach_depth", "value": round(mdepth, 1), "unit": "mm",
-                                 "threshold": "C >=2 mm (URGENT), D >=4 mm and E >=6 mm (STAT)",
-                                 "grade": grade, "screw": n, "z_mm": z_span},
-                    note=(f"Suspected misplaced_screw: {where} reaches {mdepth:.1f} mm into the spinal canal "
-                          f"(medial breach, Gertzbein-Robbins {grade}); {read} read suggested. "
-                          f"Metal threshold {round(float(thr))} HU, bone {cn.BONE_HU} HU. {DECISION}."))]))
-            if ldepth >= 2.0:
-                res.notes.append(f"{where}: lateral breach {ldepth:.1f} mm (outside the vertebra; no canal intrusion)")
+    def unassessed(short: str, long: str) -> None:
+        res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
+        res.summary.setdefault("not_assessed_screws", []).append(dict(
+            screw=n, side=side, construct_level=lev, z_mm=z_span, reason_short=short, reason=long, **position))
+        res.not_assessed.append(f"{where}: medial breach not assessed: {long}")
+
+    if not canal_ok:
+        unassessed("intrathecal contrast", f"contrast agent recorded ({contrast}) fills the canal")
+    elif lc is None or lc.reference is None:
+        unassessed("canal not found", "canal not found at this level or a neighbouring one (no pedicle walls "
+                   "seen; fused, osteoporotic or destroyed bone, artefact)")
+    else:
+        ks = zi - lc.k0
+        ry, rx = yi - lc.roi[0], xi - lc.roi[2]
+        b = cn.breach(lc, ks, ry, rx, sign, vol.spacing)
+        wall, canal_d = b["wall_mm"], b["canal_mm"]
+        depth = wall if b["voxels_in_canal"] else 0.0
+        agree = abs(wall - canal_d) <= pol.agreement_mm
+        conf = 1.0
+        conf *= {"this level": 1.0, "this level, one side mirrored": 0.7}.get(lc.source, 0.5)
+        conf *= 1.0 if lc.well_defined >= 3 else 0.8
+        conf *= 1.0 if agree else 0.7
+        if thick is not None and thick > pol.thin_slice_mm:
+            conf *= 0.8
+        grade = pol.grade(depth)
+        lateral = _lateral(vol, lc, ks, ry, rx)
+        out.append(dict(base, name="medial_breach_depth", value=round(depth, 1), unit="mm",
+                        grade=grade, medial_wall_depth_mm=round(wall, 1), canal_depth_mm=round(canal_d, 1),
+                        confidence=round(conf, 2), canal_source=lc.source, canal_reference_slices=lc.well_defined,
+                        threshold="Gertzbein-Robbins: B <2, C 2-<4, D 4-<6, E >=6 mm", **position))
+        out.append(dict(base, name="lateral_breach_depth", value=round(lateral, 1), unit="mm",
+                        note="lateral breach: outside the vertebra, not canal intrusion"))
+        prio = pol.grade_priority.get(grade)
+        if prio is not None:
+            read = prio.name
+            res.flags.append(Flag("misplaced_screw", prio, f"{NAME}.medial_breach", [Evidence(
+                source=f"series:{vol.series_uid}", rule=f"{NAME}.medial_breach",
+                measurement={"name": "medial_breach_depth", "value": round(depth, 1), "unit": "mm",
+                             "threshold": "C >=2 mm (URGENT), D >=4 mm and E >=6 mm (STAT)",
+                             "grade": grade, "screw": n, "z_mm": z_span,
+                             "medial_wall_depth_mm": round(wall, 1), "canal_depth_mm": round(canal_d, 1),
+                             "confidence": round(conf, 2), "canal_source": lc.source},
+                note=(f"Suspected misplaced_screw: {where} reaches {depth:.1f} mm beyond the medial pedicle wall "
+                      f"into the spinal canal (canal depth {canal_d:.1f} mm; confidence {conf:.2f}; canal from "
+                      f"{lc.source}; medial breach, Gertzbein-Robbins {grade}); {read} read suggested. "
+                      f"Metal threshold {round(float(thr))} HU, bone {round(pol.bone_hu)} HU. {DECISION}."))]))
+        if lateral >= 2.0:
+            res.notes.append(f"{where}: lateral breach {lateral:.1f} mm (outside the vertebra; no canal intrusion)")
 
     h = lo.halo(vol, p.centre, axis, tip_t, p.length, p.threshold)
     if not h["assessed"]:
         res.not_assessed.append(f"{where}: loosening halo not assessed: {h['reason']}")
         return out
     desc, infection = lo.margin(h) if h["width_mm"] > 0 else ("no lucent band at the tip", False)
-    out.append(dict(base, name="halo_width", value=h["width_mm"], unit="mm", threshold=f">{lo.HALO_FLAG_MM} mm",
+    out.append(dict(base, name="halo_width", value=h["width_mm"], unit="mm", threshold=f">{pol.halo_flag_mm:g} mm",
                     margin=desc, irregularity_cv=h["irregularity_cv"], edge_mm=h["edge_mm"],
                     sclerotic_rim=h["sclerotic_rim"], bone_hu=h["bone_hu"]))
-    if h["width_mm"] > lo.HALO_FLAG_MM:
+    if h["width_mm"] > pol.halo_flag_mm:
         # Domain guide §6-7: a wide, irregular, ill-defined halo suggests infection:
         # screw_loosening goes to URGENT and surgical_site_infection is added.
-        priority = Priority.URGENT if infection else Priority.ROUTINE
+        priority = pol.infection_priority if infection else pol.loosening_priority
         evidence = Evidence(
             source=f"series:{vol.series_uid}", rule=f"{NAME}.halo",
             measurement={"name": "halo_width", "value": h["width_mm"], "unit": "mm",
-                         "threshold": f">{lo.HALO_FLAG_MM} mm", "screw": n, "z_mm": z_span},
+                         "threshold": f">{pol.halo_flag_mm:g} mm", "screw": n, "z_mm": z_span},
             note=(f"Suspected screw_loosening: {where} has a lucent halo of {h['width_mm']:.1f} mm around its "
                   f"anterior part; {desc}. Streak artefacts can imitate lucency. {DECISION}."))
         res.flags.append(Flag("screw_loosening", priority, f"{NAME}.halo", [evidence]))
         if infection:
-            res.flags.append(Flag("surgical_site_infection", Priority.URGENT, f"{NAME}.halo_pattern", [Evidence(
+            res.flags.append(Flag("surgical_site_infection", pol.infection_priority, f"{NAME}.halo_pattern", [Evidence(
                 source=evidence.source, rule=f"{NAME}.halo_pattern", measurement=evidence.measurement,
                 note=(f"Suspected surgical_site_infection: the halo around {where} is wide, irregular and "
                       f"ill-defined ({desc}). Compare with the prior CT; imaging cannot tell sterile from "
@@ -269,32 +386,35 @@ def _screw(vol, p, n, lev, nlev, same, thr, canal_ok, res, common) -> list[dict]
     return out
 
 
-def _reference(vol: Volume, same, z0: int, z1: int, mid_x: float | None, search_mm: float = 10.0):
-    """Canal and bone envelope from the nearest metal-free slices above and below the screw.
+def _lps(vol: Volume, zyx) -> list[float]:
+    """Patient (LPS) coordinates (mm) of a volume point given as (z along the normal, row mm, column mm)."""
+    normal = np.cross(vol.row_dir, vol.col_dir)
+    p = (np.asarray(vol.origin, float) + zyx[2] * np.asarray(vol.row_dir, float)
+         + zyx[1] * np.asarray(vol.col_dir, float) + (zyx[0] - float(vol.z[0])) * normal)
+    return [round(float(v), 1) for v in p]
 
-    Returns ((y0, x0) of the ROI, [(canal, envelope), ...]) or None.
-    """
+
+def _lateral(vol, lc, ks, ry, rx) -> float:
+    """How far (mm) the screw leaves the vertebra's outline anterior of the canal (not canal intrusion)."""
     dz, dy, dx = vol.spacing
-    ys0 = min(q.bbox[1].start for q in same) - int(10 / dy)
-    ys1 = max(q.bbox[1].stop for q in same) + int(10 / dy)
-    xs0 = min(q.bbox[2].start for q in same) - int(10 / dx)
-    xs1 = max(q.bbox[2].stop for q in same) + int(10 / dx)
-    ys0, xs0 = max(ys0, 0), max(xs0, 0)
-    ys1, xs1 = min(ys1, vol.hu.shape[1]), min(xs1, vol.hu.shape[2])
-    busy = set()
-    for q in same:
-        busy.update(range(q.bbox[0].start, q.bbox[0].stop))
-    margin = max(1, int(np.ceil(1.0 / dz)))
-    cx = None if mid_x is None else mid_x - xs0 * dx
-    refs = []
-    for sign, start in ((1, z1), (-1, z0)):
-        k = start + sign * margin
-        while 0 <= k < vol.hu.shape[0] and abs(vol.z[k] - vol.z[start]) <= search_mm:
-            if not any(abs(k - b) < margin for b in busy):
-                roi = vol.hu[k, ys0:ys1, xs0:xs1]
-                c = cn.canal_slice(roi, (dy, dx), cx)
-                if c is not None:
-                    refs.append((c, cn.bone_envelope(roi)))
-                    break
-            k += sign
-    return ((ys0, xs0), refs) if refs else None
+    best = 0.0
+    ant = -1 if vol.col_dir[1] > 0 else 1  # row direction towards anterior
+    cy = lc.centre[0] if lc.centre is not None else None
+    for k in np.unique(ks):
+        if not 0 <= k < lc.bone.shape[0]:
+            continue
+        sel = ks == k
+        qy, qx = ry[sel], rx[sel]
+        ok = (qy >= 0) & (qy < lc.bone.shape[1]) & (qx >= 0) & (qx < lc.bone.shape[2])
+        qy, qx = qy[ok], qx[ok]
+        if cy is not None:
+            front = (qy - cy) * ant > 0
+            qy, qx = qy[front], qx[front]
+        if not len(qy):
+            continue
+        env = cn.bone_envelope(lc.bone[k])  # metal in-painted from the slices above and below
+        d = cn.outside_map(env, (dy, dx))
+        outside = ~env[qy, qx]
+        if outside.any():
+            best = max(best, float(d[qy[outside], qx[outside]].max()))
+    return best

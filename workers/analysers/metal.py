@@ -66,9 +66,11 @@ def describe(mask: np.ndarray, bbox, spacing, z_mm: np.ndarray, peak: float, thr
     c, axes, proj = _geometry(coords)
     t = proj[:, 0]
     length = float(t.max() - t.min()) + spacing[2]
-    mid = (t > t.min() + 0.2 * (t.max() - t.min())) & (t < t.max() - 0.2 * (t.max() - t.min()))
+    # The shaft diameter from the central 30-70 % of the length: a screw's head (tulip, 11-13 mm wide,
+    # up to a quarter of the part) and its tip taper stay out of it.
+    mid = (t > t.min() + 0.3 * (t.max() - t.min())) & (t < t.max() - 0.3 * (t.max() - t.min()))
     r = np.hypot(proj[mid, 1], proj[mid, 2]) if mid.any() else np.hypot(proj[:, 1], proj[:, 2])
-    diameter = 2.0 * float(np.percentile(r, 95)) + spacing[2]
+    diameter = 2.0 * float(np.percentile(r, 90)) + spacing[2]
     widths = tuple(float(np.ptp(proj[:, k])) + spacing[2] for k in (1, 2))
     return Part("other", mask, bbox, c, axes[0], length, diameter, widths, peak, thr)
 

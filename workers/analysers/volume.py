@@ -182,10 +182,24 @@ def _to_hu(raw: np.ndarray, slope: float, intercept: float, out: np.ndarray) -> 
         np.clip(tmp, -32768, 32767, out=out, casting="unsafe")
 
 
-def assemble(paths: list[str], series_uid: str = "", records: list[_Slice] | None = None) -> Volume:
-    """The HU volume of a CT series (int16, z ascending along the slice normal)."""
+def decoded_bytes(records: list[_Slice]) -> int:
+    """Size of the int16 volume these slices decode to."""
+    return sum(r.rows * r.cols * 2 for r in records)
+
+
+def assemble(paths: list[str], series_uid: str = "", records: list[_Slice] | None = None,
+             budget_bytes: int | None = None) -> Volume:
+    """The HU volume of a CT series (int16, z ascending along the slice normal).
+
+    `budget_bytes`: a series whose decoded volume would exceed it is refused (VolumeError) before any
+    pixel is decoded or the volume allocated.
+    """
     ordered, z, notes = plan(records if records is not None else read_geometry(paths))
     first = ordered[0]
+    size = decoded_bytes(ordered)
+    if budget_bytes is not None and size > budget_bytes:
+        raise VolumeError(f"volume too large: {len(ordered)} slices of {first.rows}x{first.cols} decode to "
+                          f"{size / 2**20:.0f} MB, over the {budget_bytes / 2**20:.0f} MB memory budget")
     hu = np.empty((len(ordered), first.rows, first.cols), dtype=np.int16)
     by_file: dict[str, list[tuple[int, _Slice]]] = {}
     for k, r in enumerate(ordered):

@@ -105,6 +105,9 @@ def notes(entry: dict) -> list[str]:
     for flag in entry.get("flags") or []:
         rules = ",".join(flag.get("rules") or [flag.get("rule") or "?"])
         lines.append(f"Suspected {flag['code']} ({flag.get('priority', '?')}; rules {rules})")
+    from workers.analysers import incomplete_notes
+
+    lines.extend(incomplete_notes(entry))  # not assessed is never silent
     return lines
 
 

@@ -187,6 +187,9 @@ def comments(entry: dict) -> str:
         parts.append(f"Suspected {flag['code']} ({flag.get('priority', '?')}; rules {rules}).")
     if not entry.get("flags"):
         parts.append("No suspected flag.")
+    from workers.analysers import incomplete_notes
+
+    parts.extend(f"{line}." for line in incomplete_notes(entry))  # not assessed is never silent
     return " ".join(parts)
 
 

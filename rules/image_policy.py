@@ -1,0 +1,184 @@
+"""The image-finding policy (rules/images/*.yaml): clinical thresholds and priorities of the image analysers.
+
+Kept apart from the text rulebook (rules/*.yaml, rules/loader.py): its own small
+loader, re-read when the file changes, validated on load (a bad file raises
+PolicyError with the file name and the key).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from rules.model import FLAG_CODES, Priority
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILE = Path(__file__).resolve().parent / "images" / "ct_hardware.yaml"
+GRADES = ("B", "C", "D", "E")
+
+
+class PolicyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CTPolicy:
+    metal_hu: float
+    bone_hu: float
+    grade_bounds: tuple[float, float, float, float]  # lower bounds of B, C, D, E (mm)
+    grade_priority: dict  # grade -> Priority
+    loosening_priority: Priority
+    infection_priority: Priority
+    halo_flag_mm: float
+    thin_slice_mm: float
+    blooming_margin_mm: float
+    slab_margin_mm: float
+    agreement_mm: float
+    volume_budget_mb: float
+    escalate_days: float
+    escalate_concepts: tuple[str, ...]
+    escalate_priority: Priority
+    escalate_flag: str
+    source: str
+    version: str
+
+    def grade(self, depth_mm: float) -> str:
+        return gertzbein_robbins(depth_mm, self.grade_bounds)
+
+    def volume_budget_bytes(self) -> int:
+        env = os.environ.get("PACS_TRIAGE_CT_VOLUME_BUDGET_MB")
+        mb = float(env) if env else self.volume_budget_mb
+        return int(mb * 1024 * 1024)
+
+
+def gertzbein_robbins(depth_mm: float, bounds=(0.0, 2.0, 4.0, 6.0)) -> str:
+    """A no breach; B < 2 mm; C 2-4 mm; D 4-6 mm; E >= 6 mm (bounds: lower limits of B, C, D, E)."""
+    b, c, d, e = bounds
+    if depth_mm <= b:
+        return "A"
+    if depth_mm < c:
+        return "B"
+    if depth_mm < d:
+        return "C"
+    if depth_mm < e:
+        return "D"
+    return "E"
+
+
+def _num(doc: dict, path: str, file: Path) -> float:
+    cur = doc
+    for k in path.split("."):
+        if not isinstance(cur, dict) or k not in cur:
+            raise PolicyError(f"{file}: missing key {path}")
+        cur = cur[k]
+    if isinstance(cur, bool) or not isinstance(cur, (int, float)) or cur < 0:
+        raise PolicyError(f"{file}: {path} must be a non-negative number")
+    return float(cur)
+
+
+def _prio(value, path: str, file: Path) -> Priority:
+    try:
+        return Priority.parse(value)
+    except (KeyError, AttributeError):
+        raise PolicyError(f"{file}: {path} must be STAT, URGENT or ROUTINE, not {value!r}") from None
+
+
+def parse(doc: dict, file: Path) -> CTPolicy:
+    if not isinstance(doc, dict):
+        raise PolicyError(f"{file}: must be a mapping")
+    bounds = tuple(_num(doc, f"gertzbein_robbins.{g}", file) for g in GRADES)
+    if list(bounds) != sorted(bounds) or len(set(bounds)) != 4:
+        raise PolicyError(f"{file}: gertzbein_robbins bounds must increase from B to E")
+    prios = (doc.get("priorities") or {}).get("misplaced_screw") or {}
+    grade_priority = {g: _prio(prios[g], f"priorities.misplaced_screw.{g}", file) for g in prios}
+    if set(grade_priority) - set(GRADES):
+        raise PolicyError(f"{file}: priorities.misplaced_screw has unknown grades")
+    esc = doc.get("unassessed_screws") or {}
+    flag = str(esc.get("flag", "misplaced_screw"))
+    if flag not in FLAG_CODES:
+        raise PolicyError(f"{file}: unassessed_screws.flag {flag!r} is not a flag code")
+    concepts = esc.get("complaint_concepts") or []
+    if not isinstance(concepts, list) or not all(isinstance(c, str) for c in concepts):
+        raise PolicyError(f"{file}: unassessed_screws.complaint_concepts must be a list of concept names")
+    return CTPolicy(
+        metal_hu=_num(doc, "densities.metal_hu", file),
+        bone_hu=_num(doc, "densities.bone_hu", file),
+        grade_bounds=bounds,  # type: ignore[arg-type]
+        grade_priority=grade_priority,
+        loosening_priority=_prio(doc["priorities"].get("screw_loosening", "ROUTINE"), "priorities.screw_loosening", file),
+        infection_priority=_prio(doc["priorities"].get("screw_loosening_infection", "URGENT"),
+                                 "priorities.screw_loosening_infection", file),
+        halo_flag_mm=_num(doc, "halo.flag_mm", file),
+        thin_slice_mm=_num(doc, "acquisition.thin_slice_mm", file),
+        blooming_margin_mm=_num(doc, "canal.blooming_margin_mm", file),
+        slab_margin_mm=_num(doc, "canal.slab_margin_mm", file),
+        agreement_mm=_num(doc, "canal.agreement_mm", file),
+        volume_budget_mb=_num(doc, "volume.budget_mb", file),
+        escalate_days=_num(doc, "unassessed_screws.max_days_after_surgery", file),
+        escalate_concepts=tuple(concepts),
+        escalate_priority=_prio(esc.get("priority", "URGENT"), "unassessed_screws.priority", file),
+        escalate_flag=flag,
+        source=str(file),
+        version=f"v{doc.get('version', 0)}",
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, mtime: float) -> CTPolicy:
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{p}: {exc}") from None
+    return parse(doc, p)
+
+
+def ct_policy(path: Path | str | None = None) -> CTPolicy:
+    """The CT hardware policy in force (re-read when the file changes)."""
+    p = Path(path) if path is not None else DEFAULT_FILE
+    return _load(str(p), p.stat().st_mtime)
+
+
+# --- early postoperative complaint with unassessed screws -------------------------------------
+
+@functools.lru_cache(maxsize=2)
+def _matcher(version_key: str):
+    from rules.engine import Rulebook
+
+    return Rulebook.load().matcher
+
+
+def clinical_context(study) -> dict:
+    """Time since surgery (hours, from the text) and complaint concepts, read with the rulebook's own lexicon.
+
+    Returns {"hours": [..], "concepts": set, "error": str|None}; never raises.
+    """
+    try:
+        from rules import context as ctxmod
+        from rules.engine import DEFAULT_DIRECTORY
+        from rules.loader import content_hash, rule_files
+
+        matcher = _matcher(content_hash(rule_files(DEFAULT_DIRECTORY)))
+        ctx = ctxmod.build(study, matcher, None, None)
+        return {"hours": [r.hours for r in ctx.readings], "concepts": set(ctx.raising), "error": None}
+    except Exception as exc:  # the text side is another module's; degrade, never crash the analyser
+        log.warning("clinical context for the image policy unavailable: %s", exc)
+        return {"hours": [], "concepts": set(), "error": f"{type(exc).__name__}: {exc}"}
+
+
+def unassessed_escalation(policy: CTPolicy, clinical: dict, n_unassessed: int, n_total: int) -> dict | None:
+    """The escalation owed to unassessed screws in an early postoperative study with a complaint, or None."""
+    if n_unassessed <= 0:
+        return None
+    early = [h for h in clinical.get("hours") or [] if h is not None and 0 <= h <= policy.escalate_days * 24]
+    complaints = sorted(set(clinical.get("concepts") or ()) & set(policy.escalate_concepts))
+    if not early or not complaints:
+        return None
+    return {"priority": policy.escalate_priority, "flag": policy.escalate_flag, "hours": min(early),
+            "complaints": complaints}

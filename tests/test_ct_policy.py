@@ -1,0 +1,127 @@
+"""Image-finding policy (rules/images/ct_hardware.yaml), memory budget, and 'not assessed' never silent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydicom import dcmread
+
+from phantom import PhantomSpec, ScrewSpec, load_study, write_series
+from rules.image_policy import DEFAULT_FILE, PolicyError, ct_policy, parse, unassessed_escalation
+from rules.model import Priority
+from workers.analysers import AnalysisResult, incomplete_notes, run_analysers
+from workers.analysers import volume as vm
+from workers.analysers.ct_hardware import CTHardwareAnalyser
+
+SCREWS = [ScrewSpec(0, "left", medial=5.0), ScrewSpec(0, "right"), ScrewSpec(1, "left"), ScrewSpec(1, "right")]
+
+
+def test_policy_file_has_thresholds_priorities_and_references():
+    pol = ct_policy()
+    assert pol.grade_bounds == (0.0, 2.0, 4.0, 6.0)
+    assert [pol.grade(d) for d in (0.0, 1.0, 2.0, 4.0, 6.5)] == list("ABCDE")
+    assert pol.grade_priority == {"C": Priority.URGENT, "D": Priority.STAT, "E": Priority.STAT}
+    assert pol.bone_hu == 200 and pol.metal_hu == 2500 and pol.halo_flag_mm == 2.0
+    doc = yaml.safe_load(DEFAULT_FILE.read_text())
+    for section in ("densities", "gertzbein_robbins", "priorities", "halo", "acquisition", "unassessed_screws"):
+        assert doc[section].get("reference"), section
+    # the text rulebook does not read this folder (its loader globs rules/*.yaml only)
+    assert DEFAULT_FILE.parent.name == "images"
+
+
+def test_bad_policy_is_rejected_with_the_file_and_key(tmp_path):
+    doc = yaml.safe_load(DEFAULT_FILE.read_text())
+    doc["gertzbein_robbins"]["D"] = 1.0
+    with pytest.raises(PolicyError, match="increase"):
+        parse(doc, Path("x.yaml"))
+    doc = yaml.safe_load(DEFAULT_FILE.read_text())
+    doc["priorities"]["misplaced_screw"]["C"] = "SOON"
+    with pytest.raises(PolicyError, match="misplaced_screw.C"):
+        parse(doc, Path("x.yaml"))
+    doc = yaml.safe_load(DEFAULT_FILE.read_text())
+    doc["unassessed_screws"]["flag"] = "broken_screw"
+    with pytest.raises(PolicyError, match="flag"):
+        parse(doc, Path("x.yaml"))
+
+
+def test_unassessed_escalation_needs_early_complaint_and_unassessed_screws():
+    pol = ct_policy()
+    early = {"hours": [48.0], "concepts": {"radicular_pain"}}
+    assert unassessed_escalation(pol, early, 2, 4)["priority"] == Priority.URGENT
+    assert unassessed_escalation(pol, early, 0, 4) is None
+    assert unassessed_escalation(pol, {"hours": [10 * 24.0], "concepts": {"radicular_pain"}}, 2, 4) is None
+    assert unassessed_escalation(pol, {"hours": [48.0], "concepts": {"fever"}}, 2, 4) is None
+    assert unassessed_escalation(pol, {"hours": [], "concepts": {"motor_deficit"}}, 2, 4) is None
+
+
+def test_volume_over_budget_is_refused_before_decoding(tmp_path, monkeypatch):
+    spec = PhantomSpec(shape=(20, 64, 64), screws=[], rods=False)
+    paths = [str(p) for p in write_series(spec, tmp_path)]
+    monkeypatch.setattr(vm, "pixel_array", lambda *a, **k: pytest.fail("decoded despite the budget"))
+    with pytest.raises(vm.VolumeError, match="memory budget"):
+        vm.assemble(paths, budget_bytes=20 * 64 * 64 * 2 - 1)
+
+
+def test_budget_from_environment_gives_a_not_assessed_reason(tmp_path, monkeypatch):
+    write_series(PhantomSpec(shape=(40, 128, 128), pixel=1.4, screws=SCREWS, seed=2), tmp_path / "ct")
+    monkeypatch.setenv("PACS_TRIAGE_CT_VOLUME_BUDGET_MB", "0.5")
+    [res] = run_analysers(load_study(tmp_path / "ct"), [CTHardwareAnalyser()])
+    assert res.summary["incomplete"].startswith("CT screw analysis incomplete: screws not assessed (volume too large")
+    assert res.not_assessed[0] == res.summary["incomplete"] and not res.flags
+
+
+def _with_text(directory: Path, text: str) -> None:
+    for p in directory.glob("*.dcm"):
+        ds = dcmread(p)
+        ds.ReasonForTheRequestedProcedure = text
+        ds.save_as(p, enforce_file_format=True)
+
+
+@pytest.fixture(scope="module")
+def myelo(tmp_path_factory):
+    """Intrathecal contrast: every screw is unassessed; early postoperative with sciatica."""
+    d = tmp_path_factory.mktemp("myelo") / "ct"
+    write_series(PhantomSpec(shape=(60, 160, 160), pixel=1.0, slice_spacing=1.0, screws=SCREWS,
+                             contrast_agent="IOHEXOL INTRATHECAL", seed=4), d)
+    _with_text(d, "J+2 arthrodese L4-L5, nouvelle sciatique droite")
+    [res] = run_analysers(load_study(d), [CTHardwareAnalyser()])
+    return res
+
+
+def test_unassessed_screws_are_listed_and_counted(myelo):
+    s = myelo.summary
+    assert s["screws_total"] == 4 and s["screws_not_assessed"] == 4
+    assert s["incomplete"] == "CT screw analysis incomplete: 4 of 4 screws not assessed (intrathecal contrast)"
+    assert [x["screw"] for x in s["not_assessed_screws"]] == [1, 2, 3, 4]
+    assert all(x["side"] in ("left", "right", "unknown") and x["reason"] for x in s["not_assessed_screws"])
+    assert not [m for m in myelo.measurements if m["name"] == "medial_breach_depth"]  # unknown is not grade A
+    assert myelo.to_dict()["summary"]["screws_not_assessed"] == 4
+
+
+def test_early_complaint_with_unassessed_screws_is_at_least_urgent(myelo):
+    [flag] = [f for f in myelo.flags if f.rule == "ct_hardware.unassessed_early"]
+    assert flag.code == "misplaced_screw" and flag.priority >= Priority.URGENT
+    assert "radicular_pain" in flag.evidence[0].note and "4 of 4 screws not assessed" in flag.evidence[0].note
+    assert myelo.summary["escalation"]["priority"] == "URGENT"
+
+
+def test_not_assessed_wording_in_sr_ups_and_hl7(myelo):
+    from workers.sinks.hl7 import notes
+    from workers.sinks.ups import comments
+    from workers.sr import summary_group
+
+    line = "CT screw analysis incomplete: 4 of 4 screws not assessed (intrathecal contrast)"
+    entry = {"priority": "URGENT", "flags": [], "analysers": [myelo.to_dict()], "study_instance_uid": "1.2.3"}
+    assert incomplete_notes(entry) == [line]
+    assert line in notes(entry)
+    assert line + "." in comments(entry)
+    import highdicom as hd
+
+    algo = hd.sr.AlgorithmIdentification(name="pacs-triage", version="1")
+    group = summary_group(entry, algo, "1.2.3.4")
+    texts = [str(getattr(i, "TextValue", "")) for i in group[0].ContentSequence]
+    assert line in texts
+    # nothing is said when everything was assessed
+    assert incomplete_notes({"analysers": [AnalysisResult("ct_hardware").to_dict()]}) == []
