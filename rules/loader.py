@@ -28,6 +28,10 @@ CUE_KINDS = (
     "uncertain_before",
     "uncertain_after",
     "history_before",
+    "history_after",
+    "hypothetical_before",
+    "hypothetical_after",
+    "experiencer_before",
     "scope_breaks",
 )
 TEMPLATE_FIELDS = {"rule", "title", "flags", "matched", "window", "interval", "priority"}

@@ -11,6 +11,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+import ftfy
+from rapidfuzz.distance import Levenshtein
+
 _CHAR_MAP = {
     "œ": "oe",
     "æ": "ae",
@@ -27,6 +30,24 @@ _TOKEN = re.compile(r"[a-z0-9]+|\n|[?+/#.;:,!()]")
 
 #: Typo correction only for words at least this long (shorter words are too ambiguous).
 _FUZZY_MIN = 6
+#: ... and at most this long: a longer "word" is noise (or an attack) and is left as it is.
+WORD_CAP = 40
+#: Characters read per text field and per study; the rest is ignored (and said so).
+FIELD_CAP = 16 * 1024
+STUDY_CAP = 64 * 1024
+
+#: Signs of UTF-8 text decoded as Latin-1 ("hÃ©matome"): only then is ftfy asked to repair.
+_MOJIBAKE = re.compile("[\u00c2\u00c3][\u0080-\u00bf]|\u00e2\u20ac")
+
+
+def repair(text: str) -> str:
+    """Text as the clinician wrote it: mojibake repaired (ftfy) and capped at FIELD_CAP characters."""
+    text = text[:FIELD_CAP]
+    if _MOJIBAKE.search(text):
+        fixed = ftfy.fix_text(text, normalization=None)
+        if len(fixed) <= len(text):
+            return fixed
+    return text
 
 
 def normalise(text: str) -> tuple[str, list[int]]:
@@ -71,10 +92,6 @@ def term_tokens(term: str) -> tuple[str, ...]:
     return tuple(t.norm for t in tokenize(term))
 
 
-def _deletes(word: str) -> set[str]:
-    return {word[:i] + word[i + 1 :] for i in range(len(word))}
-
-
 @dataclass
 class Mention:
     """One match of a lexicon term in one text field."""
@@ -87,13 +104,29 @@ class Mention:
     tag: str
     series_uid: str | None
     assertion: str = "affirmed"  # affirmed | uncertain | negated
-    history: bool = False
+    history: bool = False  # historical: before the operation, years ago, h/o, resolved
+    hypothetical: bool = False  # if / in case of / to prevent / planned or booked (future)
+    experiencer: str = "patient"  # patient | other (mother, father, ...)
     corrected: str | None = None  # the lexicon word a typo was read as
+    measurement: dict | None = None  # name, value, unit, threshold, reference for a lab/vital reading
 
     @property
     def raises(self) -> bool:
-        """A mention raises rules when it is affirmed or uncertain and not history."""
-        return self.assertion != "negated" and not self.history
+        """A mention raises rules when it is affirmed or uncertain, current, real and the patient's."""
+        return self.assertion != "negated" and not self.history and not self.hypothetical and self.experiencer == "patient"
+
+    @property
+    def status(self) -> str:
+        """One word for the evidence: negated, hypothetical, other_experiencer, historical, uncertain, affirmed."""
+        if self.assertion == "negated":
+            return "negated"
+        if self.hypothetical:
+            return "hypothetical"
+        if self.experiencer != "patient":
+            return "other_experiencer"
+        if self.history:
+            return "historical"
+        return self.assertion
 
 
 @dataclass
@@ -128,36 +161,46 @@ class Matcher:
         self.cues = {kind: sorted({term_tokens(t) for t in terms}, key=len, reverse=True) for kind, terms in cues.items()}
         self.breaks = self.cues.pop("scope_breaks", [])
         self.scope = scope
+        self.after_scope = 4
         self.word_concepts: dict[str, set[str]] = {}
         for e in entries.values():
             for t in e.tokens:
                 if len(t) >= _FUZZY_MIN and t.isalpha():
                     self.word_concepts.setdefault(t, set()).update(e.concepts)
-        vocab = self.vocab = set(self.word_concepts)
+        self.vocab = set(self.word_concepts)
+        self.by_initial: dict[str, list[str]] = {}
+        for word in sorted(self.vocab):
+            self.by_initial.setdefault(word[0], []).append(word)
         self.words = {t for e in entries.values() for t in e.tokens}
-        self.deletes: dict[str, set[str]] = {}
-        for word in vocab:
-            for d in _deletes(word):
-                self.deletes.setdefault(d, set()).add(word)
         self.known = {spell(normalise(w)[0]) for w in known_words} | {t for c in self.cues.values() for s in c for t in s}
+        self._fixes: dict[str, str | None] = {}
 
     def correct(self, word: str) -> str | None:
-        """The lexicon word a small typo (one edit) stands for, or None when unsure."""
-        if word in self.words or word in self.known or len(word) < _FUZZY_MIN - 1 or not word.isalpha():
+        """The lexicon word a small typo stands for, or None when unsure.
+
+        Bounded: words of _FUZZY_MIN-1 .. WORD_CAP letters only, same first letter,
+        Levenshtein distance 1 (2 for words of 9 letters or more, which covers dropped
+        vowels such as "decompressn"), and every candidate must mean the same thing.
+        """
+        if word in self.words or word in self.known or not (_FUZZY_MIN - 1 <= len(word) <= WORD_CAP) or not word.isalpha():
             return None
-        found = set(self.deletes.get(word, ()))
-        for d in _deletes(word):
-            if d in self.vocab:
-                found.add(d)
-            found |= self.deletes.get(d, set())
-        found = sorted(w for w in found if w[0] == word[0] and abs(len(w) - len(word)) <= 1)
-        if not found or any(self.word_concepts[w] != self.word_concepts[found[0]] for w in found):
-            return None  # no candidate, or candidates that mean different things
-        return found[0]
+        if word in self._fixes:
+            return self._fixes[word]
+        k = 2 if len(word) >= 9 else 1
+        found = sorted(
+            v for v in self.by_initial.get(word[0], ())
+            if abs(len(v) - len(word)) <= k and Levenshtein.distance(word, v, score_cutoff=k) <= k
+        )
+        fix = None
+        if found and all(self.word_concepts[w] == self.word_concepts[found[0]] for w in found):
+            fix = found[0]
+        if len(self._fixes) < 50_000:
+            self._fixes[word] = fix
+        return fix
 
     def mentions(self, text_field: dict) -> list[Mention]:
         """Every concept mention in one text field ({"keyword","tag","value","series_uid"})."""
-        text = text_field.get("value") or ""
+        text = repair(text_field.get("value") or "")
         tokens = tokenize(text)
         words = [t.norm for t in tokens]
         fixes: dict[int, str] = {}
@@ -204,7 +247,10 @@ class Matcher:
                 m.assertion = e.assertion
             elif not e.concepts & self.pseudo:
                 m.assertion = self._assertion(words, a, b, covered)
-            m.history = self._cue(words, a, "history_before", covered, before=True)
+            m.history = self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
+            m.hypothetical = self._cue(words, a, "hypothetical_before", covered, True) or self._cue(words, b, "hypothetical_after", covered, False)
+            if self._cue(words, a, "experiencer_before", covered, True):
+                m.experiencer = "other"
             out.append(m)
         return out
 
@@ -220,7 +266,7 @@ class Matcher:
             span = range(lo, pos)
         else:
             hi = pos
-            for k in range(pos, min(len(words), pos + 3)):
+            for k in range(pos, min(len(words), pos + self.after_scope)):
                 if any(tuple(words[k : k + len(b)]) == b for b in self.breaks):
                     break
                 hi = k + 1
