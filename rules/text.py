@@ -12,7 +12,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 import ftfy
-from rapidfuzz.distance import Levenshtein
+from rapidfuzz.distance import OSA
 
 _CHAR_MAP = {
     "œ": "oe",
@@ -179,7 +179,7 @@ class Matcher:
         """The lexicon word a small typo stands for, or None when unsure.
 
         Bounded: words of _FUZZY_MIN-1 .. WORD_CAP letters only, same first letter,
-        Levenshtein distance 1 (2 for words of 9 letters or more, which covers dropped
+        optimal-string-alignment distance 1 (a transposition counts once; 2 for words of 9 letters or more, which covers dropped
         vowels such as "decompressn"), and every candidate must mean the same thing.
         """
         if word in self.words or word in self.known or not (_FUZZY_MIN - 1 <= len(word) <= WORD_CAP) or not word.isalpha():
@@ -187,13 +187,17 @@ class Matcher:
         if word in self._fixes:
             return self._fixes[word]
         k = 2 if len(word) >= 9 else 1
-        found = sorted(
-            v for v in self.by_initial.get(word[0], ())
-            if abs(len(v) - len(word)) <= k and Levenshtein.distance(word, v, score_cutoff=k) <= k
-        )
+        scored = [
+            (OSA.distance(word, v, score_cutoff=k), v) for v in self.by_initial.get(word[0], ()) if abs(len(v) - len(word)) <= k
+        ]
+        scored = [(d, v) for d, v in scored if d <= k]
         fix = None
-        if found and all(self.word_concepts[w] == self.word_concepts[found[0]] for w in found):
-            fix = found[0]
+        if scored:
+            best = min(d for d, _ in scored)
+            found = sorted(v for d, v in scored if d == best)
+            shared = set.intersection(*(self.word_concepts[w] for w in found))
+            if shared:  # every closest candidate means (at least) the same thing
+                fix = found[0]
         if len(self._fixes) < 50_000:
             self._fixes[word] = fix
         return fix
