@@ -6,9 +6,10 @@ the rules only look at this object.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from rules.text import Matcher, Mention
+from rules.text import STUDY_CAP, Matcher, Mention, repair
 from rules.timing import Reading, study_datetime, surgery_reading, text_readings
 
 #: Fields that describe the acquisition rather than the clinical question.
@@ -22,8 +23,14 @@ ACQUISITION_KEYWORDS = (
 _SERIES_TEXT = ("SeriesDescription", "ProtocolName", "BodyPartExamined", "ImageType", "ConvolutionKernel")
 
 #: Concepts that say the patient was operated (procedure or post-operative wording).
-OPERATED = ("discectomy", "decompression", "fusion", "operated")
+PROCEDURES = ("discectomy", "decompression", "fusion", "cement", "stimulator", "anterior_cervical", "revision")
+OPERATED = PROCEDURES + ("operated",)
 HARDWARE = ("fusion", "hardware", "screw_query")
+#: Procedures without screws: a hardware flag needs screws or an unknown procedure (guide §2).
+NON_INSTRUMENTED = ("discectomy", "decompression", "cement", "stimulator")
+
+#: "CES in 2015", "(2019)": a year before the study year after a mention makes it history.
+_YEAR_AFTER = re.compile(r"^\W{0,3}(?:in|en|since|depuis|\(|of|de|from|dating from|datant de)?\s*\(?((?:19|20)\d\d)\b")
 
 
 @dataclass
@@ -32,6 +39,7 @@ class Context:
     raising: dict[str, list[Mention]]  # concept -> affirmed or uncertain, non-history mentions
     clinical_text: bool  # any field other than acquisition descriptions
     procedures: set[str]
+    planned: list[Mention]  # procedures mentioned as planned or future: not postoperative
     instrumented: str  # yes | no | unknown
     postoperative: str  # yes | no | unknown
     cue_windows: dict[str, list[Mention]]
@@ -48,17 +56,36 @@ def _base(keyword: str) -> str:
     return keyword.rsplit(".", 1)[-1]
 
 
+def capped_fields(fields: list[dict]) -> list[dict]:
+    """The text fields, each capped by the text reader, together at most STUDY_CAP characters."""
+    out, total = [], 0
+    for f in fields:
+        value = str(f.get("value") or "")[: max(0, STUDY_CAP - total)]
+        total += len(value)
+        out.append(dict(f, value=value))
+    return out
+
+
 def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) -> Context:
     mentions: list[Mention] = []
-    for f in study.text_fields:
-        mentions.extend(matcher.mentions(f))
+    study_dt = study_datetime(study.attributes)
+    fields = capped_fields(study.text_fields)
+    for f in fields:
+        found = matcher.mentions(f)
+        _year_history(found, repair(f.get("value") or ""), study_dt)
+        mentions.extend(found)
     raising: dict[str, list[Mention]] = {}
-    seen: dict[str, list[Mention]] = {}  # concept -> every non-negated mention, history included
+    seen: dict[str, list[Mention]] = {}  # concept -> every non-negated, real mention, history included
     negated: set[str] = set()
+    planned: list[Mention] = []
     for m in mentions:
+        if m.hypothetical and m.assertion != "negated" and m.concepts & set(OPERATED):
+            planned.append(m)
         for c in m.concepts:
             if m.assertion == "negated":
                 negated.add(c)
+                continue
+            if m.hypothetical or m.experiencer != "patient":
                 continue
             seen.setdefault(c, []).append(m)
             if m.raises:
@@ -70,15 +97,17 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
             if value:
                 text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
                 acquisition |= {c for m in matcher.mentions({"value": text, "keyword": kw}) for c in m.concepts}
-    procedures = {p for p in ("discectomy", "decompression", "fusion") if p in seen}
-    if any(c in seen for c in HARDWARE):
+    procedures = {p for p in PROCEDURES if p in seen}
+    hardware = [c for c in HARDWARE if c in seen]
+    if hardware == ["hardware"] and "stimulator" in procedures:
+        hardware = []  # "implant" of a stimulator or pump is not a screw
+    if hardware:
         instrumented = "yes"
-    elif "no_hardware" in seen or procedures:
+    elif "no_hardware" in seen or (procedures and procedures <= set(NON_INSTRUMENTED)):
         instrumented = "no"
     else:
         instrumented = "unknown"
-    study_dt = study_datetime(study.attributes)
-    readings, notes = text_readings(study.text_fields, study_dt)
+    readings, notes = text_readings(fields, study_dt)
     structured, note = surgery_reading(surgery, study_dt)
     if note:
         notes.append(note)
@@ -87,7 +116,7 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
     intraop = any(p.get("role") in ("intraoperative", "postoperative_reference") for p in priors or [])
     if any(c in seen for c in OPERATED) or readings or structured or intraop:
         postoperative = "yes"
-    elif "no_surgery" in seen or any(c in negated for c in OPERATED):
+    elif "no_surgery" in seen or any(c in negated for c in OPERATED) or planned:
         postoperative = "no"
     else:
         postoperative = "unknown"
@@ -103,8 +132,9 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
     return Context(
         mentions=mentions,
         raising=raising,
-        clinical_text=any(_base(f["keyword"]) not in ACQUISITION_KEYWORDS for f in study.text_fields),
+        clinical_text=any(_base(f["keyword"]) not in ACQUISITION_KEYWORDS for f in fields),
         procedures=procedures,
+        planned=planned,
         instrumented=instrumented,
         postoperative=postoperative,
         cue_windows=cue_windows,
@@ -113,6 +143,17 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
         readings=_distinct(readings),
         time_notes=notes,
     )
+
+
+def _year_history(mentions: list[Mention], text: str, study_dt) -> None:
+    """A complaint followed by a year before the study's ("CES in 2015", "(2019)") is history."""
+    year_now = study_dt.year if study_dt else None
+    for m in mentions:
+        if m.concepts & set(OPERATED) or year_now is None:
+            continue
+        hit = _YEAR_AFTER.match(text[m.end : m.end + 24])
+        if hit and int(hit.group(1)) < year_now:
+            m.history = True
 
 
 def _distinct(readings: list[Reading]) -> list[Reading]:

@@ -27,9 +27,34 @@ _UNIT = "|".join(f"(?P<{k}>{v})" for k, v in _UNITS.items())
 
 #: Words that say the surgery is what the time refers to.
 _SURGERY = re.compile(
-    r"op[ie]?r|chir|surg|interv|arthrod|fusion|discect|discecto|laminect|herniect|tlif|plif|alif|xlif|"
-    r"recalibr|decompress|instrument|osteosynth|post|bloc|s/p"
+    r"op[ie]?r|chir|surg|interv|arthrod|fusion|discect|discecto|laminect|herniect|tlif|plif|alif|xlif|llif|olif|"
+    r"recalibr|decompress|decomp|instrument|osteosynth|post|bloc|s/p|lami|microdisc|acdf|accf|corpect|corporect|"
+    r"kypho|cypho|vertebro|ciment|cement|stimulat|pump|pompe|redo|revision|reprise|fixation|foramino|"
+    r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli"
 )
+#: Words that make a nearby procedure planned rather than done.
+_FUTURE = re.compile(
+    r"planned|booked|scheduled|prevue?|programmee?|planifiee?|a venir|upcoming|awaiting|listed for|en vue|"
+    r"demain|tomorrow|next week|la semaine prochaine|prochain|due for|pre ?op(?:erative)? (?:work|planning|assessment)|"
+    r"bilan pre ?operatoire|for surgery|pour chirurgie|avant (?:sa|son|la future)|envisage|proposee?|indication"
+)
+#: Relative words that need a procedure nearby: "ACDF yesterday", "hier soir, laminectomie".
+_DAY_WORDS = {
+    "avant hier": 48, "day before yesterday": 48, "yesterday evening": 18, "yesterday": 24, "last night": 12,
+    "overnight": 10, "this morning": 4, "earlier today": 4, "today": 0, "tonight": 0, "hier soir": 18,
+    "hier matin": 28, "hier": 24, "la veille": 24, "cette nuit": 8, "ce matin": 4, "aujourd'hui": 0,
+    "aujourd hui": 0, "ce jour": 0, "last week": 24 * 7, "la semaine derniere": 24 * 7, "last month": 24 * 30,
+    "le mois dernier": 24 * 30, "last year": 24 * 365, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
+    "l an dernier": 24 * 365, "few days ago": 72, "quelques jours": 72, "a few days ago": 72,
+}
+_DAY_RE = re.compile(r"(?<![a-z])(" + "|".join(sorted((re.escape(k) for k in _DAY_WORDS), key=len, reverse=True)) + r")(?![a-z])")
+#: UK notation: 2/7 = 2 days, 6/52 = 6 weeks, 3/12 = 3 months (never part of a level "L4/5" or a date).
+_UK = re.compile(r"(?<![a-z0-9/.])(\d{1,2}(?:\.\d)?)\s*/\s*(7|52|12)(?![0-9/])")
+_UK_HOURS = {"7": 24, "52": 24 * 7, "12": 24 * 30.44}
+#: A year alone ("fusion in 2019", "(2024)") or a month and year ("03/2024", "mars 2024").
+_MONTH_YEAR = re.compile(r"(?<![0-9/.])(\d{1,2})[/.-]((?:19|20)\d\d)(?![0-9])")
+_NAMED_MONTH_YEAR = re.compile(r"(?<![a-z0-9])([a-z]{3,9})\.?\s+((?:19|20)\d\d)(?![0-9])")
+_YEAR = re.compile(r"(?<![0-9/.-])((?:19|20)\d\d)(?![0-9/.-])")
 
 _RELATIVE = [
     # J+2, J2, J 2 (French "jour"); never D2, which is a vertebra (D12 = T12).
@@ -118,7 +143,12 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         value = f.get("value") or ""
         norm, index = normalise(value)
 
+        spans: list[tuple[int, int]] = []
+
         def add(hours: float, a: int, b: int) -> None:
+            if any(a < y and x < b for x, y in spans):
+                return  # the same words already gave a reading
+            spans.append((a, b))
             start, end = index[a], index[b - 1] + 1
             readings.append(Reading(round(hours, 1), "text", value[start:end], f.get("keyword"), f.get("tag"), start, end))
 
@@ -135,6 +165,35 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                     add(int(m.group(1)) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
         for m in _YESTERDAY.finditer(norm):
             add(24 if m.group(1) in ("hier", "yesterday", "la veille") else 0, m.start(), m.end())
+        for m in _DAY_RE.finditer(norm):
+            if _near_procedure(norm, m.start(), m.end()):
+                add(_DAY_WORDS[m.group(1)], m.start(), m.end())
+        for m in _UK.finditer(norm):
+            if _near_procedure(norm, m.start(), m.end()):
+                add(float(m.group(1)) * _UK_HOURS[m.group(2)], m.start(), m.end())
+        if study_dt is not None:
+            partial = []
+            for m in _MONTH_YEAR.finditer(norm):
+                month, year = int(m.group(1)), int(m.group(2))
+                if 1 <= month <= 12:
+                    partial.append((year, month, m.start(), m.end()))
+            for m in _NAMED_MONTH_YEAR.finditer(norm):
+                month = _MONTHS.get(m.group(1))
+                if month and not re.search(r"\d\s*(?:er)?\s*$", norm[max(0, m.start() - 4) : m.start()]):
+                    partial.append((int(m.group(2)), month, m.start(), m.end()))
+            spans = [(a, b) for *_, a, b in partial]
+            for m in _YEAR.finditer(norm):
+                if not any(a <= m.start() < b for a, b in spans):
+                    partial.append((int(m.group(1)), None, m.start(), m.end()))
+            for year, month, a, b in partial:
+                if not _near_procedure(norm, a, b):
+                    continue
+                # The least time that can have passed: the end of that month or year (the safer reading).
+                end = datetime(year + (month == 12), month % 12 + 1, 1) if month else datetime(year + 1, 1, 1)
+                if end <= study_dt:
+                    add((study_dt - end).total_seconds() / 3600, a, b)
+                elif (month and (year, month) == (study_dt.year, study_dt.month)) or (not month and year == study_dt.year):
+                    notes.append(f"partial date in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}] is this month or year: left unknown")
         for date, a, b, note in _dates(norm):
             if not _SURGERY.search(norm[max(0, a - 50) : a]) or (date is None and not note):
                 continue
@@ -147,6 +206,39 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
             else:
                 add((study_dt - date).total_seconds() / 3600, a, b)
     return readings, notes
+
+
+_CLAUSE_BREAK = re.compile(r"[,;:\n()]|\.(?:\s|$)| (?:but|mais|now|then|puis|since|depuis|and|et|with|avec) ")
+_FILLER = re.compile(r"^[\s(]*(?:in|en|on|le|the|of|de|du|since|depuis|at|a|le)?[\s(]*$")
+
+
+def _clauses(norm: str, a: int, b: int) -> tuple[str, str, str]:
+    """(previous clause, the clause holding norm[a:b], next clause)."""
+    starts = [0] + [m.end() for m in _CLAUSE_BREAK.finditer(norm)]
+    ends = [m.start() for m in _CLAUSE_BREAK.finditer(norm)] + [len(norm)]
+    spans = list(zip(starts, ends))
+    k = next((i for i, (x, y) in enumerate(spans) if x <= a < max(y, x + 1)), len(spans) - 1)
+    own = norm[spans[k][0] : max(spans[k][1], b)]
+    prev = norm[spans[k - 1][0] : spans[k - 1][1]] if k > 0 else ""
+    nxt = norm[spans[k + 1][0] : spans[k + 1][1]] if k + 1 < len(spans) else ""
+    return prev, own, nxt
+
+
+def _near_procedure(norm: str, a: int, b: int) -> bool:
+    """Is a done (not planned) procedure named in the same clause as norm[a:b]?
+
+    When the time expression stands alone in its clause ("Hier soir, laminectomie",
+    "TLIF L4-L5, 2019"), the neighbouring clauses are read instead.
+    """
+    prev, own, nxt = _clauses(norm, a, b)
+    candidates = [own]
+    rest = own.replace(norm[a:b], " ", 1)
+    if _FILLER.match(rest):
+        candidates = [own + " " + nxt, prev + " " + own]
+    for window in candidates:
+        if _SURGERY.search(window):
+            return not _FUTURE.search(window)
+    return False
 
 
 def _unit(m: re.Match) -> str:
