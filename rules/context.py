@@ -37,6 +37,7 @@ _YEAR_AFTER = re.compile(r"^\W{0,3}(?:in|en|since|depuis|\(|of|de|from|dating fr
 class Context:
     mentions: list[Mention]
     raising: dict[str, list[Mention]]  # concept -> affirmed or uncertain, non-history mentions
+    seen: dict[str, list[Mention]]  # concept -> every non-negated, real, patient mention (history included)
     clinical_text: bool  # any field other than acquisition descriptions
     procedures: set[str]
     planned: list[Mention]  # procedures mentioned as planned or future: not postoperative
@@ -132,6 +133,7 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
     return Context(
         mentions=mentions,
         raising=raising,
+        seen=seen,
         clinical_text=any(_base(f["keyword"]) not in ACQUISITION_KEYWORDS for f in fields),
         procedures=procedures,
         planned=planned,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rules import context as ctxmod
+from rules import safety as safetymod
 from rules.loader import Rule, RulebookError, content_hash, read
 from rules.model import Evidence, Flag, Priority, merge_flags
 from rules.text import Matcher, Mention
@@ -73,6 +74,8 @@ class Rulebook:
         self.rules: list[Rule] = source.rules
         self.settings: dict = source.settings
         self.matcher = Matcher(source.concepts, source.cues, int(self.settings["NEGATION_SCOPE_TOKENS"]), source.known_words)
+        self.safety_net: list[dict] = source.safety
+        self.measurements: list[dict] = source.measurements
 
     @classmethod
     def load(cls, directory: Path | str | None = None) -> "Rulebook":
@@ -95,9 +98,19 @@ class Rulebook:
             note = "conflicting times since surgery: " + "; ".join(r.reading.describe() for r in runs)
             for f in best.flags:
                 f.evidence.append(Evidence(source="postop_interval", rule=f.rule, note=note + "; the higher-priority reading was used"))
-        flags = merge_flags(best.flags + findings)
-        priority = max([floor, best.priority] + [f.priority for f in flags])
-        return self._outcome(ctx, runs, best, flags, priority, order_priority)
+        net = safetymod.assess(self.safety_net, ctx, float(self.settings["EARLY_WINDOW_DAYS"]), self.version)
+        flags = merge_flags(best.flags + findings + net.flags)
+        priority = max([floor, best.priority, net.priority] + [f.priority for f in flags])
+        out = self._outcome(ctx, runs, best, flags, priority, order_priority)
+        if net.fired:
+            raised = net.priority > max(floor, best.priority)
+            out.fired_rules.extend(rid for rid, _, _ in net.fired if rid not in out.fired_rules)
+            out.explain.extend(f"Safety net: {n}." for n in net.notes)
+            if raised:
+                out.explain.append(f"Safety net raised the priority to {net.priority.name}.")
+                if not net.flags:
+                    out.observations.append({"rule": net.fired[0][0], "note": net.notes[0], "evidence": [m.text for m in net.fired[0][2]]})
+        return out
 
     def _run(self, ctx, reading, priors, findings) -> _Run:
         hours = reading.hours if reading is not None else None

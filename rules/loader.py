@@ -156,6 +156,8 @@ class Source:
     rules: list[Rule]
     files: list[Path]
     errors: list[RulebookError]
+    safety: list[dict] = field(default_factory=list)
+    measurements: list[dict] = field(default_factory=list)
 
 
 _RULE_KEYS = {
@@ -165,7 +167,8 @@ _RULE_KEYS = {
     "priority", "escalate", "recommend", "observation", "note", "explain",
 }
 _CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note"}
-_TOP_KEYS = {"settings", "cues", "concepts", "known_words", "family", "rules"}
+_TOP_KEYS = {"settings", "cues", "concepts", "known_words", "family", "rules", "safety_net", "measurements"}
+_SAFETY_KEYS = {"id", "concepts", "with_any", "procedure", "windows", "priority", "flags", "reference", "note"}
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 
 
@@ -215,12 +218,43 @@ def read(directory: Path) -> Source:
             concept_lines[name] = (path, line)
             src.errors.extend(_check_concept(path, line, name, concept))
             src.concepts[name] = concept if isinstance(concept, dict) else {}
+        for item in doc.get("safety_net") or []:
+            src.safety.append(dict(item, _file=str(path), _line=getattr(item, "line", 1)))
+        for item in doc.get("measurements") or []:
+            src.measurements.append(dict(item, _file=str(path), _line=getattr(item, "line", 1)))
         rules = doc.get("rules")
         if rules is not None and not isinstance(rules, list):
             src.errors.append(RulebookError(path, doc.lines["rules"], "'rules' must be a list"))
             rules = []
         for item in rules or []:
             raw_rules.append((path, item, str(doc.get("family") or path.stem)))
+    for item in src.safety:
+        path, line = item["_file"], item["_line"]
+        for key in item:
+            if key not in _SAFETY_KEYS and not key.startswith("_"):
+                src.errors.append(RulebookError(path, line, f"unknown safety_net key '{key}'"))
+        if not item.get("id") or not item.get("concepts") or not item.get("reference"):
+            src.errors.append(RulebookError(path, line, "a safety_net entry needs id, concepts and reference"))
+        for c in list(item.get("concepts") or []) + list(item.get("with_any") or []):
+            if c not in src.concepts:
+                src.errors.append(RulebookError(path, line, f"unknown concept '{c}' in safety_net {item.get('id')}"))
+        for code in item.get("flags") or []:
+            if code not in FLAG_CODES:
+                src.errors.append(RulebookError(path, line, f"unknown flag code '{code}' in safety_net {item.get('id')}"))
+        for w in item.get("windows") or []:
+            if w not in WINDOWS + ("unknown",):
+                src.errors.append(RulebookError(path, line, f"unknown window '{w}' in safety_net {item.get('id')}"))
+        try:
+            item["priority"] = Priority.parse(item.get("priority", ""))
+        except KeyError:
+            src.errors.append(RulebookError(path, line, f"safety_net {item.get('id')}: priority must be STAT or URGENT"))
+    for item in src.measurements:
+        path, line = item["_file"], item["_line"]
+        for t in item.get("thresholds") or []:
+            if t.get("concept") not in src.concepts:
+                src.errors.append(RulebookError(path, line, f"unknown concept '{t.get('concept')}' in measurement {item.get('name')}"))
+        if not item.get("reference"):
+            src.errors.append(RulebookError(path, line, f"measurement {item.get('name')} needs a reference"))
     seen: dict[str, tuple[Path, int]] = {}
     for path, item, family in raw_rules:
         if not isinstance(item, _Map):
