@@ -71,10 +71,14 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
     mentions: list[Mention] = []
     study_dt = study_datetime(study.attributes)
     fields = capped_fields(study.text_fields)
+    measure = getattr(matcher, "measure", None)
     for f in fields:
         found = matcher.mentions(f)
-        _year_history(found, repair(f.get("value") or ""), study_dt)
+        text = repair(f.get("value") or "")
+        _year_history(found, text, study_dt)
         mentions.extend(found)
+        if measure is not None:
+            mentions.extend(measure.find(text, f))
     raising: dict[str, list[Mention]] = {}
     seen: dict[str, list[Mention]] = {}  # concept -> every non-negated, real mention, history included
     negated: set[str] = set()
@@ -104,7 +108,7 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
         hardware = []  # "implant" of a stimulator or pump is not a screw
     if hardware:
         instrumented = "yes"
-    elif "no_hardware" in seen or (procedures and procedures <= set(NON_INSTRUMENTED)):
+    elif "no_hardware" in seen or (procedures - {"revision"} and procedures - {"revision"} <= set(NON_INSTRUMENTED)):
         instrumented = "no"
     else:
         instrumented = "unknown"

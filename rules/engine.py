@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from rules import context as ctxmod
 from rules import safety as safetymod
+from rules.measure import Reader
 from rules.loader import Rule, RulebookError, content_hash, read
 from rules.model import Evidence, Flag, Priority, merge_flags
 from rules.text import Matcher, Mention
@@ -74,6 +75,7 @@ class Rulebook:
         self.rules: list[Rule] = source.rules
         self.settings: dict = source.settings
         self.matcher = Matcher(source.concepts, source.cues, int(self.settings["NEGATION_SCOPE_TOKENS"]), source.known_words)
+        self.matcher.measure = Reader(source.measurements)
         self.safety_net: list[dict] = source.safety
         self.measurements: list[dict] = source.measurements
 

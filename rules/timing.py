@@ -21,7 +21,7 @@ _UNITS = {
     "d": r"d|days?|j|jours?|jrs?",
     "w": r"wks?|weeks?|sem|semaines?",
     "m": r"mo|months?|mois",
-    "y": r"yrs?|years?|ans?|annees?",
+    "y": r"y|yrs?|years?|ans?|annees?",
 }
 _UNIT = "|".join(f"(?P<{k}>{v})" for k, v in _UNITS.items())
 
