@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, field
 
 from rules.text import STUDY_CAP, Matcher, Mention, repair
-from rules.timing import Reading, study_datetime, surgery_reading, text_readings
+from rules.timing import _FUTURE, Reading, study_datetime, surgery_reading, text_readings
+from rules.text import normalise
 
 #: Fields that describe the acquisition rather than the clinical question.
 ACQUISITION_KEYWORDS = (
@@ -76,6 +77,7 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
         found = matcher.mentions(f)
         text = repair(f.get("value") or "")
         _year_history(found, text, study_dt)
+        _planned_sentences(found, text)
         mentions.extend(found)
         if measure is not None:
             mentions.extend(measure.find(text, f))
@@ -149,6 +151,25 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
         readings=_distinct(readings),
         time_notes=notes,
     )
+
+
+_PAST = re.compile(r"(?<![a-z])(ago|il y a|post|j ?\+ ?\d|pod|yesterday|hier|done|performed|realisee?|effectuee?|"
+                   r"operated|operee?|s/p|status post|depuis|since|after|apres|last|dernier|derniere|\d{4})(?![a-z])")
+
+
+def _planned_sentences(mentions: list[Mention], text: str) -> None:
+    """A procedure in a sentence that says it is planned ("Intervention prévue demain: microdiscectomie")
+    is planned too, unless the sentence also dates it in the past."""
+    norm, _ = normalise(text)
+    for m in mentions:
+        if m.hypothetical or not m.concepts & set(OPERATED) or m.concepts & {"operated"} and len(m.concepts) == 1 and m.text.lower().startswith("post"):
+            continue
+        a = max(norm.rfind(". ", 0, m.start), norm.rfind("\n", 0, m.start), norm.rfind(";", 0, m.start)) + 1
+        ends = [i for i in (norm.find(". ", m.end), norm.find("\n", m.end), norm.find(";", m.end)) if i >= 0]
+        b = min(ends) if ends else len(norm)
+        sentence = norm[a:b]
+        if _FUTURE.search(sentence) and not _PAST.search(sentence):
+            m.hypothetical = True
 
 
 def _year_history(mentions: list[Mention], text: str, study_dt) -> None:

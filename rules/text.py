@@ -92,6 +92,28 @@ def term_tokens(term: str) -> tuple[str, ...]:
     return tuple(t.norm for t in tokenize(term))
 
 
+#: Words that follow the abbreviation CES in English requests ("CES symptoms", "CES signs").
+_AFTER_CES = {"symptoms", "signs", "features", "syndrome", "suspected", "query", "screen", "pathway", "protocol",
+              "concerns", "concern", "flags", "risk", "likely", "unlikely", "ruled", "excluded", "possible", "cannot",
+              "is", "was", "has", "with", "and", "or", "in", "on", "post", "after", "since", "now", "s/p", "symptom"}
+
+
+def _french_determiner(tokens: list["Token"], i: int, n: int) -> bool:
+    """An upper-case word like "CES" used as the French determiner ("CES DOULEURS", "COMPARER CES EXAMENS").
+
+    The abbreviation is followed by punctuation, an English word, or nothing; the
+    determiner by a French plural noun or adjective.
+    """
+    if n != 1 or i + 1 >= len(tokens):
+        return False
+    nxt = tokens[i + 1].norm
+    if not nxt.isalpha() or len(nxt) < 4 or nxt in _AFTER_CES:
+        return False
+    prev = tokens[i - 1].norm if i > 0 else ""
+    french_before = prev in {"de", "a", "sur", "pour", "comparer", "avec", "entre", "par", "dans", "tous", "toutes", "et"}
+    return nxt.endswith(("s", "x")) or french_before or nxt in {"derniers", "dernieres", "deux", "trois"}
+
+
 @dataclass
 class Mention:
     """One match of a lexicon term in one text field."""
@@ -222,6 +244,8 @@ class Matcher:
                 if tuple(words[i : i + n]) != e.tokens:
                     continue
                 if e.raw is not None and tuple(t.raw for t in tokens[i : i + n]) != e.raw:
+                    continue
+                if e.raw is not None and _french_determiner(tokens, i, n):
                     continue
                 match = e
                 break
