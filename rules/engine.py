@@ -21,6 +21,8 @@ from rules.text import Matcher, Mention
 __all__ = ["Rulebook", "RulebookError", "Outcome"]
 
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent
+#: Mentions listed as evidence per rule (a 64 KB text can repeat a word a thousand times).
+MAX_EVIDENCE = 12
 
 
 @dataclass
@@ -190,6 +192,9 @@ class Rulebook:
 
     def _evidence(self, rule: Rule, mentions: list[Mention], run: _Run, priority: Priority) -> list[Evidence]:
         out = []
+        if len(mentions) > MAX_EVIDENCE:
+            out.append(Evidence(source="rulebook", rule=rule.id, note=f"{len(mentions)} matching mentions; the first {MAX_EVIDENCE} are listed"))
+            mentions = mentions[:MAX_EVIDENCE]
         for m in mentions:
             notes = [rule.note] if rule.note else []
             if m.corrected:

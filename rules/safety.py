@@ -68,6 +68,7 @@ def assess(entries: list[dict], ctx, early_days: float, version: str = "") -> Sa
         out.notes.append(note + ": " + "; ".join(f"'{m.text}' ({m.status})" for m in cues))
         if not operated:
             continue
+        cues = cues[:12]
         for code in entry.get("flags") or []:
             evidence = [
                 Evidence(

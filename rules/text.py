@@ -11,6 +11,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from functools import lru_cache
+
 import ftfy
 from rapidfuzz.distance import OSA
 
@@ -50,18 +52,39 @@ def repair(text: str) -> str:
     return text
 
 
-def normalise(text: str) -> tuple[str, list[int]]:
-    """Lower-case, accent- and ligature-free text, and the original index of each character."""
-    out: list[str] = []
-    index: list[int] = []
-    for i, ch in enumerate(text):
+_FOLD: dict[str, str] = {}
+
+
+def _fold(ch: str) -> str:
+    rep = _FOLD.get(ch)
+    if rep is None:
         low = ch.lower()
         rep = _CHAR_MAP.get(low)
         if rep is None:
             rep = "".join(c for c in unicodedata.normalize("NFKD", low) if not unicodedata.combining(c))
-        for c in rep:
-            out.append(c)
+        if len(_FOLD) < 10_000:
+            _FOLD[ch] = rep
+    return rep
+
+
+@lru_cache(maxsize=64)
+def normalise(text: str) -> tuple[str, list[int]]:
+    """Lower-case, accent- and ligature-free text, and the original index of each character (cached)."""
+    if text.isascii():
+        folded = text.lower().replace("`", "'")
+        if len(folded) == len(text):
+            return folded, list(range(len(text)))
+    out: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        rep = _fold(ch)
+        if len(rep) == 1:
+            out.append(rep)
             index.append(i)
+        else:
+            for c in rep:
+                out.append(c)
+                index.append(i)
     return "".join(out), index
 
 
@@ -182,6 +205,19 @@ class Matcher:
             lst.sort(key=lambda e: -len(e.tokens))
         self.cues = {kind: sorted({term_tokens(t) for t in terms}, key=len, reverse=True) for kind, terms in cues.items()}
         self.breaks = self.cues.pop("scope_breaks", [])
+        self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
+        for kind, seqs in self.cues.items():
+            for seq in seqs:
+                if seq:
+                    self.cue_index.setdefault(kind, {}).setdefault(seq[0], []).append(seq)
+        self.break_index: dict[str, list[tuple[str, ...]]] = {}
+        for seq in self.breaks:
+            if seq:
+                self.break_index.setdefault(seq[-1], []).append(seq)
+        self.break_first: dict[str, list[tuple[str, ...]]] = {}
+        for seq in self.breaks:
+            if seq:
+                self.break_first.setdefault(seq[0], []).append(seq)
         self.scope = scope
         self.after_scope = 4
         self.word_concepts: dict[str, set[str]] = {}
@@ -284,27 +320,29 @@ class Matcher:
 
     def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool) -> bool:
         """Is a cue of this kind within scope before (or after) position pos?"""
-        cues = self.cues.get(kind, ())
+        index = self.cue_index.get(kind)
+        if not index:
+            return False
         if before:
             lo = pos
             for k in range(pos - 1, max(-1, pos - 1 - self.scope), -1):
-                if any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.breaks):
+                if any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.break_index.get(words[k], ())):
                     break
                 lo = k
             span = range(lo, pos)
         else:
             hi = pos
             for k in range(pos, min(len(words), pos + self.after_scope)):
-                if any(tuple(words[k : k + len(b)]) == b for b in self.breaks):
+                if any(tuple(words[k : k + len(b)]) == b for b in self.break_first.get(words[k], ())):
                     break
                 hi = k + 1
             span = range(pos, hi)
         for k in span:
             if k in covered:
                 continue
-            for cue in cues:
+            for cue in index.get(words[k], ()):
                 n = len(cue)
-                if tuple(words[k : k + n]) == cue and k + n <= span.stop:
+                if k + n <= span.stop and tuple(words[k : k + n]) == cue:
                     return True
         return False
 

@@ -213,9 +213,12 @@ _FILLER = re.compile(r"^[\s(]*(?:in|en|on|le|the|of|de|du|since|depuis|at|a|le)?
 
 
 def _clauses(norm: str, a: int, b: int) -> tuple[str, str, str]:
-    """(previous clause, the clause holding norm[a:b], next clause)."""
-    starts = [0] + [m.end() for m in _CLAUSE_BREAK.finditer(norm)]
-    ends = [m.start() for m in _CLAUSE_BREAK.finditer(norm)] + [len(norm)]
+    """(previous clause, the clause holding norm[a:b], next clause), looked for within 200 characters."""
+    lo = max(0, a - 200)
+    norm, a, b = norm[lo : b + 200], a - lo, b - lo
+    breaks = list(_CLAUSE_BREAK.finditer(norm))
+    starts = [0] + [m.end() for m in breaks]
+    ends = [m.start() for m in breaks] + [len(norm)]
     spans = list(zip(starts, ends))
     k = next((i for i, (x, y) in enumerate(spans) if x <= a < max(y, x + 1)), len(spans) - 1)
     own = norm[spans[k][0] : max(spans[k][1], b)]
