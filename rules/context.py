@@ -25,13 +25,20 @@ _SERIES_TEXT = ("SeriesDescription", "ProtocolName", "BodyPartExamined", "ImageT
 
 #: Concepts that say the patient was operated (procedure or post-operative wording).
 PROCEDURES = ("discectomy", "decompression", "fusion", "cement", "stimulator", "anterior_cervical", "revision")
-OPERATED = PROCEDURES + ("operated",)
-HARDWARE = ("fusion", "hardware", "screw_query")
+#: Named complications of instrumentation imply an instrumented, operated spine.
+HARDWARE_COMPLICATIONS = ("hardware_broken", "loosening", "spacer_moved", "pseudarthrosis")
+OPERATED = PROCEDURES + ("operated", "early_cue") + HARDWARE_COMPLICATIONS
+HARDWARE = ("fusion", "hardware", "screw_query") + HARDWARE_COMPLICATIONS
 #: Procedures without screws: a hardware flag needs screws or an unknown procedure (guide §2).
 NON_INSTRUMENTED = ("discectomy", "decompression", "cement", "stimulator")
 
 #: "CES in 2015", "(2019)": a year before the study year after a mention makes it history.
-_YEAR_AFTER = re.compile(r"^\W{0,3}(?:in|en|since|depuis|\(|of|de|from|dating from|datant de)?\s*\(?((?:19|20)\d\d)\b")
+_YEAR_AFTER = re.compile(
+    r"^\W{0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut)\s+){0,3}"
+    r"\(?((?:19|20)\d\d)\b"
+)
+#: "... il y a 6 ans", "... 10 years ago": a complaint that old is history.
+_YEARS_AGO = re.compile(r"^[^.;\n]{0,40}?(?:il y a\s+\d{1,2}\s*(?:ans|annees)|\d{1,2}\s*(?:years?|yrs?|ans)\s+(?:ago|auparavant|plus tot))")
 
 
 @dataclass
@@ -176,10 +183,12 @@ def _year_history(mentions: list[Mention], text: str, study_dt) -> None:
     """A complaint followed by a year before the study's ("CES in 2015", "(2019)") is history."""
     year_now = study_dt.year if study_dt else None
     for m in mentions:
-        if m.concepts & set(OPERATED) or year_now is None:
+        if m.concepts & set(OPERATED):
             continue
-        hit = _YEAR_AFTER.match(text[m.end : m.end + 24])
-        if hit and int(hit.group(1)) < year_now:
+        if year_now is None:
+            year_now = 10_000
+        hit = _YEAR_AFTER.match(text[m.end : m.end + 40])
+        if (hit and int(hit.group(1)) < year_now) or _YEARS_AGO.match(normalise(text[m.end : m.end + 60])[0]):
             m.history = True
 
 

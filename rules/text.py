@@ -313,20 +313,26 @@ class Matcher:
                 m.assertion = self._assertion(words, a, b, covered)
             m.history = self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
             m.hypothetical = self._cue(words, a, "hypothetical_before", covered, True) or self._cue(words, b, "hypothetical_after", covered, False)
-            if self._cue(words, a, "experiencer_before", covered, True):
+            if self._cue(words, a, "experiencer_before", covered, True, sentence=True):
                 m.experiencer = "other"
             out.append(m)
         return out
 
-    def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool) -> bool:
-        """Is a cue of this kind within scope before (or after) position pos?"""
+    def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool, sentence: bool = False) -> bool:
+        """Is a cue of this kind within scope before (or after) position pos?
+
+        sentence=True (experiencer): the scope is the sentence, up to 15 words.
+        """
         index = self.cue_index.get(kind)
         if not index:
             return False
         if before:
             lo = pos
-            for k in range(pos - 1, max(-1, pos - 1 - self.scope), -1):
-                if any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.break_index.get(words[k], ())):
+            for k in range(pos - 1, max(-1, pos - 1 - (15 if sentence else self.scope)), -1):
+                if sentence:
+                    if words[k] in (".", ";", "\n", "!"):
+                        break
+                elif any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.break_index.get(words[k], ())):
                     break
                 lo = k
             span = range(lo, pos)

@@ -54,7 +54,7 @@ _UK_HOURS = {"7": 24, "52": 24 * 7, "12": 24 * 30.44}
 #: A year alone ("fusion in 2019", "(2024)") or a month and year ("03/2024", "mars 2024").
 _MONTH_YEAR = re.compile(r"(?<![0-9/.])(\d{1,2})[/.-]((?:19|20)\d\d)(?![0-9])")
 _NAMED_MONTH_YEAR = re.compile(r"(?<![a-z0-9])([a-z]{3,9})\.?\s+((?:19|20)\d\d)(?![0-9])")
-_YEAR = re.compile(r"(?<![0-9/.-])((?:19|20)\d\d)(?![0-9/.-])")
+_YEAR = re.compile(r"(?<![0-9/])(?<![0-9][.-])((?:19|20)\d\d)(?![0-9/])(?![.-]\d)")
 
 _RELATIVE = [
     # J+2, J2, J 2 (French "jour"); never D2, which is a vertebra (D12 = T12).
