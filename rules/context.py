@@ -112,6 +112,10 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
                 text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
                 acquisition |= {c for m in matcher.mentions({"value": text, "keyword": kw}) for c in m.concepts}
     procedures = {p for p in PROCEDURES if p in seen}
+    for h in seen.get("herniation", ()):
+        if any(o.keyword == h.keyword and abs(o.start - h.end) < 40 and not o.history for o in seen.get("operated", ())):
+            procedures.add("discectomy")
+            seen.setdefault("discectomy", []).append(h)
     hardware = [c for c in HARDWARE if c in seen]
     if hardware == ["hardware"] and "stimulator" in procedures:
         hardware = []  # "implant" of a stimulator or pump is not a screw
@@ -206,11 +210,17 @@ def windows(ctx: Context, hours: float | None, early_days: float) -> set[str]:
 
     Inside the early window the early rules always run (plus any course cue);
     after it, the course cues decide, or both later windows run; unknown time and
-    no cue runs every window.
+    no cue runs every window, early rules only for emergencies (UNKNOWN_TIME).
     """
     cues = set(ctx.cue_windows)
     if hours is not None:
         if hours <= early_days * 24:
             return {"early"} | cues
         return (cues - {"early"}) or {"inefficacy", "late"}
-    return cues or {"early", "inefficacy", "late"}
+    return cues or {"early", "inefficacy", "late", UNKNOWN_TIME}
+
+
+#: Marks a run whose time since surgery is unknown (no reading, no course cue): early rules
+#: then count only when they reach STAT (emergencies stay on; early-only URGENT/ROUTINE rules
+#: would be over-triage, issue 9 family 8).
+UNKNOWN_TIME = "unknown_time"

@@ -188,6 +188,9 @@ class Rulebook:
             if cues and esc.priority > priority:
                 priority = esc.priority
                 evidence.extend(m for m in cues if m not in evidence)
+        if (ctxmod.UNKNOWN_TIME in run.windows and rule.window == ["early"] and priority < Priority.STAT
+                and not rule.if_flags and rule.unknown_time != "run"):
+            return None  # time unknown: an early-only rule counts only as an emergency
         return priority, _unique(evidence)
 
     def _evidence(self, rule: Rule, mentions: list[Mention], run: _Run, priority: Priority) -> list[Evidence]:
@@ -282,6 +285,7 @@ def _unique(mentions: list[Mention]) -> list[Mention]:
 
 
 def _course(windows: set[str], reading) -> str:
+    windows = windows - {ctxmod.UNKNOWN_TIME}
     if reading is None and windows == {"early", "inefficacy", "late"}:
         return "unknown"
     return "+".join(w for w in ("early", "inefficacy", "late") if w in windows)

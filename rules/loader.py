@@ -29,6 +29,7 @@ CUE_KINDS = (
     "uncertain_after",
     "history_before",
     "history_after",
+    "treated_after",
     "hypothetical_before",
     "hypothetical_after",
     "experiencer_before",
@@ -143,6 +144,7 @@ class Rule:
     observation: str | None = None
     note: str | None = None
     explain: str = DEFAULT_EXPLAIN
+    unknown_time: str = "emergency_only"  # early-only rule when the time is unknown: emergency_only | run
 
 
 @dataclass
@@ -164,7 +166,7 @@ _RULE_KEYS = {
     "id", "title", "reference", "scenario", "window", "postoperative", "procedure", "instrumented",
     "any_of", "all_of", "none_of", "if_flags", "modality", "modality_only", "modality_missing",
     "acquisition_has", "acquisition_lacks", "interval", "priors_have", "priors_lack", "flags",
-    "priority", "escalate", "recommend", "observation", "note", "explain",
+    "priority", "escalate", "recommend", "observation", "note", "explain", "unknown_time",
 }
 _CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note"}
 _TOP_KEYS = {"settings", "cues", "concepts", "known_words", "family", "rules", "safety_net", "measurements"}
@@ -324,6 +326,8 @@ def _rule(path: Path, item: _Map, src: Source, errors: list[RulebookError]) -> R
         return list(value)
 
     concepts = src.concepts
+    if item.get("unknown_time", "emergency_only") not in ("emergency_only", "run"):
+        err("unknown_time", "unknown_time must be emergency_only or run")
     rule = Rule(
         id=rid,
         title=str(item["title"]),
@@ -347,6 +351,7 @@ def _rule(path: Path, item: _Map, src: Source, errors: list[RulebookError]) -> R
     rule.priors_have = words("priors_have", PRIOR_ROLES, "prior role")
     rule.priors_lack = words("priors_lack", PRIOR_ROLES, "prior role")
     rule.recommend = words("recommend")
+    rule.unknown_time = str(item.get("unknown_time", "emergency_only"))
     for key in ("observation", "note", "explain"):
         if key in item:
             if not isinstance(item[key], str):

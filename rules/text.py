@@ -311,7 +311,8 @@ class Matcher:
                 m.assertion = e.assertion
             elif not e.concepts & self.pseudo:
                 m.assertion = self._assertion(words, a, b, covered)
-            m.history = self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
+            m.history = (self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
+                         or self._cue(words, b, "treated_after", covered, False, sentence=True))
             m.hypothetical = self._cue(words, a, "hypothetical_before", covered, True) or self._cue(words, b, "hypothetical_after", covered, False)
             if self._cue(words, a, "experiencer_before", covered, True, sentence=True):
                 m.experiencer = "other"
@@ -338,8 +339,11 @@ class Matcher:
             span = range(lo, pos)
         else:
             hi = pos
-            for k in range(pos, min(len(words), pos + self.after_scope)):
-                if any(tuple(words[k : k + len(b)]) == b for b in self.break_first.get(words[k], ())):
+            for k in range(pos, min(len(words), pos + (15 if sentence else self.after_scope))):
+                if sentence:
+                    if words[k] in (".", ";", "\n", "!"):
+                        break
+                elif any(tuple(words[k : k + len(b)]) == b for b in self.break_first.get(words[k], ())):
                     break
                 hi = k + 1
             span = range(pos, hi)

@@ -30,7 +30,8 @@ _SURGERY = re.compile(
     r"op[ie]?r|chir|surg|interv|arthrod|fusion|discect|discecto|laminect|herniect|tlif|plif|alif|xlif|llif|olif|"
     r"recalibr|decompress|decomp|instrument|osteosynth|post|bloc|s/p|lami|microdisc|acdf|accf|corpect|corporect|"
     r"kypho|cypho|vertebro|ciment|cement|stimulat|pump|pompe|redo|revision|reprise|fixation|foramino|"
-    r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli"
+    r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli|cure de|hernie|hernia|"
+    r"(?<![a-z])op(?![a-z])"
 )
 #: Words that make a nearby procedure planned rather than done.
 _FUTURE = re.compile(
@@ -195,7 +196,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 elif (month and (year, month) == (study_dt.year, study_dt.month)) or (not month and year == study_dt.year):
                     notes.append(f"partial date in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}] is this month or year: left unknown")
         for date, a, b, note in _dates(norm):
-            if not _SURGERY.search(norm[max(0, a - 50) : a]) or (date is None and not note):
+            if not (_SURGERY.search(norm[max(0, a - 50) : a]) or _near_procedure(norm, a, b)) or (date is None and not note):
                 continue
             if note:
                 notes.append(f"{note} in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}]: left unknown")
