@@ -42,13 +42,16 @@ _FUTURE = re.compile(
 #: Relative words that need a procedure nearby: "ACDF yesterday", "hier soir, laminectomie".
 _DAY_WORDS = {
     "avant hier": 48, "day before yesterday": 48, "yesterday evening": 18, "yesterday": 24, "last night": 12,
-    "overnight": 10, "this morning": 4, "earlier today": 4, "today": 0, "tonight": 0, "hier soir": 18,
+    "overnight": 10, "this morning": 4, "this am": 4, "this a.m.": 4, "tonight": 0, "this afternoon": 2,
+    "cet apres midi": 2, "cet apres-midi": 2, "la nuit derniere": 10, "earlier today": 4, "today": 0, "hier soir": 18,
     "hier matin": 28, "hier": 24, "la veille": 24, "cette nuit": 8, "ce matin": 4, "aujourd'hui": 0,
     "aujourd hui": 0, "ce jour": 0, "last week": 24 * 7, "la semaine derniere": 24 * 7, "last month": 24 * 30,
     "le mois dernier": 24 * 30, "last year": 24 * 365, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
     "l an dernier": 24 * 365, "few days ago": 72, "quelques jours": 72, "a few days ago": 72,
 }
 _DAY_RE = re.compile(r"(?<![a-z])(" + "|".join(sorted((re.escape(k) for k in _DAY_WORDS), key=len, reverse=True)) + r")(?![a-z])")
+#: "post microdiscectomy day 1", "jour 3 d'une arthrodèse": day N next to a procedure (never "D12").
+_DAY_N = re.compile(r"(?<![a-z])(?:day|jour)\s*#?\s*(\d{1,2})(?![0-9/])")
 #: UK notation: 2/7 = 2 days, 6/52 = 6 weeks, 3/12 = 3 months (never part of a level "L4/5" or a date).
 _UK = re.compile(r"(?<![a-z0-9/.])(\d{1,2}(?:\.\d)?)\s*/\s*(7|52|12)(?![0-9/])")
 _UK_HOURS = {"7": 24, "52": 24 * 7, "12": 24 * 30.44}
@@ -169,6 +172,9 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for m in _DAY_RE.finditer(norm):
             if _near_procedure(norm, m.start(), m.end()):
                 add(_DAY_WORDS[m.group(1)], m.start(), m.end())
+        for m in _DAY_N.finditer(norm):
+            if _near_procedure(norm, m.start(), m.end()):
+                add(int(m.group(1)) * 24, m.start(), m.end())
         for m in _UK.finditer(norm):
             if _near_procedure(norm, m.start(), m.end()):
                 add(float(m.group(1)) * _UK_HOURS[m.group(2)], m.start(), m.end())
