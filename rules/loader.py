@@ -31,6 +31,7 @@ CUE_KINDS = (
     "history_after",
     "treated_after",
     "hypothetical_before",
+    "future_before",
     "hypothetical_after",
     "experiencer_before",
     "scope_breaks",
@@ -168,7 +169,7 @@ _RULE_KEYS = {
     "acquisition_has", "acquisition_lacks", "interval", "priors_have", "priors_lack", "flags",
     "priority", "escalate", "recommend", "observation", "note", "explain", "unknown_time",
 }
-_CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note"}
+_CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note", "patterns"}
 _TOP_KEYS = {"settings", "cues", "concepts", "known_words", "family", "rules", "safety_net", "measurements"}
 _SAFETY_KEYS = {"id", "concepts", "with_any", "procedure", "windows", "priority", "flags", "reference", "note"}
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
@@ -288,7 +289,12 @@ def _check_concept(path: Path, line: int, name: str, concept) -> list[RulebookEr
     for key in ("terms", "exact", "negated_terms"):
         if key in concept and not _strings(concept[key]):
             errors.append(RulebookError(path, concept.lines[key], f"'{key}' of concept '{name}' must be a list of words"))
-    if not any(concept.get(k) for k in ("terms", "exact", "negated_terms")):
+    for pattern in concept.get("patterns") or []:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            errors.append(RulebookError(path, concept.lines["patterns"], f"bad pattern in concept '{name}': {exc}"))
+    if not any(concept.get(k) for k in ("terms", "exact", "negated_terms", "patterns")):
         errors.append(RulebookError(path, line, f"concept '{name}' has no terms: it can never match"))
     if "course" in concept and concept["course"] not in WINDOWS:
         errors.append(RulebookError(path, concept.lines["course"], f"course must be one of {list(WINDOWS)}"))

@@ -115,6 +115,11 @@ def term_tokens(term: str) -> tuple[str, ...]:
     return tuple(t.norm for t in tokenize(term))
 
 
+_SENTENCE_END = {".", ";", "\n", "!"}
+_SOFT_END = {":", "?", "but", "however", "mais", "cependant", "now", "currently", "actuellement", "today", "yet",
+             "aujourd", "desormais", "whereas", "alors", "tandis", "then", "puis", "since", "depuis"}
+
+
 #: Words that follow the abbreviation CES in English requests ("CES symptoms", "CES signs").
 _AFTER_CES = {"symptoms", "signs", "features", "syndrome", "suspected", "query", "screen", "pathway", "protocol",
               "concerns", "concern", "flags", "risk", "likely", "unlikely", "ruled", "excluded", "possible", "cannot",
@@ -203,6 +208,8 @@ class Matcher:
                 self.index.setdefault(e.tokens[0], []).append(e)
         for lst in self.index.values():
             lst.sort(key=lambda e: -len(e.tokens))
+        #: Word-order patterns (regular expressions on the normalised text), e.g. "broken right S1 screw".
+        self.patterns = [(name, re.compile(p)) for name, c in concepts.items() for p in c.get("patterns") or []]
         self.cues = {kind: sorted({term_tokens(t) for t in terms}, key=len, reverse=True) for kind, terms in cues.items()}
         self.breaks = self.cues.pop("scope_breaks", [])
         self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
@@ -290,8 +297,26 @@ class Matcher:
                 continue
             found.append((i, i + len(match.tokens), match))
             i += len(match.tokens)
+        if self.patterns:
+            norm_text = " ".join(words)
+            starts, pos = [], 0
+            for w in words:
+                starts.append(pos)
+                pos += len(w) + 1
+            for name, pattern in self.patterns:
+                for hit in pattern.finditer(norm_text):
+                    a = next((k for k, st in enumerate(starts) if st + len(words[k]) > hit.start()), None)
+                    b = next((k + 1 for k in range(len(words) - 1, -1, -1) if starts[k] < hit.end()), None)
+                    if a is None or b is None or b <= a:
+                        continue
+                    if any(x < b and a < y and name in e.concepts for x, y, e in found):
+                        continue
+                    found.append((a, b, _Entry(tuple(words[a:b]), None, {name})))
+            found.sort(key=lambda t: t[0])
         covered = set()
+        mask = set()  # tokens inside any mention: a list of findings continues a conditional's scope
         for a, b, e in found:
+            mask.update(range(a, b))
             if e.concepts & self.pseudo:
                 covered.update(range(a, b))
         out = []
@@ -313,16 +338,21 @@ class Matcher:
                 m.assertion = self._assertion(words, a, b, covered)
             m.history = (self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
                          or self._cue(words, b, "treated_after", covered, False, sentence=True))
-            m.hypothetical = self._cue(words, a, "hypothetical_before", covered, True) or self._cue(words, b, "hypothetical_after", covered, False)
+            m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
+                              or self._cue(words, a, "future_before", covered, True)
+                              or self._cue(words, b, "hypothetical_after", covered, False))
             if self._cue(words, a, "experiencer_before", covered, True, sentence=True):
                 m.experiencer = "other"
             out.append(m)
         return out
 
-    def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool, sentence: bool = False) -> bool:
+    def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool, sentence: bool | str = False,
+             mask: set[int] | None = None) -> bool:
         """Is a cue of this kind within scope before (or after) position pos?
 
-        sentence=True (experiencer): the scope is the sentence, up to 15 words.
+        sentence=True (experiencer, treated): the scope is the sentence, up to 15 words;
+        sentence="soft" (hypothetical, as ConText's conditional scope): the sentence, also
+        ended by a contrast or a return to the present (but, mais, now, actuellement...).
         """
         index = self.cue_index.get(kind)
         if not index:
@@ -331,8 +361,10 @@ class Matcher:
             lo = pos
             for k in range(pos - 1, max(-1, pos - 1 - (15 if sentence else self.scope)), -1):
                 if sentence:
-                    if words[k] in (".", ";", "\n", "!"):
+                    if words[k] in _SENTENCE_END or (sentence == "soft" and words[k] in _SOFT_END):
                         break
+                    if sentence == "soft" and words[k] == "," and (k - 1) not in (mask or set()):
+                        break  # a comma ends the conditional unless what follows it is one more finding of a list
                 elif any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.break_index.get(words[k], ())):
                     break
                 lo = k

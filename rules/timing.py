@@ -37,7 +37,7 @@ _SURGERY = re.compile(
 _FUTURE = re.compile(
     r"planned|booked|scheduled|prevue?|programmee?|planifiee?|a venir|upcoming|awaiting|listed for|en vue|"
     r"demain|tomorrow|next week|la semaine prochaine|prochain|due for|pre ?op(?:erative)? (?:work|planning|assessment)|"
-    r"bilan pre ?operatoire|for surgery|pour chirurgie|avant (?:sa|son|la future)|envisage|proposee?|indication"
+    r"bilan pre ?operatoire|for surgery|pour chirurgie|avant la future|envisage|proposee?|indication"
 )
 #: Relative words that need a procedure nearby: "ACDF yesterday", "hier soir, laminectomie".
 _DAY_WORDS = {
@@ -188,9 +188,9 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 month = _MONTHS.get(m.group(1))
                 if month and not re.search(r"\d\s*(?:er)?\s*$", norm[max(0, m.start() - 4) : m.start()]):
                     partial.append((int(m.group(2)), month, m.start(), m.end()))
-            spans = [(a, b) for *_, a, b in partial]
+            month_spans = [(a, b) for *_, a, b in partial]
             for m in _YEAR.finditer(norm):
-                if not any(a <= m.start() < b for a, b in spans):
+                if not any(a <= m.start() < b for a, b in month_spans):
                     partial.append((int(m.group(1)), None, m.start(), m.end()))
             for year, month, a, b in partial:
                 if not _near_procedure(norm, a, b):
