@@ -187,7 +187,8 @@ class Rulebook:
             cues = [m for c in esc.if_any for m in ctx.raising.get(c, ())]
             if cues and esc.priority > priority:
                 priority = esc.priority
-                evidence.extend(m for m in cues if m not in evidence)
+                known = {id(m) for m in evidence}
+                evidence.extend(m for m in cues if id(m) not in known)
         if (ctxmod.UNKNOWN_TIME in run.windows and rule.window == ["early"] and priority < Priority.STAT
                 and not rule.if_flags and rule.unknown_time != "run"):
             return None  # time unknown: an early-only rule counts only as an emergency
@@ -278,8 +279,10 @@ class Rulebook:
 
 def _unique(mentions: list[Mention]) -> list[Mention]:
     out: list[Mention] = []
+    seen: set[int] = set()
     for m in mentions:
-        if not any(m is o for o in out):
+        if id(m) not in seen:
+            seen.add(id(m))
             out.append(m)
     return out
 

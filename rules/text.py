@@ -11,6 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from bisect import bisect_left, bisect_right
 from functools import lru_cache
 
 import ftfy
@@ -305,9 +306,9 @@ class Matcher:
                 pos += len(w) + 1
             for name, pattern in self.patterns:
                 for hit in pattern.finditer(norm_text):
-                    a = next((k for k, st in enumerate(starts) if st + len(words[k]) > hit.start()), None)
-                    b = next((k + 1 for k in range(len(words) - 1, -1, -1) if starts[k] < hit.end()), None)
-                    if a is None or b is None or b <= a:
+                    a = bisect_right(starts, hit.start()) - 1
+                    b = bisect_left(starts, hit.end())
+                    if a < 0 or b <= a:
                         continue
                     if any(x < b and a < y and name in e.concepts for x, y, e in found):
                         continue
