@@ -186,9 +186,12 @@ def _planned_sentences(mentions: list[Mention], text: str) -> None:
 def _year_history(mentions: list[Mention], text: str, study_dt) -> None:
     """A complaint followed by a year before the study's ("CES in 2015", "(2019)") is history."""
     year_now = study_dt.year if study_dt else None
+    procedures = [p for p in mentions if p.concepts & set(OPERATED)]
     for m in mentions:
         if m.concepts & set(OPERATED):
             continue
+        if any(m.start <= p.start and p.end <= m.end for p in procedures):
+            continue  # "above previous L4-S1 fusion (2018)": the year dates the operation, not the complaint
         if year_now is None:
             year_now = 10_000
         hit = _YEAR_AFTER.match(text[m.end : m.end + 40])
