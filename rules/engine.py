@@ -97,7 +97,10 @@ class Rulebook:
         order_priority = max(order) if order else None
         floor = max([order_priority or Priority.ROUTINE] + [f.priority for f in findings])
         runs = [self._run(ctx, r, priors, findings) for r in (ctx.readings or [None])]
-        best = max(runs, key=lambda r: r.priority)  # first of the highest: the structured record wins ties
+        # The highest priority; on a tie the structured record, then the most recent operation
+        # (the order of the text fields must not matter).
+        best = max(runs, key=lambda r: (r.priority, r.reading is not None and r.reading.source == "surgery",
+                                        -(r.reading.hours if r.reading is not None else 0)))
         if len(runs) > 1:
             note = "conflicting times since surgery: " + "; ".join(r.reading.describe() for r in runs)
             for f in best.flags:
