@@ -121,6 +121,25 @@ _SOFT_END = {":", "?", "but", "however", "mais", "cependant", "now", "currently"
              "aujourd", "desormais", "whereas", "alors", "tandis", "then", "puis", "since", "depuis"}
 
 
+#: A sentence that opens with one of these headers is past history (a section, as medspaCy's sectionizer reads it).
+_HISTORY_HEADERS = [("atcd",), ("atcds",), ("antecedents",), ("antecedent",), ("pmh",), ("psh",), ("past", "medical", "history"),
+                    ("past", "history"), ("past", "surgical", "history"), ("medical", "history"), ("h", "/", "o"),
+                    ("antecedents", "chirurgicaux"), ("antecedents", "medicaux")]
+
+
+def _in_history_section(words: list[str], pos: int) -> bool:
+    """Is words[pos] in a sentence that starts with a history header ("ATCD: ...", "PMH: ...")?"""
+    k = pos - 1
+    while k >= 0 and words[k] not in (".", "\n", ";"):
+        k -= 1
+    start = k + 1
+    for header in _HISTORY_HEADERS:
+        n = len(header)
+        if tuple(words[start : start + n]) == header and start + n <= pos:
+            return True
+    return False
+
+
 #: Words that follow the abbreviation CES in English requests ("CES symptoms", "CES signs").
 _AFTER_CES = {"symptoms", "signs", "features", "syndrome", "suspected", "query", "screen", "pathway", "protocol",
               "concerns", "concern", "flags", "risk", "likely", "unlikely", "ruled", "excluded", "possible", "cannot",
@@ -338,7 +357,8 @@ class Matcher:
             elif not e.concepts & self.pseudo:
                 m.assertion = self._assertion(words, a, b, covered)
             m.history = (self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
-                         or self._cue(words, b, "treated_after", covered, False, sentence=True))
+                         or self._cue(words, b, "treated_after", covered, False, sentence=True)
+                         or _in_history_section(words, a))
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
                               or self._cue(words, a, "future_before", covered, True)
                               or self._cue(words, b, "hypothetical_after", covered, False))
