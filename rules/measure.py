@@ -15,7 +15,9 @@ from rules.text import Mention, normalise
 
 _NUM = r"(\d{1,4}(?:[.,]\d{1,2})?)"
 _FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|environ|approx|around|about|only|"
-           r"now|initially|peak|max|pic|measured|mesuree?|reading|value|level|taux|count|=)*")
+           r"now|initially|peak|max|pic|measured|mesuree?|reading|value|level|taux|count|dropping|falling|rising|"
+           r"trending|went|gone|from|=)*")
+_PAIR = re.compile(r"^\s*/\s*\d{1,3}(?:[.,]\d)?")
 _TREND = re.compile(rf"^\s*(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
 _CONDITION = re.compile(r"(?<![a-z])(si|if|when|lorsque|quand|target|objectif|cible|seuil|threshold|goal|keep|maintenir|"
                         r"unless|sauf si)(?![a-z])[^.;\n]{0,20}$")
@@ -134,6 +136,9 @@ class Reader:
         if first is None:
             return None
         used += unit.end() if unit else 0
+        if spec.get("pair"):  # "H/H 11/33": the second number is the haematocrit
+            pair = _PAIR.match(tail[used:])
+            used += pair.end() if pair else 0
         last = None
         t = _TREND.match(tail[used:])
         if t:
@@ -143,6 +148,9 @@ class Reader:
                 last = second
                 u = _UNIT_AFTER.match(tail[after:])
                 used = after + (u.end() if u else 0)
+                if spec.get("pair"):
+                    pair = _PAIR.match(tail[used:])
+                    used += pair.end() if pair else 0
         return first, last, None, used
 
     def _scale(self, spec: dict, value: float, unit_text: str) -> float | None:
