@@ -213,7 +213,8 @@ class Rulebook:
                     text=m.text,
                     start=m.start,
                     end=m.end,
-                    assertion=m.assertion,
+                    assertion=m.status,
+                    measurement=m.measurement,
                     note="; ".join(notes) or None,
                 )
             )
