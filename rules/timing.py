@@ -49,7 +49,10 @@ _DAY_WORDS = {
     "le mois dernier": 24 * 30, "last year": 24 * 365, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
     "l an dernier": 24 * 365, "few days ago": 72, "quelques jours": 72, "a few days ago": 72,
 }
-_DAY_RE = re.compile(r"(?<![a-z])(" + "|".join(sorted((re.escape(k) for k in _DAY_WORDS), key=len, reverse=True)) + r")(?![a-z])")
+_DAY_RE = re.compile(
+    r"(?<![a-z])(" + "|".join(sorted((re.escape(k).replace("\\ ", "[\\s-]+") for k in _DAY_WORDS), key=len, reverse=True))
+    + r")(?![a-z])"
+)
 #: "post microdiscectomy day 1", "jour 3 d'une arthrodèse": day N next to a procedure (never "D12").
 _DAY_N = re.compile(r"(?<![a-z])(?:day|jour)\s*#?\s*(\d{1,2})(?![0-9/])")
 #: UK notation: 2/7 = 2 days, 6/52 = 6 weeks, 3/12 = 3 months (never part of a level "L4/5" or a date).
@@ -171,7 +174,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
             add(24 if m.group(1) in ("hier", "yesterday", "la veille") else 0, m.start(), m.end())
         for m in _DAY_RE.finditer(norm):
             if _near_procedure(norm, m.start(), m.end()):
-                add(_DAY_WORDS[m.group(1)], m.start(), m.end())
+                add(_DAY_WORDS[re.sub(r"[\s-]+", " ", m.group(1))], m.start(), m.end())
         for m in _DAY_N.finditer(norm):
             if _near_procedure(norm, m.start(), m.end()):
                 add(int(m.group(1)) * 24, m.start(), m.end())

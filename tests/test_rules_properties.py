@@ -176,3 +176,33 @@ def test_planned_surgery_is_not_postoperative(procedure, when):
     out = RB.evaluate(build_study({"fields": {"ReasonForTheRequestedProcedure": f"{procedure} {when}. Sciatique L5"}}))
     assert out.context["postoperative"] == "no", out.context
     assert out.postop_interval_hours is None
+
+
+@SETTINGS
+@given(sentences, st.sampled_from(EMERGENCIES + [("", "")]))
+def test_mojibake_changes_nothing(parts, cue):
+    original = text(parts + ([cue[0]] if cue[0] else []))
+    garbled = original.encode("utf-8").decode("latin-1")
+    assert run({"ReasonForTheRequestedProcedure": original}) == run({"ReasonForTheRequestedProcedure": garbled})
+
+
+DAY_WORDS = {"yesterday": 24, "last night": 12, "this morning": 4, "hier soir": 18, "ce matin": 4, "hier": 24,
+             "avant-hier": 48, "today": 0, "aujourd'hui": 0}
+
+
+@SETTINGS
+@given(st.sampled_from(PROCEDURES), st.sampled_from(sorted(DAY_WORDS)), st.booleans())
+def test_relative_day_words_tied_to_the_procedure_are_early(procedure, word, before):
+    phrase = f"{word.capitalize()}, {procedure}" if before else f"{procedure} {word}"
+    out = RB.evaluate(build_study({"fields": {"ReasonForTheRequestedProcedure": phrase + ". Routine control"}}))
+    assert out.postop_interval_hours is not None, phrase
+    assert abs(out.postop_interval_hours - DAY_WORDS[word]) <= 6, (phrase, out.postop_interval_hours)
+    assert out.course.startswith("early")
+
+
+@SETTINGS
+@given(st.sampled_from(PROCEDURES), st.integers(min_value=2000, max_value=2025))
+def test_a_year_alone_dates_the_procedure_and_is_late(procedure, year):
+    out = RB.evaluate(build_study({"fields": {"ReasonForTheRequestedProcedure": f"{procedure} ({year}). Back pain"}}))
+    assert out.postop_interval_hours is not None and out.postop_interval_hours >= 24 * 300, out.postop_interval_hours
+    assert "early" not in out.course
