@@ -78,7 +78,7 @@ def capped_fields(fields: list[dict]) -> list[dict]:
 def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) -> Context:
     mentions: list[Mention] = []
     study_dt = study_datetime(study.attributes)
-    fields = capped_fields(study.text_fields)
+    fields = [dict(f, value=repair(f["value"])) for f in capped_fields(study.text_fields)]  # mojibake repaired once, for all readers
     measure = getattr(matcher, "measure", None)
     for f in fields:
         found = matcher.mentions(f)
