@@ -173,6 +173,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for m in _YESTERDAY.finditer(norm):
             add(24 if m.group(1) in ("hier", "yesterday", "la veille") else 0, m.start(), m.end())
         for m in _DAY_RE.finditer(norm):
+            if re.search(r"(?:since|depuis|from|for|until|jusqu'a|jusqu a)\s*$", norm[max(0, m.start() - 10) : m.start()]):
+                continue  # "depuis hier", "since last night": when the complaint began, not the operation
             if _near_procedure(norm, m.start(), m.end()):
                 add(_DAY_WORDS[re.sub(r"[\s-]+", " ", m.group(1))], m.start(), m.end())
         for m in _DAY_N.finditer(norm):
@@ -223,9 +225,17 @@ _FILLER = re.compile(r"^[\s(]*(?:in|en|on|le|the|of|de|du|since|depuis|at|a|le)?
 
 
 def _clauses(norm: str, a: int, b: int) -> tuple[str, str, str]:
-    """(previous clause, the clause holding norm[a:b], next clause), looked for within 200 characters."""
+    """(previous clause, the clause holding norm[a:b], next clause) within its sentence (200 characters at most)."""
     lo = max(0, a - 200)
-    norm, a, b = norm[lo : b + 200], a - lo, b - lo
+    hi = b + 200
+    for end in (". ", ".\n", "\n", ";"):
+        cut = norm.rfind(end, lo, a)
+        if cut >= 0:
+            lo = max(lo, cut + len(end))
+        cut = norm.find(end, b, hi)
+        if cut >= 0:
+            hi = min(hi, cut)
+    norm, a, b = norm[lo:hi], a - lo, b - lo
     breaks = list(_CLAUSE_BREAK.finditer(norm))
     starts = [0] + [m.end() for m in breaks]
     ends = [m.start() for m in breaks] + [len(norm)]
