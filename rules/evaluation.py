@@ -230,6 +230,14 @@ def main(path: Path | str, as_json: bool = False, rules_dir: Path | str | None =
         return 2
     report = evaluate(Path(path), rulebook)
     figures = report.figures()
+    try:
+        _print(report, figures, as_json, verbose)
+    except BrokenPipeError:  # piped into head: not an error
+        pass
+    return 0 if not figures["under_triage"] and not figures["contradicted_flags"] else 1
+
+
+def _print(report: Report, figures: dict, as_json: bool, verbose: bool) -> None:
     if as_json:
         out = dict(figures)
         out["misses"] = [
@@ -241,4 +249,3 @@ def main(path: Path | str, as_json: bool = False, rules_dir: Path | str | None =
         print(json.dumps(out, indent=2))
     else:
         print(render(report, verbose))
-    return 0 if not figures["under_triage"] and not figures["contradicted_flags"] else 1
