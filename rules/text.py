@@ -128,14 +128,19 @@ _HISTORY_HEADERS = [("atcd",), ("atcds",), ("antecedents",), ("antecedent",), ("
 
 
 def _in_history_section(words: list[str], pos: int) -> bool:
-    """Is words[pos] in a sentence that starts with a history header ("ATCD: ...", "PMH: ...")?"""
+    """Is words[pos] in a sentence that opens with a history header and a colon ("ATCD: ...", "PMH: ...")?
+
+    A return to the present ("now", "actuellement", "but") before the mention ends the section.
+    """
     k = pos - 1
     while k >= 0 and words[k] not in (".", "\n", ";"):
+        if words[k] in _SOFT_END - {":"} or words[k] in ("new", "nouveau", "nouvelle", "today"):
+            return False
         k -= 1
     start = k + 1
     for header in _HISTORY_HEADERS:
         n = len(header)
-        if tuple(words[start : start + n]) == header and start + n <= pos:
+        if tuple(words[start : start + n]) == header and start + n < pos and words[start + n] == ":":
             return True
     return False
 
