@@ -1,8 +1,13 @@
-"""Clinical text matching: normalisation, tokens, concept mentions and assertion status.
+"""Clinical text matching: normalisation, tokens, concept mentions and their context.
 
-Text is normalised (case, accents, ligatures, haem/hem and oe/e spellings, French
-elisions) before matching, but every token keeps its offsets in the original text,
-so a mention always points at the exact characters the clinician wrote.
+Text is repaired (mojibake, ftfy) and bounded (16 KB per field, typo tolerance only for
+words of at most 40 letters), then normalised (case, accents, ligatures, haem/hem and
+oe/e spellings, French elisions) before matching, but every token keeps its offsets in
+the repaired text, so a mention points at the characters the clinician wrote.
+
+Each mention gets the ConText attributes (Chapman/Harkema): assertion (affirmed,
+uncertain, negated), historical, hypothetical (conditional, purpose, planned) and
+experiencer, from the bilingual cue lists in lexicon.yaml. See docs/clinical-nlp.md.
 """
 
 from __future__ import annotations
