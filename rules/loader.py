@@ -171,7 +171,7 @@ _RULE_KEYS = {
 }
 _CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note", "patterns"}
 _TOP_KEYS = {"settings", "cues", "concepts", "known_words", "family", "rules", "safety_net", "measurements"}
-_SAFETY_KEYS = {"id", "concepts", "with_any", "procedure", "windows", "priority", "flags", "reference", "note"}
+_SAFETY_KEYS = {"id", "concepts", "with_any", "procedure", "windows", "postoperative", "priority", "flags", "reference", "note"}
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 
 
@@ -244,6 +244,9 @@ def read(directory: Path) -> Source:
         for code in item.get("flags") or []:
             if code not in FLAG_CODES:
                 src.errors.append(RulebookError(path, line, f"unknown flag code '{code}' in safety_net {item.get('id')}"))
+        for v in item.get("postoperative") or []:
+            if v not in STATUSES:
+                src.errors.append(RulebookError(path, line, f"postoperative must be yes, no or unknown in safety_net {item.get('id')}"))
         for w in item.get("windows") or []:
             if w not in WINDOWS + ("unknown",):
                 src.errors.append(RulebookError(path, line, f"unknown window '{w}' in safety_net {item.get('id')}"))

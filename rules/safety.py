@@ -52,6 +52,8 @@ def assess(entries: list[dict], ctx, early_days: float, version: str = "") -> Sa
             continue
         if entry.get("windows") and not windows & set(entry["windows"]):
             continue
+        if entry.get("postoperative") and ctx.postoperative not in entry["postoperative"]:
+            continue
         priority: Priority = entry["priority"]
         out.fired.append((entry["id"], priority, cues))
         out.priority = max(out.priority, priority)
