@@ -206,7 +206,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                     add((study_dt - end).total_seconds() / 3600, a, b)
                 elif (month and (year, month) == (study_dt.year, study_dt.month)) or (not month and year == study_dt.year):
                     notes.append(f"partial date in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}] is this month or year: left unknown")
-        for date, a, b, note in _dates(norm):
+        for date, a, b, note in _dates(norm, study_dt.year if study_dt else None):
             if not (_SURGERY.search(norm[max(0, a - 50) : a]) or _near_procedure(norm, a, b)) or (date is None and not note):
                 continue
             if note:
@@ -268,8 +268,18 @@ def _unit(m: re.Match) -> str:
     return next(k for k in _UNITS if m.group(k))
 
 
-def _dates(norm: str):
-    """(datetime | None, start, end, note) for every date written in the text."""
+_BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau)\s*$")
+_NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?\s+(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
+_MONTH_DAY = re.compile(r"(?<![a-z])([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?(?![0-9/])(?!\s*,?\s*\d{4})")
+
+
+def _dates(norm: str, year_now: int | None = None):
+    """(datetime | None, start, end, note) for every date written in the text.
+
+    A day and month without a year ("le 14/11", "18 novembre", "Nov 18th") take the study's
+    year; a yearless numeric date counts only after "le", "du", "on", "since"... so that levels
+    (L4/5), power grades (3/5) and UK notations (2/7) are never read as dates.
+    """
     french = len(_FRENCH.findall(norm)) >= len(_ENGLISH.findall(norm))
     taken: list[tuple[int, int]] = []
     for m in _ISO_DATE.finditer(norm):
@@ -279,8 +289,30 @@ def _dates(norm: str):
         month = _MONTHS.get(m.group(2))
         if month:
             yield _make(int(m.group(3)), month, int(m.group(1))), m.start(), m.end(), None
+    if year_now is not None:
+        for m in _NAMED_DAY_MONTH.finditer(norm):
+            month = _MONTHS.get(m.group(2))
+            if month and int(m.group(1)) <= 31:
+                taken.append(m.span())
+                yield _make(year_now, month, int(m.group(1))), m.start(), m.end(), None
+        for m in _MONTH_DAY.finditer(norm):
+            month = _MONTHS.get(m.group(1))
+            if month and int(m.group(2)) <= 31 and not any(a <= m.start() < b for a, b in taken):
+                taken.append(m.span())
+                yield _make(year_now, month, int(m.group(2))), m.start(), m.end(), None
     for m in _NUMERIC_DATE.finditer(norm):
-        if any(a <= m.start() < b for a, b in taken) or m.group(3) is None:
+        if any(a <= m.start() < b for a, b in taken):
+            continue
+        if m.group(3) is None:
+            if year_now is None or not _BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]):
+                continue
+            a, b = int(m.group(1)), int(m.group(2))
+            if french or a > 12:
+                yield _make(year_now, b, a), m.start(), m.end(), None
+            elif b > 12:
+                yield _make(year_now, a, b), m.start(), m.end(), None
+            else:
+                yield None, m.start(), m.end(), f"ambiguous date '{m.group()}' (DD/MM or MM/DD)"
             continue
         a, b, year = int(m.group(1)), int(m.group(2)), int(m.group(3))
         year += 2000 if year < 100 else 0
