@@ -34,6 +34,8 @@ CUE_KINDS = (
     "future_before",
     "hypothetical_after",
     "experiencer_before",
+    "negation_list_before",
+    "negation_list_after",
     "scope_breaks",
 )
 TEMPLATE_FIELDS = {"rule", "title", "flags", "matched", "window", "interval", "priority"}

@@ -126,6 +126,17 @@ _SOFT_END = {":", "?", "but", "however", "mais", "cependant", "now", "currently"
              "aujourd", "desormais", "whereas", "alors", "tandis", "then", "puis", "since", "depuis"}
 
 
+#: Lists of negated findings (Matcher._list_negated): item separators, disjunctions, what ends a list.
+_LIST_SEP = {",", "or", "ou", "nor", "ni", "and", "et", "/", "("}
+_LIST_DISJ = {"or", "ou", "nor", "ni"}
+_LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet", "aujourd", "desormais", "whereas", "alors",
+              "tandis", "then", "puis", "since", "depuis", "with", "avec", "except", "sauf", "although", "though", "+",
+              "has", "have", "reports", "presente", "signale", "rapporte", "complains", "apparition", "onset", "developed",
+              "developpe", "worse", "aggravation", "now", "currently", "actuellement"}
+#: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
+_LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
+_LIST_ITEM = 4
+
 #: A sentence that opens with one of these headers is past history (a section, as medspaCy's sectionizer reads it).
 _HISTORY_HEADERS = [("atcd",), ("atcds",), ("antecedents",), ("antecedent",), ("pmh",), ("psh",), ("past", "medical", "history"),
                     ("past", "history"), ("past", "surgical", "history"), ("medical", "history"), ("h", "/", "o"),
@@ -424,4 +435,90 @@ class Matcher:
             return "uncertain"
         if self._cue(words, a, "negation_before", covered, True) or self._cue(words, b, "negation_after", covered, False):
             return "negated"
+        if self._list_negated(words, a, b, covered):
+            return "negated"
         return "affirmed"
+
+    def _list_end(self, words: list[str], b: int) -> tuple[int, bool]:
+        """(index after the last item, disjunctive?) of a list of short items that continues at b."""
+        k, seg, disj = b, 0, False
+        while k < len(words) and k - b < 40:
+            w = words[k]
+            if w in _SENTENCE_END or w in _LIST_STOP or w in (")", "-"):
+                break
+            if w in _LIST_SEP:
+                disj = disj or w in _LIST_DISJ
+                seg = 0
+            else:
+                seg += 1
+                if seg > _LIST_ITEM:
+                    break
+            k += 1
+        return k, disj
+
+    def _list_negated(self, words: list[str], a: int, b: int, covered: set[int]) -> bool:
+        """ConText over a list: "Denies: saddle anaesthesia, bowel/bladder dysfunction, weakness, fever",
+        "neg for fever, drainage, urinary retention", "no fever, chills or sweats", "pas de fièvre, de
+        frissons ni de ...", "(saddle numbness, bladder dysfunction, fever) - none currently".
+
+        Every item of a list of short items (at most _LIST_ITEM words each, separated by commas,
+        and/or/ni/slashes) is negated when the list opens with a list negation (`negation_list_before`:
+        denies, negative for...), or opens with a plain negation (no, pas de, sans) and is
+        disjunctive (... or / ni ...), or is closed by `negation_list_after` ("- none", "all negative").
+        A contrast (but, mais, now, with, except...) or the end of the sentence ends the list.
+        """
+        k, seg = a - 1, 0
+        last_sep = None  # the separator just before the mention's item
+        crossed = False  # a separator lies between the cue and the mention: the mention is a later item
+        weak_ok = not any(words[j] in _LIST_NEW for j in range(a, b))  # "no fever, new retention": a new finding
+        while k >= 0 and a - k < 40:
+            w = words[k]
+            if w in _SENTENCE_END or w in _LIST_STOP:
+                break
+            if w in _LIST_NEW:
+                weak_ok = False
+            if k not in covered:
+                if self._cue_ending(words, k, "negation_list_before"):
+                    return True
+                if crossed and weak_ok and self._cue_ending(words, k, "negation_before"):
+                    _, disj = self._list_end(words, b)
+                    if disj or last_sep in _LIST_DISJ:  # "no A, B or C": up to the item after "or", no further
+                        return True
+            if (w in _LIST_SEP or w == ":") and last_sep is None:
+                last_sep = w
+            if w in _LIST_SEP or w == ":":
+                if w == ":" and not (self._cue_ending(words, k - 1, "negation_list_before")
+                                     or self._cue_ending(words, k - 1, "negation_before")):
+                    break
+                crossed = crossed or w != ":"
+                seg = 0
+            else:
+                seg += 1
+                if seg > _LIST_ITEM + 1:
+                    break
+            k -= 1
+        end, _ = self._list_end(words, b)
+        start = a
+        while start > 0 and a - start < 40 and words[start - 1] not in _SENTENCE_END and words[start - 1] not in ("(", ":"):
+            start -= 1
+        if not any(words[j] in (",", "or", "and", "ou", "et", "/") for j in range(start, end)):
+            return False  # a single finding, not a list
+        k = end
+        while k < len(words) and words[k] in (")", "-", ",", ":"):
+            k += 1
+        if k < len(words):
+            for cue in self.cue_index.get("negation_list_after", {}).get(words[k], ()):
+                if tuple(words[k : k + len(cue)]) == cue:
+                    return True
+        return False
+
+    def _cue_ending(self, words: list[str], k: int, kind: str) -> bool:
+        """Does a cue of this kind end at words[k]?"""
+        if k < 0:
+            return False
+        for first, seqs in self.cue_index.get(kind, {}).items():
+            for cue in seqs:
+                n = len(cue)
+                if k - n + 1 >= 0 and tuple(words[k - n + 1 : k + 1]) == cue:
+                    return True
+        return False
