@@ -339,20 +339,11 @@ class Matcher:
             found.append((i, i + len(match.tokens), match))
             i += len(match.tokens)
         if self.patterns:
-            norm_text = " ".join(words)
-            starts, pos = [], 0
-            for w in words:
-                starts.append(pos)
-                pos += len(w) + 1
-            for name, pattern in self.patterns:
-                for hit in pattern.finditer(norm_text):
-                    a = bisect_right(starts, hit.start()) - 1
-                    b = bisect_left(starts, hit.end())
-                    if a < 0 or b <= a:
-                        continue
-                    if any(x < b and a < y and name in e.concepts for x, y, e in found):
-                        continue
-                    found.append((a, b, _Entry(tuple(words[a:b]), None, {name})))
+            # Patterns see the corrected words and, where a typo fix changed a word, the words as written
+            # ("fractured" is also a typo-distance neighbour of "fracture").
+            variants = [words] + ([[t.norm for t in tokens]] if fixes else [])
+            for seq in variants:
+                self._patterns(seq, words, found)
             found.sort(key=lambda t: t[0])
         covered = set()
         mask = set()  # tokens inside any mention: a list of findings continues a conditional's scope
@@ -387,6 +378,22 @@ class Matcher:
                 m.experiencer = "other"
             out.append(m)
         return out
+
+    def _patterns(self, seq: list[str], words: list[str], found: list) -> None:
+        norm_text = " ".join(seq)
+        starts, pos = [], 0
+        for w in seq:
+            starts.append(pos)
+            pos += len(w) + 1
+        for name, pattern in self.patterns:
+            for hit in pattern.finditer(norm_text):
+                a = bisect_right(starts, hit.start()) - 1
+                b = bisect_left(starts, hit.end())
+                if a < 0 or b <= a:
+                    continue
+                if any(x < b and a < y and name in e.concepts for x, y, e in found):
+                    continue
+                found.append((a, b, _Entry(tuple(words[a:b]), None, {name})))
 
     def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool, sentence: bool | str = False,
              mask: set[int] | None = None) -> bool:
