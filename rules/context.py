@@ -84,6 +84,7 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
         found = matcher.mentions(f)
         text = repair(f.get("value") or "")
         _year_history(found, text, study_dt)
+        _old_indication(found, text, study_dt)
         _planned_sentences(found, text)
         mentions.extend(found)
         if measure is not None:
@@ -196,6 +197,40 @@ def _year_history(mentions: list[Mention], text: str, study_dt) -> None:
             year_now = 10_000
         hit = _YEAR_AFTER.match(text[m.end : m.end + 40])
         if (hit and int(hit.group(1)) < year_now) or _YEARS_AGO.match(normalise(text[m.end : m.end + 60])[0]):
+            m.history = True
+
+
+#: "discectomy 2012 for ... foot drop", "opéré en 2010 (discectomie en urgence pour anesthésie en selle": the
+#: finding is the indication of that operation.
+_INDICATION = re.compile(r"(?<![a-z])(for|pour|because of|due to|en raison d|en raison de|indication|indique|indiquee|indicated)(?![a-z])")
+#: ... unless the text returns to the present before the finding.
+_PRESENT = re.compile(r"(?<![a-z])(now|new|nouvelle|nouveau|nouvelles|nouveaux|actuellement|currently|today|aujourd|but|mais|"
+                      r"since|depuis|then|puis|again|a nouveau|de nouveau|recurrent|recidive|presents|presente|has|have|c/o|complains)(?![a-z])")
+_OLD_YEARS = re.compile(r"(?<![a-z0-9])((?:19|20)\d\d)(?![0-9])|years ago|yrs ago|il y a \d{1,2} ans|\d{1,2} ans auparavant")
+
+
+def _old_indication(mentions: list[Mention], text: str, study_dt) -> None:
+    """A finding given as the indication of an operation done years before the study is history."""
+    year_now = study_dt.year if study_dt else None
+    norm, _ = normalise(text)
+    procedures = [p for p in mentions if p.concepts & set(PROCEDURES + ("operated",)) and not p.hypothetical]
+    for m in mentions:
+        if m.history or m.concepts & set(OPERATED):
+            continue
+        before = [p for p in procedures if p.end <= m.start]
+        if not before:
+            continue
+        p = before[-1]
+        between = norm[p.end : m.start]
+        if len(between) > 80 or any(c in between for c in ".;\n") or not _INDICATION.search(between) or _PRESENT.search(between):
+            continue
+        a = max(norm.rfind(". ", 0, p.start), norm.rfind("\n", 0, p.start), norm.rfind(";", 0, p.start)) + 1
+        clause = norm[a : m.start]
+        old = False
+        for hit in _OLD_YEARS.finditer(clause):
+            if hit.group(1) is None or year_now is None or int(hit.group(1)) < year_now:
+                old = True
+        if old:
             m.history = True
 
 
