@@ -36,6 +36,7 @@ CUE_KINDS = (
     "experiencer_before",
     "negation_list_before",
     "negation_list_after",
+    "history_sentence_before",
     "scope_breaks",
 )
 TEMPLATE_FIELDS = {"rule", "title", "flags", "matched", "window", "interval", "priority"}
