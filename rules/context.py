@@ -195,7 +195,7 @@ def _year_history(mentions: list[Mention], text: str, study_dt) -> None:
             continue  # "above previous L4-S1 fusion (2018)": the year dates the operation, not the complaint
         if year_now is None:
             year_now = 10_000
-        hit = _YEAR_AFTER.match(text[m.end : m.end + 40])
+        hit = _YEAR_AFTER.match(text[m.end : m.end + 40].lower())
         if (hit and int(hit.group(1)) < year_now) or _YEARS_AGO.match(normalise(text[m.end : m.end + 60])[0]):
             m.history = True
 
