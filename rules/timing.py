@@ -74,7 +74,18 @@ _RELATIVE = [
 
 #: "48h post-op", "3 months after surgery", "à 3 mois de l'arthrodèse", "2 ans après".
 _AFTER = re.compile(
-    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de|d'|since)"
+    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de|d'|since|s/p|s p|status post)"
+)
+#: "since Tuesday's surgery", "operated on Monday", "opéré mardi", "intervention de lundi": the last such
+#: weekday before the study (a week before when it is the study's weekday).
+_WEEKDAYS = {"monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5, "sunday": 6,
+             "lundi": 0, "mardi": 1, "mercredi": 2, "jeudi": 3, "vendredi": 4, "samedi": 5, "dimanche": 6}
+_WEEKDAY_SURGERY = re.compile(
+    r"(?<![a-z])(?:(?:since|on|last|from|after|depuis|de)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?:\s*'?s)?(?:\s+(?:dernier|derniere|last))?\s+"
+    r"(?:surgery|operation|op|procedure|fusion|decompression|discectomy|laminectomy|intervention|chirurgie|operation)(?![a-z])"
+    r"|(?:operated|operee?|opere|surgery|intervention|chirurgie|op)\s+(?:on\s+|le\s+|ce\s+)?(?:last\s+)?(?P<day2>monday|tuesday|"
+    r"wednesday|thursday|friday|saturday|sunday|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?![a-z])"
 )
 #: "operated 3 days ago", "opéré il y a 3 jours".
 _AGO = [
@@ -170,6 +181,11 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
             for m in pattern.finditer(norm):
                 if _SURGERY.search(norm[max(0, m.start() - 40) : m.end() + 30]):
                     add(int(m.group(1)) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
+        if study_dt is not None:
+            for m in _WEEKDAY_SURGERY.finditer(norm):
+                day = _WEEKDAYS[m.group("day") or m.group("day2")]
+                back = (study_dt.weekday() - day) % 7 or 7
+                add(back * 24, m.start(), m.end())
         for m in _YESTERDAY.finditer(norm):
             add(24 if m.group(1) in ("hier", "yesterday", "la veille") else 0, m.start(), m.end())
         for m in _DAY_RE.finditer(norm):
