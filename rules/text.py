@@ -131,7 +131,8 @@ _LIST_SEP = {",", "or", "ou", "nor", "ni", "and", "et", "/", "("}
 _LIST_DISJ = {"or", "ou", "nor", "ni"}
 _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet", "aujourd", "desormais", "whereas", "alors",
               "tandis", "then", "puis", "since", "depuis", "with", "avec", "except", "sauf", "although", "though", "+",
-              "has", "have", "reports", "presente", "signale", "rapporte", "complains", "apparition", "onset", "developed",
+              "has", "have", "had", "reports", "reported", "endorses", "admits", "positive", "positif", "positifs", "positives",
+              "present", "presents", "noted", "found", "retrouve", "retrouvee", "presente", "signale", "rapporte", "complains", "apparition", "onset", "developed",
               "developpe", "worse", "aggravation", "now", "currently", "actuellement"}
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
