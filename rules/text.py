@@ -476,6 +476,12 @@ class Matcher:
         disjunctive (... or / ni ...), or is closed by `negation_list_after` ("- none", "all negative").
         A contrast (but, mais, now, with, except...) or the end of the sentence ends the list.
         """
+        j = b
+        while (j < len(words) and words[j] not in _SENTENCE_END and words[j] != ")"
+               and (words[j] not in _LIST_SEP or words[j] in ("and", "et")) and j - b < 8):
+            if words[j] in _LIST_STOP:
+                return False  # "saddle anaesthesia now present", "neck swelling noted": this item is affirmed
+            j += 1
         k, seg = a - 1, 0
         last_sep = None  # the separator just before the mention's item
         crossed = False  # a separator lies between the cue and the mention: the mention is a later item
@@ -488,6 +494,10 @@ class Matcher:
                 weak_ok = False
             if k not in covered:
                 if self._cue_ending(words, k, "negation_list_before"):
+                    end, _ = self._list_end(words, b)
+                    seps = [words[j] for j in range(k + 1, end) if words[j] in _LIST_SEP]
+                    if not any(w in _LIST_DISJ or w in ("and", "et") for w in seps) and seps.count(",") < 2:
+                        return False  # "neg for fever, bilateral leg weakness": two items by a comma is ambiguous
                     return True
                 if crossed and weak_ok and self._cue_ending(words, k, "negation_before"):
                     _, disj = self._list_end(words, b)
