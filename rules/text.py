@@ -123,7 +123,8 @@ def term_tokens(term: str) -> tuple[str, ...]:
 
 _SENTENCE_END = {".", ";", "\n", "!"}
 _SOFT_END = {":", "?", "but", "however", "mais", "cependant", "now", "currently", "actuellement", "today", "yet",
-             "aujourd", "desormais", "whereas", "alors", "tandis", "then", "puis", "since", "depuis"}
+             "aujourd", "desormais", "whereas", "alors", "tandis", "then", "puis", "since", "depuis", "still", "toujours",
+             "encore", "persists", "persiste", "again", "worse", "pire"}
 
 
 #: Lists of negated findings (Matcher._list_negated): item separators, disjunctions, what ends a list.
