@@ -164,6 +164,12 @@ def cmd_rules(args) -> int:
 
     if args.action == "check":
         return commands.check(args.rules_dir)
+    if args.action == "eval":
+        if not args.path:
+            print("rules eval needs a case file or folder")
+            return 2
+        from rules import evaluation
+        return evaluation.main(args.path, as_json=args.json, rules_dir=args.rules_dir)
     return commands.test(args.rules_dir, verbose=args.verbose)
 
 
@@ -263,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules-dir", type=Path)
     p.set_defaults(func=cmd_triage)
 
-    p = sub.add_parser("rules", help="check or test the rulebook")
-    p.add_argument("action", choices=["check", "test"])
+    p = sub.add_parser("rules", help="check or test the rulebook; eval scores a case file or folder")
+    p.add_argument("action", choices=["check", "test", "eval"])
+    p.add_argument("path", nargs="?", type=Path, help="eval: a case YAML file or a folder of them")
+    p.add_argument("--json", action="store_true", help="eval: figures as JSON")
     p.add_argument("--rules-dir", type=Path)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_rules)

@@ -6,10 +6,12 @@ the rules only look at this object.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from rules.text import Matcher, Mention
-from rules.timing import Reading, study_datetime, surgery_reading, text_readings
+from rules.text import STUDY_CAP, Matcher, Mention, repair
+from rules.timing import _FUTURE, Reading, study_datetime, surgery_reading, text_readings
+from rules.text import normalise
 
 #: Fields that describe the acquisition rather than the clinical question.
 ACQUISITION_KEYWORDS = (
@@ -22,16 +24,31 @@ ACQUISITION_KEYWORDS = (
 _SERIES_TEXT = ("SeriesDescription", "ProtocolName", "BodyPartExamined", "ImageType", "ConvolutionKernel")
 
 #: Concepts that say the patient was operated (procedure or post-operative wording).
-OPERATED = ("discectomy", "decompression", "fusion", "operated")
-HARDWARE = ("fusion", "hardware", "screw_query")
+PROCEDURES = ("discectomy", "decompression", "fusion", "cement", "stimulator", "anterior_cervical", "revision")
+#: Named complications of instrumentation imply an instrumented, operated spine.
+HARDWARE_COMPLICATIONS = ("hardware_broken", "loosening", "spacer_moved", "pseudarthrosis")
+OPERATED = PROCEDURES + ("operated", "early_cue") + HARDWARE_COMPLICATIONS
+HARDWARE = ("fusion", "hardware", "screw_query") + HARDWARE_COMPLICATIONS
+#: Procedures without screws: a hardware flag needs screws or an unknown procedure (guide §2).
+NON_INSTRUMENTED = ("discectomy", "decompression", "cement", "stimulator")
+
+#: "CES in 2015", "(2019)": a year before the study year after a mention makes it history.
+_YEAR_AFTER = re.compile(
+    r"^\W{0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut)\s+){0,3}"
+    r"\(?((?:19|20)\d\d)\b"
+)
+#: "... il y a 6 ans", "... 10 years ago": a complaint that old is history.
+_YEARS_AGO = re.compile(r"^[^.;\n]{0,40}?(?:il y a\s+\d{1,2}\s*(?:ans|annees)|\d{1,2}\s*(?:years?|yrs?|ans)\s+(?:ago|auparavant|plus tot))")
 
 
 @dataclass
 class Context:
     mentions: list[Mention]
     raising: dict[str, list[Mention]]  # concept -> affirmed or uncertain, non-history mentions
+    seen: dict[str, list[Mention]]  # concept -> every non-negated, real, patient mention (history included)
     clinical_text: bool  # any field other than acquisition descriptions
     procedures: set[str]
+    planned: list[Mention]  # procedures mentioned as planned or future: not postoperative
     instrumented: str  # yes | no | unknown
     postoperative: str  # yes | no | unknown
     cue_windows: dict[str, list[Mention]]
@@ -48,17 +65,42 @@ def _base(keyword: str) -> str:
     return keyword.rsplit(".", 1)[-1]
 
 
+def capped_fields(fields: list[dict]) -> list[dict]:
+    """The text fields, each capped by the text reader, together at most STUDY_CAP characters."""
+    out, total = [], 0
+    for f in fields:
+        value = str(f.get("value") or "")[: max(0, STUDY_CAP - total)]
+        total += len(value)
+        out.append(dict(f, value=value))
+    return out
+
+
 def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) -> Context:
     mentions: list[Mention] = []
-    for f in study.text_fields:
-        mentions.extend(matcher.mentions(f))
+    study_dt = study_datetime(study.attributes)
+    fields = [dict(f, value=repair(f["value"])) for f in capped_fields(study.text_fields)]  # mojibake repaired once, for all readers
+    measure = getattr(matcher, "measure", None)
+    for f in fields:
+        found = matcher.mentions(f)
+        text = repair(f.get("value") or "")
+        _year_history(found, text, study_dt)
+        _old_indication(found, text, study_dt)
+        _planned_sentences(found, text)
+        mentions.extend(found)
+        if measure is not None:
+            mentions.extend(measure.find(text, f))
     raising: dict[str, list[Mention]] = {}
-    seen: dict[str, list[Mention]] = {}  # concept -> every non-negated mention, history included
+    seen: dict[str, list[Mention]] = {}  # concept -> every non-negated, real mention, history included
     negated: set[str] = set()
+    planned: list[Mention] = []
     for m in mentions:
+        if m.hypothetical and m.assertion != "negated" and m.concepts & set(OPERATED):
+            planned.append(m)
         for c in m.concepts:
             if m.assertion == "negated":
                 negated.add(c)
+                continue
+            if m.hypothetical or m.experiencer != "patient":
                 continue
             seen.setdefault(c, []).append(m)
             if m.raises:
@@ -70,15 +112,21 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
             if value:
                 text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
                 acquisition |= {c for m in matcher.mentions({"value": text, "keyword": kw}) for c in m.concepts}
-    procedures = {p for p in ("discectomy", "decompression", "fusion") if p in seen}
-    if any(c in seen for c in HARDWARE):
+    procedures = {p for p in PROCEDURES if p in seen}
+    for h in seen.get("herniation", ()):
+        if any(o.keyword == h.keyword and abs(o.start - h.end) < 40 and not o.history for o in seen.get("operated", ())):
+            procedures.add("discectomy")
+            seen.setdefault("discectomy", []).append(h)
+    hardware = [c for c in HARDWARE if c in seen]
+    if hardware == ["hardware"] and "stimulator" in procedures:
+        hardware = []  # "implant" of a stimulator or pump is not a screw
+    if hardware:
         instrumented = "yes"
-    elif "no_hardware" in seen or procedures:
+    elif "no_hardware" in seen or (procedures - {"revision"} and procedures - {"revision"} <= set(NON_INSTRUMENTED)):
         instrumented = "no"
     else:
         instrumented = "unknown"
-    study_dt = study_datetime(study.attributes)
-    readings, notes = text_readings(study.text_fields, study_dt)
+    readings, notes = text_readings(fields, study_dt)
     structured, note = surgery_reading(surgery, study_dt)
     if note:
         notes.append(note)
@@ -87,7 +135,7 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
     intraop = any(p.get("role") in ("intraoperative", "postoperative_reference") for p in priors or [])
     if any(c in seen for c in OPERATED) or readings or structured or intraop:
         postoperative = "yes"
-    elif "no_surgery" in seen or any(c in negated for c in OPERATED):
+    elif "no_surgery" in seen or any(c in negated for c in OPERATED) or planned:
         postoperative = "no"
     else:
         postoperative = "unknown"
@@ -103,8 +151,10 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
     return Context(
         mentions=mentions,
         raising=raising,
-        clinical_text=any(_base(f["keyword"]) not in ACQUISITION_KEYWORDS for f in study.text_fields),
+        seen=seen,
+        clinical_text=any(_base(f["keyword"]) not in ACQUISITION_KEYWORDS for f in fields),
         procedures=procedures,
+        planned=planned,
         instrumented=instrumented,
         postoperative=postoperative,
         cue_windows=cue_windows,
@@ -113,6 +163,75 @@ def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) ->
         readings=_distinct(readings),
         time_notes=notes,
     )
+
+
+_PAST = re.compile(r"(?<![a-z])(ago|il y a|post|j ?\+ ?\d|pod|yesterday|hier|done|performed|realisee?|effectuee?|"
+                   r"operated|operee?|s/p|status post|depuis|since|after|apres|last|dernier|derniere|\d{4})(?![a-z])")
+
+
+def _planned_sentences(mentions: list[Mention], text: str) -> None:
+    """A procedure in a sentence that says it is planned ("Intervention prévue demain: microdiscectomie")
+    is planned too, unless the sentence also dates it in the past."""
+    norm, _ = normalise(text)
+    for m in mentions:
+        if m.hypothetical or not m.concepts & set(OPERATED) or m.concepts & {"operated"} and len(m.concepts) == 1 and m.text.lower().startswith("post"):
+            continue
+        a = max(norm.rfind(". ", 0, m.start), norm.rfind("\n", 0, m.start), norm.rfind(";", 0, m.start)) + 1
+        ends = [i for i in (norm.find(". ", m.end), norm.find("\n", m.end), norm.find(";", m.end)) if i >= 0]
+        b = min(ends) if ends else len(norm)
+        sentence = norm[a:b]
+        if _FUTURE.search(sentence) and not _PAST.search(sentence):
+            m.hypothetical = True
+
+
+def _year_history(mentions: list[Mention], text: str, study_dt) -> None:
+    """A complaint followed by a year before the study's ("CES in 2015", "(2019)") is history."""
+    year_now = study_dt.year if study_dt else None
+    procedures = [p for p in mentions if p.concepts & set(OPERATED)]
+    for m in mentions:
+        if m.concepts & set(OPERATED):
+            continue
+        if any(m.start <= p.start and p.end <= m.end for p in procedures):
+            continue  # "above previous L4-S1 fusion (2018)": the year dates the operation, not the complaint
+        if year_now is None:
+            year_now = 10_000
+        hit = _YEAR_AFTER.match(text[m.end : m.end + 40].lower())
+        if (hit and int(hit.group(1)) < year_now) or _YEARS_AGO.match(normalise(text[m.end : m.end + 60])[0]):
+            m.history = True
+
+
+#: "discectomy 2012 for ... foot drop", "opéré en 2010 (discectomie en urgence pour anesthésie en selle": the
+#: finding is the indication of that operation.
+_INDICATION = re.compile(r"(?<![a-z])(for|pour|because of|due to|en raison d|en raison de|indication|indique|indiquee|indicated)(?![a-z])")
+#: ... unless the text returns to the present before the finding.
+_PRESENT = re.compile(r"(?<![a-z])(now|new|nouvelle|nouveau|nouvelles|nouveaux|actuellement|currently|today|aujourd|but|mais|"
+                      r"since|depuis|then|puis|again|a nouveau|de nouveau|recurrent|recidive|presents|presente|has|have|c/o|complains)(?![a-z])")
+_OLD_YEARS = re.compile(r"(?<![a-z0-9])((?:19|20)\d\d)(?![0-9])|years ago|yrs ago|il y a \d{1,2} ans|\d{1,2} ans auparavant")
+
+
+def _old_indication(mentions: list[Mention], text: str, study_dt) -> None:
+    """A finding given as the indication of an operation done years before the study is history."""
+    year_now = study_dt.year if study_dt else None
+    norm, _ = normalise(text)
+    procedures = [p for p in mentions if p.concepts & set(PROCEDURES + ("operated",)) and not p.hypothetical]
+    for m in mentions:
+        if m.history or m.concepts & set(OPERATED):
+            continue
+        before = [p for p in procedures if p.end <= m.start]
+        if not before:
+            continue
+        p = before[-1]
+        between = norm[p.end : m.start]
+        if len(between) > 80 or any(c in between for c in ".;\n") or not _INDICATION.search(between) or _PRESENT.search(between):
+            continue
+        a = max(norm.rfind(". ", 0, p.start), norm.rfind("\n", 0, p.start), norm.rfind(";", 0, p.start)) + 1
+        clause = norm[a : m.start]
+        old = False
+        for hit in _OLD_YEARS.finditer(clause):
+            if hit.group(1) is None or year_now is None or int(hit.group(1)) < year_now:
+                old = True
+        if old:
+            m.history = True
 
 
 def _distinct(readings: list[Reading]) -> list[Reading]:
@@ -129,11 +248,17 @@ def windows(ctx: Context, hours: float | None, early_days: float) -> set[str]:
 
     Inside the early window the early rules always run (plus any course cue);
     after it, the course cues decide, or both later windows run; unknown time and
-    no cue runs every window.
+    no cue runs every window, early rules only for emergencies (UNKNOWN_TIME).
     """
     cues = set(ctx.cue_windows)
     if hours is not None:
         if hours <= early_days * 24:
             return {"early"} | cues
         return (cues - {"early"}) or {"inefficacy", "late"}
-    return cues or {"early", "inefficacy", "late"}
+    return cues or {"early", "inefficacy", "late", UNKNOWN_TIME}
+
+
+#: Marks a run whose time since surgery is unknown (no reading, no course cue): early rules
+#: then count only when they reach STAT (emergencies stay on; early-only URGENT/ROUTINE rules
+#: would be over-triage, issue 9 family 8).
+UNKNOWN_TIME = "unknown_time"

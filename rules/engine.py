@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rules import context as ctxmod
+from rules import safety as safetymod
+from rules.measure import Reader
 from rules.loader import Rule, RulebookError, content_hash, read
 from rules.model import Evidence, Flag, Priority, merge_flags
 from rules.text import Matcher, Mention
@@ -19,6 +21,8 @@ from rules.text import Matcher, Mention
 __all__ = ["Rulebook", "RulebookError", "Outcome"]
 
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent
+#: Mentions listed as evidence per rule (a 64 KB text can repeat a word a thousand times).
+MAX_EVIDENCE = 12
 
 
 @dataclass
@@ -73,6 +77,9 @@ class Rulebook:
         self.rules: list[Rule] = source.rules
         self.settings: dict = source.settings
         self.matcher = Matcher(source.concepts, source.cues, int(self.settings["NEGATION_SCOPE_TOKENS"]), source.known_words)
+        self.matcher.measure = Reader(source.measurements)
+        self.safety_net: list[dict] = source.safety
+        self.measurements: list[dict] = source.measurements
 
     @classmethod
     def load(cls, directory: Path | str | None = None) -> "Rulebook":
@@ -90,14 +97,27 @@ class Rulebook:
         order_priority = max(order) if order else None
         floor = max([order_priority or Priority.ROUTINE] + [f.priority for f in findings])
         runs = [self._run(ctx, r, priors, findings) for r in (ctx.readings or [None])]
-        best = max(runs, key=lambda r: r.priority)  # first of the highest: the structured record wins ties
+        # The highest priority; on a tie the structured record, then the most recent operation
+        # (the order of the text fields must not matter).
+        best = max(runs, key=lambda r: (r.priority, r.reading is not None and r.reading.source == "surgery",
+                                        -(r.reading.hours if r.reading is not None else 0)))
         if len(runs) > 1:
             note = "conflicting times since surgery: " + "; ".join(r.reading.describe() for r in runs)
             for f in best.flags:
                 f.evidence.append(Evidence(source="postop_interval", rule=f.rule, note=note + "; the higher-priority reading was used"))
-        flags = merge_flags(best.flags + findings)
-        priority = max([floor, best.priority] + [f.priority for f in flags])
-        return self._outcome(ctx, runs, best, flags, priority, order_priority)
+        net = safetymod.assess(self.safety_net, ctx, float(self.settings["EARLY_WINDOW_DAYS"]), self.version)
+        flags = merge_flags(best.flags + findings + net.flags)
+        priority = max([floor, best.priority, net.priority] + [f.priority for f in flags])
+        out = self._outcome(ctx, runs, best, flags, priority, order_priority)
+        if net.fired:
+            raised = net.priority > max(floor, best.priority)
+            out.fired_rules.extend(rid for rid, _, _ in net.fired if rid not in out.fired_rules)
+            out.explain.extend(f"Safety net: {n}." for n in net.notes)
+            if raised:
+                out.explain.append(f"Safety net raised the priority to {net.priority.name}.")
+                if not net.flags:
+                    out.observations.append({"rule": net.fired[0][0], "note": net.notes[0], "evidence": [m.text for m in net.fired[0][2]]})
+        return out
 
     def _run(self, ctx, reading, priors, findings) -> _Run:
         hours = reading.hours if reading is not None else None
@@ -170,11 +190,18 @@ class Rulebook:
             cues = [m for c in esc.if_any for m in ctx.raising.get(c, ())]
             if cues and esc.priority > priority:
                 priority = esc.priority
-                evidence.extend(m for m in cues if m not in evidence)
+                known = {id(m) for m in evidence}
+                evidence.extend(m for m in cues if id(m) not in known)
+        if (ctxmod.UNKNOWN_TIME in run.windows and rule.window == ["early"] and priority < Priority.STAT
+                and not rule.if_flags and rule.unknown_time != "run"):
+            return None  # time unknown: an early-only rule counts only as an emergency
         return priority, _unique(evidence)
 
     def _evidence(self, rule: Rule, mentions: list[Mention], run: _Run, priority: Priority) -> list[Evidence]:
         out = []
+        if len(mentions) > MAX_EVIDENCE:
+            out.append(Evidence(source="rulebook", rule=rule.id, note=f"{len(mentions)} matching mentions; the first {MAX_EVIDENCE} are listed"))
+            mentions = mentions[:MAX_EVIDENCE]
         for m in mentions:
             notes = [rule.note] if rule.note else []
             if m.corrected:
@@ -186,7 +213,8 @@ class Rulebook:
                     text=m.text,
                     start=m.start,
                     end=m.end,
-                    assertion=m.assertion,
+                    assertion=m.status,
+                    measurement=m.measurement,
                     note="; ".join(notes) or None,
                 )
             )
@@ -255,13 +283,16 @@ class Rulebook:
 
 def _unique(mentions: list[Mention]) -> list[Mention]:
     out: list[Mention] = []
+    seen: set[int] = set()
     for m in mentions:
-        if not any(m is o for o in out):
+        if id(m) not in seen:
+            seen.add(id(m))
             out.append(m)
     return out
 
 
 def _course(windows: set[str], reading) -> str:
+    windows = windows - {ctxmod.UNKNOWN_TIME}
     if reading is None and windows == {"early", "inefficacy", "late"}:
         return "unknown"
     return "+".join(w for w in ("early", "inefficacy", "late") if w in windows)

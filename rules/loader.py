@@ -28,6 +28,15 @@ CUE_KINDS = (
     "uncertain_before",
     "uncertain_after",
     "history_before",
+    "history_after",
+    "treated_after",
+    "hypothetical_before",
+    "future_before",
+    "hypothetical_after",
+    "experiencer_before",
+    "negation_list_before",
+    "negation_list_after",
+    "history_sentence_before",
     "scope_breaks",
 )
 TEMPLATE_FIELDS = {"rule", "title", "flags", "matched", "window", "interval", "priority"}
@@ -139,6 +148,7 @@ class Rule:
     observation: str | None = None
     note: str | None = None
     explain: str = DEFAULT_EXPLAIN
+    unknown_time: str = "emergency_only"  # early-only rule when the time is unknown: emergency_only | run
 
 
 @dataclass
@@ -152,16 +162,19 @@ class Source:
     rules: list[Rule]
     files: list[Path]
     errors: list[RulebookError]
+    safety: list[dict] = field(default_factory=list)
+    measurements: list[dict] = field(default_factory=list)
 
 
 _RULE_KEYS = {
     "id", "title", "reference", "scenario", "window", "postoperative", "procedure", "instrumented",
     "any_of", "all_of", "none_of", "if_flags", "modality", "modality_only", "modality_missing",
     "acquisition_has", "acquisition_lacks", "interval", "priors_have", "priors_lack", "flags",
-    "priority", "escalate", "recommend", "observation", "note", "explain",
+    "priority", "escalate", "recommend", "observation", "note", "explain", "unknown_time",
 }
-_CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note"}
-_TOP_KEYS = {"settings", "cues", "concepts", "known_words", "family", "rules"}
+_CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note", "patterns"}
+_TOP_KEYS = {"settings", "cues", "concepts", "known_words", "family", "rules", "safety_net", "measurements"}
+_SAFETY_KEYS = {"id", "concepts", "with_any", "procedure", "windows", "postoperative", "priority", "flags", "reference", "note"}
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 
 
@@ -211,12 +224,46 @@ def read(directory: Path) -> Source:
             concept_lines[name] = (path, line)
             src.errors.extend(_check_concept(path, line, name, concept))
             src.concepts[name] = concept if isinstance(concept, dict) else {}
+        for item in doc.get("safety_net") or []:
+            src.safety.append(dict(item, _file=str(path), _line=getattr(item, "line", 1)))
+        for item in doc.get("measurements") or []:
+            src.measurements.append(dict(item, _file=str(path), _line=getattr(item, "line", 1)))
         rules = doc.get("rules")
         if rules is not None and not isinstance(rules, list):
             src.errors.append(RulebookError(path, doc.lines["rules"], "'rules' must be a list"))
             rules = []
         for item in rules or []:
             raw_rules.append((path, item, str(doc.get("family") or path.stem)))
+    for item in src.safety:
+        path, line = item["_file"], item["_line"]
+        for key in item:
+            if key not in _SAFETY_KEYS and not key.startswith("_"):
+                src.errors.append(RulebookError(path, line, f"unknown safety_net key '{key}'"))
+        if not item.get("id") or not item.get("concepts") or not item.get("reference"):
+            src.errors.append(RulebookError(path, line, "a safety_net entry needs id, concepts and reference"))
+        for c in list(item.get("concepts") or []) + list(item.get("with_any") or []):
+            if c not in src.concepts:
+                src.errors.append(RulebookError(path, line, f"unknown concept '{c}' in safety_net {item.get('id')}"))
+        for code in item.get("flags") or []:
+            if code not in FLAG_CODES:
+                src.errors.append(RulebookError(path, line, f"unknown flag code '{code}' in safety_net {item.get('id')}"))
+        for v in item.get("postoperative") or []:
+            if v not in STATUSES:
+                src.errors.append(RulebookError(path, line, f"postoperative must be yes, no or unknown in safety_net {item.get('id')}"))
+        for w in item.get("windows") or []:
+            if w not in WINDOWS + ("unknown",):
+                src.errors.append(RulebookError(path, line, f"unknown window '{w}' in safety_net {item.get('id')}"))
+        try:
+            item["priority"] = Priority.parse(item.get("priority", ""))
+        except KeyError:
+            src.errors.append(RulebookError(path, line, f"safety_net {item.get('id')}: priority must be STAT or URGENT"))
+    for item in src.measurements:
+        path, line = item["_file"], item["_line"]
+        for t in item.get("thresholds") or []:
+            if t.get("concept") not in src.concepts:
+                src.errors.append(RulebookError(path, line, f"unknown concept '{t.get('concept')}' in measurement {item.get('name')}"))
+        if not item.get("reference"):
+            src.errors.append(RulebookError(path, line, f"measurement {item.get('name')} needs a reference"))
     seen: dict[str, tuple[Path, int]] = {}
     for path, item, family in raw_rules:
         if not isinstance(item, _Map):
@@ -248,7 +295,12 @@ def _check_concept(path: Path, line: int, name: str, concept) -> list[RulebookEr
     for key in ("terms", "exact", "negated_terms"):
         if key in concept and not _strings(concept[key]):
             errors.append(RulebookError(path, concept.lines[key], f"'{key}' of concept '{name}' must be a list of words"))
-    if not any(concept.get(k) for k in ("terms", "exact", "negated_terms")):
+    for pattern in concept.get("patterns") or []:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            errors.append(RulebookError(path, concept.lines["patterns"], f"bad pattern in concept '{name}': {exc}"))
+    if not any(concept.get(k) for k in ("terms", "exact", "negated_terms", "patterns")):
         errors.append(RulebookError(path, line, f"concept '{name}' has no terms: it can never match"))
     if "course" in concept and concept["course"] not in WINDOWS:
         errors.append(RulebookError(path, concept.lines["course"], f"course must be one of {list(WINDOWS)}"))
@@ -286,6 +338,8 @@ def _rule(path: Path, item: _Map, src: Source, errors: list[RulebookError]) -> R
         return list(value)
 
     concepts = src.concepts
+    if item.get("unknown_time", "emergency_only") not in ("emergency_only", "run"):
+        err("unknown_time", "unknown_time must be emergency_only or run")
     rule = Rule(
         id=rid,
         title=str(item["title"]),
@@ -309,6 +363,7 @@ def _rule(path: Path, item: _Map, src: Source, errors: list[RulebookError]) -> R
     rule.priors_have = words("priors_have", PRIOR_ROLES, "prior role")
     rule.priors_lack = words("priors_lack", PRIOR_ROLES, "prior role")
     rule.recommend = words("recommend")
+    rule.unknown_time = str(item.get("unknown_time", "emergency_only"))
     for key in ("observation", "note", "explain"):
         if key in item:
             if not isinstance(item[key], str):

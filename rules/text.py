@@ -1,8 +1,13 @@
-"""Clinical text matching: normalisation, tokens, concept mentions and assertion status.
+"""Clinical text matching: normalisation, tokens, concept mentions and their context.
 
-Text is normalised (case, accents, ligatures, haem/hem and oe/e spellings, French
-elisions) before matching, but every token keeps its offsets in the original text,
-so a mention always points at the exact characters the clinician wrote.
+Text is repaired (mojibake, ftfy) and bounded (16 KB per field, typo tolerance only for
+words of at most 40 letters), then normalised (case, accents, ligatures, haem/hem and
+oe/e spellings, French elisions) before matching, but every token keeps its offsets in
+the repaired text, so a mention points at the characters the clinician wrote.
+
+Each mention gets the ConText attributes (Chapman/Harkema): assertion (affirmed,
+uncertain, negated), historical, hypothetical (conditional, purpose, planned) and
+experiencer, from the bilingual cue lists in lexicon.yaml. See docs/clinical-nlp.md.
 """
 
 from __future__ import annotations
@@ -10,6 +15,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+
+from bisect import bisect_left, bisect_right
+from functools import lru_cache
+
+import ftfy
+from rapidfuzz.distance import OSA
 
 _CHAR_MAP = {
     "œ": "oe",
@@ -27,20 +38,59 @@ _TOKEN = re.compile(r"[a-z0-9]+|\n|[?+/#.;:,!()]")
 
 #: Typo correction only for words at least this long (shorter words are too ambiguous).
 _FUZZY_MIN = 6
+#: ... and at most this long: a longer "word" is noise (or an attack) and is left as it is.
+WORD_CAP = 40
+#: Characters read per text field and per study; the rest is ignored (and said so).
+FIELD_CAP = 16 * 1024
+STUDY_CAP = 64 * 1024
+
+#: Signs of UTF-8 text decoded as Latin-1 ("hÃ©matome"): only then is ftfy asked to repair.
+_MOJIBAKE = re.compile("[\u00c2\u00c3][\u0080-\u00bf]|\u00e2\u20ac")
 
 
-def normalise(text: str) -> tuple[str, list[int]]:
-    """Lower-case, accent- and ligature-free text, and the original index of each character."""
-    out: list[str] = []
-    index: list[int] = []
-    for i, ch in enumerate(text):
+def repair(text: str) -> str:
+    """Text as the clinician wrote it: mojibake repaired (ftfy) and capped at FIELD_CAP characters."""
+    text = text[:FIELD_CAP]
+    if _MOJIBAKE.search(text):
+        fixed = ftfy.fix_text(text, normalization=None)
+        if len(fixed) <= len(text):
+            return fixed
+    return text
+
+
+_FOLD: dict[str, str] = {}
+
+
+def _fold(ch: str) -> str:
+    rep = _FOLD.get(ch)
+    if rep is None:
         low = ch.lower()
         rep = _CHAR_MAP.get(low)
         if rep is None:
             rep = "".join(c for c in unicodedata.normalize("NFKD", low) if not unicodedata.combining(c))
-        for c in rep:
-            out.append(c)
+        if len(_FOLD) < 10_000:
+            _FOLD[ch] = rep
+    return rep
+
+
+@lru_cache(maxsize=64)
+def normalise(text: str) -> tuple[str, list[int]]:
+    """Lower-case, accent- and ligature-free text, and the original index of each character (cached)."""
+    if text.isascii():
+        folded = text.lower().replace("`", "'")
+        if len(folded) == len(text):
+            return folded, list(range(len(text)))
+    out: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        rep = _fold(ch)
+        if len(rep) == 1:
+            out.append(rep)
             index.append(i)
+        else:
+            for c in rep:
+                out.append(c)
+                index.append(i)
     return "".join(out), index
 
 
@@ -71,8 +121,68 @@ def term_tokens(term: str) -> tuple[str, ...]:
     return tuple(t.norm for t in tokenize(term))
 
 
-def _deletes(word: str) -> set[str]:
-    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+_SENTENCE_END = {".", ";", "\n", "!"}
+_SOFT_END = {":", "?", "but", "however", "mais", "cependant", "now", "currently", "actuellement", "today", "yet",
+             "aujourd", "desormais", "whereas", "alors", "tandis", "then", "puis", "since", "depuis", "still", "toujours",
+             "encore", "persists", "persiste", "again", "worse", "pire"}
+
+
+#: Lists of negated findings (Matcher._list_negated): item separators, disjunctions, what ends a list.
+_LIST_SEP = {",", "or", "ou", "nor", "ni", "and", "et", "/", "("}
+_LIST_DISJ = {"or", "ou", "nor", "ni"}
+_LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet", "aujourd", "desormais", "whereas", "alors",
+              "tandis", "then", "puis", "since", "depuis", "with", "avec", "except", "sauf", "although", "though", "+",
+              "has", "have", "had", "reports", "reported", "endorses", "admits", "positive", "positif", "positifs", "positives",
+              "present", "presents", "noted", "found", "retrouve", "retrouvee", "presente", "signale", "rapporte", "complains", "apparition", "onset", "developed",
+              "developpe", "worse", "aggravation", "now", "currently", "actuellement"}
+#: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
+_LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
+_LIST_ITEM = 4
+
+#: A sentence that opens with one of these headers is past history (a section, as medspaCy's sectionizer reads it).
+_HISTORY_HEADERS = [("atcd",), ("atcds",), ("antecedents",), ("antecedent",), ("pmh",), ("psh",), ("past", "medical", "history"),
+                    ("past", "history"), ("past", "surgical", "history"), ("medical", "history"), ("h", "/", "o"),
+                    ("antecedents", "chirurgicaux"), ("antecedents", "medicaux")]
+
+
+def _in_history_section(words: list[str], pos: int) -> bool:
+    """Is words[pos] in a sentence that opens with a history header and a colon ("ATCD: ...", "PMH: ...")?
+
+    A return to the present ("now", "actuellement", "but") before the mention ends the section.
+    """
+    k = pos - 1
+    while k >= 0 and words[k] not in (".", "\n", ";"):
+        if words[k] in _SOFT_END - {":"} or words[k] in ("new", "nouveau", "nouvelle", "today"):
+            return False
+        k -= 1
+    start = k + 1
+    for header in _HISTORY_HEADERS:
+        n = len(header)
+        if tuple(words[start : start + n]) == header and start + n < pos and words[start + n] == ":":
+            return True
+    return False
+
+
+#: Words that follow the abbreviation CES in English requests ("CES symptoms", "CES signs").
+_AFTER_CES = {"symptoms", "signs", "features", "syndrome", "suspected", "query", "screen", "pathway", "protocol",
+              "concerns", "concern", "flags", "risk", "likely", "unlikely", "ruled", "excluded", "possible", "cannot",
+              "is", "was", "has", "with", "and", "or", "in", "on", "post", "after", "since", "now", "s/p", "symptom"}
+
+
+def _french_determiner(tokens: list["Token"], i: int, n: int) -> bool:
+    """An upper-case word like "CES" used as the French determiner ("CES DOULEURS", "COMPARER CES EXAMENS").
+
+    The abbreviation is followed by punctuation, an English word, or nothing; the
+    determiner by a French plural noun or adjective.
+    """
+    if n != 1 or i + 1 >= len(tokens):
+        return False
+    nxt = tokens[i + 1].norm
+    if not nxt.isalpha() or len(nxt) < 4 or nxt in _AFTER_CES:
+        return False
+    prev = tokens[i - 1].norm if i > 0 else ""
+    french_before = prev in {"de", "a", "sur", "pour", "comparer", "avec", "entre", "par", "dans", "tous", "toutes", "et"}
+    return nxt.endswith(("s", "x")) or french_before or nxt in {"derniers", "dernieres", "deux", "trois"}
 
 
 @dataclass
@@ -87,13 +197,29 @@ class Mention:
     tag: str
     series_uid: str | None
     assertion: str = "affirmed"  # affirmed | uncertain | negated
-    history: bool = False
+    history: bool = False  # historical: before the operation, years ago, h/o, resolved
+    hypothetical: bool = False  # if / in case of / to prevent / planned or booked (future)
+    experiencer: str = "patient"  # patient | other (mother, father, ...)
     corrected: str | None = None  # the lexicon word a typo was read as
+    measurement: dict | None = None  # name, value, unit, threshold, reference for a lab/vital reading
 
     @property
     def raises(self) -> bool:
-        """A mention raises rules when it is affirmed or uncertain and not history."""
-        return self.assertion != "negated" and not self.history
+        """A mention raises rules when it is affirmed or uncertain, current, real and the patient's."""
+        return self.assertion != "negated" and not self.history and not self.hypothetical and self.experiencer == "patient"
+
+    @property
+    def status(self) -> str:
+        """One word for the evidence: negated, hypothetical, other_experiencer, historical, uncertain, affirmed."""
+        if self.assertion == "negated":
+            return "negated"
+        if self.hypothetical:
+            return "hypothetical"
+        if self.experiencer != "patient":
+            return "other_experiencer"
+        if self.history:
+            return "historical"
+        return self.assertion
 
 
 @dataclass
@@ -125,39 +251,68 @@ class Matcher:
                 self.index.setdefault(e.tokens[0], []).append(e)
         for lst in self.index.values():
             lst.sort(key=lambda e: -len(e.tokens))
+        #: Word-order patterns (regular expressions on the normalised text), e.g. "broken right S1 screw".
+        self.patterns = [(name, re.compile(p)) for name, c in concepts.items() for p in c.get("patterns") or []]
         self.cues = {kind: sorted({term_tokens(t) for t in terms}, key=len, reverse=True) for kind, terms in cues.items()}
         self.breaks = self.cues.pop("scope_breaks", [])
+        self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
+        for kind, seqs in self.cues.items():
+            for seq in seqs:
+                if seq:
+                    self.cue_index.setdefault(kind, {}).setdefault(seq[0], []).append(seq)
+        self.break_index: dict[str, list[tuple[str, ...]]] = {}
+        for seq in self.breaks:
+            if seq:
+                self.break_index.setdefault(seq[-1], []).append(seq)
+        self.break_first: dict[str, list[tuple[str, ...]]] = {}
+        for seq in self.breaks:
+            if seq:
+                self.break_first.setdefault(seq[0], []).append(seq)
         self.scope = scope
+        self.after_scope = 4
         self.word_concepts: dict[str, set[str]] = {}
         for e in entries.values():
             for t in e.tokens:
                 if len(t) >= _FUZZY_MIN and t.isalpha():
                     self.word_concepts.setdefault(t, set()).update(e.concepts)
-        vocab = self.vocab = set(self.word_concepts)
+        self.vocab = set(self.word_concepts)
+        self.by_initial: dict[str, list[str]] = {}
+        for word in sorted(self.vocab):
+            self.by_initial.setdefault(word[0], []).append(word)
         self.words = {t for e in entries.values() for t in e.tokens}
-        self.deletes: dict[str, set[str]] = {}
-        for word in vocab:
-            for d in _deletes(word):
-                self.deletes.setdefault(d, set()).add(word)
         self.known = {spell(normalise(w)[0]) for w in known_words} | {t for c in self.cues.values() for s in c for t in s}
+        self._fixes: dict[str, str | None] = {}
 
     def correct(self, word: str) -> str | None:
-        """The lexicon word a small typo (one edit) stands for, or None when unsure."""
-        if word in self.words or word in self.known or len(word) < _FUZZY_MIN - 1 or not word.isalpha():
+        """The lexicon word a small typo stands for, or None when unsure.
+
+        Bounded: words of _FUZZY_MIN-1 .. WORD_CAP letters only, same first letter,
+        optimal-string-alignment distance 1 (a transposition counts once; 2 for words of 9 letters or more, which covers dropped
+        vowels such as "decompressn"), and every candidate must mean the same thing.
+        """
+        if word in self.words or word in self.known or not (_FUZZY_MIN - 1 <= len(word) <= WORD_CAP) or not word.isalpha():
             return None
-        found = set(self.deletes.get(word, ()))
-        for d in _deletes(word):
-            if d in self.vocab:
-                found.add(d)
-            found |= self.deletes.get(d, set())
-        found = sorted(w for w in found if w[0] == word[0] and abs(len(w) - len(word)) <= 1)
-        if not found or any(self.word_concepts[w] != self.word_concepts[found[0]] for w in found):
-            return None  # no candidate, or candidates that mean different things
-        return found[0]
+        if word in self._fixes:
+            return self._fixes[word]
+        k = 2 if len(word) >= 9 else 1
+        scored = [
+            (OSA.distance(word, v, score_cutoff=k), v) for v in self.by_initial.get(word[0], ()) if abs(len(v) - len(word)) <= k
+        ]
+        scored = [(d, v) for d, v in scored if d <= k]
+        fix = None
+        if scored:
+            best = min(d for d, _ in scored)
+            found = sorted(v for d, v in scored if d == best)
+            shared = set.intersection(*(self.word_concepts[w] for w in found))
+            if shared:  # every closest candidate means (at least) the same thing
+                fix = found[0]
+        if len(self._fixes) < 50_000:
+            self._fixes[word] = fix
+        return fix
 
     def mentions(self, text_field: dict) -> list[Mention]:
         """Every concept mention in one text field ({"keyword","tag","value","series_uid"})."""
-        text = text_field.get("value") or ""
+        text = repair(text_field.get("value") or "")
         tokens = tokenize(text)
         words = [t.norm for t in tokens]
         fixes: dict[int, str] = {}
@@ -176,6 +331,8 @@ class Matcher:
                     continue
                 if e.raw is not None and tuple(t.raw for t in tokens[i : i + n]) != e.raw:
                     continue
+                if e.raw is not None and _french_determiner(tokens, i, n):
+                    continue
                 match = e
                 break
             if match is None:
@@ -183,8 +340,17 @@ class Matcher:
                 continue
             found.append((i, i + len(match.tokens), match))
             i += len(match.tokens)
+        if self.patterns:
+            # Patterns see the corrected words and, where a typo fix changed a word, the words as written
+            # ("fractured" is also a typo-distance neighbour of "fracture").
+            variants = [words] + ([[t.norm for t in tokens]] if fixes else [])
+            for seq in variants:
+                self._patterns(seq, words, found)
+            found.sort(key=lambda t: t[0])
         covered = set()
+        mask = set()  # tokens inside any mention: a list of findings continues a conditional's scope
         for a, b, e in found:
+            mask.update(range(a, b))
             if e.concepts & self.pseudo:
                 covered.update(range(a, b))
         out = []
@@ -204,33 +370,73 @@ class Matcher:
                 m.assertion = e.assertion
             elif not e.concepts & self.pseudo:
                 m.assertion = self._assertion(words, a, b, covered)
-            m.history = self._cue(words, a, "history_before", covered, before=True)
+            m.history = (self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
+                         or self._cue(words, b, "treated_after", covered, False, sentence=True)
+                         or _in_history_section(words, a)
+                         or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
+            m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
+                              or self._cue(words, a, "future_before", covered, True)
+                              or self._cue(words, b, "hypothetical_after", covered, False))
+            if self._cue(words, a, "experiencer_before", covered, True, sentence=True):
+                m.experiencer = "other"
             out.append(m)
         return out
 
-    def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool) -> bool:
-        """Is a cue of this kind within scope before (or after) position pos?"""
-        cues = self.cues.get(kind, ())
+    def _patterns(self, seq: list[str], words: list[str], found: list) -> None:
+        norm_text = " ".join(seq)
+        starts, pos = [], 0
+        for w in seq:
+            starts.append(pos)
+            pos += len(w) + 1
+        for name, pattern in self.patterns:
+            for hit in pattern.finditer(norm_text):
+                a = bisect_right(starts, hit.start()) - 1
+                b = bisect_left(starts, hit.end())
+                if a < 0 or b <= a:
+                    continue
+                if any(x < b and a < y and name in e.concepts for x, y, e in found):
+                    continue
+                found.append((a, b, _Entry(tuple(words[a:b]), None, {name})))
+
+    def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool, sentence: bool | str = False,
+             mask: set[int] | None = None) -> bool:
+        """Is a cue of this kind within scope before (or after) position pos?
+
+        sentence=True (experiencer, treated): the scope is the sentence, up to 15 words;
+        sentence="soft" (hypothetical, as ConText's conditional scope): the sentence, also
+        ended by a contrast or a return to the present (but, mais, now, actuellement...).
+        """
+        index = self.cue_index.get(kind)
+        if not index:
+            return False
         if before:
             lo = pos
-            for k in range(pos - 1, max(-1, pos - 1 - self.scope), -1):
-                if any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.breaks):
+            for k in range(pos - 1, max(-1, pos - 1 - (15 if sentence else self.scope)), -1):
+                if sentence:
+                    if words[k] in _SENTENCE_END or (sentence == "soft" and words[k] in _SOFT_END):
+                        break
+                    if sentence == "soft" and words[k] == "," and (k - 1) not in (mask or set()):
+                        break  # a comma ends the conditional unless what follows it is one more finding of a list
+                elif any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.break_index.get(words[k], ())):
                     break
                 lo = k
             span = range(lo, pos)
         else:
             hi = pos
-            for k in range(pos, min(len(words), pos + 3)):
-                if any(tuple(words[k : k + len(b)]) == b for b in self.breaks):
+            for k in range(pos, min(len(words), pos + (15 if sentence else self.after_scope))):
+                if sentence:
+                    if words[k] in (".", ";", "\n", "!"):
+                        break
+                elif any(tuple(words[k : k + len(b)]) == b for b in self.break_first.get(words[k], ())):
                     break
                 hi = k + 1
             span = range(pos, hi)
         for k in span:
             if k in covered:
                 continue
-            for cue in cues:
+            for cue in index.get(words[k], ()):
                 n = len(cue)
-                if tuple(words[k : k + n]) == cue and k + n <= span.stop:
+                if k + n <= span.stop and tuple(words[k : k + n]) == cue:
                     return True
         return False
 
@@ -239,4 +445,100 @@ class Matcher:
             return "uncertain"
         if self._cue(words, a, "negation_before", covered, True) or self._cue(words, b, "negation_after", covered, False):
             return "negated"
+        if self._list_negated(words, a, b, covered):
+            return "negated"
         return "affirmed"
+
+    def _list_end(self, words: list[str], b: int) -> tuple[int, bool]:
+        """(index after the last item, disjunctive?) of a list of short items that continues at b."""
+        k, seg, disj = b, 0, False
+        while k < len(words) and k - b < 40:
+            w = words[k]
+            if w in _SENTENCE_END or w in _LIST_STOP or w in (")", "-"):
+                break
+            if w in _LIST_SEP:
+                disj = disj or w in _LIST_DISJ
+                seg = 0
+            else:
+                seg += 1
+                if seg > _LIST_ITEM:
+                    break
+            k += 1
+        return k, disj
+
+    def _list_negated(self, words: list[str], a: int, b: int, covered: set[int]) -> bool:
+        """ConText over a list: "Denies: saddle anaesthesia, bowel/bladder dysfunction, weakness, fever",
+        "neg for fever, drainage, urinary retention", "no fever, chills or sweats", "pas de fièvre, de
+        frissons ni de ...", "(saddle numbness, bladder dysfunction, fever) - none currently".
+
+        Every item of a list of short items (at most _LIST_ITEM words each, separated by commas,
+        and/or/ni/slashes) is negated when the list opens with a list negation (`negation_list_before`:
+        denies, negative for...), or opens with a plain negation (no, pas de, sans) and is
+        disjunctive (... or / ni ...), or is closed by `negation_list_after` ("- none", "all negative").
+        A contrast (but, mais, now, with, except...) or the end of the sentence ends the list.
+        """
+        j = b
+        while (j < len(words) and words[j] not in _SENTENCE_END and words[j] != ")"
+               and (words[j] not in _LIST_SEP or words[j] in ("and", "et")) and j - b < 8):
+            if words[j] in _LIST_STOP:
+                return False  # "saddle anaesthesia now present", "neck swelling noted": this item is affirmed
+            j += 1
+        k, seg = a - 1, 0
+        last_sep = None  # the separator just before the mention's item
+        crossed = False  # a separator lies between the cue and the mention: the mention is a later item
+        weak_ok = not any(words[j] in _LIST_NEW for j in range(a, b))  # "no fever, new retention": a new finding
+        while k >= 0 and a - k < 40:
+            w = words[k]
+            if w in _SENTENCE_END or w in _LIST_STOP:
+                break
+            if w in _LIST_NEW:
+                weak_ok = False
+            if k not in covered:
+                if self._cue_ending(words, k, "negation_list_before"):
+                    end, _ = self._list_end(words, b)
+                    seps = [words[j] for j in range(k + 1, end) if words[j] in _LIST_SEP]
+                    if not any(w in _LIST_DISJ or w in ("and", "et") for w in seps) and seps.count(",") < 2:
+                        return False  # "neg for fever, bilateral leg weakness": two items by a comma is ambiguous
+                    return True
+                if crossed and weak_ok and self._cue_ending(words, k, "negation_before"):
+                    _, disj = self._list_end(words, b)
+                    if disj or last_sep in _LIST_DISJ:  # "no A, B or C": up to the item after "or", no further
+                        return True
+            if (w in _LIST_SEP or w == ":") and last_sep is None:
+                last_sep = w
+            if w in _LIST_SEP or w == ":":
+                if w == ":" and not (self._cue_ending(words, k - 1, "negation_list_before")
+                                     or self._cue_ending(words, k - 1, "negation_before")):
+                    break
+                crossed = crossed or w != ":"
+                seg = 0
+            else:
+                seg += 1
+                if seg > _LIST_ITEM + 1:
+                    break
+            k -= 1
+        end, _ = self._list_end(words, b)
+        start = a
+        while start > 0 and a - start < 40 and words[start - 1] not in _SENTENCE_END and words[start - 1] not in ("(", ":"):
+            start -= 1
+        if not any(words[j] in (",", "or", "and", "ou", "et", "/") for j in range(start, end)):
+            return False  # a single finding, not a list
+        k = end
+        while k < len(words) and words[k] in (")", "-", ",", ":"):
+            k += 1
+        if k < len(words):
+            for cue in self.cue_index.get("negation_list_after", {}).get(words[k], ()):
+                if tuple(words[k : k + len(cue)]) == cue:
+                    return True
+        return False
+
+    def _cue_ending(self, words: list[str], k: int, kind: str) -> bool:
+        """Does a cue of this kind end at words[k]?"""
+        if k < 0:
+            return False
+        for first, seqs in self.cue_index.get(kind, {}).items():
+            for cue in seqs:
+                n = len(cue)
+                if k - n + 1 >= 0 and tuple(words[k - n + 1 : k + 1]) == cue:
+                    return True
+        return False

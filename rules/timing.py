@@ -21,15 +21,47 @@ _UNITS = {
     "d": r"d|days?|j|jours?|jrs?",
     "w": r"wks?|weeks?|sem|semaines?",
     "m": r"mo|months?|mois",
-    "y": r"yrs?|years?|ans?|annees?",
+    "y": r"y|yrs?|years?|ans?|annees?",
 }
 _UNIT = "|".join(f"(?P<{k}>{v})" for k, v in _UNITS.items())
 
 #: Words that say the surgery is what the time refers to.
 _SURGERY = re.compile(
-    r"op[ie]?r|chir|surg|interv|arthrod|fusion|discect|discecto|laminect|herniect|tlif|plif|alif|xlif|"
-    r"recalibr|decompress|instrument|osteosynth|post|bloc|s/p"
+    r"op[ie]?r|chir|surg|interv|arthrod|fusion|discect|discecto|laminect|herniect|tlif|plif|alif|xlif|llif|olif|"
+    r"recalibr|decompress|decomp|instrument|osteosynth|post|bloc|s/p|lami|microdisc|acdf|accf|corpect|corporect|"
+    r"kypho|cypho|vertebro|ciment|cement|stimulat|pump|pompe|redo|revision|reprise|fixation|foramino|"
+    r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli|cure de|hernie|hernia|"
+    r"(?<![a-z])op(?![a-z])"
 )
+#: Words that make a nearby procedure planned rather than done.
+_FUTURE = re.compile(
+    r"planned|booked|scheduled|prevue?|programmee?|planifiee?|a venir|upcoming|awaiting|listed for|en vue|"
+    r"demain|tomorrow|next week|la semaine prochaine|prochain|due for|pre ?op(?:erative)? (?:work|planning|assessment)|"
+    r"bilan pre ?operatoire|for surgery|pour chirurgie|avant la future|envisage|proposee?|indication"
+)
+#: Relative words that need a procedure nearby: "ACDF yesterday", "hier soir, laminectomie".
+_DAY_WORDS = {
+    "avant hier": 48, "day before yesterday": 48, "yesterday evening": 18, "yesterday": 24, "last night": 12,
+    "overnight": 10, "this morning": 4, "this am": 4, "this a.m.": 4, "tonight": 0, "this afternoon": 2,
+    "cet apres midi": 2, "cet apres-midi": 2, "la nuit derniere": 10, "earlier today": 4, "today": 0, "hier soir": 18,
+    "hier matin": 28, "hier": 24, "la veille": 24, "cette nuit": 8, "ce matin": 4, "aujourd'hui": 0,
+    "aujourd hui": 0, "ce jour": 0, "last week": 24 * 7, "la semaine derniere": 24 * 7, "last month": 24 * 30,
+    "le mois dernier": 24 * 30, "last year": 24 * 365, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
+    "l an dernier": 24 * 365, "few days ago": 72, "quelques jours": 72, "a few days ago": 72,
+}
+_DAY_RE = re.compile(
+    r"(?<![a-z])(" + "|".join(sorted((re.escape(k).replace("\\ ", "[\\s-]+") for k in _DAY_WORDS), key=len, reverse=True))
+    + r")(?![a-z])"
+)
+#: "post microdiscectomy day 1", "jour 3 d'une arthrodèse": day N next to a procedure (never "D12").
+_DAY_N = re.compile(r"(?<![a-z])(?:day|jour)\s*#?\s*(\d{1,2})(?![0-9/])")
+#: UK notation: 2/7 = 2 days, 6/52 = 6 weeks, 3/12 = 3 months (never part of a level "L4/5" or a date).
+_UK = re.compile(r"(?<![a-z0-9/.])(\d{1,2}(?:\.\d)?)\s*/\s*(7|52|12)(?![0-9/])")
+_UK_HOURS = {"7": 24, "52": 24 * 7, "12": 24 * 30.44}
+#: A year alone ("fusion in 2019", "(2024)") or a month and year ("03/2024", "mars 2024").
+_MONTH_YEAR = re.compile(r"(?<![0-9/.])(\d{1,2})[/.-]((?:19|20)\d\d)(?![0-9])")
+_NAMED_MONTH_YEAR = re.compile(r"(?<![a-z0-9])([a-z]{3,9})\.?\s+((?:19|20)\d\d)(?![0-9])")
+_YEAR = re.compile(r"(?<![0-9/])(?<![0-9][.-])((?:19|20)\d\d)(?![0-9/])(?![.-]\d)")
 
 _RELATIVE = [
     # J+2, J2, J 2 (French "jour"); never D2, which is a vertebra (D12 = T12).
@@ -42,7 +74,18 @@ _RELATIVE = [
 
 #: "48h post-op", "3 months after surgery", "à 3 mois de l'arthrodèse", "2 ans après".
 _AFTER = re.compile(
-    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de|d'|since)"
+    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de|d'|since|s/p|s p|status post)"
+)
+#: "since Tuesday's surgery", "operated on Monday", "opéré mardi", "intervention de lundi": the last such
+#: weekday before the study (a week before when it is the study's weekday).
+_WEEKDAYS = {"monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5, "sunday": 6,
+             "lundi": 0, "mardi": 1, "mercredi": 2, "jeudi": 3, "vendredi": 4, "samedi": 5, "dimanche": 6}
+_WEEKDAY_SURGERY = re.compile(
+    r"(?<![a-z])(?:(?:since|on|last|from|after|depuis|de)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?:\s*'?s)?(?:\s+(?:dernier|derniere|last))?\s+"
+    r"(?:surgery|operation|op|procedure|fusion|decompression|discectomy|laminectomy|intervention|chirurgie|operation)(?![a-z])"
+    r"|(?:operated|operee?|opere|surgery|intervention|chirurgie|op)\s+(?:on\s+|le\s+|ce\s+)?(?:last\s+)?(?P<day2>monday|tuesday|"
+    r"wednesday|thursday|friday|saturday|sunday|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?![a-z])"
 )
 #: "operated 3 days ago", "opéré il y a 3 jours".
 _AGO = [
@@ -118,7 +161,12 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         value = f.get("value") or ""
         norm, index = normalise(value)
 
+        spans: list[tuple[int, int]] = []
+
         def add(hours: float, a: int, b: int) -> None:
+            if any(a < y and x < b for x, y in spans):
+                return  # the same words already gave a reading
+            spans.append((a, b))
             start, end = index[a], index[b - 1] + 1
             readings.append(Reading(round(hours, 1), "text", value[start:end], f.get("keyword"), f.get("tag"), start, end))
 
@@ -133,10 +181,49 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
             for m in pattern.finditer(norm):
                 if _SURGERY.search(norm[max(0, m.start() - 40) : m.end() + 30]):
                     add(int(m.group(1)) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
+        if study_dt is not None:
+            for m in _WEEKDAY_SURGERY.finditer(norm):
+                day = _WEEKDAYS[m.group("day") or m.group("day2")]
+                back = (study_dt.weekday() - day) % 7 or 7
+                add(back * 24, m.start(), m.end())
         for m in _YESTERDAY.finditer(norm):
             add(24 if m.group(1) in ("hier", "yesterday", "la veille") else 0, m.start(), m.end())
-        for date, a, b, note in _dates(norm):
-            if not _SURGERY.search(norm[max(0, a - 50) : a]) or (date is None and not note):
+        for m in _DAY_RE.finditer(norm):
+            if re.search(r"(?:since|depuis|from|for|until|jusqu'a|jusqu a)\s*$", norm[max(0, m.start() - 10) : m.start()]):
+                continue  # "depuis hier", "since last night": when the complaint began, not the operation
+            if _near_procedure(norm, m.start(), m.end()):
+                add(_DAY_WORDS[re.sub(r"[\s-]+", " ", m.group(1))], m.start(), m.end())
+        for m in _DAY_N.finditer(norm):
+            if _near_procedure(norm, m.start(), m.end()):
+                add(int(m.group(1)) * 24, m.start(), m.end())
+        for m in _UK.finditer(norm):
+            if _near_procedure(norm, m.start(), m.end()):
+                add(float(m.group(1)) * _UK_HOURS[m.group(2)], m.start(), m.end())
+        if study_dt is not None:
+            partial = []
+            for m in _MONTH_YEAR.finditer(norm):
+                month, year = int(m.group(1)), int(m.group(2))
+                if 1 <= month <= 12:
+                    partial.append((year, month, m.start(), m.end()))
+            for m in _NAMED_MONTH_YEAR.finditer(norm):
+                month = _MONTHS.get(m.group(1))
+                if month and not re.search(r"\d\s*(?:er)?\s*$", norm[max(0, m.start() - 4) : m.start()]):
+                    partial.append((int(m.group(2)), month, m.start(), m.end()))
+            month_spans = [(a, b) for *_, a, b in partial]
+            for m in _YEAR.finditer(norm):
+                if not any(a <= m.start() < b for a, b in month_spans):
+                    partial.append((int(m.group(1)), None, m.start(), m.end()))
+            for year, month, a, b in partial:
+                if not _near_procedure(norm, a, b):
+                    continue
+                # The least time that can have passed: the end of that month or year (the safer reading).
+                end = datetime(year + (month == 12), month % 12 + 1, 1) if month else datetime(year + 1, 1, 1)
+                if end <= study_dt:
+                    add((study_dt - end).total_seconds() / 3600, a, b)
+                elif (month and (year, month) == (study_dt.year, study_dt.month)) or (not month and year == study_dt.year):
+                    notes.append(f"partial date in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}] is this month or year: left unknown")
+        for date, a, b, note in _dates(norm, study_dt.year if study_dt else None):
+            if not (_SURGERY.search(norm[max(0, a - 50) : a]) or _near_procedure(norm, a, b)) or (date is None and not note):
                 continue
             if note:
                 notes.append(f"{note} in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}]: left unknown")
@@ -149,12 +236,66 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
     return readings, notes
 
 
+_CLAUSE_BREAK = re.compile(r"[,;:\n()]|\.(?:\s|$)| (?:but|mais|now|then|puis|since|depuis|and|et|with|avec) ")
+_FILLER = re.compile(r"^[\s(]*(?:in|en|on|le|the|of|de|du|since|depuis|at|a|le)?[\s(]*$")
+
+
+def _clauses(norm: str, a: int, b: int) -> tuple[str, str, str]:
+    """(previous clause, the clause holding norm[a:b], next clause) within its sentence (200 characters at most)."""
+    lo = max(0, a - 200)
+    hi = b + 200
+    for end in (". ", ".\n", "\n", ";"):
+        cut = norm.rfind(end, lo, a)
+        if cut >= 0:
+            lo = max(lo, cut + len(end))
+        cut = norm.find(end, b, hi)
+        if cut >= 0:
+            hi = min(hi, cut)
+    norm, a, b = norm[lo:hi], a - lo, b - lo
+    breaks = list(_CLAUSE_BREAK.finditer(norm))
+    starts = [0] + [m.end() for m in breaks]
+    ends = [m.start() for m in breaks] + [len(norm)]
+    spans = list(zip(starts, ends))
+    k = next((i for i, (x, y) in enumerate(spans) if x <= a < max(y, x + 1)), len(spans) - 1)
+    own = norm[spans[k][0] : max(spans[k][1], b)]
+    prev = norm[spans[k - 1][0] : spans[k - 1][1]] if k > 0 else ""
+    nxt = norm[spans[k + 1][0] : spans[k + 1][1]] if k + 1 < len(spans) else ""
+    return prev, own, nxt
+
+
+def _near_procedure(norm: str, a: int, b: int) -> bool:
+    """Is a done (not planned) procedure named in the same clause as norm[a:b]?
+
+    When the time expression stands alone in its clause ("Hier soir, laminectomie",
+    "TLIF L4-L5, 2019"), the neighbouring clauses are read instead.
+    """
+    prev, own, nxt = _clauses(norm, a, b)
+    candidates = [own]
+    rest = own.replace(norm[a:b], " ", 1)
+    if _FILLER.match(rest):
+        candidates = [own + " " + nxt, prev + " " + own]
+    for window in candidates:
+        if _SURGERY.search(window):
+            return not _FUTURE.search(window)
+    return False
+
+
 def _unit(m: re.Match) -> str:
     return next(k for k in _UNITS if m.group(k))
 
 
-def _dates(norm: str):
-    """(datetime | None, start, end, note) for every date written in the text."""
+_BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau)\s*$")
+_NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?\s+(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
+_MONTH_DAY = re.compile(r"(?<![a-z])([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?(?![0-9/])(?!\s*,?\s*\d{4})")
+
+
+def _dates(norm: str, year_now: int | None = None):
+    """(datetime | None, start, end, note) for every date written in the text.
+
+    A day and month without a year ("le 14/11", "18 novembre", "Nov 18th") take the study's
+    year; a yearless numeric date counts only after "le", "du", "on", "since"... so that levels
+    (L4/5), power grades (3/5) and UK notations (2/7) are never read as dates.
+    """
     french = len(_FRENCH.findall(norm)) >= len(_ENGLISH.findall(norm))
     taken: list[tuple[int, int]] = []
     for m in _ISO_DATE.finditer(norm):
@@ -164,8 +305,30 @@ def _dates(norm: str):
         month = _MONTHS.get(m.group(2))
         if month:
             yield _make(int(m.group(3)), month, int(m.group(1))), m.start(), m.end(), None
+    if year_now is not None:
+        for m in _NAMED_DAY_MONTH.finditer(norm):
+            month = _MONTHS.get(m.group(2))
+            if month and int(m.group(1)) <= 31:
+                taken.append(m.span())
+                yield _make(year_now, month, int(m.group(1))), m.start(), m.end(), None
+        for m in _MONTH_DAY.finditer(norm):
+            month = _MONTHS.get(m.group(1))
+            if month and int(m.group(2)) <= 31 and not any(a <= m.start() < b for a, b in taken):
+                taken.append(m.span())
+                yield _make(year_now, month, int(m.group(2))), m.start(), m.end(), None
     for m in _NUMERIC_DATE.finditer(norm):
-        if any(a <= m.start() < b for a, b in taken) or m.group(3) is None:
+        if any(a <= m.start() < b for a, b in taken):
+            continue
+        if m.group(3) is None:
+            if year_now is None or not _BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]):
+                continue
+            a, b = int(m.group(1)), int(m.group(2))
+            if french or a > 12:
+                yield _make(year_now, b, a), m.start(), m.end(), None
+            elif b > 12:
+                yield _make(year_now, a, b), m.start(), m.end(), None
+            else:
+                yield None, m.start(), m.end(), f"ambiguous date '{m.group()}' (DD/MM or MM/DD)"
             continue
         a, b, year = int(m.group(1)), int(m.group(2)), int(m.group(3))
         year += 2000 if year < 100 else 0

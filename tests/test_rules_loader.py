@@ -110,6 +110,8 @@ def test_test_command_table_and_failures(ruledir, capsys):
 
 
 def test_rule_without_case_fails_test_command(ruledir, capsys):
-    (ruledir / "zz_extra.yaml").write_text(GOOD_RULE.replace("any_of: [fever]", "any_of: [scs]"))
+    extra = GOOD_RULE.replace("any_of: [fever]", "any_of: [never_in_a_case]")
+    extra += "concepts:\n  never_in_a_case:\n    terms: [zzqxv]\n"
+    (ruledir / "zz_extra.yaml").write_text(extra)
     assert commands.test(ruledir) == 1
     assert "untested rule: extra.one" in capsys.readouterr().out

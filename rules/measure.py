@@ -1,0 +1,196 @@
+"""Laboratory values and vital signs in request text -> concept mentions (rules/measurements.yaml).
+
+"T 38.6", "FiÃ¨vre 39Â°C" (repaired first), "CRP 65 and rising", "Hb 12,5 -> 8,4",
+"Hb dropped 4 g/dL", "TA 80/45", "FC 125", "bladder scan 800 ml", "globe 1 L", "power 2/5".
+A value over its threshold becomes a Mention of the concept named in the YAML, with the
+value, unit, threshold and reference in ``Mention.measurement``. A value written as a
+condition or target ("si Hb < 7", "if T > 38") is not a reading. Linear in the text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rules.text import Mention, normalise
+
+_NUM = r"(\d{1,4}(?:[.,]\d{1,2})?)"
+_FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|environ|approx|around|about|only|"
+           r"now|initially|peak|max|pic|measured|mesuree?|reading|value|level|taux|count|dropping|falling|rising|"
+           r"trending|went|gone|from|=)*")
+_PAIR = re.compile(r"^\s*/\s*\d{1,3}(?:[.,]\d)?")
+_TREND = re.compile(rf"^\s*(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
+_CONDITION = re.compile(r"(?<![a-z])(si|if|when|lorsque|quand|target|objectif|cible|seuil|threshold|goal|keep|maintenir|"
+                        r"unless|sauf si)(?![a-z])[^.;\n]{0,20}$")
+_COMPARATOR = re.compile(r"[<>≤≥]|\b(?:sup|inf|superieure? a|inferieure? a|above|below|over|under|greater than|less than)\s*$")
+_UNIT_AFTER = re.compile(r"^\s*(°\s*c|°|c\b|f\b|mg/l|mg/dl|g/dl|g/l|mmol/l|ml|cc|l\b|litres?|liters?|/min|bpm|mmhg|cmhg|"
+                         r"g/dl|x ?10\^?9/l|g/l|/mm3|giga/l|/5)?")
+
+
+def _f(text: str) -> float:
+    return float(text.replace(",", "."))
+
+
+class Reader:
+    """Compiled measurement specifications."""
+
+    def __init__(self, specs: list[dict]):
+        self.specs = []
+        for spec in specs:
+            names = sorted({normalise(n)[0].strip() for n in spec.get("names") or [] if n.strip()}, key=len, reverse=True)
+            if not names:
+                continue
+            alts = "|".join(re.escape(n).replace("\\ ", r"[\s\-']+") for n in names)
+            pattern = re.compile(r"(?<![a-z0-9])(" + alts + r")(?![a-z])")
+            rising = [normalise(w)[0] for w in spec.get("rising_words") or []]
+            drops = sorted((normalise(w)[0] for w in spec.get("drop_words") or []), key=len, reverse=True)
+            self.specs.append((spec, pattern, rising, drops))
+        self._grade = re.compile(r"(?<![a-z0-9/.,])([0-4](?:[.,]5)?)\s*[+-]?\s*/\s*5(?![0-9/])")
+        self._temp = re.compile(rf"(?<![0-9.,/]){_NUM}\s*°\s*c?(?![a-z])")
+
+    def find(self, text: str, field: dict) -> list[Mention]:
+        norm, index = normalise(text)
+        out: list[Mention] = []
+        taken: list[tuple[int, int]] = []
+
+        def emit(spec: dict, concept: str, a: int, b: int, detail: dict) -> None:
+            if any(a < y and x < b for x, y in taken):
+                return
+            taken.append((a, b))
+            start, end = index[a], index[b - 1] + 1
+            m = Mention(
+                frozenset({concept}),
+                text[start:end],
+                start,
+                end,
+                field.get("keyword", ""),
+                field.get("tag", ""),
+                field.get("series_uid"),
+                measurement={"name": spec["name"], "unit": spec.get("unit"), "reference": spec.get("reference"), **detail},
+            )
+            out.append(m)
+
+        for spec, pattern, rising, drops in self.specs:
+            if spec.get("grade"):
+                for g in self._grade.finditer(norm):
+                    near = norm[max(0, g.start() - 40) : g.end() + 20]
+                    if pattern.search(near) and not _CONDITION.search(norm[max(0, g.start() - 30) : g.start()]):
+                        value = _f(g.group(1))
+                        for t in spec.get("thresholds") or []:
+                            if _crosses(t, value, None, None):
+                                emit(spec, t["concept"], g.start(), g.end(), {"value": value, "threshold": _describe(t)})
+                continue
+            for m in pattern.finditer(norm):
+                before = norm[max(0, m.start() - 30) : m.start()]
+                if _CONDITION.search(before):
+                    continue
+                tail = norm[m.end() : m.end() + 60]
+                reading = self._reading(spec, tail, drops)
+                if reading is None:
+                    continue
+                first, last, drop, used = reading
+                end = m.end() + used
+                rise_word = any(re.match(rf"^[\s,]*(?:and |et )?{re.escape(w)}(?![a-z])", norm[end : end + 25]) for w in rising)
+                for t in spec.get("thresholds") or []:
+                    value = last if last is not None else first
+                    if _crosses(t, value, first, last, drop, rise_word):
+                        detail = {"value": value, "threshold": _describe(t)}
+                        if last is not None and first is not None and last != first:
+                            detail["from"] = first
+                        if drop is not None:
+                            detail["drop"] = drop
+                        emit(spec, t["concept"], m.start(), end, detail)
+                        break
+            if spec["name"] == "temperature":
+                for m in self._temp.finditer(norm):
+                    value = _f(m.group(1))
+                    lo, hi = spec.get("plausible", [34, 43])
+                    if lo <= value <= hi and not _CONDITION.search(norm[max(0, m.start() - 30) : m.start()]):
+                        for t in spec.get("thresholds") or []:
+                            if _crosses(t, value, None, None):
+                                emit(spec, t["concept"], m.start(), m.end(), {"value": value, "threshold": _describe(t)})
+        return out
+
+    def _reading(self, spec: dict, tail: str, drops: list[str]):
+        """(first value, last value or None, drop or None, characters used) or None."""
+        for w in drops:
+            d = re.match(rf"^\s*(?:has |had |of )?{re.escape(w)}\s*(?:of |by |de )?{_NUM}", tail)
+            if d:
+                amount = self._scale(spec, _f(d.group(1)), tail[d.end() : d.end() + 8])
+                if amount is not None and amount < (spec.get("plausible") or [0, 1e9])[1]:
+                    return None, None, amount, d.end()
+        pre = re.match(_FILLER, tail)
+        pos = pre.end() if pre else 0
+        if _COMPARATOR.search(tail[:pos]) or tail[pos : pos + 1] in "<>≤≥":
+            return None
+        if spec.get("systolic"):
+            bp = re.match(r"(\d{2,3})\s*/\s*(\d{2,3})", tail[pos:])
+            if bp:
+                value = self._scale(spec, float(bp.group(1)), tail[pos + bp.end() : pos + bp.end() + 8])
+                return (value, None, None, pos + bp.end()) if value is not None else None
+        v = re.match(_NUM, tail[pos:])
+        if not v:
+            return None
+        used = pos + v.end()
+        unit = _UNIT_AFTER.match(tail[used:])
+        first = self._scale(spec, _f(v.group(1)), tail[used : used + 10])
+        if first is None:
+            return None
+        used += unit.end() if unit else 0
+        if spec.get("pair"):  # "H/H 11/33": the second number is the haematocrit
+            pair = _PAIR.match(tail[used:])
+            used += pair.end() if pair else 0
+        last = None
+        t = _TREND.match(tail[used:])
+        if t:
+            after = used + t.end()
+            second = self._scale(spec, _f(t.group(1)), tail[after : after + 10])
+            if second is not None:
+                last = second
+                u = _UNIT_AFTER.match(tail[after:])
+                used = after + (u.end() if u else 0)
+                if spec.get("pair"):
+                    pair = _PAIR.match(tail[used:])
+                    used += pair.end() if pair else 0
+        return first, last, None, used
+
+    def _scale(self, spec: dict, value: float, unit_text: str) -> float | None:
+        unit_text = unit_text.strip()
+        if spec.get("fahrenheit_above") and value > spec["fahrenheit_above"]:
+            value = round((value - 32) * 5 / 9, 1)
+        if spec.get("grams_per_litre_above") and value > spec["grams_per_litre_above"]:
+            value = value / 10
+        if spec.get("thousands_above") and value > spec["thousands_above"]:
+            value = value / 1000
+        if spec.get("centimetres_below") and value < spec["centimetres_below"] and not unit_text.startswith("mm"):
+            value = value * 10
+        if spec.get("litres_below") and value < spec["litres_below"] and re.match(r"^(l\b|litres?|liters?)", unit_text):
+            value = value * 1000
+        lo, hi = spec.get("plausible") or [float("-inf"), float("inf")]
+        return value if lo <= value <= hi else None
+
+
+def _crosses(t: dict, value, first, last, drop=None, rise_word=False) -> bool:
+    if "above" in t and value is not None and value > t["above"]:
+        return True
+    if "above_or_equal" in t and value is not None and value >= t["above_or_equal"]:
+        return True
+    if "below" in t and value is not None and value < t["below"]:
+        return True
+    if "drop" in t:
+        if drop is not None and drop >= t["drop"]:
+            return True
+        if first is not None and last is not None and first - last >= t["drop"]:
+            return True
+    if "rise" in t:
+        if rise_word:
+            return True
+        if first is not None and last is not None and last - first >= t["rise"]:
+            return True
+    return False
+
+
+def _describe(t: dict) -> str:
+    for key, sign in (("above_or_equal", ">="), ("above", ">"), ("below", "<"), ("drop", "drop >="), ("rise", "rise >=")):
+        if key in t:
+            return f"{sign} {t[key]}"
+    return ""
