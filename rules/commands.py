@@ -6,17 +6,25 @@ from pathlib import Path
 
 from rules.casebook import load_cases, run_case
 from rules.engine import DEFAULT_DIRECTORY, Rulebook
-from rules.loader import RulebookError, read
+from rules import schema
+from rules.loader import RulebookError, read, rule_files
 
 
 def check(directory: Path | str | None = None) -> int:
     """Validate the rule files; print every problem as file:line: message. 0 if valid."""
     directory = Path(directory) if directory is not None else DEFAULT_DIRECTORY
+    errors = []
+    for path in rule_files(directory):  # the JSON Schema first (rules/rule-file.schema.json), then the loader
+        try:
+            errors += schema.problems(path)
+        except RulebookError:
+            pass  # a syntax error: the loader reports it with its line
     source = read(directory)
-    for err in source.errors:
+    errors += source.errors
+    for err in errors:
         print(err)
-    if source.errors:
-        print(f"{len(source.errors)} problem(s) in {directory}")
+    if errors:
+        print(f"{len(errors)} problem(s) in {directory}")
         return 1
     print(f"ok: {len(source.rules)} rules, {len(source.concepts)} concepts in {len(source.files)} files")
     return 0

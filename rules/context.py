@@ -38,6 +38,8 @@ _YEAR_AFTER = re.compile(
     r"\(?((?:19|20)\d\d)\b"
 )
 #: "... il y a 6 ans", "... 10 years ago": a complaint that old is history.
+#: "..., s/p microdiscectomy 1 yr ago", "after fusion 2 years ago": the time that follows dates the operation.
+_STATUS_POST = re.compile(r"(?<![a-z])(s/p|s p|status post|after|following|post|apres|depuis)(?![a-z])")
 _YEARS_AGO = re.compile(r"^[^.;\n]{0,40}?(?:il y a\s+\d{1,2}\s*(?:ans|annees)|\d{1,2}\s*(?:years?|yrs?|ans)\s+(?:ago|auparavant|plus tot))")
 
 
@@ -196,7 +198,14 @@ def _year_history(mentions: list[Mention], text: str, study_dt) -> None:
         if year_now is None:
             year_now = 10_000
         hit = _YEAR_AFTER.match(text[m.end : m.end + 40].lower())
-        if (hit and int(hit.group(1)) < year_now) or _YEARS_AGO.match(normalise(text[m.end : m.end + 60])[0]):
+        if hit and int(hit.group(1)) < year_now:
+            m.history = True
+            continue
+        ago = _YEARS_AGO.match(normalise(text[m.end : m.end + 60])[0])
+        # "radiculitis, s/p microdiscectomy 1 yr ago": a procedure between the complaint and the
+        # "ago" is what the time dates, not the complaint.
+        if ago and not any(m.end <= p.start < m.end + ago.end()
+                           and _STATUS_POST.search(text[m.end : p.start].lower()) for p in procedures):
             m.history = True
 
 

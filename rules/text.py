@@ -371,7 +371,8 @@ class Matcher:
             elif not e.concepts & self.pseudo:
                 m.assertion = self._assertion(words, a, b, covered)
             m.history = (self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
-                         or self._cue(words, b, "treated_after", covered, False, sentence=True)
+                         or self._cue(words, b, "treated_after", covered, False, sentence=True,
+                                      stop={a2 for a2, _, e2 in found if a2 >= b and e2.concepts & e.concepts})
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
@@ -399,7 +400,7 @@ class Matcher:
                 found.append((a, b, _Entry(tuple(words[a:b]), None, {name})))
 
     def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool, sentence: bool | str = False,
-             mask: set[int] | None = None) -> bool:
+             mask: set[int] | None = None, stop: set[int] | None = None) -> bool:
         """Is a cue of this kind within scope before (or after) position pos?
 
         sentence=True (experiencer, treated): the scope is the sentence, up to 15 words;
@@ -424,6 +425,8 @@ class Matcher:
         else:
             hi = pos
             for k in range(pos, min(len(words), pos + (15 if sentence else self.after_scope))):
+                if stop and k in stop:
+                    break  # a later mention of the same concept: the cue after it is that mention's
                 if sentence:
                     if words[k] in (".", ";", "\n", "!"):
                         break
