@@ -300,6 +300,8 @@ def _plausibility(lc, canals: dict, sign: int, pol) -> list[str]:
         contra_mirrored = lc.mirrored[0 if sign > 0 else 1]
         if contra > 0 and not contra_mirrored and own < pol.side_ratio_min * contra:
             reasons.append(f"canal on the screw's side {100 * own / contra:.0f} % of the contralateral half")
+        elif own > 0 and contra < pol.side_ratio_min * own:  # lopsided canal: its centre or extent is wrong
+            reasons.append(f"canal lopsided (contralateral half {100 * contra / own:.0f} % of the screw's side)")
     areas = [float(o.reference.sum()) for o in canals.values()
              if o is not lc and o.reference is not None and o.source.startswith("this level")]
     if areas and lc.reference is not None:
@@ -375,7 +377,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
         if alt_depth > depth and alt_depth >= pol.expected_wall_flag_mm:
             measured_against = alt_name  # metal across the expected medial wall: never A/B
             depth = alt_depth
-        elif implausible and alts:  # graded A/B only when clear of every expected canal (below)
+        elif implausible and sym is not None:  # A/B only when clear of the mirrored and every other canal (below)
             measured_against = f"{lc.source} and {', '.join(alts)}"
         agree = abs(wall - canal_d) <= pol.agreement_mm
         conf = 1.0
@@ -388,7 +390,8 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
             conf *= 0.8
         grade = pol.grade(depth)
     if (canal_ok and lc is not None and lc.reference is not None and implausible
-            and depth < pol.expected_wall_flag_mm and (not alts or alt_depth > pol.clear_mm or depth > pol.clear_mm)):
+            and depth < pol.expected_wall_flag_mm
+            and (sym is None or alt_depth > pol.clear_mm or depth > pol.clear_mm)):
         # The canal found next to the screw is implausible (split by the screw, too small): a low depth
         # measured against it is not a negative; only a gross breach against the expected canal is graded.
         why = "; ".join(implausible)
