@@ -139,7 +139,7 @@ def segment(hu: np.ndarray, spacing, z_mm: np.ndarray, min_volume_mm3: float = 2
 
 
 def split_touching(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float = 20.0,
-                   radii_mm=(1.0, 1.5, 2.0, 2.5)) -> list[Part] | None:
+                   radii_mm=(1.0, 1.5, 2.0, 2.5, 3.0, 3.5)) -> list[Part] | None:
     """Screws touching each other, a rod piece or a plate, split at their narrow junctions.
 
     The part is eroded (voxels deeper than r from its surface) until it falls apart into pieces of at
@@ -184,4 +184,36 @@ def split_touching(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float = 2
                 if q.kind == "screw" and q.length < 25.0:
                     q.kind = "other"
             return pieces
+    return _split_by_axis(p, spacing, z_mm, min_volume_mm3)
+
+
+def _split_by_axis(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float) -> list[Part] | None:
+    """Two screws converging into one part (a V in the axial plane, tips touching in the body): cut at
+    the part's centre across its first principal axis; kept only when both halves are screw-shaped."""
+    if p.length < 50.0 or abs(p.axis[0]) > 0.5:
+        return None
+    idx = np.nonzero(p.mask)
+    zz = z_mm[idx[0] + p.bbox[0].start]
+    coords = np.column_stack([zz, (idx[1] + p.bbox[1].start) * spacing[1], (idx[2] + p.bbox[2].start) * spacing[2]])
+    t = (coords - p.centre) @ p.axis
+    voxel = spacing[0] * spacing[1] * spacing[2]
+    pieces = []
+    for sel in (t < 0, t >= 0):
+        m = np.zeros_like(p.mask)
+        m[idx[0][sel], idx[1][sel], idx[2][sel]] = True
+        lab, n = ndi.label(m)
+        if n == 0:
+            return None
+        sizes = np.bincount(lab.ravel())[1:]
+        m = lab == (np.argmax(sizes) + 1)
+        if m.sum() * voxel < min_volume_mm3:
+            return None
+        zs, ys, xs = (np.nonzero(np.any(m, axis=a))[0] for a in ((1, 2), (0, 2), (0, 1)))
+        sub = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+        bbox = tuple(slice(b.start + s.start, b.start + s.stop) for s, b in zip(sub, p.bbox))
+        q = describe(m[sub], bbox, spacing, z_mm, p.peak_hu, p.threshold)
+        q.kind = classify(q, False)
+        pieces.append(q)
+    if all(q.kind == "screw" and q.length >= 25.0 for q in pieces):
+        return pieces
     return None
