@@ -47,6 +47,10 @@ class CTPolicy:
     escalate_flag: str
     source: str
     version: str
+    side_ratio_min: float = 0.7  # canal half on the screw's side vs the contralateral half (area)
+    level_ratio_min: float = 0.6  # canal area vs the median of the other levels
+    expected_wall_flag_mm: float = 4.0  # metal beyond the expected (mirrored) medial wall: never A/B
+    clear_mm: float = 1.0  # implausible canal: A/B only if every reference gives at most this depth
 
     def grade(self, depth_mm: float) -> str:
         return gertzbein_robbins(depth_mm, self.grade_bounds)
@@ -80,6 +84,15 @@ def _num(doc: dict, path: str, file: Path) -> float:
     if isinstance(cur, bool) or not isinstance(cur, (int, float)) or cur < 0:
         raise PolicyError(f"{file}: {path} must be a non-negative number")
     return float(cur)
+
+
+def _opt(doc: dict, path: str, file: Path, default: float) -> float:
+    cur = doc
+    for k in path.split("."):
+        if not isinstance(cur, dict) or k not in cur:
+            return default
+        cur = cur[k]
+    return _num({"v": cur}, "v", file) if cur is not None else default
 
 
 def _prio(value, path: str, file: Path) -> Priority:
@@ -126,6 +139,10 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         escalate_flag=flag,
         source=str(file),
         version=f"v{doc.get('version', 0)}",
+        side_ratio_min=_opt(doc, "canal.plausibility.side_ratio_min", file, 0.7),
+        level_ratio_min=_opt(doc, "canal.plausibility.level_ratio_min", file, 0.6),
+        expected_wall_flag_mm=_opt(doc, "canal.plausibility.expected_wall_flag_mm", file, 4.0),
+        clear_mm=_opt(doc, "canal.plausibility.clear_mm", file, 1.0),
     )
 
 

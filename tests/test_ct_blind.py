@@ -51,9 +51,20 @@ def test_no_false_c_or_worse_on_grade_a(family):
 
 
 def test_most_screws_are_found_and_graded(family):
+    # Found: the screw is reported (graded, or not assessed with its reason). Graded is lower on these
+    # coarse small studies (1.3 mm pixels, 2-3 mm slices) because an implausible canal next to a screw
+    # is now "not assessed (canal implausible next to the screw)" rather than a possibly false A/B.
     _, _, rows = family
+    found = [r for r in rows if r["reason"] != "screw not found"]
     graded = [r for r in rows if r["got"] != "NA"]
-    assert len(rows) >= 30 and len(graded) >= 0.7 * len(rows)
+    assert len(rows) >= 30 and len(found) >= 0.8 * len(rows) and len(graded) >= 0.6 * len(rows)
+
+
+def test_no_d_e_canal_intrusion_is_graded_a_or_b(family):
+    _, _, rows = family
+    wrong = [(r["id"], r["truth_depth"], r["got"], r["depth"]) for r in rows
+             if r["truth_grade"] in "DE" and r["got"] in ("A", "B")]
+    assert not wrong
 
 
 def test_unassessed_screws_have_a_reason(family):

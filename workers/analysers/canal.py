@@ -55,6 +55,11 @@ class LevelCanal:
     centre: tuple[float, float] | None = None  # (y, x) pixel in the ROI, reference canal centroid
     notes: list[str] = field(default_factory=list)
     known: np.ndarray | None = None  # bool (slab, h, w): seen, or in-painted from a slice close enough
+    halves: tuple | None = None  # (low-column half, high-column half) of the reference, before joining
+    mirrored: tuple = (False, False)  # whether each half is the mirror of the other side
+    axis: np.ndarray | None = None  # (row, col) unit direction of the symmetry axis
+    neighbour_ref: np.ndarray | None = None  # the nearest other level's reference, shifted into this ROI
+    neighbour_level: int | None = None
 
 
 def _inpaint_z(bone: np.ndarray, occluded: np.ndarray) -> np.ndarray:
@@ -253,6 +258,7 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
         votes = np.sum([canals[k] for k in ks], axis=0)
         halves.append((votes * 2 >= len(ks)) & ((xx - cx) * sign >= 0))
     notes = []
+    mirrored = (halves[0] is None, halves[1] is None)
     if halves[0] is None or halves[1] is None:
         if halves[0] is None:
             halves[0] = _mirror(halves[1], (cy, cx), axis) & (xx <= cx)
@@ -264,6 +270,9 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
         return lc
     lc.reference = ref
     lc.centre = (cy, cx)
+    lc.halves = (halves[0] & ref, halves[1] & ref)
+    lc.mirrored = mirrored
+    lc.axis = axis
     lc.source = "this level" if not notes else "this level, one side mirrored"
     lc.notes = notes
     lc.canal = [ref & ~seen[k] for k in range(bone.shape[0])]
@@ -278,8 +287,8 @@ def _largest(mask: np.ndarray) -> np.ndarray:
     return lab == (np.argmax(sizes) + 1)
 
 
-def borrow(lc: LevelCanal, other: LevelCanal, shift_px: tuple[int, int]) -> None:
-    """Use another level's reference canal (shifted into this ROI) when this level has none."""
+def shifted_reference(lc: LevelCanal, other: LevelCanal, shift_px: tuple[int, int]) -> np.ndarray:
+    """Another level's reference canal, shifted into this level's ROI."""
     ref = np.zeros(lc.bone.shape[1:], bool)
     oy = other.roi[0] - lc.roi[0] + shift_px[0]
     ox = other.roi[2] - lc.roi[2] + shift_px[1]
@@ -287,8 +296,16 @@ def borrow(lc: LevelCanal, other: LevelCanal, shift_px: tuple[int, int]) -> None
     ys, xs = ys + oy, xs + ox
     ok = (ys >= 0) & (ys < ref.shape[0]) & (xs >= 0) & (xs < ref.shape[1])
     ref[ys[ok], xs[ok]] = True
+    return ref
+
+
+def borrow(lc: LevelCanal, other: LevelCanal, shift_px: tuple[int, int]) -> None:
+    """Use another level's reference canal (shifted into this ROI) when this level has none."""
+    ref = shifted_reference(lc, other, shift_px)
     if not ref.any():
         return
+    oy = other.roi[0] - lc.roi[0] + shift_px[0]
+    ox = other.roi[2] - lc.roi[2] + shift_px[1]
     lc.reference = ref
     cy, cx = other.centre
     lc.centre = (cy + oy, cx + ox)
@@ -297,7 +314,37 @@ def borrow(lc: LevelCanal, other: LevelCanal, shift_px: tuple[int, int]) -> None
     lc.canal = [ref & ~(lc.bone[k] & known[k]) for k in range(lc.bone.shape[0])]
 
 
-def breach(lc: LevelCanal, ks: np.ndarray, ys: np.ndarray, xs: np.ndarray, side_sign: int, spacing) -> dict:
+def half_areas(lc: LevelCanal) -> tuple[float, float]:
+    """Pixel areas of the reference canal's low-column and high-column halves."""
+    if lc.reference is None:
+        return 0.0, 0.0
+    cx = lc.centre[1]
+    xx = np.arange(lc.reference.shape[1])[None, :]
+    return float((lc.reference & (xx < cx)).sum()), float((lc.reference & (xx >= cx)).sum())
+
+
+def symmetric_reference(lc: LevelCanal, side_sign: int) -> np.ndarray | None:
+    """The canal expected from the contralateral side alone: its half and its mirror onto the screw's side.
+
+    None when the contralateral half was itself mirrored (not seen) or is empty.
+    """
+    if lc.reference is None or lc.halves is None:
+        return None
+    contra = 0 if side_sign > 0 else 1
+    if lc.mirrored[contra]:
+        return None
+    half = lc.halves[contra]
+    if not half.any():
+        return None
+    cy, cx = lc.centre
+    axis = lc.axis if lc.axis is not None else np.array([1.0, 0.0])
+    xx = np.arange(half.shape[1])[None, :]
+    mir = _mirror(half, (cy, cx), axis) & ((xx - cx) * side_sign >= 0)
+    return _largest(half | mir)
+
+
+def breach(lc: LevelCanal, ks: np.ndarray, ys: np.ndarray, xs: np.ndarray, side_sign: int, spacing,
+           ref: np.ndarray | None = None) -> dict:
     """Depths (mm) of a screw's voxels (slab slice, roi row, roi col) in the level's canal.
 
     wall_mm: perpendicular depth beyond the medial pedicle wall (distance to the reference canal's
@@ -306,13 +353,18 @@ def breach(lc: LevelCanal, ks: np.ndarray, ys: np.ndarray, xs: np.ndarray, side_
     """
     dz, dy, dx = spacing
     px = min(dy, dx)
-    ref = lc.reference
+    own = ref is None
+    ref = lc.reference if own else ref
     ok = (ys >= 0) & (ys < ref.shape[0]) & (xs >= 0) & (xs < ref.shape[1]) & (ks >= 0) & (ks < len(lc.canal))
     ks, ys, xs = ks[ok], ys[ok], xs[ok]
     inside = np.zeros(len(ks), bool)
     for k in np.unique(ks):
         sel = ks == k
-        inside[sel] = lc.canal[k][ys[sel], xs[sel]]
+        if own:
+            inside[sel] = lc.canal[k][ys[sel], xs[sel]]
+        else:
+            seen = lc.bone[k] & (lc.known[k] if lc.known is not None else True)
+            inside[sel] = ref[ys[sel], xs[sel]] & ~seen[ys[sel], xs[sel]]
     if not inside.any():
         return {"wall_mm": 0.0, "canal_mm": 0.0, "voxels_in_canal": 0}
     qy, qx = ys[inside], xs[inside]

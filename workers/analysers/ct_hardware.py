@@ -210,7 +210,7 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     t = time.perf_counter()
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
         info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, res, common, pol, thick,
-                      contrast=contrast)
+                      contrast=contrast, canals=canals)
         res.measurements.extend(info)
     res.timings["breach_and_halo"] = time.perf_counter() - t
     _incomplete(res)
@@ -260,22 +260,56 @@ def _level_canals(vol: Volume, screws, levels, thr, pol) -> dict:
         out[lev] = cn.level_canal(vol.hu, metal, k0, k1, roi, vol.spacing, cx, bone_hu=pol.bone_hu,
                                   bloom_mm=pol.blooming_margin_mm, needed=needed)
     have = [lev for lev, lc in out.items() if lc.reference is not None]
+    for lev, lc in out.items():  # the nearest other level's canal, for the plausibility check
+        if lc.reference is None:
+            continue
+        others = [h for h in have if h != lev]
+        if not others:
+            continue
+        nb = min(others, key=lambda h: abs(h - lev))
+        lc.neighbour_ref = cn.shifted_reference(lc, out[nb], _shift(screws, levels, lev, nb, dy, dx))
+        lc.neighbour_level = nb
     for lev, lc in out.items():
         if lc.reference is not None or not have:
             continue
         nb = min(have, key=lambda h: abs(h - lev))
         other = out[nb]
-        same = [q for q, lq in zip(screws, levels) if lq == lev]
-        osame = [q for q, lq in zip(screws, levels) if lq == nb]
-        shift = (0, 0)
-        if len(same) >= 2 and len(osame) >= 2:
-            c = np.mean([q.centre for q in same], axis=0)
-            oc = np.mean([q.centre for q in osame], axis=0)
-            shift = (int(round((c[1] - oc[1]) / dy)), int(round((c[2] - oc[2]) / dx)))
-        cn.borrow(lc, other, shift)
+        cn.borrow(lc, other, _shift(screws, levels, lev, nb, dy, dx))
         if lc.reference is not None:
             lc.notes.append(f"canal taken from construct level {nb}")
     return out
+
+
+def _shift(screws, levels, lev, nb, dy, dx) -> tuple[int, int]:
+    """Pixel shift from level nb to level lev, by the centre of their screws (both levels with >= 2 screws)."""
+    same = [q for q, lq in zip(screws, levels) if lq == lev]
+    osame = [q for q, lq in zip(screws, levels) if lq == nb]
+    if len(same) >= 2 and len(osame) >= 2:
+        c = np.mean([q.centre for q in same], axis=0)
+        oc = np.mean([q.centre for q in osame], axis=0)
+        return int(round((c[1] - oc[1]) / dy)), int(round((c[2] - oc[2]) / dx))
+    return 0, 0
+
+
+def _plausibility(lc, canals: dict, sign: int, pol) -> list[str]:
+    """Reasons why this level's reference canal is implausible next to a screw on side `sign` (empty if none)."""
+    reasons = []
+    if lc.source.startswith("this level"):
+        lo_a, hi_a = cn.half_areas(lc)
+        own, contra = (hi_a, lo_a) if sign > 0 else (lo_a, hi_a)
+        contra_mirrored = lc.mirrored[0 if sign > 0 else 1]
+        if contra > 0 and not contra_mirrored and own < pol.side_ratio_min * contra:
+            reasons.append(f"canal on the screw's side {100 * own / contra:.0f} % of the contralateral half")
+        elif own > 0 and contra < pol.side_ratio_min * own:  # lopsided canal: its centre or extent is wrong
+            reasons.append(f"canal lopsided (contralateral half {100 * contra / own:.0f} % of the screw's side)")
+    areas = [float(o.reference.sum()) for o in canals.values()
+             if o is not lc and o.reference is not None and o.source.startswith("this level")]
+    if areas and lc.reference is not None:
+        med = float(np.median(areas))
+        a = float(lc.reference.sum())
+        if med > 0 and a < pol.level_ratio_min * med:
+            reasons.append(f"canal area {100 * a / med:.0f} % of the other levels'")
+    return reasons
 
 
 def _side_of(p: mt.Part, lc, vol: Volume) -> tuple[str, int]:
@@ -288,7 +322,8 @@ def _side_of(p: mt.Part, lc, vol: Volume) -> tuple[str, int]:
     return ("left" if plus == left_is_plus else "right"), (1 if plus else -1)
 
 
-def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, contrast=None) -> list[dict]:
+def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, contrast=None,
+           canals=None) -> list[dict]:
     dz, dy, dx = vol.spacing
     idx = np.nonzero(p.mask)
     zi = idx[0] + p.bbox[0].start
@@ -326,18 +361,51 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
         b = cn.breach(lc, ks, ry, rx, sign, vol.spacing)
         wall, canal_d = b["wall_mm"], b["canal_mm"]
         depth = wall if b["voxels_in_canal"] else 0.0
+        # Cross-checks: the canal expected from the contralateral side (mirrored) and, when this level's
+        # canal is implausibly small, the neighbouring level's canal. Unknown is never negative.
+        implausible = _plausibility(lc, canals or {}, sign, pol)
+        alts = {}
+        sym = cn.symmetric_reference(lc, sign)
+        if sym is not None:
+            alts["mirrored contralateral canal"] = cn.breach(lc, ks, ry, rx, sign, vol.spacing, ref=sym)["wall_mm"]
+        nb_ref = getattr(lc, "neighbour_ref", None)
+        if implausible and nb_ref is not None and nb_ref.any():
+            alts[f"canal of construct level {lc.neighbour_level}"] = cn.breach(
+                lc, ks, ry, rx, sign, vol.spacing, ref=nb_ref)["wall_mm"]
+        alt_name, alt_depth = max(alts.items(), key=lambda kv: kv[1]) if alts else (None, 0.0)
+        measured_against = lc.source
+        if alt_depth > depth and alt_depth >= pol.expected_wall_flag_mm:
+            measured_against = alt_name  # metal across the expected medial wall: never A/B
+            depth = alt_depth
+        elif implausible and sym is not None:  # A/B only when clear of the mirrored and every other canal (below)
+            measured_against = f"{lc.source} and {', '.join(alts)}"
         agree = abs(wall - canal_d) <= pol.agreement_mm
         conf = 1.0
         conf *= {"this level": 1.0, "this level, one side mirrored": 0.7}.get(lc.source, 0.5)
         conf *= 1.0 if lc.well_defined >= 3 else 0.8
         conf *= 1.0 if agree else 0.7
+        if measured_against != lc.source:
+            conf *= 0.6
         if thick is not None and thick > pol.thin_slice_mm:
             conf *= 0.8
         grade = pol.grade(depth)
+    if (canal_ok and lc is not None and lc.reference is not None and implausible
+            and depth < pol.expected_wall_flag_mm
+            and (sym is None or alt_depth > pol.clear_mm or depth > pol.clear_mm)):
+        # The canal found next to the screw is implausible (split by the screw, too small): a low depth
+        # measured against it is not a negative; only a gross breach against the expected canal is graded.
+        why = "; ".join(implausible)
+        cross = ", ".join(f"{k} {v:.1f} mm" for k, v in alts.items()) or "none available"
+        unassessed("canal implausible next to the screw",
+                   f"canal reference implausible next to the screw ({why}); depth {depth:.1f} mm, cross-checks: "
+                   f"{cross}; a breach cannot be excluded")
+    elif canal_ok and lc is not None and lc.reference is not None:
         lateral = _lateral(vol, lc, ks, ry, rx)
         out.append(dict(base, name="medial_breach_depth", value=round(depth, 1), unit="mm",
                         grade=grade, medial_wall_depth_mm=round(wall, 1), canal_depth_mm=round(canal_d, 1),
                         confidence=round(conf, 2), canal_source=lc.source, canal_reference_slices=lc.well_defined,
+                        measured_against=measured_against, canal_plausibility=implausible or "plausible",
+                        cross_check_depths_mm={k: round(v, 1) for k, v in alts.items()},
                         threshold="Gertzbein-Robbins: B <2, C 2-<4, D 4-<6, E >=6 mm", **position))
         out.append(dict(base, name="lateral_breach_depth", value=round(lateral, 1), unit="mm",
                         note="lateral breach: outside the vertebra, not canal intrusion"))
@@ -350,10 +418,11 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                              "threshold": "C >=2 mm (URGENT), D >=4 mm and E >=6 mm (STAT)",
                              "grade": grade, "screw": n, "z_mm": z_span,
                              "medial_wall_depth_mm": round(wall, 1), "canal_depth_mm": round(canal_d, 1),
-                             "confidence": round(conf, 2), "canal_source": lc.source},
+                             "confidence": round(conf, 2), "canal_source": lc.source,
+                             "measured_against": measured_against},
                 note=(f"Suspected misplaced_screw: {where} reaches {depth:.1f} mm beyond the medial pedicle wall "
                       f"into the spinal canal (canal depth {canal_d:.1f} mm; confidence {conf:.2f}; canal from "
-                      f"{lc.source}; medial breach, Gertzbein-Robbins {grade}); {read} read suggested. "
+                      f"{lc.source}; measured against {measured_against}; medial breach, Gertzbein-Robbins {grade}); {read} read suggested. "
                       f"Metal threshold {round(float(thr))} HU, bone {round(pol.bone_hu)} HU. {DECISION}."))]))
         if lateral >= 2.0:
             res.notes.append(f"{where}: lateral breach {lateral:.1f} mm (outside the vertebra; no canal intrusion)")

@@ -129,5 +129,91 @@ def segment(hu: np.ndarray, spacing, z_mm: np.ndarray, min_volume_mm3: float = 2
             bbox = tuple(slice(s.start + b.start, s.stop + b.start) for s, b in zip(sl, box))
             p = describe(comp, bbox, spacing, z_mm, peak, t)
             p.kind = classify(p, along_z)
+            if p.kind in ("other", "plate") and not along_z:
+                pieces = split_touching(p, spacing, z_mm, min_volume_mm3)
+                if pieces:
+                    parts.extend(pieces)
+                    continue
             parts.append(p)
     return parts, thr, saturated
+
+
+def split_touching(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float = 20.0,
+                   radii_mm=(1.0, 1.5, 2.0, 2.5, 3.0, 3.5)) -> list[Part] | None:
+    """Screws touching each other, a rod piece or a plate, split at their narrow junctions.
+
+    The part is eroded (voxels deeper than r from its surface) until it falls apart into pieces of at
+    least `min_volume_mm3`; every voxel goes back to its nearest piece. The split is kept only when at
+    least one piece has a screw's shape; None otherwise.
+    """
+    comp = p.mask
+    if comp.sum() < 50:
+        return None
+    sampling = (float(np.median(np.diff(z_mm[p.bbox[0]]))) if p.bbox[0].stop - p.bbox[0].start > 1 else spacing[0],
+                spacing[1], spacing[2])
+    sampling = (abs(sampling[0]) or spacing[0], sampling[1], sampling[2])
+    dist = ndi.distance_transform_edt(np.pad(comp, 1), sampling=sampling)[1:-1, 1:-1, 1:-1]
+    voxel = spacing[0] * spacing[1] * spacing[2]
+    for r in radii_mm:
+        seeds, n = ndi.label(dist > r)
+        if n < 2:
+            continue
+        sizes = np.bincount(seeds.ravel())[1:]
+        big = np.nonzero(sizes * voxel >= min_volume_mm3 / 4)[0] + 1
+        if len(big) < 2:
+            continue
+        keep = np.isin(seeds, big)
+        _, (iz, iy, ix) = ndi.distance_transform_edt(~keep, sampling=sampling, return_indices=True)
+        owner = np.where(comp, seeds[iz, iy, ix], 0)
+        pieces = []
+        for lab in big:
+            m = owner == lab
+            if m.sum() * voxel < min_volume_mm3:
+                continue
+            zs, ys, xs = (np.nonzero(np.any(m, axis=a))[0] for a in ((1, 2), (0, 2), (0, 1)))
+            sub = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+            bbox = tuple(slice(b.start + s.start, b.start + s.stop) for s, b in zip(sub, p.bbox))
+            q = describe(m[sub], bbox, spacing, z_mm, p.peak_hu, p.threshold)
+            q.kind = classify(q, False)
+            pieces.append(q)
+        if len(pieces) > 4:  # not a few touching screws (a prosthesis, a plate falling apart)
+            return None
+        screws = [q for q in pieces if q.kind == "screw" and q.length >= 25.0]
+        if screws and sum(q.mask.sum() for q in screws) >= 0.5 * comp.sum():
+            for q in pieces:
+                if q.kind == "screw" and q.length < 25.0:
+                    q.kind = "other"
+            return pieces
+    return _split_by_axis(p, spacing, z_mm, min_volume_mm3)
+
+
+def _split_by_axis(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float) -> list[Part] | None:
+    """Two screws converging into one part (a V in the axial plane, tips touching in the body): cut at
+    the part's centre across its first principal axis; kept only when both halves are screw-shaped."""
+    if p.length < 50.0 or abs(p.axis[0]) > 0.5:
+        return None
+    idx = np.nonzero(p.mask)
+    zz = z_mm[idx[0] + p.bbox[0].start]
+    coords = np.column_stack([zz, (idx[1] + p.bbox[1].start) * spacing[1], (idx[2] + p.bbox[2].start) * spacing[2]])
+    t = (coords - p.centre) @ p.axis
+    voxel = spacing[0] * spacing[1] * spacing[2]
+    pieces = []
+    for sel in (t < 0, t >= 0):
+        m = np.zeros_like(p.mask)
+        m[idx[0][sel], idx[1][sel], idx[2][sel]] = True
+        lab, n = ndi.label(m)
+        if n == 0:
+            return None
+        sizes = np.bincount(lab.ravel())[1:]
+        m = lab == (np.argmax(sizes) + 1)
+        if m.sum() * voxel < min_volume_mm3:
+            return None
+        zs, ys, xs = (np.nonzero(np.any(m, axis=a))[0] for a in ((1, 2), (0, 2), (0, 1)))
+        sub = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+        bbox = tuple(slice(b.start + s.start, b.start + s.stop) for s, b in zip(sub, p.bbox))
+        q = describe(m[sub], bbox, spacing, z_mm, p.peak_hu, p.threshold)
+        q.kind = classify(q, False)
+        pieces.append(q)
+    if all(q.kind == "screw" and q.length >= 25.0 for q in pieces):
+        return pieces
+    return None
