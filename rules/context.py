@@ -59,9 +59,6 @@ class Context:
     readings: list[Reading]
     time_notes: list[str] = field(default_factory=list)
 
-    def present(self, concept: str) -> bool:
-        return concept in self.raising
-
 
 def _base(keyword: str) -> str:
     return keyword.rsplit(".", 1)[-1]

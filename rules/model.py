@@ -7,39 +7,31 @@ Every flag is *suspected*: there is no confirmed and no excluded state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from core.priority import Priority  # noqa: F401  (re-exported: the rules speak of priorities)
 
 
-#: The flag codes of the domain guide (shared/domain/postop-spine-triage.md).
-FLAG_CODES = frozenset(
-    {
-        "epidural_haematoma",
-        "cord_compression",
-        "conus_ischaemia",
-        "active_bleeding",
-        "misplaced_screw",
-        "nerve_root_injury",
-        "surgical_site_infection",
-        "csf_leak",
-        "deep_vein_thrombosis",
-        "level_error",
-        "insufficient_decompression",
-        "recurrent_disc_herniation",
-        "arachnoiditis",
-        "radiculitis",
-        "pseudarthrosis",
-        "screw_loosening",
-        "hardware_failure",
-        "spacer_migration",
-        "adjacent_segment_disease",
-        "spinal_misalignment",
-    }
-)
+FLAG_FILE = Path(__file__).with_name("policy") / "flags.yaml"
 
-#: Listed first on every worklist entry.
-HEADLINE_FLAGS = ("epidural_haematoma", "misplaced_screw", "cord_compression")
+
+def _flag_vocabulary(path: Path = FLAG_FILE) -> tuple[dict[str, Priority], tuple[str, ...]]:
+    """The flag codes with their default priority, and the headline flags, from rules/policy/flags.yaml."""
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    flags = {str(code): Priority.parse(prio) for code, prio in (doc.get("flags") or {}).items()}
+    headline = tuple(doc.get("headline") or ())
+    if not flags or not set(headline) <= set(flags):
+        raise ValueError(f"{path}: 'flags' must list every code and 'headline' only listed codes")
+    return flags, headline
+
+
+#: The flag codes of the domain guide with their default priority (§7), and the flags listed
+#: first on every worklist entry: clinical policy, kept in rules/policy/flags.yaml.
+DEFAULT_PRIORITIES, HEADLINE_FLAGS = _flag_vocabulary()
+FLAG_CODES = frozenset(DEFAULT_PRIORITIES)
 
 
 @dataclass
