@@ -170,12 +170,7 @@ def split_touching(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float = 2
             m = owner == lab
             if m.sum() * voxel < min_volume_mm3:
                 continue
-            zs, ys, xs = (np.nonzero(np.any(m, axis=a))[0] for a in ((1, 2), (0, 2), (0, 1)))
-            sub = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
-            bbox = tuple(slice(b.start + s.start, b.start + s.stop) for s, b in zip(sub, p.bbox))
-            q = describe(m[sub], bbox, spacing, z_mm, p.peak_hu, p.threshold)
-            q.kind = classify(q, False)
-            pieces.append(q)
+            pieces.append(_piece(m, p, spacing, z_mm))
         if len(pieces) > 4:  # not a few touching screws (a prosthesis, a plate falling apart)
             return None
         screws = [q for q in pieces if q.kind == "screw" and q.length >= 25.0]
@@ -185,6 +180,16 @@ def split_touching(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float = 2
                     q.kind = "other"
             return pieces
     return _split_by_axis(p, spacing, z_mm, min_volume_mm3)
+
+
+def _piece(m: np.ndarray, p: Part, spacing, z_mm: np.ndarray) -> Part:
+    """The sub-part of `p` whose mask (in p's box) is `m`: cropped to its own box, described, classified."""
+    zs, ys, xs = (np.nonzero(np.any(m, axis=a))[0] for a in ((1, 2), (0, 2), (0, 1)))
+    sub = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+    bbox = tuple(slice(b.start + s.start, b.start + s.stop) for s, b in zip(sub, p.bbox))
+    q = describe(m[sub], bbox, spacing, z_mm, p.peak_hu, p.threshold)
+    q.kind = classify(q, False)
+    return q
 
 
 def _split_by_axis(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float) -> list[Part] | None:
@@ -208,12 +213,7 @@ def _split_by_axis(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float) ->
         m = lab == (np.argmax(sizes) + 1)
         if m.sum() * voxel < min_volume_mm3:
             return None
-        zs, ys, xs = (np.nonzero(np.any(m, axis=a))[0] for a in ((1, 2), (0, 2), (0, 1)))
-        sub = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
-        bbox = tuple(slice(b.start + s.start, b.start + s.stop) for s, b in zip(sub, p.bbox))
-        q = describe(m[sub], bbox, spacing, z_mm, p.peak_hu, p.threshold)
-        q.kind = classify(q, False)
-        pieces.append(q)
+        pieces.append(_piece(m, p, spacing, z_mm))
     if all(q.kind == "screw" and q.length >= 25.0 for q in pieces):
         return pieces
     return None
