@@ -14,7 +14,7 @@ from core.config import Config, ConfigError, DicomNode
 SERVE_OPTIONS = {  # option -> (Config field, help)
     "--ae-title": ("ae_title", "our AE title (default PACSTRIAGE)"),
     "--port": ("port", "DICOM port (default 11112)"),
-    "--http-port": ("http_port", "port of /metrics, /healthz, /readyz (default 9108)"),
+    "--http-port": ("http_port", "port of the console, /metrics, /healthz, /readyz (default 9108)"),
     "--data-dir": ("data_dir", "where studies, quarantine and the embedded Redis live (default ./data)"),
     "--stable-after": ("stable_after", "seconds without a new instance before a study is triaged (default 10)"),
     "--redis-url": ("redis_url", "shared Redis (default: start a local one in the data directory)"),
@@ -210,6 +210,32 @@ def cmd_sinks(args) -> int:
     return 0
 
 
+def cmd_console_user(args) -> int:
+    """Add a console user: the password comes from stdin (twice on a terminal), never from argv."""
+    import getpass
+
+    from agent.console.auth import add_user
+
+    cfg = load_config(args)
+    path = args.users_file or cfg.console_users
+    if not path:
+        print("pacs-triage: no user file: pass --users-file or set console_users", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("pacs-triage: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        print("pacs-triage: a password has at least 8 characters", file=sys.stderr)
+        return 2
+    add_user(Path(path), args.name, password)
+    print(f"user {args.name} written to {path}")
+    return 0
+
+
 def cmd_audit(args) -> int:
     """Print the audit trail as JSON lines (all processes merged, in time order)."""
     import datetime as dt
@@ -282,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_config_options(p)
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("console-user", help="add or replace a console user (password read from stdin)")
+    p.add_argument("name")
+    p.add_argument("--users-file", type=Path, help="default: the console_users option")
+    _add_config_options(p, set())
+    p.set_defaults(func=cmd_console_user)
 
     p = sub.add_parser("sinks", help="delivery status and dead letters; replay them")
     p.add_argument("action", choices=["status", "replay"])

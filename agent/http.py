@@ -1,110 +1,150 @@
-"""HTTP endpoints: /metrics (Prometheus), /healthz (alive), /readyz (ready to take studies)."""
+"""HTTP endpoints on one Starlette + uvicorn server: /metrics (Prometheus), /healthz (alive),
+/readyz (ready to take studies) and, in `serve`, the triage console under /console.
+
+The server runs in its own thread (its own asyncio loop), so it never blocks reception or
+triage. Limits: a client has `timeout` seconds to send a request (an idle connection is
+closed, also before its first request), and at most `max_clients` requests are handled at
+once — the others are answered 503 at once (the console's live-update streams have their
+own cap, see agent.console).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
+logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # no start-up banner in the service log
 
 Check = Callable[[], tuple[bool, str]]
 
 
+class BoundedRequests:
+    """ASGI middleware: at most `limit` requests at once, the next ones get 503 + Retry-After.
+
+    Paths under `exempt` (long-lived event streams) are not counted: they hold no thread."""
+
+    def __init__(self, app, limit: int, exempt: tuple[str, ...] = ()):
+        self.app = app
+        self.limit = max(1, limit)
+        self.exempt = exempt
+        self.active = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            return await self.app(scope, receive, send)
+        if self.active >= self.limit:
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-length", b"0"), (b"retry-after", b"1")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        self.active += 1  # one event loop: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+def _idle_protocol(timeout: float):
+    """uvicorn's h11 protocol, but a connection that sends nothing is closed after `timeout`
+    (uvicorn only times out idle keep-alive connections, not fresh ones)."""
+
+    class IdleTimeoutH11(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.timeout_keep_alive_task = self.loop.call_later(timeout, self.timeout_keep_alive_handler)
+
+    return IdleTimeoutH11
+
+
 class HttpServer:
-    """Serves the endpoints in a thread. `checks` name -> callable returning (ok, detail)."""
+    """Serves the endpoints in a thread. `checks` name -> callable returning (ok, detail).
+
+    `console` (optional) is an agent.console.Console whose routes are mounted at /console."""
 
     def __init__(self, bind: str, port: int, checks: dict[str, Check] | None = None,
                  before_scrape: Callable[[], None] | None = None, timeout: float = 10.0,
-                 max_clients: int = 16):
+                 max_clients: int = 16, console=None):
         self.checks = checks or {}
         self.before_scrape = before_scrape
-        outer = self
-        outer_timeout = timeout
+        self.console = console
         self._scrape_lock = threading.Lock()
+        routes = [Route("/metrics", self._metrics), Route("/healthz", self._healthz),
+                  Route("/readyz", self._readyz)]
+        if console is not None:
+            routes += [Route("/", lambda r: RedirectResponse("/console/", 303)), Mount("/console", app=console.app)]
+        app = Starlette(routes=routes)
+        app.add_exception_handler(404, lambda r, e: PlainTextResponse("not found\n", 404))
+        self.app = BoundedRequests(app, max_clients, exempt=("/console/events",))
+        # Bound here (not in the thread) so a busy port fails at construction and port 0 is known.
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((bind, port))
+        self.sock.listen(128)
+        self.sock.setblocking(False)
+        config = uvicorn.Config(self.app, http=_idle_protocol(timeout), lifespan="off", log_config=None,
+                                access_log=False, timeout_keep_alive=max(1, int(timeout)),
+                                limit_concurrency=max(64, max_clients * 8), ws="none",
+                                timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, name="http", daemon=True)
 
-        class Handler(BaseHTTPRequestHandler):
-            timeout = outer_timeout  # a client that sends nothing is dropped, not held
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.sock]))
 
-            def do_GET(self):  # noqa: N802 (http.server API)
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    if outer.before_scrape:
-                        try:
-                            with outer._scrape_lock:  # one refresh at a time, however many scrapers
-                                outer.before_scrape()
-                        except Exception as exc:
-                            log.warning("metrics refresh failed: %s", type(exc).__name__)
-                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    self._send(200, b"ok\n", "text/plain")
-                elif path == "/readyz":
-                    results = {}
-                    for name, check in outer.checks.items():
-                        try:
-                            ok, detail = check()
-                        except Exception as exc:
-                            ok, detail = False, type(exc).__name__
-                        results[name] = {"ok": ok, "detail": detail}
-                    ready = all(r["ok"] for r in results.values())
-                    body = json.dumps({"ready": ready, "checks": results}).encode()
-                    self._send(200 if ready else 503, body, "application/json")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
+    # --- endpoints (sync: Starlette runs them in its thread pool, bounded by BoundedRequests)
+    def _metrics(self, request: Request) -> Response:
+        if self.before_scrape:
+            try:
+                with self._scrape_lock:  # one refresh at a time, however many scrapers
+                    self.before_scrape()
+            except Exception as exc:
+                log.warning("metrics refresh failed: %s", type(exc).__name__)
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def _healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok\n")
 
-            def log_message(self, *args):  # access logs stay out of the service log
-                pass
-
-        self.httpd = BoundedHTTPServer((bind, port), Handler, max_clients=max_clients)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+    def _readyz(self, request: Request) -> Response:
+        results = {}
+        for name, check in self.checks.items():
+            try:
+                ok, detail = check()
+            except Exception as exc:
+                ok, detail = False, type(exc).__name__
+            results[name] = {"ok": ok, "detail": detail}
+        ready = all(r["ok"] for r in results.values())
+        return Response(json.dumps({"ready": ready, "checks": results}), status_code=200 if ready else 503,
+                        media_type="application/json")
 
     @property
     def port(self) -> int:
-        return self.httpd.server_address[1]
+        return self.sock.getsockname()[1]
 
     def start(self) -> None:
         self.thread.start()
         log.info("HTTP endpoints on port %d", self.port)
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class BoundedHTTPServer(ThreadingHTTPServer):
-    """A thread per request, but at most `max_clients` at once; the others get 503 at once."""
-
-    daemon_threads = True
-    request_queue_size = 128  # accepted quickly, then served or answered 503
-
-    def __init__(self, address, handler, max_clients: int = 16):
-        self._slots = threading.BoundedSemaphore(max(1, max_clients))
-        super().__init__(address, handler)
-
-    def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n")
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address):
+        if self.console is not None:
+            self.console.stop()
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
         try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+            self.sock.close()
+        except OSError:
+            pass

@@ -35,6 +35,7 @@ class Service:
         self.http: HttpServer | None = None
         self.stopped = threading.Event()
         self._last_sweep = float("-inf")
+        self.last_reload: dict | None = None  # the console's "last reload result"
 
     def start(self) -> None:
         cfg = self.config
@@ -79,9 +80,34 @@ class Service:
         if not cfg.no_workers:
             actors.warm_up()
             self.worker = start_workers(self.broker, cfg.workers)
+        console = None
+        if cfg.console:
+            from agent.console import Console
+
+            console = Console(cfg, self.redis, store=store, rulebook=self.rulebook, status=self.console_status,
+                              replay=lambda r: actors.DELIVER[r["kind"]].send_with_options(
+                                  args=(r["destination"], r["study_instance_uid"]), **actors.retry_options(cfg)))
         self.http = HttpServer(cfg.http_bind, cfg.http_port, checks=self.checks(), before_scrape=self.refresh,
-                               timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
+                               timeout=cfg.http_timeout, max_clients=cfg.http_max_clients, console=console)
         self.http.start()
+        if console is not None:
+            host = cfg.http_bind if cfg.http_bind not in ("0.0.0.0", "::", "") else "localhost"
+            host = f"[{host}]" if ":" in host else host
+            url = f"http://{host}:{self.http.port}/console/"
+            log.info("triage console: %s", url)
+            print(f"pacs-triage console: {url}", flush=True)
+
+    def console_status(self) -> dict:
+        return {"rulebook_version": self.rulebook.get().version, "last_reload": self.last_reload,
+                "listener": f"{self.config.ae_title} on port {self.config.port}",
+                "associations": self.listener.active_associations if self.listener else 0,
+                "pending": self.index.pending_count(), "queued": self.index.queued_count()}
+
+    def _reloaded(self, changed: bool, failures_before: float) -> None:
+        failed = metrics.rulebook_reload_failures._value.get() > failures_before
+        if changed or failed:
+            self.last_reload = {"at": time.time(), "result": (f"failed, kept {self.rulebook.get().version}" if failed
+                                                              else f"loaded {self.rulebook.get().version}")}
 
     def checks(self) -> dict:
         return {
@@ -106,7 +132,10 @@ class Service:
         metrics.data_free_bytes.set(retention.free_bytes(self.config.data_dir))
 
     def reload_rules(self) -> None:
-        if self.rulebook.reload():
+        before = metrics.rulebook_reload_failures._value.get()
+        changed = self.rulebook.reload()
+        self._reloaded(changed, before)
+        if changed:
             metrics.rulebook.info({"version": self.rulebook.get().version})
             audit.record("rulebook_reloaded", version=self.rulebook.get().version)
 
@@ -132,7 +161,10 @@ class Service:
 
     def check_rules(self) -> None:
         """Pick up edited rule files (a bad file is rejected and the old rules stay)."""
-        if self.rulebook.check_for_changes():
+        before = metrics.rulebook_reload_failures._value.get()
+        changed = self.rulebook.check_for_changes()
+        self._reloaded(changed, before)
+        if changed:
             metrics.rulebook.info({"version": self.rulebook.get().version})
             audit.record("rulebook_reloaded", version=self.rulebook.get().version)
 

@@ -2,7 +2,8 @@
 
 Events: ``received`` (an instance acknowledged), ``triaged`` (with the rulebook version),
 ``triage_failed``, ``pushed`` (where and when, which revision), ``replayed`` (dead letters
-sent again), ``rulebook_reloaded``. Fields are identifiers, codes and numbers only — never
+sent again), ``rulebook_reloaded``; from the console: ``console_view`` (who viewed which
+page or study), ``console_action`` (e.g. a dead letter replayed), ``console_login``. Fields are identifiers, codes and numbers only — never
 free text, names, IDs of the patient or dates of birth (`FIELDS` is the allow-list).
 
 Each process appends to its own file, ``<data_dir>/audit/<YYYYMMDD>/<host>-<pid>.jsonl``
@@ -26,10 +27,12 @@ from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
 
-EVENTS = {"received", "triaged", "triage_failed", "pushed", "replayed", "rulebook_reloaded", "removed"}
+EVENTS = {"received", "triaged", "triage_failed", "pushed", "replayed", "rulebook_reloaded", "removed",
+          "console_view", "console_action", "console_login"}
 #: The only fields an audit record may carry (no free text, no patient data).
 FIELDS = {"study", "series", "instance", "calling_aet", "bytes", "revision", "priority", "rulebook",
-          "flags", "kind", "destination", "attempts", "reason", "version", "status"}
+          "flags", "kind", "destination", "attempts", "reason", "version", "status",
+          "user", "view", "action"}  # console: user name, page viewed, action taken
 
 _lock = threading.Lock()
 _dir: Path | None = None

@@ -85,6 +85,15 @@ class Config:
     http_bind: str = option("127.0.0.1", "address the HTTP endpoints bind to (loopback unless a scraper needs more)")
     http_timeout: float = option(10.0, "seconds a client may take to send its request")
     http_max_clients: int = option(16, "concurrent HTTP requests; more are answered 503 at once")
+    # --- console (served on the HTTP port under /console)
+    console: bool = option(True, "serve the triage console at http://<http_bind>:<http_port>/console/ (`serve` only)")
+    console_users: Path | None = option(None, "user file (name:scrypt hash lines, `pacs-triage console-user NAME`); "
+                                        "unset = nobody can log in")
+    console_anonymous: bool = option(True, "anonymous read-only console: study UIDs, priorities and flags only")
+    console_secure_cookie: bool = option(True, "session cookie marked Secure (browsers accept it on localhost; "
+                                         "use TLS in front otherwise)")
+    console_session_hours: float = option(8.0, "console session lifetime, hours")
+    console_poll_interval: float = option(0.5, "seconds between the console's reads of the worklist (live updates)")
     # --- storage and queue
     data_dir: Path = option(Path("data"), "studies, quarantine and the embedded Redis")
     redis_url: str | None = option(None, "shared Redis; unset = start and manage a local one in data_dir",
