@@ -195,7 +195,8 @@ class Console:
         resp.headers["Referrer-Policy"] = "no-referrer"
         return resp
 
-    def _need_login(self, request: Request) -> Response:
+    def _need_login(self, request: Request, view: str) -> Response:
+        self._audit(view, None, status="refused")
         return RedirectResponse(f"/console/login?next={request.url.path}", 303)
 
     def _check_csrf(self, s: Session | None, form) -> bool:
@@ -211,7 +212,7 @@ class Console:
     def worklist_page(self, request: Request) -> Response:
         s = self.session(request)
         if s is None and not self.anonymous:
-            return self._need_login(request)
+            return self._need_login(request, "worklist")
         rows, filt = self._filtered(request)
         flags = sorted({f for r in self.rows for f in r["flags"]})
         self._audit("worklist", s)
@@ -277,7 +278,7 @@ class Console:
     def study_page(self, request: Request) -> Response:
         s = self.session(request)
         if s is None and not self.anonymous:
-            return self._need_login(request)
+            return self._need_login(request, "study")
         uid = request.path_params["uid"]
         entry = self._entry(uid)
         self._audit("study", s, study=uid, status="found" if entry else "missing")
@@ -366,7 +367,7 @@ class Console:
     def operator_page(self, request: Request) -> Response:
         s = self.session(request)
         if s is None:
-            return self._need_login(request)
+            return self._need_login(request, "operator")
         from workers.deliveries import Deliveries
 
         d = Deliveries(self.redis)
