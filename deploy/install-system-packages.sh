@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install the Debian packages pacs-triage needs, if their programs are missing.
-# Usage: install-system-packages.sh PACKAGE...   (redis-server, dcmtk, orthanc)
+# Usage: install-system-packages.sh PACKAGE...   (redis-server, dcmtk, orthanc, chromium, chromium-driver)
 set -eu
 missing=""
 for pkg in "$@"; do
@@ -8,6 +8,7 @@ for pkg in "$@"; do
     redis-server) prog=redis-server ;;
     dcmtk) prog=storescu ;;
     orthanc) prog=Orthanc ;;
+    chromium-driver) prog=chromedriver ;;
     *) prog="$pkg" ;;
   esac
   command -v "$prog" >/dev/null 2>&1 || [ -x "/usr/sbin/$prog" ] || missing="$missing $pkg"

@@ -184,8 +184,9 @@ def test_logged_in_study_view_highlights_the_evidence_and_loads_the_key_image(se
         timeout=30, what="key image loaded")
     caption = browser.find_element("css selector", "section.key figcaption").text
     assert "medial breach" in caption and "grade" in caption
-    browser.execute_script("document.getElementById('key-image').scrollIntoView()")
-    shot(browser, "study")
+    browser.set_window_size(1280, 1100)
+    shot(browser, "study")  # evidence and key image side by side (docs/console-study.png)
+    browser.set_window_size(1280, 900)
 
 
 def test_operator_replays_a_dead_letter(service, browser, hook):
