@@ -120,6 +120,8 @@ class Config:
     sink_max_backoff: float = option(600.0, "largest delay between two attempts, seconds")
     # --- [pacs]: SR destinations and priors
     pacs: list[DicomNode] = option([], "AET@HOST:PORT list receiving the SR (C-STORE)")
+    pacs_key_image: bool = option(True, "with a CT screw measurement, also send the key image (Secondary Capture, "
+                                        "referenced from the SR)")
     priors_pacs: DicomNode | None = option(None, "C-FIND peer for priors; unset = the first of `pacs`")
     prefetch_aet: str | None = option(None, "C-MOVE the relevant priors to this reading-station AE")
     priors_refresh_delays: list[float] | None = option(None, "seconds before re-querying unavailable priors, e.g. [60, 300, 900, 3600]; the last repeats")

@@ -169,6 +169,14 @@ def test_silent_ct_request_the_images_speak(service, orthanc, tmp_path):
     measured = [e["measurement"] for e in screw["evidence"] if e.get("measurement")]
     assert measured and 4.0 <= measured[0]["value"] < 6.5 and measured[0]["unit"] == "mm"
     assert screw["rule"].startswith("ct_hardware")
+    # The key image went to the PACS as a Secondary Capture in the study, referenced from the SR.
+    from workers.keyimage import key_image_uids
+
+    _, key_uid = key_image_uids(study_uid)
+    key = wait_for(lambda: orthanc.find_instances(SOPInstanceUID=key_uid), timeout=20, what="key image in Orthanc")
+    assert _modality(orthanc, key[0]) == "OT"
+    sr_file = orthanc.get(f"/instances/{srs_for(orthanc, study_uid)[-1]['ID']}/file")
+    assert key_uid.encode() in sr_file, "the SR references the key image"
 
 
 def test_audit_trail_records_reception_triage_and_delivery_without_free_text(service, orthanc, tmp_path):

@@ -356,8 +356,11 @@ def _content_datetime(entry: dict) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(float(ts))
 
 
-def build_sr(entry: dict) -> hd.sr.Comprehensive3DSR:
-    """The SR of a worklist entry (a pydicom Dataset), ready to send or save."""
+def build_sr(entry: dict, key_image: Dataset | None = None) -> hd.sr.Comprehensive3DSR:
+    """The SR of a worklist entry (a pydicom Dataset), ready to send or save.
+
+    `key_image` (workers.keyimage.secondary_capture, sent to the same PACS) is referenced as the
+    best illustration of the misplaced_screw finding, and listed in the SR's evidence."""
     study_uid = entry["study_instance_uid"]
     series_uid, sop_uid = sr_uids(study_uid)
     revision = max(1, int(entry.get("revision") or 1))
@@ -375,6 +378,13 @@ def build_sr(entry: dict) -> hd.sr.Comprehensive3DSR:
     procedures = [MODALITY[m] for m in dict.fromkeys(modalities) if m in MODALITY]
     groups = [summary_group(entry, algorithm, generate_uid(entropy_srcs=[study_uid, "pacs-triage-summary"]))]
     groups += [flag_group(f, study_uid, algorithm) for f in entry.get("flags") or []]
+    if key_image is not None:
+        codes_ = [f.get("code") for f in entry.get("flags") or []]
+        target = groups[1 + codes_.index("misplaced_screw")] if "misplaced_screw" in codes_ else groups[0]
+        target[0].ContentSequence.append(hd.sr.ImageContentItem(
+            name=codes.DCM.BestIllustrationOfFinding, referenced_sop_class_uid=key_image.SOPClassUID,
+            referenced_sop_instance_uid=key_image.SOPInstanceUID,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=procedures or [Code("OT", "DCM", "Other")],
@@ -382,7 +392,7 @@ def build_sr(entry: dict) -> hd.sr.Comprehensive3DSR:
     )
     when = _content_datetime(entry)
     with quiet():
-        return _sr(entry, report, when, series_uid, sop_uid, revision)
+        return _sr(entry, report, when, series_uid, sop_uid, revision, key_image)
 
 
 @contextlib.contextmanager
@@ -393,9 +403,15 @@ def quiet():
         yield
 
 
-def _sr(entry, report, when, series_uid, sop_uid, revision) -> hd.sr.Comprehensive3DSR:
+def _sr(entry, report, when, series_uid, sop_uid, revision, key_image=None) -> hd.sr.Comprehensive3DSR:
+    evidence = evidence_datasets(entry)
+    if key_image is not None:
+        ref = Dataset()
+        for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality"):
+            setattr(ref, kw, getattr(key_image, kw))
+        evidence.append(ref)
     return hd.sr.Comprehensive3DSR(
-        evidence=evidence_datasets(entry),
+        evidence=evidence,
         content=report[0],
         series_instance_uid=series_uid,
         series_number=SERIES_NUMBER,

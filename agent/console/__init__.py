@@ -123,7 +123,10 @@ class Console:
             Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
         ])
         self.thread = threading.Thread(target=self._poll_loop, name="console-poll", daemon=True)
-        self.refresh()
+        try:
+            self.refresh()
+        except Exception as exc:  # Redis away at start: the poll loop catches up
+            log.warning("console: worklist not read at start: %s", type(exc).__name__)
         self.thread.start()
 
     def stop(self) -> None:
@@ -168,11 +171,18 @@ class Console:
         return True
 
     def _poll_loop(self) -> None:
+        failing = False
         while not self._stop.wait(self.poll):
             try:
                 self.refresh()
+                if failing:
+                    log.info("console: worklist readable again")
+                failing = False
             except Exception as exc:
-                log.warning("console refresh failed: %s", type(exc).__name__)
+                if not failing:  # once per outage, not twice a second
+                    log.warning("console refresh failed (the console shows the last worklist read): %s",
+                                type(exc).__name__)
+                failing = True
 
     # --- access
     def session(self, request: Request) -> Session | None:
@@ -287,7 +297,7 @@ class Console:
         ctx: dict[str, Any] = {"e": entry, "flags": entry.get("flags") or []}
         if s is not None:
             ctx.update(self._evidence(entry))
-        from agent.console.keyimage import worst_screw
+        from workers.keyimage import worst_screw
 
         ctx["key"] = worst_screw(entry)
         return self.render(request, "study.html", s, **ctx)
@@ -348,7 +358,7 @@ class Console:
         entry = self._entry(uid)
         png = None
         if entry is not None:
-            from agent.console import keyimage
+            from workers import keyimage
 
             m = keyimage.worst_screw(entry)
             study = self._study(uid) if m else None

@@ -27,22 +27,60 @@ def _retryable(status: int) -> bool:
     return status in RETRYABLE_STATUS or (status & 0xFF00) == 0xA700
 
 
+def key_image(entry: dict):
+    """The entry's key image as a Secondary Capture (workers.keyimage), or None; never raises."""
+    from workers import keyimage
+
+    m = keyimage.worst_screw(entry)
+    if m is None:
+        return None
+    try:
+        from core.index import StudyIndex
+        from workers import runtime
+
+        study = StudyIndex(runtime.context().redis).load(entry["study_instance_uid"])
+        series = study.series.get(m["series_uid"]) if study else None
+        if series is None or not series.paths:
+            return None
+        with quiet():
+            return keyimage.secondary_capture(entry, series.paths)
+    except Exception as exc:  # the SR goes without it
+        log.warning("key image not built for SR of study %s: %s", entry.get("study_instance_uid"),
+                    type(exc).__name__)
+        return None
+
+
 def push(entry: dict, destination, config) -> str:
-    """Build the entry's SR and C-STORE it to `destination` (a DicomNode); return a receipt."""
+    """Build the entry's SR and C-STORE it to `destination` (a DicomNode); return a receipt.
+
+    With a CT screw measurement, the key image goes first as a Secondary Capture and the SR
+    references it; if the PACS refuses the image, the SR goes without the reference."""
     try:
         sr = build_sr(entry)
     except (KeyError, TypeError, ValueError) as exc:
         # the exception text may quote header values (patient data): name its type only
         raise SinkError(f"cannot build the SR for this study: {type(exc).__name__}", retryable=False) from exc
     uid = sr.SOPInstanceUID
+    sc = key_image(entry) if getattr(config, "pacs_key_image", True) else None
+    contexts = [(sr.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
+    if sc is not None:
+        contexts.append((sc.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
     try:
-        assoc = associate(destination, calling_aet=config.ae_title, timeout=TIMEOUT,
-                          contexts=[(sr.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])])
+        assoc = associate(destination, calling_aet=config.ae_title, timeout=TIMEOUT, contexts=contexts)
     except AssociationFailed as exc:
         raise SinkError(f"SR {uid}: {exc}", retryable=not exc.permanent) from None
     try:
-        if not assoc.accepted_contexts:
+        if not any(c.abstract_syntax == sr.SOPClassUID for c in assoc.accepted_contexts):
             raise SinkError(f"SR {uid}: {destination} does not accept {sr.SOPClassUID.name}", retryable=False)
+        if sc is not None and any(c.abstract_syntax == sc.SOPClassUID for c in assoc.accepted_contexts):
+            with quiet():
+                sc_status = assoc.send_c_store(sc)
+            sc_code = int(sc_status.Status) if sc_status and "Status" in sc_status else None
+            if sc_code is not None and (sc_code == 0 or (sc_code & 0xF000) == 0xB000):
+                sr = build_sr(entry, key_image=sc)
+                log.info("key image %s stored at %s", sc.SOPInstanceUID, destination)
+            else:
+                log.warning("key image %s refused by %s: the SR goes without it", sc.SOPInstanceUID, destination)
         with quiet():  # encoding warnings quote values
             status = assoc.send_c_store(sr)
     finally:

@@ -1,9 +1,10 @@
 """The key image of a CT hardware finding: the axial slice at the worst screw, with the screw,
-the spinal canal outline and the breach depth drawn on it (PNG).
+the spinal canal outline and the breach depth drawn on it.
 
-Rendered on demand from the stored series with the CT analyser's own steps (metal
-segmentation, per-level canal), so what is drawn is what was measured; cached per study
-revision under <data_dir>/console/keyimages. No patient data is drawn on the image.
+Rendered from the stored series with the CT analyser's own steps (metal segmentation,
+per-level canal), so what is drawn is what was measured. The console shows it as a PNG
+(cached per study revision); the PACS sink sends it as a DICOM Secondary Capture in the
+study, referenced from the SR (`secondary_capture`). No patient data is drawn on the image.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def worst_screw(entry: dict[str, Any]) -> dict[str, Any] | None:
 
 def render(entry: dict[str, Any], series_paths: list[str], target_px: int = 560) -> bytes | None:
     """PNG bytes of the key image, or None when it cannot be drawn (no screw measured, series gone)."""
+    img = render_image(entry, series_paths, target_px)
+    if img is None:
+        return None
+    buf = io.BytesIO()
+    img.save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
+def render_image(entry: dict[str, Any], series_paths: list[str], target_px: int = 560):
+    """The key image as an RGB PIL image, or None."""
     from rules.image_policy import ct_policy
     from workers.analysers import canal as cn
     from workers.analysers import ct_hardware as ct
@@ -137,9 +148,7 @@ def render(entry: dict[str, Any], series_paths: list[str], target_px: int = 560)
     od = ImageDraw.Draw(out)
     od.text((4, 40 + img.height // 2), left_right[0], fill=(255, 255, 0), font=font)
     od.text((img.width - 14, 40 + img.height // 2), left_right[1], fill=(255, 255, 0), font=font)
-    buf = io.BytesIO()
-    out.save(buf, "PNG", optimize=True)
-    return buf.getvalue()
+    return out
 
 
 def _font(size: int):
@@ -163,3 +172,38 @@ def cached(cache_dir: Path, entry: dict[str, Any], series_paths: list[str]) -> b
         tmp.write_bytes(png)
         tmp.replace(path)
     return png
+
+
+KEY_SERIES_NUMBER = 9901
+KEY_SERIES_DESCRIPTION = "pacs-triage key image (suspected finding, not a diagnosis)"
+
+
+def key_image_uids(study_uid: str) -> tuple[str, str]:
+    """(series UID, SOP instance UID) of a study's key image: a re-triage replaces it at the PACS."""
+    from pydicom.uid import generate_uid
+
+    return (generate_uid(entropy_srcs=[study_uid, "pacs-triage-key-series"]),
+            generate_uid(entropy_srcs=[study_uid, "pacs-triage-key-image"]))
+
+
+def secondary_capture(entry: dict[str, Any], series_paths: list[str]):
+    """The key image as a DICOM Secondary Capture in the entry's study (highdicom), or None."""
+    import highdicom as hd
+    from pydicom import dcmread
+
+    img = render_image(entry, series_paths)
+    if img is None:
+        return None
+    ref = dcmread(series_paths[0], stop_before_pixels=True)
+    series_uid, sop_uid = key_image_uids(entry["study_instance_uid"])
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=ref, pixel_array=np.asarray(img.convert("RGB"), dtype=np.uint8),
+        photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
+        series_instance_uid=series_uid, series_number=KEY_SERIES_NUMBER, sop_instance_uid=sop_uid,
+        instance_number=max(1, int(entry.get("revision") or 1)), manufacturer="pacs-triage",
+        patient_orientation=("L", "P"),
+    )
+    sc.SeriesDescription = KEY_SERIES_DESCRIPTION
+    sc.ImageComments = "Key image of a suspected finding for decision support, to be confirmed by a radiologist"
+    sc.BurnedInAnnotation = "YES"
+    return sc
