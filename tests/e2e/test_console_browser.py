@@ -151,6 +151,10 @@ def test_stat_study_tops_the_open_worklist_live_and_anonymous_sees_no_patient_da
     page = browser.page_source
     assert PATIENT not in page and "PHANTOM" not in page and "ACC-CS" not in page
     shot(browser, "worklist-anonymous")
+    browser.get(base + "?flag=misplaced_screw")  # filters
+    assert rows(browser) == [uid]
+    browser.get(base + "?priority=ROUTINE")
+    assert rows(browser) == [routine.study_uid]
     browser.get(base + f"study/{uid}")
     page = browser.page_source
     assert "misplaced_screw" in page and "STAT" in page
