@@ -162,3 +162,25 @@ def test_highlight_escapes_the_text_and_marks_the_spans():
                                 {"start": f, "end": f + 6, "assertion": "negated", "rules": []}]))
     assert "&lt;b&gt;" in html and '<mark class="affirmed"' in html and ">déficit L5</mark>" in html
     assert '<mark class="negated"' in html and ">fièvre</mark>" in html
+
+
+def test_operator_view_lists_quarantine_reasons_without_the_detail(redis_client, tmp_path):
+    from agent.store import StudyStore
+
+    users = tmp_path / "users"
+    auth.add_user(users, "bob", PASSWORD)
+    store = StudyStore(tmp_path / "data", fsync=False)
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not dicom")
+    store.quarantine(bad, "unparseable", "PatientName=SECRET^NAME")
+    c = Console(Config(data_dir=tmp_path / "data", console_users=users), redis_client, store=store,
+                status=lambda: {"rulebook_version": "sha256:abc", "last_reload": {"at": 1.0, "result": "failed, kept x"}})
+    server = HttpServer("127.0.0.1", 0, console=c)
+    server.start()
+    try:
+        _, _, cookies = login(server)
+        _, _, page, _ = request(server, "GET", "/console/operator", cookies={auth.COOKIE: cookies[auth.COOKIE][0]})
+        assert "unparseable" in page and "SECRET" not in page
+        assert "sha256:abc" in page and "failed, kept x" in page
+    finally:
+        server.stop()
