@@ -58,11 +58,9 @@
     var badge = document.getElementById("live");
     if (!badge || !window.EventSource) return;
     var es = new EventSource("/console/events" + window.location.search);
-    var first = true;
-    es.addEventListener("worklist", function () {
+    es.addEventListener("worklist", function (ev) {
       badge.className = "live on";
-      if (first) { first = false; var v = badge.getAttribute("data-version"); }
-      refreshRows();
+      if (ev.data !== badge.getAttribute("data-version")) refreshRows();  // not the page's own version
     });
     es.onerror = function () { badge.className = "live off"; };
     es.onopen = function () { badge.className = "live on"; };
