@@ -18,6 +18,7 @@ from dramatiq.middleware import CurrentMessage
 
 from core import audit, keys, metrics
 from core.config import DicomNode
+from core.orders import OrderStore
 from workers import broker as _broker
 from workers import runtime
 from workers.deliveries import Deliveries
@@ -138,8 +139,40 @@ def _triage_locked(ctx, study_uid: str, started: float):
         log.warning("study %s has no indexed instance; nothing to triage", study_uid)
         ctx.index.triaged(study_uid, started)
         return None
-    entry = triage(study, ctx.rulebook.get(), priors_lookup=priors_lookup(ctx))
-    return Worklist(ctx.redis).save(entry)
+    orders = OrderStore(ctx.redis, ctx.config.order_retention_days)
+    found = {}
+
+    def lookup(s):
+        found["order"] = order_for(ctx, orders, s)
+        return found["order"]
+
+    entry = triage(study, ctx.rulebook.get(), priors_lookup=priors_lookup(ctx), order_lookup=lookup)
+    worklist = Worklist(ctx.redis)
+    saved = worklist.save(entry)
+    orders.link_study(study.accession_number, study_uid)
+    order = found.get("order")
+    if order is not None and order.signed_at and saved[0].get("closed_at") is None and order.same_patient(
+            study.get("PatientID"), study.get("IssuerOfPatientID")):
+        worklist.close(study_uid, order.signed_at, f"HL7 ORU^R01 result status {order.signed_status or 'F'}")
+        saved = (worklist.get(study_uid), saved[1])
+    return saved
+
+
+def order_for(ctx, orders, study):
+    """The study's RIS order: the one received by HL7, else the Modality Worklist's (if configured)."""
+    order = orders.get(study.accession_number)
+    if order is None and ctx.config.mwl is not None:
+        from workers.mwl import MwlError, query_order
+
+        try:
+            order = query_order(ctx.config.mwl, study.accession_number, calling_aet=ctx.config.ae_title,
+                                timeout=ctx.config.mwl_timeout)
+        except MwlError as exc:
+            log.warning("study %s: modality worklist not read: %s", study.uid, exc)
+            return None
+        if order is not None:
+            orders.save(order)
+    return order
 
 
 def _save_failed(ctx, study_uid: str, why: str, final: bool = True) -> None:
