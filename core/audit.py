@@ -26,10 +26,11 @@ from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
 
-EVENTS = {"received", "triaged", "triage_failed", "pushed", "replayed", "rulebook_reloaded", "removed"}
+EVENTS = {"received", "triaged", "triage_failed", "pushed", "replayed", "rulebook_reloaded", "removed",
+          "order_received", "closed"}
 #: The only fields an audit record may carry (no free text, no patient data).
 FIELDS = {"study", "series", "instance", "calling_aet", "bytes", "revision", "priority", "rulebook",
-          "flags", "kind", "destination", "attempts", "reason", "version", "status"}
+          "flags", "kind", "destination", "attempts", "reason", "version", "status", "control", "source"}
 
 _lock = threading.Lock()
 _dir: Path | None = None

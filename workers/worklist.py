@@ -167,8 +167,9 @@ class Worklist:
                     break
                 except redis.WatchError:
                     continue
-        from core import metrics
+        from core import audit, metrics
 
+        audit.record("closed", study=uid, reason=by, priority=entry["priority"])
         metrics.entries_closed.labels(by.split(" ")[0]).inc()
         if entry.get("last_received"):
             metrics.time_to_report.labels(entry["priority"], entry.get("order_priority") or "none").observe(
