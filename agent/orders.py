@@ -13,6 +13,7 @@ thread and event loop. Each message is answered with an ACK (MSA-1):
   is closed (`workers.worklist.Worklist.close`) -> AA. Other statuses -> AA, no change.
 - An order or report naming another patient than the one stored for that accession
   (order or study) -> AR, error 204 (unknown key); logged without patient data.
+- A connection from an address outside `allowed_networks` (when set) is closed at once.
 - Unparseable, other message types, unsupported order control -> AR (200 / 103);
   no accession number -> AE (101); Redis away or any internal error -> AE (207),
   so the RIS sends it again.
@@ -21,6 +22,7 @@ thread and event loop. Each message is answered with an ACK (MSA-1):
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import threading
 import time
@@ -90,6 +92,11 @@ class OrderListener:
             self.loop.close()
 
     async def _client(self, reader, writer) -> None:
+        if not self._allowed(writer.get_extra_info("peername")):
+            metrics.hl7_messages.labels("refused_address", "none").inc()
+            log.warning("HL7 connection refused: address not in allowed_networks")
+            writer.close()
+            return
         try:
             while True:
                 try:
@@ -106,6 +113,19 @@ class OrderListener:
                 await writer.drain()
         finally:
             writer.close()
+
+    def _allowed(self, peer) -> bool:
+        """`allowed_networks` applies to the RIS as to the modalities (empty: any address)."""
+        networks = getattr(self.config, "allowed_networks", None) or []
+        if not networks:
+            return True
+        try:
+            address = ipaddress.ip_address(peer[0])
+        except (TypeError, ValueError, IndexError):
+            return False
+        if address.version == 6 and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
 
     # --- messages ------------------------------------------------------------------------
     def handle_text(self, text: str) -> hl7.Message:

@@ -90,7 +90,11 @@ class Service:
         self.http.start()
 
     def checks(self) -> dict:
-        return {
+        extra = {}
+        if self.orders is not None:
+            extra["hl7_listener"] = lambda: (self.orders.server is not None and self.orders.thread.is_alive(),
+                                             f"MLLP port {self.orders.port}")
+        return extra | {
             "redis": lambda: (bool(self.redis.ping()), "ping"),
             "listener": lambda: (self.listener is not None and self.listener.server is not None,
                                  f"{self.config.ae_title} port {self.config.port}"),

@@ -126,8 +126,10 @@ def triage_study(study_uid: str) -> None:
     else:
         log.info("study %s triaged again: nothing new (revision %d kept)", study_uid, entry["revision"])
     # Always dispatch: a redelivered triage may find its entry saved but never sent; each
-    # delivery skips a destination that already has this revision.
-    dispatch(study_uid, cfg)
+    # delivery skips a destination that already has this revision. Not once the report is
+    # signed (closed): there is nothing left to prioritise.
+    if entry.get("closed_at") is None:
+        dispatch(study_uid, cfg)
     ctx.index.triaged(study_uid, started)
     if changed and cfg.prefetch_aet and entry.get("priors"):
         prefetch_priors.send(study_uid)
@@ -204,6 +206,10 @@ def _save_failed(ctx, study_uid: str, why: str, final: bool = True) -> None:
         for k in ("AccessionNumber", "PatientID", "IssuerOfPatientID", "StudyDate", "StudyTime"):
             if k in s and k not in attrs:
                 attrs[k] = s[k]
+    ris = OrderStore(ctx.redis).get(attrs.get("AccessionNumber"))  # the RIS order's priority is a floor too
+    if ris is not None and ris.priority and ris.status == "active" and ris.same_patient(
+            attrs.get("PatientID"), attrs.get("IssuerOfPatientID")):
+        priorities.append(Priority.parse(ris.priority))
     order = max(priorities) if priorities else None
     priority = order or Priority.ROUTINE
     now = time.time()

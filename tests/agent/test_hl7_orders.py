@@ -163,3 +163,14 @@ def test_several_messages_on_one_connection(listener, redis_client):
             raw = client.send_message(order("NW", f"ACC{n}", priority="A"))
             assert b"MSA|AA|" in raw
     assert all(OrderStore(redis_client).get(f"ACC{n}").priority == "URGENT" for n in range(5))
+
+
+def test_addresses_outside_allowed_networks_are_refused(redis_client):
+    cfg = Config(hl7_listen=free_port(), hl7_listen_bind="127.0.0.1", allowed_networks=["10.0.0.0/8"])
+    server = OrderListener(cfg, redis_client, lambda uid: None).start()
+    try:
+        with pytest.raises((ConnectionError, OSError, ValueError)):
+            send(server.port, order("NW", "ACC1"))
+    finally:
+        server.stop()
+    assert OrderStore(redis_client).get("ACC1") is None
