@@ -42,6 +42,10 @@ FINGERPRINT_KEYS = ("priority", "flags", "recommendations", "priors", "priors_st
                     "course", "instance_count", "series_count", "rulebook_version")
 
 
+#: Kept up to date without a new revision: what the order said (read by the report and the HL7 sink).
+ORDER_KEYS = ("order_priority", "order_source")
+
+
 def fingerprint(entry: dict[str, Any]) -> str:
     content = {k: entry.get(k) for k in FINGERPRINT_KEYS}
     content["analysers"] = [{k: v for k, v in a.items() if k != "timings"} for a in entry.get("analysers") or []]
@@ -101,7 +105,16 @@ class Worklist:
                     merged["fingerprint"] = fingerprint(merged)
                     WorklistEntry.from_dict(merged)  # raises EntryError: never store an entry off the schema
                     if previous and previous.get("fingerprint") == merged["fingerprint"]:
-                        pipe.unwatch()
+                        known = {k: merged.get(k) for k in ORDER_KEYS if merged.get(k) is not None}
+                        if all(previous.get(k) == v for k, v in known.items()):
+                            pipe.unwatch()
+                            return previous, False
+                        # The RIS order became known (a late order) without changing what the
+                        # destinations were told: recorded, no new revision.
+                        previous = dict(previous, **known)
+                        pipe.multi()
+                        pipe.set(key, json.dumps(previous))
+                        pipe.execute()
                         return previous, False
                     pipe.multi()
                     pipe.set(key, json.dumps(merged))

@@ -174,3 +174,14 @@ def test_addresses_outside_allowed_networks_are_refused(redis_client):
     finally:
         server.stop()
     assert OrderStore(redis_client).get("ACC1") is None
+
+
+def test_a_late_order_that_changes_nothing_else_is_recorded_without_a_new_revision(redis_client):
+    worklist = Worklist(redis_client)
+    entry = sample_entry(triaged_at=time.time(), order_priority=None)
+    entry.pop("revision")
+    first, _ = worklist.save(dict(entry))
+    again, changed = worklist.save(dict(entry, order_priority="ROUTINE", order_source="HL7"))
+    assert not changed and again["revision"] == first["revision"]
+    stored = worklist.get(UID)
+    assert stored["order_priority"] == "ROUTINE" and stored["order_source"] == "HL7"
