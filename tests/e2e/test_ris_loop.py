@@ -115,3 +115,19 @@ def test_late_stat_order_retriages_the_study(service, ris, tmp_path):
     # itself is not above the order: notes only.
     sent = [m for m in ris.messages if str(m["ORC.2"]) == "ACC-E2E-2"]
     assert all(str(m["ORC.1"]) == "SC" for m in sent)
+
+
+def test_no_patient_data_in_the_log_the_audit_or_redis_key_names(service):
+    """Runs last in this module: everything above went through the listener."""
+    import redis as redis_lib
+
+    from core.redis_server import discover
+
+    log = service["log"].read_text(errors="replace")
+    audit = "".join(p.read_text() for p in (service["data"] / "audit").rglob("*.jsonl"))
+    assert "order_received" in audit and '"event":"closed"' in audit
+    names = [k.decode() for k in redis_lib.Redis.from_url(discover(service["data"] / "redis")).scan_iter("pt:*")]
+    assert any(n.startswith("pt:order:") for n in names)
+    for text in (log, audit, "\n".join(names)):
+        for forbidden in ("PT0001", "DUPONT", "19610412", "HOSP-A", "ACC-E2E", "saddle"):
+            assert forbidden not in text
