@@ -19,6 +19,8 @@ SERVE_OPTIONS = {  # option -> (Config field, help)
     "--stable-after": ("stable_after", "seconds without a new instance before a study is triaged (default 10)"),
     "--redis-url": ("redis_url", "shared Redis (default: start a local one in the data directory)"),
     "--workers": ("workers", "worker threads (default 2)"),
+    "--hl7-listen": ("hl7_listen", "MLLP port receiving RIS orders (ORM^O01, OMI^O23) and signed reports (ORU^R01)"),
+    "--mwl": ("mwl", "AET@HOST:PORT: Modality Worklist queried by accession number when no HL7 order is known"),
 }
 REPEATABLE = {
     "--pacs": ("pacs", "AET@HOST:PORT: send the SR there (repeatable); also queried for priors"),
@@ -123,6 +125,8 @@ def cmd_worklist(args) -> int:
     from workers.worklist import Worklist, waiting_minutes
 
     cfg = load_config(args)
+    if args.closed:
+        return _closed_worklist(Worklist(_redis(cfg)).closed(limit=args.limit), args.json)
     entries = Worklist(_redis(cfg)).entries(args.limit, wait_cap_minutes=cfg.routine_wait_cap_minutes)
     if args.json:
         print(json.dumps(entries, indent=2, ensure_ascii=False))
@@ -136,6 +140,42 @@ def cmd_worklist(args) -> int:
         lifted = " (waited past the cap)" if e.get("lifted_by_wait") else ""
         print(f"{n:>3}  {e['priority']:8}  {waiting_minutes(e):6.0f}m  {str(e.get('accession_number') or '-'):14}  "
               f"{'/'.join(e.get('modalities') or []):6}  {flags}{lifted}")
+    return 0
+
+
+def _closed_worklist(entries: list, as_json: bool) -> int:
+    import datetime as dt
+
+    if as_json:
+        print(json.dumps(entries, indent=2, ensure_ascii=False))
+        return 0
+    if not entries:
+        print("no closed entry")
+        return 0
+    print(f"{'#':>3}  {'PRIORITY':8}  {'ORDER':8}  {'TO REPORT':>9}  {'CLOSED (UTC)':16}  {'ACCESSION':14}  CLOSED BY")
+    for n, e in enumerate(entries, 1):
+        wait = (e["closed_at"] - e["last_received"]) / 60 if e.get("last_received") else None
+        when = dt.datetime.fromtimestamp(e["closed_at"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        print(f"{n:>3}  {e['priority']:8}  {e.get('order_priority') or '-':8}  "
+              f"{(f'{wait:.0f}m' if wait is not None else '-'):>9}  {when:16}  "
+              f"{str(e.get('accession_number') or '-'):14}  {e.get('closed_by') or '-'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Time from last instance received to signed report, per priority; studies raised above their order."""
+    import time
+
+    from workers.report import parse_since, summarize, render
+    from workers.worklist import Worklist
+
+    cfg = load_config(args)
+    since = time.time() - parse_since(args.since)
+    figures = summarize(Worklist(_redis(cfg)).closed(since=since))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(render(figures, args.since))
     return 0
 
 
@@ -280,7 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p, {"data_dir", "redis_url"})
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--closed", action="store_true", help="the closed entries (report signed), latest first")
     p.set_defaults(func=cmd_worklist)
+
+    p = sub.add_parser("report", help="time to signed report per priority; studies triage raised above their order")
+    _add_config_options(p, {"data_dir", "redis_url"})
+    p.add_argument("--since", default="7d", help="period: e.g. 7d, 24h, 90m (default 7d)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("reindex", help="index stored instances that Redis does not know (after losing Redis)")
     _add_config_options(p, {"data_dir", "redis_url"})

@@ -33,6 +33,8 @@ class Service:
         self.listener: Listener | None = None
         self.watcher: StabilityWatcher | None = None
         self.http: HttpServer | None = None
+        self.orders = None  # agent.orders.OrderListener when hl7_listen is set
+        self._last_ups_poll = time.monotonic()
         self.stopped = threading.Event()
         self._last_sweep = float("-inf")
         self.last_reload: dict | None = None  # the console's "last reload result"
@@ -74,6 +76,10 @@ class Service:
         self.listener.start()
         self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
         self.watcher.start()
+        if cfg.hl7_listen:
+            from agent.orders import OrderListener
+
+            self.orders = OrderListener(cfg, self.redis, actors.triage_study.send, self.index).start()
         # Reconcile the store and the index at start (and then from `housekeeping`),
         # in the background: a large store must not delay reception.
         threading.Thread(target=self._reconcile, name="reconcile", daemon=True).start()
@@ -110,7 +116,11 @@ class Service:
                                                               else f"loaded {self.rulebook.get().version}")}
 
     def checks(self) -> dict:
-        return {
+        extra = {}
+        if self.orders is not None:
+            extra["hl7_listener"] = lambda: (self.orders.server is not None and self.orders.thread.is_alive(),
+                                             f"MLLP port {self.orders.port}")
+        return extra | {
             "redis": lambda: (bool(self.redis.ping()), "ping"),
             "listener": lambda: (self.listener is not None and self.listener.server is not None,
                                  f"{self.config.ae_title} port {self.config.port}"),
@@ -150,6 +160,9 @@ class Service:
         self.check_rules()
         self._reconcile()
         now = time.monotonic()
+        if self.config.ups and self.config.ups_poll_interval and now - self._last_ups_poll >= self.config.ups_poll_interval:
+            self._last_ups_poll = now
+            self.poll_ups()
         if now - self._last_sweep > 3600:
             self._last_sweep = now
             from workers.worklist import Worklist
@@ -158,6 +171,16 @@ class Service:
                                       on_remove=Worklist(self.redis).remove)
             metrics.studies_removed.inc(removed)
             audit.sweep(self.config.data_dir, self.config.audit_retention_days)
+
+    def poll_ups(self) -> int:
+        """N-GET the workitem of each open entry delivered to a UPS provider; COMPLETED closes it."""
+        from agent.closing import poll_ups
+
+        try:
+            return poll_ups(self.redis, self.config)
+        except Exception as exc:
+            log.warning("UPS poll failed: %s", type(exc).__name__)
+            return 0
 
     def check_rules(self) -> None:
         """Pick up edited rule files (a bad file is rejected and the old rules stay)."""
@@ -176,6 +199,8 @@ class Service:
             self.listener.stop(drain=grace)
         if self.watcher:
             self.watcher.stop()
+        if self.orders:
+            self.orders.stop()
         if self.worker:
             self.worker.stop(timeout=int(grace * 1000))
         if self.http:

@@ -28,10 +28,10 @@ from typing import Any, Iterator
 log = logging.getLogger(__name__)
 
 EVENTS = {"received", "triaged", "triage_failed", "pushed", "replayed", "rulebook_reloaded", "removed",
-          "console_view", "console_action", "console_login"}
+          "console_view", "console_action", "console_login", "order_received", "closed"}
 #: The only fields an audit record may carry (no free text, no patient data).
 FIELDS = {"study", "series", "instance", "calling_aet", "bytes", "revision", "priority", "rulebook",
-          "flags", "kind", "destination", "attempts", "reason", "version", "status",
+          "flags", "kind", "destination", "attempts", "reason", "version", "status", "control", "source",
           "user", "view", "action"}  # console: user name, page viewed, action taken
 
 _lock = threading.Lock()

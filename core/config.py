@@ -142,6 +142,14 @@ class Config:
     hl7_receiving_application: str | None = option(None, "MSH-5; unset = \"RIS\"")
     hl7_receiving_facility: str | None = option(None, "MSH-6")
     hl7_retry_on_reject: bool = option(False, "retry after an AR (application reject) as after an AE")
+    hl7_listen: int | None = option(None, "MLLP port receiving RIS orders (ORM^O01, OMI^O23) and signed reports (ORU^R01); unset = none")
+    hl7_listen_bind: str = option("0.0.0.0", "address the HL7 listener binds to")
+    # --- RIS orders and closing the loop
+    order_retention_days: float = option(30.0, "days a received order is kept (Redis), keyed by accession number and patient")
+    order_retriage_hours: float = option(24.0, "an order arriving this long (h) after its study was triaged queues it again; 0 = never")
+    mwl: DicomNode | None = option(None, "AET@HOST:PORT Modality Worklist (C-FIND) queried by accession number when no HL7 order is known")
+    mwl_timeout: float = option(10.0, "seconds to wait for the Modality Worklist")
+    ups_poll_interval: float = option(60.0, "seconds between N-GET polls of open UPS workitems (COMPLETED closes the entry); 0 = no polling")
     # --- [webhook]
     webhook: list[str] = option([], "URL list receiving the entry as JSON (HTTP POST)")
     webhook_secret: str | None = option(None, "HMAC secret signing web hook bodies", secret=True)
@@ -264,7 +272,7 @@ def _coerce(name: str, value: Any) -> Any:
             return _list(value)
         if name == "priors_refresh_delays":
             return [float(v) for v in _list(value)]
-        if name == "priors_pacs":
+        if name in ("priors_pacs", "mwl"):
             return value if isinstance(value, DicomNode) else DicomNode.parse(value)
         if "Path" in kind:
             return Path(value).expanduser()

@@ -59,6 +59,9 @@ class WorklistEntry:
     headers: dict = field(default_factory=dict)  # patient/study attributes for derived objects (SR, UPS, HL7)
     fingerprint: str | None = None  # what destinations were told (set by the worklist)
     triage_failed: str | None = None  # why triage failed for good: read at the order's priority, not sent to sinks
+    order_source: str | None = None  # where the order's text/priority came from: "HL7", "MWL" or None
+    closed_at: float | None = None  # epoch seconds the report was signed (the entry left the active worklist)
+    closed_by: str | None = None  # e.g. "HL7 ORU^R01 result status F", "UPS workitem COMPLETED"
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

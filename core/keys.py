@@ -20,6 +20,11 @@ All keys live under ``pt:`` and are shared by every listener and worker on one R
 ``pt:lock:reconcile``               lock: one listener at a time requeues overdue studies
 ``pt:triage:starts:<uid>``          counter: triages started (a poison study is quarantined)
 ``pt:priors_refresh:<uid>``         marker: one refresh chain per study while priors are unavailable
+``pt:order:<digest>``               RIS order JSON (core.orders) by SHA-256 digest of the accession number
+``pt:orders:patient:<digest>``      set of accession numbers by digest of patient identifier + issuer
+``pt:accession:<digest>``           the study triaged under an accession number (digest)
+``pt:closed``                       sorted set StudyUID -> report signed time (closed entries)
+``pt:lock:ups_poll``                lock: one process at a time polls UPS workitem states
 ==================================  ======================================================
 """
 
@@ -71,3 +76,23 @@ def priors_refresh(uid: str) -> str:
 
 def last_revision(uid: str) -> str:
     return f"{PREFIX}lastrev:{uid}"
+
+
+def order(accession_digest: str) -> str:
+    """The RIS order (core.orders.Order JSON) of an accession number (its digest)."""
+    return f"{PREFIX}order:{accession_digest}"
+
+
+def patient_orders(patient_digest: str) -> str:
+    """Set of the accession numbers ordered for one patient identifier + issuer (their digest)."""
+    return f"{PREFIX}orders:patient:{patient_digest}"
+
+
+def accession_study(accession_digest: str) -> str:
+    """The Study Instance UID triaged under an accession number (its digest)."""
+    return f"{PREFIX}accession:{accession_digest}"
+
+
+#: sorted set StudyUID -> time its report was signed (entries closed, off the active worklist)
+CLOSED = PREFIX + "closed"
+UPS_POLL_LOCK = PREFIX + "lock:ups_poll"

@@ -51,6 +51,22 @@ data_free_bytes = Gauge("pacs_triage_data_free_bytes", "Free space on the data d
 studies_removed = Counter("pacs_triage_studies_removed", "Studies removed from the data directory by retention")
 studies_pending = Gauge("pacs_triage_studies_pending", "Studies receiving instances, not yet stable")
 
+hl7_messages = Counter("pacs_triage_hl7_messages", "HL7 messages received on the MLLP listener, by type and ACK code",
+                       ["type", "ack"])
+order_patient_mismatch = Counter("pacs_triage_order_patient_mismatch",
+                                 "Orders, reports or joins refused: same accession number, another patient")
+order_retriages = Counter("pacs_triage_order_retriages", "Studies queued for triage again because their order arrived")
+orders_joined = Counter("pacs_triage_orders_joined", "Triages that read an order, by source", ["source"])
+entries_closed = Counter("pacs_triage_entries_closed", "Worklist entries closed by a signed report, by how", ["by"])
+#: 1 min .. 7 days
+REPORT_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800)
+time_to_report = Histogram(
+    "pacs_triage_time_to_report_seconds",
+    "Last instance received -> report signed, by suggested priority and by the order's priority",
+    ["priority", "order_priority"],
+    buckets=REPORT_BUCKETS,
+)
+
 # Series that exist from the start, so that rate() and alerts see a zero, not an absence.
 for _status in ("stored", "duplicate", "quarantined", "failed"):
     instances_received.labels(_status)

@@ -144,8 +144,10 @@ def test_stat_study_reaches_every_worklist_even_if_they_were_down(workers_runnin
                  timeout=30, what="every destination served once it is back")
         priorities = {str(w.get("ScheduledProcedureStepPriority")) for w in ups.workitems.values()}
         assert priorities == {"HIGH", "MEDIUM"}
-        orders = {str(m["ORC.2"]): str(m["TQ1.9"]) for m in (hl7.parse(str(raw)) for raw in ris.messages)}
-        assert orders == {"ACC-S": "S", "ACC-R": "R"}
+        orders = {str(m["ORC.2"]): (str(m["ORC.1"]), str(m["TQ1.9"]) if str(m["ORC.1"]) == "XO" else None)
+                  for m in (hl7.parse(str(raw)) for raw in ris.messages)}
+        # STAT raises any order (XO); ROUTINE raises nothing: notes only, no priority (issue 12)
+        assert orders == {"ACC-S": ("XO", "S"), "ACC-R": ("SC", None)}
         # re-triage of the same unchanged study: still one workitem and one order update
         actors.triage_study.send(stat)
         time.sleep(1.5)

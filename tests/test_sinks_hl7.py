@@ -51,11 +51,30 @@ def test_stat_order_update_content(ris, config):
     assert order[:5] == ["MSH", "PID", "ORC", "TQ1", "OBR"] and set(order[5:]) == {"NTE"}
 
 
-@pytest.mark.parametrize("ours,code", [("STAT", "S"), ("URGENT", "A"), ("ROUTINE", "R")])
+@pytest.mark.parametrize("ours,code", [("STAT", "S"), ("URGENT", "A")])
 def test_priority_codes(ris, config, ours, code):
     hl7_sink.push(sample_entry(priority=ours), ris.address, config)
     msg = ris.messages[-1]
+    assert msg["ORC.1"] == "XO"
     assert msg["ORC.7.1.6"] == code and msg["TQ1.9"] == code
+
+
+def test_routine_on_a_routine_order_is_notes_only(ris, config):
+    """ROUTINE never raises anything: no XO, no priority field (the order floor, issue 12)."""
+    receipt = hl7_sink.push(sample_entry(priority="ROUTINE"), ris.address, config)
+    msg = ris.messages[-1]
+    assert "notes only" in receipt
+    assert msg["ORC.1"] == "SC"
+    orc, obr = str(msg.segment("ORC")).split("|"), str(msg.segment("OBR")).split("|")
+    assert (orc + [""] * 8)[7] == "" and (obr + [""] * 28)[5] == "" and (obr + [""] * 28)[27] == ""
+    assert not list(_segments(msg, "TQ1"))
+
+
+def _segments(msg, name):
+    try:
+        return msg.segments(name)
+    except KeyError:
+        return []
 
 
 def test_control_id_is_per_study_and_revision():

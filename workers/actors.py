@@ -18,6 +18,7 @@ from dramatiq.middleware import CurrentMessage
 
 from core import audit, keys, metrics
 from core.config import DicomNode
+from core.orders import OrderStore
 from workers import broker as _broker
 from workers import runtime
 from workers.deliveries import Deliveries
@@ -125,8 +126,10 @@ def triage_study(study_uid: str) -> None:
     else:
         log.info("study %s triaged again: nothing new (revision %d kept)", study_uid, entry["revision"])
     # Always dispatch: a redelivered triage may find its entry saved but never sent; each
-    # delivery skips a destination that already has this revision.
-    dispatch(study_uid, cfg)
+    # delivery skips a destination that already has this revision. Not once the report is
+    # signed (closed): there is nothing left to prioritise.
+    if entry.get("closed_at") is None:
+        dispatch(study_uid, cfg)
     ctx.index.triaged(study_uid, started)
     if changed and cfg.prefetch_aet and entry.get("priors"):
         prefetch_priors.send(study_uid)
@@ -138,8 +141,40 @@ def _triage_locked(ctx, study_uid: str, started: float):
         log.warning("study %s has no indexed instance; nothing to triage", study_uid)
         ctx.index.triaged(study_uid, started)
         return None
-    entry = triage(study, ctx.rulebook.get(), priors_lookup=priors_lookup(ctx))
-    return Worklist(ctx.redis).save(entry)
+    orders = OrderStore(ctx.redis, ctx.config.order_retention_days)
+    found = {}
+
+    def lookup(s):
+        found["order"] = order_for(ctx, orders, s)
+        return found["order"]
+
+    entry = triage(study, ctx.rulebook.get(), priors_lookup=priors_lookup(ctx), order_lookup=lookup)
+    worklist = Worklist(ctx.redis)
+    saved = worklist.save(entry)
+    orders.link_study(study.accession_number, study_uid)
+    order = found.get("order")
+    if order is not None and order.signed_at and saved[0].get("closed_at") is None and order.same_patient(
+            study.get("PatientID"), study.get("IssuerOfPatientID")):
+        worklist.close(study_uid, order.signed_at, f"HL7 ORU^R01 result status {order.signed_status or 'F'}")
+        saved = (worklist.get(study_uid), saved[1])
+    return saved
+
+
+def order_for(ctx, orders, study):
+    """The study's RIS order: the one received by HL7, else the Modality Worklist's (if configured)."""
+    order = orders.get(study.accession_number)
+    if order is None and ctx.config.mwl is not None:
+        from workers.mwl import MwlError, query_order
+
+        try:
+            order = query_order(ctx.config.mwl, study.accession_number, calling_aet=ctx.config.ae_title,
+                                timeout=ctx.config.mwl_timeout)
+        except MwlError as exc:
+            log.warning("study %s: modality worklist not read: %s", study.uid, exc)
+            return None
+        if order is not None:
+            orders.save(order)
+    return order
 
 
 def _save_failed(ctx, study_uid: str, why: str, final: bool = True) -> None:
@@ -171,6 +206,10 @@ def _save_failed(ctx, study_uid: str, why: str, final: bool = True) -> None:
         for k in ("AccessionNumber", "PatientID", "IssuerOfPatientID", "StudyDate", "StudyTime"):
             if k in s and k not in attrs:
                 attrs[k] = s[k]
+    ris = OrderStore(ctx.redis).get(attrs.get("AccessionNumber"))  # the RIS order's priority is a floor too
+    if ris is not None and ris.priority and ris.status == "active" and ris.same_patient(
+            attrs.get("PatientID"), attrs.get("IssuerOfPatientID")):
+        priorities.append(Priority.parse(ris.priority))
     order = max(priorities) if priorities else None
     priority = order or Priority.ROUTINE
     now = time.time()

@@ -26,6 +26,33 @@ ENTRY_HEADERS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthD
                  "StudyDescription", "SpecificCharacterSet")
 
 PriorsLookup = Callable[[Study, dict | None], Any]  # -> workers.priors.PriorsResult
+OrderLookup = Callable[[Study], Any]  # -> core.orders.Order | None
+
+
+def join_order(study: Study, order) -> list[str]:
+    """Read the RIS order alongside the header: its texts become text fields named after their
+    source (evidence says e.g. "HL7 order OBR-31"), its priority joins the order priorities (the
+    floor). An order naming another patient, or cancelled, is not read. Returns explain lines."""
+    if order is None:
+        return []
+    where = f"{order.source} order"
+    if not order.same_patient(study.get("PatientID"), study.get("IssuerOfPatientID")):
+        metrics.order_patient_mismatch.inc()
+        log.warning("study %s: the %s for its accession number names another patient; not read", study.uid, where)
+        return [f"{where} not read: it names another patient than the images (same accession number)."]
+    if order.status == "cancelled":
+        return [f"{where} was cancelled in the RIS ({order.control}); its text and priority were not read."]
+    fields = order.text_fields()
+    study.text_fields.extend(dict(f, series_uid=None) for f in fields)
+    lines = []
+    if order.priority:
+        study.order_priorities[order.priority_source or where] = order.priority
+        lines.append(f"Order priority {order.priority} from {order.priority_source or where}"
+                     f" (code {order.priority_code}).")
+    if fields:
+        lines.append(f"Clinical text read from {where}: " + ", ".join(f["keyword"] for f in fields) + ".")
+    metrics.orders_joined.labels(order.source).inc()
+    return lines
 
 
 def text_surgery(study: Study, hours: float | None) -> dict | None:
@@ -46,9 +73,11 @@ def run_analysers(study: Study) -> list:
 
 
 def triage(study: Study, rulebook, *, priors_lookup: PriorsLookup | None = None,
-           analyse: bool = True) -> dict[str, Any]:
+           analyse: bool = True, order_lookup: OrderLookup | None = None) -> dict[str, Any]:
     """Triage one study; return its worklist entry (not yet merged with an earlier one)."""
     started = time.monotonic()
+    order = order_lookup(study) if order_lookup is not None and study.accession_number else None
+    order_notes = join_order(study, order)
     first = rulebook.evaluate(study)
     priors = None
     if priors_lookup is not None:
@@ -60,6 +89,10 @@ def triage(study: Study, rulebook, *, priors_lookup: PriorsLookup | None = None,
     else:
         outcome = rulebook.evaluate(study, findings=findings) if findings else first
     entry = build_entry(study, outcome, priors, analyses)
+    if order is not None:
+        entry["explain"] = order_notes + entry["explain"]
+        if any(n.startswith("Order priority") or n.startswith("Clinical text") for n in order_notes):
+            entry["order_source"] = order.source
     metrics.triage_duration.observe(time.monotonic() - started)
     return entry
 

@@ -42,6 +42,10 @@ FINGERPRINT_KEYS = ("priority", "flags", "recommendations", "priors", "priors_st
                     "course", "instance_count", "series_count", "rulebook_version")
 
 
+#: Kept up to date without a new revision: what the order said (read by the report and the HL7 sink).
+ORDER_KEYS = ("order_priority", "order_source")
+
+
 def fingerprint(entry: dict[str, Any]) -> str:
     content = {k: entry.get(k) for k in FINGERPRINT_KEYS}
     content["analysers"] = [{k: v for k, v in a.items() if k != "timings"} for a in entry.get("analysers") or []]
@@ -69,6 +73,9 @@ def merge_previous(entry: dict[str, Any], previous: dict[str, Any] | None,
     flags = [Flag.from_dict(f) for f in previous.get("flags", [])] + [Flag.from_dict(f) for f in entry["flags"]]
     entry["flags"] = [f.to_dict() for f in merge_flags(flags)]
     entry["first_received"] = previous.get("first_received") or entry.get("first_received")
+    for key in ("closed_at", "closed_by"):  # a signed report stays signed
+        if previous.get(key) is not None:
+            entry[key] = previous[key]
     return entry
 
 
@@ -98,11 +105,21 @@ class Worklist:
                     merged["fingerprint"] = fingerprint(merged)
                     WorklistEntry.from_dict(merged)  # raises EntryError: never store an entry off the schema
                     if previous and previous.get("fingerprint") == merged["fingerprint"]:
-                        pipe.unwatch()
+                        known = {k: merged.get(k) for k in ORDER_KEYS if merged.get(k) is not None}
+                        if all(previous.get(k) == v for k, v in known.items()):
+                            pipe.unwatch()
+                            return previous, False
+                        # The RIS order became known (a late order) without changing what the
+                        # destinations were told: recorded, no new revision.
+                        previous = dict(previous, **known)
+                        pipe.multi()
+                        pipe.set(key, json.dumps(previous))
+                        pipe.execute()
                         return previous, False
                     pipe.multi()
                     pipe.set(key, json.dumps(merged))
-                    pipe.zadd(ORDER, {merged["study_instance_uid"]: score(merged)})
+                    if merged.get("closed_at") is None:
+                        pipe.zadd(ORDER, {merged["study_instance_uid"]: score(merged)})
                     pipe.execute()
                     return merged, True
                 except redis.WatchError:
@@ -135,6 +152,51 @@ class Worklist:
             self.redis.set(revision_key(uid), int(previous.get("revision", 0)))
         self.redis.delete(entry_key(uid))
         self.redis.zrem(ORDER, uid)
+        self.redis.zrem(keys.CLOSED, uid)
+
+    def close(self, uid: str, when: float, by: str) -> bool:
+        """The report is signed: the entry records when and how, and leaves the active worklist.
+
+        Returns False when there is no entry or it was already closed (a repeated ORU)."""
+        key = entry_key(uid)
+        while True:
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if not raw:
+                        pipe.unwatch()
+                        return False
+                    entry = json.loads(raw)
+                    if entry.get("closed_at") is not None:
+                        pipe.unwatch()
+                        return False
+                    entry["closed_at"], entry["closed_by"] = float(when), by
+                    pipe.multi()
+                    pipe.set(key, json.dumps(entry))
+                    pipe.zrem(ORDER, uid)
+                    pipe.zadd(keys.CLOSED, {uid: float(when)})
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        from core import audit, metrics
+
+        audit.record("closed", study=uid, reason=by, priority=entry["priority"])
+        metrics.entries_closed.labels(by.split(" ")[0]).inc()
+        if entry.get("last_received"):
+            metrics.time_to_report.labels(entry["priority"], entry.get("order_priority") or "none").observe(
+                max(0.0, float(when) - float(entry["last_received"])))
+        return True
+
+    def closed(self, since: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Closed entries (report signed), most recently closed first; `since`: closed at or after."""
+        uids = self.redis.zrevrangebyscore(keys.CLOSED, "+inf", since if since is not None else "-inf",
+                                           start=0 if limit else None, num=limit)
+        if not uids:
+            return []
+        raws = self.redis.mget([entry_key(u.decode()) for u in uids])
+        return [json.loads(r) for r in raws if r]
 
 
 def waiting_minutes(entry: dict[str, Any], now: float | None = None) -> float:

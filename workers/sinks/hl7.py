@@ -7,6 +7,12 @@ filler order numbers (ORC-2/3, OBR-2/3) are the accession number; NTE
 segments carry the suspected flags. MSH-10 is derived from the study and the
 revision, so a retry sends the same message and the RIS can drop duplicates.
 
+Never lowers the RIS order: the order's priority (entry ``order_priority``: HL7 order, Modality
+Worklist or the copy in the DICOM header) is the floor. An XO carrying our priority is sent only
+when ours is above it (with no known order priority: only STAT, which nothing can exceed);
+otherwise the message is an ORM^O01 with order control SC and no priority field at all, its NTE
+segments carrying the suggestion, the flags and where their evidence was read.
+
 ACK: AA/CA -> receipt; AE/CE -> retryable SinkError; AR/CR -> not retryable
 (retryable if ``config.hl7_retry_on_reject``). No answer within the timeout
 (``config.hl7_timeout``, default 10 s) or no connection -> retryable.
@@ -46,10 +52,20 @@ def hl7_priority(priority: str, config=None) -> str:
     return mapping[Priority.parse(priority).name]
 
 
+def raises_order(entry: dict) -> bool:
+    """Is our priority above what the RIS has? Unknown order priority: only STAT is sent as a change."""
+    ours = Priority.parse(entry["priority"])
+    order = entry.get("order_priority")
+    if order is None:
+        return ours == Priority.STAT
+    return ours > Priority.parse(order)
+
+
 def build_message(entry: dict, config=None) -> hl7.Message:
-    """The ORM^O01 order change (XO) of a worklist entry."""
+    """The ORM^O01 of a worklist entry: order change XO raising the priority, else SC with notes only."""
     headers = entry.get("headers") or {}
     prio = hl7_priority(entry["priority"], config)
+    raising = raises_order(entry)
     accession = entry.get("accession_number") or headers.get("AccessionNumber") or ""
     if not accession:
         raise SinkError("hl7: the study has no accession number, so no order to update", retryable=False)
@@ -78,22 +94,15 @@ def build_message(entry: dict, config=None) -> hl7.Message:
         7: headers.get("PatientBirthDate") or "",
         8: headers.get("PatientSex") or "",
     })
-    _add(msg, "ORC", {
-        1: "XO",
-        2: accession,
-        3: accession,
-        7: ["", "", "", "", "", prio],
-        9: when,
-    })
-    _add(msg, "TQ1", {1: "1", 9: prio})
-    _add(msg, "OBR", {
-        1: "1",
-        2: accession,
-        3: accession,
-        4: ["", (entry.get("study_description") or headers.get("StudyDescription") or "Imaging study")[:199]],
-        5: prio,
-        27: ["", "", "", "", "", prio],
-    })
+    description = ["", (entry.get("study_description") or headers.get("StudyDescription") or "Imaging study")[:199]]
+    if raising:
+        _add(msg, "ORC", {1: "XO", 2: accession, 3: accession, 7: ["", "", "", "", "", prio], 9: when})
+        _add(msg, "TQ1", {1: "1", 9: prio})
+        _add(msg, "OBR", {1: "1", 2: accession, 3: accession, 4: description, 5: prio,
+                          27: ["", "", "", "", "", prio]})
+    else:  # the RIS's priority stays as it is: no priority field anywhere
+        _add(msg, "ORC", {1: "SC", 2: accession, 3: accession, 9: when})
+        _add(msg, "OBR", {1: "1", 2: accession, 3: accession, 4: description})
     for i, text in enumerate(notes(entry), 1):
         _add(msg, "NTE", {1: str(i), 2: "L", 3: text})
     return msg
@@ -102,9 +111,14 @@ def build_message(entry: dict, config=None) -> hl7.Message:
 def notes(entry: dict) -> list[str]:
     """One NTE line for the suggestion, one per suspected flag; no patient data."""
     lines = [f"pacs-triage suggests {Priority.parse(entry['priority']).name} (revision {entry.get('revision', 1)})"]
+    if entry.get("order_priority") and not raises_order(entry):
+        lines[0] += f"; the order's priority {entry['order_priority']} is kept"
     for flag in entry.get("flags") or []:
         rules = ",".join(flag.get("rules") or [flag.get("rule") or "?"])
         lines.append(f"Suspected {flag['code']} ({flag.get('priority', '?')}; rules {rules})")
+        sources = sorted({str(e.get("source")) for e in flag.get("evidence") or [] if e.get("source")})
+        if sources:
+            lines.append(f"Evidence for {flag['code']} read in: {'; '.join(sources)[:400]}")
     from workers.analysers import incomplete_notes
 
     lines.extend(incomplete_notes(entry))  # not assessed is never silent
@@ -130,6 +144,8 @@ def push(entry: dict, destination, config) -> str:
     if acked and acked != cid:
         raise SinkError(f"hl7 {host}:{port}: ACK for {acked}, not {cid}")
     if code in ("AA", "CA"):
+        if not raises_order(entry):
+            return f"hl7 {host}:{port}: {code} for {cid} notes only (order priority kept)"
         return f"hl7 {host}:{port}: {code} for {cid} priority {hl7_priority(entry['priority'], config)}"
     detail = _error_code(ack)
     if code in ("AR", "CR"):

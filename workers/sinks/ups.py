@@ -259,3 +259,27 @@ class _association:
         if self.assoc.is_established:
             self.assoc.release()
         return False
+
+
+def workitem_states(node, study_uids: list[str], config=None) -> dict[str, str]:
+    """Procedure Step State (SCHEDULED, IN PROGRESS, COMPLETED, CANCELED) of each study's workitem,
+    by N-GET over one association; a workitem the provider does not know is left out."""
+    if isinstance(node, str):
+        node = DicomNode.parse(node)
+    states: dict[str, str] = {}
+    if not study_uids:
+        return states
+    with _association(node, config) as assoc:
+        for study_uid in study_uids:
+            try:
+                status, current = assoc.send_n_get([0x00741000], UnifiedProcedureStepPush, workitem_uid(study_uid))
+            except (RuntimeError, OSError) as exc:
+                raise SinkError(f"ups {node}: {exc.__class__.__name__}") from None
+            value = getattr(status, "Status", None)
+            if value is None:
+                raise SinkError(f"ups {node}: no N-GET response")
+            if code_to_category(int(value)) in ("Success", "Warning") and current is not None:
+                state = str(current.get("ProcedureStepState", "") or "").upper()
+                if state:
+                    states[study_uid] = state
+    return states
