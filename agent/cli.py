@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from core.config import Config, ConfigError, DicomNode
+from core.privacy import quiet_dicom_libraries
 
 SERVE_OPTIONS = {  # option -> (Config field, help)
     "--ae-title": ("ae_title", "our AE title (default PACSTRIAGE)"),
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_dicom_libraries()
     try:
         return args.func(args) or 0
     except ConfigError as exc:
