@@ -8,10 +8,10 @@ the surgery date inferred from them (domain guide sections 2 and 5).
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import date, datetime, time
 
 from core.dicom_time import parse_datetime  # noqa: F401  (re-exported for the priors modules)
+from rules.text import fold
 
 #: BodyPartExamined defined terms (CID 4031) and SNOMED codes per spine region.
 BODY_PARTS = {
@@ -61,12 +61,6 @@ NOT_SURGERY = re.compile(r"(myelo\w*|saccoradiculo\w*|infiltration\w*|discograph
 POSTOP = re.compile(r"(post-?op\w*|postoperat\w*|\bj\+?\d+\b|\bpod\s?\d+\b|controle arthrodese|apres chirurgie)")
 
 ROLE_ORDER = ("intraoperative", "preoperative", "postoperative_reference", "recent_comparable", "other_spine")
-
-
-def fold(text: str | None) -> str:
-    """Lower case without accents, for matching."""
-    text = str(text or "").lower().replace("œ", "oe").replace("æ", "ae")
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
 
 
 def family(modality: str) -> str:
