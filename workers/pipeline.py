@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
 from typing import Any, Callable
 
 from core import metrics
-from core.dicom_time import study_datetime
 from core.entry import OFFLINE_KEYS, WorklistEntry
 from core.study import Study
 from rules.model import Evidence, Flag
+from rules.timing import text_surgery
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +25,6 @@ ENTRY_HEADERS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthD
                  "StudyDescription", "SpecificCharacterSet")
 
 PriorsLookup = Callable[[Study, dict | None], Any]  # -> workers.priors.PriorsResult
-
-
-def text_surgery(study: Study, hours: float | None) -> dict | None:
-    """The surgery time the clinical text implies, for the priors' timing logic."""
-    when = study_datetime(study)
-    if hours is None or when is None:
-        return None
-    return {"datetime": (when - timedelta(hours=hours)).isoformat(timespec="seconds"), "source": "clinical text"}
 
 
 def run_analysers(study: Study) -> list:
