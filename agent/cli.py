@@ -157,7 +157,7 @@ def cmd_triage(args) -> int:
 
     pacs = DicomNode.parse(args.pacs) if args.pacs else None
     return triage_paths(args.paths, as_json=args.json, explain=args.explain, pacs=pacs,
-                        analyse=not args.no_images, rules_dir=args.rules_dir)
+                        analyse=not args.no_images, rules_dir=args.rules_dir, config=Config.load())
 
 
 def cmd_rules(args) -> int:

@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable
 
 from core import metrics
+from core.config import Config
 from core.entry import OFFLINE_KEYS, WorklistEntry
 from core.study import Study
 from rules.model import Evidence, Flag
@@ -27,24 +28,28 @@ ENTRY_HEADERS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthD
 PriorsLookup = Callable[[Study, dict | None], Any]  # -> workers.priors.PriorsResult
 
 
-def run_analysers(study: Study) -> list:
-    from workers.analysers import run_analysers as run
+def run_analysers(study: Study, config: Config | None = None) -> list:
+    from workers.analysers import load_analysers, run_analysers as run
 
-    results = run(study)
+    if config is None:
+        # A caller that does not pass its configuration: the same sources without command-line flags
+        # (defaults < file named by PACS_TRIAGE_CONFIG < environment).
+        config = Config.load()
+    results = run(study, load_analysers(config))
     for r in results:
         metrics.analyser_duration.labels(r.analyser).observe(sum((r.timings or {}).values()))
     return results
 
 
 def triage(study: Study, rulebook, *, priors_lookup: PriorsLookup | None = None,
-           analyse: bool = True) -> dict[str, Any]:
+           analyse: bool = True, config: Config | None = None) -> dict[str, Any]:
     """Triage one study; return its worklist entry (not yet merged with an earlier one)."""
     started = time.monotonic()
     first = rulebook.evaluate(study)
     priors = None
     if priors_lookup is not None:
         priors = priors_lookup(study, text_surgery(study, first.postop_interval_hours))
-    analyses = run_analysers(study) if analyse else []
+    analyses = run_analysers(study, config) if analyse else []
     findings: list[Flag] = [f for a in analyses for f in a.flags]
     if priors is not None and priors.status == "ok":
         outcome = rulebook.evaluate(study, surgery=priors.surgery, priors=priors.priors, findings=findings)

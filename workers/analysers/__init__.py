@@ -71,15 +71,16 @@ class Analyser(Protocol):
     def analyse(self, study: Study) -> AnalysisResult: ...
 
 
-def _builtins() -> list[Analyser]:
+def _builtins(config=None) -> list[Analyser]:
     from workers.analysers.ct_hardware import CTHardwareAnalyser
 
-    return [CTHardwareAnalyser()]
+    return [CTHardwareAnalyser(volume_budget_mb=getattr(config, "ct_volume_budget_mb", None))]
 
 
-def load_analysers() -> list[Analyser]:
-    """Built-ins, then the site's plug-ins from the entry-point group (a broken plug-in is logged and left out)."""
-    found: list[Analyser] = _builtins()
+def load_analysers(config=None) -> list[Analyser]:
+    """Built-ins (set up from `config`, a core.config.Config), then the site's plug-ins from the entry-point
+    group (a broken plug-in is logged and left out)."""
+    found: list[Analyser] = _builtins(config)
     names = {a.name for a in found}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
