@@ -123,7 +123,9 @@ def test_not_assessed_wording_in_sr_ups_and_hl7(myelo):
     import highdicom as hd
 
     algo = hd.sr.AlgorithmIdentification(name="pacs-triage", version="1")
-    group = summary_group(entry, algo, "1.2.3.4")
+    from core.entry import WorklistEntry
+
+    group = summary_group(WorklistEntry.from_dict(entry), algo, "1.2.3.4")
     texts = [str(getattr(i, "TextValue", "")) for i in group[0].ContentSequence]
     assert line in texts
     # nothing is said when everything was assessed

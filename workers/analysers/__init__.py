@@ -47,13 +47,14 @@ class AnalysisResult:
         }
 
 
-def incomplete_notes(entry: dict) -> list[str]:
+def incomplete_notes(entry) -> list[str]:
     """The analysers' "... analysis incomplete: N of M ... not assessed (reason)" lines of a worklist entry.
 
     Shared by the worklist entry, the SR, the UPS comment and the HL7 notes, so "not assessed" is never silent.
     """
     out = []
-    for a in entry.get("analysers") or []:
+    analysers = entry.get("analysers") if isinstance(entry, dict) else entry.analysers  # JSON form or WorklistEntry
+    for a in analysers or []:
         text = (a.get("summary") or {}).get("incomplete") if isinstance(a, dict) else None
         if text and text not in out:
             out.append(str(text))

@@ -11,6 +11,7 @@ import logging
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from core.entry import WorklistEntry
 from workers.association import AssociationFailed, associate
 from workers.sinks import SinkError
 from workers.sr import build_sr, quiet
@@ -27,10 +28,10 @@ def _retryable(status: int) -> bool:
     return status in RETRYABLE_STATUS or (status & 0xFF00) == 0xA700
 
 
-def push(entry: dict, destination, config) -> str:
+def push(entry: WorklistEntry | dict, destination, config) -> str:
     """Build the entry's SR and C-STORE it to `destination` (a DicomNode); return a receipt."""
     try:
-        sr = build_sr(entry)
+        sr = build_sr(WorklistEntry.coerce(entry))
     except (KeyError, TypeError, ValueError) as exc:
         # the exception text may quote header values (patient data): name its type only
         raise SinkError(f"cannot build the SR for this study: {type(exc).__name__}", retryable=False) from exc
