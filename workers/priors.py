@@ -23,8 +23,8 @@ from core.config import DicomNode
 from core.study import Study
 from rules import comparison
 from rules.model import Evidence
-from workers.association import AssociationFailed, associate
 from rules.timing import SurgeryEstimate, infer_surgery
+from workers.association import AssociationFailed, associate
 from workers.priors_classify import (
     assign_roles,
     family,
