@@ -14,18 +14,15 @@ from workers.sinks import SinkError, dicom, hl7, ups, webhook
 from workers.sr import build_sr
 
 
-@pytest.fixture
-def hook():
-    server = HttpServer().start()
-    yield server
-    server.stop()
-
-
-def test_a_typed_entry_and_its_json_form_give_the_same_delivery(hook):
+def test_a_typed_entry_and_its_json_form_give_the_same_delivery():
     data = sample_entry(priority="STAT", flags=[STAT_FLAG], revision=2)
     entry = WorklistEntry.from_dict(data)
-    webhook.push(entry, hook.url, Config())
-    webhook.push(data, hook.url, Config())
+    hook = HttpServer().start()
+    try:
+        webhook.push(entry, hook.url, Config())
+        webhook.push(data, hook.url, Config())
+    finally:
+        hook.stop()
     typed, plain = hook.requests
     assert typed["body"] == plain["body"] and json.loads(typed["body"]) == data
     assert typed["headers"]["Idempotency-Key"] == plain["headers"]["Idempotency-Key"]
