@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from core.config import Config, ConfigError, DicomNode
+from core.privacy import quiet_dicom_libraries
 
 SERVE_OPTIONS = {  # option -> (Config field, help)
     "--ae-title": ("ae_title", "our AE title (default PACSTRIAGE)"),
@@ -196,7 +197,7 @@ def cmd_triage(args) -> int:
 
     pacs = DicomNode.parse(args.pacs) if args.pacs else None
     return triage_paths(args.paths, as_json=args.json, explain=args.explain, pacs=pacs,
-                        analyse=not args.no_images, rules_dir=args.rules_dir)
+                        analyse=not args.no_images, rules_dir=args.rules_dir, config=Config.load())
 
 
 def cmd_rules(args) -> int:
@@ -373,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_dicom_libraries()
     try:
         return args.func(args) or 0
     except ConfigError as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from agent.retention import free_bytes
 from core import metrics
 from core.headers import summarize
 from core.index import StudyIndex
+from core.privacy import quiet_dicom_libraries
 from agent.store import InvalidUID, StudyStore
 from agent.structure import lengths_consistent
 from agent.uids import is_valid_uid
@@ -39,9 +39,13 @@ CANNOT_UNDERSTAND = 0xC000
 #: this many seconds without trying Redis (the reconciler indexes them when it is back).
 INDEX_RETRY_AFTER = 5.0
 
-_config.STORE_RECV_CHUNKED_DATASET = True
-# Accept every storage SOP class, private and future ones included, in any transfer syntax.
-_config.UNRESTRICTED_STORAGE_SERVICE = True
+
+def configure_pynetdicom() -> None:
+    """pynetdicom's process-wide settings a listener needs, set when one is made (not at import)."""
+    quiet_dicom_libraries()
+    _config.STORE_RECV_CHUNKED_DATASET = True  # datasets streamed to a file, never whole in memory
+    # Accept every storage SOP class, private and future ones included, in any transfer syntax.
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
 
 
 def _calling_aet(event) -> str | None:
@@ -72,11 +76,12 @@ class Listener:
         self.on_index_failure = on_index_failure
         self._index_down_until = 0.0
         self.server = None
-        # pynetdicom writes incoming datasets to the temporary directory: keep it on the
-        # data directory's file system so that commit is a rename, in a folder of this
-        # process only (other listeners may share the store).
-        tempfile.tempdir = str(store.own_incoming())
+        configure_pynetdicom()
         ae = AE(ae_title=config.ae_title)
+        # Datasets arrive in a folder of this process only (other listeners may share the
+        # store), on the data directory's file system so that commit is a rename.
+        self.incoming = diskguard.Incoming(store.own_incoming())
+        ae._pt_incoming = self.incoming
         ae.maximum_pdu_size = config.max_pdu
         ae.maximum_associations = config.max_associations
         ae.network_timeout = config.association_idle_timeout  # no PDU for this long: aborted
@@ -164,7 +169,7 @@ class Listener:
 
     def handle_store(self, event) -> int:
         tmp = Path(event.dataset_path)
-        if diskguard.failed(tmp):  # the disk filled up while the dataset was arriving
+        if self.incoming.failed(tmp):  # the disk filled up while the dataset was arriving
             tmp.unlink(missing_ok=True)
             metrics.instances_received.labels("failed").inc()
             log.error("data directory full while receiving an instance: refused (0xA700)")

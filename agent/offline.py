@@ -51,25 +51,26 @@ def read_studies(paths: Iterable[Path]) -> list[Study]:
 
 
 def triage_paths(paths, *, as_json: bool, explain: bool, pacs=None, analyse: bool = True,
-                 rules_dir=None, out=None) -> int:
+                 rules_dir=None, out=None, config: Config | None = None) -> int:
     from rules.engine import Rulebook
     from workers.pipeline import public_view, triage
 
     out = out or sys.stdout
+    config = config or Config()
     rulebook = Rulebook.load(rules_dir)
     lookup = None
     if pacs is not None:
         from workers.priors import find_priors
 
         def lookup(study, text_surgery):
-            return find_priors(study, pacs, calling_aet=Config.ae_title, text_surgery=text_surgery)
+            return find_priors(study, pacs, calling_aet=config.ae_title, text_surgery=text_surgery)
 
     studies = read_studies(paths)
     if not studies:
         print("pacs-triage: no DICOM study found", file=sys.stderr)
         return 1
     for study in studies:
-        entry = triage(study, rulebook, priors_lookup=lookup, analyse=analyse)
+        entry = triage(study, rulebook, priors_lookup=lookup, analyse=analyse, config=config)
         record = public_view(entry)
         if explain:
             record["explain"] = entry["explain"]

@@ -114,6 +114,9 @@ class Config:
     reconcile_interval: float = option(60.0, "seconds between checks of queued studies and of Redis restarts")
     broker_heartbeat_timeout: float = option(60.0, "dramatiq: a worker silent this long (s) is dead; its messages requeued")
     shutdown_timeout: float = option(30.0, "SIGTERM: seconds for associations, then for in-flight triages")
+    ct_volume_budget_mb: float | None = option(None, "MB of decoded CT volume the screw analysis may use; a larger series "
+                                                     "is not assessed, with that reason; unset = volume.budget_mb in "
+                                                     "rules/images/ct_hardware.yaml")
     # --- destinations, all kinds
     sink_attempts: int = option(8, "delivery attempts per destination before a dead letter")
     sink_backoff: float = option(2.0, "seconds before the first retry; doubles each attempt")

@@ -80,6 +80,11 @@ class WorklistEntry:
         return asdict(self)
 
     @classmethod
+    def coerce(cls, value: "WorklistEntry | dict[str, Any]") -> "WorklistEntry":
+        """The entry itself, or its JSON form (as stored in the worklist) read with `from_dict`."""
+        return value if isinstance(value, cls) else cls.from_dict(value)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WorklistEntry":
         known = {f.name: f for f in fields(cls)}
         unknown = set(data) - set(known)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import redis
 
+from core.processes import stop_process
+
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "redis.sock"
@@ -87,13 +89,7 @@ class EmbeddedRedis:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()  # redis saves the AOF on SIGTERM
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)  # SIGTERM: redis saves the AOF
         self.proc = None
 
 

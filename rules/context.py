@@ -74,7 +74,8 @@ def capped_fields(fields: list[dict]) -> list[dict]:
     return out
 
 
-def build(study, matcher: Matcher, surgery: dict | None, priors: list | None) -> Context:
+def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
+    # surgery: a rules.timing.SurgeryEstimate (from the priors) or a case's surgery record (a dict)
     mentions: list[Mention] = []
     study_dt = study_datetime(study.attributes)
     fields = [dict(f, value=repair(f["value"])) for f in capped_fields(study.text_fields)]  # mojibake repaired once, for all readers

@@ -90,7 +90,7 @@ class Rulebook:
             raise source.errors[0]
         return cls(source, content_hash(source.files), directory)
 
-    def evaluate(self, study, surgery: dict | None = None, priors: list | None = None, findings: Iterable[Flag] = ()) -> Outcome:
+    def evaluate(self, study, surgery=None, priors: list | None = None, findings: Iterable[Flag] = ()) -> Outcome:
         findings = list(findings)
         ctx = ctxmod.build(study, self.matcher, surgery, priors)
         order = [p for p in (Priority.from_order(v) for v in study.order_priorities.values()) if p is not None]

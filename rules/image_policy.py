@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +54,9 @@ class CTPolicy:
     def grade(self, depth_mm: float) -> str:
         return gertzbein_robbins(depth_mm, self.grade_bounds)
 
-    def volume_budget_bytes(self) -> int:
-        env = os.environ.get("PACS_TRIAGE_CT_VOLUME_BUDGET_MB")
-        mb = float(env) if env else self.volume_budget_mb
+    def volume_budget_bytes(self, override_mb: float | None = None) -> int:
+        """The policy's budget, or the site's (the `ct_volume_budget_mb` option) when it sets one."""
+        mb = self.volume_budget_mb if override_mb is None else override_mb
         return int(mb * 1024 * 1024)
 
 

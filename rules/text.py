@@ -94,6 +94,12 @@ def normalise(text: str) -> tuple[str, list[int]]:
     return "".join(out), index
 
 
+def fold(text: str | None) -> str:
+    """`normalise` without the index, and ASCII only: for matching short descriptions (priors)."""
+    folded = normalise(str(text or ""))[0]
+    return folded if folded.isascii() else folded.encode("ascii", "ignore").decode()
+
+
 def spell(word: str) -> str:
     """British/French spellings folded: haem -> hem, oedema -> edema, anaesthesia -> anesthesia."""
     return word.replace("ae", "e").replace("oe", "e")

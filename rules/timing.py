@@ -1,4 +1,7 @@
-"""Time since surgery, from the request text or from a structured surgery record.
+"""Surgery timing, in one place: the time since surgery read from the request text, and the
+surgery estimate (`SurgeryEstimate`) made from the intraoperative prior, the text and the first
+postoperative prior, with its sources and trust. Pure: the workers only gather the inputs
+(the C-FIND answers, the study's headers) and pass them here.
 
 Relative tokens (J+2, POD 2, "3 months after surgery", "opéré hier") need no
 anchor; explicit dates are compared with StudyDate/StudyTime. French dates are
@@ -9,10 +12,11 @@ Nothing is ever assumed: no reading means None.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
 
-from rules.text import normalise
+from core.dicom_time import parse_datetime, study_datetime
+from rules.text import fold, normalise
 
 _UNIT_HOURS = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 30.44, "y": 24 * 365.25}
 
@@ -125,22 +129,13 @@ class Reading:
         return f"{self.hours:g} h since surgery from '{self.text}'{where} ({self.source})"
 
 
-def study_datetime(attributes: dict) -> datetime | None:
-    """StudyDate (+ StudyTime) as a datetime, or None."""
-    date = str(attributes.get("StudyDate") or "").strip()
-    if not re.fullmatch(r"\d{8}", date):
-        return None
-    time = re.sub(r"[^0-9]", "", str(attributes.get("StudyTime") or "").split(".")[0])[:6].ljust(6, "0")
-    try:
-        return datetime.strptime(date + time, "%Y%m%d%H%M%S")
-    except ValueError:
-        return None
-
-
-def surgery_reading(surgery: dict | None, study_dt: datetime | None) -> tuple[Reading | None, str | None]:
-    """The structured surgery record as a reading, or a note saying why it cannot be used."""
+def surgery_reading(surgery: "SurgeryEstimate | dict | None",
+                    study_dt: datetime | None) -> tuple[Reading | None, str | None]:
+    """The surgery estimate (or a case's surgery record) as a reading, or a note saying why it cannot be used."""
     if not surgery:
         return None, None
+    if isinstance(surgery, SurgeryEstimate):
+        surgery = surgery.to_dict()
     try:
         when = datetime.fromisoformat(str(surgery["datetime"]))
     except (KeyError, ValueError):
@@ -347,3 +342,116 @@ def _make(year: int, month: int, day: int) -> datetime | None:
         return datetime(year, month, day)
     except ValueError:
         return None
+
+
+# ---- the surgery estimate: intraoperative prior, request text, first postoperative prior ----
+
+#: A prior whose description says it is postoperative (accents and case folded first).
+POSTOP_PRIOR = re.compile(r"(post-?op\w*|postoperat\w*|\bj\+?\d+\b|\bpod\s?\d+\b|controle arthrodese|apres chirurgie)")
+
+
+@dataclass
+class SurgeryEstimate:
+    """When the operation was, as far as the triage can tell, and from what."""
+
+    datetime: str  # ISO
+    source: str  # what it was read from, in words
+    trust: str  # high: intraoperative study; medium: request text; low: first postoperative study
+    has_time: bool
+    study_instance_uid: str | None = None  # the prior it comes from
+    postop_interval_hours: float | None = None  # from the surgery to the current study
+    candidates: list[dict] = field(default_factory=list)  # every reading: datetime, source, trust
+
+    @property
+    def evidence_source(self) -> str:
+        return f"prior study {self.study_instance_uid}" if self.study_instance_uid else "request text"
+
+    def to_dict(self) -> dict:
+        out = {"datetime": self.datetime, "source": self.source, "trust": self.trust}
+        if self.study_instance_uid:
+            out["study_instance_uid"] = self.study_instance_uid
+        out["has_time"] = self.has_time
+        if self.postop_interval_hours is not None:
+            out["postop_interval_hours"] = self.postop_interval_hours
+        out["candidates"] = [dict(c) for c in self.candidates]
+        return out
+
+
+def text_surgery(study, hours: float | None) -> dict | None:
+    """The surgery time the request text implies (`hours` before the study), as a candidate for the estimate."""
+    when = study_datetime(study)
+    if hours is None or when is None:
+        return None
+    return {"datetime": (when - timedelta(hours=hours)).isoformat(timespec="seconds"), "source": "clinical text"}
+
+
+def parse_iso(value: str | None) -> tuple[datetime | None, bool]:
+    """An ISO date or datetime (or DICOM DA); returns (datetime, has_time)."""
+    text = str(value or "").strip()
+    if not text:
+        return None, False
+    try:
+        if len(text) == 10 and text[4] == "-":
+            return datetime.combine(date.fromisoformat(text), time()), False
+        dt = datetime.fromisoformat(text)
+        return dt.replace(tzinfo=None), True
+    except ValueError:
+        return parse_datetime(text, None), False
+
+
+def prior_label(prior: dict) -> str:
+    """"<uid> (XA, 'PER-OP SCOPIE')" for sources and conflicts."""
+    mods = "/".join(prior.get("modalities") or []) or "?"
+    desc = prior.get("description") or ""
+    return f"{prior['study_instance_uid']} ({mods}, {desc!r})" if desc else f"{prior['study_instance_uid']} ({mods})"
+
+
+def infer_surgery(priors: list[dict], text: dict | None,
+                  current_dt: datetime | None = None) -> tuple[SurgeryEstimate | None, list[str]]:
+    """The surgery estimate from, in order of trust: the intraoperative study, the text, the first postoperative study.
+
+    `priors` are relevant priors sorted by date with `_dt`, `_intraop` and `_texts` set; `text` is
+    `text_surgery()` (or {"date"|"datetime": ISO, "source": ...}). Returns the estimate, which
+    keeps every candidate reading (the rules may evaluate each, guide section 2), and conflicts.
+    """
+    candidates: list[dict] = []
+    intraop = [p for p in priors if p["_intraop"] and p["_dt"]]
+    if intraop:
+        p = intraop[-1]
+        candidates.append({"datetime": p["_dt"].isoformat(), "source": f"intraoperative study {prior_label(p)}",
+                           "trust": "high", "has_time": bool(p.get("study_time")),
+                           "study_instance_uid": p["study_instance_uid"]})
+    if text:
+        dt, has_time = parse_iso(text.get("datetime") or text.get("date"))
+        if dt:
+            source = text.get("source") or "request text"
+            candidates.append({"datetime": dt.isoformat(), "source": f"text date from {source}",
+                               "trust": "medium", "has_time": has_time})
+    postop = [p for p in priors if not p["_intraop"] and p["_dt"] and POSTOP_PRIOR.search(fold(" ".join(p["_texts"])))]
+    if postop:
+        p = postop[0]
+        candidates.append({"datetime": datetime.combine(p["_dt"].date(), time()).isoformat(),
+                           "source": f"first postoperative study {prior_label(p)} (surgery on or before this date)",
+                           "trust": "low", "has_time": False, "study_instance_uid": p["study_instance_uid"]})
+    conflicts: list[str] = []
+    if not candidates:
+        return None, conflicts
+    chosen = candidates[0]
+    day = datetime.fromisoformat(chosen["datetime"]).date()
+    for other in candidates[1:]:
+        other_day = datetime.fromisoformat(other["datetime"]).date()
+        gap = (other_day - day).days
+        if other["trust"] == "low":
+            if gap < 0:
+                conflicts.append(f"{other['source']} is dated {other_day.isoformat()}, before the surgery date "
+                                 f"{day.isoformat()} from {chosen['source']}")
+        elif abs(gap) > 1:
+            conflicts.append(f"surgery date {other_day.isoformat()} from {other['source']} differs by {abs(gap)} "
+                             f"days from {day.isoformat()} from {chosen['source']}")
+    interval = None
+    if current_dt:
+        interval = round((current_dt - datetime.fromisoformat(chosen["datetime"])).total_seconds() / 3600, 1)
+    estimate = SurgeryEstimate(chosen["datetime"], chosen["source"], chosen["trust"], chosen["has_time"],
+                               chosen.get("study_instance_uid"), interval,
+                               [{k: c[k] for k in ("datetime", "source", "trust")} for c in candidates])
+    return estimate, conflicts

@@ -91,14 +91,22 @@ def workers_running(broker, redis_url, redis_client):
         broker.flush(queue)
 
 
-#: What makes a test need a real peer process (Redis, Orthanc, DCMTK, the service itself).
+#: What makes a test need a real peer process (Redis, Orthanc, DCMTK, the service itself, our own
+#: command run as a subprocess, a process pool).
 PEER_FIXTURES = {"redis_url", "redis_client", "orthanc", "broker", "actors", "workers_running"}
-PEER_WORDS = ("RedisServer", "Orthanc(", "storescu", "echoscu", "service_ready", "redis-server")
+PEER_WORDS = ("RedisServer", "Orthanc(", "storescu", "echoscu", "service_ready", "redis-server",
+              "sys.executable", "run_family")
+#: Pure but heavy (seconds each): CT phantoms decoded and analysed, the whole case book run again.
+SLOW = ("tests/workers/test_ct_hardware.py", "tests/workers/test_ct_volume.py", "tests/workers/test_ct_blind.py",
+        "tests/rules/test_rules_metamorphic.py", "tests/rules/test_rules_loader.py::test_test_command_table_and_failures",
+        "tests/rules/test_rules_loader.py::test_rule_without_case_fails_test_command")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "peers: needs a real peer process (Redis, Orthanc, DCMTK, the service); "
-                                       "`pytest -m 'not peers'` runs the pure tests in seconds")
+    config.addinivalue_line("markers", "peers: needs a real peer process (Redis, Orthanc, DCMTK, the service, our "
+                                       "command as a subprocess); `pytest -m 'not peers'` runs the pure tests")
+    config.addinivalue_line("markers", "slow: pure but heavy (CT phantoms, the whole case book again); "
+                                       "`pytest -m 'not peers and not slow'` runs in seconds")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -109,3 +117,5 @@ def pytest_collection_modifyitems(config, items):
             sources[path] = item.path.read_text(errors="replace")
         if PEER_FIXTURES & set(getattr(item, "fixturenames", ())) or any(w in sources[path] for w in PEER_WORDS):
             item.add_marker(pytest.mark.peers)
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)

@@ -20,6 +20,21 @@ from pydicom.uid import (
     generate_uid,
 )
 
+def file_with_dataset_bytes(path: Path, body: bytes, sop_uid: str | None = None) -> Path:
+    """A Part 10 file (MR Image Storage meta, Explicit VR LE) around raw dataset bytes, well formed or not."""
+    from pydicom.filewriter import write_file_meta_info
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    with open(path, "wb") as fh:
+        fh.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(fh, meta)
+        fh.write(body)
+    return path
+
+
 SOP_CLASS = {"MR": MRImageStorage, "CT": CTImageStorage, "DX": DigitalXRayImageStorageForPresentation}
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from core.processes import stop_process
 
 
 def free_port() -> int:
@@ -43,11 +46,14 @@ def require(binary: str) -> str:
 
 
 class RedisServer:
-    """A throw-away redis-server on a free loopback port."""
+    """A throw-away redis-server on a free loopback port; with `aof`, persistent as shipped
+    (deploy/compose, systemd/redis.md: append-only file, appendfsync everysec) and restartable
+    on the same port and file."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, aof: bool = False):
         self.workdir = Path(workdir)
         self.port = free_port()
+        self.aof = aof
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -57,21 +63,21 @@ class RedisServer:
     def start(self) -> "RedisServer":
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [require("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+            [require("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.aof else "no", "--appendfsync", "everysec", "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        import redis
-
-        client = redis.Redis.from_url(self.url)
-        wait_for(lambda: _ping(client), what="redis-server")
+        wait_for(lambda: _ping(self.client()), what="redis-server")
         return self
 
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        stop_process(self.proc, sig)
+        self.proc = None
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=5)
 
 
 def _ping(client) -> bool:
@@ -148,12 +154,7 @@ class Orthanc:
 
     def stop(self) -> None:
         if self.proc:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
             self.proc = None
             self.log.close()
 

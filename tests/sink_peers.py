@@ -12,6 +12,7 @@ import threading
 import hl7
 from hl7.mllp import start_hl7_server
 
+from core.entry import WorklistEntry
 from peers import free_port
 
 
@@ -170,6 +171,7 @@ def sample_entry(**changes) -> dict:
             "SpecificCharacterSet": "ISO_IR 192",
         },
     }
+    entry = WorklistEntry.from_dict(entry).to_dict()  # every key, as the worklist stores it
     entry.update(changes)
     return entry
 

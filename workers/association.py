@@ -16,6 +16,7 @@ from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from core.config import DicomNode
+from core.privacy import quiet_dicom_libraries
 
 
 class AssociationFailed(Exception):
@@ -26,6 +27,7 @@ class AssociationFailed(Exception):
 
 def associate(node: DicomNode, *, calling_aet: str, contexts: list, timeout: float) -> Association:
     """An established association with `node`; `contexts` are abstract syntaxes or (syntax, [transfer syntaxes])."""
+    quiet_dicom_libraries()
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     for context in contexts:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
 from typing import Any, Callable
 
 from core import metrics
-from core.dicom_time import study_datetime
+from core.config import Config
 from core.entry import OFFLINE_KEYS, WorklistEntry
 from core.study import Study
 from rules.model import Evidence, Flag
+from rules.timing import text_surgery
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +55,22 @@ def join_order(study: Study, order) -> list[str]:
     return lines
 
 
-def text_surgery(study: Study, hours: float | None) -> dict | None:
-    """The surgery time the clinical text implies, for the priors' timing logic."""
-    when = study_datetime(study)
-    if hours is None or when is None:
-        return None
-    return {"datetime": (when - timedelta(hours=hours)).isoformat(timespec="seconds"), "source": "clinical text"}
+def run_analysers(study: Study, config: Config | None = None) -> list:
+    from workers.analysers import load_analysers, run_analysers as run
 
-
-def run_analysers(study: Study) -> list:
-    from workers.analysers import run_analysers as run
-
-    results = run(study)
+    if config is None:
+        # A caller that does not pass its configuration: the same sources without command-line flags
+        # (defaults < file named by PACS_TRIAGE_CONFIG < environment).
+        config = Config.load()
+    results = run(study, load_analysers(config))
     for r in results:
         metrics.analyser_duration.labels(r.analyser).observe(sum((r.timings or {}).values()))
     return results
 
 
 def triage(study: Study, rulebook, *, priors_lookup: PriorsLookup | None = None,
-           analyse: bool = True, order_lookup: OrderLookup | None = None) -> dict[str, Any]:
+           analyse: bool = True, order_lookup: OrderLookup | None = None,
+           config: Config | None = None) -> dict[str, Any]:
     """Triage one study; return its worklist entry (not yet merged with an earlier one)."""
     started = time.monotonic()
     order = order_lookup(study) if order_lookup is not None and study.accession_number else None
@@ -82,7 +79,7 @@ def triage(study: Study, rulebook, *, priors_lookup: PriorsLookup | None = None,
     priors = None
     if priors_lookup is not None:
         priors = priors_lookup(study, text_surgery(study, first.postop_interval_hours))
-    analyses = run_analysers(study) if analyse else []
+    analyses = run_analysers(study, config) if analyse else []
     findings: list[Flag] = [f for a in analyses for f in a.flags]
     if priors is not None and priors.status == "ok":
         outcome = rulebook.evaluate(study, surgery=priors.surgery, priors=priors.priors, findings=findings)

@@ -23,11 +23,11 @@ from core.config import DicomNode
 from core.study import Study
 from rules import comparison
 from rules.model import Evidence
+from rules.timing import SurgeryEstimate, infer_surgery
 from workers.association import AssociationFailed, associate
 from workers.priors_classify import (
     assign_roles,
     family,
-    infer_surgery,
     is_intraoperative,
     parse_datetime,
     regions,
@@ -47,7 +47,7 @@ __all__ = ["PriorsResult", "find_priors", "comparison_hints", "prefetch", "TTLCa
 class PriorsResult:
     status: str  # ok | unavailable | not_configured
     priors: list[dict] = field(default_factory=list)
-    surgery: dict | None = None
+    surgery: SurgeryEstimate | None = None
     evidence: list[Evidence] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
@@ -56,7 +56,7 @@ class PriorsResult:
         return {
             "status": self.status,
             "priors": [dict(p) for p in self.priors],
-            "surgery": dict(self.surgery) if self.surgery else None,
+            "surgery": self.surgery.to_dict() if self.surgery else None,
             "evidence": [e.to_dict() for e in self.evidence],
             "conflicts": list(self.conflicts),
             "hints": list(self.hints),
@@ -107,7 +107,7 @@ def find_priors(study: Study, pacs: DicomNode | None, *, calling_aet: str, timeo
         _cache_set(cache, key, studies)
     result = classify(study, studies, patient_id, issuer, text_surgery, pacs.aet)
     log.info("priors for study %s: %d answers, %d relevant, surgery date trust %s", study.uid, len(studies),
-             len(result.priors), result.surgery["trust"] if result.surgery else "none")
+             len(result.priors), result.surgery.trust if result.surgery else "none")
     return result
 
 
@@ -198,16 +198,16 @@ def classify(study: Study, studies: list[dict], patient_id: str, issuer: str | N
             continue  # another region, or a region we cannot tell and no intraoperative marking
         priors.append(p)
     priors.sort(key=lambda p: (p["_dt"] is None, p["_dt"] or datetime.min))
-    surgery, candidates, conflicts = infer_surgery(priors, text_surgery)
+    surgery, conflicts = infer_surgery(priors, text_surgery, current_dt)
     assign_roles(priors, surgery, current_dt, current_fams, current_regions)
     for p in priors:
         d = p["_dt"]
         p["interval_days"] = (d.date() - current_dt.date()).days if d and current_dt else None
     result.conflicts = conflicts
     if surgery:
-        result.surgery = _surgery_out(surgery, candidates, current_dt)
-        result.evidence.append(_ev(f"surgery date {result.surgery['datetime'][:10]} from {surgery['source']}",
-                                   "surgery_date", source=_source(surgery), note=f"trust {surgery['trust']}"))
+        result.surgery = surgery
+        result.evidence.append(_ev(f"surgery date {surgery.datetime[:10]} from {surgery.source}",
+                                   "surgery_date", source=surgery.evidence_source, note=f"trust {surgery.trust}"))
     else:
         result.evidence.append(_ev("surgery date not found among the PACS priors", "surgery_date",
                                    note="not_assessed"))
@@ -243,23 +243,6 @@ def _prepare(s: dict) -> dict:
     return p
 
 
-def _surgery_out(surgery: dict, candidates: list[dict], current_dt: datetime | None) -> dict:
-    out = {k: surgery[k] for k in ("datetime", "source", "trust") if k in surgery}
-    if surgery.get("study_instance_uid"):
-        out["study_instance_uid"] = surgery["study_instance_uid"]
-    out["has_time"] = surgery["has_time"]
-    if current_dt:
-        out["postop_interval_hours"] = round((current_dt - datetime.fromisoformat(surgery["datetime"]))
-                                             .total_seconds() / 3600, 1)
-    out["candidates"] = [{k: c[k] for k in ("datetime", "source", "trust")} for c in candidates]
-    return out
-
-
-def _source(surgery: dict) -> str:
-    uid = surgery.get("study_instance_uid")
-    return f"prior study {uid}" if uid else "request text"
-
-
 def _date(p: dict) -> str:
     d = p.get("_dt") or parse_datetime(p.get("study_date"), None)
     return d.date().isoformat() if d else "unknown date"
@@ -277,8 +260,8 @@ def comparison_hints(result: PriorsResult, study: Study) -> list[str]:
         return [comparison.hint("unavailable", reason=f"{reason[0].upper()}{reason[1:]}")]
     hints: list[str] = []
     months = None
-    if result.surgery and result.surgery.get("postop_interval_hours") is not None:
-        months = result.surgery["postop_interval_hours"] / 24 / 30.4
+    if result.surgery and result.surgery.postop_interval_hours is not None:
+        months = result.surgery.postop_interval_hours / 24 / 30.4
     by_role = {}
     for p in result.priors:
         for r in p.get("roles") or [p["role"]]:

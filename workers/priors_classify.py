@@ -1,17 +1,18 @@
 """Which priors matter for postoperative spine triage, and what each is for.
 
 Pure functions over plain dicts (one dict per prior study as returned by the
-C-FIND in `workers.priors_query`): spine region, intraoperative marking, roles and
-the surgery date inferred from them (domain guide sections 2 and 5).
+C-FIND in `workers.priors_query`): spine region, intraoperative marking and roles
+(domain guide sections 2 and 5). The surgery estimate they feed is `rules.timing.infer_surgery`.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
-from datetime import date, datetime, time
+from datetime import datetime
 
 from core.dicom_time import parse_datetime  # noqa: F401  (re-exported for the priors modules)
+from rules.text import fold
+from rules.timing import SurgeryEstimate
 
 #: BodyPartExamined defined terms (CID 4031) and SNOMED codes per spine region.
 BODY_PARTS = {
@@ -58,15 +59,8 @@ INTRAOP = re.compile(
 #: Fluoroscopy-guided procedures and diagnostic fluoroscopy that are not the operation.
 NOT_SURGERY = re.compile(r"(myelo\w*|saccoradiculo\w*|infiltration\w*|discograph\w*|bloc facett\w*"
                          r"|facet block|epidural(e)? inject\w*|vertebroplast\w*|cyphoplast\w*|kyphoplast\w*)")
-POSTOP = re.compile(r"(post-?op\w*|postoperat\w*|\bj\+?\d+\b|\bpod\s?\d+\b|controle arthrodese|apres chirurgie)")
 
 ROLE_ORDER = ("intraoperative", "preoperative", "postoperative_reference", "recent_comparable", "other_spine")
-
-
-def fold(text: str | None) -> str:
-    """Lower case without accents, for matching."""
-    text = str(text or "").lower().replace("œ", "oe").replace("æ", "ae")
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
 
 
 def family(modality: str) -> str:
@@ -122,75 +116,11 @@ def is_intraoperative(prior: dict) -> bool:
     return bool(set(prior.get("modalities") or []) & FLUOROSCOPY) and bool(prior.get("_regions"))
 
 
-def parse_iso(value: str | None) -> tuple[datetime | None, bool]:
-    """An ISO date or datetime (or DICOM DA); returns (datetime, has_time)."""
-    text = str(value or "").strip()
-    if not text:
-        return None, False
-    try:
-        if len(text) == 10 and text[4] == "-":
-            return datetime.combine(date.fromisoformat(text), time()), False
-        dt = datetime.fromisoformat(text)
-        return dt.replace(tzinfo=None), True
-    except ValueError:
-        return parse_datetime(text, None), False
-
-
-def label(prior: dict) -> str:
-    """"<uid> (XA, 'PER-OP SCOPIE')" for sources and conflicts."""
-    mods = "/".join(prior.get("modalities") or []) or "?"
-    desc = prior.get("description") or ""
-    return f"{prior['study_instance_uid']} ({mods}, {desc!r})" if desc else f"{prior['study_instance_uid']} ({mods})"
-
-
-def infer_surgery(priors: list[dict], text_surgery: dict | None) -> tuple[dict | None, list[dict], list[str]]:
-    """The surgery date from, in order of trust: the intraoperative study, the text, the first postoperative study.
-
-    `priors` are relevant priors sorted by date with `_dt` and `_intraop` set. Returns the chosen
-    reading, every candidate reading (the rules may evaluate each, guide section 2) and conflicts.
-    """
-    candidates: list[dict] = []
-    intraop = [p for p in priors if p["_intraop"] and p["_dt"]]
-    if intraop:
-        p = intraop[-1]
-        candidates.append({"datetime": p["_dt"].isoformat(), "source": f"intraoperative study {label(p)}",
-                           "trust": "high", "has_time": bool(p.get("study_time")),
-                           "study_instance_uid": p["study_instance_uid"]})
-    if text_surgery:
-        dt, has_time = parse_iso(text_surgery.get("datetime") or text_surgery.get("date"))
-        if dt:
-            source = text_surgery.get("source") or "request text"
-            candidates.append({"datetime": dt.isoformat(), "source": f"text date from {source}",
-                               "trust": "medium", "has_time": has_time})
-    postop = [p for p in priors if not p["_intraop"] and p["_dt"] and POSTOP.search(fold(" ".join(p["_texts"])))]
-    if postop:
-        p = postop[0]
-        candidates.append({"datetime": datetime.combine(p["_dt"].date(), time()).isoformat(),
-                           "source": f"first postoperative study {label(p)} (surgery on or before this date)",
-                           "trust": "low", "has_time": False, "study_instance_uid": p["study_instance_uid"]})
-    conflicts: list[str] = []
-    if not candidates:
-        return None, candidates, conflicts
-    chosen = candidates[0]
-    day = datetime.fromisoformat(chosen["datetime"]).date()
-    for other in candidates[1:]:
-        other_day = datetime.fromisoformat(other["datetime"]).date()
-        gap = (other_day - day).days
-        if other["trust"] == "low":
-            if gap < 0:
-                conflicts.append(f"{other['source']} is dated {other_day.isoformat()}, before the surgery date "
-                                 f"{day.isoformat()} from {chosen['source']}")
-        elif abs(gap) > 1:
-            conflicts.append(f"surgery date {other_day.isoformat()} from {other['source']} differs by {abs(gap)} "
-                             f"days from {day.isoformat()} from {chosen['source']}")
-    return chosen, candidates, conflicts
-
-
-def assign_roles(priors: list[dict], surgery: dict | None, current_dt: datetime | None,
+def assign_roles(priors: list[dict], surgery: SurgeryEstimate | None, current_dt: datetime | None,
                  current_families: set[str], current_regions: set[str]) -> None:
     """Set `roles` and `role` on each relevant prior (sorted by date, oldest first)."""
-    s_dt = datetime.fromisoformat(surgery["datetime"]) if surgery else None
-    exact = bool(surgery and surgery.get("has_time"))
+    s_dt = datetime.fromisoformat(surgery.datetime) if surgery else None
+    exact = bool(surgery and surgery.has_time)
 
     def before(p: dict) -> bool:
         if exact and p.get("study_time"):

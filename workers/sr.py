@@ -25,6 +25,8 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
+from core.entry import WorklistEntry
+
 log = logging.getLogger(__name__)
 
 SCHEME = "99PACSTRIAGE"
@@ -155,14 +157,14 @@ def clean_sex(value: Any) -> str:
     return text if text in ("M", "F", "O") else ""
 
 
-def patient_study(entry: dict) -> dict[str, str]:
+def patient_study(entry: WorklistEntry) -> dict[str, str]:
     """Patient and study attributes for the SR: empty where unknown or unusable."""
-    h = entry.get("headers") or {}
+    h = entry.headers or {}
 
     def pick(keyword: str, entry_key: str | None = None) -> Any:
         value = h.get(keyword)
         if (value is None or value == "") and entry_key:
-            value = entry.get(entry_key)
+            value = getattr(entry, entry_key)
         return value
 
     return {
@@ -180,12 +182,12 @@ def patient_study(entry: dict) -> dict[str, str]:
     }
 
 
-def evidence_datasets(entry: dict) -> list[Dataset]:
+def evidence_datasets(entry: WorklistEntry) -> list[Dataset]:
     """One minimal dataset per triaged instance, carrying the cleaned patient/study attributes."""
-    study_uid = entry["study_instance_uid"]
+    study_uid = entry.study_instance_uid
     attrs = patient_study(entry)
     out = []
-    for series in entry.get("series") or []:
+    for series in entry.series:
         for sop_uid in series.get("instances") or []:
             ds = Dataset()
             ds.SpecificCharacterSet = CHARSET
@@ -293,8 +295,8 @@ def _interval(hours: Any) -> str:
     return f"{h:g} h (day {int(h // 24)} after surgery)"
 
 
-def summary_group(entry: dict, algorithm, tracking_uid: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    priority = str(entry.get("priority") or "ROUTINE").upper()
+def summary_group(entry: WorklistEntry, algorithm, tracking_uid: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    priority = entry.priority
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier="triage summary"),
         algorithm_id=algorithm,
@@ -302,21 +304,21 @@ def summary_group(entry: dict, algorithm, tracking_uid: str) -> hd.sr.Measuremen
     )
     items = group[0].ContentSequence
     items.append(_text(NOTICE, DISCLAIMER))
-    items.append(_text(REVISION, str(entry.get("revision") or 1)))
-    items.append(_text(RULEBOOK, str(entry.get("rulebook_version") or "unknown")))
-    if entry.get("order_priority"):
-        items.append(_text(ORDER_PRIORITY, str(entry["order_priority"])))
-    items.append(_text(POSTOP, _interval(entry.get("postop_interval_hours"))))
-    items.append(_text(COURSE, str(entry.get("course") or "not assessed")))
+    items.append(_text(REVISION, str(entry.revision or 1)))
+    items.append(_text(RULEBOOK, str(entry.rulebook_version or "unknown")))
+    if entry.order_priority:
+        items.append(_text(ORDER_PRIORITY, entry.order_priority))
+    items.append(_text(POSTOP, _interval(entry.postop_interval_hours)))
+    items.append(_text(COURSE, entry.course or "not assessed"))
     from workers.analysers import incomplete_notes
 
     for line in incomplete_notes(entry):  # not assessed is never silent
         items.append(_text(INCOMPLETE, line))
-    for rec in entry.get("recommendations") or []:
+    for rec in entry.recommendations:
         items.append(_text(RECOMMENDATION, str(rec)))
-    for prior in entry.get("priors") or []:
+    for prior in entry.priors:
         items.append(_text(PRIOR, _describe_prior(prior)))
-    for line in entry.get("explain") or []:
+    for line in entry.explain:
         items.append(_text(EXPLAIN, str(line)))
     return group
 
@@ -349,22 +351,23 @@ def flag_group(flag: dict, study_uid: str, algorithm) -> hd.sr.MeasurementsAndQu
     return group
 
 
-def _content_datetime(entry: dict) -> datetime.datetime:
-    ts = entry.get("triaged_at")
+def _content_datetime(entry: WorklistEntry) -> datetime.datetime:
+    ts = entry.triaged_at
     if ts is None:
         return datetime.datetime.now()
     return datetime.datetime.fromtimestamp(float(ts))
 
 
-def build_sr(entry: dict, key_image: Dataset | None = None) -> hd.sr.Comprehensive3DSR:
+def build_sr(entry: WorklistEntry | dict, key_image: Dataset | None = None) -> hd.sr.Comprehensive3DSR:
     """The SR of a worklist entry (a pydicom Dataset), ready to send or save.
 
     `key_image` (workers.keyimage.secondary_capture, sent to the same PACS) is referenced as the
     best illustration of the misplaced_screw finding, and listed in the SR's evidence."""
-    study_uid = entry["study_instance_uid"]
+    entry = WorklistEntry.coerce(entry)
+    study_uid = entry.study_instance_uid
     series_uid, sop_uid = sr_uids(study_uid)
-    revision = max(1, int(entry.get("revision") or 1))
-    version = str(entry.get("rulebook_version") or "unknown")
+    revision = max(1, int(entry.revision or 1))
+    version = str(entry.rulebook_version or "unknown")
     algorithm = hd.sr.AlgorithmIdentification(name="pacs-triage rulebook", version=version[:64])
 
     device = hd.sr.ObserverContext(
@@ -374,12 +377,12 @@ def build_sr(entry: dict, key_image: Dataset | None = None) -> hd.sr.Comprehensi
             name="pacs-triage", manufacturer_name=MANUFACTURER, model_name="pacs-triage",
         ),
     )
-    modalities = entry.get("modalities") or [s.get("modality") for s in entry.get("series") or []]
+    modalities = entry.modalities or [s.get("modality") for s in entry.series]
     procedures = [MODALITY[m] for m in dict.fromkeys(modalities) if m in MODALITY]
     groups = [summary_group(entry, algorithm, generate_uid(entropy_srcs=[study_uid, "pacs-triage-summary"]))]
-    groups += [flag_group(f, study_uid, algorithm) for f in entry.get("flags") or []]
+    groups += [flag_group(f, study_uid, algorithm) for f in entry.flags]
     if key_image is not None:
-        codes_ = [f.get("code") for f in entry.get("flags") or []]
+        codes_ = [f.get("code") for f in entry.flags]
         target = groups[1 + codes_.index("misplaced_screw")] if "misplaced_screw" in codes_ else groups[0]
         target[0].ContentSequence.append(hd.sr.ImageContentItem(
             name=codes.DCM.BestIllustrationOfFinding, referenced_sop_class_uid=key_image.SOPClassUID,

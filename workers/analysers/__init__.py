@@ -47,13 +47,14 @@ class AnalysisResult:
         }
 
 
-def incomplete_notes(entry: dict) -> list[str]:
+def incomplete_notes(entry) -> list[str]:
     """The analysers' "... analysis incomplete: N of M ... not assessed (reason)" lines of a worklist entry.
 
     Shared by the worklist entry, the SR, the UPS comment and the HL7 notes, so "not assessed" is never silent.
     """
     out = []
-    for a in entry.get("analysers") or []:
+    analysers = entry.get("analysers") if isinstance(entry, dict) else entry.analysers  # JSON form or WorklistEntry
+    for a in analysers or []:
         text = (a.get("summary") or {}).get("incomplete") if isinstance(a, dict) else None
         if text and text not in out:
             out.append(str(text))
@@ -71,15 +72,16 @@ class Analyser(Protocol):
     def analyse(self, study: Study) -> AnalysisResult: ...
 
 
-def _builtins() -> list[Analyser]:
+def _builtins(config=None) -> list[Analyser]:
     from workers.analysers.ct_hardware import CTHardwareAnalyser
 
-    return [CTHardwareAnalyser()]
+    return [CTHardwareAnalyser(volume_budget_mb=getattr(config, "ct_volume_budget_mb", None))]
 
 
-def load_analysers() -> list[Analyser]:
-    """Built-ins, then the site's plug-ins from the entry-point group (a broken plug-in is logged and left out)."""
-    found: list[Analyser] = _builtins()
+def load_analysers(config=None) -> list[Analyser]:
+    """Built-ins (set up from `config`, a core.config.Config), then the site's plug-ins from the entry-point
+    group (a broken plug-in is logged and left out)."""
+    found: list[Analyser] = _builtins(config)
     names = {a.name for a in found}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:

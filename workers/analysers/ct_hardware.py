@@ -74,6 +74,9 @@ def precheck_metal(series: Series, step_mm: float = 4.0) -> bool | None:
 class CTHardwareAnalyser:
     name = NAME
 
+    def __init__(self, volume_budget_mb: float | None = None):
+        self.volume_budget_mb = volume_budget_mb  # the `ct_volume_budget_mb` option; None: the image policy's
+
     def applies(self, study: Study) -> bool:
         return choose_series(study) is not None
 
@@ -103,7 +106,7 @@ class CTHardwareAnalyser:
         t = time.perf_counter()
         try:
             records = read_geometry(series.paths)
-            vol = assemble(series.paths, series.uid, records, budget_bytes=pol.volume_budget_bytes())
+            vol = assemble(series.paths, series.uid, records, budget_bytes=pol.volume_budget_bytes(self.volume_budget_mb))
         except VolumeError as exc:
             text = f"CT screw analysis incomplete: screws not assessed ({exc})"
             res.summary.update({"screws_total": None, "screws_not_assessed": None, "not_assessed_screws": [],

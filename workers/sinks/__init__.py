@@ -1,12 +1,14 @@
 """Sinks deliver a worklist entry to one destination (PACS, worklist manager, RIS, web hook).
 
-Each sink module exposes ``push(entry: dict, destination, config) -> str`` which
+Each sink module exposes ``push(entry: WorklistEntry, destination, config) -> str`` which
 delivers the entry once and returns a short human-readable receipt, or raises
 `SinkError`. Delivery is idempotent at the destination: identifiers are
 deterministic per study, so a retry or a re-triage replaces rather than duplicates.
 
-The entry a sink receives is `core.entry.WorklistEntry.to_dict()`: its keys, types and
-meaning are declared there and published as docs/worklist-entry.schema.json.
+The entry is the typed `core.entry.WorklistEntry` (its keys, types and meaning are declared
+there and published as docs/worklist-entry.schema.json). A sink also accepts its JSON form, as
+the worklist stores it, and reads it with `WorklistEntry.coerce`: an entry off the schema is a
+`SinkError` that retrying cannot help.
 """
 
 

@@ -11,6 +11,7 @@ import logging
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from core.entry import WorklistEntry
 from workers.association import AssociationFailed, associate
 from workers.sinks import SinkError
 from workers.sr import build_sr, quiet
@@ -50,18 +51,19 @@ def key_image(entry: dict):
         return None
 
 
-def push(entry: dict, destination, config) -> str:
+def push(entry: WorklistEntry | dict, destination, config) -> str:
     """Build the entry's SR and C-STORE it to `destination` (a DicomNode); return a receipt.
 
     With a CT screw measurement, the key image goes first as a Secondary Capture and the SR
     references it; if the PACS refuses the image, the SR goes without the reference."""
     try:
+        entry = WorklistEntry.coerce(entry)
         sr = build_sr(entry)
     except (KeyError, TypeError, ValueError) as exc:
         # the exception text may quote header values (patient data): name its type only
         raise SinkError(f"cannot build the SR for this study: {type(exc).__name__}", retryable=False) from exc
     uid = sr.SOPInstanceUID
-    sc = key_image(entry) if getattr(config, "pacs_key_image", True) else None
+    sc = key_image(entry.to_dict()) if getattr(config, "pacs_key_image", True) else None
     contexts = [(sr.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
     if sc is not None:
         contexts.append((sc.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))

@@ -30,6 +30,7 @@ import hashlib
 import hl7
 from hl7.mllp import InvalidBlockError, open_hl7_connection
 
+from core.entry import EntryError, WorklistEntry
 from rules.model import Priority
 from workers.sinks import SinkError
 
@@ -125,9 +126,13 @@ def notes(entry: dict) -> list[str]:
     return lines
 
 
-def push(entry: dict, destination, config) -> str:
+def push(entry: WorklistEntry | dict, destination, config) -> str:
     """Send the order update to HOST:PORT and check the ACK; return a receipt."""
     host, port = _address(str(destination))
+    try:  # checked against the schema; the message builders read its JSON form
+        entry = WorklistEntry.coerce(entry).to_dict()
+    except EntryError as exc:
+        raise SinkError(f"hl7 {host}:{port}: {exc}", retryable=False) from None
     msg = build_message(entry, config)
     cid = control_id(entry)
     timeout = float(getattr(config, "hl7_timeout", None) or TIMEOUT)

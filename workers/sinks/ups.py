@@ -23,6 +23,7 @@ from pynetdicom.sop_class import UnifiedProcedureStepPull, UnifiedProcedureStepP
 from pynetdicom.status import code_to_category
 
 from core.config import ConfigError, DicomNode
+from core.entry import EntryError, WorklistEntry
 from rules.model import Priority
 from workers.association import AssociationFailed, associate
 from workers.sinks import SinkError
@@ -58,14 +59,26 @@ def ups_priority(priority: str, config=None) -> str:
     return value
 
 
-def push(entry: dict, destination, config) -> str:
-    """Create the study's workitem, or raise its priority; return a receipt."""
+def push(entry: WorklistEntry | dict, destination, config, delivered_priority: str | None = None) -> str:
+    """Create the study's workitem, or raise its priority; return a receipt.
+
+    `delivered_priority` is our priority as last delivered to this destination (STAT and URGENT
+    are both HIGH: an URGENT -> STAT escalation still updates the workitem). A caller may also
+    pass it as the key ``delivered_priority`` of the entry's JSON form."""
     try:
         node = destination if isinstance(destination, DicomNode) else DicomNode.parse(str(destination))
     except ConfigError as exc:
         raise SinkError(f"ups: {exc}", retryable=False) from None
-    uid = workitem_uid(entry["study_instance_uid"])
-    ours = ups_priority(entry["priority"], config)
+    if isinstance(entry, dict) and "delivered_priority" in entry:
+        entry = dict(entry)
+        delivered = entry.pop("delivered_priority")
+        delivered_priority = delivered_priority if delivered_priority is not None else delivered
+    try:
+        entry = WorklistEntry.coerce(entry)
+    except EntryError as exc:
+        raise SinkError(f"ups {node}: {exc}", retryable=False) from None
+    uid = workitem_uid(entry.study_instance_uid)
+    ours = ups_priority(entry.priority, config)
     workitem = build_workitem(entry, config)
     with _association(node, config) as assoc:
         try:
@@ -76,8 +89,8 @@ def push(entry: dict, destination, config) -> str:
                 raise SinkError(f"ups {node}: N-CREATE failed with status 0x{status:04X}",
                                 retryable=status in (0x0110, 0x0213))
             return _raise_priority(assoc, node, uid, ours, workitem,
-                                   ours_triage=Priority.parse(entry["priority"]),
-                                   delivered=entry.get("delivered_priority"))
+                                   ours_triage=Priority.parse(entry.priority),
+                                   delivered=delivered_priority)
         except (RuntimeError, OSError) as exc:  # association lost between requests
             raise SinkError(f"ups {node}: {exc.__class__.__name__}") from None
 
@@ -123,10 +136,11 @@ def _raise_priority(assoc, node, uid: str, ours: str, workitem: Dataset,
     return f"ups {node}: workitem {uid} raised {theirs} -> {ours}"
 
 
-def build_workitem(entry: dict, config=None) -> Dataset:
+def build_workitem(entry: WorklistEntry | dict, config=None) -> Dataset:
     """The N-CREATE attribute list of a worklist entry (PS3.4 Table CC.2.5-3)."""
-    headers = entry.get("headers") or {}
-    priority = Priority.parse(entry["priority"]).name
+    entry = WorklistEntry.coerce(entry)
+    headers = entry.headers or {}
+    priority = Priority.parse(entry.priority).name
     ds = Dataset()
     if headers.get("SpecificCharacterSet"):
         ds.SpecificCharacterSet = headers["SpecificCharacterSet"]
@@ -135,8 +149,8 @@ def build_workitem(entry: dict, config=None) -> Dataset:
     ds.ScheduledProcedureStepPriority = ups_priority(priority, config)
     ds.ProcedureStepLabel = getattr(config, "ups_step_label", None) or STEP_LABEL
     ds.WorklistLabel = getattr(config, "ups_worklist_label", None) or WORKLIST_LABEL
-    start = _when(entry.get("triaged_at"))
-    arrived = _when(entry.get("first_received") or entry.get("triaged_at"))
+    start = _when(entry.triaged_at)
+    arrived = _when(entry.first_received or entry.triaged_at)
     turnaround = dict(TURNAROUND)
     turnaround.update({k.upper(): v for k, v in (getattr(config, "ups_turnaround", None) or {}).items()})
     ds.ScheduledProcedureStepStartDateTime = _dt(start)
@@ -151,11 +165,11 @@ def build_workitem(entry: dict, config=None) -> Dataset:
     ds.CommentsOnTheScheduledProcedureStep = comments(entry)[:10240]
     ds.InputReadinessState = "READY"
     ds.InputInformationSequence = _inputs(entry, config)
-    ds.StudyInstanceUID = entry["study_instance_uid"]
+    ds.StudyInstanceUID = entry.study_instance_uid
     # Relationship: patient and request
     ds.PatientName = headers.get("PatientName") or ""
-    ds.PatientID = headers.get("PatientID") or entry.get("patient_id") or ""
-    issuer = headers.get("IssuerOfPatientID") or entry.get("issuer_of_patient_id")
+    ds.PatientID = headers.get("PatientID") or entry.patient_id or ""
+    issuer = headers.get("IssuerOfPatientID") or entry.issuer_of_patient_id
     if issuer:
         ds.IssuerOfPatientID = issuer
     ds.PatientBirthDate = headers.get("PatientBirthDate") or ""
@@ -165,11 +179,11 @@ def build_workitem(entry: dict, config=None) -> Dataset:
     ds.AdmittingDiagnosesDescription = ""
     ds.AdmittingDiagnosesCodeSequence = []
     request = Dataset()
-    request.StudyInstanceUID = entry["study_instance_uid"]
-    request.AccessionNumber = entry.get("accession_number") or headers.get("AccessionNumber") or ""
+    request.StudyInstanceUID = entry.study_instance_uid
+    request.AccessionNumber = entry.accession_number or headers.get("AccessionNumber") or ""
     request.IssuerOfAccessionNumberSequence = []
     request.RequestedProcedureID = headers.get("StudyID") or ""
-    request.RequestedProcedureDescription = (entry.get("study_description") or headers.get("StudyDescription") or "")[:64]
+    request.RequestedProcedureDescription = (entry.study_description or headers.get("StudyDescription") or "")[:64]
     request.RequestedProcedureCodeSequence = []
     ds.ReferencedRequestSequence = [request]
     # Progress and performed procedure: empty at creation
@@ -179,13 +193,15 @@ def build_workitem(entry: dict, config=None) -> Dataset:
     return ds
 
 
-def comments(entry: dict) -> str:
+def comments(entry: WorklistEntry | dict) -> str:
     """Priority and flags (codes, rule ids, all suspected); no patient data."""
-    parts = [f"pacs-triage suggests {Priority.parse(entry['priority']).name} (revision {entry.get('revision', 1)})."]
-    for flag in entry.get("flags") or []:
+    entry = WorklistEntry.coerce(entry)
+    revision = 1 if entry.revision is None else entry.revision
+    parts = [f"pacs-triage suggests {Priority.parse(entry.priority).name} (revision {revision})."]
+    for flag in entry.flags:
         rules = ",".join(flag.get("rules") or [flag.get("rule") or "?"])
         parts.append(f"Suspected {flag['code']} ({flag.get('priority', '?')}; rules {rules}).")
-    if not entry.get("flags"):
+    if not entry.flags:
         parts.append("No suspected flag.")
     from workers.analysers import incomplete_notes
 
@@ -193,17 +209,17 @@ def comments(entry: dict) -> str:
     return " ".join(parts)
 
 
-def _inputs(entry: dict, config) -> list[Dataset]:
+def _inputs(entry: WorklistEntry, config) -> list[Dataset]:
     """Input Information Sequence: one item per series with its instances."""
     aet = getattr(config, "ups_retrieve_aet", None)
     if not aet:
         pacs = getattr(config, "pacs", None) or []
         aet = pacs[0].aet if pacs else getattr(config, "ae_title", "PACSTRIAGE")
     items = []
-    for series in entry.get("series") or []:
+    for series in entry.series:
         item = Dataset()
         item.TypeOfInstances = "DICOM"
-        item.StudyInstanceUID = entry["study_instance_uid"]
+        item.StudyInstanceUID = entry.study_instance_uid
         item.SeriesInstanceUID = series["series_instance_uid"]
         refs = []
         for sop_uid in series.get("instances") or []:

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from core.entry import EntryError, WorklistEntry
 from workers.sinks import SinkError
 
 TIMEOUT = 10.0
@@ -27,25 +28,31 @@ SIGNATURE_HEADER = "X-Pacs-Triage-Signature"
 RETRYABLE_4XX = (408, 425, 429)
 
 
-def body(entry: dict) -> bytes:
-    """The JSON body: the same bytes for the same entry."""
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def body(entry: WorklistEntry | dict) -> bytes:
+    """The JSON body (the entry's JSON form): the same bytes for the same entry."""
+    data = WorklistEntry.coerce(entry).to_dict()
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def signature(data: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), data, hashlib.sha256).hexdigest()
 
 
-def idempotency_key(entry: dict) -> str:
-    return f"{entry['study_instance_uid']}:{entry.get('revision', 1)}"
+def idempotency_key(entry: WorklistEntry | dict) -> str:
+    entry = WorklistEntry.coerce(entry)
+    return f"{entry.study_instance_uid}:{1 if entry.revision is None else entry.revision}"
 
 
-def push(entry: dict, destination, config) -> str:
+def push(entry: WorklistEntry | dict, destination, config) -> str:
     """POST the entry to the URL `destination`; return a receipt."""
     url = str(destination)
     shown = _redact(url)
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise SinkError(f"webhook {shown}: not an http(s) URL", retryable=False)
+    try:
+        entry = WorklistEntry.coerce(entry)
+    except EntryError as exc:
+        raise SinkError(f"webhook {shown}: {exc}", retryable=False) from None
     data = body(entry)
     headers = {"Content-Type": "application/json; charset=utf-8", "Idempotency-Key": idempotency_key(entry),
                "User-Agent": "pacs-triage"}

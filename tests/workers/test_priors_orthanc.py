@@ -111,10 +111,10 @@ def test_roles_surgery_and_exclusions(pacs):
     xa = next(p for p in result.priors if p["role"] == "intraoperative")
     assert xa["modalities"] == ["XA"] and xa["interval_days"] == -2 and xa["study_time"] == "083000"
     # surgery from the intraoperative study, 54 h before the current study
-    assert result.surgery["datetime"] == "2026-11-20T08:30:00"
-    assert result.surgery["trust"] == "high"
-    assert result.surgery["source"] == f"intraoperative study {INTRAOP.study_uid} (XA, 'PER-OP SCOPIE')"
-    assert result.surgery["postop_interval_hours"] == 54.0
+    assert result.surgery.datetime == "2026-11-20T08:30:00"
+    assert result.surgery.trust == "high"
+    assert result.surgery.source == f"intraoperative study {INTRAOP.study_uid} (XA, 'PER-OP SCOPIE')"
+    assert result.surgery.postop_interval_hours == 54.0
     assert result.conflicts == []
     texts = [e.text for e in result.evidence]
     assert any(t.startswith("surgery date 2026-11-20 from intraoperative study") for t in texts)
@@ -145,9 +145,9 @@ def test_text_surgery_conflict_is_reported(pacs):
     orthanc, _, tmp = pacs
     result = find_priors(current_study(tmp), node(orthanc), calling_aet=OUR_AET, timeout=5,
                          text_surgery={"date": "2026-11-16", "source": "ReasonForTheRequestedProcedure"})
-    assert result.surgery["trust"] == "high"  # the intraoperative study still wins
+    assert result.surgery.trust == "high"  # the intraoperative study still wins
     assert len(result.conflicts) == 1 and "differs by 4 days" in result.conflicts[0]
-    assert [c["trust"] for c in result.surgery["candidates"]] == ["high", "medium", "low"]
+    assert [c["trust"] for c in result.surgery.candidates] == ["high", "medium", "low"]
 
 
 def test_cache_answers_without_the_pacs(pacs):

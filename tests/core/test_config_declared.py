@@ -13,7 +13,7 @@ import pytest
 from agent.cli import main
 from core.config import OPTION_NAMES, Config, ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "config.example.toml"
 
 #: One valid environment value per option type, to prove each option can be set.

@@ -29,7 +29,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from core import metrics as agent_metrics
 from core.config import ENV_PREFIX, Config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus" / "pacs-triage-rules.yaml"
 DASHBOARD = DEPLOY / "grafana" / "pacs-triage-dashboard.json"

@@ -17,7 +17,7 @@ from core.config import Config
 from core.index import StudyIndex
 from agent.listener import Listener
 from agent.store import StudyStore
-from dicomgen import SeriesSpec, StudySpec, postop_three_series, write_study
+from dicomgen import SeriesSpec, StudySpec, file_with_dataset_bytes, postop_three_series, write_study
 from peers import dcmtk, free_port
 
 
@@ -102,25 +102,10 @@ def _send_raw(port: int, path: Path) -> int:
         _config.STORE_SEND_CHUNKED_DATASET = False
 
 
-def _file_with_dataset_bytes(path: Path, body: bytes, sop_uid: str) -> Path:
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.filewriter import write_file_meta_info
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    with open(path, "wb") as fh:
-        fh.write(b"\0" * 128 + b"DICM")
-        write_file_meta_info(fh, meta)
-        fh.write(body)
-    return path
-
-
 def test_unparseable_dataset_is_quarantined_and_listener_keeps_serving(listener, tmp_path):
     # An element claiming 0x7FFFFFF0 bytes of a 4-byte body: no parser can read it.
     garbage = b"\x08\x00\x16\x00UI\xf0\xff" + b"1.2." + b"\x10\x00\x10\x00PN\xff\xff" + b"\x00" * 3
-    bad = _file_with_dataset_bytes(tmp_path / "bad.dcm", garbage, generate_uid())
+    bad = file_with_dataset_bytes(tmp_path / "bad.dcm", garbage, generate_uid())
     status = _send_raw(listener.port, bad)
     assert status in (0xC000, 0xA900)
     quarantined = list((listener.store.quarantine_dir).rglob("*.dcm"))

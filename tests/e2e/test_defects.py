@@ -190,27 +190,36 @@ def test_listener_start_leaves_other_listeners_receptions_alone(tmp_path):
     assert (other / "rx-in-progress").exists() and not dead.exists()
 
 
+def receive(store: StudyStore, index: StudyIndex, f) -> None:
+    """What the listener does with one received file: make it durable, then index its summary."""
+    ds = pydicom.dcmread(f, stop_before_pixels=True)
+    path, _ = store.commit(f, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    index.record_instance(summarize(ds, path, path.stat().st_size))
+
+
+def triaged_study_but_its_last_instance(tmp_path, redis_client, accession: str):
+    """A triaged study with every instance but the last received; (store, index, spec, files)."""
+    store = StudyStore(tmp_path / "data", fsync=False)
+    index = StudyIndex(redis_client)
+    spec = postop_three_series(accession=accession)
+    files = write_study(tmp_path / "in", spec)
+    for f in files[:-1]:
+        receive(store, index, f)
+    index.release(spec.study_uid, time.time() + 1)
+    index.triaged(spec.study_uid, time.time() + 1)
+    return store, index, spec, files
+
+
 def test_retention_never_deletes_an_instance_received_during_the_sweep(tmp_path, redis_client):
     from agent.retention import sweep
 
-    store = StudyStore(tmp_path / "data", fsync=False)
-    index = StudyIndex(redis_client)
-    spec = postop_three_series(accession="ACC-OLD")
-    files = write_study(tmp_path / "in", spec)
-    for f in files[:-1]:
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
-        path, _ = store.commit(f, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-        index.record_instance(summarize(ds, path, path.stat().st_size))
-    index.release(spec.study_uid, time.time() + 1)
-    index.triaged(spec.study_uid, time.time() + 1)
+    store, index, spec, files = triaged_study_but_its_last_instance(tmp_path, redis_client, "ACC-OLD")
     time.sleep(0.05)
     late = files[-1]
     os.utime(late)  # written now
 
     def late_instance_arrives(uid):
-        ds = pydicom.dcmread(late, stop_before_pixels=True)
-        path, _ = store.commit(late, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-        index.record_instance(summarize(ds, path, path.stat().st_size))
+        receive(store, index, late)
 
     sweep(store, index, retention_days=1, now=time.time() + 3 * 86400, _before_remove=late_instance_arrives)
     ds = pydicom.dcmread(files[-1] if files[-1].exists() else next(store.studies.rglob("*.dcm")))
@@ -225,21 +234,10 @@ def test_retention_race_where_the_late_instance_is_indexed_before_forget(tmp_pat
     """The late instance is indexed before the sweep forgets: the study stays, whole."""
     from agent.retention import sweep
 
-    store = StudyStore(tmp_path / "data", fsync=False)
-    index = StudyIndex(redis_client)
-    spec = postop_three_series(accession="ACC-OLD2")
-    files = write_study(tmp_path / "in", spec)
-    for f in files[:-1]:
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
-        path, _ = store.commit(f, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-        index.record_instance(summarize(ds, path, path.stat().st_size))
-    index.release(spec.study_uid, time.time() + 1)
-    index.triaged(spec.study_uid, time.time() + 1)
+    store, index, spec, files = triaged_study_but_its_last_instance(tmp_path, redis_client, "ACC-OLD2")
 
     def late(uid):
-        ds = pydicom.dcmread(files[-1], stop_before_pixels=True)
-        path, _ = store.commit(files[-1], ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-        index.record_instance(summarize(ds, path, path.stat().st_size))
+        receive(store, index, files[-1])
 
     assert sweep(store, index, retention_days=1, now=time.time() + 3 * 86400, _before_remove=late) == 0
     assert len(list(store.studies.glob("*/*/*.dcm"))) == len(files)

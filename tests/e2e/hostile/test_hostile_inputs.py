@@ -21,13 +21,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import MRImageStorage
 
-from dicomgen import postop_three_series, write_study
+from dicomgen import file_with_dataset_bytes, postop_three_series, write_study
 from generate import cases
 from peers import dcmtk, free_port, service_ready, wait_for
 
@@ -62,18 +60,6 @@ def service(tmp_path_factory, redis_url):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
-
-
-def _as_file(path: Path, body: bytes) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    with open(path, "wb") as fh:
-        fh.write(b"\0" * 128 + b"DICM")
-        write_file_meta_info(fh, meta)
-        fh.write(body)
-    return path
 
 
 class Sender:
@@ -140,7 +126,7 @@ def test_a_thousand_hostile_inputs_then_a_good_study(service, tmp_path):
     def lane(n):
         out = []
         for i, case in stores[n::lanes]:
-            out.append((case.kind, senders[n].send(_as_file(tmp_path / f"c{i}.dcm", case.body))))
+            out.append((case.kind, senders[n].send(file_with_dataset_bytes(tmp_path / f"c{i}.dcm", case.body))))
         senders[n].close()
         return out
 

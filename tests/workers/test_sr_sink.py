@@ -11,7 +11,7 @@ import highdicom as hd
 import pydicom
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared helpers in tests/
 
 from core.config import Config, DicomNode  # noqa: E402
 from core.headers import summarize  # noqa: E402

@@ -78,7 +78,7 @@ def test_intraoperative_markings():
     roles = {p["study_instance_uid"]: p["role"] for p in result.priors}
     assert roles == {"2.1": "intraoperative", "2.2": "intraoperative", "2.3": "other_spine",
                      "2.6": "intraoperative", "2.7": "preoperative"}
-    assert result.surgery["datetime"] == "2026-11-20T10:00:00"
+    assert result.surgery.datetime == "2026-11-20T10:00:00"
 
 
 def test_surgery_from_text_then_first_postoperative_study():
@@ -89,18 +89,18 @@ def test_surgery_from_text_then_first_postoperative_study():
     ]
     text = {"date": "2026-11-09", "source": "AdditionalPatientHistory"}
     result = classify(current(), answers, "PT1", "HOSP-A", text)
-    assert result.surgery["trust"] == "medium"
-    assert result.surgery["source"] == "text date from AdditionalPatientHistory"
+    assert result.surgery.trust == "medium"
+    assert result.surgery.source == "text date from AdditionalPatientHistory"
     roles = {p["study_instance_uid"]: p["roles"] for p in result.priors}
     assert roles == {"3.1": ["preoperative", "recent_comparable"], "3.2": ["postoperative_reference"], "3.3": []}
     assert [p["role"] for p in result.priors][-1] == "other_spine"
     assert result.conflicts == []
     result = classify(current(), answers, "PT1", "HOSP-A")
-    assert result.surgery["trust"] == "low" and result.surgery["datetime"] == "2026-11-10T00:00:00"
-    assert result.surgery["source"].startswith("first postoperative study 3.2 (DX, 'RACHIS LOMBAIRE POSTOP J1')")
+    assert result.surgery.trust == "low" and result.surgery.datetime == "2026-11-10T00:00:00"
+    assert result.surgery.source.startswith("first postoperative study 3.2 (DX, 'RACHIS LOMBAIRE POSTOP J1')")
     # a text date after the first postoperative study is a conflict
     result = classify(current(), answers, "PT1", "HOSP-A", {"date": "2026-11-14"})
-    assert result.surgery["trust"] == "medium" and len(result.conflicts) == 1
+    assert result.surgery.trust == "medium" and len(result.conflicts) == 1
     assert "before the surgery date 2026-11-14" in result.conflicts[0]
 
 

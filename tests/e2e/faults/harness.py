@@ -25,8 +25,9 @@ import pydicom
 import redis
 from pynetdicom import AE, StoragePresentationContexts
 
+from core.processes import stop_process
 from dicomgen import SeriesSpec, StudySpec, write_study
-from peers import free_port, require, service_ready, wait_for
+from peers import RedisServer, free_port, service_ready, wait_for
 
 ROWS: list[dict] = []
 
@@ -48,46 +49,6 @@ FAST = {
 }
 
 
-class Redis:
-    """redis-server as shipped (deploy/compose, systemd/redis.md): AOF, appendfsync everysec."""
-
-    def __init__(self, workdir: Path, aof: bool = True):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.aof = aof
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "Redis":
-        self.proc = subprocess.Popen(
-            [require("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if self.aof else "no", "--appendfsync", "everysec", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        wait_for(lambda: _ping(client), timeout=15, what="redis-server")
-        return self
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(15)
-        self.proc = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5)
-
-
-def _ping(client) -> bool:
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
-
-
 class Proc:
     """One `pacs-triage` process with its own log."""
 
@@ -105,24 +66,16 @@ class Proc:
         return self
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc, signal.SIGKILL, timeout=10)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, timeout=30)
 
 
 @dataclass
 class Cluster:
     tmp: Path
-    redis: Redis
+    redis: RedisServer
     orthanc: object
     data: Path
     env: dict
@@ -130,7 +83,7 @@ class Cluster:
 
     @classmethod
     def create(cls, tmp: Path, orthanc, redis_aof: bool = True, **overrides) -> "Cluster":
-        r = Redis(tmp / "redis", aof=redis_aof).start()
+        r = RedisServer(tmp / "redis", aof=redis_aof).start()
         env = dict(os.environ)
         for k in list(env):
             if k.startswith("PACS_TRIAGE_"):
@@ -157,6 +110,13 @@ class Cluster:
         self.procs.append(p)
         return p
 
+    def up(self) -> Proc:
+        """A listener and a worker, started; returns the listener."""
+        listener = self.listener()
+        listener.start()
+        self.worker().start()
+        return listener
+
     def close(self) -> None:
         for p in self.procs:
             p.stop()
@@ -173,6 +133,10 @@ def make_studies(tmp: Path, n: int, per_series: int = 3, prefix: str = "F") -> l
                          order_priority="URGENT", series=[SeriesSpec("MR", "SAG T2", per_series)])
         out.append((spec, write_study(tmp / "studies" / spec.accession, spec)))
     return out
+
+
+def files_of(studies: list[tuple[StudySpec, list[Path]]]) -> list[Path]:
+    return [f for _, fs in studies for f in fs]
 
 
 class Modality:

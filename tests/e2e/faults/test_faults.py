@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from harness import Modality, make_studies, record, settle
+from harness import Modality, files_of, make_studies, record, settle
 from peers import wait_for
 
 
@@ -29,11 +29,9 @@ def uids(studies):
 
 def test_sigkill_listener_mid_association(cluster, tmp_path):
     c = cluster()
-    listener = c.listener()
-    listener.start()
-    c.worker().start()
+    listener = c.up()
     studies = make_studies(tmp_path, 2, per_series=8, prefix="KM")
-    files = [f for _, fs in studies for f in fs]
+    files = files_of(studies)
     mod = Modality()
     stop = threading.Event()
     t = threading.Thread(target=mod.send, args=(listener.dicom_port, files, 0.05, stop))
@@ -48,12 +46,10 @@ def test_sigkill_listener_mid_association(cluster, tmp_path):
 
 def test_sigkill_listener_after_last_ack(cluster, tmp_path):
     c = cluster(stable_after=2)
-    listener = c.listener()
-    listener.start()
-    c.worker().start()
+    listener = c.up()
     studies = make_studies(tmp_path, 2, prefix="KA")
     mod = Modality()
-    mod.send(listener.dicom_port, [f for _, fs in studies for f in fs])
+    mod.send(listener.dicom_port, files_of(studies))
     listener.kill()  # before the study is stable
     listener.start()
     check(record("SIGKILL listener after the last ack", settle(c, mod, uids(studies))))
@@ -126,9 +122,7 @@ def test_sigkill_worker_mid_triage_scaled_mode(cluster, tmp_path):
 
 def test_redis_stopped_during_reception_then_restarted(cluster, tmp_path):
     c = cluster()
-    listener = c.listener()
-    listener.start()
-    c.worker().start()
+    listener = c.up()
     studies = make_studies(tmp_path, 2, per_series=4, prefix="RS")
     mod = Modality()
     mod.send(listener.dicom_port, studies[0][1][:2])
@@ -141,39 +135,25 @@ def test_redis_stopped_during_reception_then_restarted(cluster, tmp_path):
     check(record("Redis stopped during reception, restarted", row))
 
 
-def test_redis_sigkill_with_shipped_persistence(cluster, tmp_path):
-    c = cluster()
-    listener = c.listener()
-    listener.start()
-    c.worker().start()
+@pytest.mark.parametrize("aof, row", [
+    (True, "Redis SIGKILL (AOF everysec, as shipped)"),
+    # Not the shipped setting: Redis loses index, queue, worklist and delivery records.
+    # Reconciliation rebuilds them from the store.
+    (False, "Redis SIGKILL, no persistence: rebuilt from disk"),
+], ids=["with_shipped_persistence", "without_persistence_loses_nothing"])
+def test_redis_sigkill(cluster, tmp_path, aof, row):
+    c = cluster(redis_aof=aof)
+    listener = c.up()
     first = make_studies(tmp_path, 2, prefix="RK")
     mod = Modality()
-    mod.send(listener.dicom_port, [f for _, fs in first for f in fs])
+    mod.send(listener.dicom_port, files_of(first))
     settle(c, mod, uids(first), timeout=30)
     second = make_studies(tmp_path / "b", 2, prefix="RL")
-    mod.send(listener.dicom_port, [f for _, fs in second for f in fs])
+    mod.send(listener.dicom_port, files_of(second))
     c.redis.stop(signal.SIGKILL)  # mid-triage of the second batch
     time.sleep(0.5)
     c.redis.start()
-    check(record("Redis SIGKILL (AOF everysec, as shipped)", settle(c, mod, uids(first + second))))
-
-
-def test_redis_sigkill_without_persistence_loses_nothing(cluster, tmp_path):
-    """Not the shipped setting: Redis loses everything. Reconciliation rebuilds from the store."""
-    c = cluster(redis_aof=False)
-    listener = c.listener()
-    listener.start()
-    c.worker().start()
-    first = make_studies(tmp_path, 2, prefix="RN")
-    mod = Modality()
-    mod.send(listener.dicom_port, [f for _, fs in first for f in fs])
-    settle(c, mod, uids(first), timeout=30)
-    second = make_studies(tmp_path / "b", 1, prefix="RO")
-    mod.send(listener.dicom_port, [f for _, fs in second for f in fs])
-    c.redis.stop(signal.SIGKILL)  # index, queue, worklist and delivery records all gone
-    time.sleep(0.5)
-    c.redis.start()
-    check(record("Redis SIGKILL, no persistence: rebuilt from disk", settle(c, mod, uids(first + second))))
+    check(record(row, settle(c, mod, uids(first + second))))
 
 
 def test_sink_down_beyond_retry_budget_then_replayed(cluster, tmp_path, orthanc):
@@ -182,13 +162,11 @@ def test_sink_down_beyond_retry_budget_then_replayed(cluster, tmp_path, orthanc)
     pacs = Orthanc(tmp_path / "pacs2").start()
     try:
         c = cluster(pacs=pacs.node)
-        listener = c.listener()
-        listener.start()
-        c.worker().start()
+        listener = c.up()
         pacs.stop()  # down for longer than 3 attempts
         studies = make_studies(tmp_path, 2, prefix="SD")
         mod = Modality()
-        mod.send(listener.dicom_port, [f for _, fs in studies for f in fs])
+        mod.send(listener.dicom_port, files_of(studies))
         client = c.redis.client()
         wait_for(lambda: client.hlen("pt:deadletters") >= 2, timeout=30, what="dead letters")
         pacs.start()
@@ -206,9 +184,7 @@ def test_disk_watermark_refuses_then_resumes(cluster, tmp_path):
     free = shutil.disk_usage(tmp_path).free
     margin = 1024 ** 3  # wide: other processes may write to this disk meanwhile
     c = cluster(min_free_bytes=free - margin)
-    listener = c.listener()
-    listener.start()
-    c.worker().start()
+    listener = c.up()
     studies = make_studies(tmp_path, 1, prefix="DW")
     subprocess.run(["fallocate", "-l", str(2 * margin), str(ballast)], check=True)
     try:
@@ -231,7 +207,7 @@ def test_two_listeners_restarting_on_one_store(cluster, tmp_path):
     b.start()
     c.worker().start()
     studies = make_studies(tmp_path, 3, per_series=6, prefix="TL")
-    files = [f for _, fs in studies for f in fs]
+    files = files_of(studies)
     mod = Modality()
     t = threading.Thread(target=mod.send, args=(a.dicom_port, files, 0.03))
     t.start()
@@ -251,9 +227,7 @@ def test_retention_racing_a_late_instance(cluster, tmp_path):
     from workers.worklist import Worklist
 
     c = cluster()
-    listener = c.listener()
-    listener.start()
-    c.worker().start()
+    listener = c.up()
     studies = make_studies(tmp_path, 1, per_series=4, prefix="RR")
     (spec, files), = studies
     mod = Modality()
@@ -288,13 +262,11 @@ def test_sink_failing_beyond_retry_budget_then_replayed(cluster, tmp_path, kind)
         option = {"hl7": peer.address}
     try:
         c = cluster(**option)
-        listener = c.listener()
-        listener.start()
-        c.worker().start()
+        listener = c.up()
         studies = make_studies(tmp_path, 2, prefix="W" + kind[0].upper())
         accession_uid = {s.accession: s.study_uid for s, _ in studies}
         mod = Modality()
-        mod.send(listener.dicom_port, [f for _, fs in studies for f in fs])
+        mod.send(listener.dicom_port, files_of(studies))
         client = c.redis.client()
         wait_for(lambda: sum(1 for k in client.hkeys("pt:deadletters") if k.startswith(kind.encode())) >= 2,
                  timeout=30, what=f"{kind} dead letters")
@@ -334,12 +306,10 @@ def test_ups_down_beyond_retry_budget_then_replayed(cluster, tmp_path):
     scp = UpsScp()  # not started: down
     try:
         c = cluster(ups=scp.node)
-        listener = c.listener()
-        listener.start()
-        c.worker().start()
+        listener = c.up()
         studies = make_studies(tmp_path, 2, prefix="UD")
         mod = Modality()
-        mod.send(listener.dicom_port, [f for _, fs in studies for f in fs])
+        mod.send(listener.dicom_port, files_of(studies))
         client = c.redis.client()
         wait_for(lambda: sum(1 for k in client.hkeys("pt:deadletters") if k.startswith(b"ups")) >= 2,
                  timeout=30, what="ups dead letters")

@@ -19,7 +19,7 @@ from sink_peers import HttpServer
 from workers.pipeline import triage
 from workers.sinks import webhook
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def pipeline_entry(text="POD 1 after L4-L5 fusion, ?epidural haematoma, urinary retention"):

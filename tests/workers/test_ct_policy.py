@@ -11,7 +11,8 @@ from pydicom import dcmread
 from phantom import PhantomSpec, ScrewSpec, load_study, write_series
 from rules.image_policy import DEFAULT_FILE, PolicyError, ct_policy, parse, unassessed_escalation
 from rules.model import Priority
-from workers.analysers import AnalysisResult, incomplete_notes, run_analysers
+from core.config import Config
+from workers.analysers import AnalysisResult, incomplete_notes, load_analysers, run_analysers
 from workers.analysers import volume as vm
 from workers.analysers.ct_hardware import CTHardwareAnalyser
 
@@ -66,8 +67,10 @@ def test_volume_over_budget_is_refused_before_decoding(tmp_path, monkeypatch):
 
 def test_budget_from_environment_gives_a_not_assessed_reason(tmp_path, monkeypatch):
     write_series(PhantomSpec(shape=(40, 128, 128), pixel=1.4, screws=SCREWS, seed=2), tmp_path / "ct")
-    monkeypatch.setenv("PACS_TRIAGE_CT_VOLUME_BUDGET_MB", "0.5")
-    [res] = run_analysers(load_study(tmp_path / "ct"), [CTHardwareAnalyser()])
+    monkeypatch.setenv("PACS_TRIAGE_CT_VOLUME_BUDGET_MB", "0.5")  # the declared option, through Config
+    config = Config.load()
+    assert config.ct_volume_budget_mb == 0.5
+    [res] = run_analysers(load_study(tmp_path / "ct"), [a for a in load_analysers(config) if a.name == "ct_hardware"])
     assert res.summary["incomplete"].startswith("CT screw analysis incomplete: screws not assessed (volume too large")
     assert res.not_assessed[0] == res.summary["incomplete"] and not res.flags
 
@@ -120,7 +123,9 @@ def test_not_assessed_wording_in_sr_ups_and_hl7(myelo):
     import highdicom as hd
 
     algo = hd.sr.AlgorithmIdentification(name="pacs-triage", version="1")
-    group = summary_group(entry, algo, "1.2.3.4")
+    from core.entry import WorklistEntry
+
+    group = summary_group(WorklistEntry.from_dict(entry), algo, "1.2.3.4")
     texts = [str(getattr(i, "TextValue", "")) for i in group[0].ContentSequence]
     assert line in texts
     # nothing is said when everything was assessed
