@@ -236,6 +236,9 @@ class Matcher:
     def __init__(self, concepts: dict[str, dict], cues: dict[str, list[str]], scope: int, known_words: list[str]):
         self.concepts = concepts
         self.pseudo = {name for name, c in concepts.items() if c.get("pseudo_negation")}
+        #: Permanent anatomy (a transitional vertebra, the numbering of the levels): a pre-operative report or a
+        #: "known" describes it as it still is, so history cues do not make such a mention past.
+        self.anatomy = {name for name, c in concepts.items() if c.get("anatomy")}
         entries: dict[tuple, _Entry] = {}
         for name, c in concepts.items():
             for kind, assertion in (("terms", None), ("exact", None), ("negated_terms", "negated")):
@@ -375,6 +378,8 @@ class Matcher:
                                       stop={a2 for a2, _, e2 in found if a2 >= b and e2.concepts & e.concepts})
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
+            if m.history and e.concepts <= self.anatomy:
+                m.history = False
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
                               or self._cue(words, a, "future_before", covered, True)
                               or self._cue(words, b, "hypothetical_after", covered, False))
