@@ -180,7 +180,9 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 add(float(m.group(1).replace(",", ".")) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
         for pattern in _AGO:
             for m in pattern.finditer(norm):
-                if _SURGERY.search(norm[max(0, m.start() - 40) : m.end() + 30]):
+                if _ONSET_BEFORE.search(norm[max(0, m.start() - 25) : m.start()]):
+                    continue  # "pain since 2 days ago", "started 3 days ago": when the complaint began
+                if _near_procedure(norm, m.start(), m.end()):
                     add(int(m.group(1)) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
         if study_dt is not None:
             for m in _WEEKDAY_SURGERY.finditer(norm):
@@ -249,6 +251,11 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
     return readings, notes
 
 
+#: Words that make the time that follows the onset of a complaint ("pain started 3 days ago").
+_ONSET_BEFORE = re.compile(
+    r"(?<![a-z])(?:since|depuis|from|started|starting|start|began|begun|begin|onset|commence|commencee|debute|debutee|apparu|apparue|"
+    r"apparition|came on|come on|developed|noticed|worse|worsening|aggravee?|for)\s*(?:about|around|approx|environ|some)?\s*$"
+)
 #: An image, a test or a visit just before a day word: the day is that event's, not the operation's.
 _OTHER_EVENT_DAY = re.compile(
     r"(?<![a-z])(?:x ?ray|xr|film|films|radiograph|radiographs|radio|radios|radiographie|lateral|ap|ct|cts|mri|mr|irm|scan|"

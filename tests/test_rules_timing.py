@@ -69,6 +69,14 @@ def test_day_of_an_image_is_not_the_day_of_the_operation(text):
     assert hours(text) == []
 
 
+@pytest.mark.parametrize("text, expected", [("Surgery 2 weeks ago; leg pain started 3 days ago", [336]),
+                                            ("operated 3 weeks ago, pain since 2 days ago", [504]),
+                                            ("opérée il y a 3 semaines, douleur apparue il y a 2 jours", [504]),
+                                            ("fusion 4 months ago; 3 days ago sudden back pain", [2922])])
+def test_onset_of_a_complaint_is_not_the_operation(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=1)
+
+
 def test_a_day_that_owns_the_operation_still_dates_it():
     assert hours("yesterday's surgery: L4-5 TLIF") == pytest.approx([24], abs=1)
 
