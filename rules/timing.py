@@ -275,7 +275,8 @@ def _possessive_other(norm: str, end: int) -> bool:
 
 
 _CLAUSE_BREAK = re.compile(r"[,;:\n()]|\.(?:\s|$)| (?:but|mais|now|then|puis|since|depuis|and|et|with|avec) ")
-_FILLER = re.compile(r"^[\s(]*(?:in|en|on|le|the|of|de|du|since|depuis|at|a|le)?[\s(]*$")
+_ASIDE = re.compile(r"\([^()]{1,40}\)")
+_FILLER = re.compile(r"^[\s(]*(?:in|en|on|le|the|of|de|du|d|since|depuis|at|a|le)?[\s(]*$")
 
 
 def _clauses(norm: str, a: int, b: int) -> tuple[str, str, str]:
@@ -290,6 +291,10 @@ def _clauses(norm: str, a: int, b: int) -> tuple[str, str, str]:
         if cut >= 0:
             hi = min(hi, cut)
     norm, a, b = norm[lo:hi], a - lo, b - lo
+    # A short aside in parentheses that names no procedure, no plan and not the time itself is blanked, so that
+    # "laminectomie L3-L4 (sans matériel) d'avant-hier" keeps the procedure and its day in one clause.
+    norm = _ASIDE.sub(lambda m: m.group(0) if (m.start() <= a < m.end() or _SURGERY.search(m.group(0))
+                                                or _FUTURE.search(m.group(0))) else " " * len(m.group(0)), norm)
     breaks = list(_CLAUSE_BREAK.finditer(norm))
     starts = [0] + [m.end() for m in breaks]
     ends = [m.start() for m in breaks] + [len(norm)]
