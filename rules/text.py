@@ -255,7 +255,9 @@ class Matcher:
         for lst in self.index.values():
             lst.sort(key=lambda e: -len(e.tokens))
         #: Word-order patterns (regular expressions on the normalised text), e.g. "broken right S1 screw".
-        self.patterns = [(name, re.compile(p)) for name, c in concepts.items() for p in c.get("patterns") or []]
+        #: Spelled as the words are (ae/oe folded), so that a pattern written "does not", "oedematous", "hypoesthésie"
+        #: matches the normalised words "des not", "edematous", "hypesthesie".
+        self.patterns = [(name, re.compile(spell(p))) for name, c in concepts.items() for p in c.get("patterns") or []]
         self.cues = {kind: sorted({term_tokens(t) for t in terms}, key=len, reverse=True) for kind, terms in cues.items()}
         self.breaks = self.cues.pop("scope_breaks", [])
         self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}

@@ -85,7 +85,9 @@ _WEEKDAY_SURGERY = re.compile(
     r"(?<![a-z])(?:(?:since|on|last|from|after|depuis|de)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
     r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?:\s*'?s)?(?:\s+(?:dernier|derniere|last))?\s+"
     r"(?:surgery|operation|op|procedure|fusion|decompression|discectomy|laminectomy|intervention|chirurgie|operation)(?![a-z])"
-    r"|(?:operated|operee?|opere|surgery|intervention|chirurgie|op)\s+(?:(?:done|performed|carried out|was|were|faite?|realisee?|pratiquee?)\s+)?(?:on\s+|le\s+|ce\s+)?(?:last\s+)?(?P<day2>monday|tuesday|"
+    r"|(?:operated|operee?|opere|surgery|intervention|chirurgie|op|operation|recalibrage|laminectomie|laminectomy|discectomie|"
+    r"discectomy|microdiscectomie|microdiscectomy|arthrodese|fusion|decompression|tlif|plif|acdf|lami|microdisc)\s+"
+    r"(?:(?:done|performed|carried out|was|were|faite?|realisee?|pratiquee?)\s+)?(?:on\s+|le\s+|ce\s+|de\s+|du\s+|d\s+)?(?:last\s+)?(?P<day2>monday|tuesday|"
     r"wednesday|thursday|friday|saturday|sunday|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?![a-z])"
 )
 #: "operated 3 days ago", "opéré il y a 3 jours".
