@@ -145,6 +145,9 @@ _HISTORY_HEADERS = [("atcd",), ("atcds",), ("antecedents",), ("antecedent",), ("
                     ("antecedents", "chirurgicaux"), ("antecedents", "medicaux")]
 
 
+_SECTION_WORDS = 120
+
+
 def _in_history_section(words: list[str], pos: int) -> bool:
     """Is words[pos] in a sentence that opens with a history header and a colon ("ATCD: ...", "PMH: ...")?
 
@@ -152,8 +155,8 @@ def _in_history_section(words: list[str], pos: int) -> bool:
     """
     k = pos - 1
     while k >= 0 and words[k] not in (".", "\n", ";"):
-        if words[k] in _SOFT_END - {":"} or words[k] in ("new", "nouveau", "nouvelle", "today"):
-            return False
+        if words[k] in _SOFT_END - {":"} or words[k] in ("new", "nouveau", "nouvelle", "today") or k < pos - _SECTION_WORDS:
+            return False  # (a "sentence" longer than _SECTION_WORDS is no section: the scan stays bounded, linear in the text)
         k -= 1
     start = k + 1
     for header in _HISTORY_HEADERS:
@@ -359,6 +362,7 @@ class Matcher:
             if e.concepts & self.pseudo:
                 covered.update(range(a, b))
         out = []
+        starts = [a for a, _, _ in found]  # found is sorted by start: the treated cue's stop set is read from a window (linear)
         for a, b, e in found:
             start, end = tokens[a].start, tokens[b - 1].end
             m = Mention(
@@ -377,7 +381,8 @@ class Matcher:
                 m.assertion = self._assertion(words, a, b, covered)
             m.history = (self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
                          or self._cue(words, b, "treated_after", covered, False, sentence=True,
-                                      stop={a2 for a2, _, e2 in found if a2 >= b and e2.concepts & e.concepts})
+                                      stop={a2 for a2, _, e2 in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]
+                                            if e2.concepts & e.concepts})
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
             if m.history and e.concepts <= self.anatomy:
