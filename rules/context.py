@@ -120,6 +120,8 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     hardware = [c for c in HARDWARE if c in seen]
     if hardware == ["hardware"] and "stimulator" in procedures:
         hardware = []  # "implant" of a stimulator or pump is not a screw
+    if "no_hardware" in seen and all(m.assertion == "uncertain" for c in hardware for m in seen[c]):
+        hardware = []  # "?hardware failure. Laminectomy (no implants)": a query does not put screws in a spine said to have none
     if hardware:
         instrumented = "yes"
     elif "no_hardware" in seen or (procedures - {"revision"} and procedures - {"revision"} <= set(NON_INSTRUMENTED)):

@@ -151,6 +151,9 @@ _HISTORY_HEADERS = [("atcd",), ("atcds",), ("antecedents",), ("antecedent",), ("
                     ("antecedents", "chirurgicaux"), ("antecedents", "medicaux")]
 
 
+_SECTION_WORDS = 120
+
+
 def _in_history_section(words: list[str], pos: int) -> bool:
     """Is words[pos] in a sentence that opens with a history header and a colon ("ATCD: ...", "PMH: ...")?
 
@@ -158,8 +161,8 @@ def _in_history_section(words: list[str], pos: int) -> bool:
     """
     k = pos - 1
     while k >= 0 and words[k] not in (".", "\n", ";"):
-        if words[k] in _SOFT_END - {":"} or words[k] in ("new", "nouveau", "nouvelle", "today"):
-            return False
+        if words[k] in _SOFT_END - {":"} or words[k] in ("new", "nouveau", "nouvelle", "today") or k < pos - _SECTION_WORDS:
+            return False  # (a "sentence" longer than _SECTION_WORDS is no section: the scan stays bounded, linear in the text)
         k -= 1
     start = k + 1
     for header in _HISTORY_HEADERS:
@@ -242,6 +245,9 @@ class Matcher:
     def __init__(self, concepts: dict[str, dict], cues: dict[str, list[str]], scope: int, known_words: list[str]):
         self.concepts = concepts
         self.pseudo = {name for name, c in concepts.items() if c.get("pseudo_negation")}
+        #: Permanent anatomy (a transitional vertebra, the numbering of the levels): a pre-operative report or a
+        #: "known" describes it as it still is, so history cues do not make such a mention past.
+        self.anatomy = {name for name, c in concepts.items() if c.get("anatomy")}
         entries: dict[tuple, _Entry] = {}
         for name, c in concepts.items():
             for kind, assertion in (("terms", None), ("exact", None), ("negated_terms", "negated")):
@@ -258,7 +264,9 @@ class Matcher:
         for lst in self.index.values():
             lst.sort(key=lambda e: -len(e.tokens))
         #: Word-order patterns (regular expressions on the normalised text), e.g. "broken right S1 screw".
-        self.patterns = [(name, re.compile(p)) for name, c in concepts.items() for p in c.get("patterns") or []]
+        #: Spelled as the words are (ae/oe folded), so that a pattern written "does not", "oedematous", "hypoesthésie"
+        #: matches the normalised words "des not", "edematous", "hypesthesie".
+        self.patterns = [(name, re.compile(spell(p))) for name, c in concepts.items() for p in c.get("patterns") or []]
         self.cues = {kind: sorted({term_tokens(t) for t in terms}, key=len, reverse=True) for kind, terms in cues.items()}
         self.breaks = self.cues.pop("scope_breaks", [])
         self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
@@ -360,6 +368,7 @@ class Matcher:
             if e.concepts & self.pseudo:
                 covered.update(range(a, b))
         out = []
+        starts = [a for a, _, _ in found]  # found is sorted by start: the treated cue's stop set is read from a window (linear)
         for a, b, e in found:
             start, end = tokens[a].start, tokens[b - 1].end
             m = Mention(
@@ -378,9 +387,12 @@ class Matcher:
                 m.assertion = self._assertion(words, a, b, covered)
             m.history = (self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
                          or self._cue(words, b, "treated_after", covered, False, sentence=True,
-                                      stop={a2 for a2, _, e2 in found if a2 >= b and e2.concepts & e.concepts})
+                                      stop={a2 for a2, _, e2 in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]
+                                            if e2.concepts & e.concepts})
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
+            if m.history and e.concepts <= self.anatomy:
+                m.history = False
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
                               or self._cue(words, a, "future_before", covered, True)
                               or self._cue(words, b, "hypothetical_after", covered, False))

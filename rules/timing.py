@@ -4,8 +4,9 @@ postoperative prior, with its sources and trust. Pure: the workers only gather t
 (the C-FIND answers, the study's headers) and pass them here.
 
 Relative tokens (J+2, POD 2, "3 months after surgery", "opéré hier") need no
-anchor; explicit dates are compared with StudyDate/StudyTime. French dates are
-DD/MM; a date that could be read both ways in a non-French text is unknown.
+anchor; explicit dates are compared with StudyDate/StudyTime. French and British dates are
+DD/MM; a date that could be read both ways in another text gives both readings (one after
+the study is impossible and dropped; the engine keeps the higher priority of the others).
 Nothing is ever assumed: no reading means None.
 """
 
@@ -32,7 +33,7 @@ _UNIT = "|".join(f"(?P<{k}>{v})" for k, v in _UNITS.items())
 #: Words that say the surgery is what the time refers to.
 _SURGERY = re.compile(
     r"op[ie]?r|chir|surg|interv|arthrod|fusion|discect|discecto|laminect|herniect|tlif|plif|alif|xlif|llif|olif|"
-    r"recalibr|decompress|decomp|instrument|osteosynth|post|bloc|s/p|lami|microdisc|acdf|accf|corpect|corporect|"
+    r"recalibr|decompress|decomp|instrument|osteosynth|post(?![ue]r|ur|e[ds]?(?![a-z])|ing)|bloc|s/p|lami|microdisc|acdf|accf|corpect|corporect|"
     r"kypho|cypho|vertebro|ciment|cement|stimulat|pump|pompe|redo|revision|reprise|fixation|foramino|"
     r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli|cure de|hernie|hernia|"
     r"(?<![a-z])op(?![a-z])"
@@ -88,7 +89,9 @@ _WEEKDAY_SURGERY = re.compile(
     r"(?<![a-z])(?:(?:since|on|last|from|after|depuis|de)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
     r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?:\s*'?s)?(?:\s+(?:dernier|derniere|last))?\s+"
     r"(?:surgery|operation|op|procedure|fusion|decompression|discectomy|laminectomy|intervention|chirurgie|operation)(?![a-z])"
-    r"|(?:operated|operee?|opere|surgery|intervention|chirurgie|op)\s+(?:on\s+|le\s+|ce\s+)?(?:last\s+)?(?P<day2>monday|tuesday|"
+    r"|(?:operated|operee?|opere|surgery|intervention|chirurgie|op|operation|recalibrage|laminectomie|laminectomy|discectomie|"
+    r"discectomy|microdiscectomie|microdiscectomy|arthrodese|fusion|decompression|tlif|plif|acdf|lami|microdisc)\s+"
+    r"(?:(?:done|performed|carried out|was|were|faite?|realisee?|pratiquee?)\s+)?(?:on\s+|le\s+|ce\s+|de\s+|du\s+|d\s+)?(?:last\s+)?(?P<day2>monday|tuesday|"
     r"wednesday|thursday|friday|saturday|sunday|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?![a-z])"
 )
 #: "operated 3 days ago", "opéré il y a 3 jours".
@@ -174,7 +177,9 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 add(float(m.group(1).replace(",", ".")) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
         for pattern in _AGO:
             for m in pattern.finditer(norm):
-                if _SURGERY.search(norm[max(0, m.start() - 40) : m.end() + 30]):
+                if _ONSET_BEFORE.search(norm[max(0, m.start() - 25) : m.start()]):
+                    continue  # "pain since 2 days ago", "started 3 days ago": when the complaint began
+                if _near_procedure(norm, m.start(), m.end()):
                     add(int(m.group(1)) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
         if study_dt is not None:
             for m in _WEEKDAY_SURGERY.finditer(norm):
@@ -186,6 +191,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for m in _DAY_RE.finditer(norm):
             if re.search(r"(?:since|depuis|from|for|until|jusqu'a|jusqu a)\s*$", norm[max(0, m.start() - 10) : m.start()]):
                 continue  # "depuis hier", "since last night": when the complaint began, not the operation
+            if _OTHER_EVENT_DAY.search(norm[max(0, m.start() - 30) : m.start()]) or _possessive_other(norm, m.end()):
+                continue  # "today's lateral", "CT yesterday", "radio de ce matin": the day of an image or a test
             if _near_procedure(norm, m.start(), m.end()):
                 add(_DAY_WORDS[re.sub(r"[\s-]+", " ", m.group(1))], m.start(), m.end())
         for m in _DAY_N.finditer(norm):
@@ -220,6 +227,16 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for date, a, b, note in _dates(norm, study_dt.year if study_dt else None):
             if not (_SURGERY.search(norm[max(0, a - 50) : a]) or _near_procedure(norm, a, b)) or (date is None and not note):
                 continue
+            if isinstance(date, tuple):
+                # DD/MM or MM/DD, nothing in the text tells: a reading after the study is impossible; when both are
+                # possible, both are kept (the engine runs each and keeps the higher priority, and says so).
+                possible = [d for d in date if d is not None and study_dt is not None and d <= study_dt]
+                if not possible:
+                    notes.append(f"ambiguous date (DD/MM or MM/DD) in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}]: left unknown")
+                for d in possible:
+                    spans[:] = [sp for sp in spans if sp != (a, b)]
+                    add((study_dt - d).total_seconds() / 3600, a, b)
+                continue
             if note:
                 notes.append(f"{note} in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}]: left unknown")
             elif study_dt is None:
@@ -231,8 +248,32 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
     return readings, notes
 
 
+#: Words that make the time that follows the onset of a complaint ("pain started 3 days ago").
+_ONSET_BEFORE = re.compile(
+    r"(?<![a-z])(?:since|depuis|from|started|starting|start|began|begun|begin|onset|commence|commencee|debute|debutee|apparu|apparue|"
+    r"apparition|came on|come on|developed|noticed|worse|worsening|aggravee?|for)\s*(?:about|around|approx|environ|some)?\s*$"
+)
+#: An image, a test or a visit just before a day word: the day is that event's, not the operation's.
+_OTHER_EVENT_DAY = re.compile(
+    r"(?<![a-z])(?:x ?ray|xr|film|films|radiograph|radiographs|radio|radios|radiographie|lateral|ap|ct|cts|mri|mr|irm|scan|"
+    r"scanner|imaging|imagerie|bloods|labs|bilan|bilan sanguin|prise de sang|review|reviewed|seen|vu|vue|clinic|consultation|"
+    r"appointment|rdv|visit|visite|echo|ultrasound|doppler|emg)\s*(?:done|taken|performed|from|of|de|du|d|realisee?|fait|faite)?\s*$"
+)
+_POSSESSIVE = re.compile(r"\s*'\s*s\s+([a-z]+)|\s+s\s+([a-z]+)")
+
+
+def _possessive_other(norm: str, end: int) -> bool:
+    """"today's lateral", "yesterday's bloods": a day word that owns something other than a procedure."""
+    m = _POSSESSIVE.match(norm, end)
+    if not m:
+        return False
+    word = m.group(1) or m.group(2)
+    return not _SURGERY.match(word)
+
+
 _CLAUSE_BREAK = re.compile(r"[,;:\n()]|\.(?:\s|$)| (?:but|mais|now|then|puis|since|depuis|and|et|with|avec) ")
-_FILLER = re.compile(r"^[\s(]*(?:in|en|on|le|the|of|de|du|since|depuis|at|a|le)?[\s(]*$")
+_ASIDE = re.compile(r"\([^()]{1,40}\)")
+_FILLER = re.compile(r"^[\s(]*(?:in|en|on|le|the|of|de|du|d|since|depuis|at|a|le)?[\s(]*$")
 
 
 def _clauses(norm: str, a: int, b: int) -> tuple[str, str, str]:
@@ -247,6 +288,10 @@ def _clauses(norm: str, a: int, b: int) -> tuple[str, str, str]:
         if cut >= 0:
             hi = min(hi, cut)
     norm, a, b = norm[lo:hi], a - lo, b - lo
+    # A short aside in parentheses that names no procedure, no plan and not the time itself is blanked, so that
+    # "laminectomie L3-L4 (sans matériel) d'avant-hier" keeps the procedure and its day in one clause.
+    norm = _ASIDE.sub(lambda m: m.group(0) if (m.start() <= a < m.end() or _SURGERY.search(m.group(0))
+                                                or _FUTURE.search(m.group(0))) else " " * len(m.group(0)), norm)
     breaks = list(_CLAUSE_BREAK.finditer(norm))
     starts = [0] + [m.end() for m in breaks]
     ends = [m.start() for m in breaks] + [len(norm)]
@@ -284,14 +329,25 @@ _NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?\s+(?:
 _MONTH_DAY = re.compile(r"(?<![a-z])([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?(?![0-9/])(?!\s*,?\s*\d{4})")
 
 
+#: British usage (spelling, NHS words, the UK 2/7 notation): a numeric date is then DD/MM.
+_BRITISH = re.compile(
+    r"haem|anaes|oedem|orthopaed|paediat|(?<![a-z])(?:gp|a&e|a ?& ?e|mum|theatre|nhs|registrar|ward round)(?![a-z])|"
+    r"(?<![0-9/])\d{1,2}/(?:7|52)(?![0-9/])"
+)
+
+
 def _dates(norm: str, year_now: int | None = None):
-    """(datetime | None, start, end, note) for every date written in the text.
+    """(datetime | (datetime, datetime) | None, start, end, note) for every date written in the text.
+
+    A numeric date that reads both as DD/MM and MM/DD (neither number above 12, no French or
+    British usage in the text) gives both candidates (day first, then month first).
 
     A day and month without a year ("le 14/11", "18 novembre", "Nov 18th") take the study's
     year; a yearless numeric date counts only after "le", "du", "on", "since"... so that levels
     (L4/5), power grades (3/5) and UK notations (2/7) are never read as dates.
     """
     french = len(_FRENCH.findall(norm)) >= len(_ENGLISH.findall(norm))
+    dayfirst = french or bool(_BRITISH.search(norm))  # French and British writers put the day first
     taken: list[tuple[int, int]] = []
     for m in _ISO_DATE.finditer(norm):
         taken.append(m.span())
@@ -318,23 +374,23 @@ def _dates(norm: str, year_now: int | None = None):
             if year_now is None or not _BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]):
                 continue
             a, b = int(m.group(1)), int(m.group(2))
-            if french or a > 12:
+            if dayfirst or a > 12:
                 yield _make(year_now, b, a), m.start(), m.end(), None
             elif b > 12:
                 yield _make(year_now, a, b), m.start(), m.end(), None
             else:
-                yield None, m.start(), m.end(), f"ambiguous date '{m.group()}' (DD/MM or MM/DD)"
+                yield (_make(year_now, b, a), _make(year_now, a, b)), m.start(), m.end(), None
             continue
         a, b, year = int(m.group(1)), int(m.group(2)), int(m.group(3))
         year += 2000 if year < 100 else 0
-        if french or a > 12:
+        if dayfirst or a > 12:
             yield _make(year, b, a), m.start(), m.end(), None
         elif b > 12:
             yield _make(year, a, b), m.start(), m.end(), None
         elif a == b:
             yield _make(year, a, a), m.start(), m.end(), None
         else:
-            yield None, m.start(), m.end(), f"ambiguous date '{m.group()}' (DD/MM or MM/DD)"
+            yield (_make(year, b, a), _make(year, a, b)), m.start(), m.end(), None
 
 
 def _make(year: int, month: int, day: int) -> datetime | None:

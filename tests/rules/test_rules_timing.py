@@ -43,9 +43,42 @@ def test_no_reading_is_invented(text):
     assert hours(text) == []
 
 
-def test_ambiguous_english_date_is_unknown_with_a_note():
-    readings, notes = text_readings([{"value": "operated on 03/04/2026", "tag": "(0040,1002)"}], STUDY)
+def test_ambiguous_english_date_gives_both_readings():
+    # 3 April or 4 March: both before the study, both kept (the engine keeps the higher priority)
+    assert sorted(hours("operated on 03/04/2026")) == pytest.approx([5578, 6298], abs=1)
+
+
+def test_ambiguous_date_reading_after_the_study_is_dropped():
+    # 11/12 = 11 December (after the study) or 12 November: only 12 November
+    assert hours("operated on 11/12/2026") == pytest.approx([226], abs=1)
+
+
+def test_ambiguous_date_both_after_the_study_is_unknown_with_a_note():
+    readings, notes = text_readings([{"value": "operated on 11/12/2026", "tag": "(0040,1002)"}], datetime(2026, 11, 1))
     assert readings == [] and "ambiguous" in notes[0]
+
+
+@pytest.mark.parametrize("text", ["GP: operated on 03/04/2026", "op on 03/04/2026, wound haematoma", "lami 03/04/2026, back to theatre"])
+def test_british_usage_reads_day_first(text):
+    assert hours(text) == pytest.approx([5578], abs=1)
+
+
+@pytest.mark.parametrize("text", ["TLIF, CT yesterday shows the cage backed out", "fusion: today's lateral shows the cage more posterior",
+                                  "arthrodèse, radio de ce matin: cage reculée", "fusion, posteriorly displaced screw on today's film"])
+def test_day_of_an_image_is_not_the_day_of_the_operation(text):
+    assert hours(text) == []
+
+
+@pytest.mark.parametrize("text, expected", [("Surgery 2 weeks ago; leg pain started 3 days ago", [336]),
+                                            ("operated 3 weeks ago, pain since 2 days ago", [504]),
+                                            ("opérée il y a 3 semaines, douleur apparue il y a 2 jours", [504]),
+                                            ("fusion 4 months ago; 3 days ago sudden back pain", [2922])])
+def test_onset_of_a_complaint_is_not_the_operation(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=1)
+
+
+def test_a_day_that_owns_the_operation_still_dates_it():
+    assert hours("yesterday's surgery: L4-5 TLIF") == pytest.approx([24], abs=1)
 
 
 def test_french_text_reads_dd_mm():
