@@ -17,7 +17,7 @@ system-run:
 	sh deploy/install-system-packages.sh redis-server
 
 system-test:
-	sh deploy/install-system-packages.sh redis-server dcmtk orthanc
+	sh deploy/install-system-packages.sh redis-server dcmtk orthanc prometheus
 
 ## make run: set up and start the service on its embedded defaults
 run: system-run install

@@ -67,8 +67,8 @@ class Service:
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
-        fast = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
-                                    retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
+        fast = self.fast_redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
+                                                      retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
         self.listener = Listener(cfg, store, StudyIndex(fast), on_index_failure=self.reconciler.dirty.set)
         self.listener.start()
         self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
@@ -95,15 +95,23 @@ class Service:
         }
 
     def refresh(self) -> None:
-        """Gauges read from Redis at scrape time."""
+        """Gauges read at scrape time. Redis being away is a value (redis_up 0), not an error."""
         from workers.broker import queue_depths
 
+        metrics.listener_up.set(1 if self.listener is not None and self.listener.server is not None else 0)
+        metrics.associations_active.set(self.listener.active_associations if self.listener else 0)
+        metrics.data_free_bytes.set(retention.free_bytes(self.config.data_dir))
+        metrics.data_min_free_bytes.set(self.config.min_free_bytes)
+        try:
+            self.fast_redis.ping()
+        except Exception:
+            metrics.redis_up.set(0)
+            return
+        metrics.redis_up.set(1)
         for queue, depth in queue_depths(self.broker).items():
             metrics.queue_depth.labels(queue).set(depth)
-        metrics.associations_active.set(self.listener.active_associations if self.listener else 0)
         metrics.studies_pending.set(self.index.pending_count())
         metrics.studies_queued.set(self.index.queued_count())
-        metrics.data_free_bytes.set(retention.free_bytes(self.config.data_dir))
 
     def reload_rules(self) -> None:
         if self.rulebook.reload():

@@ -50,6 +50,10 @@ queue_depth = Gauge("pacs_triage_queue_depth", "Messages waiting in a dramatiq q
 data_free_bytes = Gauge("pacs_triage_data_free_bytes", "Free space on the data directory's file system")
 studies_removed = Counter("pacs_triage_studies_removed", "Studies removed from the data directory by retention")
 studies_pending = Gauge("pacs_triage_studies_pending", "Studies receiving instances, not yet stable")
+data_min_free_bytes = Gauge("pacs_triage_data_min_free_bytes",
+                            "The free-space watermark (min_free_bytes): below it C-STORE gets 0xA700")
+redis_up = Gauge("pacs_triage_redis_up", "1 if Redis answered a PING at the last scrape, else 0")
+listener_up = Gauge("pacs_triage_listener_up", "1 if the DICOM listener is bound and accepting, else 0")
 
 # Series that exist from the start, so that rate() and alerts see a zero, not an absence.
 for _status in ("stored", "duplicate", "quarantined", "failed"):
