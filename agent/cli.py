@@ -19,6 +19,7 @@ SERVE_OPTIONS = {  # option -> (Config field, help)
     "--stable-after": ("stable_after", "seconds without a new instance before a study is triaged (default 10)"),
     "--redis-url": ("redis_url", "shared Redis (default: start a local one in the data directory)"),
     "--workers": ("workers", "worker threads (default 2)"),
+    "--broker": ("broker", "message broker: redis://… or amqp://… (RabbitMQ); default: the Redis"),
 }
 REPEATABLE = {
     "--pacs": ("pacs", "AET@HOST:PORT: send the SR there (repeatable); also queried for priors"),
@@ -65,6 +66,7 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("pika").setLevel(logging.WARNING)  # RabbitMQ client: every connect/close at INFO
 
 
 def cmd_serve(args) -> int:
@@ -85,15 +87,15 @@ def cmd_worker(args) -> int:
 
     cfg = load_config(args)
     setup_logging(cfg.log_level)
-    runtime.configure(cfg)
     from core import audit
 
     audit.configure(cfg.data_dir, cfg.audit)
-    b = broker.setup(runtime.redis_url(cfg), cfg.broker_heartbeat_timeout)
+    ctx = runtime.Context(cfg)
+    b = broker.setup(runtime.broker_url(cfg, ctx.redis_url), cfg.broker_heartbeat_timeout, context=ctx,
+                     idle_timeout=cfg.broker_idle_timeout)
     from workers import actors
 
     actors.warm_up()
-    ctx = runtime.context()
     state = {}
 
     def start():
@@ -112,11 +114,10 @@ def cmd_worker(args) -> int:
 
 
 def _redis(cfg: Config):
-    import redis
-
+    from core.redis_client import client_from_url
     from workers import runtime
 
-    return redis.Redis.from_url(runtime.redis_url(cfg))
+    return client_from_url(runtime.redis_url(cfg))
 
 
 def cmd_worklist(args) -> int:
@@ -174,11 +175,9 @@ def cmd_rules(args) -> int:
 
 
 def cmd_sinks(args) -> int:
-    from workers import broker, runtime
     from workers.deliveries import Deliveries
 
     cfg = load_config(args)
-    runtime.configure(cfg)
     client = _redis(cfg)
     deliveries = Deliveries(client)
     if args.action == "status":
@@ -194,7 +193,10 @@ def cmd_sinks(args) -> int:
             if not status["dead_letters"]:
                 print("no dead letters")
         return 0
-    broker.setup(runtime.redis_url(cfg))
+    from workers import broker, runtime
+
+    ctx = runtime.Context(cfg)
+    broker.setup(runtime.broker_url(cfg, ctx.redis_url), cfg.broker_heartbeat_timeout, context=ctx)
     from workers import actors
 
     from core import audit

@@ -65,11 +65,12 @@ def tls_context(config) -> ssl.SSLContext | None:
 
 
 class Listener:
-    def __init__(self, config, store: StudyStore, index: StudyIndex, on_index_failure=None):
+    def __init__(self, config, store: StudyStore, index: StudyIndex, on_index_failure=None, on_indexed=None):
         self.config = config
         self.store = store
         self.index = index
         self.on_index_failure = on_index_failure
+        self.on_indexed = on_indexed  # called after each instance is indexed (wakes the stability watcher)
         self._index_down_until = 0.0
         self.server = None
         # pynetdicom writes incoming datasets to the temporary directory: keep it on the
@@ -201,6 +202,8 @@ class Listener:
             if time.monotonic() < self._index_down_until:
                 raise ConnectionError("Redis was away moments ago")  # do not wait on it per instance
             self.index.record_instance(summary)
+            if self.on_indexed:
+                self.on_indexed()
         except Exception as exc:
             self._index_down_until = time.monotonic() + INDEX_RETRY_AFTER
             # Redis away: the file is durable on disk, so the instance is accepted; the

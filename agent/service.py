@@ -8,8 +8,6 @@ import signal
 import threading
 import time
 
-import redis
-
 from agent import retention
 from core import audit
 from core import metrics
@@ -19,6 +17,7 @@ from agent.http import HttpServer
 from core.index import StudyIndex
 from agent.listener import Listener
 from agent.reconcile import Reconciler
+from core.redis_client import client_from_url
 from core.redis_server import EmbeddedRedis
 from agent.store import StudyStore
 
@@ -47,16 +46,19 @@ class Service:
         if not url:
             self.embedded = EmbeddedRedis(cfg.redis_dir)
             url = self.embedded.start()
-        self.redis = redis.Redis.from_url(url, health_check_interval=30)
+        self.redis = client_from_url(url, health_check_interval=30)
 
         from workers import broker, runtime
 
-        runtime.configure(cfg)
         audit.configure(cfg.data_dir, cfg.audit)
-        self.broker = broker.setup(url, cfg.broker_heartbeat_timeout)
-        from workers import actors  # noqa: F401  (declares the actors on this broker)
+        # The broker is set up here, explicitly, and the actors bound to it with this
+        # process's context (nothing connects when `workers.actors` is imported).
+        self.context = runtime.Context(cfg, url)
+        self.broker = broker.setup(runtime.broker_url(cfg, url), cfg.broker_heartbeat_timeout,
+                                   context=self.context, idle_timeout=cfg.broker_idle_timeout)
+        from workers import actors
 
-        self.rulebook = runtime.context().rulebook
+        self.rulebook = self.context.rulebook
         metrics.rulebook.info({"version": self.rulebook.get().version})
 
         self.index = StudyIndex(self.redis)
@@ -67,12 +69,13 @@ class Service:
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
-        fast = self.fast_redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
-                                                      retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
-        self.listener = Listener(cfg, store, StudyIndex(fast), on_index_failure=self.reconciler.dirty.set)
-        self.listener.start()
+        fast = self.fast_redis = client_from_url(url, socket_connect_timeout=2, socket_timeout=5,
+                                      retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
         self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
         self.watcher.start()
+        self.listener = Listener(cfg, store, StudyIndex(fast), on_index_failure=self.reconciler.dirty.set,
+                                 on_indexed=self.watcher.kick)
+        self.listener.start()
         # Reconcile the store and the index at start (and then from `housekeeping`),
         # in the background: a large store must not delay reception.
         threading.Thread(target=self._reconcile, name="reconcile", daemon=True).start()
@@ -164,7 +167,9 @@ class Service:
 def start_workers(broker, threads: int):
     from dramatiq import Worker
 
-    worker = Worker(broker, worker_threads=max(1, threads), worker_timeout=100)
+    from workers.broker import worker_timeout
+
+    worker = Worker(broker, worker_threads=max(1, threads), worker_timeout=worker_timeout(broker))
     worker.start()
     return worker
 

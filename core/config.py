@@ -87,8 +87,10 @@ class Config:
     http_max_clients: int = option(16, "concurrent HTTP requests; more are answered 503 at once")
     # --- storage and queue
     data_dir: Path = option(Path("data"), "studies, quarantine and the embedded Redis")
-    redis_url: str | None = option(None, "shared Redis; unset = start and manage a local one in data_dir",
-                                   secret=True)
+    redis_url: str | None = option(None, "shared Redis (redis://, unix://, redis+sentinel://h1:26379,h2:26379/"
+                                   "master/0); unset = start and manage a local one in data_dir", secret=True)
+    broker: str | None = option(None, "dramatiq message broker: redis://… or amqp://user:pass@host:5672/vhost "
+                                "(RabbitMQ); unset = the Redis of redis_url", secret=True)
     fsync: bool = option(True, "fsync each instance before answering success (off only for benchmarks)")
     retention_days: float = option(30.0, "days a triaged study stays in data_dir after its last instance; 0 = forever")
     min_free_bytes: int = option(512 * 1024 * 1024, "below this free space on data_dir, C-STORE gets 0xA700")
@@ -104,6 +106,8 @@ class Config:
     triage_lease: float = option(300.0, "a study queued this long (s) with no live triage is queued again")
     reconcile_interval: float = option(60.0, "seconds between checks of queued studies and of Redis restarts")
     broker_heartbeat_timeout: float = option(60.0, "dramatiq: a worker silent this long (s) is dead; its messages requeued")
+    broker_idle_timeout: float = option(10.0, "an idle queue consumer fetches again after this long (s); a new "
+                                        "message or a stop wakes it at once")
     shutdown_timeout: float = option(30.0, "SIGTERM: seconds for associations, then for in-flight triages")
     # --- destinations, all kinds
     sink_attempts: int = option(8, "delivery attempts per destination before a dead letter")
