@@ -19,6 +19,7 @@ SERVE_OPTIONS = {  # option -> (Config field, help)
     "--stable-after": ("stable_after", "seconds without a new instance before a study is triaged (default 10)"),
     "--redis-url": ("redis_url", "shared Redis (default: start a local one in the data directory)"),
     "--workers": ("workers", "worker threads (default 2)"),
+    "--listeners": ("listeners", "DICOM listener processes on the port (default: one per CPU core)"),
     "--broker": ("broker", "message broker: redis://… or amqp://… (RabbitMQ); default: the Redis"),
 }
 REPEATABLE = {
@@ -70,11 +71,15 @@ def setup_logging(level: str) -> None:
 
 
 def cmd_serve(args) -> int:
-    from agent.service import Service, run_until_signalled
+    from agent.service import ListenerProcess, Service, run_until_signalled
 
     cfg = load_config(args)
     setup_logging(cfg.log_level)
-    service = Service(cfg)
+    if getattr(args, "listener_child", False):
+        child = ListenerProcess(cfg)
+        run_until_signalled(child.start, child.stop, lambda: None)
+        return 0
+    service = Service(cfg, argv=getattr(args, "argv", None))
     run_until_signalled(service.start, service.stop, service.reload_rules,
                         tick=service.housekeeping)
     return 0
@@ -239,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     p.add_argument("--no-workers", dest="no_workers", action="store_const", const=True,
                    help="run no workers in this process (`pacs-triage worker` runs them)")
+    p.add_argument("--listener-child", dest="listener_child", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="dramatiq worker threads on the shared Redis")
@@ -296,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # `serve` starts its listener children with it
     try:
         return args.func(args) or 0
     except ConfigError as exc:

@@ -8,14 +8,17 @@ durable under its UIDs, its summary is indexed, and only then is success sent.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
 
 from agent import diskguard, limits
 from core import audit
@@ -42,6 +45,14 @@ INDEX_RETRY_AFTER = 5.0
 _config.STORE_RECV_CHUNKED_DATASET = True
 # Accept every storage SOP class, private and future ones included, in any transfer syntax.
 _config.UNRESTRICTED_STORAGE_SERVICE = True
+
+
+class _ReusePortServer(ThreadedAssociationServer):
+    """pynetdicom's server bound with SO_REUSEPORT: listener processes share one port."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 def _calling_aet(event) -> str | None:
@@ -102,7 +113,9 @@ class Listener:
     def port(self) -> int:
         return self.server.server_address[1] if self.server else self.config.port
 
-    def start(self) -> None:
+    def start(self, reuse_port: bool = False) -> None:
+        """Listen. `reuse_port`: bind with SO_REUSEPORT, so that several listener processes
+        share the port and the kernel spreads the connections over them."""
         handlers = [
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
@@ -110,8 +123,15 @@ class Listener:
             (evt.EVT_REJECTED, self._rejected),
             (evt.EVT_CONN_OPEN, self._make_room),
         ]
-        self.server = self.ae.start_server((self.config.bind, self.config.port), block=False,
-                                           evt_handlers=handlers, ssl_context=tls_context(self.config))
+        if reuse_port:
+            server = self.ae.make_server((self.config.bind, self.config.port), evt_handlers=handlers,
+                                         ssl_context=tls_context(self.config), server_class=_ReusePortServer)
+            threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
+            self.ae._servers.append(server)
+            self.server = server
+        else:
+            self.server = self.ae.start_server((self.config.bind, self.config.port), block=False,
+                                               evt_handlers=handlers, ssl_context=tls_context(self.config))
         log.info("listening for DICOM%s as %s on %s:%d", " over TLS" if self.config.tls_cert else "",
                  self.config.ae_title, self.config.bind, self.port)
 

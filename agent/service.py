@@ -4,7 +4,10 @@ mode, the embedded Redis and in-process workers — started and stopped in order
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,6 +20,7 @@ from agent.http import HttpServer
 from core.index import StudyIndex
 from agent.listener import Listener
 from agent.reconcile import Reconciler
+from core import redis_server
 from core.redis_client import client_from_url
 from core.redis_server import EmbeddedRedis
 from agent.store import StudyStore
@@ -24,9 +28,16 @@ from agent.store import StudyStore
 log = logging.getLogger(__name__)
 
 
+def listener_count(cfg: Config) -> int:
+    """DICOM listener processes: `listeners`, or one per CPU core when 0."""
+    return cfg.listeners if cfg.listeners > 0 else (len(os.sched_getaffinity(0)) or 1)
+
+
 class Service:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, argv: list[str] | None = None):
         self.config = config
+        self.argv = argv  # the command line, given again to each listener child
+        self.children: list[subprocess.Popen | None] = []
         self.embedded: EmbeddedRedis | None = None
         self.worker = None
         self.listener: Listener | None = None
@@ -75,7 +86,12 @@ class Service:
         self.watcher.start()
         self.listener = Listener(cfg, store, StudyIndex(fast), on_index_failure=self.reconciler.dirty.set,
                                  on_indexed=self.watcher.kick)
-        self.listener.start()
+        count = listener_count(cfg) if self.argv else 1
+        self.listener.start(reuse_port=count > 1)
+        self._child_env = {"url": url, "broker": runtime.broker_url(cfg, url)}
+        self.children = [self._spawn(i) for i in range(1, count)]
+        if count > 1:
+            log.info("%d DICOM listener processes share port %d", count, self.listener.port)
         # Reconcile the store and the index at start (and then from `housekeeping`),
         # in the background: a large store must not delay reception.
         threading.Thread(target=self._reconcile, name="reconcile", daemon=True).start()
@@ -85,6 +101,24 @@ class Service:
         self.http = HttpServer(cfg.http_bind, cfg.http_port, checks=self.checks(), before_scrape=self.refresh,
                                timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
         self.http.start()
+
+    def _spawn(self, i: int) -> subprocess.Popen:
+        """Listener child i: the same command line, on the same port (SO_REUSEPORT), this
+        process's Redis and broker, /metrics on http_port + i. It dies with this process."""
+        cfg = self.config
+        argv = [*self.argv, "--port", str(self.listener.port), "--http-port",
+                str(cfg.http_port + i if cfg.http_port else 0), "--listener-child"]
+        env = dict(os.environ, PACS_TRIAGE_REDIS_URL=self._child_env["url"],
+                   PACS_TRIAGE_BROKER=self._child_env["broker"])
+        return subprocess.Popen([sys.executable, "-m", "agent.cli", *argv], env=env,
+                                preexec_fn=redis_server._die_with_parent)
+
+    def check_children(self) -> None:
+        """Start again a listener child that died (from `housekeeping`)."""
+        for n, child in enumerate(self.children):
+            if child is not None and child.poll() is not None:
+                log.warning("listener process %d exited with %s: starting it again", n + 1, child.returncode)
+                self.children[n] = self._spawn(n + 1)
 
     def checks(self) -> dict:
         return {
@@ -130,6 +164,7 @@ class Service:
     def housekeeping(self) -> None:
         """Every few seconds: rule files, reconciliation; every hour: retention of old studies."""
         self.check_rules()
+        self.check_children()
         self._reconcile()
         now = time.monotonic()
         if now - self._last_sweep > 3600:
@@ -151,8 +186,18 @@ class Service:
         """SIGTERM: stop accepting associations and let those in progress finish (bounded);
         then stop queueing, let in-flight triages and deliveries finish (bounded); then Redis."""
         grace = self.config.shutdown_timeout
+        children, self.children = self.children, []
+        for child in children:
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
         if self.listener:
             self.listener.stop(drain=grace)
+        for child in children:
+            if child is not None:
+                try:
+                    child.wait(grace + 10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         if self.watcher:
             self.watcher.stop()
         if self.worker:
@@ -162,6 +207,64 @@ class Service:
         if self.embedded:
             self.embedded.stop()
         self.stopped.set()
+
+
+class ListenerProcess:
+    """A listener child of `serve --listeners N`: the DICOM listener on the shared port, its
+    stability watcher and /metrics; the parent runs Redis, reconciliation and the workers."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.listener: Listener | None = None
+        self.watcher: StabilityWatcher | None = None
+        self.http: HttpServer | None = None
+
+    def start(self) -> None:
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        from workers import broker, runtime
+
+        cfg = self.config
+        store = StudyStore(cfg.data_dir, fsync=cfg.fsync)
+        audit.configure(cfg.data_dir, cfg.audit)
+        url = runtime.redis_url(cfg)
+        self.context = runtime.Context(cfg, url)
+        self.broker = broker.setup(runtime.broker_url(cfg, url), cfg.broker_heartbeat_timeout,
+                                   context=self.context, idle_timeout=cfg.broker_idle_timeout)
+        from workers import actors
+
+        self.redis = client_from_url(url, health_check_interval=30)
+        self.index = StudyIndex(self.redis)
+        fast = client_from_url(url, socket_connect_timeout=2, socket_timeout=5,
+                               retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
+        self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
+        self.watcher.start()
+        # An instance that cannot be indexed is on disk: the parent's reconciliation indexes it.
+        self.listener = Listener(cfg, store, StudyIndex(fast), on_indexed=self.watcher.kick)
+        self.listener.start(reuse_port=True)
+        try:  # the port next to the parent's may be taken: receive anyway, without /metrics
+            self.http = HttpServer(cfg.http_bind, cfg.http_port, checks={
+                "redis": lambda: (bool(fast.ping()), "ping"),
+                "listener": lambda: (self.listener is not None and self.listener.server is not None,
+                                     f"{cfg.ae_title} port {cfg.port}"),
+            }, before_scrape=self.refresh, timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
+            self.http.start()
+        except OSError as exc:
+            log.warning("listener process: no /metrics on port %d (%s)", cfg.http_port, exc.strerror)
+            self.http = None
+
+    def refresh(self) -> None:
+        metrics.listener_up.set(1 if self.listener is not None and self.listener.server is not None else 0)
+        metrics.associations_active.set(self.listener.active_associations if self.listener else 0)
+
+    def stop(self) -> None:
+        if self.listener:
+            self.listener.stop(drain=self.config.shutdown_timeout)
+        if self.watcher:
+            self.watcher.stop()
+        if self.http:
+            self.http.stop()
 
 
 def start_workers(broker, threads: int):

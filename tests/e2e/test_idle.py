@@ -1,7 +1,7 @@
 """`pacs-triage serve` with nothing to do costs (almost) nothing: no polling loops.
 
 Measured as the CPU time (utime + stime from /proc) of the service process and of its
-embedded redis-server over a quiet window. Before the waits were event-driven it used
+children (embedded redis-server, one listener process per further core) over a quiet window. Before the waits were event-driven it used
 about 5 % of a core (dramatiq consumers polling Redis every 100 ms, the stability watcher
 every 100 ms); the bench measures the same over 60 s (`make bench`).
 """
@@ -50,7 +50,7 @@ def test_idle_service_uses_under_two_percent_of_a_core(tmp_path):
             wait_for(lambda: service_ready(http_port, proc, log_path), timeout=60, what="serve /readyz")
             time.sleep(3)  # start-up work (imports, first reconciliation) done
             pids = [proc.pid, *children(proc.pid)]
-            assert len(pids) == 2, "serve and its embedded redis-server"
+            assert len(pids) >= 2, "serve, its embedded redis-server (and listener processes)"
             before = sum(cpu_seconds(p) for p in pids)
             time.sleep(WINDOW)
             used = sum(cpu_seconds(p) for p in pids) - before
