@@ -28,8 +28,10 @@ test: system-test install
 	$(BIN)/pacs-triage rules test
 	$(BIN)/python -m pytest -ra --durations=15
 
-## make bench: ingest and latency against DCMTK storescp, rule and CT analysis timings
+## make bench: load (one association, 8 senders, sustained load, large study, idle) and ingest against
+## DCMTK storescp (table in bench/results.md), rule and CT analysis timings
 bench: system-test install
+	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_rules.py
 	$(BIN)/python bench/bench_ct.py
