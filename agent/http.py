@@ -20,9 +20,10 @@ class HttpServer:
 
     def __init__(self, bind: str, port: int, checks: dict[str, Check] | None = None,
                  before_scrape: Callable[[], None] | None = None, timeout: float = 10.0,
-                 max_clients: int = 16):
+                 max_clients: int = 16, exposition: Callable[[], bytes] | None = None):
         self.checks = checks or {}
         self.before_scrape = before_scrape
+        self.exposition = exposition or (lambda: generate_latest(REGISTRY))
         outer = self
         outer_timeout = timeout
         self._scrape_lock = threading.Lock()
@@ -39,7 +40,7 @@ class HttpServer:
                                 outer.before_scrape()
                         except Exception as exc:
                             log.warning("metrics refresh failed: %s", type(exc).__name__)
-                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                    self._send(200, outer.exposition(), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     self._send(200, b"ok\n", "text/plain")
                 elif path == "/readyz":

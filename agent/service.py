@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from pathlib import Path
 
 from agent import retention
 from core import audit
@@ -99,19 +101,37 @@ class Service:
             actors.warm_up()
             self.worker = start_workers(self.broker, cfg.workers)
         self.http = HttpServer(cfg.http_bind, cfg.http_port, checks=self.checks(), before_scrape=self.refresh,
-                               timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
+                               timeout=cfg.http_timeout, max_clients=cfg.http_max_clients,
+                               exposition=self.exposition)
         self.http.start()
 
     def _spawn(self, i: int) -> subprocess.Popen:
         """Listener child i: the same command line, on the same port (SO_REUSEPORT), this
-        process's Redis and broker, /metrics on http_port + i. It dies with this process."""
+        process's Redis and broker; its /metrics (loopback, any port) is merged into ours.
+        It dies with this process."""
         cfg = self.config
-        argv = [*self.argv, "--port", str(self.listener.port), "--http-port",
-                str(cfg.http_port + i if cfg.http_port else 0), "--listener-child"]
+        argv = [*self.argv, "--port", str(self.listener.port), "--listener-child"]
         env = dict(os.environ, PACS_TRIAGE_REDIS_URL=self._child_env["url"],
                    PACS_TRIAGE_BROKER=self._child_env["broker"])
         return subprocess.Popen([sys.executable, "-m", "agent.cli", *argv], env=env,
                                 preexec_fn=redis_server._die_with_parent)
+
+    def exposition(self) -> bytes:
+        """/metrics: this process's, with the listener processes' counters added in."""
+        from prometheus_client import REGISTRY, generate_latest
+
+        own = generate_latest(REGISTRY)
+        others = []
+        for child in self.children:
+            port = child_http_port(self.config, child.pid) if child is not None else None
+            if port is None:
+                continue
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    others.append(r.read().decode())
+            except OSError as exc:
+                log.warning("metrics of listener process %d not read: %s", child.pid, type(exc).__name__)
+        return metrics.merge_expositions(own.decode(), others).encode() if others else own
 
     def check_children(self) -> None:
         """Start again a listener child that died (from `housekeeping`)."""
@@ -243,15 +263,18 @@ class ListenerProcess:
         # An instance that cannot be indexed is on disk: the parent's reconciliation indexes it.
         self.listener = Listener(cfg, store, StudyIndex(fast), on_indexed=self.watcher.kick)
         self.listener.start(reuse_port=True)
-        try:  # the port next to the parent's may be taken: receive anyway, without /metrics
-            self.http = HttpServer(cfg.http_bind, cfg.http_port, checks={
+        try:  # loopback, any free port: the parent reads it and merges it into its /metrics
+            self.http = HttpServer("127.0.0.1", 0, checks={
                 "redis": lambda: (bool(fast.ping()), "ping"),
                 "listener": lambda: (self.listener is not None and self.listener.server is not None,
                                      f"{cfg.ae_title} port {cfg.port}"),
             }, before_scrape=self.refresh, timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
             self.http.start()
+            path = child_http_file(cfg, os.getpid())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(self.http.port))
         except OSError as exc:
-            log.warning("listener process: no /metrics on port %d (%s)", cfg.http_port, exc.strerror)
+            log.warning("listener process: no /metrics (%s)", exc.strerror)
             self.http = None
 
     def refresh(self) -> None:
@@ -265,6 +288,18 @@ class ListenerProcess:
             self.watcher.stop()
         if self.http:
             self.http.stop()
+            child_http_file(self.config, os.getpid()).unlink(missing_ok=True)
+
+
+def child_http_file(cfg: Config, pid: int) -> Path:
+    return cfg.data_dir / "run" / f"listener-{pid}.http"
+
+
+def child_http_port(cfg: Config, pid: int) -> int | None:
+    try:
+        return int(child_http_file(cfg, pid).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def start_workers(broker, threads: int):

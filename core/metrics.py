@@ -64,3 +64,54 @@ for _sink in ("pacs", "ups", "hl7", "webhook"):
     sink_dead_letters.labels(_sink)
 for _priority in ("STAT", "URGENT", "ROUTINE"):
     priorities.labels(_priority)
+
+
+# --- several listener processes, one /metrics ----------------------------------------------
+#: Gauges that add up over listener processes (counters and histograms always do).
+SUMMED_GAUGES = {"pacs_triage_associations_active"}
+
+
+def merge_expositions(own: str, others: list[str]) -> str:
+    """This process's exposition with the pacs_triage counters, histograms and summed gauges of
+    `others` (its listener processes) added in, so that one scrape counts every process.
+    Process metrics (process_*, python_*) and other gauges stay this process's own."""
+    from collections import defaultdict
+
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.utils import floatToGoString
+
+    def summed(family) -> bool:
+        return family.name.startswith("pacs_triage_") and (
+            family.type in ("counter", "histogram") or family.name in SUMMED_GAUGES)
+
+    extra: dict[str, dict[tuple, float]] = defaultdict(dict)
+    for text in others:
+        for family in text_string_to_metric_families(text):
+            if not summed(family):
+                continue
+            for s in family.samples:
+                if s.name.endswith("_created"):
+                    continue
+                key = (s.name, tuple(sorted(s.labels.items())))
+                extra[family.name][key] = extra[family.name].get(key, 0.0) + s.value
+
+    def esc(value: str) -> str:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+    def line(name: str, labels: dict, value: float) -> str:
+        inner = ",".join(f'{k}="{esc(str(v))}"' for k, v in labels.items())
+        return f"{name}{{{inner}}} {floatToGoString(value)}" if inner else f"{name} {floatToGoString(value)}"
+
+    out = []
+    for family in text_string_to_metric_families(own):
+        name = family.name + ("_total" if family.type == "counter" else "")
+        doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}")
+        out.append(f"# TYPE {name} {family.type}")
+        more = extra.pop(family.name, {}) if summed(family) else {}
+        for s in family.samples:
+            key = (s.name, tuple(sorted(s.labels.items())))
+            out.append(line(s.name, s.labels, s.value + more.pop(key, 0.0)))
+        for (sample, labels), value in sorted(more.items()):
+            out.append(line(sample, dict(labels), value))
+    return "\n".join(out) + "\n"

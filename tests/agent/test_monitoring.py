@@ -84,3 +84,32 @@ def test_a_broken_rule_fails_the_unit_tests(tmp_path):
     proc = run("test", "rules", RULE_TESTS.name, cwd=tmp_path)
     assert proc.returncode != 0
     assert "PacsTriageQueueBacklog" in proc.stdout + proc.stderr
+
+
+def test_listener_processes_metrics_are_added_into_one_exposition():
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from core.metrics import merge_expositions
+
+    def process(stored: int, active: int, reason: str | None, up: int) -> str:
+        reg = CollectorRegistry()
+        c = Counter("pacs_triage_instances_received", "Instances", ["status"], registry=reg)
+        c.labels("stored").inc(stored)
+        q = Counter("pacs_triage_quarantined", "Quarantined", ["reason"], registry=reg)
+        if reason:
+            q.labels(reason).inc()
+        Gauge("pacs_triage_associations_active", "Open", registry=reg).set(active)
+        Gauge("pacs_triage_listener_up", "Up", registry=reg).set(up)
+        Histogram("pacs_triage_triage_duration_seconds", "Triage", registry=reg, buckets=(1,)).observe(0.5)
+        return generate_latest(reg).decode()
+
+    merged = merge_expositions(process(3, 1, None, 1), [process(5, 2, "unparseable", 0)])
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(merged) for s in f.samples}
+    assert samples[("pacs_triage_instances_received_total", (("status", "stored"),))] == 8
+    assert samples[("pacs_triage_quarantined_total", (("reason", "unparseable"),))] == 1, "child-only series kept"
+    assert samples[("pacs_triage_associations_active", ())] == 3
+    assert samples[("pacs_triage_listener_up", ())] == 1, "other gauges stay this process's"
+    assert samples[("pacs_triage_triage_duration_seconds_count", ())] == 2
+    assert samples[("pacs_triage_triage_duration_seconds_bucket", (("le", "1.0"),))] == 2
