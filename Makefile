@@ -17,13 +17,13 @@ system-run:
 	sh deploy/install-system-packages.sh redis-server
 
 system-test:
-	sh deploy/install-system-packages.sh redis-server dcmtk orthanc prometheus
+	sh deploy/install-system-packages.sh redis-server redis-sentinel dcmtk orthanc prometheus rabbitmq-server
 
 ## make run: set up and start the service on its embedded defaults
 run: system-run install
 	$(BIN)/pacs-triage serve
 
-## make test: set up what the tests need (Redis, DCMTK, Orthanc, Python packages) and run them
+## make test: set up what the tests need (Redis + Sentinel, DCMTK, Orthanc, Prometheus, RabbitMQ, Python packages) and run them
 test: system-test install
 	$(BIN)/pacs-triage rules test
 	$(BIN)/python -m pytest -ra --durations=15

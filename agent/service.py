@@ -31,8 +31,18 @@ log = logging.getLogger(__name__)
 
 
 def listener_count(cfg: Config) -> int:
-    """DICOM listener processes: `listeners`, or one per CPU core when 0."""
-    return cfg.listeners if cfg.listeners > 0 else (len(os.sched_getaffinity(0)) or 1)
+    """DICOM listener processes: `listeners`, or one per CPU core this process may use when 0
+    (its CPU affinity, capped by a cgroup v2 CPU quota such as a container's CPU limit)."""
+    if cfg.listeners > 0:
+        return cfg.listeners
+    cores = len(os.sched_getaffinity(0)) or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 class Service:

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install the Debian packages pacs-triage needs, if their programs are missing.
-# Usage: install-system-packages.sh PACKAGE...   (redis-server, dcmtk, orthanc)
+# Usage: install-system-packages.sh PACKAGE...   (redis-server, redis-sentinel, dcmtk, orthanc, prometheus, rabbitmq-server)
 set -eu
 missing=""
 for pkg in "$@"; do
