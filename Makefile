@@ -17,19 +17,21 @@ system-run:
 	sh deploy/install-system-packages.sh redis-server
 
 system-test:
-	sh deploy/install-system-packages.sh redis-server dcmtk orthanc
+	sh deploy/install-system-packages.sh redis-server redis-sentinel dcmtk orthanc prometheus rabbitmq-server chromium chromium-driver
 
 ## make run: set up and start the service on its embedded defaults
 run: system-run install
 	$(BIN)/pacs-triage serve
 
-## make test: set up what the tests need (Redis, DCMTK, Orthanc, Python packages) and run them
+## make test: set up what the tests need (Redis + Sentinel, DCMTK, Orthanc, Prometheus, RabbitMQ, Python packages) and run them
 test: system-test install
 	$(BIN)/pacs-triage rules test
 	$(BIN)/python -m pytest -ra --durations=15
 
-## make bench: ingest and latency against DCMTK storescp, rule and CT analysis timings
+## make bench: load (one association, 8 senders, sustained load, large study, idle) and ingest against
+## DCMTK storescp (table in bench/results.md), rule and CT analysis timings
 bench: system-test install
+	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_rules.py
 	$(BIN)/python bench/bench_ct.py

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 from core import metrics
@@ -21,13 +22,20 @@ log = logging.getLogger(__name__)
 
 
 class StabilityWatcher:
+    """Queues studies once they are quiet. Event-driven: it sleeps until the earliest pending
+    study is due, or until `kick()` (an instance was just indexed) says one may be due sooner;
+    with nothing pending it looks again only every `idle` seconds (studies fed by another
+    listener process or host, which its own watcher normally queues)."""
+
     def __init__(self, index: StudyIndex, enqueue: Callable[[str], None], stable_after: float,
-                 interval: float | None = None):
+                 idle: float = 5.0):
         self.index = index
         self.enqueue = enqueue
         self.stable_after = stable_after
-        self.interval = interval if interval is not None else min(0.1, max(stable_after / 4, 0.02))
+        self.idle = idle
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._next = float("inf")  # monotonic time of the next planned look
         self.thread = threading.Thread(target=self._run, name="stability", daemon=True)
 
     def start(self) -> None:
@@ -35,14 +43,34 @@ class StabilityWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self.thread.join(5)
 
+    def kick(self) -> None:
+        """An instance was indexed: its study is due `stable_after` from now; wake the watcher
+        only if it planned to look later than that (cheap: no wake-up per instance)."""
+        if self._next > time.monotonic() + self.stable_after:
+            self._wake.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
+            self._wake.clear()
             try:
                 self.poll()
-            except Exception as exc:  # Redis away: try again next tick
+                wait = self.next_wait()
+            except Exception as exc:  # Redis away: try again in a moment
                 log.warning("stability check failed: %s", type(exc).__name__)
+                wait = 1.0
+            self._next = time.monotonic() + wait
+            self._wake.wait(wait)
+
+    def next_wait(self, now: float | None = None) -> float:
+        """Seconds until the earliest pending study is due (at least 20 ms), at most `idle`."""
+        first = self.index.redis.zrange(keys.PENDING, 0, 0, withscores=True)
+        if not first:
+            return self.idle
+        now = now if now is not None else time.time()
+        return min(self.idle, max(first[0][1] + self.stable_after - now, 0.02))
 
     def poll(self) -> int:
         """Queue every study that is due; return how many were queued."""
@@ -52,8 +80,11 @@ class StabilityWatcher:
             if not self.index.redis.set(lock, "1", nx=True, px=5000):
                 continue  # another listener is queueing it
             try:
+                # The "queued" time is taken before the send: a triage that starts at once
+                # must find its study queued earlier than its own start (`index.triaged`).
+                queued_at = time.time()
                 self.enqueue(uid)
-                if self.index.release(uid, seen):
+                if self.index.release(uid, seen, now=queued_at):
                     metrics.studies_stable.inc()
                     queued += 1
                     log.info("study %s stable, queued for triage", uid)

@@ -22,6 +22,8 @@ SERVE_OPTIONS = {  # option -> (Config field, help)
     "--workers": ("workers", "worker threads (default 2)"),
     "--hl7-listen": ("hl7_listen", "MLLP port receiving RIS orders (ORM^O01, OMI^O23) and signed reports (ORU^R01)"),
     "--mwl": ("mwl", "AET@HOST:PORT: Modality Worklist queried by accession number when no HL7 order is known"),
+    "--listeners": ("listeners", "DICOM listener processes on the port (default: one per CPU core)"),
+    "--broker": ("broker", "message broker: redis://… or amqp://… (RabbitMQ); default: the Redis"),
 }
 REPEATABLE = {
     "--pacs": ("pacs", "AET@HOST:PORT: send the SR there (repeatable); also queried for priors"),
@@ -68,14 +70,19 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("pika").setLevel(logging.WARNING)  # RabbitMQ client: every connect/close at INFO
 
 
 def cmd_serve(args) -> int:
-    from agent.service import Service, run_until_signalled
+    from agent.service import ListenerProcess, Service, run_until_signalled
 
     cfg = load_config(args)
     setup_logging(cfg.log_level)
-    service = Service(cfg)
+    if getattr(args, "listener_child", False):
+        child = ListenerProcess(cfg)
+        run_until_signalled(child.start, child.stop, lambda: None)
+        return 0
+    service = Service(cfg, argv=getattr(args, "argv", None))
     run_until_signalled(service.start, service.stop, service.reload_rules,
                         tick=service.housekeeping)
     return 0
@@ -88,15 +95,15 @@ def cmd_worker(args) -> int:
 
     cfg = load_config(args)
     setup_logging(cfg.log_level)
-    runtime.configure(cfg)
     from core import audit
 
     audit.configure(cfg.data_dir, cfg.audit)
-    b = broker.setup(runtime.redis_url(cfg), cfg.broker_heartbeat_timeout)
+    ctx = runtime.Context(cfg)
+    b = broker.setup(runtime.broker_url(cfg, ctx.redis_url), cfg.broker_heartbeat_timeout, context=ctx,
+                     idle_timeout=cfg.broker_idle_timeout)
     from workers import actors
 
     actors.warm_up()
-    ctx = runtime.context()
     state = {}
 
     def start():
@@ -115,11 +122,10 @@ def cmd_worker(args) -> int:
 
 
 def _redis(cfg: Config):
-    import redis
-
+    from core.redis_client import client_from_url
     from workers import runtime
 
-    return redis.Redis.from_url(runtime.redis_url(cfg))
+    return client_from_url(runtime.redis_url(cfg))
 
 
 def cmd_worklist(args) -> int:
@@ -215,11 +221,9 @@ def cmd_rules(args) -> int:
 
 
 def cmd_sinks(args) -> int:
-    from workers import broker, runtime
     from workers.deliveries import Deliveries
 
     cfg = load_config(args)
-    runtime.configure(cfg)
     client = _redis(cfg)
     deliveries = Deliveries(client)
     if args.action == "status":
@@ -235,7 +239,10 @@ def cmd_sinks(args) -> int:
             if not status["dead_letters"]:
                 print("no dead letters")
         return 0
-    broker.setup(runtime.redis_url(cfg))
+    from workers import broker, runtime
+
+    ctx = runtime.Context(cfg)
+    broker.setup(runtime.broker_url(cfg, ctx.redis_url), cfg.broker_heartbeat_timeout, context=ctx)
     from workers import actors
 
     from core import audit
@@ -304,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     p.add_argument("--no-workers", dest="no_workers", action="store_const", const=True,
                    help="run no workers in this process (`pacs-triage worker` runs them)")
+    p.add_argument("--listener-child", dest="listener_child", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="dramatiq worker threads on the shared Redis")
@@ -375,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_dicom_libraries()
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # `serve` starts its listener children with it
     try:
         return args.func(args) or 0
     except ConfigError as exc:

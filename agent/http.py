@@ -76,10 +76,11 @@ class HttpServer:
 
     def __init__(self, bind: str, port: int, checks: dict[str, Check] | None = None,
                  before_scrape: Callable[[], None] | None = None, timeout: float = 10.0,
-                 max_clients: int = 16, console=None):
+                 max_clients: int = 16, console=None, exposition: Callable[[], bytes] | None = None):
         self.checks = checks or {}
         self.before_scrape = before_scrape
         self.console = console
+        self.exposition = exposition or (lambda: generate_latest(REGISTRY))
         self._scrape_lock = threading.Lock()
         routes = [Route("/metrics", self._metrics), Route("/healthz", self._healthz),
                   Route("/readyz", self._readyz)]
@@ -113,7 +114,7 @@ class HttpServer:
                     self.before_scrape()
             except Exception as exc:
                 log.warning("metrics refresh failed: %s", type(exc).__name__)
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(self.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     def _healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok\n")

@@ -8,13 +8,16 @@ durable under its UIDs, its summary is indexed, and only then is success sent.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 
 import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
 
 from agent import diskguard, limits
 from core import audit
@@ -48,6 +51,14 @@ def configure_pynetdicom() -> None:
     _config.UNRESTRICTED_STORAGE_SERVICE = True
 
 
+class _ReusePortServer(ThreadedAssociationServer):
+    """pynetdicom's server bound with SO_REUSEPORT: listener processes share one port."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 def _calling_aet(event) -> str | None:
     try:
         return str(event.assoc.requestor.ae_title).strip() or None
@@ -69,11 +80,12 @@ def tls_context(config) -> ssl.SSLContext | None:
 
 
 class Listener:
-    def __init__(self, config, store: StudyStore, index: StudyIndex, on_index_failure=None):
+    def __init__(self, config, store: StudyStore, index: StudyIndex, on_index_failure=None, on_indexed=None):
         self.config = config
         self.store = store
         self.index = index
         self.on_index_failure = on_index_failure
+        self.on_indexed = on_indexed  # called after each instance is indexed (wakes the stability watcher)
         self._index_down_until = 0.0
         self.server = None
         configure_pynetdicom()
@@ -106,7 +118,9 @@ class Listener:
     def port(self) -> int:
         return self.server.server_address[1] if self.server else self.config.port
 
-    def start(self) -> None:
+    def start(self, reuse_port: bool = False) -> None:
+        """Listen. `reuse_port`: bind with SO_REUSEPORT, so that several listener processes
+        share the port and the kernel spreads the connections over them."""
         handlers = [
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
@@ -114,8 +128,15 @@ class Listener:
             (evt.EVT_REJECTED, self._rejected),
             (evt.EVT_CONN_OPEN, self._make_room),
         ]
-        self.server = self.ae.start_server((self.config.bind, self.config.port), block=False,
-                                           evt_handlers=handlers, ssl_context=tls_context(self.config))
+        if reuse_port:
+            server = self.ae.make_server((self.config.bind, self.config.port), evt_handlers=handlers,
+                                         ssl_context=tls_context(self.config), server_class=_ReusePortServer)
+            threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
+            self.ae._servers.append(server)
+            self.server = server
+        else:
+            self.server = self.ae.start_server((self.config.bind, self.config.port), block=False,
+                                               evt_handlers=handlers, ssl_context=tls_context(self.config))
         log.info("listening for DICOM%s as %s on %s:%d", " over TLS" if self.config.tls_cert else "",
                  self.config.ae_title, self.config.bind, self.port)
 
@@ -206,6 +227,8 @@ class Listener:
             if time.monotonic() < self._index_down_until:
                 raise ConnectionError("Redis was away moments ago")  # do not wait on it per instance
             self.index.record_instance(summary)
+            if self.on_indexed:
+                self.on_indexed()
         except Exception as exc:
             self._index_down_until = time.monotonic() + INDEX_RETRY_AFTER
             # Redis away: the file is durable on disk, so the instance is accepted; the

@@ -116,8 +116,10 @@ class Reconciler:
             if self.index.redis.exists(keys.triage_lock(uid)):
                 self.index.mark_queued(uid)  # a live triage holds it: look again after a lease
                 continue
-            self.enqueue(uid)
+            # Marked first: a triage that starts at once (before a mark made after the send)
+            # would otherwise leave the mark behind and be queued again after a lease.
             self.index.mark_queued(uid)
+            self.enqueue(uid)
             metrics.requeued_studies.inc()
             count += 1
             log.warning("study %s queued for triage again: its triage did not finish within %gs", uid,

@@ -4,11 +4,14 @@ mode, the embedded Redis and in-process workers — started and stopped in order
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
-
-import redis
+import urllib.request
+from pathlib import Path
 
 from agent import retention
 from core import audit
@@ -19,15 +22,34 @@ from agent.http import HttpServer
 from core.index import StudyIndex
 from agent.listener import Listener
 from agent.reconcile import Reconciler
+from core import redis_server
+from core.redis_client import client_from_url
 from core.redis_server import EmbeddedRedis
 from agent.store import StudyStore
 
 log = logging.getLogger(__name__)
 
 
+def listener_count(cfg: Config) -> int:
+    """DICOM listener processes: `listeners`, or one per CPU core this process may use when 0
+    (its CPU affinity, capped by a cgroup v2 CPU quota such as a container's CPU limit)."""
+    if cfg.listeners > 0:
+        return cfg.listeners
+    cores = len(os.sched_getaffinity(0)) or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
 class Service:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, argv: list[str] | None = None):
         self.config = config
+        self.argv = argv  # the command line, given again to each listener child
+        self.children: list[subprocess.Popen | None] = []
         self.embedded: EmbeddedRedis | None = None
         self.worker = None
         self.listener: Listener | None = None
@@ -50,16 +72,19 @@ class Service:
         if not url:
             self.embedded = EmbeddedRedis(cfg.redis_dir)
             url = self.embedded.start()
-        self.redis = redis.Redis.from_url(url, health_check_interval=30)
+        self.redis = client_from_url(url, health_check_interval=30)
 
         from workers import broker, runtime
 
-        runtime.configure(cfg)
         audit.configure(cfg.data_dir, cfg.audit)
-        self.broker = broker.setup(url, cfg.broker_heartbeat_timeout)
-        from workers import actors  # noqa: F401  (declares the actors on this broker)
+        # The broker is set up here, explicitly, and the actors bound to it with this
+        # process's context (nothing connects when `workers.actors` is imported).
+        self.context = runtime.Context(cfg, url)
+        self.broker = broker.setup(runtime.broker_url(cfg, url), cfg.broker_heartbeat_timeout,
+                                   context=self.context, idle_timeout=cfg.broker_idle_timeout)
+        from workers import actors
 
-        self.rulebook = runtime.context().rulebook
+        self.rulebook = self.context.rulebook
         metrics.rulebook.info({"version": self.rulebook.get().version})
 
         self.index = StudyIndex(self.redis)
@@ -70,12 +95,18 @@ class Service:
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
-        fast = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
-                                    retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
-        self.listener = Listener(cfg, store, StudyIndex(fast), on_index_failure=self.reconciler.dirty.set)
-        self.listener.start()
+        fast = self.fast_redis = client_from_url(url, socket_connect_timeout=2, socket_timeout=5,
+                                      retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
         self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
         self.watcher.start()
+        self.listener = Listener(cfg, store, StudyIndex(fast), on_index_failure=self.reconciler.dirty.set,
+                                 on_indexed=self.watcher.kick)
+        count = listener_count(cfg) if self.argv else 1
+        self.listener.start(reuse_port=count > 1)
+        self._child_env = {"url": url, "broker": runtime.broker_url(cfg, url)}
+        self.children = [self._spawn(i) for i in range(1, count)]
+        if count > 1:
+            log.info("%d DICOM listener processes share port %d", count, self.listener.port)
         if cfg.hl7_listen:
             from agent.orders import OrderListener
 
@@ -94,7 +125,8 @@ class Service:
                               replay=lambda r: actors.DELIVER[r["kind"]].send_with_options(
                                   args=(r["destination"], r["study_instance_uid"]), **actors.retry_options(cfg)))
         self.http = HttpServer(cfg.http_bind, cfg.http_port, checks=self.checks(), before_scrape=self.refresh,
-                               timeout=cfg.http_timeout, max_clients=cfg.http_max_clients, console=console)
+                               timeout=cfg.http_timeout, max_clients=cfg.http_max_clients, console=console,
+                               exposition=self.exposition)
         self.http.start()
         if console is not None:
             host = cfg.http_bind if cfg.http_bind not in ("0.0.0.0", "::", "") else "localhost"
@@ -115,6 +147,41 @@ class Service:
             self.last_reload = {"at": time.time(), "result": (f"failed, kept {self.rulebook.get().version}" if failed
                                                               else f"loaded {self.rulebook.get().version}")}
 
+    def _spawn(self, i: int) -> subprocess.Popen:
+        """Listener child i: the same command line, on the same port (SO_REUSEPORT), this
+        process's Redis and broker; its /metrics (loopback, any port) is merged into ours.
+        It dies with this process."""
+        cfg = self.config
+        argv = [*self.argv, "--port", str(self.listener.port), "--listener-child"]
+        env = dict(os.environ, PACS_TRIAGE_REDIS_URL=self._child_env["url"],
+                   PACS_TRIAGE_BROKER=self._child_env["broker"])
+        return subprocess.Popen([sys.executable, "-m", "agent.cli", *argv], env=env,
+                                preexec_fn=redis_server._die_with_parent)
+
+    def exposition(self) -> bytes:
+        """/metrics: this process's, with the listener processes' counters added in."""
+        from prometheus_client import REGISTRY, generate_latest
+
+        own = generate_latest(REGISTRY)
+        others = []
+        for child in self.children:
+            port = child_http_port(self.config, child.pid) if child is not None else None
+            if port is None:
+                continue
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    others.append(r.read().decode())
+            except OSError as exc:
+                log.warning("metrics of listener process %d not read: %s", child.pid, type(exc).__name__)
+        return metrics.merge_expositions(own.decode(), others).encode() if others else own
+
+    def check_children(self) -> None:
+        """Start again a listener child that died (from `housekeeping`)."""
+        for n, child in enumerate(self.children):
+            if child is not None and child.poll() is not None:
+                log.warning("listener process %d exited with %s: starting it again", n + 1, child.returncode)
+                self.children[n] = self._spawn(n + 1)
+
     def checks(self) -> dict:
         extra = {}
         if self.orders is not None:
@@ -131,15 +198,23 @@ class Service:
         }
 
     def refresh(self) -> None:
-        """Gauges read from Redis at scrape time."""
+        """Gauges read at scrape time. Redis being away is a value (redis_up 0), not an error."""
         from workers.broker import queue_depths
 
+        metrics.listener_up.set(1 if self.listener is not None and self.listener.server is not None else 0)
+        metrics.associations_active.set(self.listener.active_associations if self.listener else 0)
+        metrics.data_free_bytes.set(retention.free_bytes(self.config.data_dir))
+        metrics.data_min_free_bytes.set(self.config.min_free_bytes)
+        try:
+            self.fast_redis.ping()
+        except Exception:
+            metrics.redis_up.set(0)
+            return
+        metrics.redis_up.set(1)
         for queue, depth in queue_depths(self.broker).items():
             metrics.queue_depth.labels(queue).set(depth)
-        metrics.associations_active.set(self.listener.active_associations if self.listener else 0)
         metrics.studies_pending.set(self.index.pending_count())
         metrics.studies_queued.set(self.index.queued_count())
-        metrics.data_free_bytes.set(retention.free_bytes(self.config.data_dir))
 
     def reload_rules(self) -> None:
         before = metrics.rulebook_reload_failures._value.get()
@@ -158,6 +233,7 @@ class Service:
     def housekeeping(self) -> None:
         """Every few seconds: rule files, reconciliation; every hour: retention of old studies."""
         self.check_rules()
+        self.check_children()
         self._reconcile()
         now = time.monotonic()
         if self.config.ups and self.config.ups_poll_interval and now - self._last_ups_poll >= self.config.ups_poll_interval:
@@ -195,8 +271,18 @@ class Service:
         """SIGTERM: stop accepting associations and let those in progress finish (bounded);
         then stop queueing, let in-flight triages and deliveries finish (bounded); then Redis."""
         grace = self.config.shutdown_timeout
+        children, self.children = self.children, []
+        for child in children:
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
         if self.listener:
             self.listener.stop(drain=grace)
+        for child in children:
+            if child is not None:
+                try:
+                    child.wait(grace + 10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         if self.watcher:
             self.watcher.stop()
         if self.orders:
@@ -210,10 +296,85 @@ class Service:
         self.stopped.set()
 
 
+class ListenerProcess:
+    """A listener child of `serve --listeners N`: the DICOM listener on the shared port, its
+    stability watcher and /metrics; the parent runs Redis, reconciliation and the workers."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.listener: Listener | None = None
+        self.watcher: StabilityWatcher | None = None
+        self.http: HttpServer | None = None
+
+    def start(self) -> None:
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        from workers import broker, runtime
+
+        cfg = self.config
+        store = StudyStore(cfg.data_dir, fsync=cfg.fsync)
+        audit.configure(cfg.data_dir, cfg.audit)
+        url = runtime.redis_url(cfg)
+        self.context = runtime.Context(cfg, url)
+        self.broker = broker.setup(runtime.broker_url(cfg, url), cfg.broker_heartbeat_timeout,
+                                   context=self.context, idle_timeout=cfg.broker_idle_timeout)
+        from workers import actors
+
+        self.redis = client_from_url(url, health_check_interval=30)
+        self.index = StudyIndex(self.redis)
+        fast = client_from_url(url, socket_connect_timeout=2, socket_timeout=5,
+                               retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
+        self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
+        self.watcher.start()
+        # An instance that cannot be indexed is on disk: the parent's reconciliation indexes it.
+        self.listener = Listener(cfg, store, StudyIndex(fast), on_indexed=self.watcher.kick)
+        self.listener.start(reuse_port=True)
+        try:  # loopback, any free port: the parent reads it and merges it into its /metrics
+            self.http = HttpServer("127.0.0.1", 0, checks={
+                "redis": lambda: (bool(fast.ping()), "ping"),
+                "listener": lambda: (self.listener is not None and self.listener.server is not None,
+                                     f"{cfg.ae_title} port {cfg.port}"),
+            }, before_scrape=self.refresh, timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
+            self.http.start()
+            path = child_http_file(cfg, os.getpid())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(self.http.port))
+        except OSError as exc:
+            log.warning("listener process: no /metrics (%s)", exc.strerror)
+            self.http = None
+
+    def refresh(self) -> None:
+        metrics.listener_up.set(1 if self.listener is not None and self.listener.server is not None else 0)
+        metrics.associations_active.set(self.listener.active_associations if self.listener else 0)
+
+    def stop(self) -> None:
+        if self.listener:
+            self.listener.stop(drain=self.config.shutdown_timeout)
+        if self.watcher:
+            self.watcher.stop()
+        if self.http:
+            self.http.stop()
+            child_http_file(self.config, os.getpid()).unlink(missing_ok=True)
+
+
+def child_http_file(cfg: Config, pid: int) -> Path:
+    return cfg.data_dir / "run" / f"listener-{pid}.http"
+
+
+def child_http_port(cfg: Config, pid: int) -> int | None:
+    try:
+        return int(child_http_file(cfg, pid).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def start_workers(broker, threads: int):
     from dramatiq import Worker
 
-    worker = Worker(broker, worker_threads=max(1, threads), worker_timeout=100)
+    from workers.broker import worker_timeout
+
+    worker = Worker(broker, worker_threads=max(1, threads), worker_timeout=worker_timeout(broker))
     worker.start()
     return worker
 

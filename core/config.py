@@ -75,6 +75,8 @@ class Config:
     acse_timeout: float = option(10.0, "seconds from connection to a complete A-ASSOCIATE-RQ (slow-loris peers)")
     max_association_bytes: int = option(8 * 1024 ** 3, "bytes received per association, then aborted")
     max_association_seconds: float = option(4 * 3600.0, "lifetime of one association (s), then aborted")
+    listeners: int = option(0, "DICOM listener processes sharing the port (SO_REUSEPORT); 0 = one per CPU core "
+                            "(/metrics of the first counts them all)")
     require_called_aet: bool = option(False, "reject associations not addressed to ae_title")
     tls_cert: Path | None = option(None, "PEM certificate (chain): the listener then speaks DICOM TLS only")
     tls_key: Path | None = option(None, "PEM private key of tls_cert")
@@ -96,8 +98,10 @@ class Config:
     console_poll_interval: float = option(0.5, "seconds between the console's reads of the worklist (live updates)")
     # --- storage and queue
     data_dir: Path = option(Path("data"), "studies, quarantine and the embedded Redis")
-    redis_url: str | None = option(None, "shared Redis; unset = start and manage a local one in data_dir",
-                                   secret=True)
+    redis_url: str | None = option(None, "shared Redis (redis://, unix://, redis+sentinel://h1:26379,h2:26379/"
+                                   "master/0); unset = start and manage a local one in data_dir", secret=True)
+    broker: str | None = option(None, "dramatiq message broker: redis://… or amqp://user:pass@host:5672/vhost "
+                                "(RabbitMQ); unset = the Redis of redis_url", secret=True)
     fsync: bool = option(True, "fsync each instance before answering success (off only for benchmarks)")
     retention_days: float = option(30.0, "days a triaged study stays in data_dir after its last instance; 0 = forever")
     min_free_bytes: int = option(512 * 1024 * 1024, "below this free space on data_dir, C-STORE gets 0xA700")
@@ -113,6 +117,8 @@ class Config:
     triage_lease: float = option(300.0, "a study queued this long (s) with no live triage is queued again")
     reconcile_interval: float = option(60.0, "seconds between checks of queued studies and of Redis restarts")
     broker_heartbeat_timeout: float = option(60.0, "dramatiq: a worker silent this long (s) is dead; its messages requeued")
+    broker_idle_timeout: float = option(10.0, "an idle queue consumer fetches again after this long (s); a new "
+                                        "message or a stop wakes it at once")
     shutdown_timeout: float = option(30.0, "SIGTERM: seconds for associations, then for in-flight triages")
     ct_volume_budget_mb: float | None = option(None, "MB of decoded CT volume the screw analysis may use; a larger series "
                                                      "is not assessed, with that reason; unset = volume.budget_mb in "

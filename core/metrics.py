@@ -50,6 +50,10 @@ queue_depth = Gauge("pacs_triage_queue_depth", "Messages waiting in a dramatiq q
 data_free_bytes = Gauge("pacs_triage_data_free_bytes", "Free space on the data directory's file system")
 studies_removed = Counter("pacs_triage_studies_removed", "Studies removed from the data directory by retention")
 studies_pending = Gauge("pacs_triage_studies_pending", "Studies receiving instances, not yet stable")
+data_min_free_bytes = Gauge("pacs_triage_data_min_free_bytes",
+                            "The free-space watermark (min_free_bytes): below it C-STORE gets 0xA700")
+redis_up = Gauge("pacs_triage_redis_up", "1 if Redis answered a PING at the last scrape, else 0")
+listener_up = Gauge("pacs_triage_listener_up", "1 if the DICOM listener is bound and accepting, else 0")
 
 hl7_messages = Counter("pacs_triage_hl7_messages", "HL7 messages received on the MLLP listener, by type and ACK code",
                        ["type", "ack"])
@@ -76,3 +80,54 @@ for _sink in ("pacs", "ups", "hl7", "webhook"):
     sink_dead_letters.labels(_sink)
 for _priority in ("STAT", "URGENT", "ROUTINE"):
     priorities.labels(_priority)
+
+
+# --- several listener processes, one /metrics ----------------------------------------------
+#: Gauges that add up over listener processes (counters and histograms always do).
+SUMMED_GAUGES = {"pacs_triage_associations_active"}
+
+
+def merge_expositions(own: str, others: list[str]) -> str:
+    """This process's exposition with the pacs_triage counters, histograms and summed gauges of
+    `others` (its listener processes) added in, so that one scrape counts every process.
+    Process metrics (process_*, python_*) and other gauges stay this process's own."""
+    from collections import defaultdict
+
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.utils import floatToGoString
+
+    def summed(family) -> bool:
+        return family.name.startswith("pacs_triage_") and (
+            family.type in ("counter", "histogram") or family.name in SUMMED_GAUGES)
+
+    extra: dict[str, dict[tuple, float]] = defaultdict(dict)
+    for text in others:
+        for family in text_string_to_metric_families(text):
+            if not summed(family):
+                continue
+            for s in family.samples:
+                if s.name.endswith("_created"):
+                    continue
+                key = (s.name, tuple(sorted(s.labels.items())))
+                extra[family.name][key] = extra[family.name].get(key, 0.0) + s.value
+
+    def esc(value: str) -> str:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+    def line(name: str, labels: dict, value: float) -> str:
+        inner = ",".join(f'{k}="{esc(str(v))}"' for k, v in labels.items())
+        return f"{name}{{{inner}}} {floatToGoString(value)}" if inner else f"{name} {floatToGoString(value)}"
+
+    out = []
+    for family in text_string_to_metric_families(own):
+        name = family.name + ("_total" if family.type == "counter" else "")
+        doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}")
+        out.append(f"# TYPE {name} {family.type}")
+        more = extra.pop(family.name, {}) if summed(family) else {}
+        for s in family.samples:
+            key = (s.name, tuple(sorted(s.labels.items())))
+            out.append(line(s.name, s.labels, s.value + more.pop(key, 0.0)))
+        for (sample, labels), value in sorted(more.items()):
+            out.append(line(sample, dict(labels), value))
+    return "\n".join(out) + "\n"

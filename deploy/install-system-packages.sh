@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install the Debian packages pacs-triage needs, if their programs are missing.
-# Usage: install-system-packages.sh PACKAGE...   (redis-server, dcmtk, orthanc, chromium, chromium-driver)
+# Usage: install-system-packages.sh PACKAGE...   (redis-server, redis-sentinel, dcmtk, orthanc, prometheus, rabbitmq-server, chromium, chromium-driver)
 set -eu
 missing=""
 for pkg in "$@"; do

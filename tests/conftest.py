@@ -50,18 +50,17 @@ def orthanc(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def broker(redis_url):
-    """The dramatiq Redis broker with the actors declared on it (once per test process)."""
+    """The dramatiq Redis broker with the actors bound to it (once per test process)."""
+    from core.config import Config
     from workers import broker as broker_module
+    from workers import runtime
 
-    b = broker_module.setup(redis_url)
-    import workers.actors  # noqa: F401  (actors bind to the broker current at import)
-
-    return b
+    return broker_module.setup(redis_url, context=runtime.Context(Config(redis_url=redis_url)))
 
 
 @pytest.fixture
 def actors(broker):
-    """workers.actors, imported once the broker exists."""
+    """workers.actors, bound to the session's broker."""
     import workers.actors
 
     return workers.actors
@@ -73,11 +72,12 @@ def workers_running(broker, redis_url, redis_client):
     from dramatiq import Worker
 
     from core.config import Config
+    from workers import broker as broker_module
     from workers import runtime
 
     def configure(**options):
         cfg = Config(redis_url=redis_url, **options)
-        runtime.configure(cfg)
+        broker_module.bind(broker, runtime.Context(cfg))
         return cfg
 
     for queue in broker.get_declared_queues():

@@ -1,5 +1,9 @@
 """Dramatiq actors: triage a stable study, then deliver its entry to each sink.
 
+Actors are declared here without connecting anywhere: the process that starts binds them
+to its broker with `workers.broker.setup(url, context=runtime.Context(cfg))`, and they find
+the configuration, Redis and rulebook through that broker (`context()`).
+
 Delivery is at least once, so every actor is idempotent: a triage merges into
 the study's one worklist entry, and each sink writes under identifiers that are
 deterministic per study. Each sink kind has its own queue, so a destination
@@ -13,14 +17,12 @@ import json
 import logging
 import time
 
-import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from core import audit, keys, metrics
 from core.config import DicomNode
 from core.orders import OrderStore
 from workers import broker as _broker
-from workers import runtime
 from workers.deliveries import Deliveries
 from workers.locks import LockBusy, RenewingLock
 from workers.pipeline import triage
@@ -28,7 +30,6 @@ from workers.sinks import SinkError
 from workers.worklist import Worklist
 from rules.model import Priority
 
-_broker.ensure()
 log = logging.getLogger(__name__)
 
 #: sink kind -> (module under workers.sinks, Config attribute listing its destinations)
@@ -38,6 +39,14 @@ SINKS = {
     "hl7": ("hl7", "hl7"),
     "webhook": ("webhook", "webhook"),
 }
+
+
+def context():
+    """The `runtime.Context` of the broker the actors are bound to (`workers.broker.setup`)."""
+    ctx = triage_study.broker.context
+    if ctx is None:
+        raise RuntimeError("actors not bound: call workers.broker.setup(url, context=...) first")
+    return ctx
 
 
 def warm_up() -> None:
@@ -71,9 +80,9 @@ POISON_AFTER = 2
 TRIAGE_FAILED = "triage failed — read at order priority"
 
 
-@dramatiq.actor(queue_name="triage", max_retries=20, time_limit=TRIAGE_TIME_LIMIT)
+@_broker.actor(queue_name="triage", max_retries=20, time_limit=TRIAGE_TIME_LIMIT)
 def triage_study(study_uid: str) -> None:
-    ctx = runtime.context()
+    ctx = context()
     cfg = ctx.config
     started = time.time()
     message = CurrentMessage.get_current_message()
@@ -148,7 +157,8 @@ def _triage_locked(ctx, study_uid: str, started: float):
         found["order"] = order_for(ctx, orders, s)
         return found["order"]
 
-    entry = triage(study, ctx.rulebook.get(), priors_lookup=priors_lookup(ctx), order_lookup=lookup)
+    entry = triage(study, ctx.rulebook.get(), priors_lookup=priors_lookup(ctx), order_lookup=lookup,
+                   config=ctx.config)
     worklist = Worklist(ctx.redis)
     saved = worklist.save(entry)
     orders.link_study(study.accession_number, study_uid)
@@ -250,12 +260,12 @@ def _save_failed(ctx, study_uid: str, why: str, final: bool = True) -> None:
         ctx.index.triaged(study_uid, now)
 
 
-@dramatiq.actor(queue_name="prefetch", max_retries=5, min_backoff=5000, max_backoff=300_000)
+@_broker.actor(queue_name="prefetch", max_retries=5, min_backoff=5000, max_backoff=300_000)
 def prefetch_priors(study_uid: str) -> None:
     """C-MOVE the study's relevant priors to the reading station, so they are there when it opens."""
     from workers.priors import prefetch
 
-    ctx = runtime.context()
+    ctx = context()
     cfg = ctx.config
     node = cfg.priors_node
     entry = Worklist(ctx.redis).get(study_uid)
@@ -281,10 +291,10 @@ def refresh_when_priors_return(study_uid: str) -> bool:
     starts a chain when none is scheduled (a Redis mark), so chains never multiply."""
     message = CurrentMessage.get_current_message()
     done = message.options.get("priors_refresh", 0) if message else 0
-    delays = runtime.config().priors_refresh_delays or PRIORS_REFRESH_DELAYS
+    delays = context().config.priors_refresh_delays or PRIORS_REFRESH_DELAYS
     delay = delays[min(done, len(delays) - 1)]
     mark = keys.priors_refresh(study_uid)
-    client = runtime.context().redis
+    client = context().redis
     ttl = int(delay) + 600
     if done > 0:
         client.set(mark, 1, ex=ttl)
@@ -324,7 +334,7 @@ def _parse(kind: str, destination: str):
 
 
 def _deliver(kind: str, destination: str, study_uid: str) -> None:
-    ctx = runtime.context()
+    ctx = context()
     # One delivery per destination and study at a time: a slow push of revision 1 can never
     # land after revision 2 (each push reads the entry current when it starts).
     try:
@@ -380,8 +390,11 @@ def _make_deliver(kind: str):
         _deliver(kind, destination, study_uid)
 
     deliver.__name__ = f"deliver_{kind}"
-    return dramatiq.actor(deliver, actor_name=f"deliver_{kind}", queue_name=f"sink_{kind}",
+    return _broker.actor(deliver, actor_name=f"deliver_{kind}", queue_name=f"sink_{kind}",
                           max_retries=7, min_backoff=1000, max_backoff=300_000)
 
 
 DELIVER = {kind: _make_deliver(kind) for kind in SINKS}
+
+#: Every actor, bound to the process's broker by `workers.broker.setup`.
+ALL = (triage_study, prefetch_priors, *DELIVER.values())

@@ -1,8 +1,11 @@
-"""What a worker process shares between messages: configuration, Redis, rulebook."""
+"""What a worker process shares between messages: configuration, Redis, rulebook.
+
+No module-level state: the process that starts makes one `Context` and hands it to
+`workers.broker.setup(url, context=...)`; actors reach it through their broker.
+"""
 
 from __future__ import annotations
 
-import threading
 from functools import cached_property
 
 import redis
@@ -10,25 +13,7 @@ import redis
 from core import redis_server
 from core.config import Config
 from core.index import StudyIndex
-
-_lock = threading.Lock()
-_config: Config | None = None
-
-
-def configure(config: Config) -> None:
-    """Set the process configuration (the CLI calls this before importing actors)."""
-    global _config, _context
-    with _lock:
-        _config = config
-        _context = None
-
-
-def config() -> Config:
-    global _config
-    with _lock:
-        if _config is None:
-            _config = Config.load()
-        return _config
+from core.redis_client import client_from_url
 
 
 def redis_url(cfg: Config) -> str:
@@ -42,13 +27,25 @@ def redis_url(cfg: Config) -> str:
     return url
 
 
+def broker_url(cfg: Config, redis: str | None = None) -> str:
+    """The message broker: `broker` if configured (redis://… or amqp://…), else the Redis."""
+    return cfg.broker or redis or redis_url(cfg)
+
+
 class Context:
-    def __init__(self, cfg: Config):
+    """The per-process context actors use. `url`: the Redis (default: from `cfg`)."""
+
+    def __init__(self, cfg: Config, url: str | None = None):
         self.config = cfg
+        self._url = url
+
+    @cached_property
+    def redis_url(self) -> str:
+        return self._url or redis_url(self.config)
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(redis_url(self.config), health_check_interval=30)
+        return client_from_url(self.redis_url, health_check_interval=30)
 
     @cached_property
     def index(self) -> StudyIndex:
@@ -59,15 +56,3 @@ class Context:
         from rules.active import ActiveRulebook
 
         return ActiveRulebook(self.config.rules_dir)
-
-
-_context: Context | None = None
-
-
-def context() -> Context:
-    global _context
-    cfg = config()
-    with _lock:
-        if _context is None:
-            _context = Context(cfg)
-        return _context

@@ -249,7 +249,6 @@ def test_retention_race_where_the_late_instance_is_indexed_before_forget(tmp_pat
 def test_redelivered_triage_dispatches_an_entry_saved_but_never_sent(workers_running, actors, redis_client,
                                                                       tmp_path):
     from workers.pipeline import triage
-    from workers import runtime
 
     hook = HttpServer().start()
     try:
@@ -257,7 +256,7 @@ def test_redelivered_triage_dispatches_an_entry_saved_but_never_sent(workers_run
         spec = postop_three_series(accession="ACC-SAVED")
         index = index_summaries(redis_client, summaries(tmp_path, spec))
         # the first triage saved its entry, then its worker died before queueing deliveries
-        entry = triage(index.load(spec.study_uid), runtime.context().rulebook.get())
+        entry = triage(index.load(spec.study_uid), actors.context().rulebook.get())
         Worklist(redis_client).save(entry)
         actors.triage_study.send(spec.study_uid)  # redelivered
         wait_for(lambda: hook.delivered(), timeout=20, what="delivery of the saved entry")

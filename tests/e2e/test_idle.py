@@ -1,0 +1,66 @@
+"""`pacs-triage serve` with nothing to do costs (almost) nothing: no polling loops.
+
+Measured as the CPU time (utime + stime from /proc) of the service process and of its
+children (embedded redis-server, one listener process per further core) over a quiet window. Before the waits were event-driven it used
+about 5 % of a core (dramatiq consumers polling Redis every 100 ms, the stability watcher
+every 100 ms); the bench measures the same over 60 s (`make bench`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from peers import free_port, service_ready, wait_for
+
+WINDOW = 10.0
+#: Share of one core allowed on average over the window (service + its Redis).
+BOUND = 0.02
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_idle_service_uses_under_two_percent_of_a_core(tmp_path):
+    data = tmp_path / "data"
+    http_port = free_port()
+    env = dict(os.environ)
+    env.pop("PACS_TRIAGE_REDIS_URL", None)
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--data-dir", str(data),
+                                 "--port", str(free_port()), "--http-port", str(http_port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_for(lambda: service_ready(http_port, proc, log_path), timeout=60, what="serve /readyz")
+            time.sleep(3)  # start-up work (imports, first reconciliation) done
+            pids = [proc.pid, *children(proc.pid)]
+            assert len(pids) >= 2, "serve, its embedded redis-server (and listener processes)"
+            before = sum(cpu_seconds(p) for p in pids)
+            time.sleep(WINDOW)
+            used = sum(cpu_seconds(p) for p in pids) - before
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(40)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+    share = used / WINDOW
+    print(f"idle: {used:.2f} CPU-s over {WINDOW:.0f} s = {share:.2%} of a core")
+    assert share < BOUND, f"idle service used {share:.1%} of a core (bound {BOUND:.0%})"

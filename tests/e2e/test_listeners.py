@@ -1,0 +1,85 @@
+"""`serve --listeners 2`: two DICOM listener processes on one port (SO_REUSEPORT), one store, one Redis.
+
+Sixteen senders at once: the kernel spreads their connections over both processes (the chance
+that all 16 land on one is 2 in 65536), every instance is stored and indexed once, and each
+study is triaged once onto the worklist. Each process receives into its own incoming/<host>-<pid>/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from dicomgen import SeriesSpec, StudySpec, write_study
+from peers import dcmtk, free_port, service_ready, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+SENDERS = 16
+
+
+def counter(http_port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_two_listener_processes_share_the_port_and_the_store(tmp_path):
+    data = tmp_path / "data"
+    port, http = free_port(), free_port()
+    env = dict(os.environ, PACS_TRIAGE_STABLE_AFTER="1")
+    env.pop("PACS_TRIAGE_REDIS_URL", None)
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--listeners", "2", "--data-dir", str(data),
+                             "--port", str(port), "--http-port", str(http)], stdout=log, stderr=subprocess.STDOUT,
+                            env=env)
+    try:
+        wait_for(lambda: service_ready(http, proc, log_path), timeout=60, what="serve /readyz")
+        # the listener process serves its own /metrics on a loopback port it writes down
+        child_port = wait_for(lambda: [int(p.read_text()) for p in (data / "run").glob("listener-*.http")]
+                              if (data / "run").exists() else None, timeout=60, what="listener process")[0]
+        wait_for(lambda: service_ready(child_port), timeout=60, what="listener process /readyz")
+        studies = []
+        for n in range(SENDERS):
+            spec = StudySpec(accession=f"ACC-L{n}", patient_id=f"PL{n}",
+                             series=[SeriesSpec("DX", "RACHIS LOMBAIRE FACE", 3)])
+            studies.append((spec, write_study(tmp_path / f"s{n}", spec)))
+        with ThreadPoolExecutor(SENDERS) as pool:
+            list(pool.map(lambda s: dcmtk("storescu", "-aec", "PACSTRIAGE", "127.0.0.1", port, *s[1]), studies))
+
+        # serve's /metrics counts both processes; the child's own /metrics its share
+        total, child = (counter(h, "pacs_triage_associations_total") for h in (http, child_port))
+        assert total == SENDERS
+        assert 0 < child < SENDERS, f"one process took every association: {child} of {total} in the child"
+        assert counter(http, 'pacs_triage_instances_received_total{status="stored"}') == 3 * SENDERS
+
+        def entries():
+            out = subprocess.run([sys.executable, "-m", "agent.cli", "worklist", "--json", "--data-dir", str(data)],
+                                 capture_output=True, text=True, timeout=60, env=env)
+            got = json.loads(out.stdout) if out.returncode == 0 else []
+            return got if len(got) >= SENDERS else None
+
+        got = wait_for(entries, timeout=90, interval=1, what="every study on the worklist")
+        assert sorted(e["accession_number"] for e in got) == sorted(s.accession for s, _ in studies)
+        assert all(e["instance_count"] == 3 for e in got)
+        assert len(list((data / "studies").glob("*/*/*.dcm"))) == 3 * SENDERS
+        own = [p.name for p in (data / "incoming").iterdir() if p.is_dir()]
+        assert len(own) == 2, f"one incoming folder per listener process: {own}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+    assert "exited with" not in log_path.read_text(), "a listener process died"
