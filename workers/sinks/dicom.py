@@ -28,8 +28,10 @@ def _retryable(status: int) -> bool:
     return status in RETRYABLE_STATUS or (status & 0xFF00) == 0xA700
 
 
-def key_image(entry: dict):
-    """The entry's key image as a Secondary Capture (workers.keyimage), or None; never raises."""
+def key_image(entry: dict, config):
+    """The entry's key image as a Secondary Capture (workers.keyimage), or None; never raises.
+
+    The series' stored files are found through the study index of the configured Redis."""
     from workers import keyimage
 
     m = keyimage.worst_screw(entry)
@@ -37,9 +39,14 @@ def key_image(entry: dict):
         return None
     try:
         from core.index import StudyIndex
+        from core.redis_client import client_from_url
         from workers import runtime
 
-        study = StudyIndex(runtime.context().redis).load(entry["study_instance_uid"])
+        client = client_from_url(runtime.redis_url(config), socket_timeout=5)
+        try:
+            study = StudyIndex(client).load(entry["study_instance_uid"])
+        finally:
+            client.close()
         series = study.series.get(m["series_uid"]) if study else None
         if series is None or not series.paths:
             return None
@@ -63,7 +70,7 @@ def push(entry: WorklistEntry | dict, destination, config) -> str:
         # the exception text may quote header values (patient data): name its type only
         raise SinkError(f"cannot build the SR for this study: {type(exc).__name__}", retryable=False) from exc
     uid = sr.SOPInstanceUID
-    sc = key_image(entry.to_dict()) if getattr(config, "pacs_key_image", True) else None
+    sc = key_image(entry.to_dict(), config) if getattr(config, "pacs_key_image", True) else None
     contexts = [(sr.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
     if sc is not None:
         contexts.append((sc.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
