@@ -490,12 +490,14 @@ def _midline_depth(m: dict, pol) -> float | None:
 
 def _midline_clear(m: dict, depth: float, alt_depth: float, pol) -> bool:
     """The canal-independent check puts the screw clear of the canal with every reference agreeing: the
-    pair is symmetric, the screw is where the other levels' screws are, lateral of the mirrored canal
-    half-width, and no canal reference (own, mirrored, neighbouring) gives a breach >= 2 mm."""
-    pe, le, ax, off = (m.get(k) for k in ("pair_excess_mm", "level_excess_mm", "axis_depth_mm", "offset_mm"))
-    if None in (pe, le, ax, off):
+    pair is symmetric (within 2 mm), the screw is where the other levels' screws are (within 3 mm; a
+    bilateral breach at one level shows here), at least 6 mm from the midline, and no canal reference
+    (own, mirrored, neighbouring) gives a breach >= 2 mm. The mirrored half-width is not used: it comes
+    from the very canal found implausible."""
+    pe, le, off = (m.get(k) for k in ("pair_excess_mm", "level_excess_mm", "offset_mm"))
+    if None in (pe, le, off):
         return False
-    return (abs(pe) <= 1.5 and le <= 3.0 and ax <= pol.clear_mm and off >= pol.midline_min_offset_mm + 1.0
+    return (abs(pe) <= 2.0 and le <= 3.0 and off >= pol.midline_min_offset_mm + 1.0
             and max(depth, alt_depth) < pol.grade_bounds[1])
 
 
@@ -508,14 +510,13 @@ def _midline_block(m: dict, depth: float, pol) -> tuple[str, str] | None:
     outline is wrong the other way; not assessed rather than a false C+.
     """
     pe, ax, off = m.get("pair_excess_mm"), m.get("axis_depth_mm"), m.get("offset_mm")
+    le = m.get("level_excess_mm")
     if off is None:
         return None
     if depth < pol.grade_bounds[1]:
         why = []
         if pe is not None and pe >= pol.midline_pair_excess_mm:
             why.append(f"its medial surface is {pe:.1f} mm nearer the midline than the contralateral screw's")
-        if ax is not None and ax >= pol.midline_axis_depth_mm:
-            why.append(f"it reaches {ax:.1f} mm inside the contralateral canal half-width mirrored")
         if off < pol.midline_min_offset_mm:
             why.append(f"its medial surface is {max(off, 0.0):.1f} mm from the vertebral midline")
         if why:
@@ -527,6 +528,13 @@ def _midline_block(m: dict, depth: float, pol) -> tuple[str, str] | None:
                 f"canal depth {depth:.1f} mm but the screw's medial surface is {off:.1f} mm from the vertebral "
                 f"midline at the pedicle isthmus: that depth needs a canal over "
                 f"{2 * pol.midline_max_half_width_mm:.0f} mm wide")
+    if (depth < pol.grade_bounds[3] and pe is not None and le is not None and abs(pe) <= 1.5 and abs(le) <= 1.5
+            and off >= pol.midline_min_offset_mm + 3.0):
+        # the screw is where its pair and the other levels' screws are: a C or D read would need every
+        # screw of the construct breached alike (E reads stay graded: STAT)
+        return ("canal and midline checks disagree",
+                f"canal depth {depth:.1f} mm but the screw is symmetric with its pair (within {abs(pe):.1f} mm) and "
+                f"in line with the other levels' screws (within {abs(le):.1f} mm), {off:.1f} mm from the midline")
     if (ax is not None and pe is not None and abs(pe) <= 2.0 and off >= pol.midline_min_offset_mm
             and depth - ax >= pol.midline_disagree_mm):
         return ("canal and midline checks disagree",
