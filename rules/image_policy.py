@@ -54,6 +54,7 @@ class CTPolicy:
     midline_pair_excess_mm: float = 3.5  # screw this much nearer the midline than its pair: never A/B
     midline_min_offset_mm: float = 5.0  # screw's medial surface this close to the midline: never A/B
     midline_disagree_mm: float = 3.0  # canal depth exceeding the axis depth by this (pair symmetric): not assessed
+    midline_body_depth_mm: float = 4.0  # screw this far inside the wall expected from the body width: never A/B
     midline_max_half_width_mm: float = 20.0  # canal depth + distance from the midline beyond this: not assessed
 
     def grade(self, depth_mm: float) -> str:
@@ -150,6 +151,7 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         midline_pair_excess_mm=_opt(doc, "canal.midline.pair_excess_mm", file, 3.5),
         midline_min_offset_mm=_opt(doc, "canal.midline.min_offset_mm", file, 5.0),
         midline_disagree_mm=_opt(doc, "canal.midline.disagree_mm", file, 3.0),
+        midline_body_depth_mm=_opt(doc, "canal.midline.body_depth_mm", file, 4.0),
         midline_max_half_width_mm=_opt(doc, "canal.midline.max_half_width_mm", file, 20.0),
     )
 

@@ -491,14 +491,16 @@ def _midline_depth(m: dict, pol) -> float | None:
 def _midline_clear(m: dict, depth: float, alt_depth: float, pol) -> bool:
     """The canal-independent check puts the screw clear of the canal with every reference agreeing: the
     pair is symmetric (within 2 mm), the screw is where the other levels' screws are (within 3 mm; a
-    bilateral breach at one level shows here), at least 6 mm from the midline, and no canal reference
+    bilateral breach at one level shows here), at least 6 mm from the midline and less than 2 mm inside the
+    medial wall expected from the body's width (a construct breached throughout shows here), and no canal reference
     (own, mirrored, neighbouring) gives a breach >= 2 mm. The mirrored half-width is not used: it comes
     from the very canal found implausible."""
     pe, le, off = (m.get(k) for k in ("pair_excess_mm", "level_excess_mm", "offset_mm"))
     if None in (pe, le, off):
         return False
+    bd = m.get("body_depth_mm")
     return (abs(pe) <= 2.0 and le <= 3.0 and off >= pol.midline_min_offset_mm + 1.0
-            and max(depth, alt_depth) < pol.grade_bounds[1])
+            and bd is not None and bd < pol.grade_bounds[1] and max(depth, alt_depth) < pol.grade_bounds[1])
 
 
 def _midline_block(m: dict, depth: float, pol) -> tuple[str, str] | None:
@@ -519,6 +521,10 @@ def _midline_block(m: dict, depth: float, pol) -> tuple[str, str] | None:
             why.append(f"its medial surface is {pe:.1f} mm nearer the midline than the contralateral screw's")
         if off < pol.midline_min_offset_mm:
             why.append(f"its medial surface is {max(off, 0.0):.1f} mm from the vertebral midline")
+        bd = m.get("body_depth_mm")
+        if bd is not None and bd >= pol.midline_body_depth_mm:
+            why.append(f"it reaches {bd:.1f} mm inside the medial pedicle wall expected from the vertebral body's "
+                       "width (interpedicular half-distance a quarter of the body width)")
         if why:
             return ("canal-independent check suggests a medial breach",
                     "canal-independent check at the pedicle isthmus: " + "; ".join(why))
@@ -528,8 +534,9 @@ def _midline_block(m: dict, depth: float, pol) -> tuple[str, str] | None:
                 f"canal depth {depth:.1f} mm but the screw's medial surface is {off:.1f} mm from the vertebral "
                 f"midline at the pedicle isthmus: that depth needs a canal over "
                 f"{2 * pol.midline_max_half_width_mm:.0f} mm wide")
+    bd = m.get("body_depth_mm")
     if (depth < pol.grade_bounds[3] and pe is not None and le is not None and abs(pe) <= 1.5 and abs(le) <= 1.5
-            and off >= pol.midline_min_offset_mm + 3.0):
+            and off >= pol.midline_min_offset_mm + 3.0 and bd is not None and bd < pol.grade_bounds[1]):
         # the screw is where its pair and the other levels' screws are: a C or D read would need every
         # screw of the construct breached alike (E reads stay graded: STAT)
         return ("canal and midline checks disagree",

@@ -39,7 +39,7 @@ def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm:
         lc = canals.get(lev)
         if lc is None or getattr(lc, "body", None) is None:
             continue
-        (cy, cx), u, (tmin, tmax) = lc.body
+        (cy, cx), u, (tmin, tmax), width = lc.body
         u = np.asarray(u, float) * post  # towards posterior
         t_wall = (tmax if post > 0 else -tmin) * pix  # posterior wall of the body along u (mm)
         perp = np.array([-u[1], u[0]])
@@ -58,7 +58,8 @@ def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm:
         sign = 1 if lat > 0 else -1
         if abs(lat) - 0.5 * p.diameter > max_offset_mm:  # no pedicle is that far out: wrong body or axis
             continue
-        rec = {"offset_mm": abs(lat) - 0.5 * p.diameter, "side_sign": sign, "level": lev, "half_width_mm": None}
+        rec = {"offset_mm": abs(lat) - 0.5 * p.diameter, "side_sign": sign, "level": lev, "half_width_mm": None,
+               "body_width_mm": width * pix}
         if lc.reference is not None:  # the canal's contralateral half-width at the isthmus (mirror expectation)
             ys, xs = np.nonzero(lc.reference)
             q = np.column_stack([ys * dy - cy * dy, xs * dx - cx * dx])
@@ -69,11 +70,17 @@ def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm:
     return out
 
 
+#: Interpedicular half-distance over the vertebral body's width: about a quarter from T10 to S1 (canal
+#: 15-30 mm wide for bodies of 35-55 mm); the expected medial pedicle wall when nothing else is known.
+HALF_WIDTH_PER_BODY_WIDTH = 0.25
+
+
 def excesses(offs: dict[int, dict], i: int) -> dict:
     """pair_excess_mm and level_excess_mm of screw i (None when no reference)."""
     me = offs.get(i)
     if me is None:
-        return {"offset_mm": None, "pair_excess_mm": None, "level_excess_mm": None, "axis_depth_mm": None}
+        return {"offset_mm": None, "pair_excess_mm": None, "level_excess_mm": None, "axis_depth_mm": None,
+                "body_depth_mm": None}
     pair = [o["offset_mm"] for j, o in offs.items()
             if j != i and o["level"] == me["level"] and o["side_sign"] != me["side_sign"]]
     others = [o["offset_mm"] for j, o in offs.items() if o["level"] != me["level"]]
@@ -81,4 +88,5 @@ def excesses(offs: dict[int, dict], i: int) -> dict:
             "pair_excess_mm": round(max(pair) - me["offset_mm"], 1) if pair else None,
             "level_excess_mm": round(float(np.median(others)) - me["offset_mm"], 1) if others else None,
             "axis_depth_mm": (round(me["half_width_mm"] - me["offset_mm"], 1)
-                              if me.get("half_width_mm") is not None else None)}
+                              if me.get("half_width_mm") is not None else None),
+            "body_depth_mm": round(HALF_WIDTH_PER_BODY_WIDTH * me["body_width_mm"] - me["offset_mm"], 1)}
