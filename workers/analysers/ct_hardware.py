@@ -535,6 +535,14 @@ def _midline_block(m: dict, depth: float, pol) -> tuple[str, str] | None:
                 f"midline at the pedicle isthmus: that depth needs a canal over "
                 f"{2 * pol.midline_max_half_width_mm:.0f} mm wide")
     bd = m.get("body_depth_mm")
+    if (depth < pol.grade_bounds[3] and pe is not None and pe <= -pol.midline_pair_excess_mm - 0.5
+            and bd is not None and bd < pol.grade_bounds[1]):
+        # a C/D medial breach of this screw would put its pair, which is further medial still, across the
+        # midline; E reads stay graded (STAT)
+        return ("canal and midline checks disagree",
+                f"canal depth {depth:.1f} mm but the screw is {-pe:.1f} mm more lateral than its contralateral "
+                f"pair at the pedicle isthmus and {max(-bd, 0.0):.1f} mm lateral of the medial wall expected "
+                "from the vertebral body's width")
     if (depth < pol.grade_bounds[3] and pe is not None and le is not None and abs(pe) <= 1.5 and abs(le) <= 1.5
             and off >= pol.midline_min_offset_mm + 3.0 and bd is not None and bd < pol.grade_bounds[1]):
         # the screw is where its pair and the other levels' screws are: a C or D read would need every
