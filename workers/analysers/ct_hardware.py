@@ -396,7 +396,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
         if thick is not None and thick > pol.thin_slice_mm:
             conf *= 0.8
         deep = _midline_depth(midline, pol)
-        if deep is not None and deep > depth:
+        if deep is not None and deep > depth and depth < pol.grade_bounds[2]:
             # the screw's medial surface is next to the midline and both the other levels' screws and the
             # mirrored canal put it well inside: a gross breach the canal outline missed (never A/B)
             depth = deep
