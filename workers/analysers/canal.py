@@ -181,18 +181,8 @@ def _body_axis(bone: np.ndarray, pixel_mm: float = 0.5):
     """
     filled = np.zeros(bone.shape[1:], np.float32)
     step = max(1, bone.shape[0] // 12)  # about a dozen slices are enough for the mean
-    a_px = pixel_mm * pixel_mm
     for k in range(0, bone.shape[0], step):
-        # holes filled: the trabecular bone (small holes, or all of the body's inside when it is below the
-        # bone threshold); a canal-sized hole (a closed ring, 30-550 mm2) stays open, or the body would
-        # reach back to the laminae
-        holes, nh = ndi.label(ndi.binary_fill_holes(bone[k]) & ~bone[k])
-        if nh:
-            area = np.bincount(holes.ravel())[1:] * a_px
-            canal_like = np.nonzero((area >= 30.0) & (area <= 550.0))[0] + 1
-            filled += bone[k] | ((holes > 0) & ~np.isin(holes, canal_like))
-        else:
-            filled += bone[k]
+        filled += ndi.binary_fill_holes(bone[k])
     n = len(range(0, bone.shape[0], step))
     m = filled > 0.5 * n
     r = max(2.0, 6.0 / pixel_mm)  # opening by a disc of radius r, with distance transforms (fast)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm: float = 24.0) -> dict[int, dict]:
+def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm: float = 18.0) -> dict[int, dict]:
     """{screw index: {"offset_mm", "side_sign", "level"}} for screws whose level has a vertebral body.
 
     offset_mm: distance from the midline of the screw's medial surface where its axis crosses the
