@@ -102,7 +102,8 @@ def analyser_screws(result: dict) -> list[dict]:
                                            "grade": None, "depth": None, "reason": None})
         if m.get("name") == "medial_breach_depth":
             s.update(grade=m.get("grade"), depth=_num(m.get("value")), confidence=m.get("confidence"),
-                     wall=m.get("medial_wall_depth_mm"), canal=m.get("canal_depth_mm"))
+                     wall=m.get("medial_wall_depth_mm"), canal=m.get("canal_depth_mm"),
+                     midline=m.get("midline_check"), against=m.get("measured_against"))
         for k in ("centre_lps_mm", "tip_lps_mm", "entry_lps_mm"):
             if m.get(k):
                 s[k] = m[k]
@@ -110,6 +111,7 @@ def analyser_screws(result: dict) -> list[dict]:
         s = screws.setdefault(x["screw"], {"screw": x["screw"], "side": x.get("side"), "z_mm": x.get("z_mm"),
                                            "grade": None, "depth": None})
         s["reason"] = x.get("reason_short") or x.get("reason")
+        s["midline"] = x.get("midline_check")
         for k in ("centre_lps_mm", "tip_lps_mm", "entry_lps_mm"):
             if x.get(k):
                 s[k] = x[k]
@@ -327,7 +329,9 @@ def rows_of(study: dict, sid: str) -> list[dict]:
                      "truth_depth": depth, "got": got, "depth": d, "reason": reason, "thin": thick <= 1.5, "lam": lam,
                      "direction": t.get("breach_direction"), "slice_mm": thick,
                      "truth_all_depth": _num(t.get("breach_depth_mm"), 0.0), "wall": f and f.get("wall"),
-                     "canal": f and f.get("canal"), "confidence": f and f.get("confidence")})
+                     "canal": f and f.get("canal"), "confidence": f and f.get("confidence"),
+                     "midline": f and f.get("midline"), "against": f and f.get("against"),
+                     "level": t.get("level")})
     return rows
 
 

@@ -60,6 +60,7 @@ class LevelCanal:
     axis: np.ndarray | None = None  # (row, col) unit direction of the symmetry axis
     neighbour_ref: np.ndarray | None = None  # the nearest other level's reference, shifted into this ROI
     neighbour_level: int | None = None
+    body: tuple | None = None  # ((row, col) centre, (row, col) unit AP axis, (min, max) extent along it, width; px)
 
 
 def _inpaint_z(bone: np.ndarray, occluded: np.ndarray) -> np.ndarray:
@@ -169,18 +170,30 @@ def _mirror(mask: np.ndarray, c: tuple[float, float], u: np.ndarray) -> np.ndarr
     return out
 
 
-def _body_axis(bone: np.ndarray) -> tuple[tuple[float, float], np.ndarray] | None:
-    """Centre (row, col) and AP unit direction (row, col) of the vertebral body.
+def _body_axis(bone: np.ndarray, pixel_mm: float = 0.5):
+    """Centre (row, col), AP unit direction (row, col, towards increasing rows) and extent along it (px)
+    of the vertebral body, or None.
 
-    The body is the bone present on most slices of the slab (pedicles and laminae are shorter); it is
-    wider than deep, so its minor principal axis is the AP (symmetry) axis.
+    Each slice's bone is filled (the cortical shell encloses the trabecular bone, whatever its density),
+    averaged over the slab, and opened with a disc of 6 mm radius: the body (a large convex blob) stays,
+    the pedicles, laminae and processes (thinner) go. The body is wider than deep, so its minor
+    principal axis is the AP (symmetry) axis.
     """
-    lab, n = ndi.label(bone.mean(axis=0) > 0.6)
+    filled = np.zeros(bone.shape[1:], np.float32)
+    step = max(1, bone.shape[0] // 12)  # about a dozen slices are enough for the mean
+    for k in range(0, bone.shape[0], step):
+        filled += ndi.binary_fill_holes(bone[k])
+    n = len(range(0, bone.shape[0], step))
+    m = filled > 0.5 * n
+    r = max(2.0, 6.0 / pixel_mm)  # opening by a disc of radius r, with distance transforms (fast)
+    core = ndi.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1] > r
+    m = ndi.distance_transform_edt(~core) <= r if core.any() else core
+    lab, n = ndi.label(m)
     if n == 0:
         return None
     sizes = np.bincount(lab.ravel())[1:]
     ys, xs = np.nonzero(lab == (np.argmax(sizes) + 1))
-    if len(ys) < 50:
+    if len(ys) * pixel_mm * pixel_mm < 300:  # under 3 cm2: not a vertebral body
         return None
     c = np.array([ys.mean(), xs.mean()])
     d = np.column_stack([ys - c[0], xs - c[1]])
@@ -188,7 +201,12 @@ def _body_axis(bone: np.ndarray) -> tuple[tuple[float, float], np.ndarray] | Non
     u = v[:, 0]  # minor axis
     if w[1] < 1.1 * w[0] or abs(u[0]) < np.cos(np.radians(30)):
         u = np.array([1.0, 0.0])  # not clearly wider than deep: the image AP axis
-    return (float(c[0]), float(c[1])), u / np.linalg.norm(u)
+    u = u / np.linalg.norm(u)
+    if u[0] < 0:
+        u = -u  # towards increasing rows
+    t = d @ u
+    w = d @ np.array([-u[1], u[0]])
+    return (float(c[0]), float(c[1])), u, (float(t.min()), float(t.max())), float(w.max() - w.min() + 1)
 
 
 def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacing, centre_x: float | None,
@@ -234,16 +252,17 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
     lows = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0]]
     highs = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[1]]
     lc = LevelCanal(roi, k0, k1, bone, occ, [None] * bone.shape[0], None, len(both), "none", None, known=known)
+    body = _body_axis(bone, min(dy, dx))
+    lc.body = body
     if not lows and not highs:
         return lc
     cy = float(np.median([np.nonzero(canals[k])[0].mean() for k in (both or lows or highs)]))
-    body = _body_axis(bone)
     axis = body[1] if body is not None else np.array([1.0, 0.0])
     if both:
         cx = float(np.median([0.5 * (np.nonzero(canals[k])[1].min() + np.nonzero(canals[k])[1].max())
                               for k in both]))
     elif body is not None:  # on the body's symmetry axis, at the canal's AP position
-        (by, bx), u = body
+        (by, bx), u = body[0], body[1]
         cx = bx + (cy - by) * (u[1] / u[0])
     elif centre_x is not None:
         cx = float(centre_x)

@@ -19,6 +19,7 @@ from workers.analysers import AnalysisResult
 from workers.analysers import canal as cn
 from workers.analysers import loosening as lo
 from workers.analysers import metal as mt
+from workers.analysers import midline as ml
 from rules.image_policy import clinical_context, ct_policy, unassessed_escalation
 from workers.analysers.volume import Volume, VolumeError, assemble, read_geometry
 
@@ -211,9 +212,10 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     canals = _level_canals(vol, screws, levels, thr, pol) if canal_ok else {}
     res.timings["canal"] = time.perf_counter() - t
     t = time.perf_counter()
+    offs = ml.offsets(vol, screws, levels, canals) if canal_ok else {}
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
         info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, res, common, pol, thick,
-                      contrast=contrast, canals=canals)
+                      contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1))
         res.measurements.extend(info)
     res.timings["breach_and_halo"] = time.perf_counter() - t
     _incomplete(res)
@@ -326,7 +328,7 @@ def _side_of(p: mt.Part, lc, vol: Volume) -> tuple[str, int]:
 
 
 def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, contrast=None,
-           canals=None) -> list[dict]:
+           canals=None, midline=None) -> list[dict]:
     dz, dy, dx = vol.spacing
     idx = np.nonzero(p.mask)
     zi = idx[0] + p.bbox[0].start
@@ -347,10 +349,13 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
            dict(base, name="screw_diameter", value=round(p.diameter, 1), unit="mm")]
     position = {"entry_lps_mm": _lps(vol, entry), "tip_lps_mm": _lps(vol, tip), "centre_lps_mm": _lps(vol, p.centre)}
 
+    midline = midline or {}
+
     def unassessed(short: str, long: str) -> None:
         res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
         res.summary.setdefault("not_assessed_screws", []).append(dict(
-            screw=n, side=side, construct_level=lev, z_mm=z_span, reason_short=short, reason=long, **position))
+            screw=n, side=side, construct_level=lev, z_mm=z_span, reason_short=short, reason=long,
+            midline_check=midline, **position))
         res.not_assessed.append(f"{where}: medial breach not assessed: {long}")
 
     if not canal_ok:
@@ -382,6 +387,8 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
             depth = alt_depth
         elif implausible and sym is not None:  # A/B only when clear of the mirrored and every other canal (below)
             measured_against = f"{lc.source} and {', '.join(alts)}"
+        if implausible and _midline_clear(midline, depth, alt_depth, pol):
+            measured_against = f"{measured_against} and the canal-independent midline check"
         agree = abs(wall - canal_d) <= pol.agreement_mm
         conf = 1.0
         conf *= {"this level": 1.0, "this level, one side mirrored": 0.7}.get(lc.source, 0.5)
@@ -391,10 +398,19 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
             conf *= 0.6
         if thick is not None and thick > pol.thin_slice_mm:
             conf *= 0.8
+        deep = _midline_depth(midline, pol)
+        if deep is not None and deep > depth and depth < pol.grade_bounds[2]:
+            # the screw's medial surface is next to the midline and both the other levels' screws and the
+            # mirrored canal put it well inside: a gross breach the canal outline missed (never A/B)
+            depth = deep
+            measured_against = "canal-independent midline check (other levels' screws, mirrored canal)"
+            conf *= 0.6
         grade = pol.grade(depth)
+        mid_block = None if deep is not None else _midline_block(midline, depth, pol)
     if (canal_ok and lc is not None and lc.reference is not None and implausible
             and depth < pol.expected_wall_flag_mm
-            and (sym is None or alt_depth > pol.clear_mm or depth > pol.clear_mm)):
+            and (sym is None or alt_depth > pol.clear_mm or depth > pol.clear_mm)
+            and not _midline_clear(midline, depth, alt_depth, pol)):
         # The canal found next to the screw is implausible (split by the screw, too small): a low depth
         # measured against it is not a negative; only a gross breach against the expected canal is graded.
         why = "; ".join(implausible)
@@ -402,6 +418,9 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
         unassessed("canal implausible next to the screw",
                    f"canal reference implausible next to the screw ({why}); depth {depth:.1f} mm, cross-checks: "
                    f"{cross}; a breach cannot be excluded")
+    elif canal_ok and lc is not None and lc.reference is not None and mid_block is not None:
+        unassessed(mid_block[0], f"{mid_block[1]}; depth against the canal {depth:.1f} mm (grade {grade}, "
+                   f"canal from {lc.source}); a breach cannot be excluded")
     elif canal_ok and lc is not None and lc.reference is not None:
         lateral = _lateral(vol, lc, ks, ry, rx)
         out.append(dict(base, name="medial_breach_depth", value=round(depth, 1), unit="mm",
@@ -409,6 +428,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                         confidence=round(conf, 2), canal_source=lc.source, canal_reference_slices=lc.well_defined,
                         measured_against=measured_against, canal_plausibility=implausible or "plausible",
                         cross_check_depths_mm={k: round(v, 1) for k, v in alts.items()},
+                        midline_check=midline,
                         threshold="Gertzbein-Robbins: B <2, C 2-<4, D 4-<6, E >=6 mm", **position))
         out.append(dict(base, name="lateral_breach_depth", value=round(lateral, 1), unit="mm",
                         note="lateral breach: outside the vertebra, not canal intrusion"))
@@ -456,6 +476,89 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                       f"ill-defined ({desc}). Compare with the prior CT; imaging cannot tell sterile from "
                       f"infected. {DECISION}."))]))
     return out
+
+
+def _midline_depth(m: dict, pol) -> float | None:
+    """Depth (mm) from the midline check alone when it shows a gross medial breach: the screw's medial
+    surface closer than `min_offset_mm` to the midline and the other levels' screws or the mirrored
+    canal half-width putting it at least the D threshold inside. None otherwise."""
+    le, ax, off = m.get("level_excess_mm"), m.get("axis_depth_mm"), m.get("offset_mm")
+    if off is None or off >= pol.midline_min_offset_mm:
+        return None
+    est = max([v for v in (le, ax) if v is not None], default=None)
+    if est is None or est < pol.grade_bounds[2]:
+        return None
+    return float(est)
+
+
+def _midline_clear(m: dict, depth: float, alt_depth: float, pol) -> bool:
+    """The canal-independent check puts the screw clear of the canal with every reference agreeing: the
+    pair is symmetric (within 2 mm), the screw is where the other levels' screws are (within 3 mm; a
+    bilateral breach at one level shows here), at least 6 mm from the midline and less than 2 mm inside the
+    medial wall expected from the body's width (a construct breached throughout shows here), and no canal reference
+    (own, mirrored, neighbouring) gives a breach >= 2 mm. The mirrored half-width is not used: it comes
+    from the very canal found implausible."""
+    pe, le, off = (m.get(k) for k in ("pair_excess_mm", "level_excess_mm", "offset_mm"))
+    if None in (pe, le, off):
+        return False
+    bd = m.get("body_depth_mm")
+    return (abs(pe) <= 2.0 and le <= 3.0 and off >= pol.midline_min_offset_mm + 1.0
+            and bd is not None and bd < pol.grade_bounds[1] and max(depth, alt_depth) < pol.grade_bounds[1])
+
+
+def _midline_block(m: dict, depth: float, pol) -> tuple[str, str] | None:
+    """(short, long reason) when the canal-independent midline check contradicts the canal's grade.
+
+    A/B read from the canal while the screw sits nearer the midline than its pair, than the canal's
+    mirrored half-width or very close to the midline: the canal outline is wrong; never A/B. A C+ read
+    whose depth the screw's position cannot explain (pair symmetric, axis depth much lower): the canal
+    outline is wrong the other way; not assessed rather than a false C+.
+    """
+    pe, ax, off = m.get("pair_excess_mm"), m.get("axis_depth_mm"), m.get("offset_mm")
+    le = m.get("level_excess_mm")
+    if off is None:
+        return None
+    if depth < pol.grade_bounds[1]:
+        why = []
+        if pe is not None and pe >= pol.midline_pair_excess_mm:
+            why.append(f"its medial surface is {pe:.1f} mm nearer the midline than the contralateral screw's")
+        if off < pol.midline_min_offset_mm:
+            why.append(f"its medial surface is {max(off, 0.0):.1f} mm from the vertebral midline")
+        bd = m.get("body_depth_mm")
+        if bd is not None and bd >= pol.midline_body_depth_mm:
+            why.append(f"it reaches {bd:.1f} mm inside the medial pedicle wall expected from the vertebral body's "
+                       "width (interpedicular half-distance a quarter of the body width)")
+        if why:
+            return ("canal-independent check suggests a medial breach",
+                    "canal-independent check at the pedicle isthmus: " + "; ".join(why))
+        return None
+    if off >= pol.midline_min_offset_mm and off + depth > pol.midline_max_half_width_mm:
+        return ("canal and midline checks disagree",
+                f"canal depth {depth:.1f} mm but the screw's medial surface is {off:.1f} mm from the vertebral "
+                f"midline at the pedicle isthmus: that depth needs a canal over "
+                f"{2 * pol.midline_max_half_width_mm:.0f} mm wide")
+    bd = m.get("body_depth_mm")
+    if (depth < pol.grade_bounds[3] and pe is not None and pe <= -pol.midline_pair_excess_mm - 0.5
+            and bd is not None and bd < pol.grade_bounds[1]):
+        # a C/D medial breach of this screw would put its pair, which is further medial still, across the
+        # midline; E reads stay graded (STAT)
+        return ("canal and midline checks disagree",
+                f"canal depth {depth:.1f} mm but the screw is {-pe:.1f} mm more lateral than its contralateral "
+                f"pair at the pedicle isthmus and {max(-bd, 0.0):.1f} mm lateral of the medial wall expected "
+                "from the vertebral body's width")
+    if (depth < pol.grade_bounds[3] and pe is not None and le is not None and abs(pe) <= 1.5 and abs(le) <= 1.5
+            and off >= pol.midline_min_offset_mm + 3.0 and bd is not None and bd < pol.grade_bounds[1]):
+        # the screw is where its pair and the other levels' screws are: a C or D read would need every
+        # screw of the construct breached alike (E reads stay graded: STAT)
+        return ("canal and midline checks disagree",
+                f"canal depth {depth:.1f} mm but the screw is symmetric with its pair (within {abs(pe):.1f} mm) and "
+                f"in line with the other levels' screws (within {abs(le):.1f} mm), {off:.1f} mm from the midline")
+    if (ax is not None and pe is not None and abs(pe) <= 2.0 and off >= pol.midline_min_offset_mm
+            and depth - ax >= pol.midline_disagree_mm):
+        return ("canal and midline checks disagree",
+                f"canal depth {depth:.1f} mm but the screw axis at the pedicle isthmus gives {max(ax, 0.0):.1f} mm "
+                f"(symmetric with its pair within {abs(pe):.1f} mm, {off:.1f} mm from the midline)")
+    return None
 
 
 def _lps(vol: Volume, zyx) -> list[float]:

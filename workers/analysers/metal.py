@@ -129,6 +129,12 @@ def segment(hu: np.ndarray, spacing, z_mm: np.ndarray, min_volume_mm3: float = 2
             bbox = tuple(slice(s.start + b.start, s.stop + b.start) for s, b in zip(sl, box))
             p = describe(comp, bbox, spacing, z_mm, peak, t)
             p.kind = classify(p, along_z)
+            if not along_z and p.kind == "screw" and p.widths[0] > 25.0:
+                # far wider than a screw with its tulip head (13 mm): two converging screws in a V
+                pieces = _split_by_axis(p, spacing, z_mm, min_volume_mm3)
+                if pieces:
+                    parts.extend(pieces)
+                    continue
             if p.kind in ("other", "plate") and not along_z:
                 pieces = split_touching(p, spacing, z_mm, min_volume_mm3)
                 if pieces:
@@ -171,8 +177,8 @@ def split_touching(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float = 2
             if m.sum() * voxel < min_volume_mm3:
                 continue
             pieces.append(_piece(m, p, spacing, z_mm))
-        if len(pieces) > 4:  # not a few touching screws (a prosthesis, a plate falling apart)
-            return None
+        if len(pieces) > 4:  # not a few touching screws (a prosthesis, a plate falling apart), or noisy
+            break            # erosion of a V on thick slices: the axis cut below decides
         screws = [q for q in pieces if q.kind == "screw" and q.length >= 25.0]
         if screws and sum(q.mask.sum() for q in screws) >= 0.5 * comp.sum():
             for q in pieces:
@@ -193,27 +199,38 @@ def _piece(m: np.ndarray, p: Part, spacing, z_mm: np.ndarray) -> Part:
 
 
 def _split_by_axis(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float) -> list[Part] | None:
-    """Two screws converging into one part (a V in the axial plane, tips touching in the body): cut at
-    the part's centre across its first principal axis; kept only when both halves are screw-shaped."""
-    if p.length < 50.0 or abs(p.axis[0]) > 0.5:
+    """Two screws converging into one part, cut into two halves; kept only when both are screw-shaped.
+
+    A V in the axial plane (tips touching in the body, heads apart): the part's first principal axis is
+    the V's bisector and the screws lie on either side of it, so the cut is along that axis (by the sign
+    of the second principal coordinate). Two screws end to end (a long part): cut at the centre across
+    the first principal axis.
+    """
+    if p.length < 40.0 or abs(p.axis[0]) > 0.5:
         return None
     idx = np.nonzero(p.mask)
     zz = z_mm[idx[0] + p.bbox[0].start]
     coords = np.column_stack([zz, (idx[1] + p.bbox[1].start) * spacing[1], (idx[2] + p.bbox[2].start) * spacing[2]])
-    t = (coords - p.centre) @ p.axis
+    c, axes, proj = _geometry(coords)
     voxel = spacing[0] * spacing[1] * spacing[2]
-    pieces = []
-    for sel in (t < 0, t >= 0):
-        m = np.zeros_like(p.mask)
-        m[idx[0][sel], idx[1][sel], idx[2][sel]] = True
-        lab, n = ndi.label(m)
-        if n == 0:
-            return None
-        sizes = np.bincount(lab.ravel())[1:]
-        m = lab == (np.argmax(sizes) + 1)
-        if m.sum() * voxel < min_volume_mm3:
-            return None
-        pieces.append(_piece(m, p, spacing, z_mm))
-    if all(q.kind == "screw" and q.length >= 25.0 for q in pieces):
-        return pieces
+    cuts = []
+    if p.widths[0] >= 15.0:  # a V: the two screws on either side of the bisector
+        cuts.append(proj[:, 1])
+    if p.length >= 50.0:
+        cuts.append(proj[:, 0])
+    for t in cuts:
+        pieces = []
+        for sel in (t < 0, t >= 0):
+            m = np.zeros_like(p.mask)
+            m[idx[0][sel], idx[1][sel], idx[2][sel]] = True
+            lab, n = ndi.label(m)
+            if n == 0:
+                break
+            sizes = np.bincount(lab.ravel())[1:]
+            m = lab == (np.argmax(sizes) + 1)
+            if m.sum() * voxel < min_volume_mm3:
+                break
+            pieces.append(_piece(m, p, spacing, z_mm))
+        if len(pieces) == 2 and all(q.kind == "screw" and q.length >= 25.0 for q in pieces):
+            return pieces
     return None

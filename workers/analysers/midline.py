@@ -1,0 +1,92 @@
+"""Canal-independent check of a screw's medial position: the screw against the vertebra's midline.
+
+The canal outline found next to a screw can be wrong (split by the screw, coarse slices, a
+laminectomy) in a way that still looks plausible. This check does not use it. Per construct
+level, the vertebral body (the bone present on most slices of the level's slab, metal in-painted)
+gives the midline (its centre and its antero-posterior axis) and its posterior wall. Just behind
+the posterior wall, over the pedicle isthmus, a well-placed screw stays lateral of the medial
+pedicle wall; a medial breach brings its metal towards the midline by the breach depth.
+
+For each screw: `medial_offset_mm`, the smallest distance of its metal from the midline in the
+zone from the body's posterior wall to `zone_mm` behind it (on the screw's own side). Two
+expectations, both canal-independent:
+
+- the pair: the contralateral screw of the same level (a pedicle pair is symmetric about the
+  midline): `pair_excess_mm` = contralateral offset - own offset;
+- the construct: the median offset of the other levels' screws (adjacent pedicles have similar
+  interpedicular distances): `level_excess_mm` = that median - own offset.
+
+An excess of several millimetres means the screw sits nearer the midline than its expected medial
+pedicle wall: a low grade read from the canal is then not a negative finding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm: float = 18.0) -> dict[int, dict]:
+    """{screw index: {"offset_mm", "side_sign", "level"}} for screws whose level has a vertebral body.
+
+    offset_mm: distance from the midline of the screw's medial surface where its axis crosses the
+    pedicle isthmus (`isthmus_mm` behind the body's posterior wall): axis position minus its radius.
+    """
+    dz, dy, dx = vol.spacing
+    pix = 0.5 * (dy + dx)
+    post = 1.0 if vol.col_dir[1] > 0 else -1.0  # rows increase towards posterior when col_dir is +y
+    out: dict[int, dict] = {}
+    for i, (p, lev) in enumerate(zip(screws, levels)):
+        lc = canals.get(lev)
+        if lc is None or getattr(lc, "body", None) is None:
+            continue
+        (cy, cx), u, (tmin, tmax), width = lc.body
+        u = np.asarray(u, float) * post  # towards posterior
+        t_wall = (tmax if post > 0 else -tmin) * pix  # posterior wall of the body along u (mm)
+        perp = np.array([-u[1], u[0]])
+        if perp[1] < 0:
+            perp = -perp  # towards increasing columns
+        # the screw axis in the axial plane (mm, relative to the body centre)
+        c = np.array([p.centre[1] - (lc.roi[0] + cy) * dy, p.centre[2] - (lc.roi[2] + cx) * dx])
+        a = np.array([p.axis[1], p.axis[2]], float)
+        ct, at = float(c @ u), float(a @ u)
+        if abs(at) < 0.3:  # runs across, not front to back: no isthmus crossing
+            continue
+        s = (t_wall + isthmus_mm - ct) / at
+        if abs(s) > 0.7 * p.length:  # the isthmus is not on this screw
+            continue
+        lat = float((c + s * a) @ perp)
+        sign = 1 if lat > 0 else -1
+        if abs(lat) - 0.5 * p.diameter > max_offset_mm:  # no pedicle is that far out: wrong body or axis
+            continue
+        rec = {"offset_mm": abs(lat) - 0.5 * p.diameter, "side_sign": sign, "level": lev, "half_width_mm": None,
+               "body_width_mm": width * pix}
+        if lc.reference is not None:  # the canal's contralateral half-width at the isthmus (mirror expectation)
+            ys, xs = np.nonzero(lc.reference)
+            q = np.column_stack([ys * dy - cy * dy, xs * dx - cx * dx])
+            lats = (q @ perp) * -sign  # the interpedicular distance is the canal's widest part
+            if len(lats) >= 3 and lats.max() > 0:
+                rec["half_width_mm"] = float(lats.max())
+        out[i] = rec
+    return out
+
+
+#: Interpedicular half-distance over the vertebral body's width: about a quarter from T10 to S1 (canal
+#: 15-30 mm wide for bodies of 35-55 mm); the expected medial pedicle wall when nothing else is known.
+HALF_WIDTH_PER_BODY_WIDTH = 0.25
+
+
+def excesses(offs: dict[int, dict], i: int) -> dict:
+    """pair_excess_mm and level_excess_mm of screw i (None when no reference)."""
+    me = offs.get(i)
+    if me is None:
+        return {"offset_mm": None, "pair_excess_mm": None, "level_excess_mm": None, "axis_depth_mm": None,
+                "body_depth_mm": None}
+    pair = [o["offset_mm"] for j, o in offs.items()
+            if j != i and o["level"] == me["level"] and o["side_sign"] != me["side_sign"]]
+    others = [o["offset_mm"] for j, o in offs.items() if o["level"] != me["level"]]
+    return {"offset_mm": round(me["offset_mm"], 1),
+            "pair_excess_mm": round(max(pair) - me["offset_mm"], 1) if pair else None,
+            "level_excess_mm": round(float(np.median(others)) - me["offset_mm"], 1) if others else None,
+            "axis_depth_mm": (round(me["half_width_mm"] - me["offset_mm"], 1)
+                              if me.get("half_width_mm") is not None else None),
+            "body_depth_mm": round(HALF_WIDTH_PER_BODY_WIDTH * me["body_width_mm"] - me["offset_mm"], 1)}
