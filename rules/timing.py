@@ -75,7 +75,7 @@ _RELATIVE = [
 
 #: "48h post-op", "3 months after surgery", "à 3 mois de l'arthrodèse", "2 ans après".
 _AFTER = re.compile(
-    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de|d'|since|s/p|s p|status post)"
+    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de|d'|since|s/p|s p|status post|following)"
 )
 #: "since Tuesday's surgery", "operated on Monday", "opéré mardi", "intervention de lundi": the last such
 #: weekday before the study (a week before when it is the study's weekday).
@@ -91,8 +91,35 @@ _WEEKDAY_SURGERY = re.compile(
 #: "operated 3 days ago", "opéré il y a 3 jours".
 _AGO = [
     re.compile(rf"il y a\s+(\d{{1,3}})\s*(?:{_UNIT})(?![a-z])"),
-    re.compile(rf"(?<![0-9])(\d{{1,3}})\s*(?:{_UNIT})\s+ago(?![a-z])"),
+    re.compile(rf"(?<![0-9])(\d{{1,3}})\s*(?:{_UNIT})\s+(?:ago|back|earlier)(?![a-z])"),
 ]
+#: Numbers written as words ("two days ago", "il y a deux jours", "a fortnight ago", "une semaine après").
+_WORD_NUMBERS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "eighteen": 18, "twenty": 20, "thirty": 30,
+    "a couple of": 2, "couple of": 2, "a couple": 2, "a few": 3, "few": 3, "several": 3,
+    "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9,
+    "dix": 10, "onze": 11, "douze": 12, "quinze": 15, "vingt": 20, "trente": 30, "quelques": 3,
+    "une dizaine de": 10, "une quinzaine de": 15, "une vingtaine de": 20,
+}
+_WORD_NUMBER = "|".join(sorted((re.escape(k).replace("\\ ", "\\s+") for k in _WORD_NUMBERS), key=len, reverse=True))
+_WORD_UNITS = {"h": r"hours?|heures?", "d": r"days?|jours?|journees?", "w": r"weeks?|semaines?", "f": r"fortnights?",
+               "m": r"months?|mois", "y": r"years?|yrs|ans|annees?"}
+_WORD_UNIT = "|".join(f"(?P<{k}>{v})" for k, v in _WORD_UNITS.items())
+_UNIT_HOURS_WORD = dict(_UNIT_HOURS, f=24 * 14)
+#: "two days ago", "a week back", "il y a deux jours", "three weeks after surgery", "une semaine après l'arthrodèse",
+#: "a fortnight ago", "il y a une quinzaine de jours".
+_WORD_TIME = [
+    re.compile(rf"(?<![a-z])il y a\s+(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})(?![a-z])"),
+    re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?:ago|back|earlier|auparavant|plus tot)(?![a-z])"),
+    re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?P<rel>post|after|apres|following|since|s/p|status post)(?![a-z])"),
+]
+#: A weekday next to a procedure ("L4-5 fusion Tuesday", "discectomie lundi dernier"), not after since/depuis.
+_WEEKDAY = re.compile(r"(?<![a-z])(?:(?:on|last|le|ce)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+                      r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?:\s+(?:dernier|derniere|last))?(?![a-z])")
+#: A day of the month alone next to a procedure: "microdiscectomy on the 18th", "opéré le 18".
+_DAY_OF_MONTH = re.compile(r"(?<![a-z0-9])(?:on\s+)?(?:the\s+)?(?P<en>\d{1,2})(?:st|nd|rd|th)(?![a-z0-9])"
+                           r"|(?<![a-z])(?:le|du)\s+(?P<fr>\d{1,2})(?:er)?(?![0-9a-z/.,:]|\s*(?:h|heures?|mn|min|mg|ml|mm|cm|%|ans?|jours?|mois|semaines?)(?![a-z]))")
 _YESTERDAY = re.compile(r"(?:oper[a-z]*|surgery|chirurgie|intervention)\s+(hier|yesterday|la veille|ce matin|this morning|today|aujourd'hui)")
 
 _MONTHS = {
@@ -178,6 +205,16 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for m in _AFTER.finditer(norm):
             if _SURGERY.search(norm, m.start("rel"), m.start("rel") + 30):
                 add(float(m.group(1).replace(",", ".")) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
+        for pattern in _WORD_TIME:
+            for m in pattern.finditer(norm):
+                if _ONSET_BEFORE.search(norm[max(0, m.start() - 25) : m.start()]):
+                    continue
+                if "rel" in pattern.groupindex and not _SURGERY.search(norm, m.start("rel"), m.end() + 30):
+                    continue  # "three weeks after the accident": what follows is not the operation
+                if _near_procedure(norm, m.start(), m.end()) or "rel" in pattern.groupindex:
+                    n = _WORD_NUMBERS[re.sub(r"\s+", " ", m.group("n"))]
+                    unit = next(k for k in _WORD_UNITS if m.group(k))
+                    add(n * _UNIT_HOURS_WORD[unit], m.start(), m.end())
         for pattern in _AGO:
             for m in pattern.finditer(norm):
                 if _ONSET_BEFORE.search(norm[max(0, m.start() - 25) : m.start()]):
@@ -189,6 +226,13 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 day = _WEEKDAYS[m.group("day") or m.group("day2")]
                 back = (study_dt.weekday() - day) % 7 or 7
                 add(back * 24, m.start(), m.end())
+        if study_dt is not None:
+            for m in _WEEKDAY.finditer(norm):
+                if _ONSET_BEFORE.search(norm[max(0, m.start() - 25) : m.start()]) or _OTHER_EVENT_DAY.search(norm[max(0, m.start() - 30) : m.start()]):
+                    continue  # "pain since Tuesday", "seen in clinic on Monday"
+                if _near_procedure(norm, m.start(), m.end()):
+                    back = (study_dt.weekday() - _WEEKDAYS[m.group("day")]) % 7 or 7
+                    add(back * 24, m.start(), m.end())
         for m in _YESTERDAY.finditer(norm):
             add(24 if m.group(1) in ("hier", "yesterday", "la veille") else 0, m.start(), m.end())
         for m in _DAY_RE.finditer(norm):
@@ -248,6 +292,21 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 notes.append(f"surgery date in {f.get('tag')} is after the study date: ignored")
             else:
                 add((study_dt - date).total_seconds() / 3600, a, b)
+        if study_dt is not None:
+            for m in _DAY_OF_MONTH.finditer(norm):
+                day = int(m.group("en") or m.group("fr"))
+                after = norm[m.end() : m.end() + 12].split()
+                if not 1 <= day <= 31 or (after and after[0].strip(".,") in _MONTHS) or _ONSET_BEFORE.search(norm[max(0, m.start() - 25) : m.start()]):
+                    continue  # a named month follows (read as a date above), or the complaint's onset
+                if not _near_procedure(norm, m.start(), m.end()):
+                    continue
+                # this month, or the previous one when the day is still to come
+                year, month = study_dt.year, study_dt.month
+                if day > study_dt.day:
+                    year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+                date = _make(year, month, day)
+                if date is not None:
+                    add((study_dt - date).total_seconds() / 3600, m.start(), m.end())
     return readings, notes
 
 

@@ -96,3 +96,31 @@ def test_study_datetime_and_surgery_record():
     assert r.hours == 48 and note is None
     assert surgery_reading({"datetime": "2026-11-19T10:00:00"}, None)[0] is None
     assert surgery_reading({"datetime": "garbage"}, STUDY)[0] is None
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("fusion two days ago", [48]),
+        ("laminectomy a fortnight ago", [336]),
+        ("opéré il y a deux jours", [48]),
+        ("discectomie il y a une quinzaine de jours", [360]),
+        ("three weeks after surgery", [504]),
+        ("une semaine après l'arthrodèse", [168]),
+        ("decompression 10 days back", [240]),
+        ("fusion a couple of weeks ago", [336]),
+    ],
+)
+def test_times_written_in_words(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=1)
+
+
+@pytest.mark.parametrize("text", ["three weeks after the accident", "leg pain since two days", "pain for a few days"])
+def test_word_times_that_do_not_date_the_operation(text):
+    assert hours(text) == []
+
+
+def test_weekday_and_day_of_month_next_to_the_operation():
+    assert hours("L4-5 fusion Tuesday") == pytest.approx([96], abs=1)  # the study is a Saturday
+    assert hours("microdiscectomy on the 18th") == pytest.approx([82], abs=1)
+    assert hours("discectomy, pain since Tuesday") == []
