@@ -71,7 +71,24 @@ _RELATIVE = [
     (re.compile(r"post[\s-]?op(?:erative)?\s+day\s*(\d{1,3})(?![0-9])"), "d"),
     (re.compile(r"(?<![a-z0-9])(?:day|jour)\s*(\d{1,3})\s+(?:post|after|apres)"), "d"),
     (re.compile(r"(?<![a-z0-9])h\s*\+\s*(\d{1,3})(?![0-9])"), "h"),
+    # French follow-up notation: S+2 (weeks), M+3 / "à M3" (months); "D3 post-op" (day, never "D3" alone: a vertebra)
+    (re.compile(r"(?<![a-z0-9])s\s*\+\s*(\d{1,2})(?![0-9])"), "w"),
+    (re.compile(r"(?<![a-z0-9])m\s*\+\s*(\d{1,2})(?![0-9])|(?<![a-z])a\s+m(\d{1,2})(?![a-z0-9])"), "m"),
+    (re.compile(r"(?<![a-z0-9])d\s*(\d{1,2})\s+(?:post[\s-]?op|postop|after (?:surgery|the op|op)|apres)"), "d"),
+    # "post-op week 2", "week 2 post-op", "6-week follow-up", "6 week review", "3 month check"
+    (re.compile(r"post[\s-]?op(?:erative)?\s+(?:week|semaine)\s*(\d{1,2})(?![0-9])|(?<![a-z0-9])(?:week|semaine)\s*(\d{1,2})\s+post"), "W"),
+    (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:weeks?|wks?)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "w"),
+    (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:months?|mo)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "m"),
 ]
+#: "second post-op day", "1st postoperative day", "premier jour post-opératoire".
+_ORDINAL_DAY = re.compile(
+    r"(?<![a-z0-9])(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|sixth|6th|seventh|7th|premier|1er|deuxieme|2e|2eme|"
+    r"troisieme|3e|3eme|quatrieme|4e|4eme|cinquieme|5e|5eme)\s+(?:post[\s-]?op(?:erative)?|post[\s-]?operatoire|postoperatoire)\s+(?:day|jour)"
+    r"|(?<![a-z0-9])(premier|1er|deuxieme|2e|2eme|troisieme|3e|3eme|quatrieme|4e|4eme|cinquieme|5e|5eme)\s+jour\s+post[\s-]?op"
+)
+_ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4, "fifth": 5, "5th": 5,
+             "sixth": 6, "6th": 6, "seventh": 7, "7th": 7, "premier": 1, "1er": 1, "deuxieme": 2, "2e": 2, "2eme": 2,
+             "troisieme": 3, "3e": 3, "3eme": 3, "quatrieme": 4, "4e": 4, "4eme": 4, "cinquieme": 5, "5e": 5, "5eme": 5}
 
 #: "48h post-op", "3 months after surgery", "à 3 mois de l'arthrodèse", "2 ans après".
 _AFTER = re.compile(
@@ -119,7 +136,7 @@ _WEEKDAY = re.compile(r"(?<![a-z])(?:(?:on|last|le|ce)\s+)?(?P<day>monday|tuesda
                       r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?:\s+(?:dernier|derniere|last))?(?![a-z])")
 #: A day of the month alone next to a procedure: "microdiscectomy on the 18th", "opéré le 18".
 _DAY_OF_MONTH = re.compile(r"(?<![a-z0-9])(?:on\s+)?(?:the\s+)?(?P<en>\d{1,2})(?:st|nd|rd|th)(?![a-z0-9])"
-                           r"|(?<![a-z])(?:le|du)\s+(?P<fr>\d{1,2})(?:er)?(?![0-9a-z/.,:]|\s*(?:h|heures?|mn|min|mg|ml|mm|cm|%|ans?|jours?|mois|semaines?)(?![a-z]))")
+                           r"|(?<![a-z])(?:le|du)\s+(?P<fr>\d{1,2})(?:er)?(?![0-9a-z/]|[.,:]\d|\s*(?:h|heures?|mn|min|mg|ml|mm|cm|%|ans?|jours?|mois|semaines?)(?![a-z]))")
 _YESTERDAY = re.compile(r"(?:oper[a-z]*|surgery|chirurgie|intervention)\s+(hier|yesterday|la veille|ce matin|this morning|today|aujourd'hui)")
 
 _MONTHS = {
@@ -201,7 +218,12 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for pattern, unit in _RELATIVE:
             for m in pattern.finditer(norm):
                 n = next(g for g in m.groups() if g is not None)
+                if unit == "W":  # "post-op week 2": the second week, from its first day (the least time, the safer)
+                    add(max(int(n) - 1, 0) * 24 * 7 + 24, m.start(), m.end())
+                    continue
                 add(int(n) * _UNIT_HOURS[unit], m.start(), m.end())
+        for m in _ORDINAL_DAY.finditer(norm):
+            add((_ORDINALS[m.group(1) or m.group(2)]) * 24, m.start(), m.end())
         for m in _AFTER.finditer(norm):
             if _SURGERY.search(norm, m.start("rel"), m.start("rel") + 30):
                 add(float(m.group(1).replace(",", ".")) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
@@ -277,7 +299,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
             if isinstance(date, tuple):
                 # DD/MM or MM/DD, nothing in the text tells: a reading after the study is impossible; when both are
                 # possible, both are kept (the engine runs each and keeps the higher priority, and says so).
-                possible = [d for d in date if d is not None and study_dt is not None and d <= study_dt]
+                possible = list(dict.fromkeys(d for d in date if d is not None and study_dt is not None and d <= study_dt))
                 if not possible:
                     notes.append(f"ambiguous date (DD/MM or MM/DD) in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}]: left unknown")
                 for d in possible:
@@ -381,6 +403,8 @@ def _unit(m: re.Match) -> str:
     return next(k for k in _UNITS if m.group(k))
 
 
+_PROCEDURE_END = re.compile(r"(?:lif|acdf|fusion|discectomy|microdiscectomy|laminectomy|decompression|arthrodese|discectomie|"
+                            r"laminectomie|operated|operee?|surgery|chirurgie|intervention|op)\s*(?:\(|on|le|du|of|dated)?\s*$")
 _BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau)\s*$")
 _NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?\s+(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
 _MONTH_DAY = re.compile(r"(?<![a-z])([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?(?![0-9/])(?!\s*,?\s*\d{4})")
@@ -428,9 +452,13 @@ def _dates(norm: str, year_now: int | None = None):
         if any(a <= m.start() < b for a, b in taken):
             continue
         if m.group(3) is None:
-            if year_now is None or not _BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]):
-                continue
             a, b = int(m.group(1)), int(m.group(2))
+            # "TLIF 11/11", "discectomy (15/11)": a day and month right after a procedure, but never a level (4/5),
+            # a power grade (x/5) or a UK notation (x/7, x/12, x/52)
+            right_after = (_PROCEDURE_END.search(norm[max(0, m.start() - 25) : m.start()])
+                           and b not in (5, 7, 12) and not (b == a + 1 and a <= 11))
+            if year_now is None or not (_BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]) or right_after):
+                continue
             if dayfirst or a > 12:
                 yield _make(year_now, b, a), m.start(), m.end(), None
             elif b > 12:

@@ -124,3 +124,26 @@ def test_weekday_and_day_of_month_next_to_the_operation():
     assert hours("L4-5 fusion Tuesday") == pytest.approx([96], abs=1)  # the study is a Saturday
     assert hours("microdiscectomy on the 18th") == pytest.approx([82], abs=1)
     assert hours("discectomy, pain since Tuesday") == []
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("arthrodèse S+2", [336]),
+        ("discectomie, contrôle à M3", [2191.7]),
+        ("fusion, 6-week follow-up", [1008]),
+        ("post-op week 2, fusion", [192]),
+        ("second post-op day after decompression", [48]),
+        ("premier jour post-opératoire, discectomie", [24]),
+        ("D3 post-op TLIF", [72]),
+        ("TLIF 11/11, new pain", [250]),
+        ("op le 15, arthrodese", [154]),
+    ],
+)
+def test_follow_up_notations_and_dates_after_a_procedure(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=1)
+
+
+@pytest.mark.parametrize("text", ["TLIF 4/5, new pain", "fusion D12-L2, D12 post fracture", "discectomy, power 4/5"])
+def test_levels_and_grades_are_not_dates(text):
+    assert hours(text) == []
