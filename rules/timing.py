@@ -73,6 +73,7 @@ _RELATIVE = [
     (re.compile(r"(?<![a-z0-9])h\s*\+\s*(\d{1,3})(?![0-9])"), "h"),
     # French follow-up notation: S+2 (weeks), M+3 / "à M3" (months); "D3 post-op" (day, never "D3" alone: a vertebra)
     (re.compile(r"(?<![a-z0-9])s\s*\+\s*(\d{1,2})(?![0-9])"), "w"),
+    (re.compile(r"(?<![a-z0-9])(\d{1,2})\s*(?:e|eme|ieme)\s+jour\s+post"), "d"),  # "10e jour post-op"
     (re.compile(r"(?<![a-z0-9])m\s*\+\s*(\d{1,2})(?![0-9])|(?<![a-z])a\s+m(\d{1,2})(?![a-z0-9])"), "m"),
     (re.compile(r"(?<![a-z0-9])d\s*(\d{1,2})\s+(?:post[\s-]?op|postop|after (?:surgery|the op|op)|apres)"), "d"),
     # "post-op week 2", "week 2 post-op", "6-week follow-up", "6 week review", "3 month check"
@@ -107,8 +108,9 @@ _WEEKDAY_SURGERY = re.compile(
 )
 #: "operated 3 days ago", "opéré il y a 3 jours".
 _AGO = [
-    re.compile(rf"il y a\s+(\d{{1,3}})\s*(?:{_UNIT})(?![a-z])"),
-    re.compile(rf"(?<![0-9])(\d{{1,3}})\s*(?:{_UNIT})\s+(?:ago|back|earlier)(?![a-z])"),
+    # "il y a environ 10 jours", "2-3 weeks ago" (a range: its lower end, the least time)
+    re.compile(rf"il y a\s+(?:environ\s+|presque\s+|pres de\s+|plus de\s+|a peu pres\s+|~\s*)?(\d{{1,3}})(?:\s*(?:-|a|ou)\s*\d{{1,3}})?\s*(?:{_UNIT})(?![a-z])"),
+    re.compile(rf"(?<![0-9])(\d{{1,3}})(?:\s*(?:-|to|or)\s*\d{{1,3}})?\s*(?:{_UNIT})\s+(?:ago|back|earlier)(?![a-z])"),
 ]
 #: Numbers written as words ("two days ago", "il y a deux jours", "a fortnight ago", "une semaine après").
 _WORD_NUMBERS = {
@@ -148,7 +150,12 @@ _MONTHS = {
 }
 _NUMERIC_DATE = re.compile(r"(?<![0-9/])(\d{1,2})[/.-](\d{1,2})(?:[/.-](\d{4}|\d{2}))?(?![0-9/])")
 _ISO_DATE = re.compile(r"(?<![0-9])(\d{4})-(\d{2})-(\d{2})(?![0-9])")
-_NAMED_DATE = re.compile(r"(?<![0-9])(\d{1,2})(?:er)?\s+([a-z]{3,9})\.?\s+(\d{4})(?![0-9])")
+_NAMED_DATE = re.compile(r"(?<![0-9])(\d{1,2})(?:er|st|nd|rd|th)?[\s-]+(?:of\s+)?([a-z]{3,9})\.?[\s-]+(\d{4})(?![0-9])")
+#: "November 5, 2026", "Nov 5th 2026" (month first, with a year).
+_MONTH_DAY_YEAR = re.compile(r"(?<![a-z])([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})(?![0-9])")
+#: A month named alone after in/en/since/early/late ("fusion in September", "opéré en mars"): the last such month.
+_MONTH_ALONE = re.compile(r"(?<![a-z])(?:in|en|early|late|mid|end of|beginning of|debut|fin|mi|during)[\s-]+(?:de\s+|d\s*'\s*)?"
+                          r"([a-z]{3,9})\.?(?![a-z])(?!\s*[.,/-]?\s*\d)")
 _FRENCH = re.compile(r"(?<![a-z])(le|la|du|des|et|opere|operee|pour|sur|avec|sans|depuis|une|douleur|chez|arthrodese)(?![a-z])")
 _ENGLISH = re.compile(r"(?<![a-z])(the|of|and|for|with|after|since|operated|surgery|pain|on)(?![a-z])")
 
@@ -280,6 +287,12 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 month = _MONTHS.get(m.group(1))
                 if month and not re.search(r"\d\s*(?:er)?\s*$", norm[max(0, m.start() - 4) : m.start()]):
                     partial.append((int(m.group(2)), month, m.start(), m.end()))
+            for m in _MONTH_ALONE.finditer(norm):
+                month = _MONTHS.get(m.group(1))
+                if month and m.group(1) not in ("mar", "may", "mai", "jun", "sep", "dec", "oct"):  # "in may": a modal verb
+                    # the last such month on or before the study's
+                    year = study_dt.year if month <= study_dt.month else study_dt.year - 1
+                    partial.append((year, month, m.start(1), m.end(1)))
             month_spans = [(a, b) for *_, a, b in partial]
             for m in _YEAR.finditer(norm):
                 if not any(a <= m.start() < b for a, b in month_spans):
@@ -436,7 +449,13 @@ def _dates(norm: str, year_now: int | None = None):
     for m in _NAMED_DATE.finditer(norm):
         month = _MONTHS.get(m.group(2))
         if month:
+            taken.append(m.span())
             yield _make(int(m.group(3)), month, int(m.group(1))), m.start(), m.end(), None
+    for m in _MONTH_DAY_YEAR.finditer(norm):
+        month = _MONTHS.get(m.group(1))
+        if month and not any(a <= m.start() < b for a, b in taken):
+            taken.append(m.span())
+            yield _make(int(m.group(3)), month, int(m.group(2))), m.start(), m.end(), None
     if year_now is not None:
         for m in _NAMED_DAY_MONTH.finditer(norm):
             month = _MONTHS.get(m.group(2))

@@ -147,3 +147,24 @@ def test_follow_up_notations_and_dates_after_a_procedure(text, expected):
 @pytest.mark.parametrize("text", ["TLIF 4/5, new pain", "fusion D12-L2, D12 post fracture", "discectomy, power 4/5"])
 def test_levels_and_grades_are_not_dates(text):
     assert hours(text) == []
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Fusion November 5, 2026, pain", [394]),
+        ("Fusion 5-Nov-2026, pain", [394]),
+        ("Laminectomy 2-3 weeks ago", [336]),
+        ("Laminectomie il y a environ 10 jours", [240]),
+        ("Laminectomie, 10e jour post-op", [240]),
+        ("Laminectomy in September", [1234]),
+        ("Laminectomie mi-octobre", [490]),
+    ],
+)
+def test_more_date_forms(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=12)
+
+
+@pytest.mark.parametrize("text", ["Pain since September, fusion", "Fusion in November, pain", "Discectomy in may be relevant"])
+def test_month_alone_that_does_not_date_the_operation(text):
+    assert hours(text) == []
