@@ -30,6 +30,8 @@ CUE_KINDS = (
     "history_before",
     "history_after",
     "treated_after",
+    "progression_after",
+    "negation_answer",
     "hypothetical_before",
     "future_before",
     "hypothetical_after",

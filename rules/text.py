@@ -380,6 +380,11 @@ class Matcher:
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
             if m.history and e.concepts <= self.anatomy:
                 m.history = False
+            # "known L5 weakness, now much worse", "déficit préexistant, aggravé depuis hier": a history finding that
+            # is said, later in the sentence, to be getting worse is current again
+            if m.history and self._cue(words, b, "progression_after", covered, False, sentence=True,
+                                       stop={a2 for a2, _, _ in found if a2 >= b}):  # up to the next finding, whichever
+                m.history = False
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
                               or self._cue(words, a, "future_before", covered, True)
                               or self._cue(words, b, "hypothetical_after", covered, False))
@@ -455,7 +460,23 @@ class Matcher:
             return "negated"
         if self._list_negated(words, a, b, covered):
             return "negated"
+        if self._form_answer_no(words, b):
+            return "negated"
         return "affirmed"
+
+    def _form_answer_no(self, words: list[str], b: int) -> bool:
+        """A form field answered no: "Fever: no", "Rétention : non.", "Weakness - none" (the answer ends the clause)."""
+        k = b
+        if k < len(words) and words[k] == "?":
+            return False  # "Fever? no" is a question and its answer, but "?" alone is uncertainty: keep it raised
+        if k >= len(words) or words[k] not in (":", "=", "-"):
+            return False
+        k += 1
+        for cue in self.cue_index.get("negation_answer", {}).get(words[k] if k < len(words) else "", ()):
+            n = len(cue)
+            if tuple(words[k : k + n]) == cue and (k + n >= len(words) or words[k + n] in _SENTENCE_END or words[k + n] in (",", "/", "(")):
+                return True
+        return False
 
     def _list_end(self, words: list[str], b: int) -> tuple[int, bool]:
         """(index after the last item, disjunctive?) of a list of short items that continues at b."""

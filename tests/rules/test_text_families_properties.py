@@ -199,3 +199,15 @@ def test_appending_an_onset_or_an_imaging_day_never_changes_the_time_since_surge
     base = triage(f"{procedure}. {finding}.")
     more = triage(f"{procedure}. {finding}. {extra}")
     assert (more.postop_interval_hours, more.priority) == (base.postop_interval_hours, base.priority), extra
+
+
+FORM_FINDINGS = ["Retention", "Saddle anaesthesia", "Weakness", "Fever", "Rétention", "Anesthésie en selle", "Fièvre", "Incontinence"]
+
+
+@SETTINGS
+@given(st.sampled_from(FORM_FINDINGS), st.sampled_from(["no", "none", "nil", "non", "neg", "absent", "négatif"]),
+       st.sampled_from(["yes", "oui", "present", "présente", "new", "800 ml"]), st.sampled_from(["Discectomy 2 days ago.", "Arthrodèse J2."]))
+def test_a_form_answered_no_never_raises_and_answered_yes_does(finding, no, yes, op):
+    assert triage(f"{op} Back pain. {finding}: {no}.").priority.name == "ROUTINE"
+    if finding not in ("Fever", "Fièvre"):
+        assert triage(f"{op} Back pain. {finding}: {yes}.").priority.name == "STAT"
