@@ -20,7 +20,7 @@ _UNIT_HOURS = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 30.44, "y": 24 * 365.25}
 _UNITS = {
     "h": r"h|hrs?|hours?|heures?",
     "d": r"d|days?|j|jours?|jrs?",
-    "w": r"wks?|weeks?|sem|semaines?",
+    "w": r"wks?|weeks?|sem|semaines?|w",
     "m": r"mo|months?|mois",
     "y": r"y|yrs?|years?|ans?|annees?",
 }
@@ -98,6 +98,7 @@ _AFTER = re.compile(
 #: "since Tuesday's surgery", "operated on Monday", "opéré mardi", "intervention de lundi": the last such
 #: weekday before the study (a week before when it is the study's weekday).
 _WEEKDAYS = {"monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5, "sunday": 6,
+             "tue": 1, "tues": 1, "wed": 2, "weds": 2, "thu": 3, "thur": 3, "thurs": 3, "fri": 4,
              "lundi": 0, "mardi": 1, "mercredi": 2, "jeudi": 3, "vendredi": 4, "samedi": 5, "dimanche": 6}
 _WEEKDAY_SURGERY = re.compile(
     r"(?<![a-z])(?:(?:since|on|last|from|after|depuis|de)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
@@ -111,6 +112,8 @@ _AGO = [
     # "il y a environ 10 jours", "2-3 weeks ago" (a range: its lower end, the least time)
     re.compile(rf"il y a\s+(?:environ\s+|presque\s+|pres de\s+|plus de\s+|a peu pres\s+|~\s*)?(\d{{1,3}})(?:\s*(?:-|a|ou)\s*\d{{1,3}})?\s*(?:{_UNIT})(?![a-z])"),
     re.compile(rf"(?<![0-9])(\d{{1,3}})(?:\s*(?:-|to|or)\s*\d{{1,3}})?\s*(?:{_UNIT})\s+(?:ago|back|earlier)(?![a-z])"),
+    # "arthrodèse datant de 2 ans", "qui date de 3 mois"
+    re.compile(rf"(?<![a-z])(?:datant de|date de|datee de|vieille de|ancienne de)\s+(\d{{1,3}})\s*(?:{_UNIT})(?![a-z])"),
 ]
 #: Numbers written as words ("two days ago", "il y a deux jours", "a fortnight ago", "une semaine après").
 _WORD_NUMBERS = {
@@ -123,7 +126,7 @@ _WORD_NUMBERS = {
 }
 _WORD_NUMBER = "|".join(sorted((re.escape(k).replace("\\ ", "\\s+") for k in _WORD_NUMBERS), key=len, reverse=True))
 _WORD_UNITS = {"h": r"hours?|heures?", "d": r"days?|jours?|journees?", "w": r"weeks?|semaines?", "f": r"fortnights?",
-               "m": r"months?|mois", "y": r"years?|yrs|ans|annees?"}
+               "m": r"months?|mois", "y": r"years?|yrs|ans?|annees?"}
 _WORD_UNIT = "|".join(f"(?P<{k}>{v})" for k, v in _WORD_UNITS.items())
 _UNIT_HOURS_WORD = dict(_UNIT_HOURS, f=24 * 14)
 #: "two days ago", "a week back", "il y a deux jours", "three weeks after surgery", "une semaine après l'arthrodèse",
@@ -135,7 +138,7 @@ _WORD_TIME = [
 ]
 #: A weekday next to a procedure ("L4-5 fusion Tuesday", "discectomie lundi dernier"), not after since/depuis.
 _WEEKDAY = re.compile(r"(?<![a-z])(?:(?:on|last|le|ce)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
-                      r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?:\s+(?:dernier|derniere|last))?(?![a-z])")
+                      r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche|tue|tues|wed|weds|thu|thur|thurs|fri)\.?(?:\s+(?:dernier|derniere|last))?(?![a-z])")
 #: A day of the month alone next to a procedure: "microdiscectomy on the 18th", "opéré le 18".
 _DAY_OF_MONTH = re.compile(r"(?<![a-z0-9])(?:on\s+)?(?:the\s+)?(?P<en>\d{1,2})(?:st|nd|rd|th)(?![a-z0-9])"
                            r"|(?<![a-z])(?:le|du)\s+(?P<fr>\d{1,2})(?:er)?(?![0-9a-z/]|[.,:]\d|\s*(?:h|heures?|mn|min|mg|ml|mm|cm|%|ans?|jours?|mois|semaines?)(?![a-z]))")

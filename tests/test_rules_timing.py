@@ -168,3 +168,17 @@ def test_more_date_forms(text, expected):
 @pytest.mark.parametrize("text", ["Pain since September, fusion", "Fusion in November, pain", "Discectomy in may be relevant"])
 def test_month_alone_that_does_not_date_the_operation(text):
     assert hours(text) == []
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("TLIF on Tues, new leg pain", [96]),
+        ("TLIF Wed, new leg pain", [72]),
+        ("Discectomy 1w ago", [168]),
+        ("Arthrodèse il y a un an", [8766]),
+        ("Arthrodèse datant de 2 ans", [17532]),
+    ],
+)
+def test_weekday_abbreviations_and_more_french_forms(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=12)
