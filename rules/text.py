@@ -239,6 +239,8 @@ class Matcher:
         #: Permanent anatomy (a transitional vertebra, the numbering of the levels): a pre-operative report or a
         #: "known" describes it as it still is, so history cues do not make such a mention past.
         self.anatomy = {name for name, c in concepts.items() if c.get("anatomy")}
+        #: concept -> concepts whose terms its patterns replace when they span them (lexicon key `overrides`).
+        self.overrides = {name: set(c.get("overrides") or []) for name, c in concepts.items() if c.get("overrides")}
         entries: dict[tuple, _Entry] = {}
         for name, c in concepts.items():
             for kind, assertion in (("terms", None), ("exact", None), ("negated_terms", "negated")):
@@ -350,6 +352,18 @@ class Matcher:
             for seq in variants:
                 self._patterns(seq, words, found)
             found.sort(key=lambda t: t[0])
+            if self.overrides:
+                # "calf swollen, ?clot": a concept's pattern that spans a term of a concept it overrides (lexicon key
+                # `overrides`) takes that term's place (the clot of a swollen calf is a DVT, not a haematoma)
+                drop = set()
+                for i, (a, b, e) in enumerate(found):
+                    over = set().union(*(self.overrides.get(c, set()) for c in e.concepts))
+                    if not over:
+                        continue
+                    for j, (a2, b2, e2) in enumerate(found):
+                        if j != i and a <= a2 and b2 <= b and (a2, b2) != (a, b) and e2.concepts <= over:
+                            drop.add(j)
+                found = [t for j, t in enumerate(found) if j not in drop]
         covered = set()
         mask = set()  # tokens inside any mention: a list of findings continues a conditional's scope
         for a, b, e in found:
