@@ -312,6 +312,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for date, a, b, note in _dates(norm, study_dt.year if study_dt else None):
             if not (_SURGERY.search(norm[max(0, a - 50) : a]) or _near_procedure(norm, a, b)) or (date is None and not note):
                 continue
+            if _ONSET_DATE.search(norm[max(0, a - 30) : a]):
+                continue  # "leg pain since 14/11", "douleur depuis le 14 novembre": the complaint's date, not the operation's
             if isinstance(date, tuple):
                 # DD/MM or MM/DD, nothing in the text tells: a reading after the study is impossible; when both are
                 # possible, both are kept (the engine runs each and keeps the higher priority, and says so).
@@ -352,6 +354,11 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
 _ONSET_BEFORE = re.compile(
     r"(?<![a-z])(?:since|depuis|from|started|starting|start|began|begun|begin|onset|commence|commencee|debute|debutee|apparu|apparue|"
     r"apparition|came on|come on|developed|noticed|worse|worsening|aggravee?|for)\s*(?:about|around|approx|environ|some)?\s*$"
+)
+#: ... and before a date: "since 14/11", "depuis le 14 novembre", "pain from Nov 14th".
+_ONSET_DATE = re.compile(
+    r"(?<![a-z])(?:since|depuis|from|started|starting|began|begun|onset|apparue?|apparition|debut|commence|commencee|developed|noticed)"
+    r"\s*(?::\s*)?(?:on\s+|le\s+|the\s+|du\s+|mid\s+|about\s+|around\s+|environ\s+)?$"
 )
 #: An image, a test or a visit just before a day word: the day is that event's, not the operation's.
 _OTHER_EVENT_DAY = re.compile(

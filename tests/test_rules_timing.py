@@ -182,3 +182,16 @@ def test_month_alone_that_does_not_date_the_operation(text):
 )
 def test_weekday_abbreviations_and_more_french_forms(text, expected):
     assert hours(text) == pytest.approx(expected, abs=12)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Arthrodèse le 10/11/2026, sciatique depuis le 14/11", [274]),
+        ("Discectomy 10 Nov, pain since 14 Nov", [274]),
+        ("Discectomy Nov 10th; pain from Nov 14th", [274]),
+        ("Discectomie le 10 novembre, douleurs depuis le 14 novembre", [274]),
+    ],
+)
+def test_a_complaints_date_is_not_the_operations(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=1)
