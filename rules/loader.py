@@ -30,6 +30,8 @@ CUE_KINDS = (
     "history_before",
     "history_after",
     "treated_after",
+    "progression_after",
+    "negation_answer",
     "hypothetical_before",
     "future_before",
     "hypothetical_after",
@@ -172,7 +174,7 @@ _RULE_KEYS = {
     "acquisition_has", "acquisition_lacks", "interval", "priors_have", "priors_lack", "flags",
     "priority", "escalate", "recommend", "observation", "note", "explain", "unknown_time",
 }
-_CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note", "patterns", "anatomy"}
+_CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note", "patterns", "anatomy", "overrides"}
 _TOP_KEYS = {"settings", "cues", "concepts", "known_words", "family", "rules", "safety_net", "measurements"}
 _SAFETY_KEYS = {"id", "concepts", "with_any", "procedure", "windows", "postoperative", "priority", "flags", "reference", "note"}
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")

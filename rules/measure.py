@@ -44,7 +44,7 @@ class Reader:
             rising = [normalise(w)[0] for w in spec.get("rising_words") or []]
             drops = sorted((normalise(w)[0] for w in spec.get("drop_words") or []), key=len, reverse=True)
             self.specs.append((spec, pattern, rising, drops))
-        self._grade = re.compile(r"(?<![a-z0-9/.,])([0-4](?:[.,]5)?)\s*[+-]?\s*/\s*5(?![0-9/])")
+        self._grade = re.compile(r"(?<![a-z0-9/.,])([0-4](?:[.,]5)?)\s*[+-]?\s*(?:/|sur|out of)\s*5(?![0-9/])")
         self._temp = re.compile(rf"(?<![0-9.,/]){_NUM}\s*°\s*c?(?![a-z])")
 
     def find(self, text: str, field: dict) -> list[Mention]:

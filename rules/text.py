@@ -248,6 +248,8 @@ class Matcher:
         #: Permanent anatomy (a transitional vertebra, the numbering of the levels): a pre-operative report or a
         #: "known" describes it as it still is, so history cues do not make such a mention past.
         self.anatomy = {name for name, c in concepts.items() if c.get("anatomy")}
+        #: concept -> concepts whose terms its patterns replace when they span them (lexicon key `overrides`).
+        self.overrides = {name: set(c.get("overrides") or []) for name, c in concepts.items() if c.get("overrides")}
         entries: dict[tuple, _Entry] = {}
         for name, c in concepts.items():
             for kind, assertion in (("terms", None), ("exact", None), ("negated_terms", "negated")):
@@ -361,6 +363,18 @@ class Matcher:
             for seq in variants:
                 self._patterns(seq, words, found)
             found.sort(key=lambda t: t[0])
+            if self.overrides:
+                # "calf swollen, ?clot": a concept's pattern that spans a term of a concept it overrides (lexicon key
+                # `overrides`) takes that term's place (the clot of a swollen calf is a DVT, not a haematoma)
+                drop = set()
+                for i, (a, b, e) in enumerate(found):
+                    over = set().union(*(self.overrides.get(c, set()) for c in e.concepts))
+                    if not over:
+                        continue
+                    for j, (a2, b2, e2) in enumerate(found):
+                        if j != i and a <= a2 and b2 <= b and (a2, b2) != (a, b) and e2.concepts <= over:
+                            drop.add(j)
+                found = [t for j, t in enumerate(found) if j not in drop]
         covered = set()
         mask = set()  # tokens inside any mention: a list of findings continues a conditional's scope
         for a, b, e in found:
@@ -392,6 +406,11 @@ class Matcher:
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
             if m.history and e.concepts <= self.anatomy:
+                m.history = False
+            # "known L5 weakness, now much worse", "déficit préexistant, aggravé depuis hier": a history finding that
+            # is said, later in the sentence, to be getting worse is current again
+            if m.history and self._cue(words, b, "progression_after", covered, False, sentence=True,
+                                       stop={a2 for a2, _, _ in found if a2 >= b}):  # up to the next finding, whichever
                 m.history = False
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
                               or self._cue(words, a, "future_before", covered, True)
@@ -468,7 +487,23 @@ class Matcher:
             return "negated"
         if self._list_negated(words, a, b, covered):
             return "negated"
+        if self._form_answer_no(words, b):
+            return "negated"
         return "affirmed"
+
+    def _form_answer_no(self, words: list[str], b: int) -> bool:
+        """A form field answered no: "Fever: no", "Rétention : non.", "Weakness - none" (the answer ends the clause)."""
+        k = b
+        if k < len(words) and words[k] == "?":
+            return False  # "Fever? no" is a question and its answer, but "?" alone is uncertainty: keep it raised
+        if k >= len(words) or words[k] not in (":", "=", "-"):
+            return False
+        k += 1
+        for cue in self.cue_index.get("negation_answer", {}).get(words[k] if k < len(words) else "", ()):
+            n = len(cue)
+            if tuple(words[k : k + n]) == cue and (k + n >= len(words) or words[k + n] in _SENTENCE_END or words[k + n] in (",", "/", "(")):
+                return True
+        return False
 
     def _list_end(self, words: list[str], b: int) -> tuple[int, bool]:
         """(index after the last item, disjunctive?) of a list of short items that continues at b."""

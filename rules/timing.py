@@ -24,7 +24,7 @@ _UNIT_HOURS = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 30.44, "y": 24 * 365.25}
 _UNITS = {
     "h": r"h|hrs?|hours?|heures?",
     "d": r"d|days?|j|jours?|jrs?",
-    "w": r"wks?|weeks?|sem|semaines?",
+    "w": r"wks?|weeks?|sem|semaines?|w",
     "m": r"mo|months?|mois",
     "y": r"y|yrs?|years?|ans?|annees?",
 }
@@ -75,15 +75,34 @@ _RELATIVE = [
     (re.compile(r"post[\s-]?op(?:erative)?\s+day\s*(\d{1,3})(?![0-9])"), "d"),
     (re.compile(r"(?<![a-z0-9])(?:day|jour)\s*(\d{1,3})\s+(?:post|after|apres)"), "d"),
     (re.compile(r"(?<![a-z0-9])h\s*\+\s*(\d{1,3})(?![0-9])"), "h"),
+    # French follow-up notation: S+2 (weeks), M+3 / "à M3" (months); "D3 post-op" (day, never "D3" alone: a vertebra)
+    (re.compile(r"(?<![a-z0-9])s\s*\+\s*(\d{1,2})(?![0-9])"), "w"),
+    (re.compile(r"(?<![a-z0-9])(\d{1,2})\s*(?:e|eme|ieme)\s+jour\s+post"), "d"),  # "10e jour post-op"
+    (re.compile(r"(?<![a-z0-9])m\s*\+\s*(\d{1,2})(?![0-9])|(?<![a-z])a\s+m(\d{1,2})(?![a-z0-9])"), "m"),
+    (re.compile(r"(?<![a-z0-9])d\s*(\d{1,2})\s+(?:post[\s-]?op|postop|after (?:surgery|the op|op)|apres)"), "d"),
+    # "post-op week 2", "week 2 post-op", "6-week follow-up", "6 week review", "3 month check"
+    (re.compile(r"post[\s-]?op(?:erative)?\s+(?:week|semaine)\s*(\d{1,2})(?![0-9])|(?<![a-z0-9])(?:week|semaine)\s*(\d{1,2})\s+post"), "W"),
+    (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:weeks?|wks?)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "w"),
+    (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:months?|mo)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "m"),
 ]
+#: "second post-op day", "1st postoperative day", "premier jour post-opératoire".
+_ORDINAL_DAY = re.compile(
+    r"(?<![a-z0-9])(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|sixth|6th|seventh|7th|premier|1er|deuxieme|2e|2eme|"
+    r"troisieme|3e|3eme|quatrieme|4e|4eme|cinquieme|5e|5eme)\s+(?:post[\s-]?op(?:erative)?|post[\s-]?operatoire|postoperatoire)\s+(?:day|jour)"
+    r"|(?<![a-z0-9])(premier|1er|deuxieme|2e|2eme|troisieme|3e|3eme|quatrieme|4e|4eme|cinquieme|5e|5eme)\s+jour\s+post[\s-]?op"
+)
+_ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4, "fifth": 5, "5th": 5,
+             "sixth": 6, "6th": 6, "seventh": 7, "7th": 7, "premier": 1, "1er": 1, "deuxieme": 2, "2e": 2, "2eme": 2,
+             "troisieme": 3, "3e": 3, "3eme": 3, "quatrieme": 4, "4e": 4, "4eme": 4, "cinquieme": 5, "5e": 5, "5eme": 5}
 
 #: "48h post-op", "3 months after surgery", "à 3 mois de l'arthrodèse", "2 ans après".
 _AFTER = re.compile(
-    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de|d'|since|s/p|s p|status post)"
+    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de|d'|since|s/p|s p|status post|following)"
 )
 #: "since Tuesday's surgery", "operated on Monday", "opéré mardi", "intervention de lundi": the last such
 #: weekday before the study (a week before when it is the study's weekday).
 _WEEKDAYS = {"monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5, "sunday": 6,
+             "tue": 1, "tues": 1, "wed": 2, "weds": 2, "thu": 3, "thur": 3, "thurs": 3, "fri": 4,
              "lundi": 0, "mardi": 1, "mercredi": 2, "jeudi": 3, "vendredi": 4, "samedi": 5, "dimanche": 6}
 _WEEKDAY_SURGERY = re.compile(
     r"(?<![a-z])(?:(?:since|on|last|from|after|depuis|de)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
@@ -96,9 +115,39 @@ _WEEKDAY_SURGERY = re.compile(
 )
 #: "operated 3 days ago", "opéré il y a 3 jours".
 _AGO = [
-    re.compile(rf"il y a\s+(\d{{1,3}})\s*(?:{_UNIT})(?![a-z])"),
-    re.compile(rf"(?<![0-9])(\d{{1,3}})\s*(?:{_UNIT})\s+ago(?![a-z])"),
+    # "il y a environ 10 jours", "2-3 weeks ago" (a range: its lower end, the least time)
+    re.compile(rf"il y a\s+(?:environ\s+|presque\s+|pres de\s+|plus de\s+|a peu pres\s+|~\s*)?(\d{{1,3}})(?:\s*(?:-|a|ou)\s*\d{{1,3}})?\s*(?:{_UNIT})(?![a-z])"),
+    re.compile(rf"(?<![0-9])(\d{{1,3}})(?:\s*(?:-|to|or)\s*\d{{1,3}})?\s*(?:{_UNIT})\s+(?:ago|back|earlier)(?![a-z])"),
+    # "arthrodèse datant de 2 ans", "qui date de 3 mois"
+    re.compile(rf"(?<![a-z])(?:datant de|date de|datee de|vieille de|ancienne de)\s+(\d{{1,3}})\s*(?:{_UNIT})(?![a-z])"),
 ]
+#: Numbers written as words ("two days ago", "il y a deux jours", "a fortnight ago", "une semaine après").
+_WORD_NUMBERS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "eighteen": 18, "twenty": 20, "thirty": 30,
+    "a couple of": 2, "couple of": 2, "a couple": 2, "a few": 3, "few": 3, "several": 3,
+    "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9,
+    "dix": 10, "onze": 11, "douze": 12, "quinze": 15, "vingt": 20, "trente": 30, "quelques": 3,
+    "une dizaine de": 10, "une quinzaine de": 15, "une vingtaine de": 20,
+}
+_WORD_NUMBER = "|".join(sorted((re.escape(k).replace("\\ ", "\\s+") for k in _WORD_NUMBERS), key=len, reverse=True))
+_WORD_UNITS = {"h": r"hours?|heures?", "d": r"days?|jours?|journees?", "w": r"weeks?|semaines?", "f": r"fortnights?",
+               "m": r"months?|mois", "y": r"years?|yrs|ans?|annees?"}
+_WORD_UNIT = "|".join(f"(?P<{k}>{v})" for k, v in _WORD_UNITS.items())
+_UNIT_HOURS_WORD = dict(_UNIT_HOURS, f=24 * 14)
+#: "two days ago", "a week back", "il y a deux jours", "three weeks after surgery", "une semaine après l'arthrodèse",
+#: "a fortnight ago", "il y a une quinzaine de jours".
+_WORD_TIME = [
+    re.compile(rf"(?<![a-z])il y a\s+(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})(?![a-z])"),
+    re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?:ago|back|earlier|auparavant|plus tot)(?![a-z])"),
+    re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?P<rel>post|after|apres|following|since|s/p|status post)(?![a-z])"),
+]
+#: A weekday next to a procedure ("L4-5 fusion Tuesday", "discectomie lundi dernier"), not after since/depuis.
+_WEEKDAY = re.compile(r"(?<![a-z])(?:(?:on|last|le|ce)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+                      r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche|tue|tues|wed|weds|thu|thur|thurs|fri)\.?(?:\s+(?:dernier|derniere|last))?(?![a-z])")
+#: A day of the month alone next to a procedure: "microdiscectomy on the 18th", "opéré le 18".
+_DAY_OF_MONTH = re.compile(r"(?<![a-z0-9])(?:on\s+)?(?:the\s+)?(?P<en>\d{1,2})(?:st|nd|rd|th)(?![a-z0-9])"
+                           r"|(?<![a-z])(?:le|du)\s+(?P<fr>\d{1,2})(?:er)?(?![0-9a-z/]|[.,:]\d|\s*(?:h|heures?|mn|min|mg|ml|mm|cm|%|ans?|jours?|mois|semaines?)(?![a-z]))")
 _YESTERDAY = re.compile(r"(?:oper[a-z]*|surgery|chirurgie|intervention)\s+(hier|yesterday|la veille|ce matin|this morning|today|aujourd'hui)")
 
 _MONTHS = {
@@ -110,7 +159,12 @@ _MONTHS = {
 }
 _NUMERIC_DATE = re.compile(r"(?<![0-9/])(\d{1,2})[/.-](\d{1,2})(?:[/.-](\d{4}|\d{2}))?(?![0-9/])")
 _ISO_DATE = re.compile(r"(?<![0-9])(\d{4})-(\d{2})-(\d{2})(?![0-9])")
-_NAMED_DATE = re.compile(r"(?<![0-9])(\d{1,2})(?:er)?\s+([a-z]{3,9})\.?\s+(\d{4})(?![0-9])")
+_NAMED_DATE = re.compile(r"(?<![0-9])(\d{1,2})(?:er|st|nd|rd|th)?[\s-]+(?:of\s+)?([a-z]{3,9})\.?[\s-]+(\d{4})(?![0-9])")
+#: "November 5, 2026", "Nov 5th 2026" (month first, with a year).
+_MONTH_DAY_YEAR = re.compile(r"(?<![a-z])([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})(?![0-9])")
+#: A month named alone after in/en/since/early/late ("fusion in September", "opéré en mars"): the last such month.
+_MONTH_ALONE = re.compile(r"(?<![a-z])(?:in|en|early|late|mid|end of|beginning of|debut|fin|mi|during)[\s-]+(?:de\s+|d\s*'\s*)?"
+                          r"([a-z]{3,9})\.?(?![a-z])(?!\s*[.,/-]?\s*\d)")
 _FRENCH = re.compile(r"(?<![a-z])(le|la|du|des|et|opere|operee|pour|sur|avec|sans|depuis|une|douleur|chez|arthrodese)(?![a-z])")
 _ENGLISH = re.compile(r"(?<![a-z])(the|of|and|for|with|after|since|operated|surgery|pain|on)(?![a-z])")
 
@@ -171,10 +225,25 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for pattern, unit in _RELATIVE:
             for m in pattern.finditer(norm):
                 n = next(g for g in m.groups() if g is not None)
+                if unit == "W":  # "post-op week 2": the second week, from its first day (the least time, the safer)
+                    add(max(int(n) - 1, 0) * 24 * 7 + 24, m.start(), m.end())
+                    continue
                 add(int(n) * _UNIT_HOURS[unit], m.start(), m.end())
+        for m in _ORDINAL_DAY.finditer(norm):
+            add((_ORDINALS[m.group(1) or m.group(2)]) * 24, m.start(), m.end())
         for m in _AFTER.finditer(norm):
             if _SURGERY.search(norm, m.start("rel"), m.start("rel") + 30):
                 add(float(m.group(1).replace(",", ".")) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
+        for pattern in _WORD_TIME:
+            for m in pattern.finditer(norm):
+                if _ONSET_BEFORE.search(norm[max(0, m.start() - 25) : m.start()]):
+                    continue
+                if "rel" in pattern.groupindex and not _SURGERY.search(norm, m.start("rel"), m.end() + 30):
+                    continue  # "three weeks after the accident": what follows is not the operation
+                if _near_procedure(norm, m.start(), m.end()) or "rel" in pattern.groupindex:
+                    n = _WORD_NUMBERS[re.sub(r"\s+", " ", m.group("n"))]
+                    unit = next(k for k in _WORD_UNITS if m.group(k))
+                    add(n * _UNIT_HOURS_WORD[unit], m.start(), m.end())
         for pattern in _AGO:
             for m in pattern.finditer(norm):
                 if _ONSET_BEFORE.search(norm[max(0, m.start() - 25) : m.start()]):
@@ -186,6 +255,13 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 day = _WEEKDAYS[m.group("day") or m.group("day2")]
                 back = (study_dt.weekday() - day) % 7 or 7
                 add(back * 24, m.start(), m.end())
+        if study_dt is not None:
+            for m in _WEEKDAY.finditer(norm):
+                if _ONSET_BEFORE.search(norm[max(0, m.start() - 25) : m.start()]) or _OTHER_EVENT_DAY.search(norm[max(0, m.start() - 30) : m.start()]):
+                    continue  # "pain since Tuesday", "seen in clinic on Monday"
+                if _near_procedure(norm, m.start(), m.end()):
+                    back = (study_dt.weekday() - _WEEKDAYS[m.group("day")]) % 7 or 7
+                    add(back * 24, m.start(), m.end())
         for m in _YESTERDAY.finditer(norm):
             add(24 if m.group(1) in ("hier", "yesterday", "la veille") else 0, m.start(), m.end())
         for m in _DAY_RE.finditer(norm):
@@ -211,6 +287,12 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 month = _MONTHS.get(m.group(1))
                 if month and not re.search(r"\d\s*(?:er)?\s*$", norm[max(0, m.start() - 4) : m.start()]):
                     partial.append((int(m.group(2)), month, m.start(), m.end()))
+            for m in _MONTH_ALONE.finditer(norm):
+                month = _MONTHS.get(m.group(1))
+                if month and m.group(1) not in ("mar", "may", "mai", "jun", "sep", "dec", "oct"):  # "in may": a modal verb
+                    # the last such month on or before the study's
+                    year = study_dt.year if month <= study_dt.month else study_dt.year - 1
+                    partial.append((year, month, m.start(1), m.end(1)))
             month_spans = [(a, b) for *_, a, b in partial]
             for m in _YEAR.finditer(norm):
                 if not any(a <= m.start() < b for a, b in month_spans):
@@ -227,10 +309,12 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for date, a, b, note in _dates(norm, study_dt.year if study_dt else None):
             if not (_SURGERY.search(norm[max(0, a - 50) : a]) or _near_procedure(norm, a, b)) or (date is None and not note):
                 continue
+            if _ONSET_DATE.search(norm[max(0, a - 30) : a]):
+                continue  # "leg pain since 14/11", "douleur depuis le 14 novembre": the complaint's date, not the operation's
             if isinstance(date, tuple):
                 # DD/MM or MM/DD, nothing in the text tells: a reading after the study is impossible; when both are
                 # possible, both are kept (the engine runs each and keeps the higher priority, and says so).
-                possible = [d for d in date if d is not None and study_dt is not None and d <= study_dt]
+                possible = list(dict.fromkeys(d for d in date if d is not None and study_dt is not None and d <= study_dt))
                 if not possible:
                     notes.append(f"ambiguous date (DD/MM or MM/DD) in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}]: left unknown")
                 for d in possible:
@@ -245,6 +329,21 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 notes.append(f"surgery date in {f.get('tag')} is after the study date: ignored")
             else:
                 add((study_dt - date).total_seconds() / 3600, a, b)
+        if study_dt is not None:
+            for m in _DAY_OF_MONTH.finditer(norm):
+                day = int(m.group("en") or m.group("fr"))
+                after = norm[m.end() : m.end() + 12].split()
+                if not 1 <= day <= 31 or (after and after[0].strip(".,") in _MONTHS) or _ONSET_BEFORE.search(norm[max(0, m.start() - 25) : m.start()]):
+                    continue  # a named month follows (read as a date above), or the complaint's onset
+                if not _near_procedure(norm, m.start(), m.end()):
+                    continue
+                # this month, or the previous one when the day is still to come
+                year, month = study_dt.year, study_dt.month
+                if day > study_dt.day:
+                    year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+                date = _make(year, month, day)
+                if date is not None:
+                    add((study_dt - date).total_seconds() / 3600, m.start(), m.end())
     return readings, notes
 
 
@@ -252,6 +351,11 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
 _ONSET_BEFORE = re.compile(
     r"(?<![a-z])(?:since|depuis|from|started|starting|start|began|begun|begin|onset|commence|commencee|debute|debutee|apparu|apparue|"
     r"apparition|came on|come on|developed|noticed|worse|worsening|aggravee?|for)\s*(?:about|around|approx|environ|some)?\s*$"
+)
+#: ... and before a date: "since 14/11", "depuis le 14 novembre", "pain from Nov 14th".
+_ONSET_DATE = re.compile(
+    r"(?<![a-z])(?:since|depuis|from|started|starting|began|begun|onset|apparue?|apparition|debut|commence|commencee|developed|noticed)"
+    r"\s*(?::\s*)?(?:on\s+|le\s+|the\s+|du\s+|mid\s+|about\s+|around\s+|environ\s+)?$"
 )
 #: An image, a test or a visit just before a day word: the day is that event's, not the operation's.
 _OTHER_EVENT_DAY = re.compile(
@@ -324,6 +428,8 @@ def _unit(m: re.Match) -> str:
     return next(k for k in _UNITS if m.group(k))
 
 
+_PROCEDURE_END = re.compile(r"(?:lif|acdf|fusion|discectomy|microdiscectomy|laminectomy|decompression|arthrodese|discectomie|"
+                            r"laminectomie|operated|operee?|surgery|chirurgie|intervention|op)\s*(?:\(|on|le|du|of|dated)?\s*$")
 _BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau)\s*$")
 _NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?\s+(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
 _MONTH_DAY = re.compile(r"(?<![a-z])([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?(?![0-9/])(?!\s*,?\s*\d{4})")
@@ -355,7 +461,13 @@ def _dates(norm: str, year_now: int | None = None):
     for m in _NAMED_DATE.finditer(norm):
         month = _MONTHS.get(m.group(2))
         if month:
+            taken.append(m.span())
             yield _make(int(m.group(3)), month, int(m.group(1))), m.start(), m.end(), None
+    for m in _MONTH_DAY_YEAR.finditer(norm):
+        month = _MONTHS.get(m.group(1))
+        if month and not any(a <= m.start() < b for a, b in taken):
+            taken.append(m.span())
+            yield _make(int(m.group(3)), month, int(m.group(2))), m.start(), m.end(), None
     if year_now is not None:
         for m in _NAMED_DAY_MONTH.finditer(norm):
             month = _MONTHS.get(m.group(2))
@@ -371,9 +483,13 @@ def _dates(norm: str, year_now: int | None = None):
         if any(a <= m.start() < b for a, b in taken):
             continue
         if m.group(3) is None:
-            if year_now is None or not _BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]):
-                continue
             a, b = int(m.group(1)), int(m.group(2))
+            # "TLIF 11/11", "discectomy (15/11)": a day and month right after a procedure, but never a level (4/5),
+            # a power grade (x/5) or a UK notation (x/7, x/12, x/52)
+            right_after = (_PROCEDURE_END.search(norm[max(0, m.start() - 25) : m.start()])
+                           and b not in (5, 7, 12) and not (b == a + 1 and a <= 11))
+            if year_now is None or not (_BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]) or right_after):
+                continue
             if dayfirst or a > 12:
                 yield _make(year_now, b, a), m.start(), m.end(), None
             elif b > 12:

@@ -96,3 +96,102 @@ def test_study_datetime_and_surgery_record():
     assert r.hours == 48 and note is None
     assert surgery_reading({"datetime": "2026-11-19T10:00:00"}, None)[0] is None
     assert surgery_reading({"datetime": "garbage"}, STUDY)[0] is None
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("fusion two days ago", [48]),
+        ("laminectomy a fortnight ago", [336]),
+        ("opéré il y a deux jours", [48]),
+        ("discectomie il y a une quinzaine de jours", [360]),
+        ("three weeks after surgery", [504]),
+        ("une semaine après l'arthrodèse", [168]),
+        ("decompression 10 days back", [240]),
+        ("fusion a couple of weeks ago", [336]),
+    ],
+)
+def test_times_written_in_words(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=1)
+
+
+@pytest.mark.parametrize("text", ["three weeks after the accident", "leg pain since two days", "pain for a few days"])
+def test_word_times_that_do_not_date_the_operation(text):
+    assert hours(text) == []
+
+
+def test_weekday_and_day_of_month_next_to_the_operation():
+    assert hours("L4-5 fusion Tuesday") == pytest.approx([96], abs=1)  # the study is a Saturday
+    assert hours("microdiscectomy on the 18th") == pytest.approx([82], abs=1)
+    assert hours("discectomy, pain since Tuesday") == []
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("arthrodèse S+2", [336]),
+        ("discectomie, contrôle à M3", [2191.7]),
+        ("fusion, 6-week follow-up", [1008]),
+        ("post-op week 2, fusion", [192]),
+        ("second post-op day after decompression", [48]),
+        ("premier jour post-opératoire, discectomie", [24]),
+        ("D3 post-op TLIF", [72]),
+        ("TLIF 11/11, new pain", [250]),
+        ("op le 15, arthrodese", [154]),
+    ],
+)
+def test_follow_up_notations_and_dates_after_a_procedure(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=1)
+
+
+@pytest.mark.parametrize("text", ["TLIF 4/5, new pain", "fusion D12-L2, D12 post fracture", "discectomy, power 4/5"])
+def test_levels_and_grades_are_not_dates(text):
+    assert hours(text) == []
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Fusion November 5, 2026, pain", [394]),
+        ("Fusion 5-Nov-2026, pain", [394]),
+        ("Laminectomy 2-3 weeks ago", [336]),
+        ("Laminectomie il y a environ 10 jours", [240]),
+        ("Laminectomie, 10e jour post-op", [240]),
+        ("Laminectomy in September", [1234]),
+        ("Laminectomie mi-octobre", [490]),
+    ],
+)
+def test_more_date_forms(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=12)
+
+
+@pytest.mark.parametrize("text", ["Pain since September, fusion", "Fusion in November, pain", "Discectomy in may be relevant"])
+def test_month_alone_that_does_not_date_the_operation(text):
+    assert hours(text) == []
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("TLIF on Tues, new leg pain", [96]),
+        ("TLIF Wed, new leg pain", [72]),
+        ("Discectomy 1w ago", [168]),
+        ("Arthrodèse il y a un an", [8766]),
+        ("Arthrodèse datant de 2 ans", [17532]),
+    ],
+)
+def test_weekday_abbreviations_and_more_french_forms(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=12)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Arthrodèse le 10/11/2026, sciatique depuis le 14/11", [274]),
+        ("Discectomy 10 Nov, pain since 14 Nov", [274]),
+        ("Discectomy Nov 10th; pain from Nov 14th", [274]),
+        ("Discectomie le 10 novembre, douleurs depuis le 14 novembre", [274]),
+    ],
+)
+def test_a_complaints_date_is_not_the_operations(text, expected):
+    assert hours(text) == pytest.approx(expected, abs=1)
