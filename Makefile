@@ -42,6 +42,7 @@ VALIDATE_N    ?= 200
 validate: install
 	$(BIN)/python bench/validate_ct.py --seed $(VALIDATE_SEED) --n $(VALIDATE_N) --report docs/ct-validation.md --section final
 	$(BIN)/python bench/validate_ct.py --generator tests/blind_phantom2.py --seed 7 --n 40 --report docs/ct-validation.md --section family2
+	$(BIN)/python bench/validate_ct.py --generator tests/phantom3_blind/spine_phantom3.py --seed 20261127 --n 40 --report docs/ct-validation.md --section family3
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
