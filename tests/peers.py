@@ -12,9 +12,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from core.processes import stop_process
@@ -201,3 +203,29 @@ def service_ready(http_port: int, proc: subprocess.Popen | None = None, log: Pat
             return r.status == 200
     except OSError:
         return False
+
+
+@contextmanager
+def serve_process(data: Path, log_path: Path, args: list[str], env: dict[str, str], *,
+                  http_port: int, ready_timeout: float = 40, stop_timeout: float = 40):
+    """`pacs-triage serve --data-dir DATA ARGS...` with its output in LOG_PATH, ready (/readyz) on
+    entry, SIGTERM (then SIGKILL after STOP_TIMEOUT) on exit; yields the process."""
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--data-dir", str(data),
+                             "--http-port", str(http_port), *map(str, args)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(lambda: service_ready(http_port, proc, log_path), timeout=ready_timeout,
+                 what="pacs-triage serve /readyz")
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(stop_timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            log.close()

@@ -22,7 +22,7 @@ import pydicom
 import pytest
 
 from dicomgen import SeriesSpec, StudySpec, write_study
-from peers import dcmtk, free_port, service_ready, wait_for
+from peers import dcmtk, free_port, serve_process, service_ready, wait_for
 from sink_peers import HttpServer as HookPeer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,19 +68,9 @@ def service(tmp_path_factory, hook):
     env = dict(os.environ, PACS_TRIAGE_STABLE_AFTER="1", PACS_TRIAGE_CONSOLE_USERS=str(users),
                PACS_TRIAGE_SINK_ATTEMPTS="1", PACS_TRIAGE_SINK_BACKOFF="0.1", PACS_TRIAGE_CONSOLE_POLL_INTERVAL="0.3")
     env.pop("PACS_TRIAGE_REDIS_URL", None)
-    log = open(root / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--data-dir", str(root / "data"),
-                             "--port", str(port), "--http-port", str(http_port), "--webhook", hook.url],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    wait_for(lambda: service_ready(http_port, proc, root / "serve.log"), timeout=40, what="pacs-triage serve")
-    yield {"port": port, "url": f"http://127.0.0.1:{http_port}/console/", "root": root, "log": root / "serve.log"}
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+    with serve_process(root / "data", root / "serve.log", ["--port", port, "--webhook", hook.url], env,
+                       http_port=http_port, stop_timeout=30):
+        yield {"port": port, "url": f"http://127.0.0.1:{http_port}/console/", "root": root, "log": root / "serve.log"}
 
 
 def _browser(profile: Path):

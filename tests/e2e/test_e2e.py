@@ -18,7 +18,7 @@ import pydicom
 import pytest
 
 from dicomgen import SeriesSpec, StudySpec, postop_three_series, write_study
-from peers import dcmtk, free_port, service_ready, wait_for
+from peers import dcmtk, free_port, serve_process, service_ready, wait_for
 
 STABLE_AFTER = 2.0
 
@@ -37,23 +37,9 @@ def service(tmp_path_factory, orthanc):
     port, http_port = free_port(), free_port()
     env = dict(os.environ, PACS_TRIAGE_STABLE_AFTER=str(STABLE_AFTER))
     env.pop("PACS_TRIAGE_REDIS_URL", None)
-    log = open(data.parent / "serve.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "serve", "--data-dir", str(data), "--port", str(port),
-         "--http-port", str(http_port), "--pacs", orthanc.node],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-
-    wait_for(lambda: service_ready(http_port, proc, data.parent / "serve.log"), timeout=30,
-             what="pacs-triage serve /readyz")
-    yield {"port": port, "http": http_port, "data": data, "proc": proc, "log": data.parent / "serve.log"}
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(40)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+    with serve_process(data, data.parent / "serve.log", ["--port", port, "--pacs", orthanc.node], env,
+                       http_port=http_port, ready_timeout=30) as proc:
+        yield {"port": port, "http": http_port, "data": data, "proc": proc, "log": data.parent / "serve.log"}
 
 
 def metrics_text(service) -> str:

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from dicomgen import SeriesSpec, StudySpec, write_study
-from peers import dcmtk, free_port, service_ready, wait_for
+from peers import dcmtk, free_port, serve_process, service_ready, wait_for
 from ris_peers import ack_code, order, result, send
 from sink_peers import MllpServer
 
@@ -43,21 +43,10 @@ def service(tmp_path_factory, ris):
     port, http_port, hl7_port = free_port(), free_port(), free_port()
     env = dict(os.environ, PACS_TRIAGE_STABLE_AFTER=str(STABLE_AFTER), PACS_TRIAGE_HL7_LISTEN_BIND="127.0.0.1")
     env.pop("PACS_TRIAGE_REDIS_URL", None)
-    log = open(data.parent / "serve.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "serve", "--data-dir", str(data), "--port", str(port),
-         "--http-port", str(http_port), "--hl7-listen", str(hl7_port), "--hl7", ris.address],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
-    wait_for(lambda: service_ready(http_port, proc, data.parent / "serve.log"), timeout=30,
-             what="pacs-triage serve /readyz")
-    yield {"port": port, "http": http_port, "hl7": hl7_port, "data": data, "log": data.parent / "serve.log"}
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(40)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+    with serve_process(data, data.parent / "serve.log",
+                       ["--port", port, "--hl7-listen", hl7_port, "--hl7", ris.address], env,
+                       http_port=http_port, ready_timeout=30):
+        yield {"port": port, "http": http_port, "hl7": hl7_port, "data": data, "log": data.parent / "serve.log"}
 
 
 def bare_study(accession: str) -> StudySpec:
