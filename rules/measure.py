@@ -105,7 +105,7 @@ class Reader:
                 else:
                     # "Hb fall from 13 to 12": a trend read in numbers that crosses no threshold is not the
                     # finding its words name; the term mention it overlaps is cancelled (context.build)
-                    cancels = sorted({t["concept"] for t in spec.get("thresholds") or [] if "drop" in t or "rise" in t})
+                    cancels = sorted({t["concept"] for t in spec.get("thresholds") or [] if "drop" in t})  # drops only (Hb): a rise keeps its word
                     if cancels and first is not None and last is not None and drop is None and not rise_word:
                         emit(spec, "", m.start(), end, {"value": last, "from": first, "cancels": cancels})
             if spec["name"] == "temperature":
