@@ -86,9 +86,16 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         _year_history(found, text, study_dt)
         _old_indication(found, text, study_dt)
         _planned_sentences(found, text)
-        mentions.extend(found)
         if measure is not None:
-            mentions.extend(measure.find(text, f))
+            measured = measure.find(text, f)
+            benign = [b for b in measured if not b.concepts]  # a trend in numbers below every threshold
+            found = [m for m in found
+                     if not any(m.start < b.end and b.start < m.end and m.concepts <= set(b.measurement["cancels"])
+                                for b in benign)]
+            mentions.extend(found)
+            mentions.extend(b for b in measured if b.concepts)
+        else:
+            mentions.extend(found)
     raising: dict[str, list[Mention]] = {}
     seen: dict[str, list[Mention]] = {}  # concept -> every non-negated, real mention, history included
     negated: set[str] = set()

@@ -16,7 +16,9 @@ from rules.text import Mention, normalise
 _NUM = r"(\d{1,4}(?:[.,]\d{1,2})?)"
 _FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|environ|approx|around|about|only|"
            r"now|initially|peak|max|pic|measured|mesuree?|reading|value|level|taux|count|dropping|falling|rising|"
-           r"trending|went|gone|from|=)*")
+           r"trending|went|gone|from|=|"
+           # round 9: a trend verb before "from a to b" ("hb dropd from 11 to 8.6", "Hb fall from 13 to 12")
+           r"dropped|dropd|droped|drop|fell|fallen|fall|falling|decreased|declined|down|passed|passee?|chute|baisse|rose|risen|rise|increased|up)*")
 _PAIR = re.compile(r"^\s*/\s*\d{1,3}(?:[.,]\d)?")
 _TREND = re.compile(rf"^\s*(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
 _CONDITION = re.compile(r"(?<![a-z])(si|if|when|lorsque|quand|target|objectif|cible|seuil|threshold|goal|keep|maintenir|"
@@ -58,7 +60,7 @@ class Reader:
             taken.append((a, b))
             start, end = index[a], index[b - 1] + 1
             m = Mention(
-                frozenset({concept}),
+                frozenset({concept}) if concept else frozenset(),
                 text[start:end],
                 start,
                 end,
@@ -100,6 +102,12 @@ class Reader:
                             detail["drop"] = drop
                         emit(spec, t["concept"], m.start(), end, detail)
                         break
+                else:
+                    # "Hb fall from 13 to 12": a trend read in numbers that crosses no threshold is not the
+                    # finding its words name; the term mention it overlaps is cancelled (context.build)
+                    cancels = sorted({t["concept"] for t in spec.get("thresholds") or [] if "drop" in t})  # drops only (Hb): a rise keeps its word
+                    if cancels and first is not None and last is not None and drop is None and not rise_word:
+                        emit(spec, "", m.start(), end, {"value": last, "from": first, "cancels": cancels})
             if spec["name"] == "temperature":
                 for m in self._temp.finditer(norm):
                     value = _f(m.group(1))
