@@ -83,7 +83,8 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     for f in fields:
         found = matcher.mentions(f)
         text = repair(f.get("value") or "")
-        _year_history(found, text, study_dt)
+        _year_history(found, text, study_dt, getattr(matcher, "chronic", set()))
+        _history_cause(found, text, matcher.cues.get("history_cause_between", ()))
         _old_indication(found, text, study_dt)
         _planned_sentences(found, text)
         if measure is not None:
@@ -193,13 +194,13 @@ def _planned_sentences(mentions: list[Mention], text: str) -> None:
             m.hypothetical = True
 
 
-def _year_history(mentions: list[Mention], text: str, study_dt) -> None:
+def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str] = frozenset()) -> None:
     """A complaint followed by a year before the study's ("CES in 2015", "(2019)") is history."""
     year_now = study_dt.year if study_dt else None
     procedures = [p for p in mentions if p.concepts & set(OPERATED)]
     for m in mentions:
-        if m.concepts & set(OPERATED):
-            continue
+        if m.concepts & set(OPERATED) or (chronic and m.concepts <= chronic):
+            continue  # a chronic condition (lexicon `chronic: true`) dated by the year it began is still there
         if any(m.start <= p.start and p.end <= m.end for p in procedures):
             continue  # "above previous L4-S1 fusion (2018)": the year dates the operation, not the complaint
         if year_now is None:
@@ -213,6 +214,26 @@ def _year_history(mentions: list[Mention], text: str, study_dt) -> None:
         # "ago" is what the time dates, not the complaint.
         if ago and not any(m.end <= p.start < m.end + ago.end()
                            and _STATUS_POST.search(text[m.end : p.start].lower()) for p in procedures):
+            m.history = True
+
+
+#: "en 2015", "in 2015", "(2015)": a year may stand between a historical complication and its cause.
+_YEAR_BETWEEN = re.compile(r"^\s*(?:(?:en|in)\s+)?\(?(?:19|20)\d\d\)?\s*")
+
+
+def _history_cause(mentions: list[Mention], text: str, cues) -> None:
+    """The cause of a historical complication, named right after it, is history too: "ATCD de SQC en 2015 sur
+    hématome", "history of CES in 2015 due to a haematoma" (lexicon cues history_cause_between). Only a year and
+    one of those words may stand between, so a new complaint in the same sentence stays current."""
+    if not cues:
+        return
+    allowed = {" ".join(c) for c in cues}
+    ordered = sorted(mentions, key=lambda m: m.start)
+    for p, m in zip(ordered, ordered[1:]):
+        if not p.history or m.history or p.hypothetical or m.concepts & set(OPERATED):
+            continue
+        between = normalise(_YEAR_BETWEEN.sub(" ", text[p.end : m.start].lower(), count=1))[0].strip()
+        if between in allowed:
             m.history = True
 
 

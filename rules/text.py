@@ -248,6 +248,9 @@ class Matcher:
         #: Permanent anatomy (a transitional vertebra, the numbering of the levels): a pre-operative report or a
         #: "known" describes it as it still is, so history cues do not make such a mention past.
         self.anatomy = {name for name, c in concepts.items() if c.get("anatomy")}
+        #: Chronic conditions (arachnoiditis, adjacent segment disease): "known", "history of" or a year describe a
+        #: condition that is still there (lexicon key `chronic`); a treated or resolved cue still makes it past.
+        self.chronic = {name for name, c in concepts.items() if c.get("chronic")}
         #: concept -> concepts whose terms its patterns replace when they span them (lexicon key `overrides`).
         self.overrides = {name: set(c.get("overrides") or []) for name, c in concepts.items() if c.get("overrides")}
         entries: dict[tuple, _Entry] = {}
@@ -406,6 +409,9 @@ class Matcher:
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
             if m.history and e.concepts <= self.anatomy:
+                m.history = False
+            if m.history and e.concepts <= self.chronic and not self._cue(
+                    words, b, "treated_after", covered, False, sentence=True) and not self._cue(words, b, "negation_after", covered, False):
                 m.history = False
             # "known L5 weakness, now much worse", "déficit préexistant, aggravé depuis hier": a history finding that
             # is said, later in the sentence, to be getting worse is current again
