@@ -218,6 +218,7 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
 
 
 #: "en 2015", "in 2015", "(2015)": a year may stand between a historical complication and its cause.
+_ARTICLES = {"a", "an", "the", "un", "une", "le", "la", "l", "les", "his", "her", "son", "sa"}
 _YEAR_BETWEEN = re.compile(r"^\s*(?:(?:en|in)\s+)?\(?(?:19|20)\d\d\)?\s*")
 
 
@@ -232,8 +233,10 @@ def _history_cause(mentions: list[Mention], text: str, cues) -> None:
     for p, m in zip(ordered, ordered[1:]):
         if not p.history or m.history or p.hypothetical or m.concepts & set(OPERATED):
             continue
-        between = normalise(_YEAR_BETWEEN.sub(" ", text[p.end : m.start].lower(), count=1))[0].strip()
-        if between in allowed:
+        between = normalise(_YEAR_BETWEEN.sub(" ", text[p.end : m.start].lower(), count=1))[0].split()
+        if between and between[-1] in _ARTICLES:
+            between = between[:-1]  # "due to an", "sur un", "par l'"
+        if " ".join(between) in allowed:
             m.history = True
 
 
