@@ -112,12 +112,18 @@ def top_text(driver) -> str:
     return driver.execute_script("var r = document.querySelector('#rows tr.row'); return r ? r.innerText : '';")
 
 
+def text_of(driver, element_id: str) -> str:
+    """The element's text read in the page (no element reference to go stale while the page reloads)."""
+    return driver.execute_script(
+        "var e = document.getElementById(arguments[0]); return e ? e.innerText : '';", element_id) or ""
+
+
 def login(driver, base: str) -> None:
     driver.get(base + "login")
     driver.find_element("id", "login-user").send_keys("alice")
     driver.find_element("id", "login-password").send_keys(PASSWORD)
     driver.find_element("id", "login-submit").click()
-    wait_for(lambda: driver.find_element("id", "user").text == "alice", timeout=10, what="logged in")
+    wait_for(lambda: text_of(driver, "user").strip() == "alice", timeout=10, what="logged in")
 
 
 def test_stat_study_tops_the_open_worklist_live_and_anonymous_sees_no_patient_data(service, browser, tmp_path):
@@ -199,7 +205,7 @@ def test_operator_replays_a_dead_letter(service, browser, hook):
     hook.status = 200  # the destination is back
     before = len(hook.delivered())
     browser.find_element("css selector", "#dead-letters tr[data-uid] button.replay").click()
-    wait_for(lambda: "replayed" in browser.find_element("id", "message").text, timeout=10, what="replayed")
+    wait_for(lambda: "replayed" in text_of(browser, "message"), timeout=10, what="replayed")
     wait_for(lambda: len(hook.delivered()) > before, timeout=20, what="the replayed entry delivered")
     assert len(browser.find_elements("css selector", "#dead-letters tr[data-uid]")) == 1
     # The replay is in the audit trail, with the user.
