@@ -41,7 +41,7 @@ _SURGERY = re.compile(
 #: Words that make a nearby procedure planned rather than done.
 _FUTURE = re.compile(
     r"planned|booked|scheduled|prevue?|programmee?|planifiee?|a venir|upcoming|awaiting|listed for|en vue|"
-    r"demain|tomorrow|next week|la semaine prochaine|prochain|due for|pre ?op(?:erative)? (?:work|planning|assessment)|"
+    r"(?<![a-z])demain|tomorrow|next week|la semaine prochaine|prochain|due for|pre ?op(?:erative)? (?:work|planning|assessment)|"
     r"bilan pre ?operatoire|for surgery|pour chirurgie|avant la future|envisage|proposee?|indication"
 )
 #: Relative words that need a procedure nearby: "ACDF yesterday", "hier soir, laminectomie".
@@ -53,6 +53,8 @@ _DAY_WORDS = {
     "aujourd hui": 0, "ce jour": 0, "last week": 24 * 7, "la semaine derniere": 24 * 7, "last month": 24 * 30,
     "le mois dernier": 24 * 30, "last year": 24 * 365, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
     "l an dernier": 24 * 365, "few days ago": 72, "quelques jours": 72, "a few days ago": 72,
+    # "au lendemain d'une fusion", "le lendemain de l'arthrodèse" = day 1; "au surlendemain" = day 2 (Québec, Belgium)
+    "lendemain": 24, "surlendemain": 48,
 }
 _DAY_RE = re.compile(
     r"(?<![a-z])(" + "|".join(sorted((re.escape(k).replace("\\ ", "[\\s-]+") for k in _DAY_WORDS), key=len, reverse=True))
