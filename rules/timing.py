@@ -87,6 +87,17 @@ _RELATIVE = [
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:weeks?|wks?)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "w"),
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:months?|mo)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "m"),
 ]
+#: A bracketed time right after a named procedure and its levels: "post PLIF L4-5 (3 days)", "TLIF L5-S1 (J2)",
+#: "arthrodèse L4-L5 (il y a 3 jours)": the time since that operation.
+_BRACKETED = re.compile(
+    rf"\(\s*(?:il y a\s+|~\s*|approx\.?\s+|environ\s+)?(\d{{1,3}})\s*(?:{_UNIT})\.?\s*(?:ago|post[\s-]?op|postop|ago\s+today)?\s*\)"
+)
+_BRACKET_PROCEDURE = re.compile(
+    r"(?:tlif|plif|alif|xlif|llif|olif|acdf|fusion|arthrodese|spondylodese|discectomy|microdiscectomy|discectomie|"
+    r"laminectomy|laminectomie|decompression|lami|surgery|chirurgie|op|operation|intervention)"
+    r"(?:\s+(?:[a-z]?\d{1,2}(?:\s*[-/]\s*[a-z]?\d{1,2})*|at|a|en|niveau|level|levels|de|du|with|avec|vis|screws?|instrumented|instrumentee|\w+ee))"
+    r"{0,4}\s*$"
+)
 #: "second post-op day", "1st postoperative day", "premier jour post-opératoire".
 _ORDINAL_DAY = re.compile(
     r"(?<![a-z0-9])(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|sixth|6th|seventh|7th|premier|1er|deuxieme|2e|2eme|"
@@ -231,6 +242,12 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                     add(max(int(n) - 1, 0) * 24 * 7 + 24, m.start(), m.end())
                     continue
                 add(int(n) * _UNIT_HOURS[unit], m.start(), m.end())
+        for m in _BRACKETED.finditer(norm):
+            before = norm[max(0, m.start() - 60) : m.start()]
+            if _BRACKET_PROCEDURE.search(before) and not _FUTURE.search(before[-40:]):
+                n = int(m.group(1))
+                unit = next(k for k in _UNITS if m.group(k))
+                add(n * _UNIT_HOURS[unit], m.start(), m.end())
         for m in _ORDINAL_DAY.finditer(norm):
             add((_ORDINALS[m.group(1) or m.group(2)]) * 24, m.start(), m.end())
         for m in _AFTER.finditer(norm):
