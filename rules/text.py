@@ -487,7 +487,15 @@ class Matcher:
         return False
 
     def _assertion(self, words: list[str], a: int, b: int, covered: set[int]) -> str:
-        if self._cue(words, a, "uncertain_before", covered, True) or self._cue(words, b, "uncertain_after", covered, False):
+        ucovered = covered
+        neg_index = self.cue_index.get("negation_before", {})
+        for k in range(a - 1, max(-1, a - 1 - self.scope), -1):
+            if words[k] == "?" and k + 1 < a and any(tuple(words[k + 1 : k + 1 + len(c)]) == c for c in neg_index.get(words[k + 1], ())):
+                # "Fracture near the hardware? No neuro deficit": the "?" closed the question before; the
+                # finding after the negation is negated, not uncertain
+                ucovered = covered | {k}
+                break
+        if self._cue(words, a, "uncertain_before", ucovered, True) or self._cue(words, b, "uncertain_after", covered, False):
             return "uncertain"
         if self._cue(words, a, "negation_before", covered, True) or self._cue(words, b, "negation_after", covered, False):
             return "negated"
