@@ -242,7 +242,9 @@ def _history_cause(mentions: list[Mention], text: str, cues) -> None:
 
 #: "discectomy 2012 for ... foot drop", "opéré en 2010 (discectomie en urgence pour anesthésie en selle": the
 #: finding is the indication of that operation.
-_INDICATION = re.compile(r"(?<![a-z])(for|pour|because of|due to|en raison d|en raison de|indication|indique|indiquee|indicated)(?![a-z])")
+#: "for" + a duration ("fine for years", "well for a while", "pain-free for 3 years") is a pain-free interval, not an indication.
+_INDICATION = re.compile(r"(?<![a-z])(for(?!\s+(?:years|yrs|months|weeks|decades|ages|a while|a year|a decade|a few|a couple|"
+                         r"some time|a long time|long|several|many|\d|one|two|three|four|five|six|seven|eight|nine|ten)(?![a-z]))|pour|because of|due to|en raison d|en raison de|indication|indique|indiquee|indicated)(?![a-z])")
 #: ... unless the text returns to the present before the finding.
 _PRESENT = re.compile(r"(?<![a-z])(now|new|nouvelle|nouveau|nouvelles|nouveaux|actuellement|currently|today|aujourd|but|mais|"
                       r"since|depuis|then|puis|again|a nouveau|de nouveau|recurrent|recidive|presents|presente|has|have|c/o|complains)(?![a-z])")
