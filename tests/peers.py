@@ -206,17 +206,16 @@ def service_ready(http_port: int, proc: subprocess.Popen | None = None, log: Pat
 
 
 @contextmanager
-def serve_process(data: Path, log_path: Path, args: list[str], env: dict[str, str], *,
-                  http_port: int, ready_timeout: float = 40, stop_timeout: float = 40):
-    """`pacs-triage serve --data-dir DATA ARGS...` with its output in LOG_PATH, ready (/readyz) on
-    entry, SIGTERM (then SIGKILL after STOP_TIMEOUT) on exit; yields the process."""
+def cli_process(args: list, log_path: Path, env: dict[str, str], *, http_port: int,
+                ready_timeout: float = 40, stop_timeout: float = 40):
+    """`pacs-triage ARGS...` (serve, worker) with its output in LOG_PATH, ready (/readyz on HTTP_PORT)
+    on entry, SIGTERM (then SIGKILL after STOP_TIMEOUT) on exit; yields the process."""
     log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--data-dir", str(data),
-                             "--http-port", str(http_port), *map(str, args)],
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *map(str, args)],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         wait_for(lambda: service_ready(http_port, proc, log_path), timeout=ready_timeout,
-                 what="pacs-triage serve /readyz")
+                 what=f"pacs-triage {args[0]} /readyz")
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -229,3 +228,10 @@ def serve_process(data: Path, log_path: Path, args: list[str], env: dict[str, st
                 proc.kill()
                 proc.wait(10)
             log.close()
+
+
+def serve_process(data: Path, log_path: Path, args: list, env: dict[str, str], *,
+                  http_port: int, ready_timeout: float = 40, stop_timeout: float = 40):
+    """`pacs-triage serve --data-dir DATA --http-port HTTP_PORT ARGS...` as `cli_process`."""
+    return cli_process(["serve", "--data-dir", data, "--http-port", http_port, *args], log_path, env,
+                       http_port=http_port, ready_timeout=ready_timeout, stop_timeout=stop_timeout)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -19,7 +18,7 @@ import pytest
 
 import rabbitmq_peer
 from dicomgen import postop_three_series, write_study
-from peers import dcmtk, free_port, service_ready, wait_for
+from peers import cli_process, dcmtk, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,24 +36,6 @@ def broker_url(request, tmp_path_factory):
     server.stop()
 
 
-def start(args, log_path, env, http_port):
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *map(str, args)], stdout=log,
-                            stderr=subprocess.STDOUT, env=env)
-    wait_for(lambda: service_ready(http_port, proc, log_path), timeout=60, what=f"{args[0]} /readyz")
-    return proc, log
-
-
-def stop(proc, log):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(40)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
-
-
 def metrics(http_port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
         return r.read().decode()
@@ -69,30 +50,25 @@ def test_study_triaged_and_pushed_through_the_broker(broker_url, orthanc, tmp_pa
     common = ["--data-dir", data, "--pacs", orthanc.node]
     if broker_url:
         common += ["--broker", broker_url]
-    serve = start(["serve", "--no-workers", "--port", port, "--http-port", serve_http, *common],
-                  tmp_path / "serve.log", env, serve_http)
-    try:
-        worker = start(["worker", "--http-port", worker_http, *common], tmp_path / "worker.log", env, worker_http)
-        try:
-            spec = postop_three_series(accession="ACC-BROKER")
-            dcmtk("storescu", "-aec", "PACSTRIAGE", "127.0.0.1", port, *write_study(tmp_path / "s", spec))
-            srs = wait_for(lambda: [i for i in orthanc.find_instances(StudyInstanceUID=spec.study_uid)
-                                    if orthanc.get(f"/series/{i['ParentSeries']}")["MainDicomTags"].get(
-                                        "Modality") == "SR"], timeout=60, what="SR in Orthanc")
-            assert len(srs) == 1
-            out = subprocess.run([sys.executable, "-m", "agent.cli", "worklist", "--json", "--data-dir", data],
-                                 capture_output=True, text=True, timeout=60, env=env)
-            entry = next(e for e in json.loads(out.stdout) if e["study_instance_uid"] == spec.study_uid)
-            assert entry["priority"] == "STAT"
-            # the triage ran in the worker process, not in serve
-            assert 'pacs_triage_sink_pushes_total{sink="pacs"} 1.0' in metrics(worker_http)
-            assert 'pacs_triage_sink_pushes_total{sink="pacs"} 0.0' in metrics(serve_http)
-            # the queue gauge is read from the configured broker
-            assert 'pacs_triage_queue_depth{queue="triage"} 0.0' in metrics(serve_http)
-        finally:
-            stop(*worker)
-    finally:
-        stop(*serve)
+    with cli_process(["serve", "--no-workers", "--port", port, "--http-port", serve_http, *common],
+                     tmp_path / "serve.log", env, http_port=serve_http, ready_timeout=60), \
+            cli_process(["worker", "--http-port", worker_http, *common], tmp_path / "worker.log", env,
+                        http_port=worker_http, ready_timeout=60):
+        spec = postop_three_series(accession="ACC-BROKER")
+        dcmtk("storescu", "-aec", "PACSTRIAGE", "127.0.0.1", port, *write_study(tmp_path / "s", spec))
+        srs = wait_for(lambda: [i for i in orthanc.find_instances(StudyInstanceUID=spec.study_uid)
+                                if orthanc.get(f"/series/{i['ParentSeries']}")["MainDicomTags"].get(
+                                    "Modality") == "SR"], timeout=60, what="SR in Orthanc")
+        assert len(srs) == 1
+        out = subprocess.run([sys.executable, "-m", "agent.cli", "worklist", "--json", "--data-dir", data],
+                             capture_output=True, text=True, timeout=60, env=env)
+        entry = next(e for e in json.loads(out.stdout) if e["study_instance_uid"] == spec.study_uid)
+        assert entry["priority"] == "STAT"
+        # the triage ran in the worker process, not in serve
+        assert 'pacs_triage_sink_pushes_total{sink="pacs"} 1.0' in metrics(worker_http)
+        assert 'pacs_triage_sink_pushes_total{sink="pacs"} 0.0' in metrics(serve_http)
+        # the queue gauge is read from the configured broker
+        assert 'pacs_triage_queue_depth{queue="triage"} 0.0' in metrics(serve_http)
     if broker_url:
         import pika
 

@@ -12,9 +12,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 import yaml
 
 from dicomgen import SeriesSpec, StudySpec, write_study
-from peers import dcmtk, free_port, service_ready, wait_for
+from peers import dcmtk, free_port, serve_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "pacs-triage-rules.yaml"
@@ -58,20 +56,9 @@ def service(tmp_path_factory):
                    f'webhook = ["http://127.0.0.1:{closed}/hook"]\nwebhook_timeout = 2\n')
     env = dict(os.environ)
     env.pop("PACS_TRIAGE_REDIS_URL", None)
-    log_path = tmp_path / "serve.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--config", str(cfg), "--data-dir",
-                             str(data), "--port", str(port), "--http-port", str(http_port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    wait_for(lambda: service_ready(http_port, proc, log_path), timeout=60, what="pacs-triage serve /readyz")
-    yield {"port": port, "http": http_port}
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(40)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+    with serve_process(data, tmp_path / "serve.log", ["--config", cfg, "--port", port], env,
+                       http_port=http_port, ready_timeout=60):
+        yield {"port": port, "http": http_port}
 
 
 @pytest.fixture
