@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -19,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dicomgen import SeriesSpec, StudySpec, write_study
-from peers import dcmtk, free_port, service_ready, wait_for
+from peers import dcmtk, free_port, serve_process, service_ready, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 SENDERS = 16
@@ -38,12 +37,8 @@ def test_two_listener_processes_share_the_port_and_the_store(tmp_path):
     env = dict(os.environ, PACS_TRIAGE_STABLE_AFTER="1")
     env.pop("PACS_TRIAGE_REDIS_URL", None)
     log_path = tmp_path / "serve.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--listeners", "2", "--data-dir", str(data),
-                             "--port", str(port), "--http-port", str(http)], stdout=log, stderr=subprocess.STDOUT,
-                            env=env)
-    try:
-        wait_for(lambda: service_ready(http, proc, log_path), timeout=60, what="serve /readyz")
+    with serve_process(data, log_path, ["--listeners", "2", "--port", port], env, http_port=http,
+                       ready_timeout=60, stop_timeout=60):
         # the listener process serves its own /metrics on a loopback port it writes down
         child_port = wait_for(lambda: [int(p.read_text()) for p in (data / "run").glob("listener-*.http")]
                               if (data / "run").exists() else None, timeout=60, what="listener process")[0]
@@ -74,12 +69,4 @@ def test_two_listener_processes_share_the_port_and_the_store(tmp_path):
         assert len(list((data / "studies").glob("*/*/*.dcm"))) == 3 * SENDERS
         own = [p.name for p in (data / "incoming").iterdir() if p.is_dir()]
         assert len(own) == 2, f"one incoming folder per listener process: {own}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
     assert "exited with" not in log_path.read_text(), "a listener process died"

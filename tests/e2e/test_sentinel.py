@@ -11,14 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 import redis
 
 from dicomgen import SeriesSpec, StudySpec, write_study
-from peers import free_port, require, service_ready, wait_for
+from peers import free_port, require, serve_process, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 STUDIES = 12
@@ -107,45 +106,35 @@ def test_every_acknowledged_study_is_triaged_after_a_failover(tmp_path):
                PACS_TRIAGE_RECONCILE_INTERVAL="5", PACS_TRIAGE_TRIAGE_LEASE="20")
     env.pop("PACS_TRIAGE_BROKER", None)
     log_path = tmp_path / "serve.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--listeners", "1", "--data-dir", str(data),
-                             "--port", str(port), "--http-port", str(http)], stdout=log, stderr=subprocess.STDOUT,
-                            env=env)
     acked, failed = [], []
     try:
-        wait_for(lambda: service_ready(http, proc, log_path), timeout=60, what="serve /readyz")
-        first_master = redises.current_master()
-        specs = [StudySpec(accession=f"ACC-HA{n}", patient_id=f"PH{n}", series=[SeriesSpec("DX", "FACE", 3)])
-                 for n in range(STUDIES)]
-        for n, spec in enumerate(specs):
-            if n == KILL_AFTER:
-                redises.kill_master()
-            files = write_study(tmp_path / f"s{n}", spec)
-            rc = subprocess.run([require("storescu"), "-aec", "PACSTRIAGE", "127.0.0.1", str(port), *map(str, files)],
-                                capture_output=True, timeout=120).returncode
-            (acked if rc == 0 else failed).append(spec.accession)
-            time.sleep(0.3)
-        wait_for(lambda: redises.current_master() != first_master, timeout=60, what="sentinel failover")
+        with serve_process(data, log_path, ["--listeners", "1", "--port", port], env, http_port=http,
+                           ready_timeout=60, stop_timeout=60):
+            first_master = redises.current_master()
+            specs = [StudySpec(accession=f"ACC-HA{n}", patient_id=f"PH{n}", series=[SeriesSpec("DX", "FACE", 3)])
+                     for n in range(STUDIES)]
+            for n, spec in enumerate(specs):
+                if n == KILL_AFTER:
+                    redises.kill_master()
+                files = write_study(tmp_path / f"s{n}", spec)
+                rc = subprocess.run([require("storescu"), "-aec", "PACSTRIAGE", "127.0.0.1", str(port),
+                                     *map(str, files)], capture_output=True, timeout=120).returncode
+                (acked if rc == 0 else failed).append(spec.accession)
+                time.sleep(0.3)
+            wait_for(lambda: redises.current_master() != first_master, timeout=60, what="sentinel failover")
 
-        def triaged():
-            out = subprocess.run([sys.executable, "-m", "agent.cli", "worklist", "--json", "--data-dir", str(data)],
-                                 capture_output=True, text=True, timeout=60, env=env)
-            if out.returncode != 0:
-                return None
-            got = {e["accession_number"] for e in json.loads(out.stdout)}
-            return got if set(acked) <= got else None
+            def triaged():
+                out = subprocess.run([sys.executable, "-m", "agent.cli", "worklist", "--json", "--data-dir",
+                                      str(data)], capture_output=True, text=True, timeout=60, env=env)
+                if out.returncode != 0:
+                    return None
+                got = {e["accession_number"] for e in json.loads(out.stdout)}
+                return got if set(acked) <= got else None
 
-        got = wait_for(triaged, timeout=120, interval=2, what="every acknowledged study on the worklist")
-        print(f"sent {STUDIES}, acknowledged {len(acked)}, refused {len(failed)}, triaged {len(got & set(acked))}, "
-              f"lost {len(set(acked) - got)}")
-        assert len(acked) >= STUDIES - 2, f"the service refused too much during the failover: {failed}"
-        assert set(acked) - got == set()
+            got = wait_for(triaged, timeout=120, interval=2, what="every acknowledged study on the worklist")
+            print(f"sent {STUDIES}, acknowledged {len(acked)}, refused {len(failed)}, "
+                  f"triaged {len(got & set(acked))}, lost {len(set(acked) - got)}")
+            assert len(acked) >= STUDIES - 2, f"the service refused too much during the failover: {failed}"
+            assert set(acked) - got == set()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
-            redises.stop()
+        redises.stop()
