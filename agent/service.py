@@ -150,13 +150,14 @@ class Service:
     def _spawn(self, i: int) -> subprocess.Popen:
         """Listener child i: the same command line, on the same port (SO_REUSEPORT), this
         process's Redis and broker; its /metrics (loopback, any port) is merged into ours.
-        It dies with this process."""
+        It dies with this process; in a session of its own, so that a signal to our process group
+        (Ctrl-C) reaches only us, and `stop` stops it in order."""
         cfg = self.config
         argv = [*self.argv, "--port", str(self.listener.port), "--listener-child"]
         env = dict(os.environ, PACS_TRIAGE_REDIS_URL=self._child_env["url"],
                    PACS_TRIAGE_BROKER=self._child_env["broker"])
         return subprocess.Popen([sys.executable, "-m", "agent.cli", *argv], env=env,
-                                preexec_fn=redis_server._die_with_parent)
+                                preexec_fn=redis_server._die_with_parent, start_new_session=True)
 
     def exposition(self) -> bytes:
         """/metrics: this process's, with the listener processes' counters added in."""

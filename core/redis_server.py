@@ -52,9 +52,11 @@ class EmbeddedRedis:
             (self.directory / "redis.url").write_text(self.url)
         self._stop_orphan()
         args += ["--pidfile", str(self.directory / "redis.pid")]
-        # Dies with us: the kernel sends it SIGTERM if this process dies, even by SIGKILL.
+        # Dies with us: the kernel sends it SIGTERM if this process dies, even by SIGKILL. Its own
+        # session: a signal to our process group (Ctrl-C in a terminal, `timeout`) reaches us only,
+        # and `stop` ends it after the workers stopped consuming from it.
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=_die_with_parent, start_new_session=True)
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
         while True:

@@ -92,3 +92,31 @@ def test_sigterm_lets_the_association_in_progress_finish_then_stops(tmp_path):
     assert statuses == [0] * len(files), "the association in progress finished, every instance acknowledged"
     assert len(list((data / "studies").rglob("*.dcm"))) == len(files)
     wait_for(lambda: not alive(rpid), timeout=10, what="the embedded Redis stopped last")
+
+
+def test_ctrl_c_to_the_process_group_stops_cleanly(tmp_path):
+    """`make run` stopped by Ctrl-C: the terminal sends SIGINT to the whole process group. The
+    embedded Redis and the listener process are in sessions of their own, so the workers stop
+    consuming before Redis stops: exit code 0, no CRITICAL consumer error, no traceback."""
+    data, log = tmp_path / "d", tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PACS_TRIAGE_")}
+    http = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--data-dir", data, "--port", str(free_port()),
+                             "--http-port", str(http), "--listeners", "2"],
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_for(lambda: service_ready(http, proc, log), timeout=60, what="serve")
+        wait_for(lambda: list((data / "run").glob("listener-*.http")) if (data / "run").exists() else None,
+                 timeout=60, what="the listener process")
+        pid = redis_pid(data)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    text = log.read_text()
+    assert "stopping" in text and "Worker has been shut down" in text
+    assert "CRITICAL" not in text and "Traceback" not in text, text
+    assert "exited with" not in text, "the listener process died instead of stopping"
+    wait_for(lambda: not alive(pid), timeout=10, what="the embedded redis-server to stop")
