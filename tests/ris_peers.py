@@ -28,12 +28,14 @@ def _fields(name: str, values: dict[int, str]) -> str:
 def order(control: str = "NW", accession: str = "ACC1", patient_id: str = "PT-0001", issuer: str = "HOSP",
           priority: str | None = "R", reason: str = "", clinical: str = "", notes: tuple[str, ...] = (),
           control_reason: str = "", kind: str = "ORM^O01^ORM_O01", priority_in: str = "TQ1") -> str:
-    """An order message; `priority_in`: TQ1 (TQ1-9), OBR27 (OBR-27.6) or OBR5."""
+    """An order message; `priority_in`: TQ1 (TQ1-9), ORC7 (ORC-7.6), OBR27 (OBR-27.6) or OBR5."""
     segs = [_msh(kind), _fields("PID", {1: "1", 3: f"{patient_id}^^^{issuer}" if issuer else patient_id,
                                         5: "TEST^PATIENT", 7: "19600101", 8: "F"})]
     orc = {1: control, 2: f"P{accession}", 3: accession}
     if control_reason:
         orc[16] = f"^{control_reason}"
+    if priority is not None and priority_in == "ORC7":
+        orc[7] = f"^^^^^{priority}"
     segs.append(_fields("ORC", orc))
     if priority is not None and priority_in == "TQ1":
         segs.append(_fields("TQ1", {1: "1", 9: priority}))
