@@ -95,10 +95,7 @@ def cmd_worker(args) -> int:
 
     cfg = load_config(args)
     setup_logging(cfg.log_level)
-    from core import audit
-
-    audit.configure(cfg.data_dir, cfg.audit)
-    ctx = runtime.Context(cfg)
+    ctx = runtime.Context(cfg)  # holds the process's audit trail (ctx.audit) for the actors
     b = broker.setup(runtime.broker_url(cfg, ctx.redis_url), cfg.broker_heartbeat_timeout, context=ctx,
                      idle_timeout=cfg.broker_idle_timeout)
     from workers import actors
@@ -245,14 +242,11 @@ def cmd_sinks(args) -> int:
     broker.setup(runtime.broker_url(cfg, ctx.redis_url), cfg.broker_heartbeat_timeout, context=ctx)
     from workers import actors
 
-    from core import audit
-
-    audit.configure(cfg.data_dir, cfg.audit)
     records = deliveries.take_dead_letters(args.kind)
     for r in records:
         actors.DELIVER[r["kind"]].send_with_options(args=(r["destination"], r["study_instance_uid"]),
                                                     **actors.retry_options(cfg))
-        audit.record("replayed", study=r["study_instance_uid"], kind=r["kind"],
+        ctx.audit.record("replayed", study=r["study_instance_uid"], kind=r["kind"],
                      destination=actors._shown(r["kind"], r["destination"]), attempts=r.get("attempts"))
     print(f"replayed {len(records)} dead letter(s)")
     return 0

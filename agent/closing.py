@@ -12,6 +12,7 @@ import logging
 import time
 
 from core import keys
+from core.audit import AuditTrail
 from workers.deliveries import Deliveries
 from workers.sinks import SinkError
 from workers.sinks.ups import workitem_states
@@ -22,8 +23,10 @@ log = logging.getLogger(__name__)
 BATCH = 500
 
 
-def poll_ups(redis, config, now: float | None = None) -> int:
-    """Close the entries whose UPS workitem is COMPLETED; return how many were closed."""
+def poll_ups(redis, config, now: float | None = None, audit: AuditTrail | None = None) -> int:
+    """Close the entries whose UPS workitem is COMPLETED; return how many were closed. `audit`: the
+    process's trail (default: the one `config` asks for)."""
+    audit = audit if audit is not None else AuditTrail.from_config(config)
     interval = max(float(config.ups_poll_interval or 0), 1.0)
     if not redis.set(keys.UPS_POLL_LOCK, "1", nx=True, px=int(interval * 1000)):
         return 0
@@ -41,7 +44,7 @@ def poll_ups(redis, config, now: float | None = None) -> int:
             log.warning("UPS poll of %s failed: %s", node, exc)
             continue
         for uid, state in states.items():
-            if state == "COMPLETED" and worklist.close(uid, now or time.time(), "UPS workitem COMPLETED"):
+            if state == "COMPLETED" and worklist.close(uid, now or time.time(), "UPS workitem COMPLETED", audit=audit):
                 closed += 1
                 log.info("study %s: UPS workitem COMPLETED, entry closed", uid)
         open_uids = [u for u in open_uids if u not in states or states[u] != "COMPLETED"]

@@ -20,7 +20,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from agent import diskguard, limits
-from core import audit
+from core.audit import AuditTrail
 from agent.retention import free_bytes
 from core import metrics
 from core.headers import summarize
@@ -80,12 +80,14 @@ def tls_context(config) -> ssl.SSLContext | None:
 
 
 class Listener:
-    def __init__(self, config, store: StudyStore, index: StudyIndex, on_index_failure=None, on_indexed=None):
+    def __init__(self, config, store: StudyStore, index: StudyIndex, on_index_failure=None, on_indexed=None,
+                 audit: AuditTrail | None = None):
         self.config = config
         self.store = store
         self.index = index
         self.on_index_failure = on_index_failure
         self.on_indexed = on_indexed  # called after each instance is indexed (wakes the stability watcher)
+        self.audit = audit if audit is not None else AuditTrail.from_config(config)  # the process's trail
         self._index_down_until = 0.0
         self.server = None
         configure_pynetdicom()
@@ -239,8 +241,8 @@ class Listener:
             if self.on_index_failure:
                 self.on_index_failure()
         metrics.instances_received.labels("duplicate" if duplicate else "stored").inc()
-        audit.record("received", study=uids[0], series=uids[1], instance=uids[2], bytes=size,
-                     calling_aet=_calling_aet(event), status="duplicate" if duplicate else "stored")
+        self.audit.record("received", study=uids[0], series=uids[1], instance=uids[2], bytes=size,
+                          calling_aet=_calling_aet(event), status="duplicate" if duplicate else "stored")
         metrics.bytes_received.inc(size)
         return SUCCESS
 

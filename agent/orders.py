@@ -31,7 +31,8 @@ from typing import Callable
 import hl7
 from hl7.mllp import InvalidBlockError, start_hl7_server
 
-from core import audit, metrics
+from core import metrics
+from core.audit import AuditTrail
 from core.orders import OrderError, OrderStore, message_type, parse_order, parse_result
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,12 @@ IDLE_TIMEOUT = 300.0
 class OrderListener:
     """The MLLP server; `handle()` is the message logic (also used directly by tests)."""
 
-    def __init__(self, config, redis, enqueue: Callable[[str], None], index=None):
+    def __init__(self, config, redis, enqueue: Callable[[str], None], index=None, audit: AuditTrail | None = None):
         self.config = config
         self.redis = redis
         self.enqueue = enqueue
         self.index = index
+        self.audit = audit if audit is not None else AuditTrail.from_config(config)  # the process's trail
         self.orders = OrderStore(redis, getattr(config, "order_retention_days", 30.0))
         self.port = int(config.hl7_listen)
         self.bind = getattr(config, "hl7_listen_bind", None) or "0.0.0.0"
@@ -172,8 +174,8 @@ class OrderListener:
         if previous is not None and order.control in ("XO", "XX", "SC") and not order.texts:
             order.texts = previous.texts  # a change that only touches the priority keeps the texts
         self.orders.save(order)
-        audit.record("order_received", study=study_uid, control=order.control, priority=order.priority,
-                     source=order.priority_source)
+        self.audit.record("order_received", study=study_uid, control=order.control, priority=order.priority,
+                          source=order.priority_source)
         requeued = ""
         if entry is not None and order.status == "active" and self._within_window(entry):
             if self.index is not None:
@@ -206,7 +208,8 @@ class OrderListener:
             raise OrderError(f"report for study {study_uid} names another patient; refused", code="204", reject=True)
         from workers.worklist import Worklist
 
-        closed = Worklist(self.redis).close(study_uid, time.time(), f"HL7 ORU^R01 result status {result['status']}")
+        closed = Worklist(self.redis).close(study_uid, time.time(), f"HL7 ORU^R01 result status {result['status']}",
+                                            audit=self.audit)
         return f"report signed ({result['status']}): study {study_uid} " + ("closed" if closed else "already closed")
 
     def _entry(self, study_uid: str | None) -> dict | None:

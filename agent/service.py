@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agent import retention
 from core import audit
+from core.audit import AuditTrail
 from core import metrics
 from agent.assembly import StabilityWatcher
 from core.config import Config
@@ -76,10 +77,11 @@ class Service:
 
         from workers import broker, runtime
 
-        audit.configure(cfg.data_dir, cfg.audit)
         # The broker is set up here, explicitly, and the actors bound to it with this
-        # process's context (nothing connects when `workers.actors` is imported).
+        # process's context (nothing connects when `workers.actors` is imported). The context
+        # holds this process's one audit trail; the listener, HL7 listener and console get it too.
         self.context = runtime.Context(cfg, url)
+        self.audit: AuditTrail = self.context.audit
         self.broker = broker.setup(runtime.broker_url(cfg, url), cfg.broker_heartbeat_timeout,
                                    context=self.context, idle_timeout=cfg.broker_idle_timeout)
         from workers import actors
@@ -100,7 +102,7 @@ class Service:
         self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
         self.watcher.start()
         self.listener = Listener(cfg, store, StudyIndex(fast), on_index_failure=self.reconciler.dirty.set,
-                                 on_indexed=self.watcher.kick)
+                                 on_indexed=self.watcher.kick, audit=self.audit)
         count = listener_count(cfg) if self.argv else 1
         self.listener.start(reuse_port=count > 1)
         self._child_env = {"url": url, "broker": runtime.broker_url(cfg, url)}
@@ -110,7 +112,8 @@ class Service:
         if cfg.hl7_listen:
             from agent.orders import OrderListener
 
-            self.orders = OrderListener(cfg, self.redis, actors.triage_study.send, self.index).start()
+            self.orders = OrderListener(cfg, self.redis, actors.triage_study.send, self.index,
+                                        audit=self.audit).start()
         # Reconcile the store and the index at start (and then from `housekeeping`),
         # in the background: a large store must not delay reception.
         threading.Thread(target=self._reconcile, name="reconcile", daemon=True).start()
@@ -122,6 +125,7 @@ class Service:
             from agent.console import Console
 
             console = Console(cfg, self.redis, store=store, rulebook=self.rulebook, status=self.console_status,
+                              audit=self.audit,
                               replay=lambda r: actors.DELIVER[r["kind"]].send_with_options(
                                   args=(r["destination"], r["study_instance_uid"]), **actors.retry_options(cfg)))
         self.http = HttpServer(cfg.http_bind, cfg.http_port, checks=self.checks(), before_scrape=self.refresh,
@@ -223,7 +227,7 @@ class Service:
         self._reloaded(changed, before)
         if changed:
             metrics.rulebook.info({"version": self.rulebook.get().version})
-            audit.record("rulebook_reloaded", version=self.rulebook.get().version)
+            self.audit.record("rulebook_reloaded", version=self.rulebook.get().version)
 
     def _reconcile(self) -> None:
         try:
@@ -254,7 +258,7 @@ class Service:
         from agent.closing import poll_ups
 
         try:
-            return poll_ups(self.redis, self.config)
+            return poll_ups(self.redis, self.config, audit=self.audit)
         except Exception as exc:
             log.warning("UPS poll failed: %s", type(exc).__name__)
             return 0
@@ -266,7 +270,7 @@ class Service:
         self._reloaded(changed, before)
         if changed:
             metrics.rulebook.info({"version": self.rulebook.get().version})
-            audit.record("rulebook_reloaded", version=self.rulebook.get().version)
+            self.audit.record("rulebook_reloaded", version=self.rulebook.get().version)
 
     def stop(self) -> None:
         """SIGTERM: stop accepting associations and let those in progress finish (bounded);
@@ -315,7 +319,6 @@ class ListenerProcess:
 
         cfg = self.config
         store = StudyStore(cfg.data_dir, fsync=cfg.fsync)
-        audit.configure(cfg.data_dir, cfg.audit)
         url = runtime.redis_url(cfg)
         self.context = runtime.Context(cfg, url)
         self.broker = broker.setup(runtime.broker_url(cfg, url), cfg.broker_heartbeat_timeout,
@@ -329,7 +332,8 @@ class ListenerProcess:
         self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
         self.watcher.start()
         # An instance that cannot be indexed is on disk: the parent's reconciliation indexes it.
-        self.listener = Listener(cfg, store, StudyIndex(fast), on_indexed=self.watcher.kick)
+        self.listener = Listener(cfg, store, StudyIndex(fast), on_indexed=self.watcher.kick,
+                                 audit=self.context.audit)
         self.listener.start(reuse_port=True)
         try:  # loopback, any free port: the parent reads it and merges it into its /metrics
             self.http = HttpServer("127.0.0.1", 0, checks={

@@ -10,6 +10,10 @@ Each process appends to its own file, ``<data_dir>/audit/<YYYYMMDD>/<host>-<pid>
 (one write per line, O_APPEND), so listeners and workers sharing a data directory never
 interleave; `export` merges them in time order. Days older than `audit_retention_days`
 are removed by the housekeeping sweep.
+
+No module state: each process makes one `AuditTrail` when it starts (`AuditTrail.from_config`;
+`workers.runtime.Context.audit` for the workers) and hands it to what records (listener, HL7
+listener, console, actors, worklist closing). `AuditTrail(None)` records nothing.
 """
 
 from __future__ import annotations
@@ -27,46 +31,59 @@ from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
 
-EVENTS = {"received", "triaged", "triage_failed", "pushed", "replayed", "rulebook_reloaded", "removed",
-          "console_view", "console_action", "console_login", "order_received", "closed"}
+EVENTS = frozenset({"received", "triaged", "triage_failed", "pushed", "replayed", "rulebook_reloaded", "removed",
+                    "console_view", "console_action", "console_login", "order_received", "closed"})
 #: The only fields an audit record may carry (no free text, no patient data).
-FIELDS = {"study", "series", "instance", "calling_aet", "bytes", "revision", "priority", "rulebook",
-          "flags", "kind", "destination", "attempts", "reason", "version", "status", "control", "source",
-          "user", "view", "action"}  # console: user name, page viewed, action taken
-
-_lock = threading.Lock()
-_dir: Path | None = None
+FIELDS = frozenset({"study", "series", "instance", "calling_aet", "bytes", "revision", "priority", "rulebook",
+                    "flags", "kind", "destination", "attempts", "reason", "version", "status", "control", "source",
+                    "user", "view", "action"})  # console: user name, page viewed, action taken
 
 
-def configure(data_dir: Path | None, enabled: bool = True) -> None:
-    global _dir
-    _dir = Path(data_dir) / "audit" if (data_dir is not None and enabled) else None
+class AuditTrail:
+    """This process's audit trail under `<data_dir>/audit`; records nothing when `data_dir` is None
+    or `enabled` is false."""
 
+    def __init__(self, data_dir: Path | None, enabled: bool = True):
+        self.directory = Path(data_dir) / "audit" if (data_dir is not None and enabled) else None
+        self._lock = threading.Lock()
 
-def record(event: str, **fields: Any) -> None:
-    """Append one event; never raises (the audit must not stop reception or triage)."""
-    if _dir is None:
-        return
-    if event not in EVENTS:
-        raise ValueError(f"unknown audit event {event!r}")
-    unknown = set(fields) - FIELDS
-    if unknown:
-        raise ValueError(f"audit fields not allowed: {sorted(unknown)}")
-    now = time.time()
-    line = json.dumps({"at": round(now, 3), "event": event, **{k: v for k, v in fields.items() if v is not None}},
-                      separators=(",", ":"), ensure_ascii=False) + "\n"
-    day = time.strftime("%Y%m%d", time.gmtime(now))
-    path = _dir / day / f"{socket.gethostname()}-{os.getpid()}.jsonl"
-    try:
-        with _lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
-    except OSError as exc:
-        log.warning("audit record not written: %s", type(exc).__name__)
+    @classmethod
+    def from_config(cls, cfg) -> "AuditTrail":
+        """The trail `cfg` asks for (`data_dir`, `audit`)."""
+        return cls(cfg.data_dir, bool(getattr(cfg, "audit", True)))
+
+    @property
+    def enabled(self) -> bool:
+        return self.directory is not None
+
+    def record(self, event: str, **fields: Any) -> None:
+        """Append one event; never raises on I/O (the audit must not stop reception or triage).
+        An unknown event or field is a programming error: ValueError, even when disabled."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown audit event {event!r}")
+        unknown = set(fields) - FIELDS
+        if unknown:
+            raise ValueError(f"audit fields not allowed: {sorted(unknown)}")
+        if self.directory is None:
+            return
+        now = time.time()
+        line = json.dumps({"at": round(now, 3), "event": event, **{k: v for k, v in fields.items() if v is not None}},
+                          separators=(",", ":"), ensure_ascii=False) + "\n"
+        day = time.strftime("%Y%m%d", time.gmtime(now))
+        path = self.directory / day / f"{socket.gethostname()}-{os.getpid()}.jsonl"
+        try:
+            with self._lock:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                try:
+                    os.write(fd, line.encode())
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            log.warning("audit record not written: %s", type(exc).__name__)
+
+    def __repr__(self) -> str:
+        return f"AuditTrail({str(self.directory) if self.directory else 'off'})"
 
 
 def export(data_dir: Path, since: float | None = None, until: float | None = None) -> Iterator[dict]:

@@ -19,7 +19,7 @@ import time
 
 from dramatiq.middleware import CurrentMessage
 
-from core import audit, keys, metrics
+from core import keys, metrics
 from core.config import DicomNode
 from core.orders import OrderStore
 from workers import broker as _broker
@@ -125,7 +125,7 @@ def triage_study(study_uid: str) -> None:
     if entry.get("priors_status") == "unavailable":
         refresh_when_priors_return(study_uid)
     if changed:
-        audit.record("triaged", study=study_uid, revision=entry["revision"], priority=entry["priority"],
+        ctx.audit.record("triaged", study=study_uid, revision=entry["revision"], priority=entry["priority"],
                      rulebook=entry.get("rulebook_version"), flags=[f["code"] for f in entry["flags"]])
         metrics.priorities.labels(entry["priority"]).inc()
         for flag in entry["flags"]:
@@ -165,7 +165,8 @@ def _triage_locked(ctx, study_uid: str, started: float):
     order = found.get("order")
     if order is not None and order.signed_at and saved[0].get("closed_at") is None and order.same_patient(
             study.get("PatientID"), study.get("IssuerOfPatientID")):
-        worklist.close(study_uid, order.signed_at, f"HL7 ORU^R01 result status {order.signed_status or 'F'}")
+        worklist.close(study_uid, order.signed_at, f"HL7 ORU^R01 result status {order.signed_status or 'F'}",
+                       audit=ctx.audit)
         saved = (worklist.get(study_uid), saved[1])
     return saved
 
@@ -252,8 +253,8 @@ def _save_failed(ctx, study_uid: str, why: str, final: bool = True) -> None:
         "headers": {},
     }
     saved, _ = worklist.save(entry)
-    audit.record("triage_failed", study=study_uid, revision=saved["revision"], priority=saved["priority"],
-                 reason=why)
+    ctx.audit.record("triage_failed", study=study_uid, revision=saved["revision"], priority=saved["priority"],
+                     reason=why)
     metrics.triage_failed_entries.inc()
     log.error("study %s is on the worklist as '%s' (%s)", study_uid, TRIAGE_FAILED, saved["priority"])
     if final:
@@ -377,8 +378,8 @@ def _deliver_locked(ctx, kind: str, destination: str, study_uid: str) -> None:
                     _shown(kind, destination), retries + 1, type(exc).__name__)
         raise
     deliveries.mark_delivered(kind, destination, study_uid, entry["revision"], entry["priority"])
-    audit.record("pushed", study=study_uid, kind=kind, destination=_shown(kind, destination),
-                 revision=entry["revision"], priority=entry["priority"])
+    ctx.audit.record("pushed", study=study_uid, kind=kind, destination=_shown(kind, destination),
+                     revision=entry["revision"], priority=entry["priority"])
     metrics.sink_pushes.labels(kind).inc()
     if entry.get("last_received"):
         metrics.end_to_end_latency.labels(kind, entry["priority"]).observe(max(0.0, time.time() - entry["last_received"]))

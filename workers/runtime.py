@@ -1,4 +1,4 @@
-"""What a worker process shares between messages: configuration, Redis, rulebook.
+"""What a worker process shares between messages: configuration, Redis, rulebook, audit trail.
 
 No module-level state: the process that starts makes one `Context` and hands it to
 `workers.broker.setup(url, context=...)`; actors reach it through their broker.
@@ -11,6 +11,7 @@ from functools import cached_property
 import redis
 
 from core import redis_server
+from core.audit import AuditTrail
 from core.config import Config
 from core.index import StudyIndex
 from core.redis_client import client_from_url
@@ -50,6 +51,11 @@ class Context:
     @cached_property
     def index(self) -> StudyIndex:
         return StudyIndex(self.redis)
+
+    @cached_property
+    def audit(self) -> AuditTrail:
+        """This process's audit trail (`data_dir`/audit unless `audit = false`)."""
+        return AuditTrail.from_config(self.config)
 
     @cached_property
     def rulebook(self):

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from core import keys
+from core.audit import AuditTrail
 from core.entry import WorklistEntry
 from rules.model import Flag, Priority, merge_flags
 
@@ -154,8 +155,9 @@ class Worklist:
         self.redis.zrem(ORDER, uid)
         self.redis.zrem(keys.CLOSED, uid)
 
-    def close(self, uid: str, when: float, by: str) -> bool:
-        """The report is signed: the entry records when and how, and leaves the active worklist.
+    def close(self, uid: str, when: float, by: str, *, audit: AuditTrail) -> bool:
+        """The report is signed: the entry records when and how, and leaves the active worklist;
+        `audit` (the process's trail) records it.
 
         Returns False when there is no entry or it was already closed (a repeated ORU)."""
         key = entry_key(uid)
@@ -180,7 +182,7 @@ class Worklist:
                     break
                 except redis.WatchError:
                     continue
-        from core import audit, metrics
+        from core import metrics
 
         audit.record("closed", study=uid, reason=by, priority=entry["priority"])
         metrics.entries_closed.labels(by.split(" ")[0]).inc()

@@ -33,7 +33,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from agent.console.auth import COOKIE, LOGIN_CSRF_COOKIE, Session, Sessions
-from core import audit, keys
+from core import keys
+from core.audit import AuditTrail
 from core.entry import PRIORITIES
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,9 @@ def locate(value: str, ev: dict) -> tuple[int, int] | None:
 
 class Console:
     def __init__(self, cfg, redis_client, *, store=None, rulebook=None, status: Callable[[], dict] | None = None,
-                 replay: Callable[[dict], None] | None = None):
+                 replay: Callable[[dict], None] | None = None, audit: AuditTrail | None = None):
         self.cfg = cfg
+        self.audit = audit if audit is not None else AuditTrail.from_config(cfg)  # the process's trail
         self.redis = redis_client
         self.store = store
         self.rulebook = rulebook
@@ -190,8 +192,8 @@ class Console:
 
     def _audit(self, view: str, s: Session | None, study: str | None = None, action: str | None = None,
                status: str | None = None) -> None:
-        audit.record("console_action" if action else "console_view", view=view, user=s.user if s else "anonymous",
-                     study=study, action=action, status=status)
+        self.audit.record("console_action" if action else "console_view", view=view,
+                          user=s.user if s else "anonymous", study=study, action=action, status=status)
 
     def render(self, request: Request, template: str, s: Session | None, status: int = 200, **ctx) -> HTMLResponse:
         html = self.env.get_template(template).render(
@@ -433,8 +435,8 @@ class Console:
                 taken = False
         self._audit("operator", s, study=uid, action="replay", status="replayed" if taken else "not_found")
         if taken:
-            audit.record("replayed", study=uid, kind=kind, destination=shown(kind, dest),
-                         attempts=json.loads(raw).get("attempts"))
+            self.audit.record("replayed", study=uid, kind=kind, destination=shown(kind, dest),
+                              attempts=json.loads(raw).get("attempts"))
         self.refresh()
         msg = "replayed" if taken else "not+found"
         return RedirectResponse(f"/console/operator?message={msg}", 303)
@@ -453,14 +455,14 @@ class Console:
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
         nxt = _safe_next(str(form.get("next") or ""))
         if not cookie or not secrets.compare_digest(cookie, str(form.get("csrf") or "")):
-            audit.record("console_login", status="csrf_refused")
+            self.audit.record("console_login", status="csrf_refused")
             return PlainTextResponse("forbidden: missing or wrong CSRF token\n", 403)
         name = str(form.get("user") or "")[:64]
         token = await asyncio.to_thread(self.sessions.login, name, str(form.get("password") or ""))
         if token is None:
-            audit.record("console_login", status="refused")
+            self.audit.record("console_login", status="refused")
             return RedirectResponse(f"/console/login?error=1&next={nxt}", 303)
-        audit.record("console_login", user=name, status="ok")
+        self.audit.record("console_login", user=name, status="ok")
         resp = RedirectResponse(nxt, 303)
         resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=self.secure_cookie, path="/console",
                         max_age=int(self.sessions.lifetime))
@@ -473,7 +475,7 @@ class Console:
         if not self._check_csrf(s, form):
             return PlainTextResponse("forbidden: missing or wrong CSRF token\n", 403)
         self.sessions.logout(request.cookies.get(COOKIE))
-        audit.record("console_login", user=s.user, status="logout")
+        self.audit.record("console_login", user=s.user, status="logout")
         resp = RedirectResponse("/console/", 303)
         resp.delete_cookie(COOKIE, path="/console")
         return resp

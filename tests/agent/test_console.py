@@ -16,6 +16,7 @@ import pytest
 from agent.console import Console, auth, highlight
 from agent.http import HttpServer
 from core import audit
+from core.audit import AuditTrail
 from core.config import Config
 from sink_peers import STAT_FLAG, sample_entry
 from workers.worklist import Worklist
@@ -29,13 +30,11 @@ def console(redis_client, tmp_path):
     auth.add_user(users, "bob", PASSWORD)
     cfg = Config(data_dir=tmp_path / "data", console_users=users, console_poll_interval=0.1,
                  webhook=["http://127.0.0.1:9/hook"])
-    audit.configure(tmp_path / "data")
-    c = Console(cfg, redis_client)
+    c = Console(cfg, redis_client, audit=AuditTrail(tmp_path / "data"))
     server = HttpServer("127.0.0.1", 0, console=c)
     server.start()
     yield server, redis_client, tmp_path
     server.stop()
-    audit.configure(None)
 
 
 def request(server, method, path, body=None, cookies=None, headers=None):

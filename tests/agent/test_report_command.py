@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from agent.cli import main
+from core.audit import AuditTrail
 from sink_peers import sample_entry
 from workers.report import parse_since, percentile, summarize
 from workers.worklist import Worklist
@@ -53,12 +54,13 @@ def test_commands_on_redis(redis_client, redis_url, capsys):
                          last_received=time.time() - minutes * 60)
         e.pop("revision")
         worklist.save(e)
-        assert worklist.close(uid, time.time(), "HL7 ORU^R01 result status F")
+        assert worklist.close(uid, time.time(), "HL7 ORU^R01 result status F", audit=AuditTrail(None))
     old = sample_entry(study_instance_uid="1.2.826.0.1.3680043.8.498.704", priority="STAT", triaged_at=time.time(),
                        last_received=time.time() - 10 * 86400)
     old.pop("revision")
     worklist.save(old)
-    worklist.close(old["study_instance_uid"], time.time() - 9 * 86400, "UPS workitem COMPLETED")  # outside 7d
+    worklist.close(old["study_instance_uid"], time.time() - 9 * 86400, "UPS workitem COMPLETED",
+                   audit=AuditTrail(None))  # outside 7d
     after = REGISTRY.get_sample_value("pacs_triage_time_to_report_seconds_count",
                                       {"priority": "STAT", "order_priority": "ROUTINE"})
     assert after == before + 2  # 701 and 704 (STAT on a ROUTINE order)

@@ -1,26 +1,28 @@
-"""The audit trail: append-only JSON lines, identifiers and codes only, retention, export."""
+"""The audit trail: append-only JSON lines, identifiers and codes only, retention, export; an
+object each process holds (no module state)."""
 
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from core import audit
+from core.audit import AuditTrail
+from core.config import Config
 
 
 def test_records_are_appended_exported_in_order_and_kept_for_the_retention(tmp_path):
-    audit.configure(tmp_path)
-    try:
-        audit.record("received", study="1.2.3", instance="1.2.3.4", bytes=10, calling_aet="CT01")
-        audit.record("triaged", study="1.2.3", revision=1, priority="STAT", rulebook="abc", flags=["x"])
-        audit.record("replayed", study="1.2.3", kind="pacs", destination="A@h:1", attempts=8)
-        with pytest.raises(ValueError):
-            audit.record("triaged", study="1.2.3", note="free text is not allowed")
-        with pytest.raises(ValueError):
-            audit.record("something_else", study="1.2.3")
-    finally:
-        audit.configure(None)
+    trail = AuditTrail(tmp_path)
+    trail.record("received", study="1.2.3", instance="1.2.3.4", bytes=10, calling_aet="CT01")
+    trail.record("triaged", study="1.2.3", revision=1, priority="STAT", rulebook="abc", flags=["x"])
+    trail.record("replayed", study="1.2.3", kind="pacs", destination="A@h:1", attempts=8)
+    with pytest.raises(ValueError):
+        trail.record("triaged", study="1.2.3", note="free text is not allowed")
+    with pytest.raises(ValueError):
+        trail.record("something_else", study="1.2.3")
     recs = list(audit.export(tmp_path))
     assert [r["event"] for r in recs] == ["received", "triaged", "replayed"]
     assert recs[0]["at"] <= recs[1]["at"] <= recs[2]["at"]
@@ -31,3 +33,35 @@ def test_records_are_appended_exported_in_order_and_kept_for_the_retention(tmp_p
     (old / "h-1.jsonl").write_text('{"at": 1577836800, "event": "received"}\n')
     assert audit.sweep(tmp_path, retention_days=30) == 1 and not old.exists()
     assert list(audit.export(tmp_path, since=time.time() + 60)) == []
+
+
+def test_two_trails_in_one_process_are_independent(tmp_path):
+    """What the module variable could not do: each holder writes where its own configuration says."""
+    a, b, off = AuditTrail(tmp_path / "a"), AuditTrail(tmp_path / "b"), AuditTrail(tmp_path / "c", enabled=False)
+    a.record("received", study="1.1")
+    b.record("triaged", study="2.2")
+    off.record("pushed", study="3.3")
+    assert [r["study"] for r in audit.export(tmp_path / "a")] == ["1.1"]
+    assert [r["study"] for r in audit.export(tmp_path / "b")] == ["2.2"]
+    assert not (tmp_path / "c").exists() and not off.enabled
+
+
+def test_a_disabled_trail_still_refuses_what_no_trail_may_carry(tmp_path):
+    with pytest.raises(ValueError):
+        AuditTrail(None).record("received", study="1.2", patient_name="DOE^JOHN")
+
+
+def test_from_config_follows_data_dir_and_the_audit_option(tmp_path):
+    on = AuditTrail.from_config(Config(data_dir=tmp_path / "d"))
+    assert on.directory == tmp_path / "d" / "audit"
+    assert AuditTrail.from_config(Config(data_dir=tmp_path / "d", audit=False)).directory is None
+
+
+def test_the_module_keeps_no_mutable_state():
+    """Only constants at module level: no directory, no lock, no configure(), frozen allow-lists."""
+    assert not hasattr(audit, "configure") and not hasattr(audit, "record")
+    lock_type = type(threading.Lock())
+    state = {name: value for name, value in vars(audit).items() if not name.startswith("__")
+             and (value is None or isinstance(value, (list, dict, set, bytearray, Path, lock_type)))}
+    assert state == {}, f"module state in core.audit: {state}"
+    assert isinstance(audit.EVENTS, frozenset) and isinstance(audit.FIELDS, frozenset)
