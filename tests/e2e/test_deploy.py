@@ -346,7 +346,8 @@ def test_redis_has_a_password_and_a_network_policy():
     script, sentinel = (HA / "redis.sh").read_text(), (HA / "sentinel.sh").read_text()
     assert ': "${REDIS_PASSWORD:?' in script and '--requirepass "$REDIS_PASSWORD"' in script
     assert '--masterauth "$REDIS_PASSWORD"' in script
-    assert 'requirepass "$REDIS_PASSWORD"' in sentinel and 'sentinel auth-pass $MASTER_NAME "$REDIS_PASSWORD"' in sentinel
+    assert 'requirepass "$REDIS_PASSWORD"' in sentinel
+    assert 'sentinel auth-pass $MASTER_NAME "$REDIS_PASSWORD"' in sentinel
     compose = yaml.safe_load((COMPOSE / "compose.yaml").read_text())
     for name in ("redis", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"):
         assert compose["services"][name]["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
@@ -540,7 +541,8 @@ def deploy_environments(tmp_path: Path) -> dict[str, dict[str, str]]:
             out[f"compose:{name}"] = {k: _substitute(v) for k, v in env.items() if k.startswith(ENV_PREFIX)}
     for name, tpl in pod_templates(rendered(tmp_path, "dicom-tls")).items():
         for c in tpl["spec"]["containers"]:
-            env = {e["name"]: _substitute(e.get("value", "")) for e in c.get("env", []) if e["name"].startswith(ENV_PREFIX)}
+            env = {e["name"]: _substitute(e.get("value", "")) for e in c.get("env", [])
+                   if e["name"].startswith(ENV_PREFIX)}
             if env:
                 out[f"kubernetes:{name}"] = env
     return out

@@ -135,7 +135,8 @@ def test_shipped_sentinel_scripts_fail_over_and_bring_the_old_master_back_as_a_r
         s.start_sentinel(2)
         assert wait_for(lambda: s.master_seen_by(2), timeout=30, what="restarted sentinel") == \
             ("localhost", s.redis["b"])
-        said = [line for line in (tmp_path / "sentinel2.log").read_text().splitlines() if line.startswith("sentinel.sh")]
+        said = [line for line in (tmp_path / "sentinel2.log").read_text().splitlines()
+                if line.startswith("sentinel.sh")]
         assert said[-1] == "sentinel.sh: monitoring pacs-triage at localhost:%d" % s.redis["b"]
     finally:
         s.stop()
