@@ -19,7 +19,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from agent import diskguard, limits
+from agent import diskguard, limits, reactor
 from core import audit
 from agent.retention import free_bytes
 from core import metrics
@@ -49,6 +49,7 @@ def configure_pynetdicom() -> None:
     _config.STORE_RECV_CHUNKED_DATASET = True  # datasets streamed to a file, never whole in memory
     # Accept every storage SOP class, private and future ones included, in any transfer syntax.
     _config.UNRESTRICTED_STORAGE_SERVICE = True
+    reactor.install()  # reactors woken by their events, not 1 ms polls
 
 
 class _ReusePortServer(ThreadedAssociationServer):
