@@ -175,7 +175,13 @@ def plan(records: list[_Slice], max_gap: float = 1.6) -> tuple[list[_Slice], np.
 
 def _to_hu(raw: np.ndarray, slope: float, intercept: float, out: np.ndarray) -> None:
     if slope == 1.0 and float(intercept).is_integer():
-        np.clip(raw.astype(np.int32, copy=False) + int(intercept), -32768, 32767, out=out, casting="unsafe")
+        shift = int(intercept)
+        if raw.size and -32768 <= int(raw.min()) + shift and int(raw.max()) + shift <= 32767:
+            np.add(raw, np.int32(shift), out=out, casting="unsafe")  # in range: exact, no clipping pass
+            return
+        tmp = raw.astype(np.int32) + shift
+        np.clip(tmp, -32768, 32767, out=tmp)
+        out[...] = tmp
     else:
         tmp = raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
         np.rint(tmp, out=tmp)
