@@ -203,6 +203,10 @@ class Listener:
             metrics.instances_received.labels("refused_disk").inc()
             log.error("data directory below its free-space watermark: instance refused (0xA700)")
             return OUT_OF_RESOURCES
+        try:  # the data's flush to disk starts now and overlaps the header checks below
+            synced = self.store.sync_soon(tmp)
+        except OSError:
+            synced = None  # commit flushes it itself
         try:
             ds = pydicom.dcmread(tmp, stop_before_pixels=True)
             uids = (ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID"))
@@ -215,7 +219,7 @@ class Listener:
             return self._reject(tmp, "inconsistent_lengths", "element lengths do not match the data received",
                                 CANNOT_UNDERSTAND)
         try:
-            path, duplicate = self.store.commit(tmp, *uids)
+            path, duplicate = self.store.commit(tmp, *uids, synced=synced)
         except InvalidUID as exc:
             return self._reject(tmp, "invalid_uid", exc, DATASET_MISMATCH)
         except OSError as exc:
