@@ -378,7 +378,8 @@ def idle(tmp: Path) -> None:
     try:
         time.sleep(5)
         pids = [proc.pid, *descendants(proc.pid)]
-        names = {p: "redis" if "redis" in cmdline(p) else ("listener" if "listener-child" in cmdline(p) else "serve")
+        names = {p: "redis" if "redis" in cmdline(p) else ("listener" if "listener-child" in cmdline(p) else
+                                                          ("worker" if "worker-child" in cmdline(p) else "serve"))
                  for p in pids}
         before = {p: cpu_seconds(p) for p in pids}
         time.sleep(IDLE_SECONDS)
@@ -388,7 +389,7 @@ def idle(tmp: Path) -> None:
     total = sum(used.values())
     parts = ", ".join(f"{names[p]} {v:.2f}" for p, v in used.items())
     print(f"    {total:.2f} CPU-s over {IDLE_SECONDS:.0f} s = {total / IDLE_SECONDS:.2%} of a core {parts}", flush=True)
-    row(f"(e) idle `serve` (+ its Redis and listener processes), {IDLE_SECONDS:.0f} s",
+    row(f"(e) idle `serve` (+ its Redis, listener and worker processes), {IDLE_SECONDS:.0f} s",
         f"**{total / IDLE_SECONDS:.2%}** of a core ({total:.2f} CPU-s: {parts}; was ≈ 5–8 %)", "≤ 1 %")
 
 
