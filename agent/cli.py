@@ -19,7 +19,8 @@ SERVE_OPTIONS = {  # option -> (Config field, help)
     "--data-dir": ("data_dir", "where studies, quarantine and the embedded Redis live (default ./data)"),
     "--stable-after": ("stable_after", "seconds without a new instance before a study is triaged (default 10)"),
     "--redis-url": ("redis_url", "shared Redis (default: start a local one in the data directory)"),
-    "--workers": ("workers", "worker threads (default 2)"),
+    "--workers": ("workers", "worker threads per process (default 2)"),
+    "--worker-processes": ("worker_processes", "worker processes of `serve` (default: one per CPU core)"),
     "--hl7-listen": ("hl7_listen", "MLLP port receiving RIS orders (ORM^O01, OMI^O23) and signed reports (ORU^R01)"),
     "--mwl": ("mwl", "AET@HOST:PORT: Modality Worklist queried by accession number when no HL7 order is known"),
     "--listeners": ("listeners", "DICOM listener processes on the port (default: one per CPU core)"),
@@ -74,13 +75,17 @@ def setup_logging(level: str) -> None:
 
 
 def cmd_serve(args) -> int:
-    from agent.service import ListenerProcess, Service, run_until_signalled
+    from agent.service import ListenerProcess, Service, WorkerProcess, run_until_signalled
 
     cfg = load_config(args)
     setup_logging(cfg.log_level)
     if getattr(args, "listener_child", False):
         child = ListenerProcess(cfg)
         run_until_signalled(child.start, child.stop, lambda: None)
+        return 0
+    if getattr(args, "worker_child", False):
+        child = WorkerProcess(cfg)
+        run_until_signalled(child.start, child.stop, child.reload, tick=child.tick)
         return 0
     service = Service(cfg, argv=getattr(args, "argv", None))
     run_until_signalled(service.start, service.stop, service.reload_rules,
@@ -306,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-workers", dest="no_workers", action="store_const", const=True,
                    help="run no workers in this process (`pacs-triage worker` runs them)")
     p.add_argument("--listener-child", dest="listener_child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker-child", dest="worker_child", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="dramatiq worker threads on the shared Redis")

@@ -19,7 +19,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from agent import diskguard, limits
+from agent import diskguard, limits, reactor
 from core.audit import AuditTrail
 from agent.retention import free_bytes
 from core import metrics
@@ -49,6 +49,7 @@ def configure_pynetdicom() -> None:
     _config.STORE_RECV_CHUNKED_DATASET = True  # datasets streamed to a file, never whole in memory
     # Accept every storage SOP class, private and future ones included, in any transfer syntax.
     _config.UNRESTRICTED_STORAGE_SERVICE = True
+    reactor.install()  # reactors woken by their events, not 1 ms polls
 
 
 class _ReusePortServer(ThreadedAssociationServer):
@@ -204,6 +205,10 @@ class Listener:
             metrics.instances_received.labels("refused_disk").inc()
             log.error("data directory below its free-space watermark: instance refused (0xA700)")
             return OUT_OF_RESOURCES
+        try:  # the data's flush to disk starts now and overlaps the header checks below
+            synced = self.store.sync_soon(tmp)
+        except OSError:
+            synced = None  # commit flushes it itself
         try:
             ds = pydicom.dcmread(tmp, stop_before_pixels=True)
             uids = (ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID"))
@@ -216,7 +221,7 @@ class Listener:
             return self._reject(tmp, "inconsistent_lengths", "element lengths do not match the data received",
                                 CANNOT_UNDERSTAND)
         try:
-            path, duplicate = self.store.commit(tmp, *uids)
+            path, duplicate = self.store.commit(tmp, *uids, synced=synced)
         except InvalidUID as exc:
             return self._reject(tmp, "invalid_uid", exc, DATASET_MISMATCH)
         except OSError as exc:

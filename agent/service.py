@@ -32,10 +32,20 @@ log = logging.getLogger(__name__)
 
 
 def listener_count(cfg: Config) -> int:
-    """DICOM listener processes: `listeners`, or one per CPU core this process may use when 0
-    (its CPU affinity, capped by a cgroup v2 CPU quota such as a container's CPU limit)."""
-    if cfg.listeners > 0:
-        return cfg.listeners
+    """DICOM listener processes: `listeners`, or one per CPU core when 0."""
+    return cfg.listeners if cfg.listeners > 0 else cpu_cores()
+
+
+def worker_process_count(cfg: Config) -> int:
+    """Worker processes of `serve` (itself included): `worker_processes`, or one per CPU core
+    when 0. Threads share one interpreter lock, so an image analysis (numpy, scipy) in one
+    thread holds the process's core: processes are what use both cores."""
+    return cfg.worker_processes if cfg.worker_processes > 0 else cpu_cores()
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota such as
+    a container's CPU limit."""
     cores = len(os.sched_getaffinity(0)) or 1
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
@@ -50,7 +60,8 @@ class Service:
     def __init__(self, config: Config, argv: list[str] | None = None):
         self.config = config
         self.argv = argv  # the command line, given again to each listener child
-        self.children: list[subprocess.Popen | None] = []
+        self.children: list[subprocess.Popen | None] = []  # listener processes 1..N-1
+        self.worker_children: list[subprocess.Popen | None] = []  # worker processes 1..N-1
         self.embedded: EmbeddedRedis | None = None
         self.worker = None
         self.listener: Listener | None = None
@@ -120,6 +131,10 @@ class Service:
         if not cfg.no_workers:
             actors.warm_up()
             self.worker = start_workers(self.broker, cfg.workers)
+            workers = worker_process_count(cfg) if self.argv else 1
+            self.worker_children = [self._spawn(i, "--worker-child") for i in range(1, workers)]
+            if workers > 1:
+                log.info("%d worker processes of %d thread(s) each", workers, max(1, cfg.workers))
         console = None
         if cfg.console:
             from agent.console import Console
@@ -151,13 +166,13 @@ class Service:
             self.last_reload = {"at": time.time(), "result": (f"failed, kept {self.rulebook.get().version}" if failed
                                                               else f"loaded {self.rulebook.get().version}")}
 
-    def _spawn(self, i: int) -> subprocess.Popen:
-        """Listener child i: the same command line, on the same port (SO_REUSEPORT), this
-        process's Redis and broker; its /metrics (loopback, any port) is merged into ours.
-        It dies with this process; in a session of its own, so that a signal to our process group
-        (Ctrl-C) reaches only us, and `stop` stops it in order."""
-        cfg = self.config
-        argv = [*self.argv, "--port", str(self.listener.port), "--listener-child"]
+    def _spawn(self, i: int, role: str = "--listener-child") -> subprocess.Popen:
+        """Listener child i (on the same port, SO_REUSEPORT) or worker child i (`role`
+        --worker-child): the same command line, this process's Redis and broker; its /metrics
+        (loopback, any port) is merged into ours. It dies with this process; in a session of its
+        own, so that a signal to our process group (Ctrl-C) reaches only us, and `stop` stops it
+        in order."""
+        argv = [*self.argv, "--port", str(self.listener.port), role]
         env = dict(os.environ, PACS_TRIAGE_REDIS_URL=self._child_env["url"],
                    PACS_TRIAGE_BROKER=self._child_env["broker"])
         return subprocess.Popen([sys.executable, "-m", "agent.cli", *argv], env=env,
@@ -169,7 +184,7 @@ class Service:
 
         own = generate_latest(REGISTRY)
         others = []
-        for child in self.children:
+        for child in self.children + self.worker_children:
             port = child_http_port(self.config, child.pid) if child is not None else None
             if port is None:
                 continue
@@ -186,6 +201,10 @@ class Service:
             if child is not None and child.poll() is not None:
                 log.warning("listener process %d exited with %s: starting it again", n + 1, child.returncode)
                 self.children[n] = self._spawn(n + 1)
+        for n, child in enumerate(self.worker_children):
+            if child is not None and child.poll() is not None:
+                log.warning("worker process %d exited with %s: starting it again", n + 1, child.returncode)
+                self.worker_children[n] = self._spawn(n + 1, "--worker-child")
 
     def checks(self) -> dict:
         extra = {}
@@ -292,8 +311,18 @@ class Service:
             self.watcher.stop()
         if self.orders:
             self.orders.stop()
+        workers, self.worker_children = self.worker_children, []
+        for child in workers:
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
         if self.worker:
             self.worker.stop(timeout=int(grace * 1000))
+        for child in workers:
+            if child is not None:
+                try:
+                    child.wait(grace + 10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         if self.http:
             self.http.stop()
         if self.embedded:
@@ -363,15 +392,63 @@ class ListenerProcess:
             child_http_file(self.config, os.getpid()).unlink(missing_ok=True)
 
 
-def child_http_file(cfg: Config, pid: int) -> Path:
-    return cfg.data_dir / "run" / f"listener-{pid}.http"
+class WorkerProcess:
+    """A worker child of `serve` (`worker_processes` > 1): dramatiq worker threads on the parent's
+    Redis and broker, and a loopback /metrics the parent merges into its own."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.worker = None
+        self.http: HttpServer | None = None
+
+    def start(self) -> None:
+        from workers import broker, runtime
+
+        cfg = self.config
+        self.context = runtime.Context(cfg, runtime.redis_url(cfg))
+        self.broker = broker.setup(runtime.broker_url(cfg, self.context.redis_url), cfg.broker_heartbeat_timeout,
+                                   context=self.context, idle_timeout=cfg.broker_idle_timeout)
+        from workers import actors
+
+        actors.warm_up()
+        self.worker = start_workers(self.broker, cfg.workers)
+        try:
+            self.http = HttpServer("127.0.0.1", 0, checks={
+                "redis": lambda: (bool(self.context.redis.ping()), "ping")},
+                timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
+            self.http.start()
+            path = child_http_file(cfg, os.getpid(), "worker")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(self.http.port))
+        except OSError as exc:
+            log.warning("worker process: no /metrics (%s)", exc.strerror)
+            self.http = None
+
+    def reload(self) -> None:
+        self.context.rulebook.reload()
+
+    def tick(self) -> None:
+        self.context.rulebook.check_for_changes()
+
+    def stop(self) -> None:
+        if self.worker:
+            self.worker.stop(timeout=int(self.config.shutdown_timeout * 1000))
+        if self.http:
+            self.http.stop()
+            child_http_file(self.config, os.getpid(), "worker").unlink(missing_ok=True)
+
+
+def child_http_file(cfg: Config, pid: int, role: str = "listener") -> Path:
+    return cfg.data_dir / "run" / f"{role}-{pid}.http"
 
 
 def child_http_port(cfg: Config, pid: int) -> int | None:
-    try:
-        return int(child_http_file(cfg, pid).read_text())
-    except (OSError, ValueError):
-        return None
+    for role in ("listener", "worker"):
+        try:
+            return int(child_http_file(cfg, pid, role).read_text())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def start_workers(broker, threads: int):
@@ -380,6 +457,10 @@ def start_workers(broker, threads: int):
     from workers.broker import worker_timeout
 
     worker = Worker(broker, worker_threads=max(1, threads), worker_timeout=worker_timeout(broker))
+    # Each process holds no more messages than it has threads (dramatiq's default is twice as
+    # many): a light triage never waits in the buffer of a process whose threads are all busy
+    # with image analyses while another process is free.
+    worker.queue_prefetch = max(1, threads)
     worker.start()
     return worker
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 import shutil
 import socket
 import threading
@@ -40,6 +41,7 @@ class StudyStore:
         self.incoming = self.root / "incoming"
         self.quarantine_dir = self.root / "quarantine"
         self._lock = threading.Lock()
+        self._syncer: ThreadPoolExecutor | None = None
         for d in (self.studies, self.incoming, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -68,13 +70,44 @@ class StudyStore:
                 for m in reversed(missing):
                     fsync_path(m.parent, directory=True)
 
-    def commit(self, tmp_path: Path, study_uid: str, series_uid: str, sop_uid: str) -> tuple[Path, bool]:
-        """Move a received file into place durably. Returns (path, was_duplicate)."""
+    def sync_soon(self, tmp_path: Path) -> Future | None:
+        """Start flushing a received file's data to disk now, in a background thread, so that
+        the flush overlaps the listener's header checks; `commit(..., synced=)` waits for it
+        before the rename. None when fsync is off."""
+        if not self.fsync:
+            return None
+        fd = os.open(tmp_path, os.O_RDONLY)
+
+        def flush() -> None:
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+        if self._syncer is None:
+            with self._lock:
+                if self._syncer is None:
+                    self._syncer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
+        try:
+            return self._syncer.submit(flush)
+        except RuntimeError:  # shutting down
+            os.close(fd)
+            return None
+
+    def commit(self, tmp_path: Path, study_uid: str, series_uid: str, sop_uid: str,
+               synced: Future | None = None) -> tuple[Path, bool]:
+        """Move a received file into place durably. Returns (path, was_duplicate).
+
+        `synced`: the file's flush started by `sync_soon`; waited for (and its error raised)
+        before the rename, so the file is on disk before its name is."""
         dest = self.path_for(study_uid, series_uid, sop_uid)
         self._ensure_dir(dest.parent)
         duplicate = dest.exists()
         if self.fsync:
-            fsync_path(tmp_path)
+            if synced is not None:
+                synced.result()
+            else:
+                fsync_path(tmp_path)
         try:
             try:
                 os.replace(tmp_path, dest)

@@ -108,7 +108,9 @@ class Config:
     audit: bool = option(True, "append-only audit trail in <data_dir>/audit (`pacs-triage audit export`)")
     audit_retention_days: float = option(365.0, "days of audit kept; 0 = forever")
     # --- workers and rules
-    workers: int = option(2, "worker threads (`serve` in-process, or one `pacs-triage worker`)")
+    workers: int = option(2, "worker threads per worker process (`serve`'s, or one `pacs-triage worker`)")
+    worker_processes: int = option(0, "worker processes of `serve` (itself and its children, `workers` threads "
+                                   "each; an image analysis holds one core): 0 = one per CPU core")
     no_workers: bool = option(False, "`serve` runs no workers; `pacs-triage worker` processes triage")
     rules_dir: Path | None = option(None, "rulebook directory; unset = the rulebook shipped in the package")
     log_level: str = option("INFO", "DEBUG, INFO, WARNING or ERROR")

@@ -56,6 +56,18 @@ def warm_up() -> None:
     for module, _ in SINKS.values():
         importlib.import_module(f"workers.sinks.{module}")
     analysers.load_analysers()
+    try:
+        from rules import image_policy
+
+        image_policy.warm_up()
+    except Exception as exc:  # the first CT triage loads it then (and reports what is wrong)
+        log.warning("image policy not loaded at start: %s", type(exc).__name__)
+    try:  # highdicom's IOD tables (cached on first use: about 0.6 s of the first SR otherwise)
+        from highdicom import _standard_utils as hd
+
+        hd.get_sop_class_iod_map(), hd.get_iod_module_map(), hd.get_module_attribute_map()
+    except Exception:  # a private helper of highdicom: only a speed-up
+        pass
 
 
 def priors_lookup(ctx):

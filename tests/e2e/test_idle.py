@@ -1,7 +1,7 @@
 """`pacs-triage serve` with nothing to do costs (almost) nothing: no polling loops.
 
 Measured as the CPU time (utime + stime from /proc) of the service process and of its
-children (embedded redis-server, one listener process per further core) over a quiet window. Before the waits were event-driven it used
+children (embedded redis-server, one listener and one worker process per further core) over a quiet window. Before the waits were event-driven it used
 about 5 % of a core (dramatiq consumers polling Redis every 100 ms, the stability watcher
 every 100 ms); the bench measures the same over 60 s (`make bench`).
 """
@@ -48,6 +48,12 @@ def test_idle_service_uses_under_two_percent_of_a_core(tmp_path):
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_for(lambda: service_ready(http_port, proc, log_path), timeout=60, what="serve /readyz")
+
+            def children_started() -> bool:  # each listener and worker process writes down its /metrics port
+                kids = [p for p in children(proc.pid) if b"redis" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+                return all(list((data / "run").glob(f"*-{p}.http")) for p in kids) if (data / "run").exists() else False
+
+            wait_for(children_started, timeout=60, what="listener and worker processes started")
             time.sleep(3)  # start-up work (imports, first reconciliation) done
             pids = [proc.pid, *children(proc.pid)]
             assert len(pids) >= 2, "serve, its embedded redis-server (and listener processes)"

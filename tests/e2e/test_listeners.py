@@ -70,3 +70,67 @@ def test_two_listener_processes_share_the_port_and_the_store(tmp_path):
         own = [p.name for p in (data / "incoming").iterdir() if p.is_dir()]
         assert len(own) == 2, f"one incoming folder per listener process: {own}"
     assert "exited with" not in log_path.read_text(), "a listener process died"
+
+
+def test_worker_processes_share_the_triage_and_one_that_dies_is_started_again(tmp_path):
+    """`serve --worker-processes 2 --workers 1`: serve and one worker child, one thread each. Both
+    take triages from the queue (an image analysis in one never holds up the other's), serve's
+    /metrics counts both, and a worker child killed with SIGKILL is started again and triages."""
+    data = tmp_path / "data"
+    port, http = free_port(), free_port()
+    env = dict(os.environ, PACS_TRIAGE_STABLE_AFTER="1")
+    env.pop("PACS_TRIAGE_REDIS_URL", None)
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--listeners", "1", "--worker-processes", "2",
+                             "--workers", "1", "--data-dir", str(data), "--port", str(port), "--http-port", str(http)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def worker_child():
+        files = list((data / "run").glob("worker-*.http")) if (data / "run").exists() else []
+        return [(int(p.name.split("-")[1].split(".")[0]), int(p.read_text())) for p in files if p.read_text()]
+
+    def send(n0: int, count: int):
+        studies = []
+        for n in range(n0, n0 + count):
+            spec = StudySpec(accession=f"ACC-W{n}", patient_id=f"PW{n}", series=[SeriesSpec("DX", "RACHIS FACE", 2)])
+            studies.append((spec, write_study(tmp_path / f"w{n}", spec)))
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(lambda s: dcmtk("storescu", "-aec", "PACSTRIAGE", "127.0.0.1", port, *s[1]), studies))
+        return studies
+
+    def triaged(h: int) -> float:
+        return counter(h, "pacs_triage_triage_duration_seconds_count")
+
+    try:
+        wait_for(lambda: service_ready(http, proc, log_path), timeout=60, what="serve /readyz")
+        [(pid, child_http)] = wait_for(worker_child, timeout=60, what="worker process")
+        wait_for(lambda: service_ready(child_http), timeout=60, what="worker process /readyz")
+        send(0, 12)
+        wait_for(lambda: triaged(http) >= 12, timeout=90, interval=0.5, what="12 studies triaged")
+        assert triaged(http) == 12
+        assert 0 < triaged(child_http) < 12, f"the worker child triaged {triaged(child_http)} of 12"
+
+        os.kill(pid, signal.SIGKILL)
+        [(pid2, child_http2)] = wait_for(lambda: [w for w in worker_child() if w[0] != pid and
+                                                  service_ready(w[1])], timeout=60, what="worker process again")
+        assert pid2 != pid
+        later = {spec.accession for spec, _ in send(12, 4)}
+
+        def on_worklist():
+            out = subprocess.run([sys.executable, "-m", "agent.cli", "worklist", "--json", "--data-dir", str(data)],
+                                 capture_output=True, text=True, timeout=60, env=env)
+            got = {e["accession_number"] for e in json.loads(out.stdout)} if out.returncode == 0 else set()
+            return later <= got
+
+        # (serve's counters lose the dead child's share: a counter reset, as Prometheus expects)
+        wait_for(on_worklist, timeout=90, interval=1, what="4 more studies triaged")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+    assert "worker process 1 exited with" in log_path.read_text()

@@ -117,6 +117,16 @@ class CTHardwareAnalyser:
             return res
         res.notes.extend(vol.notes)
         res.timings["assemble"] = time.perf_counter() - t
+        thr, _ = mt.metal_threshold(vol.hu)
+        metal_cm3 = mt.metal_volume_cm3(vol.hu, thr, vol.spacing) if thr is not None else 0.0
+        if metal_cm3 > mt.MAX_METAL_CM3:
+            text = (f"CT screw analysis incomplete: screws not assessed ({metal_cm3:.0f} cm³ of metal-density "
+                    f"voxels, more than any implant: pixel values not in HU or an artefact)")
+            res.summary.update({"screws_total": None, "screws_not_assessed": None, "not_assessed_screws": [],
+                                "incomplete": text})
+            res.not_assessed.append(text)
+            self._escalate(study, res, pol, unassessed=1, total=None)
+            return res
         analyse_volume(vol, res, contrast=attrs.get("ContrastBolusAgent"), mar=_mar(series), policy=pol, thick=thick)
         del vol
         self._escalate(study, res, pol, unassessed=res.summary.get("screws_not_assessed") or 0,

@@ -16,6 +16,11 @@ from scipy import ndimage as ndi
 SEED_HU = 2500
 CEILING_12BIT = 3071
 BONE_HU = 400  # background level for the half-maximum edge
+#: More metal-density volume than this (cm³) is not implant metal: a whole spinal
+#: instrumentation is a few tens of cm³, a hip stem under 200. Such a series (pixel values
+#: not in HU, e.g. a missing rescale, or an artefact) is not segmented — its screws are
+#: "not assessed" — instead of spending minutes on one part the size of the body.
+MAX_METAL_CM3 = 1000.0
 
 
 @dataclass
@@ -39,6 +44,11 @@ def metal_threshold(hu: np.ndarray) -> tuple[float | None, bool]:
         return None, False
     saturated = bool(top <= CEILING_12BIT + 5 and np.count_nonzero(hu >= top) >= 20)
     return (min(SEED_HU, top - 300) if saturated else SEED_HU), saturated
+
+
+def metal_volume_cm3(hu: np.ndarray, thr: float, spacing) -> float:
+    """Volume of the voxels at or above the metal threshold, in cm³."""
+    return float(np.count_nonzero(hu >= thr)) * float(spacing[0] * spacing[1] * spacing[2]) / 1000.0
 
 
 def quick_has_metal(slices: list[np.ndarray], min_voxels: int = 10) -> bool:

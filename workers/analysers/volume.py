@@ -175,7 +175,19 @@ def plan(records: list[_Slice], max_gap: float = 1.6) -> tuple[list[_Slice], np.
 
 def _to_hu(raw: np.ndarray, slope: float, intercept: float, out: np.ndarray) -> None:
     if slope == 1.0 and float(intercept).is_integer():
-        np.clip(raw.astype(np.int32, copy=False) + int(intercept), -32768, 32767, out=out, casting="unsafe")
+        shift = int(intercept)
+        lo, hi = (int(raw.min()), int(raw.max())) if raw.size else (0, 0)
+        if -32768 <= lo + shift and hi + shift <= 32767:  # in range: exact, no clipping pass
+            if -32768 <= lo and hi <= 32767 and -32768 <= shift <= 32767:
+                np.copyto(out, raw, casting="unsafe")
+                if shift:
+                    out += np.int16(shift)
+            else:
+                np.add(raw, np.int32(shift), out=out, casting="unsafe")
+            return
+        tmp = raw.astype(np.int32) + shift
+        np.clip(tmp, -32768, 32767, out=tmp)
+        out[...] = tmp
     else:
         tmp = raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
         np.rint(tmp, out=tmp)
