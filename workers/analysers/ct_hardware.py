@@ -20,6 +20,7 @@ from workers.analysers import canal as cn
 from workers.analysers import loosening as lo
 from workers.analysers import metal as mt
 from workers.analysers import midline as ml
+from workers.analysers import pedicle as pd
 from rules.image_policy import clinical_context, ct_policy, unassessed_escalation
 from workers.analysers.volume import Volume, VolumeError, assemble, read_geometry
 
@@ -213,12 +214,52 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     res.timings["canal"] = time.perf_counter() - t
     t = time.perf_counter()
     offs = ml.offsets(vol, screws, levels, canals) if canal_ok else {}
+    mids = _midlines(vol, screws, levels, canals)
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
         info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, res, common, pol, thick,
-                      contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1))
+                      contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev))
         res.measurements.extend(info)
     res.timings["breach_and_halo"] = time.perf_counter() - t
     _incomplete(res)
+
+
+def _midlines(vol: Volume, screws, levels, canals) -> dict:
+    """{construct level: column position (mm) of the vertebral midline}: the vertebral body's centre, else the
+    canal's, else the middle of the level's screws (two sides), else of all screws."""
+    dz, dy, dx = vol.spacing
+    out = {}
+    allx = [q.centre[2] for q in screws]
+    for lev in set(levels):
+        lc = canals.get(lev)
+        xs = [q.centre[2] for q, lq in zip(screws, levels) if lq == lev]
+        if lc is not None and getattr(lc, "body", None) is not None:
+            out[lev] = (lc.roi[2] + lc.body[0][1]) * dx
+        elif lc is not None and lc.centre is not None:
+            out[lev] = (lc.roi[2] + lc.centre[1]) * dx
+        elif len(xs) >= 2 and max(xs) - min(xs) > 15.0:
+            out[lev] = 0.5 * (max(xs) + min(xs))
+        elif len(allx) >= 2 and max(allx) - min(allx) > 15.0:
+            out[lev] = 0.5 * (max(allx) + min(allx))
+    return out
+
+
+def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midline_x, pol) -> dict:
+    """The canal-independent pedicle-section measure (workers/analysers/pedicle.py) of one screw."""
+    if not pol.pedicle_enabled:
+        return {"available": False, "reason": "pedicle sections off (image policy)", "depth_mm": None, "sections": 0}
+    if midline_x is not None and abs(p.centre[2] - midline_x) > 3.0:
+        toward = -1.0 if p.centre[2] > midline_x else 1.0
+    elif sign:
+        toward = -float(sign)
+    else:
+        return {"available": False, "reason": "vertebral midline not found", "depth_mm": None, "sections": 0}
+    try:
+        return pd.medial_depth(vol, p.centre, axis, shaft0, tip_t, p.diameter, np.array([0.0, 0.0, toward]),
+                               p.threshold, cortex_hu=pol.pedicle_cortex_hu, bloom_mm=pol.blooming_margin_mm,
+                               margin_mm=pol.pedicle_margin_mm, skip_entry_mm=pol.pedicle_skip_entry_mm)
+    except (MemoryError, ValueError) as exc:
+        return {"available": False, "reason": f"sections failed ({type(exc).__name__})", "depth_mm": None,
+                "sections": 0}
 
 
 def _incomplete(res: AnalysisResult) -> None:
@@ -328,7 +369,7 @@ def _side_of(p: mt.Part, lc, vol: Volume) -> tuple[str, int]:
 
 
 def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, contrast=None,
-           canals=None, midline=None) -> list[dict]:
+           canals=None, midline=None, midline_x=None) -> list[dict]:
     dz, dy, dx = vol.spacing
     idx = np.nonzero(p.mask)
     zi = idx[0] + p.bbox[0].start
@@ -342,20 +383,24 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
     where = (f"screw {n} ({side} side, construct level {lev} of {nlev} from cranial; vertebral level unknown, "
              f"not labelled automatically) at z {z_span[0]} to {z_span[1]} mm")
     tip = p.centre + tip_t * axis
-    entry = p.centre + float(tproj.min()) * axis
+    radial = np.linalg.norm((coords - p.centre) - tproj[:, None] * axis, axis=1)
+    shaft0, _ = mt.shaft_span(tproj, radial, p.diameter)
+    entry = p.centre + shaft0 * axis  # where the shaft leaves the head (tulip): the screw's entry
     base = dict(common, tracking_id=f"screw-{n}", screw=n, side=side, construct_level=lev,
                 vertebral_level="unknown", z_mm=z_span)
     out = [dict(base, name="screw_length", value=round(p.length, 1), unit="mm"),
            dict(base, name="screw_diameter", value=round(p.diameter, 1), unit="mm")]
-    position = {"entry_lps_mm": _lps(vol, entry), "tip_lps_mm": _lps(vol, tip), "centre_lps_mm": _lps(vol, p.centre)}
+    position = {"entry_lps_mm": _lps(vol, entry), "tip_lps_mm": _lps(vol, tip), "centre_lps_mm": _lps(vol, 0.5 * (entry + tip)),
+                "part_centre_lps_mm": _lps(vol, p.centre)}
 
     midline = midline or {}
+    ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol)
 
     def unassessed(short: str, long: str) -> None:
         res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
         res.summary.setdefault("not_assessed_screws", []).append(dict(
             screw=n, side=side, construct_level=lev, z_mm=z_span, reason_short=short, reason=long,
-            midline_check=midline, **position))
+            midline_check=midline, pedicle_check=ped, **position))
         res.not_assessed.append(f"{where}: medial breach not assessed: {long}")
 
     if not canal_ok:
@@ -428,7 +473,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                         confidence=round(conf, 2), canal_source=lc.source, canal_reference_slices=lc.well_defined,
                         measured_against=measured_against, canal_plausibility=implausible or "plausible",
                         cross_check_depths_mm={k: round(v, 1) for k, v in alts.items()},
-                        midline_check=midline,
+                        midline_check=midline, pedicle_check=ped,
                         threshold="Gertzbein-Robbins: B <2, C 2-<4, D 4-<6, E >=6 mm", **position))
         out.append(dict(base, name="lateral_breach_depth", value=round(lateral, 1), unit="mm",
                         note="lateral breach: outside the vertebra, not canal intrusion"))
