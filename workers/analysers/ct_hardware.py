@@ -466,6 +466,14 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
     elif canal_ok and lc is not None and lc.reference is not None and mid_block is not None:
         unassessed(mid_block[0], f"{mid_block[1]}; depth against the canal {depth:.1f} mm (grade {grade}, "
                    f"canal from {lc.source}); a breach cannot be excluded")
+    elif (canal_ok and lc is not None and lc.reference is not None and grade in ("A", "B")
+          and midline.get("offset_mm") is None and conf < pol.low_grade_min_confidence):
+        # A low grade must not come from missing evidence: a canal borrowed, mirrored or disagreeing with its
+        # own wall, with no canal-independent check to confirm it, does not make a screw A/B.
+        unassessed("low grade not confirmed",
+                   f"depth against the canal {depth:.1f} mm (grade {grade}) with confidence {conf:.2f} (canal from "
+                   f"{lc.source}; measured against {measured_against}) and the canal-independent midline check "
+                   "unavailable at this level; a breach cannot be excluded")
     elif canal_ok and lc is not None and lc.reference is not None:
         lateral = _lateral(vol, lc, ks, ry, rx)
         out.append(dict(base, name="medial_breach_depth", value=round(depth, 1), unit="mm",
