@@ -450,8 +450,22 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
             depth = deep
             measured_against = "canal-independent midline check (other levels' screws, mirrored canal)"
             conf *= 0.6
+        conv = _convergence(p, lc, midline_x, vol)
+        by_trajectory = conv is not None and conv >= pol.convergence_grade_deg and depth < pol.grade_bounds[2]
+        if by_trajectory:
+            # far more convergent than any pedicle's medial angle (T10 ~6 deg to S1 ~30 deg, patient rotation
+            # < 15 deg): the trajectory crosses the medial pedicle wall and the canal, whatever the canal
+            # outline says (never A/B; graded at the D lower bound, a minimum)
+            depth = max(depth, pol.grade_bounds[2])
+            measured_against = (f"screw trajectory ({conv:.0f} deg from the vertebra's antero-posterior axis; no "
+                                f"pedicle allows more than {pol.convergence_never_ab_deg:.0f} deg)")
+            conf *= 0.6
         grade = pol.grade(depth)
-        mid_block = None if deep is not None else _midline_block(midline, depth, pol)
+        mid_block = None if deep is not None or by_trajectory else _midline_block(midline, depth, pol)
+        if mid_block is None and conv is not None and conv >= pol.convergence_never_ab_deg and grade in ("A", "B"):
+            mid_block = ("screw converges beyond a pedicle's medial angle",
+                         f"the screw runs {conv:.0f} deg from the vertebra's antero-posterior axis (more than any "
+                         f"pedicle's medial angle, {pol.convergence_never_ab_deg:.0f} deg allowed with patient rotation)")
     if (canal_ok and lc is not None and lc.reference is not None and implausible
             and depth < pol.expected_wall_flag_mm
             and (sym is None or alt_depth > pol.clear_mm or depth > pol.clear_mm)
@@ -529,6 +543,23 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                       f"ill-defined ({desc}). Compare with the prior CT; imaging cannot tell sterile from "
                       f"infected. {DECISION}."))]))
     return out
+
+
+def _convergence(p: mt.Part, lc, midline_x, vol: Volume) -> float | None:
+    """Angle (deg) of the screw axis from the vertebra's antero-posterior axis in the axial plane, or None for a
+    part centred on the midline (a cross-link across it, not a pedicle screw) or without a midline."""
+    if midline_x is None or abs(p.centre[2] - midline_x) < 5.0:
+        return None
+    ap = np.array([1.0, 0.0])
+    if lc is not None and getattr(lc, "body", None) is not None:
+        u = np.asarray(lc.body[1], float)
+        ap = np.array([u[0] * vol.spacing[1], u[1] * vol.spacing[2]])
+        ap /= np.linalg.norm(ap)
+    a = np.array([p.axis[1], p.axis[2]], float)
+    n = np.linalg.norm(a)
+    if n < 0.3:  # mostly cranio-caudal
+        return None
+    return float(np.degrees(np.arccos(min(1.0, abs(a @ ap) / n))))
 
 
 def _midline_depth(m: dict, pol) -> float | None:
