@@ -103,7 +103,8 @@ def analyser_screws(result: dict) -> list[dict]:
         if m.get("name") == "medial_breach_depth":
             s.update(grade=m.get("grade"), depth=_num(m.get("value")), confidence=m.get("confidence"),
                      wall=m.get("medial_wall_depth_mm"), canal=m.get("canal_depth_mm"),
-                     midline=m.get("midline_check"), against=m.get("measured_against"))
+                     midline=m.get("midline_check"), against=m.get("measured_against"),
+                     pedicle=m.get("pedicle_check"))
         for k in ("centre_lps_mm", "tip_lps_mm", "entry_lps_mm"):
             if m.get(k):
                 s[k] = m[k]
@@ -112,6 +113,7 @@ def analyser_screws(result: dict) -> list[dict]:
                                            "grade": None, "depth": None})
         s["reason"] = x.get("reason_short") or x.get("reason")
         s["midline"] = x.get("midline_check")
+        s["pedicle"] = x.get("pedicle_check")
         for k in ("centre_lps_mm", "tip_lps_mm", "entry_lps_mm"):
             if x.get(k):
                 s[k] = x[k]
@@ -331,6 +333,7 @@ def rows_of(study: dict, sid: str) -> list[dict]:
                      "truth_all_depth": _num(t.get("breach_depth_mm"), 0.0), "wall": f and f.get("wall"),
                      "canal": f and f.get("canal"), "confidence": f and f.get("confidence"),
                      "midline": f and f.get("midline"), "against": f and f.get("against"),
+                     "pedicle": f and f.get("pedicle"),
                      "level": t.get("level")})
     return rows
 

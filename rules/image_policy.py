@@ -55,6 +55,13 @@ class CTPolicy:
     midline_disagree_mm: float = 3.0  # canal depth exceeding the axis depth by this (pair symmetric): not assessed
     midline_body_depth_mm: float = 4.0  # screw this far inside the wall expected from the body width: never A/B
     midline_max_half_width_mm: float = 20.0  # canal depth + distance from the midline beyond this: not assessed
+    convergence_never_ab_deg: float = 45.0  # screw axis this far from the AP axis (axial plane): never A/B
+    convergence_grade_deg: float = 60.0  # this far: graded at least D (the trajectory crosses the canal)
+    low_grade_min_confidence: float = 0.8  # A/B without the midline check needs this canal confidence
+    pedicle_enabled: bool = False  # pedicle sections computed (evidence only; not yet used for grading)
+    pedicle_cortex_hu: float = 350.0  # pedicle sections: bone at least this dense outlines the pedicle
+    pedicle_margin_mm: float = 6.0  # pedicle sections: radius searched around the screw beyond its own
+    pedicle_skip_entry_mm: float = 5.0  # pedicle sections: first mm of the shaft (posterior elements) left out
 
     def grade(self, depth_mm: float) -> str:
         return gertzbein_robbins(depth_mm, self.grade_bounds)
@@ -152,6 +159,13 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         midline_disagree_mm=_opt(doc, "canal.midline.disagree_mm", file, 3.0),
         midline_body_depth_mm=_opt(doc, "canal.midline.body_depth_mm", file, 4.0),
         midline_max_half_width_mm=_opt(doc, "canal.midline.max_half_width_mm", file, 20.0),
+        convergence_never_ab_deg=_opt(doc, "canal.convergence.never_ab_deg", file, 45.0),
+        convergence_grade_deg=_opt(doc, "canal.convergence.grade_d_deg", file, 60.0),
+        low_grade_min_confidence=_opt(doc, "canal.low_grade_min_confidence", file, 0.8),
+        pedicle_enabled=bool((doc.get("pedicle_sections") or {}).get("enabled", False)),
+        pedicle_cortex_hu=_opt(doc, "pedicle_sections.cortex_hu", file, 350.0),
+        pedicle_margin_mm=_opt(doc, "pedicle_sections.margin_mm", file, 6.0),
+        pedicle_skip_entry_mm=_opt(doc, "pedicle_sections.skip_entry_mm", file, 5.0),
     )
 
 

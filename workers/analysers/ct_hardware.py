@@ -20,6 +20,7 @@ from workers.analysers import canal as cn
 from workers.analysers import loosening as lo
 from workers.analysers import metal as mt
 from workers.analysers import midline as ml
+from workers.analysers import pedicle as pd
 from rules.image_policy import clinical_context, ct_policy, unassessed_escalation
 from workers.analysers.volume import Volume, VolumeError, assemble, read_geometry
 
@@ -223,12 +224,52 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     res.timings["canal"] = time.perf_counter() - t
     t = time.perf_counter()
     offs = ml.offsets(vol, screws, levels, canals) if canal_ok else {}
+    mids = _midlines(vol, screws, levels, canals)
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
         info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, res, common, pol, thick,
-                      contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1))
+                      contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev))
         res.measurements.extend(info)
     res.timings["breach_and_halo"] = time.perf_counter() - t
     _incomplete(res)
+
+
+def _midlines(vol: Volume, screws, levels, canals) -> dict:
+    """{construct level: column position (mm) of the vertebral midline}: the vertebral body's centre, else the
+    canal's, else the middle of the level's screws (two sides), else of all screws."""
+    dz, dy, dx = vol.spacing
+    out = {}
+    allx = [q.centre[2] for q in screws]
+    for lev in set(levels):
+        lc = canals.get(lev)
+        xs = [q.centre[2] for q, lq in zip(screws, levels) if lq == lev]
+        if lc is not None and getattr(lc, "body", None) is not None:
+            out[lev] = (lc.roi[2] + lc.body[0][1]) * dx
+        elif lc is not None and lc.centre is not None:
+            out[lev] = (lc.roi[2] + lc.centre[1]) * dx
+        elif len(xs) >= 2 and max(xs) - min(xs) > 15.0:
+            out[lev] = 0.5 * (max(xs) + min(xs))
+        elif len(allx) >= 2 and max(allx) - min(allx) > 15.0:
+            out[lev] = 0.5 * (max(allx) + min(allx))
+    return out
+
+
+def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midline_x, pol) -> dict:
+    """The canal-independent pedicle-section measure (workers/analysers/pedicle.py) of one screw."""
+    if not pol.pedicle_enabled:
+        return {"available": False, "reason": "pedicle sections off (image policy)", "depth_mm": None, "sections": 0}
+    if midline_x is not None and abs(p.centre[2] - midline_x) > 3.0:
+        toward = -1.0 if p.centre[2] > midline_x else 1.0
+    elif sign:
+        toward = -float(sign)
+    else:
+        return {"available": False, "reason": "vertebral midline not found", "depth_mm": None, "sections": 0}
+    try:
+        return pd.medial_depth(vol, p.centre, axis, shaft0, tip_t, p.diameter, np.array([0.0, 0.0, toward]),
+                               p.threshold, cortex_hu=pol.pedicle_cortex_hu, bloom_mm=pol.blooming_margin_mm,
+                               margin_mm=pol.pedicle_margin_mm, skip_entry_mm=pol.pedicle_skip_entry_mm)
+    except (MemoryError, ValueError) as exc:
+        return {"available": False, "reason": f"sections failed ({type(exc).__name__})", "depth_mm": None,
+                "sections": 0}
 
 
 def _incomplete(res: AnalysisResult) -> None:
@@ -338,7 +379,7 @@ def _side_of(p: mt.Part, lc, vol: Volume) -> tuple[str, int]:
 
 
 def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, contrast=None,
-           canals=None, midline=None) -> list[dict]:
+           canals=None, midline=None, midline_x=None) -> list[dict]:
     dz, dy, dx = vol.spacing
     idx = np.nonzero(p.mask)
     zi = idx[0] + p.bbox[0].start
@@ -352,20 +393,24 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
     where = (f"screw {n} ({side} side, construct level {lev} of {nlev} from cranial; vertebral level unknown, "
              f"not labelled automatically) at z {z_span[0]} to {z_span[1]} mm")
     tip = p.centre + tip_t * axis
-    entry = p.centre + float(tproj.min()) * axis
+    radial = np.linalg.norm((coords - p.centre) - tproj[:, None] * axis, axis=1)
+    shaft0, _ = mt.shaft_span(tproj, radial, p.diameter)
+    entry = p.centre + shaft0 * axis  # where the shaft leaves the head (tulip): the screw's entry
     base = dict(common, tracking_id=f"screw-{n}", screw=n, side=side, construct_level=lev,
                 vertebral_level="unknown", z_mm=z_span)
     out = [dict(base, name="screw_length", value=round(p.length, 1), unit="mm"),
            dict(base, name="screw_diameter", value=round(p.diameter, 1), unit="mm")]
-    position = {"entry_lps_mm": _lps(vol, entry), "tip_lps_mm": _lps(vol, tip), "centre_lps_mm": _lps(vol, p.centre)}
+    position = {"entry_lps_mm": _lps(vol, entry), "tip_lps_mm": _lps(vol, tip), "centre_lps_mm": _lps(vol, 0.5 * (entry + tip)),
+                "part_centre_lps_mm": _lps(vol, p.centre)}
 
     midline = midline or {}
+    ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol)
 
     def unassessed(short: str, long: str) -> None:
         res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
         res.summary.setdefault("not_assessed_screws", []).append(dict(
             screw=n, side=side, construct_level=lev, z_mm=z_span, reason_short=short, reason=long,
-            midline_check=midline, **position))
+            midline_check=midline, pedicle_check=ped, **position))
         res.not_assessed.append(f"{where}: medial breach not assessed: {long}")
 
     if not canal_ok:
@@ -415,8 +460,22 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
             depth = deep
             measured_against = "canal-independent midline check (other levels' screws, mirrored canal)"
             conf *= 0.6
+        conv = _convergence(p, lc, midline_x, vol)
+        by_trajectory = conv is not None and conv >= pol.convergence_grade_deg and depth < pol.grade_bounds[2]
+        if by_trajectory:
+            # far more convergent than any pedicle's medial angle (T10 ~6 deg to S1 ~30 deg, patient rotation
+            # < 15 deg): the trajectory crosses the medial pedicle wall and the canal, whatever the canal
+            # outline says (never A/B; graded at the D lower bound, a minimum)
+            depth = max(depth, pol.grade_bounds[2])
+            measured_against = (f"screw trajectory ({conv:.0f} deg from the vertebra's antero-posterior axis; no "
+                                f"pedicle allows more than {pol.convergence_never_ab_deg:.0f} deg)")
+            conf *= 0.6
         grade = pol.grade(depth)
-        mid_block = None if deep is not None else _midline_block(midline, depth, pol)
+        mid_block = None if deep is not None or by_trajectory else _midline_block(midline, depth, pol)
+        if mid_block is None and conv is not None and conv >= pol.convergence_never_ab_deg and grade in ("A", "B"):
+            mid_block = ("screw converges beyond a pedicle's medial angle",
+                         f"the screw runs {conv:.0f} deg from the vertebra's antero-posterior axis (more than any "
+                         f"pedicle's medial angle, {pol.convergence_never_ab_deg:.0f} deg allowed with patient rotation)")
     if (canal_ok and lc is not None and lc.reference is not None and implausible
             and depth < pol.expected_wall_flag_mm
             and (sym is None or alt_depth > pol.clear_mm or depth > pol.clear_mm)
@@ -431,6 +490,14 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
     elif canal_ok and lc is not None and lc.reference is not None and mid_block is not None:
         unassessed(mid_block[0], f"{mid_block[1]}; depth against the canal {depth:.1f} mm (grade {grade}, "
                    f"canal from {lc.source}); a breach cannot be excluded")
+    elif (canal_ok and lc is not None and lc.reference is not None and grade in ("A", "B")
+          and midline.get("offset_mm") is None and conf < pol.low_grade_min_confidence):
+        # A low grade must not come from missing evidence: a canal borrowed, mirrored or disagreeing with its
+        # own wall, with no canal-independent check to confirm it, does not make a screw A/B.
+        unassessed("low grade not confirmed",
+                   f"depth against the canal {depth:.1f} mm (grade {grade}) with confidence {conf:.2f} (canal from "
+                   f"{lc.source}; measured against {measured_against}) and the canal-independent midline check "
+                   "unavailable at this level; a breach cannot be excluded")
     elif canal_ok and lc is not None and lc.reference is not None:
         lateral = _lateral(vol, lc, ks, ry, rx)
         out.append(dict(base, name="medial_breach_depth", value=round(depth, 1), unit="mm",
@@ -438,7 +505,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                         confidence=round(conf, 2), canal_source=lc.source, canal_reference_slices=lc.well_defined,
                         measured_against=measured_against, canal_plausibility=implausible or "plausible",
                         cross_check_depths_mm={k: round(v, 1) for k, v in alts.items()},
-                        midline_check=midline,
+                        midline_check=midline, pedicle_check=ped,
                         threshold="Gertzbein-Robbins: B <2, C 2-<4, D 4-<6, E >=6 mm", **position))
         out.append(dict(base, name="lateral_breach_depth", value=round(lateral, 1), unit="mm",
                         note="lateral breach: outside the vertebra, not canal intrusion"))
@@ -486,6 +553,23 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                       f"ill-defined ({desc}). Compare with the prior CT; imaging cannot tell sterile from "
                       f"infected. {DECISION}."))]))
     return out
+
+
+def _convergence(p: mt.Part, lc, midline_x, vol: Volume) -> float | None:
+    """Angle (deg) of the screw axis from the vertebra's antero-posterior axis in the axial plane, or None for a
+    part centred on the midline (a cross-link across it, not a pedicle screw) or without a midline."""
+    if midline_x is None or abs(p.centre[2] - midline_x) < 5.0:
+        return None
+    ap = np.array([1.0, 0.0])
+    if lc is not None and getattr(lc, "body", None) is not None:
+        u = np.asarray(lc.body[1], float)
+        ap = np.array([u[0] * vol.spacing[1], u[1] * vol.spacing[2]])
+        ap /= np.linalg.norm(ap)
+    a = np.array([p.axis[1], p.axis[2]], float)
+    n = np.linalg.norm(a)
+    if n < 0.3:  # mostly cranio-caudal
+        return None
+    return float(np.degrees(np.arccos(min(1.0, abs(a @ ap) / n))))
 
 
 def _midline_depth(m: dict, pol) -> float | None:

@@ -37,6 +37,16 @@ class Part:
     threshold: float
 
 
+#: Radius (mm) of the neighbourhood whose peak sets a voxel's half-maximum edge on extended HU scales.
+LOCAL_PEAK_MM = 3.0
+
+
+def _local_peak(values: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
+    """Maximum of `values` within about `radius_mm` (a box, per axis in voxels)."""
+    size = tuple(max(1, 2 * int(round(radius_mm / s)) + 1) for s in spacing)
+    return ndi.maximum_filter(values, size=size, mode="nearest")
+
+
 def metal_threshold(hu: np.ndarray) -> tuple[float | None, bool]:
     """(threshold, saturated); None when no voxel reaches metal density."""
     top = int(hu.max())
@@ -133,7 +143,11 @@ def segment(hu: np.ndarray, spacing, z_mm: np.ndarray, min_volume_mm3: float = 2
             t = thr
             if not saturated and peak > 2 * thr:  # extended scale: half-maximum edge
                 t = max(thr, 0.5 * (peak + BONE_HU))
-                comp = comp & (sub[sl] >= t)
+                # The edge is taken from the local peak (within ~3 mm), not the part's: a titanium screw
+                # (7,000 HU) joined to a cobalt-chrome rod (14,000 HU) keeps its own half-maximum edge.
+                local = _local_peak(np.where(comp, sub[sl], thr).astype(np.float32), spacing, LOCAL_PEAK_MM)
+                tl = np.maximum(thr, 0.5 * (local + BONE_HU))
+                comp = comp & (sub[sl] >= tl)
                 if not comp.any():
                     continue
             bbox = tuple(slice(s.start + b.start, s.stop + b.start) for s, b in zip(sl, box))
@@ -146,7 +160,8 @@ def segment(hu: np.ndarray, spacing, z_mm: np.ndarray, min_volume_mm3: float = 2
                     parts.extend(pieces)
                     continue
             if p.kind in ("other", "plate") and not along_z:
-                pieces = split_touching(p, spacing, z_mm, min_volume_mm3)
+                pieces = split_touching(p, spacing, z_mm, min_volume_mm3) or extract_shafts(p, spacing, z_mm,
+                                                                                            min_volume_mm3)
                 if pieces:
                     parts.extend(pieces)
                     continue
@@ -244,3 +259,159 @@ def _split_by_axis(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float) ->
         if len(pieces) == 2 and all(q.kind == "screw" and q.length >= 25.0 for q in pieces):
             return pieces
     return None
+
+
+def extract_shafts(p: Part, spacing, z_mm: np.ndarray, min_volume_mm3: float = 20.0, max_screws: int = 10,
+                   seed: int = 0) -> list[Part] | None:
+    """Screw shafts inside a part that joins screws with rods, tulips, cross-links, cement or a cage.
+
+    A screw shaft is a straight cylinder (4.5-7.5 mm, 25-60 mm long) running front to back (within 60 deg of
+    the antero-posterior axis in the axial plane, within 50 deg of the axial plane); rods run cranio-caudally
+    between the heads, cross-links left to right. Lines are fitted to the part's core voxels (deeper than
+    1 mm) by random sampling of point pairs (a fixed seed: deterministic): the line with most core voxels
+    within 1.5 mm, refitted to them, is a shaft when its longest unbroken run is >= 20 mm and the metal
+    around it is a cylinder (little metal 1.5-4 mm outside the fitted radius; a cage or a tulip is not).
+    Each shaft found takes the part's voxels within its radius (+1 mm) and is removed before the next line.
+    Returns the pieces (shafts first, then what is left, as "other"), or None when no shaft is found.
+    """
+    comp = p.mask.copy()
+    if comp.sum() < 200:
+        return None
+    zs = z_mm[p.bbox[0]]
+    dz = float(np.median(np.abs(np.diff(zs)))) if len(zs) > 1 else spacing[0]
+    sampling = (dz or spacing[0], spacing[1], spacing[2])
+    dist = ndi.distance_transform_edt(np.pad(comp, 1), sampling=sampling)[1:-1, 1:-1, 1:-1]
+    idx = np.nonzero(comp)
+    allc = np.column_stack([zs[idx[0]], (idx[1] + p.bbox[1].start) * spacing[1], (idx[2] + p.bbox[2].start) * spacing[2]])
+    core = dist[idx] >= 1.0
+    pts = allc[core]
+    if len(pts) < 50:
+        return None
+    stride = max(1, len(pts) // 12000)
+    pts = pts[::stride]
+    rng = np.random.default_rng(seed)
+    alive = np.ones(len(allc), bool)
+    palive = np.ones(len(pts), bool)
+    voxel = spacing[0] * spacing[1] * spacing[2]
+    shafts = []
+    for _ in range(max_screws):
+        cand = np.nonzero(palive)[0]
+        if len(cand) < 50:
+            break
+        i = rng.choice(cand, 300)
+        j = rng.choice(cand, 300)
+        d = pts[j] - pts[i]
+        n = np.linalg.norm(d, axis=1)
+        ok = (n >= 15.0) & (n <= 70.0)
+        d, i, n = d[ok], i[ok], n[ok]
+        if not len(d):
+            break
+        d = d / n[:, None]
+        inplane = np.hypot(d[:, 1], d[:, 2])
+        ok = (np.abs(d[:, 0]) <= np.sin(np.radians(50))) & (np.abs(d[:, 1]) >= np.cos(np.radians(60)) * inplane)
+        d, i = d[ok], i[ok]
+        if not len(d):
+            break
+        q = pts[cand]
+        best, best_n = None, 0
+        for k in range(0, len(d), 64):  # batches: (points x candidates) distances to the lines
+            a, c = d[k:k + 64], pts[i[k:k + 64]]
+            rel = q[:, None, :] - c[None, :, :]
+            t = np.einsum("pkc,kc->pk", rel, a)
+            r2 = np.einsum("pkc,pkc->pk", rel, rel) - t * t
+            cnt = (r2 <= 1.5 ** 2).sum(axis=0)
+            m = int(np.argmax(cnt))
+            if cnt[m] > best_n:
+                best_n, best = int(cnt[m]), (c[m], a[m])
+        if best is None or best_n < 30:
+            break
+        c, a = best
+        for _refit in range(2):
+            rel = q - c
+            t = rel @ a
+            r = np.linalg.norm(rel - t[:, None] * a, axis=1)
+            inl = q[r <= 2.0]
+            if len(inl) < 10:
+                break
+            c = inl.mean(axis=0)
+            w, v = np.linalg.eigh(np.cov((inl - c).T))
+            a = v[:, -1]
+        rel = q - c
+        t = rel @ a
+        r = np.linalg.norm(rel - t[:, None] * a, axis=1)
+        ts = np.sort(t[r <= 1.5])
+        if len(ts) < 10:
+            palive[cand[r <= 1.5]] = False
+            continue
+        gaps = np.nonzero(np.diff(ts) > 3.0)[0]
+        starts = np.concatenate([[0], gaps + 1])
+        stops = np.concatenate([gaps, [len(ts) - 1]])
+        g = int(np.argmax(ts[stops] - ts[starts]))
+        t0, t1 = float(ts[starts[g]]), float(ts[stops[g]])
+        vertical = abs(a[0]) > np.sin(np.radians(50))
+        inplane = np.hypot(a[1], a[2])
+        across = abs(a[1]) < np.cos(np.radians(60)) * inplane
+        # the metal around the line: radius, and how much lies 1.5-4 mm outside it (a cylinder has little)
+        relv = allc - c
+        tv = relv @ a
+        rv = np.linalg.norm(relv - tv[:, None] * a, axis=1)
+        span = alive & (tv >= t0 + 3.0) & (tv <= t1 - 3.0)
+        near = span & (rv <= 6.0)
+        good = t1 - t0 >= 20.0 and not vertical and not across and near.sum() >= 20
+        if good:
+            radius = float(np.percentile(rv[near & (rv <= 4.5)], 90)) if (near & (rv <= 4.5)).any() else 0.0
+            shell = span & (rv > radius + 1.5) & (rv <= radius + 4.0)
+            body = span & (rv <= radius + 0.5)
+            good = 1.5 <= radius <= 4.5 and shell.sum() <= 0.35 * max(body.sum(), 1)
+        if not good:
+            palive[cand[(r <= 2.5) & (t >= t0 - 1) & (t <= t1 + 1)]] = False
+            continue
+        take = alive & (tv >= t0 - 4.0) & (tv <= t1 + 4.0) & (rv <= radius + 1.0)
+        if take.sum() * voxel < min_volume_mm3:
+            palive[cand[(r <= 2.5) & (t >= t0 - 1) & (t <= t1 + 1)]] = False
+            continue
+        m = np.zeros_like(comp)
+        m[idx[0][take], idx[1][take], idx[2][take]] = True
+        alive &= ~take
+        relp = pts - c
+        tp = relp @ a
+        rp = np.linalg.norm(relp - tp[:, None] * a, axis=1)
+        palive &= ~((tp >= t0 - 4.0) & (tp <= t1 + 4.0) & (rp <= radius + 1.5))
+        q = _piece(m, p, spacing, z_mm)
+        if q.kind != "screw":
+            continue
+        shafts.append(q)
+    if not shafts:
+        return None
+    rest = np.zeros_like(comp)
+    rest[idx[0][alive], idx[1][alive], idx[2][alive]] = True
+    out = list(shafts)
+    if rest.sum() * voxel >= min_volume_mm3:
+        lab, n = ndi.label(rest)
+        for k in range(1, n + 1):
+            mk = lab == k
+            if mk.sum() * voxel >= min_volume_mm3:
+                r = _piece(mk, p, spacing, z_mm)
+                if r.kind == "screw":  # leftovers of a shaft (its tulip, a piece cut off): not a screw
+                    r.kind = "other"
+                out.append(r)
+    return out
+
+
+def shaft_span(tproj: np.ndarray, radial: np.ndarray, diameter: float, bin_mm: float = 1.0) -> tuple[float, float]:
+    """(start, end) along the axis of a screw's shaft, without its head (polyaxial tulip, 11-13 mm wide).
+
+    tproj: the voxels' positions along the axis (mm, increasing towards the tip); radial: their distances from
+    the axis (mm). From the head end (lowest t), bins whose metal reaches further than the shaft radius + 1.5 mm
+    are the head; the shaft starts after the last of them within the first half of the part.
+    """
+    lo, hi = float(tproj.min()), float(tproj.max())
+    if hi - lo < 4 * bin_mm:
+        return lo, hi
+    nb = int(np.ceil((hi - lo) / bin_mm))
+    b = np.minimum(((tproj - lo) / bin_mm).astype(int), nb - 1)
+    reach = np.zeros(nb)
+    np.maximum.at(reach, b, radial)
+    wide = np.nonzero(reach[: nb // 2] > 0.5 * diameter + 1.5)[0]
+    start = lo + (wide[-1] + 1) * bin_mm if len(wide) else lo
+    return start, hi
