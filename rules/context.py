@@ -7,6 +7,7 @@ the rules only look at this object.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from rules.text import STUDY_CAP, Matcher, Mention, repair
@@ -86,7 +87,9 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         _year_history(found, text, study_dt, getattr(matcher, "chronic", set()))
         _history_cause(found, text, matcher.cues.get("history_cause_between", ()))
         _old_indication(found, text, study_dt)
+        _past_operation_events(found, text, study_dt)
         _planned_sentences(found, text)
+        _awaiting_revision(found, text, getattr(matcher, "persistent", set()))
         if measure is not None:
             measured = measure.find(text, f)
             benign = [b for b in measured if not b.concepts]  # a trend in numbers below every threshold
@@ -143,7 +146,9 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     if structured:
         readings.insert(0, structured)
     intraop = any(p.get("role") in ("intraoperative", "postoperative_reference") for p in priors or [])
-    if any(c in seen for c in OPERATED) or readings or structured or intraop:
+    # a planned redo / revision / reprise says there was an operation before ("redo discectomy scheduled next month")
+    redo = any("revision" in m.concepts for m in planned)
+    if any(c in seen for c in OPERATED) or readings or structured or intraop or redo:
         postoperative = "yes"
     elif "no_surgery" in seen or any(c in negated for c in OPERATED) or planned:
         postoperative = "no"
@@ -184,6 +189,8 @@ def _planned_sentences(mentions: list[Mention], text: str) -> None:
     is planned too, unless the sentence also dates it in the past."""
     norm, _ = normalise(text)
     for m in mentions:
+        if m.concepts <= set(HARDWARE_COMPLICATIONS):
+            continue  # "Known L4-5 pseudarthrosis, revision fusion planned": the lesion is a finding, only its repair is planned
         if m.hypothetical or not m.concepts & set(OPERATED) or m.concepts & {"operated"} and len(m.concepts) == 1 and m.text.lower().startswith("post"):
             continue
         a = max(norm.rfind(". ", 0, m.start), norm.rfind("\n", 0, m.start), norm.rfind(";", 0, m.start)) + 1
@@ -192,6 +199,26 @@ def _planned_sentences(mentions: list[Mention], text: str) -> None:
         sentence = norm[a:b]
         if _FUTURE.search(sentence) and not _PAST.search(sentence):
             m.hypothetical = True
+
+
+def _awaiting_revision(mentions: list[Mention], text: str, persistent: set[str]) -> None:
+    """A structural lesion (lexicon `persistent`) in the sentence that plans its revision is there now, even when
+    dated or said "previous": "Recurrent L4-5 herniation diagnosed 2025, redo discectomy booked", "pseudarthrose
+    L4-L5 connue depuis 2024, reprise programmée"."""
+    if not persistent:
+        return
+    norm, _ = normalise(text)
+    planned = [p for p in mentions if p.hypothetical and p.assertion != "negated" and p.concepts & set(OPERATED)]
+    if not planned:
+        return
+    for m in mentions:
+        if not m.history or not m.concepts or not m.concepts <= persistent or m.assertion == "negated":
+            continue
+        a = max(norm.rfind(". ", 0, m.start), norm.rfind("\n", 0, m.start), norm.rfind(";", 0, m.start)) + 1
+        ends = [i for i in (norm.find(". ", m.end), norm.find("\n", m.end), norm.find(";", m.end)) if i >= 0]
+        b = min(ends) if ends else len(norm)
+        if any(a <= p.start and p.end <= b for p in planned):
+            m.history = False
 
 
 def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str] = frozenset()) -> None:
@@ -274,6 +301,49 @@ def _old_indication(mentions: list[Mention], text: str, study_dt) -> None:
                 old = True
         if old:
             m.history = True
+
+
+#: "at (the) original surgery", "during her first operation", "lors de l'intervention initiale", "during the 2019 fusion": an
+#: event of that operation.
+_AT_OPERATION = re.compile(
+    r"(?<![a-z])(?:at|during|in|with|from|lors de|lors d|pendant|au cours de|au cours d|a|au)\s+(?:(?:the|his|her|that|l|la|le|son|sa|cette|ce|cet)\s+)?"
+    r"(?:(?:original|initial|first|index|previous|prior|primary|earlier|old|first ever|premiere|premier|initiale|precedente|precedent|"
+    r"ancienne|ancien|1st|(?:19|20)\d\d)\s+)*"
+    r"(?:surgery|operation|op|procedure|intervention|chirurgie|fusion|arthrodese|discectomy|discectomie|laminectomy|laminectomie|"
+    r"decompression|tlif|plif|acdf)(?![a-z])(?:\s*\(?\s*(?:in|en)?\s*\(?((?:19|20)\d\d))?"
+)
+#: ... dated: a year in the sentence, or "N years ago" / "il y a N ans".
+_SENTENCE_YEAR = re.compile(r"(?<![0-9/.-])((?:19|20)\d\d)(?![0-9/])|\d{1,2}\s*(?:years?|yrs?)\s+ago|il y a\s+\d{1,2}\s+ans")
+#: A return to the present: the mentions after it are current.
+_NOW = re.compile(r"(?<![a-z])(?:now|today|currently|new|since|but|again|this time|presently|maintenant|actuellement|aujourd hui|"
+                  r"desormais|nouvelle?s?|nouveaux|depuis|mais|a nouveau|de nouveau|ce jour|cette fois)(?![a-z])")
+
+
+def _past_operation_events(mentions: list[Mention], text: str, study_dt) -> None:
+    """What happened at an operation done in an earlier year is history: "Big blood loss at original surgery in 2023
+    needed transfusion", "transfusée lors de l'arthrodèse initiale en 2019". The sentence up to a return to the
+    present (now, new, since, mais...) is read as that operation's; a later finding in it stays current."""
+    norm, index = normalise(text)
+    norm = norm.replace("'", " ").replace("\u2019", " ")  # "lors de l'intervention" (same length: offsets hold)
+    year_now = study_dt.year if study_dt else None
+    for op in _AT_OPERATION.finditer(norm):
+        a = max(norm.rfind(". ", 0, op.start()), norm.rfind("\n", 0, op.start()), norm.rfind(";", 0, op.start())) + 1
+        ends = [i for i in (norm.find(". ", op.end()), norm.find("\n", op.end()), norm.find(";", op.end())) if i >= 0]
+        b = min(ends) if ends else len(norm)
+        old = False
+        for hit in _SENTENCE_YEAR.finditer(norm, a, b):
+            if hit.group(1) is None or (year_now is not None and int(hit.group(1)) < year_now):
+                old = True
+        if not old:
+            continue
+        now = _NOW.search(norm, a, b)
+        stop = now.start() if now else b
+        for m in mentions:
+            if m.concepts & set(OPERATED) or m.hypothetical:
+                continue
+            s = bisect_left(index, m.start)
+            if a <= s < stop:
+                m.history = True
 
 
 def _distinct(readings: list[Reading]) -> list[Reading]:

@@ -40,6 +40,8 @@ CUE_KINDS = (
     "negation_list_after",
     "history_sentence_before",
     "history_cause_between",
+    "known_before",
+    "preop_same_after",
     "scope_breaks",
 )
 TEMPLATE_FIELDS = {"rule", "title", "flags", "matched", "window", "interval", "priority"}
@@ -175,7 +177,7 @@ _RULE_KEYS = {
     "acquisition_has", "acquisition_lacks", "interval", "priors_have", "priors_lack", "flags",
     "priority", "escalate", "recommend", "observation", "note", "explain", "unknown_time",
 }
-_CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note", "patterns", "anatomy", "overrides", "chronic"}
+_CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note", "patterns", "anatomy", "overrides", "chronic", "persistent"}
 _TOP_KEYS = {"settings", "cues", "concepts", "known_words", "family", "rules", "safety_net", "measurements"}
 _SAFETY_KEYS = {"id", "concepts", "with_any", "procedure", "windows", "postoperative", "priority", "flags", "reference", "note"}
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")

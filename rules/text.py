@@ -251,6 +251,9 @@ class Matcher:
         #: Chronic conditions (arachnoiditis, adjacent segment disease): "known", "history of" or a year describe a
         #: condition that is still there (lexicon key `chronic`); a treated or resolved cue still makes it past.
         self.chronic = {name for name, c in concepts.items() if c.get("chronic")}
+        #: Structural lesions that stay until they are operated on (a recurrence, a non-union, a migrated cage: lexicon key
+        #: `persistent`): "known" (cue list known_before) says they are there now; "h/o", "previous" or a year still make them past.
+        self.persistent = {name for name, c in concepts.items() if c.get("persistent")}
         #: concept -> concepts whose terms its patterns replace when they span them (lexicon key `overrides`).
         self.overrides = {name: set(c.get("overrides") or []) for name, c in concepts.items() if c.get("overrides")}
         entries: dict[tuple, _Entry] = {}
@@ -274,6 +277,8 @@ class Matcher:
         self.patterns = [(name, re.compile(spell(p))) for name, c in concepts.items() for p in c.get("patterns") or []]
         self.cues = {kind: sorted({term_tokens(t) for t in terms}, key=len, reverse=True) for kind, terms in cues.items()}
         self.breaks = self.cues.pop("scope_breaks", [])
+        known = set(self.cues.get("known_before", []))
+        self.cues["history_before_lesion"] = [c for c in self.cues.get("history_before", []) if c not in known]
         self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
         for kind, seqs in self.cues.items():
             for seq in seqs:
@@ -402,7 +407,8 @@ class Matcher:
                 m.assertion = e.assertion
             elif not e.concepts & self.pseudo:
                 m.assertion = self._assertion(words, a, b, covered)
-            m.history = (self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
+            lesion = bool(e.concepts) and e.concepts <= self.persistent  # "known recurrent L4/5 disc": there now
+            m.history = (self._cue(words, a, "history_before_lesion" if lesion else "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
                          or self._cue(words, b, "treated_after", covered, False, sentence=True,
                                       stop={a2 for a2, _, e2 in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]
                                             if e2.concepts & e.concepts})
