@@ -267,6 +267,12 @@ def read(directory: Path) -> Source:
         for t in item.get("thresholds") or []:
             if t.get("concept") not in src.concepts:
                 src.errors.append(RulebookError(path, line, f"unknown concept '{t.get('concept')}' in measurement {item.get('name')}"))
+        index = item.get("shock_index")
+        if index is not None and (not isinstance(index, dict) or index.get("concept") not in src.concepts or not index.get("reference")
+                                  or not any(m.get("name") == index.get("with") for m in src.measurements)
+                                  or not isinstance(index.get("above_or_equal"), (int, float))):
+            src.errors.append(RulebookError(path, line, f"measurement {item.get('name')}: shock_index needs 'with' (another measurement), "
+                                                        "'above_or_equal', a known 'concept' and a 'reference'"))
         if not item.get("reference"):
             src.errors.append(RulebookError(path, line, f"measurement {item.get('name')} needs a reference"))
     seen: dict[str, tuple[Path, int]] = {}

@@ -21,6 +21,9 @@ _FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|e
            r"dropped|dropd|droped|drop|fell|fallen|fall|falling|decreased|declined|down|passed|passee?|chute|baisse|rose|risen|rise|increased|up)*")
 _PAIR = re.compile(r"^\s*/\s*\d{1,3}(?:[.,]\d)?")
 _TREND = re.compile(rf"^\s*(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
+#: The earlier value written after the current one: "Hb 85 (from 140)", "Hb 8.1, was 12.9", "Hb 9 down from 13", "Hb 7,9 vs 12,4 en pré-op".
+_FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was|previously|prev|baseline|pre ?op|preop|vs|versus|contre|"
+                   rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?{_NUM}")
 _CONDITION = re.compile(r"(?<![a-z])(si|if|when|lorsque|quand|target|objectif|cible|seuil|threshold|goal|keep|maintenir|"
                         r"unless|sauf si)(?![a-z])[^.;\n]{0,20}$")
 _COMPARATOR = re.compile(r"[<>≤≥]|\b(?:sup|inf|superieure? a|inferieure? a|above|below|over|under|greater than|less than)\s*$")
@@ -71,6 +74,7 @@ class Reader:
             )
             out.append(m)
 
+        values: dict[str, tuple[float, int, int]] = {}  # measurement name -> (last value read, start, end), for the shock index
         for spec, pattern, rising, drops in self.specs:
             if spec.get("grade"):
                 for g in self._grade.finditer(norm):
@@ -91,6 +95,8 @@ class Reader:
                     continue
                 first, last, drop, used = reading
                 end = m.end() + used
+                if (last if last is not None else first) is not None:
+                    values.setdefault(spec["name"], (last if last is not None else first, m.start(), end))
                 rise_word = any(re.match(rf"^[\s,]*(?:and |et )?{re.escape(w)}(?![a-z])", norm[end : end + 25]) for w in rising)
                 for t in spec.get("thresholds") or []:
                     value = last if last is not None else first
@@ -116,6 +122,15 @@ class Reader:
                         for t in spec.get("thresholds") or []:
                             if _crosses(t, value, None, None):
                                 emit(spec, t["concept"], m.start(), m.end(), {"value": value, "threshold": _describe(t)})
+        for spec, _, _, _ in self.specs:
+            index_spec = spec.get("shock_index")  # heart rate / systolic pressure, both read in the same text
+            if not index_spec or spec["name"] not in values or index_spec.get("with") not in values:
+                continue
+            (rate, a, b), (pressure, a2, b2) = values[spec["name"]], values[index_spec["with"]]
+            ratio = round(rate / pressure, 2) if pressure else 0.0
+            if ratio >= float(index_spec["above_or_equal"]):
+                emit(dict(spec, name="shock_index", unit=None, reference=index_spec.get("reference")), index_spec["concept"],
+                     min(a, a2), max(b, b2), {"value": ratio, "threshold": f">= {index_spec['above_or_equal']}"})
         return out
 
     def _reading(self, spec: dict, tail: str, drops: list[str]):
@@ -149,6 +164,16 @@ class Reader:
             used += pair.end() if pair else 0
         last = None
         t = _TREND.match(tail[used:])
+        back = None if t else _FROM.match(tail[used:])
+        if back:  # the earlier value written second: the trend is from it to the first number
+            earlier = self._scale(spec, _f(back.group(1)), tail[used + back.end() : used + back.end() + 10])
+            if earlier is not None:
+                after = used + back.end()
+                u = _UNIT_AFTER.match(tail[after:])
+                used = after + (u.end() if u else 0)
+                closing = re.match(r"^\s*\)", tail[used:])
+                used += closing.end() if closing else 0
+                return earlier, first, None, used
         if t:
             after = used + t.end()
             second = self._scale(spec, _f(t.group(1)), tail[after : after + 10])
