@@ -98,6 +98,69 @@ _BRACKET_PROCEDURE = re.compile(
     r"(?:\s+(?:[a-z]?\d{1,2}(?:\s*[-/]\s*[a-z]?\d{1,2})*|at|a|en|niveau|level|levels|de|du|with|avec|vis|screws?|instrumented|instrumentee|\w+ee))"
     r"{0,4}\s*$"
 )
+#: "s/p laminectomy 6 weeks", "post TLIF L4-5 10 days", "après arthrodèse L4-L5 3 mois": the time right after a named
+#: procedure and its levels is the time since it (not "... 6 weeks ago/after", read elsewhere; never a planned one).
+_PROCEDURE_WORDS = (
+    r"(?:tlif|plif|alif|xlif|llif|olif|acdf|accf|fusion|arthrodese|spondylodese|discectomy|microdiscectomy|microdisc|discectomie|"
+    r"microdiscectomie|laminectomy|laminectomie|decompression|lami|surgery|chirurgie|op|operation|intervention|kyphoplasty|"
+    r"vertebroplasty|cyphoplastie|vertebroplastie|laminoplasty|foraminotomy|corpectomy|recalibrage)"
+    r"(?:\s+(?:[a-z]?\d{1,2}(?:\s*[-/]\s*[a-z]?\d{1,2})*(?![0-9])|at|a|en|niveau|level|levels|de|du|with|avec|vis|screws?|"
+    r"instrumented|instrumentee|surgery|op|\w+ee)(?![a-z0-9]))"
+    r"{0,4}"
+)
+_PROCEDURE_THEN_TIME = re.compile(
+    r"(?<![a-z])(?:s/p|s p|status post|post|after|apres|following)[\s-]+(?:(?:an?|the|his|her|l|la|le|une?|d|de|op|recent|redo|revision|"
+    r"lumbar|cervical|lombaire|cervicale|posterior|anterior|open|mini|micro|minimally|invasive|instrumented|instrumentee)[\s-]+){0,3}"
+    + _PROCEDURE_WORDS +
+    r"\s*[:-]?\s*(?:x\s*|for\s+|now\s+|maintenant\s+|~\s*|approx\.?\s+|about\s+|environ\s+)?"
+    rf"(?<![0-9])(?P<n>\d{{1,3}})\s*(?:{_UNIT})\.?(?![a-z0-9/])(?!\s*(?:ago|back|earlier|after|post|apres|later|plus tard|de |d'|of |old))"
+)
+#: ... and without "s/p" when the time ends the clause: "ACDF 2 weeks, dysphagia", "Fusion L4-5 6 months. Back pain".
+_PROCEDURE_TIME_CLAUSE = re.compile(
+    r"(?<![a-z])" + _PROCEDURE_WORDS + r"\s*[:-]?\s*(?:~\s*|approx\.?\s+|about\s+|environ\s+)?"
+    rf"(?<![0-9])(?P<n>\d{{1,3}})\s*(?:{_UNIT})\.?(?=\s*(?:[,.;)\n]|$|post[\s-]?op|postop))"
+)
+#: "1 mois et demi", "a month and a half", "two and a half weeks", "1.5 months", "1,5 an": rewritten, in place and at the
+#: same length, as a whole number of the next smaller unit ("45 d", "18 mo") so every time pattern reads them.
+_HALF_NUMBER = r"(?P<n>\d{1,2}|un|une|a|an|one|two|three|four|five|six|deux|trois|quatre|cinq|six)"
+_HALF_UNITS = r"(?P<unit>years?|yrs?|y|ans?|annees?|months?|mo|mois|weeks?|wks?|w|semaines?|sem|days?|d|jours?|j)"
+_HALVES = [
+    re.compile(rf"(?<![a-z0-9.,]){_HALF_NUMBER}\s+{_HALF_UNITS}\s+(?:et\s+demie?|and\s+a\s+half)(?![a-z])"),
+    re.compile(rf"(?<![a-z0-9.,]){_HALF_NUMBER}\s+and\s+a\s+half\s+{_HALF_UNITS}(?![a-z])"),
+    re.compile(rf"(?<![a-z0-9.,])(?P<n>\d{{1,2}})[.,]5\s*{_HALF_UNITS}(?![a-z])"),
+]
+_HALF_WORDS = {"un": 1, "une": 1, "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+               "deux": 2, "trois": 3, "quatre": 4, "cinq": 5}
+
+
+def _halves(norm: str) -> str:
+    """norm with "N units and a half" as a whole number of smaller units, at the same length (offsets hold)."""
+    if "dem" not in norm and "half" not in norm and ".5" not in norm and ",5" not in norm:
+        return norm
+    for pattern in _HALVES:
+        def whole(m: re.Match) -> str:
+            n = m.group("n")
+            value = (int(n) if n.isdigit() else _HALF_WORDS[n]) + 0.5
+            unit = m.group("unit")
+            if unit.startswith(("y", "an")):  # (a bare "a"/"an" is a number word, never a unit here)
+                n, short = value * 12, "mo"
+            elif unit.startswith("mo"):
+                n, short = int(value * 30.44), "d"  # whole days, rounded down: the least time
+            elif unit.startswith(("w", "sem")) and value * 7 == int(value * 7):
+                n, short = value * 7, "d"
+            elif unit.startswith(("w", "sem")):
+                n, short = value * 7 * 24, "h"
+            else:
+                n, short = value * 24, "h"
+            span = m.group(0)
+            for text in (f"{int(n)} {short}", f"{int(n)}{short}"):
+                if len(text) <= len(span):
+                    return text.ljust(len(span))
+            return " " * len(span)  # no room: unread rather than misread ("2,5w" must not become 5 weeks)
+        norm = pattern.sub(whole, norm)
+    return norm
+
+
 #: "second post-op day", "1st postoperative day", "premier jour post-opératoire".
 _ORDINAL_DAY = re.compile(
     r"(?<![a-z0-9])(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|sixth|6th|seventh|7th|premier|1er|deuxieme|2e|2eme|"
@@ -225,6 +288,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
     for f in fields:
         value = f.get("value") or ""
         norm, index = normalise(value)
+        norm = _halves(norm)
 
         spans: list[tuple[int, int]] = []
 
@@ -248,6 +312,10 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 n = int(m.group(1))
                 unit = next(k for k in _UNITS if m.group(k))
                 add(n * _UNIT_HOURS[unit], m.start(), m.end())
+        for pattern in (_PROCEDURE_THEN_TIME, _PROCEDURE_TIME_CLAUSE):
+            for m in pattern.finditer(norm):
+                if not _FUTURE.search(norm[max(0, m.start() - 40) : m.end()]):
+                    add(int(m.group("n")) * _UNIT_HOURS[_unit(m)], m.start("n"), m.end())
         for m in _ORDINAL_DAY.finditer(norm):
             add((_ORDINALS[m.group(1) or m.group(2)]) * 24, m.start(), m.end())
         for m in _AFTER.finditer(norm):
