@@ -116,3 +116,21 @@ def test_events_of_an_old_operation_are_history(history):
     assert out.priority == Priority.ROUTINE and "active_bleeding" not in [f.code for f in out.flags], out.explain
     out = triage(f"{history[:-1]}, but now wound haematoma and hypotensive after revision yesterday.")
     assert out.priority == Priority.STAT, out.explain
+
+
+@pytest.mark.parametrize("text, study, expected", [
+    ("Arthrodèse L4-L5 le 28 décembre, douleur L5 nouvelle", datetime(2026, 1, 5, 12), 8 * 24 + 12),
+    ("TLIF L4-5 on 28/12, new L5 pain", datetime(2026, 1, 3, 12), 6 * 24 + 12),
+    ("TLIF L4-5 (18-Nov), new L5 pain", STUDY, 3 * 24 + 12),
+    ("post-op day two TLIF, new L5 pain", STUDY, 48),
+    ("2nd day post-op TLIF, new L5 pain", STUDY, 48),
+    ("Day three post TLIF, new L5 pain", STUDY, 72),
+])
+def test_dates_and_days(text, study, expected):
+    readings, _ = text_readings([{"keyword": "ReasonForTheRequestedProcedure", "tag": "(0040,1002)", "value": text}], study)
+    assert [round(r.hours) for r in readings] == [round(expected)], readings
+
+
+def test_planned_yearless_date_is_not_rolled_back():
+    readings, _ = text_readings([{"keyword": "R", "tag": "t", "value": "Arthrodèse prévue le 28/01, bilan"}], datetime(2026, 1, 5))
+    assert readings == []
