@@ -92,6 +92,9 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         _awaiting_revision(found, text, getattr(matcher, "persistent", set()))
         if measure is not None:
             measured = measure.find(text, f)
+            for mm in measured:  # "EHL 4/5, unchanged from pre-op": the pre-operative deficit
+                if mm.concepts and matcher.preop_same_span(text, mm.start, mm.end, found):
+                    mm.history = True
             benign = [b for b in measured if not b.concepts]  # a trend in numbers below every threshold
             found = [m for m in found
                      if not any(m.start < b.end and b.start < m.end and m.concepts <= set(b.measurement["cancels"])

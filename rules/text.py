@@ -414,6 +414,8 @@ class Matcher:
                                             if e2.concepts & e.concepts})
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
+            if not m.history and self._preop_same(words, a, b, found, covered):
+                m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
             if m.history and e.concepts <= self.anatomy:
                 m.history = False
             if m.history and e.concepts <= self.chronic and not self._cue(
@@ -431,6 +433,61 @@ class Matcher:
                 m.experiencer = "other"
             out.append(m)
         return out
+
+    def preop_same_span(self, text: str, start: int, end: int, others: list["Mention"]) -> bool:
+        """`_preop_same` for a span found by another reader (a measurement: "EHL 4/5, unchanged from pre-op")."""
+        tokens = tokenize(text)
+        starts = [t.start for t in tokens]
+        a = bisect_left(starts, start)
+        b = max(a + 1, bisect_left(starts, end))
+        if a >= len(tokens):
+            return False
+        words = [t.norm for t in tokens]
+        found = sorted((bisect_left(starts, o.start), max(bisect_left(starts, o.start) + 1, bisect_left(starts, o.end)), None)
+                       for o in others if o.start >= end)
+        return self._preop_same(words, a, b, found, set())
+
+    def _preop_same(self, words: list[str], a: int, b: int, found: list, covered: set[int]) -> bool:
+        """A finding said later in its clause to be as it was before the operation (cue list preop_same_after: "numbness
+        of the left foot unchanged from pre-op", "hypoesthésie S1 inchangée par rapport au préop") is the pre-operative one.
+
+        The cue reaches the finding through words that are no finding, and through findings joined by "and" only
+        ("numbness and weakness unchanged from pre-op"); a finding after a comma or marked new keeps its own reading
+        ("New retention, numbness unchanged from pre-op" stays STAT). A negated cue ("not present pre-op", "non présente en préop") or a "new" before the cue ("sciatique nouvelle, ...") is no cue.
+        """
+        if "preop_same_after" not in self.cue_index:
+            return False
+        if any(w in _LIST_NEW for w in words[max(0, a - 3) : b]):
+            return False
+        hi = b
+        for k in range(b, min(len(words), b + 15)):
+            if words[k] in _SENTENCE_END or words[k] in ("but", "mais", "however", "cependant", "now", "actuellement"):
+                break
+            hi = k + 1
+        index = self.cue_index["preop_same_after"]
+        cue_at = None
+        for k in range(b, hi):  # pseudo-trigger spans ("as before surgery" is also a comparison pseudo-trigger) are read
+            for cue in index.get(words[k], ()):
+                if k + len(cue) <= hi and tuple(words[k : k + len(cue)]) == cue:
+                    if not any(w in ("not", "no", "non", "never", "absent", "absente", "pas", "jamais", "wasn", "wasnt", "isn", "n")
+                               for w in words[max(b, k - 3) : k]) and not any(w in _LIST_NEW for w in words[b:k]):
+                        cue_at = k  # (a negated cue, "not present pre-op", "wasn't there before surgery", says a new finding)
+                    break
+            if cue_at is not None:
+                break
+        if cue_at is None:
+            return False
+        end = b
+        for a2, b2, e2 in found:  # sorted by start: the findings between the mention and the cue
+            if a2 < end or (e2 is not None and e2.concepts & self.pseudo):
+                continue
+            if a2 >= cue_at:
+                break
+            between = words[end:a2]
+            if not (between and all(w in ("and", "et", "or", "ou", "/", "&") for w in between)):
+                return False  # "Retention, numbness unchanged from pre-op": the cue is the nearer finding's
+            end = max(end, b2)
+        return True
 
     def _patterns(self, seq: list[str], words: list[str], found: list) -> None:
         norm_text = " ".join(seq)

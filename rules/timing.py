@@ -98,11 +98,80 @@ _BRACKET_PROCEDURE = re.compile(
     r"(?:\s+(?:[a-z]?\d{1,2}(?:\s*[-/]\s*[a-z]?\d{1,2})*|at|a|en|niveau|level|levels|de|du|with|avec|vis|screws?|instrumented|instrumentee|\w+ee))"
     r"{0,4}\s*$"
 )
-#: "second post-op day", "1st postoperative day", "premier jour post-opératoire".
+#: "s/p laminectomy 6 weeks", "post TLIF L4-5 10 days", "après arthrodèse L4-L5 3 mois": the time right after a named
+#: procedure and its levels is the time since it (not "... 6 weeks ago/after", read elsewhere; never a planned one).
+_PROCEDURE_WORDS = (
+    r"(?:tlif|plif|alif|xlif|llif|olif|acdf|accf|fusion|arthrodese|spondylodese|discectomy|microdiscectomy|microdisc|discectomie|"
+    r"microdiscectomie|laminectomy|laminectomie|decompression|lami|surgery|chirurgie|op|operation|intervention|kyphoplasty|"
+    r"vertebroplasty|cyphoplastie|vertebroplastie|laminoplasty|foraminotomy|corpectomy|recalibrage)"
+    r"(?:\s+(?:[a-z]?\d{1,2}(?:\s*[-/]\s*[a-z]?\d{1,2})*(?![0-9])|at|a|en|niveau|level|levels|de|du|with|avec|vis|screws?|"
+    r"instrumented|instrumentee|surgery|op|\w+ee)(?![a-z0-9]))"
+    r"{0,4}"
+)
+_PROCEDURE_THEN_TIME = re.compile(
+    r"(?<![a-z])(?:s/p|s p|status post|post|after|apres|following)[\s-]+(?:(?:an?|the|his|her|l|la|le|une?|d|de|op|recent|redo|revision|"
+    r"lumbar|cervical|lombaire|cervicale|posterior|anterior|open|mini|micro|minimally|invasive|instrumented|instrumentee)[\s-]+){0,3}"
+    + _PROCEDURE_WORDS +
+    r"\s*[:-]?\s*(?:x\s*|for\s+|now\s+|maintenant\s+|~\s*|approx\.?\s+|about\s+|environ\s+)?"
+    rf"(?<![0-9])(?P<n>\d{{1,3}})\s*(?:{_UNIT})\.?(?![a-z0-9/])(?!\s*(?:ago|back|earlier|after|post|apres|later|plus tard|de |d'|of |old))"
+)
+#: ... and without "s/p" when the time ends the clause: "ACDF 2 weeks, dysphagia", "Fusion L4-5 6 months. Back pain".
+_PROCEDURE_TIME_CLAUSE = re.compile(
+    r"(?<![a-z])" + _PROCEDURE_WORDS + r"\s*[:-]?\s*(?:~\s*|approx\.?\s+|about\s+|environ\s+)?"
+    rf"(?<![0-9])(?P<n>\d{{1,3}})\s*(?:{_UNIT})\.?(?=\s*(?:[,.;)\n]|$|post[\s-]?op|postop))"
+)
+#: "1 mois et demi", "a month and a half", "two and a half weeks", "1.5 months", "1,5 an": rewritten, in place and at the
+#: same length, as a whole number of the next smaller unit ("45 d", "18 mo") so every time pattern reads them.
+_HALF_NUMBER = r"(?P<n>\d{1,2}|un|une|a|an|one|two|three|four|five|six|deux|trois|quatre|cinq|six)"
+_HALF_UNITS = r"(?P<unit>years?|yrs?|y|ans?|annees?|months?|mo|mois|weeks?|wks?|w|semaines?|sem|days?|d|jours?|j)"
+_HALVES = [
+    re.compile(rf"(?<![a-z0-9.,]){_HALF_NUMBER}\s+{_HALF_UNITS}\s+(?:et\s+demie?|and\s+a\s+half)(?![a-z])"),
+    re.compile(rf"(?<![a-z0-9.,]){_HALF_NUMBER}\s+and\s+a\s+half\s+{_HALF_UNITS}(?![a-z])"),
+    re.compile(rf"(?<![a-z0-9.,])(?P<n>\d{{1,2}})[.,]5\s*{_HALF_UNITS}(?![a-z])"),
+]
+_HALF_WORDS = {"un": 1, "une": 1, "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+               "deux": 2, "trois": 3, "quatre": 4, "cinq": 5}
+
+
+def _halves(norm: str) -> str:
+    """norm with "N units and a half" as a whole number of smaller units, at the same length (offsets hold)."""
+    if "dem" not in norm and "half" not in norm and ".5" not in norm and ",5" not in norm:
+        return norm
+    for pattern in _HALVES:
+        def whole(m: re.Match) -> str:
+            n = m.group("n")
+            value = (int(n) if n.isdigit() else _HALF_WORDS[n]) + 0.5
+            unit = m.group("unit")
+            if unit.startswith(("y", "an")):  # (a bare "a"/"an" is a number word, never a unit here)
+                n, short = value * 12, "mo"
+            elif unit.startswith("mo"):
+                n, short = int(value * 30.44), "d"  # whole days, rounded down: the least time
+            elif unit.startswith(("w", "sem")) and value * 7 == int(value * 7):
+                n, short = value * 7, "d"
+            elif unit.startswith(("w", "sem")):
+                n, short = value * 7 * 24, "h"
+            else:
+                n, short = value * 24, "h"
+            span = m.group(0)
+            for text in (f"{int(n)} {short}", f"{int(n)}{short}"):
+                if len(text) <= len(span):
+                    return text.ljust(len(span))
+            return " " * len(span)  # no room: unread rather than misread ("2,5w" must not become 5 weeks)
+        norm = pattern.sub(whole, norm)
+    return norm
+
+
+#: "second post-op day", "1st postoperative day", "premier jour post-opératoire"; "2nd day post-op", "third day after surgery".
 _ORDINAL_DAY = re.compile(
     r"(?<![a-z0-9])(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|sixth|6th|seventh|7th|premier|1er|deuxieme|2e|2eme|"
     r"troisieme|3e|3eme|quatrieme|4e|4eme|cinquieme|5e|5eme)\s+(?:post[\s-]?op(?:erative)?|post[\s-]?operatoire|postoperatoire)\s+(?:day|jour)"
     r"|(?<![a-z0-9])(premier|1er|deuxieme|2e|2eme|troisieme|3e|3eme|quatrieme|4e|4eme|cinquieme|5e|5eme)\s+jour\s+post[\s-]?op"
+    r"|(?<![a-z0-9])(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|sixth|6th|seventh|7th)\s+day\s+(?:post|after|following|s/p)(?![a-z])"
+)
+#: "post-op day two", "day three post TLIF", "POD two".
+_DAY_WORD_NUMBER = re.compile(
+    r"(?:post[\s-]?op(?:erative)?\s+day|(?<![a-z])pod)\s+(?P<n>one|two|three|four|five|six|seven|eight|nine|ten)(?![a-z])"
+    r"|(?<![a-z])day\s+(?P<m>one|two|three|four|five|six|seven|eight|nine|ten)\s+(?:post|after|following|s/p)(?![a-z])"
 )
 _ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4, "fifth": 5, "5th": 5,
              "sixth": 6, "6th": 6, "seventh": 7, "7th": 7, "premier": 1, "1er": 1, "deuxieme": 2, "2e": 2, "2eme": 2,
@@ -225,6 +294,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
     for f in fields:
         value = f.get("value") or ""
         norm, index = normalise(value)
+        norm = _halves(norm)
 
         spans: list[tuple[int, int]] = []
 
@@ -248,8 +318,14 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 n = int(m.group(1))
                 unit = next(k for k in _UNITS if m.group(k))
                 add(n * _UNIT_HOURS[unit], m.start(), m.end())
+        for pattern in (_PROCEDURE_THEN_TIME, _PROCEDURE_TIME_CLAUSE):
+            for m in pattern.finditer(norm):
+                if not _FUTURE.search(norm[max(0, m.start() - 40) : m.end()]):
+                    add(int(m.group("n")) * _UNIT_HOURS[_unit(m)], m.start("n"), m.end())
         for m in _ORDINAL_DAY.finditer(norm):
-            add((_ORDINALS[m.group(1) or m.group(2)]) * 24, m.start(), m.end())
+            add((_ORDINALS[m.group(1) or m.group(2) or m.group(3)]) * 24, m.start(), m.end())
+        for m in _DAY_WORD_NUMBER.finditer(norm):
+            add(_WORD_NUMBERS[m.group("n") or m.group("m")] * 24, m.start(), m.end())
         for m in _AFTER.finditer(norm):
             if _SURGERY.search(norm, m.start("rel"), m.start("rel") + 30):
                 add(float(m.group(1).replace(",", ".")) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
@@ -294,6 +370,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
             if _near_procedure(norm, m.start(), m.end()):
                 add(int(m.group(1)) * 24, m.start(), m.end())
         for m in _UK.finditer(norm):
+            if int(float(m.group(1))) > 12 and m.group(2) == "12" and _BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]):
+                continue  # "TLIF on 28/12": a date (read below), not 28 months
             if _near_procedure(norm, m.start(), m.end()):
                 add(float(m.group(1)) * _UK_HOURS[m.group(2)], m.start(), m.end())
         if study_dt is not None:
@@ -325,7 +403,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                     add((study_dt - end).total_seconds() / 3600, a, b)
                 elif (month and (year, month) == (study_dt.year, study_dt.month)) or (not month and year == study_dt.year):
                     notes.append(f"partial date in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}] is this month or year: left unknown")
-        for date, a, b, note in _dates(norm, study_dt.year if study_dt else None):
+        for date, a, b, note in _dates(norm, study_dt.year if study_dt else None, study_dt):
             if not (_SURGERY.search(norm[max(0, a - 50) : a]) or _near_procedure(norm, a, b)) or (date is None and not note):
                 continue
             if _ONSET_DATE.search(norm[max(0, a - 30) : a]):
@@ -450,7 +528,7 @@ def _unit(m: re.Match) -> str:
 _PROCEDURE_END = re.compile(r"(?:lif|acdf|fusion|discectomy|microdiscectomy|laminectomy|decompression|arthrodese|discectomie|"
                             r"laminectomie|operated|operee?|surgery|chirurgie|intervention|op)\s*(?:\(|on|le|du|of|dated)?\s*$")
 _BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau)\s*$")
-_NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?\s+(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
+_NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?(?:\s+|\s*-\s*)(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
 _MONTH_DAY = re.compile(r"(?<![a-z])([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?(?![0-9/])(?!\s*,?\s*\d{4})")
 
 
@@ -461,7 +539,7 @@ _BRITISH = re.compile(
 )
 
 
-def _dates(norm: str, year_now: int | None = None):
+def _dates(norm: str, year_now: int | None = None, study_dt: datetime | None = None):
     """(datetime | (datetime, datetime) | None, start, end, note) for every date written in the text.
 
     A numeric date that reads both as DD/MM and MM/DD (neither number above 12, no French or
@@ -471,6 +549,16 @@ def _dates(norm: str, year_now: int | None = None):
     year; a yearless numeric date counts only after "le", "du", "on", "since"... so that levels
     (L4/5), power grades (3/5) and UK notations (2/7) are never read as dates.
     """
+    def yearless(month: int, day: int, at: int, roll: bool = True) -> datetime | None:
+        # a day and month without a year: this year's, or last year's when this year's is still to come
+        # ("arthrodèse le 28 décembre" read on 5 January), unless the text plans it ("prévue le 02/12": left in the future)
+        d = _make(year_now, month, day)
+        if roll and d is not None and study_dt is not None and d > study_dt and not _FUTURE.search(norm[max(0, at - 40) : at + 12]):
+            last = _make(year_now - 1, month, day)
+            if last is not None and (study_dt - last).days <= 183:  # a date written without its year is a recent one
+                d = last
+        return d
+
     french = len(_FRENCH.findall(norm)) >= len(_ENGLISH.findall(norm))
     dayfirst = french or bool(_BRITISH.search(norm))  # French and British writers put the day first
     taken: list[tuple[int, int]] = []
@@ -492,12 +580,12 @@ def _dates(norm: str, year_now: int | None = None):
             month = _MONTHS.get(m.group(2))
             if month and int(m.group(1)) <= 31:
                 taken.append(m.span())
-                yield _make(year_now, month, int(m.group(1))), m.start(), m.end(), None
+                yield yearless(month, int(m.group(1)), m.start()), m.start(), m.end(), None
         for m in _MONTH_DAY.finditer(norm):
             month = _MONTHS.get(m.group(1))
             if month and int(m.group(2)) <= 31 and not any(a <= m.start() < b for a, b in taken):
                 taken.append(m.span())
-                yield _make(year_now, month, int(m.group(2))), m.start(), m.end(), None
+                yield yearless(month, int(m.group(2)), m.start()), m.start(), m.end(), None
     for m in _NUMERIC_DATE.finditer(norm):
         if any(a <= m.start() < b for a, b in taken):
             continue
@@ -510,11 +598,12 @@ def _dates(norm: str, year_now: int | None = None):
             if year_now is None or not (_BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]) or right_after):
                 continue
             if dayfirst or a > 12:
-                yield _make(year_now, b, a), m.start(), m.end(), None
+                yield yearless(b, a, m.start()), m.start(), m.end(), None
             elif b > 12:
-                yield _make(year_now, a, b), m.start(), m.end(), None
+                yield yearless(a, b, m.start()), m.start(), m.end(), None
             else:
-                yield (_make(year_now, b, a), _make(year_now, a, b)), m.start(), m.end(), None
+                # ambiguous DD/MM or MM/DD: a reading after the study is what tells them apart, so no year is rolled back
+                yield (yearless(b, a, m.start(), False), yearless(a, b, m.start(), False)), m.start(), m.end(), None
             continue
         a, b, year = int(m.group(1)), int(m.group(2)), int(m.group(3))
         year += 2000 if year < 100 else 0
