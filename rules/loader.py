@@ -38,6 +38,7 @@ CUE_KINDS = (
     "experiencer_before",
     "negation_list_before",
     "negation_list_after",
+    "negation_list_between",
     "history_sentence_before",
     "history_cause_between",
     "known_before",

@@ -659,6 +659,14 @@ class Matcher:
         k = end
         while k < len(words) and words[k] in (")", "-", ",", ":"):
             k += 1
+        # "Red flags (saddle numbness, bladder change, weakness) explained - none present": what was done with the list
+        # (lexicon cues negation_list_between) may stand before the closing negation
+        for cue in self.cue_index.get("negation_list_between", {}).get(words[k] if k < len(words) else "", ()):
+            if tuple(words[k : k + len(cue)]) == cue:
+                k += len(cue)
+                while k < len(words) and words[k] in (")", "-", ",", ":"):
+                    k += 1
+                break
         if k < len(words):
             for cue in self.cue_index.get("negation_list_after", {}).get(words[k], ()):
                 if tuple(words[k : k + len(cue)]) == cue:
