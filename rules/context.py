@@ -87,7 +87,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         _year_history(found, text, study_dt, getattr(matcher, "chronic", set()))
         _history_cause(found, text, matcher.cues.get("history_cause_between", ()))
         _old_indication(found, text, study_dt)
-        _past_operation_events(found, text, study_dt)
+        _past_operation_events(found, text, study_dt, getattr(matcher, "chronic", set()))
         _planned_sentences(found, text)
         _awaiting_revision(found, text, getattr(matcher, "persistent", set()))
         if measure is not None:
@@ -322,7 +322,7 @@ _NOW = re.compile(r"(?<![a-z])(?:now|today|currently|new|since|but|again|this ti
                   r"desormais|nouvelle?s?|nouveaux|depuis|mais|a nouveau|de nouveau|ce jour|cette fois)(?![a-z])")
 
 
-def _past_operation_events(mentions: list[Mention], text: str, study_dt) -> None:
+def _past_operation_events(mentions: list[Mention], text: str, study_dt, chronic: set[str] = frozenset()) -> None:
     """What happened at an operation done in an earlier year is history: "Big blood loss at original surgery in 2023
     needed transfusion", "transfusée lors de l'arthrodèse initiale en 2019". The sentence up to a return to the
     present (now, new, since, mais...) is read as that operation's; a later finding in it stays current."""
@@ -342,8 +342,8 @@ def _past_operation_events(mentions: list[Mention], text: str, study_dt) -> None
         now = _NOW.search(norm, a, b)
         stop = now.start() if now else b
         for m in mentions:
-            if m.concepts & set(OPERATED) or m.hypothetical:
-                continue
+            if m.concepts & set(OPERATED) or m.hypothetical or (chronic and m.concepts and m.concepts <= chronic):
+                continue  # round 12: "Étage sus-jacent à l'arthrodèse L4-L5 (2017)": a chronic condition next to it is there now
             s = bisect_left(index, m.start)
             if a <= s < stop:
                 m.history = True
