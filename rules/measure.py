@@ -50,6 +50,10 @@ class Reader:
             drops = sorted((normalise(w)[0] for w in spec.get("drop_words") or []), key=len, reverse=True)
             self.specs.append((spec, pattern, rising, drops))
         self._grade = re.compile(r"(?<![a-z0-9/.,])([0-4](?:[.,]5)?)\s*[+-]?\s*(?:/|sur|out of)\s*5(?![0-9/])")
+        #: the M scale of Swiss and German notes ("force M4 aux releveurs", "parésie M3"): the same MRC grade, never
+        #: the follow-up month ("à M3", "M3 post-op") nor a level-like token
+        self._grade_m = re.compile(r"(?<![a-z0-9/.,+])(?<!a )(?<!au )(?<!de )m\s?([0-4])(?:\s*[+-])?(?![0-9a-z/+])"
+                                   r"(?!\s*(?:post|apres|after|de suivi|follow|mois|months?))")
         self._temp = re.compile(rf"(?<![0-9.,/]){_NUM}\s*°\s*c?(?![a-z])")
 
     def find(self, text: str, field: dict) -> list[Mention]:
@@ -77,8 +81,9 @@ class Reader:
         values: dict[str, tuple[float, int, int]] = {}  # measurement name -> (last value read, start, end), for the shock index
         for spec, pattern, rising, drops in self.specs:
             if spec.get("grade"):
-                for g in self._grade.finditer(norm):
-                    near = norm[max(0, g.start() - 40) : g.end() + 20]
+                grades = [(g, 40) for g in self._grade.finditer(norm)] + [(g, 25) for g in self._grade_m.finditer(norm)]
+                for g, reach in grades:
+                    near = norm[max(0, g.start() - reach) : g.end() + 20]
                     if pattern.search(near) and not _CONDITION.search(norm[max(0, g.start() - 30) : g.start()]):
                         value = _f(g.group(1))
                         for t in spec.get("thresholds") or []:

@@ -144,6 +144,11 @@ _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet",
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
 _LIST_ITEM = 4
+#: "Retention, resolved." (Matcher._form_answer_no): the words that answer a finding after a comma when they end the sentence.
+_RESOLVED_ANSWER = {"resolved", "resolue", "resolu", "resolues", "resolus", "settled", "gone", "disparu", "disparue", "disparus",
+                    "disparues", "gueri", "guerie"}
+_RESOLVED_ADVERBS = {"now", "since", "all", "completely", "fully", "entirely", "maintenant", "depuis", "completement", "totalement",
+                     "entierement", "has", "have", "a", "est", "sont", "is", "are", "tout", "toute"}
 
 #: A sentence that opens with one of these headers is past history (a section, as medspaCy's sectionizer reads it).
 _HISTORY_HEADERS = [("atcd",), ("atcds",), ("antecedents",), ("antecedent",), ("pmh",), ("psh",), ("past", "medical", "history"),
@@ -573,6 +578,13 @@ class Matcher:
         k = b
         if k < len(words) and words[k] == "?":
             return False  # "Fever? no" is a question and its answer, but "?" alone is uncertainty: keep it raised
+        if k + 1 < len(words) and words[k] == ",":
+            # "Retention, resolved." / "Foot drop, now fully resolved": a resolved word that ends the sentence answers it
+            j = k + 1
+            while j < len(words) and words[j] in _RESOLVED_ADVERBS and j - k <= 3:
+                j += 1
+            if j < len(words) and words[j] in _RESOLVED_ANSWER and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
+                return True
         if k >= len(words) or words[k] not in (":", "=", "-"):
             return False
         k += 1

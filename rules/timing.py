@@ -51,7 +51,9 @@ _DAY_WORDS = {
     "cet apres midi": 2, "cet apres-midi": 2, "la nuit derniere": 10, "earlier today": 4, "today": 0, "hier soir": 18,
     "hier matin": 28, "hier": 24, "la veille": 24, "cette nuit": 8, "ce matin": 4, "aujourd'hui": 0,
     "aujourd hui": 0, "ce jour": 0, "last week": 24 * 7, "la semaine derniere": 24 * 7, "last month": 24 * 30,
-    "le mois dernier": 24 * 30, "last year": 24 * 365, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
+    "le mois dernier": 24 * 30, "la semaine passee": 24 * 7, "le mois passe": 24 * 30, "l annee passee": 24 * 365,
+    "l an passe": 24 * 365, "la fin de semaine passee": 24 * 2, "la fin de semaine derniere": 24 * 2, "a matin": 4,
+    "last year": 24 * 365, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
     "l an dernier": 24 * 365, "few days ago": 72, "quelques jours": 72, "a few days ago": 72,
     # "au lendemain d'une fusion", "le lendemain de l'arthrodèse" = day 1; "au surlendemain" = day 2 (Québec, Belgium)
     "lendemain": 24, "surlendemain": 48,
@@ -80,7 +82,7 @@ _RELATIVE = [
     # French follow-up notation: S+2 (weeks), M+3 / "à M3" (months); "D3 post-op" (day, never "D3" alone: a vertebra)
     (re.compile(r"(?<![a-z0-9])s\s*\+\s*(\d{1,2})(?![0-9])"), "w"),
     (re.compile(r"(?<![a-z0-9])(\d{1,2})\s*(?:e|eme|ieme)\s+jour\s+post"), "d"),  # "10e jour post-op"
-    (re.compile(r"(?<![a-z0-9])m\s*\+\s*(\d{1,2})(?![0-9])|(?<![a-z])a\s+m(\d{1,2})(?![a-z0-9])"), "m"),
+    (re.compile(r"(?<![a-z0-9])m\s*\+\s*(\d{1,2})(?![0-9])|(?<![a-z])a\s+m(\d{1,2})(?![a-z0-9])|(?<![a-z0-9])m(\d{1,2})\s+post[\s-]?op"), "m"),
     (re.compile(r"(?<![a-z0-9])d\s*(\d{1,2})\s+(?:post[\s-]?op|postop|after (?:surgery|the op|op)|apres)"), "d"),
     # "post-op week 2", "week 2 post-op", "6-week follow-up", "6 week review", "3 month check"
     (re.compile(r"post[\s-]?op(?:erative)?\s+(?:week|semaine)\s*(\d{1,2})(?![0-9])|(?<![a-z0-9])(?:week|semaine)\s*(\d{1,2})\s+post"), "W"),
@@ -131,6 +133,34 @@ _HALVES = [
 ]
 _HALF_WORDS = {"un": 1, "une": 1, "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
                "deux": 2, "trois": 3, "quatre": 4, "cinq": 5}
+
+
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fourty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+         "vingt": 20, "trente": 30, "quarante": 40, "cinquante": 50, "soixante": 60, "septante": 70, "huitante": 80,
+         "octante": 80, "nonante": 90}
+_UNITS_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+                "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9,
+                "dix": 10, "onze": 11, "douze": 12, "treize": 13, "quatorze": 14, "quinze": 15, "seize": 16}
+_TEENS = {"thirteen": 13, "fourteen": 14, "sixteen": 16, "seventeen": 17, "nineteen": 19,
+          "dix sept": 17, "dix huit": 18, "dix neuf": 19, "dix-sept": 17, "dix-huit": 18, "dix-neuf": 19}
+#: "forty-eight hours", "twenty four hours", "vingt et un jours", "soixante-douze heures", "septante-deux heures" (Belgian,
+#: Swiss), "dix-huit mois": compound numbers in words, read whole (they were read as their last word: "eight hours").
+_COMPOUND = re.compile(
+    r"(?<![a-z])(?:(?P<tens>" + "|".join(_TENS) + r")(?:(?:\s*-\s*|\s+)(?:et\s+|and\s+)?(?:-\s*)?(?P<unit>"
+    + "|".join(sorted(_UNITS_WORDS, key=len, reverse=True)) + r"))?|(?P<teen>" + "|".join(sorted(_TEENS, key=len, reverse=True))
+    + r"))(?![a-z])(?=\s*-?\s*(?:" + _UNIT + r")(?![a-z]))"
+)
+
+
+def _numbers(norm: str) -> str:
+    """norm with compound numbers in words as digits, at the same length (offsets hold)."""
+    def digits(m: re.Match) -> str:
+        if m.group("teen"):
+            value = _TEENS[re.sub(r"\s+", " ", m.group("teen"))]
+        else:
+            value = _TENS[m.group("tens")] + (_UNITS_WORDS[m.group("unit")] if m.group("unit") else 0)
+        return str(value).ljust(len(m.group(0)))
+    return _COMPOUND.sub(digits, norm)
 
 
 def _halves(norm: str) -> str:
@@ -207,7 +237,7 @@ _AGO = [
 _WORD_NUMBERS = {
     "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
     "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "eighteen": 18, "twenty": 20, "thirty": 30,
-    "a couple of": 2, "couple of": 2, "a couple": 2, "a few": 3, "few": 3, "several": 3,
+    "a couple of": 2, "couple of": 2, "a couple": 2, "couple": 2, "a few": 3, "few": 3, "several": 3,
     "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9,
     "dix": 10, "onze": 11, "douze": 12, "quinze": 15, "vingt": 20, "trente": 30, "quelques": 3,
     "une dizaine de": 10, "une quinzaine de": 15, "une vingtaine de": 20,
@@ -294,7 +324,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
     for f in fields:
         value = f.get("value") or ""
         norm, index = normalise(value)
-        norm = _halves(norm)
+        norm = _halves(_numbers(norm))
 
         spans: list[tuple[int, int]] = []
 

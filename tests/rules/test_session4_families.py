@@ -134,3 +134,32 @@ def test_dates_and_days(text, study, expected):
 def test_planned_yearless_date_is_not_rolled_back():
     readings, _ = text_readings([{"keyword": "R", "tag": "t", "value": "Arthrodèse prévue le 28/01, bilan"}], datetime(2026, 1, 5))
     assert readings == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Laminectomy forty-eight hours ago, retention", 48), ("Lami twenty four hours ago", 24),
+    ("Discectomie il y a soixante-douze heures", 72), ("Discectomie il y a septante-deux heures", 72),
+    ("Opéré il y a vingt et un jours", 504), ("Arthrodèse il y a dix-huit mois", 18 * 30.44 * 24),
+    ("Chirurgie du dos la semaine passée", 168), ("Arthrodèse L4-L5 M3 post-op", 3 * 30.44 * 24),
+])
+def test_numbers_in_words_and_regional_times(text, expected):
+    got = hours(text)
+    assert got and abs(got[0] - expected) <= 1, got
+
+
+QC_EMERGENCIES = ["Il échappe ses urines depuis ce matin", "Perte de contrôle de la vessie", "Pas capable d'uriner depuis hier soir",
+                  "Elle ne sent plus rien au niveau de l'entrejambe", "Les fesses gelées depuis ce matin", "Il a échappé ses selles"]
+
+
+@SETTINGS
+@given(st.sampled_from(["Opéré au dos avant-hier.", "Discectomie L4-L5 hier.", "Chirurgie du dos à l'extérieur, date inconnue."]),
+       st.sampled_from(QC_EMERGENCIES))
+def test_quebec_emergency_wording_is_stat(op, emergency):
+    assert triage(f"{op} {emergency}.").priority == Priority.STAT
+
+
+@pytest.mark.parametrize("text, stat", [("Spondylodèse L4-L5 hier. Force M4 aux releveurs gauches.", True),
+                                        ("Spondylodèse L4-L5 hier. Status: pas de déficit, force M5 partout.", False),
+                                        ("Arthrodèse L4-L5, contrôle à M3, force normale, lombalgies.", False)])
+def test_m_scale_of_muscle_power(text, stat):
+    assert (triage(text).priority == Priority.STAT) is stat
