@@ -144,6 +144,12 @@ _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet",
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
 _LIST_ITEM = 4
+#: Pain words: a pain said to be as before the operation persists (inefficacy); only deficits are made pre-operative by
+#: preop_same_after (Matcher._preop_same).
+_PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", "douloureuse", "sciatica", "sciatique", "ache", "aching",
+               "radiculalgie", "radiculalgia", "cruralgie", "cruralgia", "claudication", "lombalgie", "lombalgies", "lbp", "sciatalgie",
+               "brachialgia", "brachialgie", "neuralgia", "nevralgie", "lombosciatique", "lombosciatalgie", "lomboradiculalgie",
+               "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
 #: "Retention, resolved." (Matcher._form_answer_no): the words that answer a finding after a comma when they end the sentence.
 _RESOLVED_ANSWER = {"resolved", "resolue", "resolu", "resolues", "resolus", "settled", "gone", "disparu", "disparue", "disparus",
                     "disparues", "gueri", "guerie"}
@@ -464,6 +470,8 @@ class Matcher:
             return False
         if any(w in _LIST_NEW for w in words[max(0, a - 3) : b]):
             return False
+        if any(w in _PAIN_WORDS for w in words[a:b]):
+            return False  # a pain "unchanged from pre-op" is a persistence (no change in pain: inefficacy), not a past finding
         hi = b
         for k in range(b, min(len(words), b + 15)):
             if words[k] in _SENTENCE_END or words[k] in ("but", "mais", "however", "cependant", "now", "actuellement"):
