@@ -92,8 +92,9 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         _awaiting_revision(found, text, getattr(matcher, "persistent", set()))
         if measure is not None:
             measured = measure.find(text, f)
-            for mm in measured:  # "EHL 4/5, unchanged from pre-op": the pre-operative deficit
-                if mm.concepts and matcher.preop_same_span(text, mm.start, mm.end, found):
+            graded = [mm for mm in measured if mm.concepts]  # "EHL 4/5, unchanged from pre-op": the pre-operative deficit
+            for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
+                if same:
                     mm.history = True
             benign = [b for b in measured if not b.concepts]  # a trend in numbers below every threshold
             found = [m for m in found
@@ -214,13 +215,18 @@ def _awaiting_revision(mentions: list[Mention], text: str, persistent: set[str])
     planned = [p for p in mentions if p.hypothetical and p.assertion != "negated" and p.concepts & set(OPERATED)]
     if not planned:
         return
+    planned.sort(key=lambda p: p.start)
+    starts = [p.start for p in planned]
     for m in mentions:
         if not m.history or not m.concepts or not m.concepts <= persistent or m.assertion == "negated":
             continue
-        a = max(norm.rfind(". ", 0, m.start), norm.rfind("\n", 0, m.start), norm.rfind(";", 0, m.start)) + 1
-        ends = [i for i in (norm.find(". ", m.end), norm.find("\n", m.end), norm.find(";", m.end)) if i >= 0]
-        b = min(ends) if ends else len(norm)
-        if any(a <= p.start and p.end <= b for p in planned):
+        a = max(norm.rfind(". ", max(0, m.start - 400), m.start), norm.rfind("\n", max(0, m.start - 400), m.start),
+                norm.rfind(";", max(0, m.start - 400), m.start)) + 1
+        ends = [i for i in (norm.find(". ", m.end, m.end + 400), norm.find("\n", m.end, m.end + 400), norm.find(";", m.end, m.end + 400))
+                if i >= 0]
+        b = min(ends) if ends else min(len(norm), m.end + 400)
+        k = bisect_left(starts, a)
+        if k < len(planned) and planned[k].end <= b:
             m.history = False
 
 
@@ -329,10 +335,16 @@ def _past_operation_events(mentions: list[Mention], text: str, study_dt, chronic
     norm, index = normalise(text)
     norm = norm.replace("'", " ").replace("\u2019", " ")  # "lors de l'intervention" (same length: offsets hold)
     year_now = study_dt.year if study_dt else None
+    ordered = sorted(mentions, key=lambda m: m.start)
+    positions = [bisect_left(index, m.start) for m in ordered]  # each mention's place in the normalised text
+    done = -1
     for op in _AT_OPERATION.finditer(norm):
+        if op.start() < done:
+            continue  # one pass per sentence
         a = max(norm.rfind(". ", 0, op.start()), norm.rfind("\n", 0, op.start()), norm.rfind(";", 0, op.start())) + 1
         ends = [i for i in (norm.find(". ", op.end()), norm.find("\n", op.end()), norm.find(";", op.end())) if i >= 0]
         b = min(ends) if ends else len(norm)
+        done = b
         old = False
         for hit in _SENTENCE_YEAR.finditer(norm, a, b):
             if hit.group(1) is None or (year_now is not None and int(hit.group(1)) < year_now):
@@ -341,11 +353,10 @@ def _past_operation_events(mentions: list[Mention], text: str, study_dt, chronic
             continue
         now = _NOW.search(norm, a, b)
         stop = now.start() if now else b
-        for m in mentions:
-            if m.concepts & set(OPERATED) or m.hypothetical or (chronic and m.concepts and m.concepts <= chronic):
-                continue  # round 12: "Étage sus-jacent à l'arthrodèse L4-L5 (2017)": a chronic condition next to it is there now
-            s = bisect_left(index, m.start)
-            if a <= s < stop:
+        for i in range(bisect_left(positions, a), bisect_left(positions, stop)):
+            m = ordered[i]
+            # round 12: "Étage sus-jacent à l'arthrodèse L4-L5 (2017)": a chronic condition next to it is there now
+            if not (m.concepts & set(OPERATED) or m.hypothetical or (chronic and m.concepts and m.concepts <= chronic)):
                 m.history = True
 
 

@@ -144,6 +144,12 @@ _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet",
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
 _LIST_ITEM = 4
+#: Pain words: a pain said to be as before the operation persists (inefficacy); only deficits are made pre-operative by
+#: preop_same_after (Matcher._preop_same).
+_PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", "douloureuse", "sciatica", "sciatique", "ache", "aching",
+               "radiculalgie", "radiculalgia", "cruralgie", "cruralgia", "claudication", "lombalgie", "lombalgies", "lbp", "sciatalgie",
+               "brachialgia", "brachialgie", "neuralgia", "nevralgie", "lombosciatique", "lombosciatalgie", "lomboradiculalgie",
+               "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
 #: "Retention, resolved." (Matcher._form_answer_no): the words that answer a finding after a comma when they end the sentence.
 _RESOLVED_ANSWER = {"resolved", "resolue", "resolu", "resolues", "resolus", "settled", "gone", "disparu", "disparue", "disparus",
                     "disparues", "gueri", "guerie"}
@@ -419,7 +425,7 @@ class Matcher:
                                             if e2.concepts & e.concepts})
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
-            if not m.history and self._preop_same(words, a, b, found, covered):
+            if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
                 m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
             if m.history and e.concepts <= self.anatomy:
                 m.history = False
@@ -429,7 +435,7 @@ class Matcher:
             # "known L5 weakness, now much worse", "déficit préexistant, aggravé depuis hier": a history finding that
             # is said, later in the sentence, to be getting worse is current again
             if m.history and self._cue(words, b, "progression_after", covered, False, sentence=True,
-                                       stop={a2 for a2, _, _ in found if a2 >= b}):  # up to the next finding, whichever
+                                       stop={a2 for a2, _, _ in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]}):  # up to the next finding
                 m.history = False
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
                               or self._cue(words, a, "future_before", covered, True)
@@ -439,18 +445,27 @@ class Matcher:
             out.append(m)
         return out
 
-    def preop_same_span(self, text: str, start: int, end: int, others: list["Mention"]) -> bool:
-        """`_preop_same` for a span found by another reader (a measurement: "EHL 4/5, unchanged from pre-op")."""
+    def preop_same_spans(self, text: str, spans: list[tuple[int, int]], others: list["Mention"]) -> list[bool]:
+        """`_preop_same` for spans found by another reader (a measurement: "EHL 4/5, unchanged from pre-op"); one
+        tokenisation per field, linear in the text."""
+        if not spans:
+            return []
         tokens = tokenize(text)
         starts = [t.start for t in tokens]
-        a = bisect_left(starts, start)
-        b = max(a + 1, bisect_left(starts, end))
-        if a >= len(tokens):
-            return False
         words = [t.norm for t in tokens]
         found = sorted((bisect_left(starts, o.start), max(bisect_left(starts, o.start) + 1, bisect_left(starts, o.end)), None)
-                       for o in others if o.start >= end)
-        return self._preop_same(words, a, b, found, set())
+                       for o in others)
+        firsts = [f[0] for f in found]
+        out = []
+        for start, end in spans:
+            a = bisect_left(starts, start)
+            b = max(a + 1, bisect_left(starts, end))
+            if a >= len(tokens):
+                out.append(False)
+                continue
+            k = bisect_left(firsts, b)
+            out.append(self._preop_same(words, a, b, found[k : k + 16], set()))
+        return out
 
     def _preop_same(self, words: list[str], a: int, b: int, found: list, covered: set[int]) -> bool:
         """A finding said later in its clause to be as it was before the operation (cue list preop_same_after: "numbness
@@ -464,6 +479,8 @@ class Matcher:
             return False
         if any(w in _LIST_NEW for w in words[max(0, a - 3) : b]):
             return False
+        if any(w in _PAIN_WORDS for w in words[a:b]):
+            return False  # a pain "unchanged from pre-op" is a persistence (no change in pain: inefficacy), not a past finding
         hi = b
         for k in range(b, min(len(words), b + 15)):
             if words[k] in _SENTENCE_END or words[k] in ("but", "mais", "however", "cependant", "now", "actuellement"):
@@ -500,14 +517,20 @@ class Matcher:
         for w in seq:
             starts.append(pos)
             pos += len(w) + 1
+        by_concept: dict[str, list[tuple[int, int]]] = {}  # spans already found per concept (no scan of all of found per hit)
+        for x, y, e in found:
+            for c in e.concepts:
+                by_concept.setdefault(c, []).append((x, y))
         for name, pattern in self.patterns:
             for hit in pattern.finditer(norm_text):
                 a = bisect_right(starts, hit.start()) - 1
                 b = bisect_left(starts, hit.end())
                 if a < 0 or b <= a:
                     continue
-                if any(x < b and a < y and name in e.concepts for x, y, e in found):
+                spans = by_concept.setdefault(name, [])
+                if any(x < b and a < y for x, y in spans):
                     continue
+                spans.append((a, b))
                 found.append((a, b, _Entry(tuple(words[a:b]), None, {name})))
 
     def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool, sentence: bool | str = False,
