@@ -22,7 +22,7 @@ _FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|e
 _PAIR = re.compile(r"^\s*/\s*\d{1,3}(?:[.,]\d)?")
 _TREND = re.compile(rf"^\s*(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
 #: The earlier value written after the current one: "Hb 85 (from 140)", "Hb 8.1, was 12.9", "Hb 9 down from 13", "Hb 7,9 vs 12,4 en pré-op".
-_FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was|previously|prev|baseline|pre ?op|preop|vs|versus|contre|"
+_FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was|previously|prev|baseline|pre[ -]?op(?:erative(?:ly)?|eratoire)?|vs|versus|contre|"
                    rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?{_NUM}")
 _CONDITION = re.compile(r"(?<![a-z])(si|if|when|lorsque|quand|target|objectif|cible|seuil|threshold|goal|keep|maintenir|"
                         r"unless|sauf si)(?![a-z])[^.;\n]{0,20}$")
