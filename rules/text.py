@@ -581,9 +581,10 @@ class Matcher:
         ucovered = covered
         neg_index = self.cue_index.get("negation_before", {})
         for k in range(a - 1, max(-1, a - 1 - self.scope), -1):
-            if words[k] == "?" and k + 1 < a and any(tuple(words[k + 1 : k + 1 + len(c)]) == c for c in neg_index.get(words[k + 1], ())):
+            if (words[k] == "?" and k + 1 < a and k > 0 and words[k - 1] not in _SENTENCE_END and words[k - 1] not in (",", ":", "(", "?")
+                    and any(tuple(words[k + 1 : k + 1 + len(c)]) == c for c in neg_index.get(words[k + 1], ()))):
                 # "Fracture near the hardware? No neuro deficit": the "?" closed the question before; the
-                # finding after the negation is negated, not uncertain
+                # finding after the negation is negated, not uncertain ("? no haematoma", a "?" that opens its clause, is a query)
                 ucovered = covered | {k}
                 break
         if self._cue(words, a, "uncertain_before", ucovered, True) or self._cue(words, b, "uncertain_after", covered, False):

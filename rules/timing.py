@@ -36,7 +36,9 @@ _SURGERY = re.compile(
     r"recalibr|decompress|decomp|instrument|osteosynth|post(?![ue]r|ur|e[ds]?(?![a-z])|ing)|bloc|s/p|lami|microdisc|acdf|accf|corpect|corporect|"
     r"kypho|cypho|vertebro|ciment|cement|stimulat|pump|pompe|redo|revision|reprise|fixation|foramino|"
     r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli|cure de|hernie|hernia|"
-    r"(?<![a-z])op(?![a-z])"
+    r"(?<![a-z])op(?![a-z])|"
+    # "DOS: 2026-11-19", "DOS 11/19/2026": date of surgery (never the French "dos", the back, which no colon or date follows)
+    r"(?<![a-z])dos(?=\s*[:=]|\s+\d{1,4}[/.-]\d)"
 )
 #: Words that make a nearby procedure planned rather than done.
 _FUTURE = re.compile(
@@ -557,7 +559,8 @@ def _unit(m: re.Match) -> str:
 
 _PROCEDURE_END = re.compile(r"(?:lif|acdf|fusion|discectomy|microdiscectomy|laminectomy|decompression|arthrodese|discectomie|"
                             r"laminectomie|operated|operee?|surgery|chirurgie|intervention|op)\s*(?:\(|on|le|du|of|dated)?\s*$")
-_BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau)\s*$")
+_BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau|(?:\bdate|\bdos|\bop|\bsurgery|\boperation|\bintervention|"
+                              r"\bchirurgie)\s*[:=])\s*$")
 _NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?(?:\s+|\s*-\s*)(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
 _MONTH_DAY = re.compile(r"(?<![a-z])([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?(?![0-9/])(?!\s*,?\s*\d{4})")
 

@@ -163,3 +163,12 @@ def test_quebec_emergency_wording_is_stat(op, emergency):
                                         ("Arthrodèse L4-L5, contrôle à M3, force normale, lombalgies.", False)])
 def test_m_scale_of_muscle_power(text, stat):
     assert (triage(text).priority == Priority.STAT) is stat
+
+
+def test_long_text_of_graded_preop_deficits_stays_fast():
+    import time
+    sentence = "Left EHL 4/5, unchanged from pre-op. Big blood loss at original surgery in 2023. "
+    text = (sentence * (16384 // len(sentence) + 1))[:16384]
+    start = time.process_time()
+    triage(text)
+    assert time.process_time() - start < 8  # it took 23 s when each grade re-read the whole field
