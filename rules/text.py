@@ -150,6 +150,8 @@ _PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", 
                "radiculalgie", "radiculalgia", "cruralgie", "cruralgia", "claudication", "lombalgie", "lombalgies", "lbp", "sciatalgie",
                "brachialgia", "brachialgie", "neuralgia", "nevralgie", "lombosciatique", "lombosciatalgie", "lomboradiculalgie",
                "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
+#: What may follow a pre-operative comparison cue: it ends its clause ("numbness unchanged from pre-op." / ", ..." / " and ...").
+_CUE_CLAUSE_END = {".", ",", ";", ")", "!", "\n", "and", "et", "but", "mais", "-", ":", "/", "so", "donc"}
 #: "Retention, resolved." (Matcher._form_answer_no): the words that answer a finding after a comma when they end the sentence.
 _RESOLVED_ANSWER = {"resolved", "resolue", "resolu", "resolues", "resolus", "settled", "gone", "disparu", "disparue", "disparus",
                     "disparues", "gueri", "guerie"}
@@ -491,6 +493,9 @@ class Matcher:
         for k in range(b, hi):  # pseudo-trigger spans ("as before surgery" is also a comparison pseudo-trigger) are read
             for cue in index.get(words[k], ()):
                 if k + len(cue) <= hi and tuple(words[k : k + len(cue)]) == cue:
+                    after = words[k + len(cue)] if k + len(cue) < len(words) else "."
+                    if after not in _CUE_CLAUSE_END:
+                        break  # "pre-existing diabetes", "as before surgery? No - new": the cue is not about this finding
                     if not any(w in ("not", "no", "non", "never", "absent", "absente", "pas", "jamais", "wasn", "wasnt", "isn", "n")
                                for w in words[max(b, k - 3) : k]) and not any(w in _LIST_NEW for w in words[b:k]):
                         cue_at = k  # (a negated cue, "not present pre-op", "wasn't there before surgery", says a new finding)
