@@ -315,7 +315,7 @@ def _old_indication(mentions: list[Mention], text: str, study_dt) -> None:
 #: "at (the) original surgery", "during her first operation", "lors de l'intervention initiale", "during the 2019 fusion": an
 #: event of that operation.
 _AT_OPERATION = re.compile(
-    r"(?<![a-z])(?:at|during|in|with|from|lors de|lors d|pendant|au cours de|au cours d|a|au)\s+(?:(?:the|his|her|that|l|la|le|son|sa|cette|ce|cet)\s+)?"
+    r"(?<![a-z])(?:at|during|in|with|from|after|following|lors de|lors d|pendant|au cours de|au cours d|a|au|apres|suite a|suite au)\s+(?:(?:the|his|her|that|l|la|le|son|sa|cette|ce|cet)\s+)?"
     r"(?:(?:original|initial|first|index|previous|prior|primary|earlier|old|first ever|premiere|premier|initiale|precedente|precedent|"
     r"ancienne|ancien|1st|(?:19|20)\d\d)\s+)*"
     r"(?:surgery|operation|op|procedure|intervention|chirurgie|fusion|arthrodese|discectomy|discectomie|laminectomy|laminectomie|"
@@ -326,6 +326,34 @@ _SENTENCE_YEAR = re.compile(r"(?<![0-9/.-])((?:19|20)\d\d)(?![0-9/])|\d{1,2}\s*(
 #: A return to the present: the mentions after it are current.
 _NOW = re.compile(r"(?<![a-z])(?:now|today|currently|new|since|but|again|this time|presently|maintenant|actuellement|aujourd hui|"
                   r"desormais|nouvelle?s?|nouveaux|depuis|mais|a nouveau|de nouveau|ce jour|cette fois)(?![a-z])")
+
+
+_OP_QUALIFIER = re.compile(r"(?<![a-z])(?:original|initial|first|index|primary|previous|prior|earlier|old|premiere|premier|initiale|"
+                           r"precedente|precedent|ancienne|ancien|1st)(?![a-z])")
+_OP_YEAR_AFTER = re.compile(r"^\s*(?:initiale?|originale?|premiere|primaire|index|precedente)?\s*[,(]?\s*(?:in|en|of|de|du)?\s*\(?\s*((?:19|20)\d\d)(?![0-9])|^[^.;\n]{0,25}?(?:\d{1,2}\s*(?:years?|yrs?)\s+ago|"
+                            r"il y a\s+\d{1,2}\s+ans)")
+_RECENT = re.compile(r"(?<![a-z])(?:yesterday|today|tonight|this morning|last night|overnight|hier|ce matin|aujourd hui|cette nuit|avant hier|"
+                     r"pod|post op day|j ?\+? ?\d|d\d|\d+\s*(?:days?|hours?|h|hrs?|weeks?|wks?|jours?|heures?|semaines?)\s*(?:ago|post)|"
+                     r"il y a\s+\d+\s*(?:jours?|heures?|semaines?|h))(?![a-z])")
+
+
+def _old_operation(op: re.Match, norm: str, a: int, b: int, year_now: int | None) -> bool:
+    """Is the operation named by op (_AT_OPERATION) one of an earlier year? Its own year ("at original surgery in 2023",
+    "during the 2019 fusion", "... 5 years ago"), or a first/original/index one in a sentence dated in an earlier year and
+    naming no recent time ("Revision yesterday (primary 2019): transfused during surgery" is today's operation)."""
+    def older(y: str) -> bool:
+        return year_now is None or int(y) < year_now
+    if op.group(1) and older(op.group(1)):
+        return True
+    inner = re.search(r"(?:19|20)\d\d", op.group(0))
+    if inner and older(inner.group(0)):
+        return True
+    after = _OP_YEAR_AFTER.match(norm, op.end())
+    if after and (after.group(1) is None or older(after.group(1))):
+        return True
+    if _OP_QUALIFIER.search(norm, op.start(), min(b, op.end() + 12)) and not _RECENT.search(norm, a, b):
+        return any(hit.group(1) is None or older(hit.group(1)) for hit in _SENTENCE_YEAR.finditer(norm, a, b))
+    return False
 
 
 def _past_operation_events(mentions: list[Mention], text: str, study_dt, chronic: set[str] = frozenset()) -> None:
@@ -345,11 +373,7 @@ def _past_operation_events(mentions: list[Mention], text: str, study_dt, chronic
         ends = [i for i in (norm.find(". ", op.end()), norm.find("\n", op.end()), norm.find(";", op.end())) if i >= 0]
         b = min(ends) if ends else len(norm)
         done = b
-        old = False
-        for hit in _SENTENCE_YEAR.finditer(norm, a, b):
-            if hit.group(1) is None or (year_now is not None and int(hit.group(1)) < year_now):
-                old = True
-        if not old:
+        if not _old_operation(op, norm, a, b, year_now):
             continue
         now = _NOW.search(norm, a, b)
         stop = now.start() if now else b

@@ -138,6 +138,7 @@ _LIST_SEP = {",", "or", "ou", "nor", "ni", "and", "et", "/", "("}
 _LIST_DISJ = {"or", "ou", "nor", "ni"}
 _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet", "aujourd", "desormais", "whereas", "alors",
               "tandis", "then", "puis", "since", "depuis", "with", "avec", "except", "sauf", "although", "though", "+",
+              "apart", "besides", "hormis", "excepte", "exceptee", "excepting", "aside",
               "has", "have", "had", "reports", "reported", "endorses", "admits", "positive", "positif", "positifs", "positives",
               "present", "presents", "noted", "found", "retrouve", "retrouvee", "presente", "signale", "rapporte", "complains", "apparition", "onset", "developed",
               "developpe", "worse", "aggravation", "now", "currently", "actuellement"}
@@ -150,6 +151,11 @@ _PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", 
                "radiculalgie", "radiculalgia", "cruralgie", "cruralgia", "claudication", "lombalgie", "lombalgies", "lbp", "sciatalgie",
                "brachialgia", "brachialgie", "neuralgia", "nevralgie", "lombosciatique", "lombosciatalgie", "lomboradiculalgie",
                "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
+#: Words that may stand between a finding and its form answer ("CES symptoms: nil", "Red flag signs - none").
+_FORM_HEADS = {"symptoms", "symptom", "signs", "sign", "features", "screen", "screening", "check", "flags", "symptomes", "symptome",
+               "signes", "signe"}
+#: What may follow a pre-operative comparison cue: it ends its clause ("numbness unchanged from pre-op." / ", ..." / " and ...").
+_CUE_CLAUSE_END = {".", ",", ";", ")", "!", "\n", "and", "et", "but", "mais", "-", ":", "/", "so", "donc"}
 #: "Retention, resolved." (Matcher._form_answer_no): the words that answer a finding after a comma when they end the sentence.
 _RESOLVED_ANSWER = {"resolved", "resolue", "resolu", "resolues", "resolus", "settled", "gone", "disparu", "disparue", "disparus",
                     "disparues", "gueri", "guerie"}
@@ -491,6 +497,9 @@ class Matcher:
         for k in range(b, hi):  # pseudo-trigger spans ("as before surgery" is also a comparison pseudo-trigger) are read
             for cue in index.get(words[k], ()):
                 if k + len(cue) <= hi and tuple(words[k : k + len(cue)]) == cue:
+                    after = words[k + len(cue)] if k + len(cue) < len(words) else "."
+                    if after not in _CUE_CLAUSE_END:
+                        break  # "pre-existing diabetes", "as before surgery? No - new": the cue is not about this finding
                     if not any(w in ("not", "no", "non", "never", "absent", "absente", "pas", "jamais", "wasn", "wasnt", "isn", "n")
                                for w in words[max(b, k - 3) : k]) and not any(w in _LIST_NEW for w in words[b:k]):
                         cue_at = k  # (a negated cue, "not present pre-op", "wasn't there before surgery", says a new finding)
@@ -609,6 +618,8 @@ class Matcher:
                 j += 1
             if j < len(words) and words[j] in _RESOLVED_ANSWER and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
                 return True
+        while k < len(words) and k - b < 2 and words[k] in _FORM_HEADS:
+            k += 1  # "CES symptoms: nil", "Red flag signs - none"
         if k >= len(words) or words[k] not in (":", "=", "-"):
             return False
         k += 1
@@ -666,7 +677,7 @@ class Matcher:
                 if self._cue_ending(words, k, "negation_list_before"):
                     end, _ = self._list_end(words, b)
                     seps = [words[j] for j in range(k + 1, end) if words[j] in _LIST_SEP]
-                    if not any(w in _LIST_DISJ or w in ("and", "et") for w in seps) and seps.count(",") < 2:
+                    if not any(w in _LIST_DISJ or w in ("and", "et") for w in seps) and seps.count(",") + seps.count("/") < 2:
                         return False  # "neg for fever, bilateral leg weakness": two items by a comma is ambiguous
                     return True
                 if crossed and weak_ok and self._cue_ending(words, k, "negation_before"):

@@ -55,7 +55,7 @@ _DAY_WORDS = {
     "aujourd hui": 0, "ce jour": 0, "last week": 24 * 7, "la semaine derniere": 24 * 7, "last month": 24 * 30,
     "le mois dernier": 24 * 30, "la semaine passee": 24 * 7, "le mois passe": 24 * 30, "l annee passee": 24 * 365,
     "l an passe": 24 * 365, "la fin de semaine passee": 24 * 2, "la fin de semaine derniere": 24 * 2, "a matin": 4,
-    "last year": 24 * 365, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
+    "last year": 24 * 365, "the week before last": 24 * 14, "week before last": 24 * 14, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
     "l an dernier": 24 * 365, "few days ago": 72, "quelques jours": 72, "a few days ago": 72,
     # "au lendemain d'une fusion", "le lendemain de l'arthrodèse" = day 1; "au surlendemain" = day 2 (Québec, Belgium)
     "lendemain": 24, "surlendemain": 48,
@@ -84,10 +84,14 @@ _RELATIVE = [
     # French follow-up notation: S+2 (weeks), M+3 / "à M3" (months); "D3 post-op" (day, never "D3" alone: a vertebra)
     (re.compile(r"(?<![a-z0-9])s\s*\+\s*(\d{1,2})(?![0-9])"), "w"),
     (re.compile(r"(?<![a-z0-9])(\d{1,2})\s*(?:e|eme|ieme)\s+jour\s+post"), "d"),  # "10e jour post-op"
+    # "10th post-op day", "12th day after surgery" (never the 10th of the month)
+    (re.compile(r"(?<![a-z0-9])(\d{1,2})(?:st|nd|rd|th)\s+(?:post[\s-]?op(?:erative)?\s+day|day\s+(?:post|after|following))"), "d"),
+    # "op + 10 days", "chirurgie + 3 j"
+    (re.compile(r"(?<![a-z])(?:op|surgery|operation|chirurgie|intervention)\s*\+\s*(\d{1,3})\s*(?:d|days?|j|jours?)(?![a-z])"), "d"),
     (re.compile(r"(?<![a-z0-9])m\s*\+\s*(\d{1,2})(?![0-9])|(?<![a-z])a\s+m(\d{1,2})(?![a-z0-9])|(?<![a-z0-9])m(\d{1,2})\s+post[\s-]?op"), "m"),
     (re.compile(r"(?<![a-z0-9])d\s*(\d{1,2})\s+(?:post[\s-]?op|postop|after (?:surgery|the op|op)|apres)"), "d"),
     # "post-op week 2", "week 2 post-op", "6-week follow-up", "6 week review", "3 month check"
-    (re.compile(r"post[\s-]?op(?:erative)?\s+(?:week|semaine)\s*(\d{1,2})(?![0-9])|(?<![a-z0-9])(?:week|semaine)\s*(\d{1,2})\s+post"), "W"),
+    (re.compile(r"post[\s-]?op(?:erative)?\s+(?:week|wk|semaine|sem)\s*(\d{1,2})(?![0-9])|(?<![a-z0-9])(?:week|wk|semaine)\s*(\d{1,2})\s+post"), "W"),
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:weeks?|wks?)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "w"),
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:months?|mo)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "m"),
 ]
@@ -165,6 +169,24 @@ def _numbers(norm: str) -> str:
     return _COMPOUND.sub(digits, norm)
 
 
+#: "1 week 3 days ago", "2 weeks and 3 days", "1 mois et 2 semaines": a compound duration as whole days (same length).
+_COMPOUND_DURATION = re.compile(
+    r"(?<![a-z0-9.,])(?P<a>\d{1,2})\s*(?P<u1>weeks?|wks?|semaines?|months?|mois)\s*(?:and|et|,|\+)?\s*(?P<b>\d{1,2})\s*"
+    r"(?P<u2>days?|jours?|j|d|weeks?|wks?|semaines?)(?![a-z])"
+)
+
+
+def _compound_durations(norm: str) -> str:
+    def days(m: re.Match) -> str:
+        first = int(m.group("a")) * (7 if m.group("u1").startswith(("w", "sem")) else 30.44)
+        second = int(m.group("b")) * (7 if m.group("u2").startswith(("w", "sem")) else 1)
+        if m.group("u1").startswith(("w", "sem")) and m.group("u2").startswith(("w", "sem")):
+            return m.group(0)  # "2 weeks 3 weeks": not a compound
+        text = f"{int(first + second)} d"
+        return text.ljust(len(m.group(0))) if len(text) <= len(m.group(0)) else m.group(0)
+    return _COMPOUND_DURATION.sub(days, norm)
+
+
 def _halves(norm: str) -> str:
     """norm with "N units and a half" as a whole number of smaller units, at the same length (offsets hold)."""
     if "dem" not in norm and "half" not in norm and ".5" not in norm and ",5" not in norm:
@@ -211,7 +233,7 @@ _ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, 
 
 #: "48h post-op", "3 months after surgery", "à 3 mois de l'arthrodèse", "2 ans après".
 _AFTER = re.compile(
-    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de|d'|since|s/p|s p|status post|following)"
+    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de(?![a-z])|d'|since|s/p|s p(?![a-z])|status post|following|out from|out of)"
 )
 #: "since Tuesday's surgery", "operated on Monday", "opéré mardi", "intervention de lundi": the last such
 #: weekday before the study (a week before when it is the study's weekday).
@@ -231,7 +253,7 @@ _WEEKDAY_SURGERY = re.compile(
 _AGO = [
     # "il y a environ 10 jours", "2-3 weeks ago" (a range: its lower end, the least time)
     re.compile(rf"il y a\s+(?:environ\s+|presque\s+|pres de\s+|plus de\s+|a peu pres\s+|~\s*)?(\d{{1,3}})(?:\s*(?:-|a|ou)\s*\d{{1,3}})?\s*(?:{_UNIT})(?![a-z])"),
-    re.compile(rf"(?<![0-9])(\d{{1,3}})(?:\s*(?:-|to|or)\s*\d{{1,3}})?\s*(?:{_UNIT})\s+(?:ago|back|earlier)(?![a-z])"),
+    re.compile(rf"(?<![0-9])(\d{{1,3}})(?:\s*(?:-|to|or)\s*\d{{1,3}})?\s*(?:{_UNIT})\s+(?:ago|back|earlier|prior|previously|before now|out)(?![a-z])"),
     # "arthrodèse datant de 2 ans", "qui date de 3 mois"
     re.compile(rf"(?<![a-z])(?:datant de|date de|datee de|vieille de|ancienne de)\s+(\d{{1,3}})\s*(?:{_UNIT})(?![a-z])"),
 ]
@@ -253,7 +275,7 @@ _UNIT_HOURS_WORD = dict(_UNIT_HOURS, f=24 * 14)
 #: "a fortnight ago", "il y a une quinzaine de jours".
 _WORD_TIME = [
     re.compile(rf"(?<![a-z])il y a\s+(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})(?![a-z])"),
-    re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?:ago|back|earlier|auparavant|plus tot)(?![a-z])"),
+    re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?:ago|back|earlier|prior|out|auparavant|plus tot)(?![a-z])"),
     re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?P<rel>post|after|apres|following|since|s/p|status post)(?![a-z])"),
 ]
 #: A weekday next to a procedure ("L4-5 fusion Tuesday", "discectomie lundi dernier"), not after since/depuis.
@@ -326,7 +348,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
     for f in fields:
         value = f.get("value") or ""
         norm, index = normalise(value)
-        norm = _halves(_numbers(norm))
+        norm = _compound_durations(_halves(_numbers(norm)))
 
         spans: list[tuple[int, int]] = []
 
