@@ -36,7 +36,8 @@ _SURGERY = re.compile(
     r"recalibr|decompress|decomp|instrument|osteosynth|post(?![ue]r|ur|e[ds]?(?![a-z])|ing)|bloc|s/p|lami|microdisc|acdf|accf|corpect|corporect|"
     r"kypho|cypho|vertebro|ciment|cement|stimulat|pump|pompe|redo|revision|reprise|fixation|foramino|"
     r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli|cure de|hernie|hernia|"
-    r"(?<![a-z])op(?![a-z])|"
+    r"(?<![a-z])op(?![a-z])|(?<![a-z])(?:psf|psif|plf|pslf|tdr|adr|scs|coflex|x[\s-]?stop|dynesys|metalwork|rods|screws|back done|neck done|"
+    r"spine done)(?![a-z])|"
     # "DOS: 2026-11-19", "DOS 11/19/2026": date of surgery (never the French "dos", the back, which no colon or date follows)
     r"(?<![a-z])dos(?=\s*[:=]|\s+\d{1,4}[/.-]\d)"
 )
@@ -254,6 +255,8 @@ _AGO = [
     # "il y a environ 10 jours", "2-3 weeks ago" (a range: its lower end, the least time)
     re.compile(rf"il y a\s+(?:environ\s+|presque\s+|pres de\s+|plus de\s+|a peu pres\s+|~\s*)?(\d{{1,3}})(?:\s*(?:-|a|ou)\s*\d{{1,3}})?\s*(?:{_UNIT})(?![a-z])"),
     re.compile(rf"(?<![0-9])(\d{{1,3}})(?:\s*(?:-|to|or)\s*\d{{1,3}})?\s*(?:{_UNIT})\s+(?:ago|back|earlier|prior|previously|before now|out)(?![a-z])"),
+    # "voilà 3 jours", "ça fait 3 jours qu'elle a été opérée" (French, Belgian, Québec)
+    re.compile(rf"(?<![a-z])(?:voila|ca fait|cela fait|ca va faire|ca fera)\s+(?:environ\s+|presque\s+|deja\s+)?(\d{{1,3}})\s*(?:{_UNIT})(?![a-z])"),
     # "arthrodèse datant de 2 ans", "qui date de 3 mois"
     re.compile(rf"(?<![a-z])(?:datant de|date de|datee de|vieille de|ancienne de)\s+(\d{{1,3}})\s*(?:{_UNIT})(?![a-z])"),
 ]
@@ -264,7 +267,7 @@ _WORD_NUMBERS = {
     "a couple of": 2, "couple of": 2, "a couple": 2, "couple": 2, "a few": 3, "few": 3, "several": 3,
     "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9,
     "dix": 10, "onze": 11, "douze": 12, "quinze": 15, "vingt": 20, "trente": 30, "quelques": 3,
-    "une dizaine de": 10, "une quinzaine de": 15, "une vingtaine de": 20,
+    "une dizaine de": 10, "une quinzaine de": 15, "une vingtaine de": 20, "une couple de": 2, "une couple d": 2, "couple de": 2,
 }
 _WORD_NUMBER = "|".join(sorted((re.escape(k).replace("\\ ", "\\s+") for k in _WORD_NUMBERS), key=len, reverse=True))
 _WORD_UNITS = {"h": r"hours?|heures?", "d": r"days?|jours?|journees?", "w": r"weeks?|semaines?", "f": r"fortnights?",
@@ -274,7 +277,7 @@ _UNIT_HOURS_WORD = dict(_UNIT_HOURS, f=24 * 14)
 #: "two days ago", "a week back", "il y a deux jours", "three weeks after surgery", "une semaine après l'arthrodèse",
 #: "a fortnight ago", "il y a une quinzaine de jours".
 _WORD_TIME = [
-    re.compile(rf"(?<![a-z])il y a\s+(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})(?![a-z])"),
+    re.compile(rf"(?<![a-z])(?:il y a|voila|ca fait|cela fait)\s+(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})(?![a-z])"),
     re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?:ago|back|earlier|prior|out|auparavant|plus tot)(?![a-z])"),
     re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?P<rel>post|after|apres|following|since|s/p|status post)(?![a-z])"),
 ]
