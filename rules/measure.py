@@ -31,6 +31,40 @@ _UNIT_AFTER = re.compile(r"^\s*(°\s*c|°|c\b|f\b|mg/l|mg/dl|g/dl|g/l|mmol/l|ml|
                          r"g/dl|x ?10\^?9/l|g/l|/mm3|giga/l|/5)?")
 
 
+_ONES = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+         "un": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9}
+_TENS_W = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+           "vingt": 20, "trente": 30, "quarante": 40, "cinquante": 50, "soixante": 60, "septante": 70, "huitante": 80, "nonante": 90}
+_TEENS_W = {"ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17,
+            "eighteen": 18, "nineteen": 19, "dix": 10, "onze": 11, "douze": 12, "treize": 13, "quatorze": 14, "quinze": 15, "seize": 16}
+_ONE_W = "|".join(k.strip() for k in _ONES)
+#: "eight hundred ml", "nine hundred and fifty mls", "huit cents ml", "temp thirty-nine": a number in words before a unit, or a
+#: temperature in words, rewritten as digits at the same length (offsets hold) so that the readers below see a number.
+_WORD_VALUE = re.compile(
+    rf"(?<![a-z])(?:(?P<h>{_ONE_W})\s+(?:hundred|cents?)(?:\s+(?:and\s+)?(?P<ht>{'|'.join(_TENS_W)})?(?:[\s-]*(?P<hu>{_ONE_W}))?)?"
+    rf"|(?P<t>{'|'.join(_TENS_W)})(?:[\s-]+(?:et\s+)?(?P<tu>{_ONE_W}))?|(?P<teen>{'|'.join(_TEENS_W)}))"
+    r"(?![a-z])"
+)
+_TEMP_BEFORE = re.compile(r"(?:temp|temperature|t|fever|fievre|pyrexial|febrile)\s*(?:of|de|a|:|=)?\s*$")
+
+
+def _word_values(norm: str) -> str:
+    if not any(w in norm for w in ("hundred", "cent", "ty", "nte", "ngt", "teen", "ze", "dix", "ten", "eleven", "twelve")):
+        return norm
+    def digits(m: re.Match) -> str:
+        if m.group("h"):
+            value = _ONES[m.group("h")] * 100 + (_TENS_W.get(m.group("ht") or "", 0)) + (_ONES.get(m.group("hu") or "", 0))
+        elif m.group("t"):
+            value = _TENS_W[m.group("t")] + _ONES.get(m.group("tu") or "", 0)
+        else:
+            value = _TEENS_W[m.group("teen")]
+        unitless = not re.match(r"\s*(?:ml|mls|cc|milli|degre|°)", norm[m.end() : m.end() + 8])
+        if unitless and not _TEMP_BEFORE.search(norm[max(0, m.start() - 16) : m.start()]):
+            return m.group(0)  # a number in words without a unit is read only as a temperature ("temp thirty-nine")
+        return str(value).ljust(len(m.group(0)))
+    return _WORD_VALUE.sub(digits, norm)
+
+
 def _f(text: str) -> float:
     return float(text.replace(",", "."))
 
@@ -58,6 +92,7 @@ class Reader:
 
     def find(self, text: str, field: dict) -> list[Mention]:
         norm, index = normalise(text)
+        norm = _word_values(norm)
         out: list[Mention] = []
         taken: list[tuple[int, int]] = []
 
