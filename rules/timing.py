@@ -45,7 +45,9 @@ _SURGERY = re.compile(
 _FUTURE = re.compile(
     r"planned|booked|scheduled|prevue?|programmee?|planifiee?|a venir|upcoming|awaiting|listed for|en vue|"
     r"(?<![a-z])demain|tomorrow|next week|la semaine prochaine|prochain|due for|pre ?op(?:erative)? (?:work|planning|assessment)|"
-    r"bilan pre ?operatoire|for surgery|pour chirurgie|avant la future|envisage|proposee?|indication"
+    r"bilan pre ?operatoire|for surgery|pour chirurgie|avant la future|envisage|proposee?|indication|to be done|to be performed|"
+    r"waiting list|wait list|liste d attente|sera operee?|will be operated|is having|going to have|dans \d+ (?:jours?|semaines?|mois)|"
+    r"(?<![a-z])in \d+ (?:days?|weeks?|months?)"
 )
 #: Relative words that need a procedure nearby: "ACDF yesterday", "hier soir, laminectomie".
 _DAY_WORDS = {
@@ -404,6 +406,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                     add(int(m.group(1)) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
         if study_dt is not None:
             for m in _WEEKDAY_SURGERY.finditer(norm):
+                if _FUTURE.search(norm[max(0, m.start() - 40) : m.end() + 25]) or re.match(r"\s*(?:prochaine?|next)(?![a-z])", norm[m.end() :]):
+                    continue  # "sera opéré lundi prochain", "TLIF to be done on Monday": planned
                 day = _WEEKDAYS[m.group("day") or m.group("day2")]
                 back = (study_dt.weekday() - day) % 7 or 7
                 add(back * 24, m.start(), m.end())
