@@ -145,6 +145,8 @@ _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet",
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
 _LIST_ITEM = 4
+#: Contractions written without an apostrophe ("cant", "doesnt"): "can t" + "cant" both read (Matcher term variants).
+_CONTRACTED = {"can", "don", "doesn", "desn", "didn", "won", "hasn", "haven", "couldn", "isn", "wasn", "hadn", "wouldn", "shouldn"}
 #: Pain words: a pain said to be as before the operation persists (inefficacy); only deficits are made pre-operative by
 #: preop_same_after (Matcher._preop_same).
 _PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", "douloureuse", "sciatica", "sciatique", "ache", "aching",
@@ -279,9 +281,24 @@ class Matcher:
                 for term in c.get(kind) or []:
                     toks = tokenize(term)
                     raw = tuple(t.raw for t in toks) if kind == "exact" else None
-                    key = (tuple(t.norm for t in toks), raw, assertion)
-                    entry = entries.setdefault(key, _Entry(key[0], raw, assertion=assertion))
-                    entry.concepts.add(name)
+                    norms = tuple(t.norm for t in toks)
+                    variants = [norms]
+                    if raw is None and "t" in norms:
+                        # "can t pee" is also written "cant pee" (no apostrophe): both spellings are terms
+                        joined, i = [], 0
+                        while i < len(norms):
+                            if i + 1 < len(norms) and norms[i + 1] == "t" and norms[i] in _CONTRACTED:
+                                joined.append(norms[i] + "t")
+                                i += 2
+                            else:
+                                joined.append(norms[i])
+                                i += 1
+                        if tuple(joined) != norms:
+                            variants.append(tuple(joined))
+                    for v in variants:
+                        key = (v, raw, assertion)
+                        entry = entries.setdefault(key, _Entry(key[0], raw, assertion=assertion))
+                        entry.concepts.add(name)
         self.index: dict[str, list[_Entry]] = {}
         for e in entries.values():
             if e.tokens:
