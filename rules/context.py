@@ -250,7 +250,8 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
         # "radiculitis, s/p microdiscectomy 1 yr ago": a procedure between the complaint and the
         # "ago" is what the time dates, not the complaint.
         if ago and not any(m.end <= p.start < m.end + ago.end()
-                           and _STATUS_POST.search(text[m.end : p.start].lower()) for p in procedures):
+                           and _STATUS_POST.search(text[m.end : p.end].lower()) for p in procedures):
+            # (p.end: the procedure mention may be the "s/p" itself - round 14, "recurrent R sciatica, s/p R L5-S1 microD 2yrs ago")
             m.history = True
 
 

@@ -530,7 +530,11 @@ _ONSET_DATE = re.compile(
 _OTHER_EVENT_DAY = re.compile(
     r"(?<![a-z])(?:x ?ray|xr|film|films|radiograph|radiographs|radio|radios|radiographie|lateral|ap|ct|cts|mri|mr|irm|scan|"
     r"scanner|imaging|imagerie|bloods|labs|bilan|bilan sanguin|prise de sang|review|reviewed|seen|vu|vue|clinic|consultation|"
-    r"appointment|rdv|visit|visite|echo|ultrasound|doppler|emg)\s*(?:done|taken|performed|from|of|de|du|d|realisee?|fait|faite)?\s*$"
+    r"appointment|rdv|visit|visite|echo|ultrasound|doppler|emg|"
+    # session 4 (round 14): the day the read or the report is wanted ("Surgeon wants read today before clinic", "please report
+    # today", "interprétation ce jour svp") is no day of the operation
+    r"read|reading|report|reported|reporting|result|results|images|study|interpretation|interpreter|lecture|compte rendu|cr|"
+    r"resultat|resultats|needed|required|wanted|requested|pls|please|svp|merci)\s*(?:done|taken|performed|from|of|de|du|d|realisee?|fait|faite|it|by|if possible|si possible|if poss)?\s*$"
 )
 _POSSESSIVE = re.compile(r"\s*'\s*s\s+([a-z]+)|\s+s\s+([a-z]+)")
 
