@@ -106,6 +106,10 @@ class Reader:
         #: the follow-up month ("à M3", "M3 post-op") nor a level-like token
         self._grade_m = re.compile(r"(?<![a-z0-9/.,+])(?<!a )(?<!au )(?<!de )m\s?([0-4])(?:\s*[+-])?(?![0-9a-z/+])"
                                    r"(?!\s*(?:post|apres|after|de suivi|follow|mois|months?))")
+        #: a grade given without "/5" after a grading word ("EHL MRC 3", "releveurs cotés à 3", "force 4 aux releveurs"); never
+        #: "grade" (a listhesis grade) and never a number followed by a unit or a slash
+        self._grade_word = re.compile(r"(?<![a-z])(?:mrc|cote|cotee|cotes|cotees|force)\s*(?:a|at|of|:|=|de)?\s*([0-4])(?:\s*[+-])?"
+                                      r"(?![0-9/]|[.,]\d|\s*(?:mm|cm|kg|ans|years|jours|days|mois|%))")
         self._temp = re.compile(rf"(?<![0-9.,/]){_NUM}\s*°\s*c?(?![a-z])")
 
     def find(self, text: str, field: dict) -> list[Mention]:
@@ -134,7 +138,8 @@ class Reader:
         values: dict[str, tuple[float, int, int]] = {}  # measurement name -> (last value read, start, end), for the shock index
         for spec, pattern, rising, drops in self.specs:
             if spec.get("grade"):
-                grades = [(g, 40) for g in self._grade.finditer(norm)] + [(g, 25) for g in self._grade_m.finditer(norm)]
+                grades = ([(g, 40) for g in self._grade.finditer(norm)] + [(g, 25) for g in self._grade_m.finditer(norm)]
+                          + [(g, 25) for g in self._grade_word.finditer(norm)])
                 for g, reach in grades:
                     near = norm[max(0, g.start() - reach) : g.end() + 20]
                     if _improving_grade(norm, g):

@@ -58,7 +58,10 @@ _DAY_WORDS = {
     "aujourd hui": 0, "ce jour": 0, "last week": 24 * 7, "la semaine derniere": 24 * 7, "last month": 24 * 30,
     "le mois dernier": 24 * 30, "la semaine passee": 24 * 7, "le mois passe": 24 * 30, "l annee passee": 24 * 365,
     "l an passe": 24 * 365, "la fin de semaine passee": 24 * 2, "la fin de semaine derniere": 24 * 2, "a matin": 4,
-    "last year": 24 * 365, "the week before last": 24 * 14, "week before last": 24 * 14, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
+    "last year": 24 * 365, "the week before last": 24 * 14, "week before last": 24 * 14,
+    # "earlier this week", "en début de semaine": within the week, the early window whatever the day (the least time: a day)
+    "earlier this week": 24, "earlier in the week": 24, "at the start of the week": 24, "start of the week": 24, "this week": 24,
+    "en debut de semaine": 24, "au debut de la semaine": 24, "plus tot cette semaine": 24, "cette semaine": 24, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
     "l an dernier": 24 * 365, "few days ago": 72, "quelques jours": 72, "a few days ago": 72,
     # "au lendemain d'une fusion", "le lendemain de l'arthrodèse" = day 1; "au surlendemain" = day 2 (Québec, Belgium)
     "lendemain": 24, "surlendemain": 48,
@@ -252,6 +255,10 @@ _WEEKDAY_SURGERY = re.compile(
     r"(?:(?:done|performed|carried out|was|were|faite?|realisee?|pratiquee?)\s+)?(?:on\s+|le\s+|ce\s+|de\s+|du\s+|d\s+)?(?:last\s+)?(?P<day2>monday|tuesday|"
     r"wednesday|thursday|friday|saturday|sunday|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?![a-z])"
 )
+_WEEKDAY_BEFORE_LAST = re.compile(
+    r"(?<![a-z])(?:the\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday)\s+before\s+last(?![a-z])"
+    r"|(?<![a-z])(?P<fr>lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)\s+d\s*'?\s*avant(?![a-z])"
+)
 #: "operated 3 days ago", "opéré il y a 3 jours".
 _AGO = [
     # "il y a environ 10 jours", "2-3 weeks ago" (a range: its lower end, the least time)
@@ -405,6 +412,10 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 if _near_procedure(norm, m.start(), m.end()):
                     add(int(m.group(1)) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
         if study_dt is not None:
+            for m in _WEEKDAY_BEFORE_LAST.finditer(norm):  # "fusion the Monday before last": a week before the last such day
+                if _near_procedure(norm, m.start(), m.end()):
+                    back = (study_dt.weekday() - _WEEKDAYS[m.group("day") or m.group("fr")]) % 7 or 7
+                    add((back + 7) * 24, m.start(), m.end())
             for m in _WEEKDAY_SURGERY.finditer(norm):
                 if _FUTURE.search(norm[max(0, m.start() - 40) : m.end() + 25]) or re.match(r"\s*(?:prochaine?|next)(?![a-z])", norm[m.end() :]):
                     continue  # "sera opéré lundi prochain", "TLIF to be done on Monday": planned
