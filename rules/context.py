@@ -34,8 +34,9 @@ HARDWARE = ("fusion", "hardware", "screw_query") + HARDWARE_COMPLICATIONS
 NON_INSTRUMENTED = ("discectomy", "decompression", "cement", "stimulator")
 
 #: "CES in 2015", "(2019)": a year before the study year after a mention makes it history.
+#: round 13: also with the old event between ("paraplegia since MVA 2009", "paraplégie depuis AVP en 2009").
 _YEAR_AFTER = re.compile(
-    r"^\W{0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut)\s+){0,3}"
+    r"^\W{0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut|mva|rta|avp|accident|fall|chute|injury|trauma|traumatisme|tp|accident de la route)\s+){0,3}"
     r"\(?((?:19|20)\d\d)\b"
 )
 #: "... il y a 6 ans", "... 10 years ago": a complaint that old is history.

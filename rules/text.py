@@ -119,8 +119,15 @@ def tokenize(text: str) -> list[Token]:
     for m in _TOKEN.finditer(norm):
         start = index[m.start()]
         end = index[m.end() - 1] + 1
-        tokens.append(Token(spell(m.group()), text[start:end], start, end))
+        tok = Token(spell(m.group()), text[start:end], start, end)
+        if tok.norm == "." and tokens and tokens[-1].norm in _ABBREVIATIONS and tokens[-1].end == start:
+            continue  # round 13: the period of an abbreviation ("risks incl. haematoma, CES") ends no sentence nor scope
+        tokens.append(tok)
     return tokens
+
+
+#: Abbreviations whose period is no sentence end ("discussed risks incl. haematoma, CES, dural tear"; "e.g. retention").
+_ABBREVIATIONS = {"incl", "inc", "eg", "ie", "approx", "esp", "resp", "cf", "viz", "vs", "nb", "ex", "env", "notamm"}
 
 
 def term_tokens(term: str) -> tuple[str, ...]:
@@ -606,7 +613,10 @@ class Matcher:
                     if words[k] in (".", ";", "\n", "!"):
                         break
                 elif any(tuple(words[k : k + len(b)]) == b for b in self.break_first.get(words[k], ())):
-                    break
+                    # round 13: a cue that itself begins with a break word, or opens a parenthesis, is read
+                    # ("paraplegia since MVA 2009", "paraplegia (long-standing)")
+                    if not (self._cue_starts(words, k, kind) or (words[k] == "(" and self._cue_starts(words, k + 1, kind))):
+                        break
                 hi = k + 1
             span = range(pos, hi)
         for k in span:
@@ -751,6 +761,12 @@ class Matcher:
                 if tuple(words[k : k + len(cue)]) == cue:
                     return True
         return False
+
+    def _cue_starts(self, words: list[str], k: int, kind: str) -> bool:
+        """Does a cue of this kind begin at words[k]?"""
+        if k >= len(words):
+            return False
+        return any(tuple(words[k : k + len(cue)]) == cue for cue in self.cue_index.get(kind, {}).get(words[k], ()))
 
     def _cue_ending(self, words: list[str], k: int, kind: str) -> bool:
         """Does a cue of this kind end at words[k]?"""
