@@ -44,7 +44,7 @@ _YEAR_AFTER = re.compile(
 _STATUS_POST = re.compile(r"(?<![a-z])(s/p|s p|status post|after|following|post|apres|depuis)(?![a-z])")
 #: "Complete T6 paraplegia since RTA 2011", "incontinence depuis 2015": a complaint there since an earlier year is pre-existing
 #: (round 14); not when a month stands before the year ("since Dec 2025" may be weeks) nor when it is said to be worse.
-_SINCE_YEAR = re.compile(r"^[\s,]*(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z]+\s+){0,2}\(?((?:19|20)\d\d)(?![0-9])")
+_SINCE_YEAR = re.compile(r"^[\s,]*(?:(?:complete|incomplete|complet|complete|incomplet|[cdtls]\d{1,2})\s+){0,2}(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z]+\s+){0,2}\(?((?:19|20)\d\d)(?![0-9])")
 _PROGRESSION_AFTER = re.compile(r"(?<![a-z])(?:worse|worsening|deteriorat\w*|progress\w*|aggrav\w*|new|nouvelle?s?|nouveaux|now|maintenant|increasing)(?![a-z])")
 _YEARS_AGO = re.compile(r"^[^.;\n]{0,40}?(?:il y a\s+\d{1,2}\s*(?:ans|annees)|\d{1,2}\s*(?:years?|yrs?|ans)\s+(?:ago|auparavant|plus tot))")
 
@@ -246,12 +246,15 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
             continue  # "above previous L4-S1 fusion (2018)": the year dates the operation, not the complaint
         if year_now is None:
             year_now = 10_000
+        later = normalise(text[m.end : m.end + 120])[0].split(".")[0]
+        since = _SINCE_YEAR.match(normalise(text[m.end : m.end + 50])[0])
+        if since and _PROGRESSION_AFTER.search(later):
+            continue  # "paraparesis since 2015, now worse over 2 days": current again (round 14)
         hit = _YEAR_AFTER.match(text[m.end : m.end + 40].lower())
         if hit and int(hit.group(1)) < year_now:
             m.history = True
             continue
-        since = _SINCE_YEAR.match(normalise(text[m.end : m.end + 50])[0])
-        if since and int(since.group(1)) < year_now and not _PROGRESSION_AFTER.search(normalise(text[m.end : m.end + 120])[0].split(".")[0]):
+        if since and int(since.group(1)) < year_now:
             m.history = True  # session 4 (round 14): "paraplegia since RTA 2011", "incontinence since childbirth 1998"
             continue
         ago = _YEARS_AGO.match(normalise(text[m.end : m.end + 60])[0])
