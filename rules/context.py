@@ -42,6 +42,10 @@ _YEAR_AFTER = re.compile(
 #: "... il y a 6 ans", "... 10 years ago": a complaint that old is history.
 #: "..., s/p microdiscectomy 1 yr ago", "after fusion 2 years ago": the time that follows dates the operation.
 _STATUS_POST = re.compile(r"(?<![a-z])(s/p|s p|status post|after|following|post|apres|depuis)(?![a-z])")
+#: "Complete T6 paraplegia since RTA 2011", "incontinence depuis 2015": a complaint there since an earlier year is pre-existing
+#: (round 14); not when a month stands before the year ("since Dec 2025" may be weeks) nor when it is said to be worse.
+_SINCE_YEAR = re.compile(r"^[\s,]*(?:(?:complete|incomplete|complet|complete|incomplet|[cdtls]\d{1,2})\s+){0,2}(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z]+\s+){0,2}\(?((?:19|20)\d\d)(?![0-9])")
+_PROGRESSION_AFTER = re.compile(r"(?<![a-z])(?:worse|worsening|deteriorat\w*|progress\w*|aggrav\w*|new|nouvelle?s?|nouveaux|now|maintenant|increasing)(?![a-z])")
 _YEARS_AGO = re.compile(r"^[^.;\n]{0,40}?(?:il y a\s+\d{1,2}\s*(?:ans|annees)|\d{1,2}\s*(?:years?|yrs?|ans)\s+(?:ago|auparavant|plus tot))")
 
 
@@ -242,9 +246,16 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
             continue  # "above previous L4-S1 fusion (2018)": the year dates the operation, not the complaint
         if year_now is None:
             year_now = 10_000
+        later = normalise(text[m.end : m.end + 120])[0].split(".")[0]
+        since = _SINCE_YEAR.match(normalise(text[m.end : m.end + 50])[0])
+        if since and _PROGRESSION_AFTER.search(later):
+            continue  # "paraparesis since 2015, now worse over 2 days": current again (round 14)
         hit = _YEAR_AFTER.match(text[m.end : m.end + 40].lower())
         if hit and int(hit.group(1)) < year_now:
             m.history = True
+            continue
+        if since and int(since.group(1)) < year_now:
+            m.history = True  # session 4 (round 14): "paraplegia since RTA 2011", "incontinence since childbirth 1998"
             continue
         ago = _YEARS_AGO.match(normalise(text[m.end : m.end + 60])[0])
         # "radiculitis, s/p microdiscectomy 1 yr ago": a procedure between the complaint and the
@@ -287,6 +298,11 @@ _INDICATION = re.compile(r"(?<![a-z])(for(?!\s+(?:years|yrs|months|weeks|decades
 _PRESENT = re.compile(r"(?<![a-z])(now|new|nouvelle|nouveau|nouvelles|nouveaux|actuellement|currently|today|aujourd|but|mais|"
                       r"since|depuis|then|puis|again|a nouveau|de nouveau|recurrent|recidive|presents|presente|has|have|c/o|complains)(?![a-z])")
 _OLD_YEARS = re.compile(r"(?<![a-z0-9])((?:19|20)\d\d)(?![0-9])|years ago|yrs ago|il y a \d{1,2} ans|\d{1,2} ans auparavant")
+#: session 4 (round 14): an operation months ago ("3/12 post C4-6 ACDF for myelopathy", "3 mo s/p decompression for foot drop",
+#: "il y a 4 mois"): a deficit given as its indication is the pre-operative one (a stenosis given as indication stays: it is
+#: what an inefficacy rule compares against).
+_OLD_MONTHS = re.compile(r"(?<![0-9/])(?:[2-9]|1[0-2]) ?/ ?12(?![0-9])|(?<![0-9])(?:[2-9]|1[0-9]) ?(?:months?|mos?|mths?|mois)(?![a-z])")
+_DEFICITS = {"medullary", "paraplegia", "motor_deficit", "sphincter", "saddle_anaesthesia", "cauda_equina", "conus_infarct"}
 
 
 def _old_indication(mentions: list[Mention], text: str, study_dt) -> None:
@@ -310,6 +326,8 @@ def _old_indication(mentions: list[Mention], text: str, study_dt) -> None:
         for hit in _OLD_YEARS.finditer(clause):
             if hit.group(1) is None or year_now is None or int(hit.group(1)) < year_now:
                 old = True
+        if not old and m.concepts & _DEFICITS and _OLD_MONTHS.search(clause):
+            old = True
         if old:
             m.history = True
 

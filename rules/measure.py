@@ -68,6 +68,24 @@ def _word_values(norm: str) -> str:
     return _WORD_VALUE.sub(digits, norm)
 
 
+_IMPROVING = re.compile(r"(?<![a-z])(?:improving|improved|improvement|recovering|recovered|recovery|better|amelioration|ameliore|amelioree|"
+                        r"en amelioration|recuperation|recupere|recuperee|en recuperation)(?![a-z])")
+_EARLY_WORDS = re.compile(r"(?<![a-z])(?:pod ?\d|post op day|postop day|day \d|d\d|j ?\+? ?\d|yesterday|today|this morning|tonight|last night|"
+                          r"overnight|hier|aujourd|ce matin|cette nuit|\d+ ?(?:h|hrs?|hours?|heures?|days?|jours?) (?:ago|post|apres)|il y a \d+ ?(?:h|heures?|jours?))(?![a-z0-9])")
+_NEXT_GRADE = re.compile(r"^\s*[+-]?\s*(?:->|-->|=>|>|to|then|now|a|vers|puis|maintenant|→)\s*([0-5])(?:[.,]5)?\s*[+-]?\s*(?:/|sur)\s*5")
+_PREV_GRADE = re.compile(r"([0-5])(?:[.,]5)?\s*[+-]?\s*(?:/|sur)\s*5\s*(?:->|-->|=>|>|to|then|now|a|vers|puis|maintenant|→)\s*$")
+
+
+def _improving_grade(norm: str, g: re.Match) -> bool:
+    """A grade in a recovering series: a recovery word just before, and a higher grade after it or a lower one before it."""
+    if not _IMPROVING.search(norm[max(0, g.start() - 30) : g.start()]) or _EARLY_WORDS.search(norm):
+        return False  # in the first days a deficit is read as new whatever its course (never lower an early emergency)
+    nxt = _NEXT_GRADE.match(norm[g.end() : g.end() + 20])
+    prev = _PREV_GRADE.search(norm[max(0, g.start() - 20) : g.start()])
+    value = float(g.group(1).replace(",", "."))
+    return bool((nxt and float(nxt.group(1)) > value) or (prev and float(prev.group(1)) < value))
+
+
 def _f(text: str) -> float:
     return float(text.replace(",", "."))
 
@@ -127,6 +145,8 @@ class Reader:
                           + [(g, 25) for g in self._grade_word.finditer(norm)])
                 for g, reach in grades:
                     near = norm[max(0, g.start() - reach) : g.end() + 20]
+                    if _improving_grade(norm, g):
+                        continue  # session 4 (round 14): "TA improving 2/5 -> 4/5", "EHL 3/5 now 4+/5, recovering": a deficit recovering
                     if pattern.search(near) and not _CONDITION.search(norm[max(0, g.start() - 30) : g.start()]):
                         value = _f(g.group(1))
                         for t in spec.get("thresholds") or []:

@@ -135,6 +135,18 @@ def term_tokens(term: str) -> tuple[str, ...]:
 
 
 _SENTENCE_END = {".", ";", "\n", "!"}
+_NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", "aucun", "nil", "without"}
+
+
+def _negated_progression(words: list[str], b: int) -> set[int]:
+    """Positions of the words right after a negation in the 15 words after b ("no worse", "not deteriorating", "sans aggravation")."""
+    out = set()
+    for k in range(b, min(len(words), b + 15)):
+        if words[k] in _NO_PROGRESSION:
+            out.update(range(k + 1, min(len(words), k + 4)))
+    return out
+
+
 _SOFT_END = {":", "?", "but", "however", "mais", "cependant", "now", "currently", "actuellement", "today", "yet",
              "aujourd", "desormais", "whereas", "alors", "tandis", "then", "puis", "since", "depuis", "still", "toujours",
              "encore", "persists", "persiste", "again", "worse", "pire"}
@@ -162,7 +174,9 @@ _PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", 
                "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
 #: Words that may stand between a finding and its form answer ("CES symptoms: nil", "Red flag signs - none").
 _FORM_HEADS = {"symptoms", "symptom", "signs", "sign", "features", "screen", "screening", "check", "flags", "symptomes", "symptome",
-               "signes", "signe"}
+               "signes", "signe",
+               # session 4 (round 14): "Saddle sensation: intact", "Anal tone: normal", "Bladder function: normal"
+               "sensation", "sensibilite", "function", "fonction", "tone", "tonus", "control", "controle"}
 #: What may follow a pre-operative comparison cue: it ends its clause ("numbness unchanged from pre-op." / ", ..." / " and ...").
 _CUE_CLAUSE_END = {".", ",", ";", ")", "!", "\n", "and", "et", "but", "mais", "-", ":", "/", "so", "donc"}
 #: "Retention, resolved." (Matcher._form_answer_no): the words that answer a finding after a comma when they end the sentence.
@@ -464,7 +478,8 @@ class Matcher:
                 m.history = False
             # "known L5 weakness, now much worse", "déficit préexistant, aggravé depuis hier": a history finding that
             # is said, later in the sentence, to be getting worse is current again
-            if m.history and self._cue(words, b, "progression_after", covered, False, sentence=True,
+            # (session 4, round 14: a progression word under a negation - "unchanged, no worse", "pas d'aggravation" - is none)
+            if m.history and self._cue(words, b, "progression_after", covered | _negated_progression(words, b), False, sentence=True,
                                        stop={a2 for a2, _, _ in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]}):  # up to the next finding
                 m.history = False
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
