@@ -38,6 +38,8 @@ OTHERS = ["dural tear", "infection", "nerve damage", "death", "stroke", "bleedin
 def test_abbreviation_period_is_no_sentence_end():
     assert [t.norm for t in tokenize("risks incl. haematoma")] == ["risks", "incl", "hematoma"]
     assert [t.norm for t in tokenize("done. haematoma")] == ["done", ".", "hematoma"]
+    assert [t.norm for t in tokenize("risks e.g. haematoma")] == ["risks", "e", "g", "hematoma"]
+    assert [t.norm for t in tokenize("see. Haematoma")] == ["see", ".", "hematoma"]
 
 
 @SETTINGS
