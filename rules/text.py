@@ -135,6 +135,10 @@ def term_tokens(term: str) -> tuple[str, ...]:
 
 
 _SENTENCE_END = {".", ";", "\n", "!"}
+_COORDINATION = {("and",), ("et",), ("&",), ("and", "the"), ("and", "her"), ("and", "his"), ("et", "le"), ("et", "la"), ("et", "les")}
+#: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
+_NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
+              "recent", "recente", "developed", "developing", "apparition", "appeared"}
 _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", "aucun", "nil", "without"}
 
 
@@ -446,6 +450,7 @@ class Matcher:
                 covered.update(range(a, b))
         out = []
         starts = [a for a, _, _ in found]  # found is sorted by start: the treated cue's stop set is read from a window (linear)
+        prev = None  # (start, end, history) of the previous mention: a history cue reaches a finding coordinated with it
         for a, b, e in found:
             start, end = tokens[a].start, tokens[b - 1].end
             m = Mention(
@@ -468,7 +473,9 @@ class Matcher:
                                       stop={a2 for a2, _, e2 in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]
                                             if e2.concepts & e.concepts})
                          or _in_history_section(words, a)
-                         or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
+                         or self._cue(words, a, "history_sentence_before", covered, True, sentence="history", mask=mask))
+            if not m.history and prev is not None and prev[2] and tuple(words[prev[1] : a]) in _COORDINATION:
+                m.history = True  # session 4 (round 14): "Pre-op hand clumsiness and Hoffmann's unchanged": the cue covers the pair
             if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
                 m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
             if m.history and e.concepts <= self.anatomy:
@@ -487,6 +494,8 @@ class Matcher:
                               or self._cue(words, b, "hypothetical_after", covered, False))
             if self._cue(words, a, "experiencer_before", covered, True, sentence=True):
                 m.experiencer = "other"
+            if prev is None or b > prev[1]:
+                prev = (a, b, m.history)
             out.append(m)
         return out
 
@@ -596,9 +605,10 @@ class Matcher:
             lo = pos
             for k in range(pos - 1, max(-1, pos - 1 - (15 if sentence else self.scope)), -1):
                 if sentence:
-                    if words[k] in _SENTENCE_END or (sentence == "soft" and words[k] in _SOFT_END):
+                    soft = sentence in ("soft", "history")
+                    if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
                         break
-                    if sentence == "soft" and words[k] == "," and (k - 1) not in (mask or set()):
+                    if soft and words[k] == "," and (k - 1) not in (mask or set()):
                         break  # a comma ends the conditional unless what follows it is one more finding of a list
                 elif any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.break_index.get(words[k], ())):
                     break
