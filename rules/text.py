@@ -139,6 +139,10 @@ _COORDINATION = {("and",), ("et",), ("&",), ("and", "the"), ("and", "her"), ("an
 #: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
 _NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
               "recent", "recente", "developed", "developing", "apparition", "appeared"}
+#: Form heads that name a function: only an answer saying it is normal negates the finding (round 14).
+_FUNCTION_HEADS = {"sensation", "sensibilite", "function", "fonction", "tone", "tonus", "control", "controle"}
+_NORMAL_ANSWERS = {"intact", "intacte", "intacts", "intactes", "normal", "normale", "normaux", "normales", "preserved", "preservee",
+                   "conservee", "nad"}
 _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", "aucun", "nil", "without"}
 
 
@@ -670,13 +674,17 @@ class Matcher:
                 j += 1
             if j < len(words) and words[j] in _RESOLVED_ANSWER and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
                 return True
+        function = False
         while k < len(words) and k - b < 2 and words[k] in _FORM_HEADS:
+            function = function or words[k] in _FUNCTION_HEADS
             k += 1  # "CES symptoms: nil", "Red flag signs - none"
         if k >= len(words) or words[k] not in (":", "=", "-"):
             return False
         k += 1
         for cue in self.cue_index.get("negation_answer", {}).get(words[k] if k < len(words) else "", ()):
             n = len(cue)
+            if function and cue[0] not in _NORMAL_ANSWERS:
+                continue  # "Saddle sensation: absent", "Anal tone: nil": the function is lost, not the finding denied
             if tuple(words[k : k + n]) == cue and (k + n >= len(words) or words[k + n] in _SENTENCE_END or words[k + n] in (",", "/", "(")):
                 return True
         return False
