@@ -140,6 +140,14 @@ def term_tokens(term: str) -> tuple[str, ...]:
 
 
 _SENTENCE_END = {".", ";", "\n", "!"}
+_COORDINATION = {("and",), ("et",), ("&",), ("and", "the"), ("and", "her"), ("and", "his"), ("et", "le"), ("et", "la"), ("et", "les")}
+#: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
+_NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
+              "recent", "recente", "developed", "developing", "apparition", "appeared"}
+#: Form heads that name a function: only an answer saying it is normal negates the finding (round 14).
+_FUNCTION_HEADS = {"sensation", "sensibilite", "function", "fonction", "tone", "tonus", "control", "controle"}
+_NORMAL_ANSWERS = {"intact", "intacte", "intacts", "intactes", "normal", "normale", "normaux", "normales", "preserved", "preservee",
+                   "conservee", "nad"}
 _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", "aucun", "nil", "without"}
 
 
@@ -451,6 +459,7 @@ class Matcher:
                 covered.update(range(a, b))
         out = []
         starts = [a for a, _, _ in found]  # found is sorted by start: the treated cue's stop set is read from a window (linear)
+        prev = None  # (start, end, history) of the previous mention: a history cue reaches a finding coordinated with it
         for a, b, e in found:
             start, end = tokens[a].start, tokens[b - 1].end
             m = Mention(
@@ -473,7 +482,9 @@ class Matcher:
                                       stop={a2 for a2, _, e2 in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]
                                             if e2.concepts & e.concepts})
                          or _in_history_section(words, a)
-                         or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
+                         or self._cue(words, a, "history_sentence_before", covered, True, sentence="history", mask=mask))
+            if not m.history and prev is not None and prev[2] and tuple(words[prev[1] : a]) in _COORDINATION:
+                m.history = True  # session 4 (round 14): "Pre-op hand clumsiness and Hoffmann's unchanged": the cue covers the pair
             if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
                 m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
             if m.history and e.concepts <= self.anatomy:
@@ -492,6 +503,8 @@ class Matcher:
                               or self._cue(words, b, "hypothetical_after", covered, False))
             if self._cue(words, a, "experiencer_before", covered, True, sentence=True):
                 m.experiencer = "other"
+            if prev is None or b > prev[1]:
+                prev = (a, b, m.history)
             out.append(m)
         return out
 
@@ -601,9 +614,10 @@ class Matcher:
             lo = pos
             for k in range(pos - 1, max(-1, pos - 1 - (15 if sentence else self.scope)), -1):
                 if sentence:
-                    if words[k] in _SENTENCE_END or (sentence == "soft" and words[k] in _SOFT_END):
+                    soft = sentence in ("soft", "history")
+                    if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
                         break
-                    if sentence == "soft" and words[k] == "," and (k - 1) not in (mask or set()):
+                    if soft and words[k] == "," and (k - 1) not in (mask or set()):
                         break  # a comma ends the conditional unless what follows it is one more finding of a list
                 elif any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.break_index.get(words[k], ())):
                     break
@@ -665,13 +679,17 @@ class Matcher:
                 j += 1
             if j < len(words) and words[j] in _RESOLVED_ANSWER and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
                 return True
+        function = False
         while k < len(words) and k - b < 2 and words[k] in _FORM_HEADS:
+            function = function or words[k] in _FUNCTION_HEADS
             k += 1  # "CES symptoms: nil", "Red flag signs - none"
         if k >= len(words) or words[k] not in (":", "=", "-"):
             return False
         k += 1
         for cue in self.cue_index.get("negation_answer", {}).get(words[k] if k < len(words) else "", ()):
             n = len(cue)
+            if function and cue[0] not in _NORMAL_ANSWERS:
+                continue  # "Saddle sensation: absent", "Anal tone: nil": the function is lost, not the finding denied
             if tuple(words[k : k + n]) == cue and (k + n >= len(words) or words[k + n] in _SENTENCE_END or words[k + n] in (",", "/", "(")):
                 return True
         return False
