@@ -116,16 +116,21 @@ class Token:
 def tokenize(text: str) -> list[Token]:
     norm, index = normalise(text)
     tokens = []
+    dotted = {m.start() + i for m in _DOTTED.finditer(norm) for i, c in enumerate(m.group()) if c == "."} if "." in norm else set()
     for m in _TOKEN.finditer(norm):
         start = index[m.start()]
         end = index[m.end() - 1] + 1
         tok = Token(spell(m.group()), text[start:end], start, end)
         if tok.norm == "." and tokens and tokens[-1].norm in _ABBREVIATIONS and tokens[-1].end == start:
             continue  # round 13: the period of an abbreviation ("risks incl. haematoma, CES") ends no sentence nor scope
+        if tok.norm == "." and dotted and m.start() in dotted:
+            continue  # "e.g.", "i.e.", "p.ex.": the same
         tokens.append(tok)
     return tokens
 
 
+#: Dotted abbreviations whose periods are no sentence end ("risks e.g. haematoma", "i.e.", "p. ex.").
+_DOTTED = re.compile(r"(?<![a-z0-9])(?:e\.\s?g|i\.\s?e|p\.\s?ex|c\.\s?a\.\s?d|n\.\s?b|a\.\s?k\.\s?a)\.?(?![a-z0-9])")
 #: Abbreviations whose period is no sentence end ("discussed risks incl. haematoma, CES, dural tear"; "e.g. retention").
 _ABBREVIATIONS = {"incl", "inc", "eg", "ie", "approx", "esp", "resp", "cf", "viz", "vs", "nb", "ex", "env", "notamm"}
 
