@@ -246,7 +246,7 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
             continue  # "above previous L4-S1 fusion (2018)": the year dates the operation, not the complaint
         if year_now is None:
             year_now = 10_000
-        later = normalise(text[m.end : m.end + 120])[0].split(".")[0]
+        later = " ".join(normalise(text[m.end : m.end + 120])[0].split(".")[:2])  # this sentence and the next: "... Now worse."
         since = _SINCE_YEAR.match(normalise(text[m.end : m.end + 50])[0])
         if since and _PROGRESSION_AFTER.search(later):
             continue  # "paraparesis since 2015, now worse over 2 days": current again (round 14)

@@ -140,7 +140,6 @@ def term_tokens(term: str) -> tuple[str, ...]:
 
 
 _SENTENCE_END = {".", ";", "\n", "!"}
-_COORDINATION = {("and",), ("et",), ("&",), ("and", "the"), ("and", "her"), ("and", "his"), ("et", "le"), ("et", "la"), ("et", "les")}
 #: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
 _NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
               "recent", "recente", "developed", "developing", "apparition", "appeared"}
@@ -459,7 +458,6 @@ class Matcher:
                 covered.update(range(a, b))
         out = []
         starts = [a for a, _, _ in found]  # found is sorted by start: the treated cue's stop set is read from a window (linear)
-        prev = None  # (start, end, history) of the previous mention: a history cue reaches a finding coordinated with it
         for a, b, e in found:
             start, end = tokens[a].start, tokens[b - 1].end
             m = Mention(
@@ -483,8 +481,6 @@ class Matcher:
                                             if e2.concepts & e.concepts})
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="history", mask=mask))
-            if not m.history and prev is not None and prev[2] and tuple(words[prev[1] : a]) in _COORDINATION:
-                m.history = True  # session 4 (round 14): "Pre-op hand clumsiness and Hoffmann's unchanged": the cue covers the pair
             if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
                 m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
             if m.history and e.concepts <= self.anatomy:
@@ -503,8 +499,6 @@ class Matcher:
                               or self._cue(words, b, "hypothetical_after", covered, False))
             if self._cue(words, a, "experiencer_before", covered, True, sentence=True):
                 m.experiencer = "other"
-            if prev is None or b > prev[1]:
-                prev = (a, b, m.history)
             out.append(m)
         return out
 
