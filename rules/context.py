@@ -7,6 +7,7 @@ the rules only look at this object.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from rules.text import STUDY_CAP, Matcher, Mention, repair
@@ -33,13 +34,18 @@ HARDWARE = ("fusion", "hardware", "screw_query") + HARDWARE_COMPLICATIONS
 NON_INSTRUMENTED = ("discectomy", "decompression", "cement", "stimulator")
 
 #: "CES in 2015", "(2019)": a year before the study year after a mention makes it history.
+#: round 13: also with the old event between ("paraplegia since MVA 2009", "paraplégie depuis AVP en 2009").
 _YEAR_AFTER = re.compile(
-    r"^\W{0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut)\s+){0,3}"
+    r"^\W{0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut|mva|rta|avp|accident|fall|chute|injury|trauma|traumatisme|tp|accident de la route)\s+){0,3}"
     r"\(?((?:19|20)\d\d)\b"
 )
 #: "... il y a 6 ans", "... 10 years ago": a complaint that old is history.
 #: "..., s/p microdiscectomy 1 yr ago", "after fusion 2 years ago": the time that follows dates the operation.
 _STATUS_POST = re.compile(r"(?<![a-z])(s/p|s p|status post|after|following|post|apres|depuis)(?![a-z])")
+#: "Complete T6 paraplegia since RTA 2011", "incontinence depuis 2015": a complaint there since an earlier year is pre-existing
+#: (round 14); not when a month stands before the year ("since Dec 2025" may be weeks) nor when it is said to be worse.
+_SINCE_YEAR = re.compile(r"^[\s,]*(?:(?:complete|incomplete|complet|complete|incomplet|[cdtls]\d{1,2})\s+){0,2}(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z]+\s+){0,2}\(?((?:19|20)\d\d)(?![0-9])")
+_PROGRESSION_AFTER = re.compile(r"(?<![a-z])(?:worse|worsening|deteriorat\w*|progress\w*|aggrav\w*|new|nouvelle?s?|nouveaux|now|maintenant|increasing)(?![a-z])")
 _YEARS_AGO = re.compile(r"^[^.;\n]{0,40}?(?:il y a\s+\d{1,2}\s*(?:ans|annees)|\d{1,2}\s*(?:years?|yrs?|ans)\s+(?:ago|auparavant|plus tot))")
 
 
@@ -86,9 +92,15 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         _year_history(found, text, study_dt, getattr(matcher, "chronic", set()))
         _history_cause(found, text, matcher.cues.get("history_cause_between", ()))
         _old_indication(found, text, study_dt)
+        _past_operation_events(found, text, study_dt, getattr(matcher, "chronic", set()))
         _planned_sentences(found, text)
+        _awaiting_revision(found, text, getattr(matcher, "persistent", set()))
         if measure is not None:
             measured = measure.find(text, f)
+            graded = [mm for mm in measured if mm.concepts]  # "EHL 4/5, unchanged from pre-op": the pre-operative deficit
+            for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
+                if same:
+                    mm.history = True
             benign = [b for b in measured if not b.concepts]  # a trend in numbers below every threshold
             found = [m for m in found
                      if not any(m.start < b.end and b.start < m.end and m.concepts <= set(b.measurement["cancels"])
@@ -143,7 +155,9 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     if structured:
         readings.insert(0, structured)
     intraop = any(p.get("role") in ("intraoperative", "postoperative_reference") for p in priors or [])
-    if any(c in seen for c in OPERATED) or readings or structured or intraop:
+    # a planned redo / revision / reprise says there was an operation before ("redo discectomy scheduled next month")
+    redo = any("revision" in m.concepts for m in planned)
+    if any(c in seen for c in OPERATED) or readings or structured or intraop or redo:
         postoperative = "yes"
     elif "no_surgery" in seen or any(c in negated for c in OPERATED) or planned:
         postoperative = "no"
@@ -184,6 +198,8 @@ def _planned_sentences(mentions: list[Mention], text: str) -> None:
     is planned too, unless the sentence also dates it in the past."""
     norm, _ = normalise(text)
     for m in mentions:
+        if m.concepts <= set(HARDWARE_COMPLICATIONS):
+            continue  # "Known L4-5 pseudarthrosis, revision fusion planned": the lesion is a finding, only its repair is planned
         if m.hypothetical or not m.concepts & set(OPERATED) or m.concepts & {"operated"} and len(m.concepts) == 1 and m.text.lower().startswith("post"):
             continue
         a = max(norm.rfind(". ", 0, m.start), norm.rfind("\n", 0, m.start), norm.rfind(";", 0, m.start)) + 1
@@ -192,6 +208,31 @@ def _planned_sentences(mentions: list[Mention], text: str) -> None:
         sentence = norm[a:b]
         if _FUTURE.search(sentence) and not _PAST.search(sentence):
             m.hypothetical = True
+
+
+def _awaiting_revision(mentions: list[Mention], text: str, persistent: set[str]) -> None:
+    """A structural lesion (lexicon `persistent`) in the sentence that plans its revision is there now, even when
+    dated or said "previous": "Recurrent L4-5 herniation diagnosed 2025, redo discectomy booked", "pseudarthrose
+    L4-L5 connue depuis 2024, reprise programmée"."""
+    if not persistent:
+        return
+    norm, _ = normalise(text)
+    planned = [p for p in mentions if p.hypothetical and p.assertion != "negated" and p.concepts & set(OPERATED)]
+    if not planned:
+        return
+    planned.sort(key=lambda p: p.start)
+    starts = [p.start for p in planned]
+    for m in mentions:
+        if not m.history or not m.concepts or not m.concepts <= persistent or m.assertion == "negated":
+            continue
+        a = max(norm.rfind(". ", max(0, m.start - 400), m.start), norm.rfind("\n", max(0, m.start - 400), m.start),
+                norm.rfind(";", max(0, m.start - 400), m.start)) + 1
+        ends = [i for i in (norm.find(". ", m.end, m.end + 400), norm.find("\n", m.end, m.end + 400), norm.find(";", m.end, m.end + 400))
+                if i >= 0]
+        b = min(ends) if ends else min(len(norm), m.end + 400)
+        k = bisect_left(starts, a)
+        if k < len(planned) and planned[k].end <= b:
+            m.history = False
 
 
 def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str] = frozenset()) -> None:
@@ -205,15 +246,23 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
             continue  # "above previous L4-S1 fusion (2018)": the year dates the operation, not the complaint
         if year_now is None:
             year_now = 10_000
+        later = " ".join(normalise(text[m.end : m.end + 120])[0].split(".")[:2])  # this sentence and the next: "... Now worse."
+        since = _SINCE_YEAR.match(normalise(text[m.end : m.end + 50])[0])
+        if since and _PROGRESSION_AFTER.search(later):
+            continue  # "paraparesis since 2015, now worse over 2 days": current again (round 14)
         hit = _YEAR_AFTER.match(text[m.end : m.end + 40].lower())
         if hit and int(hit.group(1)) < year_now:
             m.history = True
+            continue
+        if since and int(since.group(1)) < year_now:
+            m.history = True  # session 4 (round 14): "paraplegia since RTA 2011", "incontinence since childbirth 1998"
             continue
         ago = _YEARS_AGO.match(normalise(text[m.end : m.end + 60])[0])
         # "radiculitis, s/p microdiscectomy 1 yr ago": a procedure between the complaint and the
         # "ago" is what the time dates, not the complaint.
         if ago and not any(m.end <= p.start < m.end + ago.end()
-                           and _STATUS_POST.search(text[m.end : p.start].lower()) for p in procedures):
+                           and _STATUS_POST.search(text[m.end : p.end].lower()) for p in procedures):
+            # (p.end: the procedure mention may be the "s/p" itself - round 14, "recurrent R sciatica, s/p R L5-S1 microD 2yrs ago")
             m.history = True
 
 
@@ -249,6 +298,11 @@ _INDICATION = re.compile(r"(?<![a-z])(for(?!\s+(?:years|yrs|months|weeks|decades
 _PRESENT = re.compile(r"(?<![a-z])(now|new|nouvelle|nouveau|nouvelles|nouveaux|actuellement|currently|today|aujourd|but|mais|"
                       r"since|depuis|then|puis|again|a nouveau|de nouveau|recurrent|recidive|presents|presente|has|have|c/o|complains)(?![a-z])")
 _OLD_YEARS = re.compile(r"(?<![a-z0-9])((?:19|20)\d\d)(?![0-9])|years ago|yrs ago|il y a \d{1,2} ans|\d{1,2} ans auparavant")
+#: session 4 (round 14): an operation months ago ("3/12 post C4-6 ACDF for myelopathy", "3 mo s/p decompression for foot drop",
+#: "il y a 4 mois"): a deficit given as its indication is the pre-operative one (a stenosis given as indication stays: it is
+#: what an inefficacy rule compares against).
+_OLD_MONTHS = re.compile(r"(?<![0-9/])(?:[2-9]|1[0-2]) ?/ ?12(?![0-9])|(?<![0-9])(?:[2-9]|1[0-9]) ?(?:months?|mos?|mths?|mois)(?![a-z])")
+_DEFICITS = {"medullary", "paraplegia", "motor_deficit", "sphincter", "saddle_anaesthesia", "cauda_equina", "conus_infarct"}
 
 
 def _old_indication(mentions: list[Mention], text: str, study_dt) -> None:
@@ -272,8 +326,82 @@ def _old_indication(mentions: list[Mention], text: str, study_dt) -> None:
         for hit in _OLD_YEARS.finditer(clause):
             if hit.group(1) is None or year_now is None or int(hit.group(1)) < year_now:
                 old = True
+        if not old and m.concepts & _DEFICITS and _OLD_MONTHS.search(clause):
+            old = True
         if old:
             m.history = True
+
+
+#: "at (the) original surgery", "during her first operation", "lors de l'intervention initiale", "during the 2019 fusion": an
+#: event of that operation.
+_AT_OPERATION = re.compile(
+    r"(?<![a-z])(?:at|during|in|with|from|after|following|lors de|lors d|pendant|au cours de|au cours d|a|au|apres|suite a|suite au)\s+(?:(?:the|his|her|that|l|la|le|son|sa|cette|ce|cet)\s+)?"
+    r"(?:(?:original|initial|first|index|previous|prior|primary|earlier|old|first ever|premiere|premier|initiale|precedente|precedent|"
+    r"ancienne|ancien|1st|(?:19|20)\d\d)\s+)*"
+    r"(?:surgery|operation|op|procedure|intervention|chirurgie|fusion|arthrodese|discectomy|discectomie|laminectomy|laminectomie|"
+    r"decompression|tlif|plif|acdf)(?![a-z])(?:\s*\(?\s*(?:in|en)?\s*\(?((?:19|20)\d\d))?"
+)
+#: ... dated: a year in the sentence, or "N years ago" / "il y a N ans".
+_SENTENCE_YEAR = re.compile(r"(?<![0-9/.-])((?:19|20)\d\d)(?![0-9/])|\d{1,2}\s*(?:years?|yrs?)\s+ago|il y a\s+\d{1,2}\s+ans")
+#: A return to the present: the mentions after it are current.
+_NOW = re.compile(r"(?<![a-z])(?:now|today|currently|new|since|but|again|this time|presently|maintenant|actuellement|aujourd hui|"
+                  r"desormais|nouvelle?s?|nouveaux|depuis|mais|a nouveau|de nouveau|ce jour|cette fois)(?![a-z])")
+
+
+_OP_QUALIFIER = re.compile(r"(?<![a-z])(?:original|initial|first|index|primary|previous|prior|earlier|old|premiere|premier|initiale|"
+                           r"precedente|precedent|ancienne|ancien|1st)(?![a-z])")
+_OP_YEAR_AFTER = re.compile(r"^\s*(?:initiale?|originale?|premiere|primaire|index|precedente)?\s*[,(]?\s*(?:in|en|of|de|du)?\s*\(?\s*((?:19|20)\d\d)(?![0-9])|^[^.;\n]{0,25}?(?:\d{1,2}\s*(?:years?|yrs?)\s+ago|"
+                            r"il y a\s+\d{1,2}\s+ans)")
+_RECENT = re.compile(r"(?<![a-z])(?:yesterday|today|tonight|this morning|last night|overnight|hier|ce matin|aujourd hui|cette nuit|avant hier|"
+                     r"pod|post op day|j ?\+? ?\d|d\d|\d+\s*(?:days?|hours?|h|hrs?|weeks?|wks?|jours?|heures?|semaines?)\s*(?:ago|post)|"
+                     r"il y a\s+\d+\s*(?:jours?|heures?|semaines?|h))(?![a-z])")
+
+
+def _old_operation(op: re.Match, norm: str, a: int, b: int, year_now: int | None) -> bool:
+    """Is the operation named by op (_AT_OPERATION) one of an earlier year? Its own year ("at original surgery in 2023",
+    "during the 2019 fusion", "... 5 years ago"), or a first/original/index one in a sentence dated in an earlier year and
+    naming no recent time ("Revision yesterday (primary 2019): transfused during surgery" is today's operation)."""
+    def older(y: str) -> bool:
+        return year_now is None or int(y) < year_now
+    if op.group(1) and older(op.group(1)):
+        return True
+    inner = re.search(r"(?:19|20)\d\d", op.group(0))
+    if inner and older(inner.group(0)):
+        return True
+    after = _OP_YEAR_AFTER.match(norm, op.end())
+    if after and (after.group(1) is None or older(after.group(1))):
+        return True
+    if _OP_QUALIFIER.search(norm, op.start(), min(b, op.end() + 12)) and not _RECENT.search(norm, a, b):
+        return any(hit.group(1) is None or older(hit.group(1)) for hit in _SENTENCE_YEAR.finditer(norm, a, b))
+    return False
+
+
+def _past_operation_events(mentions: list[Mention], text: str, study_dt, chronic: set[str] = frozenset()) -> None:
+    """What happened at an operation done in an earlier year is history: "Big blood loss at original surgery in 2023
+    needed transfusion", "transfusée lors de l'arthrodèse initiale en 2019". The sentence up to a return to the
+    present (now, new, since, mais...) is read as that operation's; a later finding in it stays current."""
+    norm, index = normalise(text)
+    norm = norm.replace("'", " ").replace("\u2019", " ")  # "lors de l'intervention" (same length: offsets hold)
+    year_now = study_dt.year if study_dt else None
+    ordered = sorted(mentions, key=lambda m: m.start)
+    positions = [bisect_left(index, m.start) for m in ordered]  # each mention's place in the normalised text
+    done = -1
+    for op in _AT_OPERATION.finditer(norm):
+        if op.start() < done:
+            continue  # one pass per sentence
+        a = max(norm.rfind(". ", 0, op.start()), norm.rfind("\n", 0, op.start()), norm.rfind(";", 0, op.start())) + 1
+        ends = [i for i in (norm.find(". ", op.end()), norm.find("\n", op.end()), norm.find(";", op.end())) if i >= 0]
+        b = min(ends) if ends else len(norm)
+        done = b
+        if not _old_operation(op, norm, a, b, year_now):
+            continue
+        now = _NOW.search(norm, a, b)
+        stop = now.start() if now else b
+        for i in range(bisect_left(positions, a), bisect_left(positions, stop)):
+            m = ordered[i]
+            # round 12: "Étage sus-jacent à l'arthrodèse L4-L5 (2017)": a chronic condition next to it is there now
+            if not (m.concepts & set(OPERATED) or m.hypothetical or (chronic and m.concepts and m.concepts <= chronic)):
+                m.history = True
 
 
 def _distinct(readings: list[Reading]) -> list[Reading]:

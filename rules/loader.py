@@ -38,8 +38,11 @@ CUE_KINDS = (
     "experiencer_before",
     "negation_list_before",
     "negation_list_after",
+    "negation_list_between",
     "history_sentence_before",
     "history_cause_between",
+    "known_before",
+    "preop_same_after",
     "scope_breaks",
 )
 TEMPLATE_FIELDS = {"rule", "title", "flags", "matched", "window", "interval", "priority"}
@@ -175,9 +178,9 @@ _RULE_KEYS = {
     "acquisition_has", "acquisition_lacks", "interval", "priors_have", "priors_lack", "flags",
     "priority", "escalate", "recommend", "observation", "note", "explain", "unknown_time",
 }
-_CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note", "patterns", "anatomy", "overrides", "chronic"}
+_CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note", "patterns", "anatomy", "overrides", "chronic", "persistent"}
 _TOP_KEYS = {"settings", "cues", "concepts", "known_words", "family", "rules", "safety_net", "measurements"}
-_SAFETY_KEYS = {"id", "concepts", "with_any", "procedure", "windows", "postoperative", "priority", "flags", "reference", "note"}
+_SAFETY_KEYS = {"id", "concepts", "with_any", "without_any", "procedure", "windows", "postoperative", "priority", "flags", "reference", "note"}
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 
 
@@ -244,7 +247,7 @@ def read(directory: Path) -> Source:
                 src.errors.append(RulebookError(path, line, f"unknown safety_net key '{key}'"))
         if not item.get("id") or not item.get("concepts") or not item.get("reference"):
             src.errors.append(RulebookError(path, line, "a safety_net entry needs id, concepts and reference"))
-        for c in list(item.get("concepts") or []) + list(item.get("with_any") or []):
+        for c in list(item.get("concepts") or []) + list(item.get("with_any") or []) + list(item.get("without_any") or []):
             if c not in src.concepts:
                 src.errors.append(RulebookError(path, line, f"unknown concept '{c}' in safety_net {item.get('id')}"))
         for code in item.get("flags") or []:
@@ -265,6 +268,12 @@ def read(directory: Path) -> Source:
         for t in item.get("thresholds") or []:
             if t.get("concept") not in src.concepts:
                 src.errors.append(RulebookError(path, line, f"unknown concept '{t.get('concept')}' in measurement {item.get('name')}"))
+        index = item.get("shock_index")
+        if index is not None and (not isinstance(index, dict) or index.get("concept") not in src.concepts or not index.get("reference")
+                                  or not any(m.get("name") == index.get("with") for m in src.measurements)
+                                  or not isinstance(index.get("above_or_equal"), (int, float))):
+            src.errors.append(RulebookError(path, line, f"measurement {item.get('name')}: shock_index needs 'with' (another measurement), "
+                                                        "'above_or_equal', a known 'concept' and a 'reference'"))
         if not item.get("reference"):
             src.errors.append(RulebookError(path, line, f"measurement {item.get('name')} needs a reference"))
     seen: dict[str, tuple[Path, int]] = {}

@@ -19,13 +19,71 @@ _FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|e
            r"trending|went|gone|from|=|"
            # round 9: a trend verb before "from a to b" ("hb dropd from 11 to 8.6", "Hb fall from 13 to 12")
            r"dropped|dropd|droped|drop|fell|fallen|fall|falling|decreased|declined|down|passed|passee?|chute|baisse|rose|risen|rise|increased|up)*")
+#: round 13: a four-digit year written after a measurement's name with "en", "in", "since", "depuis" (never "de": "globe de 2000") ("ATCD de rétention urinaire en 2019")
+_YEAR = re.compile(r"^(?:19[5-9]\d|20[0-4]\d)$")
+_YEAR_BEFORE = re.compile(r"(?<![a-z])(?:en|in|since|depuis)\s*$")
 _PAIR = re.compile(r"^\s*/\s*\d{1,3}(?:[.,]\d)?")
 _TREND = re.compile(rf"^\s*(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
+#: The earlier value written after the current one: "Hb 85 (from 140)", "Hb 8.1, was 12.9", "Hb 9 down from 13", "Hb 7,9 vs 12,4 en pré-op".
+_FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was|previously|prev|baseline|pre[ -]?op(?:erative(?:ly)?|eratoire)?|vs|versus|contre|"
+                   rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?{_NUM}")
 _CONDITION = re.compile(r"(?<![a-z])(si|if|when|lorsque|quand|target|objectif|cible|seuil|threshold|goal|keep|maintenir|"
                         r"unless|sauf si)(?![a-z])[^.;\n]{0,20}$")
 _COMPARATOR = re.compile(r"[<>≤≥]|\b(?:sup|inf|superieure? a|inferieure? a|above|below|over|under|greater than|less than)\s*$")
 _UNIT_AFTER = re.compile(r"^\s*(°\s*c|°|c\b|f\b|mg/l|mg/dl|g/dl|g/l|mmol/l|ml|cc|l\b|litres?|liters?|/min|bpm|mmhg|cmhg|"
                          r"g/dl|x ?10\^?9/l|g/l|/mm3|giga/l|/5)?")
+
+
+_ONES = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+         "un": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9}
+_TENS_W = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+           "vingt": 20, "trente": 30, "quarante": 40, "cinquante": 50, "soixante": 60, "septante": 70, "huitante": 80, "nonante": 90}
+_TEENS_W = {"ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17,
+            "eighteen": 18, "nineteen": 19, "dix": 10, "onze": 11, "douze": 12, "treize": 13, "quatorze": 14, "quinze": 15, "seize": 16}
+_ONE_W = "|".join(k.strip() for k in _ONES)
+#: "eight hundred ml", "nine hundred and fifty mls", "huit cents ml", "temp thirty-nine": a number in words before a unit, or a
+#: temperature in words, rewritten as digits at the same length (offsets hold) so that the readers below see a number.
+_WORD_VALUE = re.compile(
+    rf"(?<![a-z])(?:(?P<h>{_ONE_W})\s+(?:hundred|cents?)(?:\s+(?:and\s+)?(?P<ht>{'|'.join(_TENS_W)})?(?:[\s-]*(?P<hu>{_ONE_W}))?)?"
+    rf"|(?P<t>{'|'.join(_TENS_W)})(?:[\s-]+(?:et\s+)?(?P<tu>{_ONE_W}))?|(?P<teen>{'|'.join(_TEENS_W)}))"
+    r"(?![a-z])"
+)
+_TEMP_BEFORE = re.compile(r"(?:temp|temperature|t|fever|fievre|pyrexial|febrile)\s*(?:of|de|a|:|=)?\s*$")
+
+
+def _word_values(norm: str) -> str:
+    if not any(w in norm for w in ("hundred", "cent", "ty", "nte", "ngt", "teen", "ze", "dix", "ten", "eleven", "twelve")):
+        return norm
+    def digits(m: re.Match) -> str:
+        if m.group("h"):
+            value = _ONES[m.group("h")] * 100 + (_TENS_W.get(m.group("ht") or "", 0)) + (_ONES.get(m.group("hu") or "", 0))
+        elif m.group("t"):
+            value = _TENS_W[m.group("t")] + _ONES.get(m.group("tu") or "", 0)
+        else:
+            value = _TEENS_W[m.group("teen")]
+        unitless = not re.match(r"\s*(?:ml|mls|cc|milli|degre|°)", norm[m.end() : m.end() + 8])
+        if unitless and not _TEMP_BEFORE.search(norm[max(0, m.start() - 16) : m.start()]):
+            return m.group(0)  # a number in words without a unit is read only as a temperature ("temp thirty-nine")
+        return str(value).ljust(len(m.group(0)))
+    return _WORD_VALUE.sub(digits, norm)
+
+
+_IMPROVING = re.compile(r"(?<![a-z])(?:improving|improved|improvement|recovering|recovered|recovery|better|amelioration|ameliore|amelioree|"
+                        r"en amelioration|recuperation|recupere|recuperee|en recuperation)(?![a-z])")
+_EARLY_WORDS = re.compile(r"(?<![a-z])(?:pod ?\d|post op day|postop day|day \d|d\d|j ?\+? ?\d|yesterday|today|this morning|tonight|last night|"
+                          r"overnight|hier|aujourd|ce matin|cette nuit|\d+ ?(?:h|hrs?|hours?|heures?|days?|jours?) (?:ago|post|apres)|il y a \d+ ?(?:h|heures?|jours?))(?![a-z0-9])")
+_NEXT_GRADE = re.compile(r"^\s*[+-]?\s*(?:->|-->|=>|>|to|then|now|a|vers|puis|maintenant|→)\s*([0-5])(?:[.,]5)?\s*[+-]?\s*(?:/|sur)\s*5")
+_PREV_GRADE = re.compile(r"([0-5])(?:[.,]5)?\s*[+-]?\s*(?:/|sur)\s*5\s*(?:->|-->|=>|>|to|then|now|a|vers|puis|maintenant|→)\s*$")
+
+
+def _improving_grade(norm: str, g: re.Match) -> bool:
+    """A grade in a recovering series: a recovery word just before, and a higher grade after it or a lower one before it."""
+    if not _IMPROVING.search(norm[max(0, g.start() - 30) : g.start()]) or _EARLY_WORDS.search(norm):
+        return False  # in the first days a deficit is read as new whatever its course (never lower an early emergency)
+    nxt = _NEXT_GRADE.match(norm[g.end() : g.end() + 20])
+    prev = _PREV_GRADE.search(norm[max(0, g.start() - 20) : g.start()])
+    value = float(g.group(1).replace(",", "."))
+    return bool((nxt and float(nxt.group(1)) > value) or (prev and float(prev.group(1)) < value))
 
 
 def _f(text: str) -> float:
@@ -47,10 +105,19 @@ class Reader:
             drops = sorted((normalise(w)[0] for w in spec.get("drop_words") or []), key=len, reverse=True)
             self.specs.append((spec, pattern, rising, drops))
         self._grade = re.compile(r"(?<![a-z0-9/.,])([0-4](?:[.,]5)?)\s*[+-]?\s*(?:/|sur|out of)\s*5(?![0-9/])")
+        #: the M scale of Swiss and German notes ("force M4 aux releveurs", "parésie M3"): the same MRC grade, never
+        #: the follow-up month ("à M3", "M3 post-op") nor a level-like token
+        self._grade_m = re.compile(r"(?<![a-z0-9/.,+])(?<!a )(?<!au )(?<!de )m\s?([0-4])(?:\s*[+-])?(?![0-9a-z/+])"
+                                   r"(?!\s*(?:post|apres|after|de suivi|follow|mois|months?))")
+        #: a grade given without "/5" after a grading word ("EHL MRC 3", "releveurs cotés à 3", "force 4 aux releveurs"); never
+        #: "grade" (a listhesis grade) and never a number followed by a unit or a slash
+        self._grade_word = re.compile(r"(?<![a-z])(?:mrc|cote|cotee|cotes|cotees|force)\s*(?:a|at|of|:|=|de)?\s*([0-4])(?:\s*[+-])?"
+                                      r"(?![0-9/]|[.,]\d|\s*(?:mm|cm|kg|ans|years|jours|days|mois|%))")
         self._temp = re.compile(rf"(?<![0-9.,/]){_NUM}\s*°\s*c?(?![a-z])")
 
     def find(self, text: str, field: dict) -> list[Mention]:
         norm, index = normalise(text)
+        norm = _word_values(norm)
         out: list[Mention] = []
         taken: list[tuple[int, int]] = []
 
@@ -71,10 +138,15 @@ class Reader:
             )
             out.append(m)
 
+        values: dict[str, tuple[float, int, int]] = {}  # measurement name -> (last value read, start, end), for the shock index
         for spec, pattern, rising, drops in self.specs:
             if spec.get("grade"):
-                for g in self._grade.finditer(norm):
-                    near = norm[max(0, g.start() - 40) : g.end() + 20]
+                grades = ([(g, 40) for g in self._grade.finditer(norm)] + [(g, 25) for g in self._grade_m.finditer(norm)]
+                          + [(g, 25) for g in self._grade_word.finditer(norm)])
+                for g, reach in grades:
+                    near = norm[max(0, g.start() - reach) : g.end() + 20]
+                    if _improving_grade(norm, g):
+                        continue  # session 4 (round 14): "TA improving 2/5 -> 4/5", "EHL 3/5 now 4+/5, recovering": a deficit recovering
                     if pattern.search(near) and not _CONDITION.search(norm[max(0, g.start() - 30) : g.start()]):
                         value = _f(g.group(1))
                         for t in spec.get("thresholds") or []:
@@ -91,6 +163,8 @@ class Reader:
                     continue
                 first, last, drop, used = reading
                 end = m.end() + used
+                if (last if last is not None else first) is not None:
+                    values.setdefault(spec["name"], (last if last is not None else first, m.start(), end))
                 rise_word = any(re.match(rf"^[\s,]*(?:and |et )?{re.escape(w)}(?![a-z])", norm[end : end + 25]) for w in rising)
                 for t in spec.get("thresholds") or []:
                     value = last if last is not None else first
@@ -116,6 +190,15 @@ class Reader:
                         for t in spec.get("thresholds") or []:
                             if _crosses(t, value, None, None):
                                 emit(spec, t["concept"], m.start(), m.end(), {"value": value, "threshold": _describe(t)})
+        for spec, _, _, _ in self.specs:
+            index_spec = spec.get("shock_index")  # heart rate / systolic pressure, both read in the same text
+            if not index_spec or spec["name"] not in values or index_spec.get("with") not in values:
+                continue
+            (rate, a, b), (pressure, a2, b2) = values[spec["name"]], values[index_spec["with"]]
+            ratio = round(rate / pressure, 2) if pressure else 0.0
+            if ratio >= float(index_spec["above_or_equal"]):
+                emit(dict(spec, name="shock_index", unit=None, reference=index_spec.get("reference")), index_spec["concept"],
+                     min(a, a2), max(b, b2), {"value": ratio, "threshold": f">= {index_spec['above_or_equal']}"})
         return out
 
     def _reading(self, spec: dict, tail: str, drops: list[str]):
@@ -140,6 +223,9 @@ class Reader:
             return None
         used = pos + v.end()
         unit = _UNIT_AFTER.match(tail[used:])
+        # round 13: a year after the name is a date, not a value ("rétention urinaire en 2019", "retention in 2019 (prostate)")
+        if _YEAR.match(v.group(1)) and not (unit and unit.group(1)) and _YEAR_BEFORE.search(tail[:pos]):
+            return None
         first = self._scale(spec, _f(v.group(1)), tail[used : used + 10])
         if first is None:
             return None
@@ -149,6 +235,16 @@ class Reader:
             used += pair.end() if pair else 0
         last = None
         t = _TREND.match(tail[used:])
+        back = None if t else _FROM.match(tail[used:])
+        if back:  # the earlier value written second: the trend is from it to the first number
+            earlier = self._scale(spec, _f(back.group(1)), tail[used + back.end() : used + back.end() + 10])
+            if earlier is not None:
+                after = used + back.end()
+                u = _UNIT_AFTER.match(tail[after:])
+                used = after + (u.end() if u else 0)
+                closing = re.match(r"^\s*\)", tail[used:])
+                used += closing.end() if closing else 0
+                return earlier, first, None, used
         if t:
             after = used + t.end()
             second = self._scale(spec, _f(t.group(1)), tail[after : after + 10])

@@ -48,6 +48,8 @@ def assess(entries: list[dict], ctx, early_days: float, version: str = "") -> Sa
             if not extra:
                 continue
             cues = cues + [m for m in extra if m not in cues]
+        if entry.get("without_any") and any(ctx.raising.get(c) for c in entry["without_any"]):
+            continue  # round 13: vasopressors with fever or an infected wound are a septic shock, not a haemorrhagic one
         if entry.get("procedure") and not ctx.procedures & set(entry["procedure"]):
             continue
         if entry.get("windows") and not windows & set(entry["windows"]):

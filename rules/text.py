@@ -116,11 +116,23 @@ class Token:
 def tokenize(text: str) -> list[Token]:
     norm, index = normalise(text)
     tokens = []
+    dotted = {m.start() + i for m in _DOTTED.finditer(norm) for i, c in enumerate(m.group()) if c == "."} if "." in norm else set()
     for m in _TOKEN.finditer(norm):
         start = index[m.start()]
         end = index[m.end() - 1] + 1
-        tokens.append(Token(spell(m.group()), text[start:end], start, end))
+        tok = Token(spell(m.group()), text[start:end], start, end)
+        if tok.norm == "." and tokens and tokens[-1].norm in _ABBREVIATIONS and tokens[-1].end == start:
+            continue  # round 13: the period of an abbreviation ("risks incl. haematoma, CES") ends no sentence nor scope
+        if tok.norm == "." and dotted and m.start() in dotted:
+            continue  # "e.g.", "i.e.", "p.ex.": the same
+        tokens.append(tok)
     return tokens
+
+
+#: Dotted abbreviations whose periods are no sentence end ("risks e.g. haematoma", "i.e.", "p. ex.").
+_DOTTED = re.compile(r"(?<![a-z0-9])(?:e\.\s?g|i\.\s?e|p\.\s?ex|c\.\s?a\.\s?d|n\.\s?b|a\.\s?k\.\s?a)\.?(?![a-z0-9])")
+#: Abbreviations whose period is no sentence end ("discussed risks incl. haematoma, CES, dural tear"; "e.g. retention").
+_ABBREVIATIONS = {"incl", "inc", "eg", "ie", "approx", "esp", "resp", "cf", "viz", "vs", "nb", "ex", "env", "notamm"}
 
 
 def term_tokens(term: str) -> tuple[str, ...]:
@@ -128,6 +140,25 @@ def term_tokens(term: str) -> tuple[str, ...]:
 
 
 _SENTENCE_END = {".", ";", "\n", "!"}
+#: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
+_NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
+              "recent", "recente", "developed", "developing", "apparition", "appeared"}
+#: Form heads that name a function: only an answer saying it is normal negates the finding (round 14).
+_FUNCTION_HEADS = {"sensation", "sensibilite", "function", "fonction", "tone", "tonus", "control", "controle"}
+_NORMAL_ANSWERS = {"intact", "intacte", "intacts", "intactes", "normal", "normale", "normaux", "normales", "preserved", "preservee",
+                   "conservee", "nad"}
+_NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", "aucun", "nil", "without"}
+
+
+def _negated_progression(words: list[str], b: int) -> set[int]:
+    """Positions of the words right after a negation in the 15 words after b ("no worse", "not deteriorating", "sans aggravation")."""
+    out = set()
+    for k in range(b, min(len(words), b + 15)):
+        if words[k] in _NO_PROGRESSION:
+            out.update(range(k + 1, min(len(words), k + 4)))
+    return out
+
+
 _SOFT_END = {":", "?", "but", "however", "mais", "cependant", "now", "currently", "actuellement", "today", "yet",
              "aujourd", "desormais", "whereas", "alors", "tandis", "then", "puis", "since", "depuis", "still", "toujours",
              "encore", "persists", "persiste", "again", "worse", "pire"}
@@ -138,12 +169,33 @@ _LIST_SEP = {",", "or", "ou", "nor", "ni", "and", "et", "/", "("}
 _LIST_DISJ = {"or", "ou", "nor", "ni"}
 _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet", "aujourd", "desormais", "whereas", "alors",
               "tandis", "then", "puis", "since", "depuis", "with", "avec", "except", "sauf", "although", "though", "+",
+              "apart", "besides", "hormis", "excepte", "exceptee", "excepting", "aside",
               "has", "have", "had", "reports", "reported", "endorses", "admits", "positive", "positif", "positifs", "positives",
               "present", "presents", "noted", "found", "retrouve", "retrouvee", "presente", "signale", "rapporte", "complains", "apparition", "onset", "developed",
               "developpe", "worse", "aggravation", "now", "currently", "actuellement"}
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
 _LIST_ITEM = 4
+#: Contractions written without an apostrophe ("cant", "doesnt"): "can t" + "cant" both read (Matcher term variants).
+_CONTRACTED = {"can", "don", "doesn", "desn", "didn", "won", "hasn", "haven", "couldn", "isn", "wasn", "hadn", "wouldn", "shouldn"}
+#: Pain words: a pain said to be as before the operation persists (inefficacy); only deficits are made pre-operative by
+#: preop_same_after (Matcher._preop_same).
+_PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", "douloureuse", "sciatica", "sciatique", "ache", "aching",
+               "radiculalgie", "radiculalgia", "cruralgie", "cruralgia", "claudication", "lombalgie", "lombalgies", "lbp", "sciatalgie",
+               "brachialgia", "brachialgie", "neuralgia", "nevralgie", "lombosciatique", "lombosciatalgie", "lomboradiculalgie",
+               "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
+#: Words that may stand between a finding and its form answer ("CES symptoms: nil", "Red flag signs - none").
+_FORM_HEADS = {"symptoms", "symptom", "signs", "sign", "features", "screen", "screening", "check", "flags", "symptomes", "symptome",
+               "signes", "signe",
+               # session 4 (round 14): "Saddle sensation: intact", "Anal tone: normal", "Bladder function: normal"
+               "sensation", "sensibilite", "function", "fonction", "tone", "tonus", "control", "controle"}
+#: What may follow a pre-operative comparison cue: it ends its clause ("numbness unchanged from pre-op." / ", ..." / " and ...").
+_CUE_CLAUSE_END = {".", ",", ";", ")", "!", "\n", "and", "et", "but", "mais", "-", ":", "/", "so", "donc"}
+#: "Retention, resolved." (Matcher._form_answer_no): the words that answer a finding after a comma when they end the sentence.
+_RESOLVED_ANSWER = {"resolved", "resolue", "resolu", "resolues", "resolus", "settled", "gone", "disparu", "disparue", "disparus",
+                    "disparues", "gueri", "guerie"}
+_RESOLVED_ADVERBS = {"now", "since", "all", "completely", "fully", "entirely", "maintenant", "depuis", "completement", "totalement",
+                     "entierement", "has", "have", "a", "est", "sont", "is", "are", "tout", "toute"}
 
 #: A sentence that opens with one of these headers is past history (a section, as medspaCy's sectionizer reads it).
 _HISTORY_HEADERS = [("atcd",), ("atcds",), ("antecedents",), ("antecedent",), ("pmh",), ("psh",), ("past", "medical", "history"),
@@ -251,6 +303,9 @@ class Matcher:
         #: Chronic conditions (arachnoiditis, adjacent segment disease): "known", "history of" or a year describe a
         #: condition that is still there (lexicon key `chronic`); a treated or resolved cue still makes it past.
         self.chronic = {name for name, c in concepts.items() if c.get("chronic")}
+        #: Structural lesions that stay until they are operated on (a recurrence, a non-union, a migrated cage: lexicon key
+        #: `persistent`): "known" (cue list known_before) says they are there now; "h/o", "previous" or a year still make them past.
+        self.persistent = {name for name, c in concepts.items() if c.get("persistent")}
         #: concept -> concepts whose terms its patterns replace when they span them (lexicon key `overrides`).
         self.overrides = {name: set(c.get("overrides") or []) for name, c in concepts.items() if c.get("overrides")}
         entries: dict[tuple, _Entry] = {}
@@ -259,9 +314,24 @@ class Matcher:
                 for term in c.get(kind) or []:
                     toks = tokenize(term)
                     raw = tuple(t.raw for t in toks) if kind == "exact" else None
-                    key = (tuple(t.norm for t in toks), raw, assertion)
-                    entry = entries.setdefault(key, _Entry(key[0], raw, assertion=assertion))
-                    entry.concepts.add(name)
+                    norms = tuple(t.norm for t in toks)
+                    variants = [norms]
+                    if raw is None and "t" in norms:
+                        # "can t pee" is also written "cant pee" (no apostrophe): both spellings are terms
+                        joined, i = [], 0
+                        while i < len(norms):
+                            if i + 1 < len(norms) and norms[i + 1] == "t" and norms[i] in _CONTRACTED:
+                                joined.append(norms[i] + "t")
+                                i += 2
+                            else:
+                                joined.append(norms[i])
+                                i += 1
+                        if tuple(joined) != norms:
+                            variants.append(tuple(joined))
+                    for v in variants:
+                        key = (v, raw, assertion)
+                        entry = entries.setdefault(key, _Entry(key[0], raw, assertion=assertion))
+                        entry.concepts.add(name)
         self.index: dict[str, list[_Entry]] = {}
         for e in entries.values():
             if e.tokens:
@@ -274,6 +344,8 @@ class Matcher:
         self.patterns = [(name, re.compile(spell(p))) for name, c in concepts.items() for p in c.get("patterns") or []]
         self.cues = {kind: sorted({term_tokens(t) for t in terms}, key=len, reverse=True) for kind, terms in cues.items()}
         self.breaks = self.cues.pop("scope_breaks", [])
+        known = set(self.cues.get("known_before", []))
+        self.cues["history_before_lesion"] = [c for c in self.cues.get("history_before", []) if c not in known]
         self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
         for kind, seqs in self.cues.items():
             for seq in seqs:
@@ -402,12 +474,15 @@ class Matcher:
                 m.assertion = e.assertion
             elif not e.concepts & self.pseudo:
                 m.assertion = self._assertion(words, a, b, covered)
-            m.history = (self._cue(words, a, "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
+            lesion = bool(e.concepts) and e.concepts <= self.persistent  # "known recurrent L4/5 disc": there now
+            m.history = (self._cue(words, a, "history_before_lesion" if lesion else "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
                          or self._cue(words, b, "treated_after", covered, False, sentence=True,
                                       stop={a2 for a2, _, e2 in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]
                                             if e2.concepts & e.concepts})
                          or _in_history_section(words, a)
-                         or self._cue(words, a, "history_sentence_before", covered, True, sentence="soft", mask=mask))
+                         or self._cue(words, a, "history_sentence_before", covered, True, sentence="history", mask=mask))
+            if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
+                m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
             if m.history and e.concepts <= self.anatomy:
                 m.history = False
             if m.history and e.concepts <= self.chronic and not self._cue(
@@ -415,8 +490,9 @@ class Matcher:
                 m.history = False
             # "known L5 weakness, now much worse", "déficit préexistant, aggravé depuis hier": a history finding that
             # is said, later in the sentence, to be getting worse is current again
-            if m.history and self._cue(words, b, "progression_after", covered, False, sentence=True,
-                                       stop={a2 for a2, _, _ in found if a2 >= b}):  # up to the next finding, whichever
+            # (session 4, round 14: a progression word under a negation - "unchanged, no worse", "pas d'aggravation" - is none)
+            if m.history and self._cue(words, b, "progression_after", covered | _negated_progression(words, b), False, sentence=True,
+                                       stop={a2 for a2, _, _ in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]}):  # up to the next finding
                 m.history = False
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
                               or self._cue(words, a, "future_before", covered, True)
@@ -426,20 +502,95 @@ class Matcher:
             out.append(m)
         return out
 
+    def preop_same_spans(self, text: str, spans: list[tuple[int, int]], others: list["Mention"]) -> list[bool]:
+        """`_preop_same` for spans found by another reader (a measurement: "EHL 4/5, unchanged from pre-op"); one
+        tokenisation per field, linear in the text."""
+        if not spans:
+            return []
+        tokens = tokenize(text)
+        starts = [t.start for t in tokens]
+        words = [t.norm for t in tokens]
+        found = sorted((bisect_left(starts, o.start), max(bisect_left(starts, o.start) + 1, bisect_left(starts, o.end)), None)
+                       for o in others)
+        firsts = [f[0] for f in found]
+        out = []
+        for start, end in spans:
+            a = bisect_left(starts, start)
+            b = max(a + 1, bisect_left(starts, end))
+            if a >= len(tokens):
+                out.append(False)
+                continue
+            k = bisect_left(firsts, b)
+            out.append(self._preop_same(words, a, b, found[k : k + 16], set()))
+        return out
+
+    def _preop_same(self, words: list[str], a: int, b: int, found: list, covered: set[int]) -> bool:
+        """A finding said later in its clause to be as it was before the operation (cue list preop_same_after: "numbness
+        of the left foot unchanged from pre-op", "hypoesthésie S1 inchangée par rapport au préop") is the pre-operative one.
+
+        The cue reaches the finding through words that are no finding, and through findings joined by "and" only
+        ("numbness and weakness unchanged from pre-op"); a finding after a comma or marked new keeps its own reading
+        ("New retention, numbness unchanged from pre-op" stays STAT). A negated cue ("not present pre-op", "non présente en préop") or a "new" before the cue ("sciatique nouvelle, ...") is no cue.
+        """
+        if "preop_same_after" not in self.cue_index:
+            return False
+        if any(w in _LIST_NEW for w in words[max(0, a - 3) : b]):
+            return False
+        if any(w in _PAIN_WORDS for w in words[a:b]):
+            return False  # a pain "unchanged from pre-op" is a persistence (no change in pain: inefficacy), not a past finding
+        hi = b
+        for k in range(b, min(len(words), b + 15)):
+            if words[k] in _SENTENCE_END or words[k] in ("but", "mais", "however", "cependant", "now", "actuellement"):
+                break
+            hi = k + 1
+        index = self.cue_index["preop_same_after"]
+        cue_at = None
+        for k in range(b, hi):  # pseudo-trigger spans ("as before surgery" is also a comparison pseudo-trigger) are read
+            for cue in index.get(words[k], ()):
+                if k + len(cue) <= hi and tuple(words[k : k + len(cue)]) == cue:
+                    after = words[k + len(cue)] if k + len(cue) < len(words) else "."
+                    if after not in _CUE_CLAUSE_END:
+                        break  # "pre-existing diabetes", "as before surgery? No - new": the cue is not about this finding
+                    if not any(w in ("not", "no", "non", "never", "absent", "absente", "pas", "jamais", "wasn", "wasnt", "isn", "n")
+                               for w in words[max(b, k - 3) : k]) and not any(w in _LIST_NEW for w in words[b:k]):
+                        cue_at = k  # (a negated cue, "not present pre-op", "wasn't there before surgery", says a new finding)
+                    break
+            if cue_at is not None:
+                break
+        if cue_at is None:
+            return False
+        end = b
+        for a2, b2, e2 in found:  # sorted by start: the findings between the mention and the cue
+            if a2 < end or (e2 is not None and e2.concepts & self.pseudo):
+                continue
+            if a2 >= cue_at:
+                break
+            between = words[end:a2]
+            if not (between and all(w in ("and", "et", "or", "ou", "/", "&") for w in between)):
+                return False  # "Retention, numbness unchanged from pre-op": the cue is the nearer finding's
+            end = max(end, b2)
+        return True
+
     def _patterns(self, seq: list[str], words: list[str], found: list) -> None:
         norm_text = " ".join(seq)
         starts, pos = [], 0
         for w in seq:
             starts.append(pos)
             pos += len(w) + 1
+        by_concept: dict[str, list[tuple[int, int]]] = {}  # spans already found per concept (no scan of all of found per hit)
+        for x, y, e in found:
+            for c in e.concepts:
+                by_concept.setdefault(c, []).append((x, y))
         for name, pattern in self.patterns:
             for hit in pattern.finditer(norm_text):
                 a = bisect_right(starts, hit.start()) - 1
                 b = bisect_left(starts, hit.end())
                 if a < 0 or b <= a:
                     continue
-                if any(x < b and a < y and name in e.concepts for x, y, e in found):
+                spans = by_concept.setdefault(name, [])
+                if any(x < b and a < y for x, y in spans):
                     continue
+                spans.append((a, b))
                 found.append((a, b, _Entry(tuple(words[a:b]), None, {name})))
 
     def _cue(self, words: list[str], pos: int, kind: str, covered: set[int], before: bool, sentence: bool | str = False,
@@ -457,9 +608,10 @@ class Matcher:
             lo = pos
             for k in range(pos - 1, max(-1, pos - 1 - (15 if sentence else self.scope)), -1):
                 if sentence:
-                    if words[k] in _SENTENCE_END or (sentence == "soft" and words[k] in _SOFT_END):
+                    soft = sentence in ("soft", "history")
+                    if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
                         break
-                    if sentence == "soft" and words[k] == "," and (k - 1) not in (mask or set()):
+                    if soft and words[k] == "," and (k - 1) not in (mask or set()):
                         break  # a comma ends the conditional unless what follows it is one more finding of a list
                 elif any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.break_index.get(words[k], ())):
                     break
@@ -474,7 +626,10 @@ class Matcher:
                     if words[k] in (".", ";", "\n", "!"):
                         break
                 elif any(tuple(words[k : k + len(b)]) == b for b in self.break_first.get(words[k], ())):
-                    break
+                    # round 13: a cue that itself begins with a break word, or opens a parenthesis, is read
+                    # ("paraplegia since MVA 2009", "paraplegia (long-standing)")
+                    if not (self._cue_starts(words, k, kind) or (words[k] == "(" and self._cue_starts(words, k + 1, kind))):
+                        break
                 hi = k + 1
             span = range(pos, hi)
         for k in span:
@@ -490,9 +645,10 @@ class Matcher:
         ucovered = covered
         neg_index = self.cue_index.get("negation_before", {})
         for k in range(a - 1, max(-1, a - 1 - self.scope), -1):
-            if words[k] == "?" and k + 1 < a and any(tuple(words[k + 1 : k + 1 + len(c)]) == c for c in neg_index.get(words[k + 1], ())):
+            if (words[k] == "?" and k + 1 < a and k > 0 and words[k - 1] not in _SENTENCE_END and words[k - 1] not in (",", ":", "(", "?")
+                    and any(tuple(words[k + 1 : k + 1 + len(c)]) == c for c in neg_index.get(words[k + 1], ()))):
                 # "Fracture near the hardware? No neuro deficit": the "?" closed the question before; the
-                # finding after the negation is negated, not uncertain
+                # finding after the negation is negated, not uncertain ("? no haematoma", a "?" that opens its clause, is a query)
                 ucovered = covered | {k}
                 break
         if self._cue(words, a, "uncertain_before", ucovered, True) or self._cue(words, b, "uncertain_after", covered, False):
@@ -510,11 +666,24 @@ class Matcher:
         k = b
         if k < len(words) and words[k] == "?":
             return False  # "Fever? no" is a question and its answer, but "?" alone is uncertainty: keep it raised
+        if k + 1 < len(words) and words[k] == ",":
+            # "Retention, resolved." / "Foot drop, now fully resolved": a resolved word that ends the sentence answers it
+            j = k + 1
+            while j < len(words) and words[j] in _RESOLVED_ADVERBS and j - k <= 3:
+                j += 1
+            if j < len(words) and words[j] in _RESOLVED_ANSWER and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
+                return True
+        function = False
+        while k < len(words) and k - b < 2 and words[k] in _FORM_HEADS:
+            function = function or words[k] in _FUNCTION_HEADS
+            k += 1  # "CES symptoms: nil", "Red flag signs - none"
         if k >= len(words) or words[k] not in (":", "=", "-"):
             return False
         k += 1
         for cue in self.cue_index.get("negation_answer", {}).get(words[k] if k < len(words) else "", ()):
             n = len(cue)
+            if function and cue[0] not in _NORMAL_ANSWERS:
+                continue  # "Saddle sensation: absent", "Anal tone: nil": the function is lost, not the finding denied
             if tuple(words[k : k + n]) == cue and (k + n >= len(words) or words[k + n] in _SENTENCE_END or words[k + n] in (",", "/", "(")):
                 return True
         return False
@@ -567,7 +736,7 @@ class Matcher:
                 if self._cue_ending(words, k, "negation_list_before"):
                     end, _ = self._list_end(words, b)
                     seps = [words[j] for j in range(k + 1, end) if words[j] in _LIST_SEP]
-                    if not any(w in _LIST_DISJ or w in ("and", "et") for w in seps) and seps.count(",") < 2:
+                    if not any(w in _LIST_DISJ or w in ("and", "et") for w in seps) and seps.count(",") + seps.count("/") < 2:
                         return False  # "neg for fever, bilateral leg weakness": two items by a comma is ambiguous
                     return True
                 if crossed and weak_ok and self._cue_ending(words, k, "negation_before"):
@@ -596,11 +765,25 @@ class Matcher:
         k = end
         while k < len(words) and words[k] in (")", "-", ",", ":"):
             k += 1
+        # "Red flags (saddle numbness, bladder change, weakness) explained - none present": what was done with the list
+        # (lexicon cues negation_list_between) may stand before the closing negation
+        for cue in self.cue_index.get("negation_list_between", {}).get(words[k] if k < len(words) else "", ()):
+            if tuple(words[k : k + len(cue)]) == cue:
+                k += len(cue)
+                while k < len(words) and words[k] in (")", "-", ",", ":"):
+                    k += 1
+                break
         if k < len(words):
             for cue in self.cue_index.get("negation_list_after", {}).get(words[k], ()):
                 if tuple(words[k : k + len(cue)]) == cue:
                     return True
         return False
+
+    def _cue_starts(self, words: list[str], k: int, kind: str) -> bool:
+        """Does a cue of this kind begin at words[k]?"""
+        if k >= len(words):
+            return False
+        return any(tuple(words[k : k + len(cue)]) == cue for cue in self.cue_index.get(kind, {}).get(words[k], ()))
 
     def _cue_ending(self, words: list[str], k: int, kind: str) -> bool:
         """Does a cue of this kind end at words[k]?"""

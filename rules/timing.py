@@ -36,13 +36,18 @@ _SURGERY = re.compile(
     r"recalibr|decompress|decomp|instrument|osteosynth|post(?![ue]r|ur|e[ds]?(?![a-z])|ing)|bloc|s/p|lami|microdisc|acdf|accf|corpect|corporect|"
     r"kypho|cypho|vertebro|ciment|cement|stimulat|pump|pompe|redo|revision|reprise|fixation|foramino|"
     r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli|cure de|hernie|hernia|"
-    r"(?<![a-z])op(?![a-z])"
+    r"(?<![a-z])op(?![a-z])|(?<![a-z])(?:psf|psif|plf|pslf|tdr|adr|scs|coflex|x[\s-]?stop|dynesys|metalwork|rods|screws|back done|neck done|"
+    r"spine done)(?![a-z])|"
+    # "DOS: 2026-11-19", "DOS 11/19/2026": date of surgery (never the French "dos", the back, which no colon or date follows)
+    r"(?<![a-z])dos(?=\s*[:=]|\s+\d{1,4}[/.-]\d)"
 )
 #: Words that make a nearby procedure planned rather than done.
 _FUTURE = re.compile(
     r"planned|booked|scheduled|prevue?|programmee?|planifiee?|a venir|upcoming|awaiting|listed for|en vue|"
     r"(?<![a-z])demain|tomorrow|next week|la semaine prochaine|prochain|due for|pre ?op(?:erative)? (?:work|planning|assessment)|"
-    r"bilan pre ?operatoire|for surgery|pour chirurgie|avant la future|envisage|proposee?|indication"
+    r"bilan pre ?operatoire|for surgery|pour chirurgie|avant la future|envisage|proposee?|indication|to be done|to be performed|"
+    r"waiting list|wait list|liste d attente|sera operee?|will be operated|is having|going to have|dans \d+ (?:jours?|semaines?|mois)|"
+    r"(?<![a-z])in \d+ (?:days?|weeks?|months?)"
 )
 #: Relative words that need a procedure nearby: "ACDF yesterday", "hier soir, laminectomie".
 _DAY_WORDS = {
@@ -51,7 +56,12 @@ _DAY_WORDS = {
     "cet apres midi": 2, "cet apres-midi": 2, "la nuit derniere": 10, "earlier today": 4, "today": 0, "hier soir": 18,
     "hier matin": 28, "hier": 24, "la veille": 24, "cette nuit": 8, "ce matin": 4, "aujourd'hui": 0,
     "aujourd hui": 0, "ce jour": 0, "last week": 24 * 7, "la semaine derniere": 24 * 7, "last month": 24 * 30,
-    "le mois dernier": 24 * 30, "last year": 24 * 365, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
+    "le mois dernier": 24 * 30, "la semaine passee": 24 * 7, "le mois passe": 24 * 30, "l annee passee": 24 * 365,
+    "l an passe": 24 * 365, "la fin de semaine passee": 24 * 2, "la fin de semaine derniere": 24 * 2, "a matin": 4,
+    "last year": 24 * 365, "the week before last": 24 * 14, "week before last": 24 * 14,
+    # "earlier this week", "en début de semaine": within the week, the early window whatever the day (the least time: a day)
+    "earlier this week": 24, "earlier in the week": 24, "at the start of the week": 24, "start of the week": 24, "this week": 24,
+    "en debut de semaine": 24, "au debut de la semaine": 24, "plus tot cette semaine": 24, "cette semaine": 24, "l'an dernier": 24 * 365, "l'annee derniere": 24 * 365,
     "l an dernier": 24 * 365, "few days ago": 72, "quelques jours": 72, "a few days ago": 72,
     # "au lendemain d'une fusion", "le lendemain de l'arthrodèse" = day 1; "au surlendemain" = day 2 (Québec, Belgium)
     "lendemain": 24, "surlendemain": 48,
@@ -80,10 +90,14 @@ _RELATIVE = [
     # French follow-up notation: S+2 (weeks), M+3 / "à M3" (months); "D3 post-op" (day, never "D3" alone: a vertebra)
     (re.compile(r"(?<![a-z0-9])s\s*\+\s*(\d{1,2})(?![0-9])"), "w"),
     (re.compile(r"(?<![a-z0-9])(\d{1,2})\s*(?:e|eme|ieme)\s+jour\s+post"), "d"),  # "10e jour post-op"
-    (re.compile(r"(?<![a-z0-9])m\s*\+\s*(\d{1,2})(?![0-9])|(?<![a-z])a\s+m(\d{1,2})(?![a-z0-9])"), "m"),
+    # "10th post-op day", "12th day after surgery" (never the 10th of the month)
+    (re.compile(r"(?<![a-z0-9])(\d{1,2})(?:st|nd|rd|th)\s+(?:post[\s-]?op(?:erative)?\s+day|day\s+(?:post|after|following))"), "d"),
+    # "op + 10 days", "chirurgie + 3 j"
+    (re.compile(r"(?<![a-z])(?:op|surgery|operation|chirurgie|intervention)\s*\+\s*(\d{1,3})\s*(?:d|days?|j|jours?)(?![a-z])"), "d"),
+    (re.compile(r"(?<![a-z0-9])m\s*\+\s*(\d{1,2})(?![0-9])|(?<![a-z])a\s+m(\d{1,2})(?![a-z0-9])|(?<![a-z0-9])m(\d{1,2})\s+post[\s-]?op"), "m"),
     (re.compile(r"(?<![a-z0-9])d\s*(\d{1,2})\s+(?:post[\s-]?op|postop|after (?:surgery|the op|op)|apres)"), "d"),
     # "post-op week 2", "week 2 post-op", "6-week follow-up", "6 week review", "3 month check"
-    (re.compile(r"post[\s-]?op(?:erative)?\s+(?:week|semaine)\s*(\d{1,2})(?![0-9])|(?<![a-z0-9])(?:week|semaine)\s*(\d{1,2})\s+post"), "W"),
+    (re.compile(r"post[\s-]?op(?:erative)?\s+(?:week|wk|semaine|sem)\s*(\d{1,2})(?![0-9])|(?<![a-z0-9])(?:week|wk|semaine)\s*(\d{1,2})\s+post"), "W"),
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:weeks?|wks?)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "w"),
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:months?|mo)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "m"),
 ]
@@ -98,11 +112,126 @@ _BRACKET_PROCEDURE = re.compile(
     r"(?:\s+(?:[a-z]?\d{1,2}(?:\s*[-/]\s*[a-z]?\d{1,2})*|at|a|en|niveau|level|levels|de|du|with|avec|vis|screws?|instrumented|instrumentee|\w+ee))"
     r"{0,4}\s*$"
 )
-#: "second post-op day", "1st postoperative day", "premier jour post-opératoire".
+#: "s/p laminectomy 6 weeks", "post TLIF L4-5 10 days", "après arthrodèse L4-L5 3 mois": the time right after a named
+#: procedure and its levels is the time since it (not "... 6 weeks ago/after", read elsewhere; never a planned one).
+_PROCEDURE_WORDS = (
+    r"(?:tlif|plif|alif|xlif|llif|olif|acdf|accf|fusion|arthrodese|spondylodese|discectomy|microdiscectomy|microdisc|discectomie|"
+    r"microdiscectomie|laminectomy|laminectomie|decompression|lami|surgery|chirurgie|op|operation|intervention|kyphoplasty|"
+    r"vertebroplasty|cyphoplastie|vertebroplastie|laminoplasty|foraminotomy|corpectomy|recalibrage)"
+    r"(?:\s+(?:[a-z]?\d{1,2}(?:\s*[-/]\s*[a-z]?\d{1,2})*(?![0-9])|at|a|en|niveau|level|levels|de|du|with|avec|vis|screws?|"
+    r"instrumented|instrumentee|surgery|op|\w+ee)(?![a-z0-9]))"
+    r"{0,4}"
+)
+_PROCEDURE_THEN_TIME = re.compile(
+    r"(?<![a-z])(?:s/p|s p|status post|post|after|apres|following)[\s-]+(?:(?:an?|the|his|her|l|la|le|une?|d|de|op|recent|redo|revision|"
+    r"lumbar|cervical|lombaire|cervicale|posterior|anterior|open|mini|micro|minimally|invasive|instrumented|instrumentee)[\s-]+){0,3}"
+    + _PROCEDURE_WORDS +
+    r"\s*[:-]?\s*(?:x\s*|for\s+|now\s+|maintenant\s+|~\s*|approx\.?\s+|about\s+|environ\s+)?"
+    rf"(?<![0-9])(?P<n>\d{{1,3}})\s*(?:{_UNIT})\.?(?![a-z0-9/])(?!\s*(?:ago|back|earlier|after|post|apres|later|plus tard|de |d'|of |old))"
+)
+#: ... and without "s/p" when the time ends the clause: "ACDF 2 weeks, dysphagia", "Fusion L4-5 6 months. Back pain".
+_PROCEDURE_TIME_CLAUSE = re.compile(
+    r"(?<![a-z])" + _PROCEDURE_WORDS + r"\s*[:-]?\s*(?:~\s*|approx\.?\s+|about\s+|environ\s+)?"
+    rf"(?<![0-9])(?P<n>\d{{1,3}})\s*(?:{_UNIT})\.?(?=\s*(?:[,.;)\n]|$|post[\s-]?op|postop))"
+)
+#: "1 mois et demi", "a month and a half", "two and a half weeks", "1.5 months", "1,5 an": rewritten, in place and at the
+#: same length, as a whole number of the next smaller unit ("45 d", "18 mo") so every time pattern reads them.
+_HALF_NUMBER = r"(?P<n>\d{1,2}|un|une|a|an|one|two|three|four|five|six|deux|trois|quatre|cinq|six)"
+_HALF_UNITS = r"(?P<unit>years?|yrs?|y|ans?|annees?|months?|mo|mois|weeks?|wks?|w|semaines?|sem|days?|d|jours?|j)"
+_HALVES = [
+    re.compile(rf"(?<![a-z0-9.,]){_HALF_NUMBER}\s+{_HALF_UNITS}\s+(?:et\s+demie?|and\s+a\s+half)(?![a-z])"),
+    re.compile(rf"(?<![a-z0-9.,]){_HALF_NUMBER}\s+and\s+a\s+half\s+{_HALF_UNITS}(?![a-z])"),
+    re.compile(rf"(?<![a-z0-9.,])(?P<n>\d{{1,2}})[.,]5\s*{_HALF_UNITS}(?![a-z])"),
+]
+_HALF_WORDS = {"un": 1, "une": 1, "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+               "deux": 2, "trois": 3, "quatre": 4, "cinq": 5}
+
+
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fourty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+         "vingt": 20, "trente": 30, "quarante": 40, "cinquante": 50, "soixante": 60, "septante": 70, "huitante": 80,
+         "octante": 80, "nonante": 90}
+_UNITS_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+                "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9,
+                "dix": 10, "onze": 11, "douze": 12, "treize": 13, "quatorze": 14, "quinze": 15, "seize": 16}
+_TEENS = {"thirteen": 13, "fourteen": 14, "sixteen": 16, "seventeen": 17, "nineteen": 19,
+          "dix sept": 17, "dix huit": 18, "dix neuf": 19, "dix-sept": 17, "dix-huit": 18, "dix-neuf": 19}
+#: "forty-eight hours", "twenty four hours", "vingt et un jours", "soixante-douze heures", "septante-deux heures" (Belgian,
+#: Swiss), "dix-huit mois": compound numbers in words, read whole (they were read as their last word: "eight hours").
+_COMPOUND = re.compile(
+    r"(?<![a-z])(?:(?P<tens>" + "|".join(_TENS) + r")(?:(?:\s*-\s*|\s+)(?:et\s+|and\s+)?(?:-\s*)?(?P<unit>"
+    + "|".join(sorted(_UNITS_WORDS, key=len, reverse=True)) + r"))?|(?P<teen>" + "|".join(sorted(_TEENS, key=len, reverse=True))
+    + r"))(?![a-z])(?=\s*-?\s*(?:" + _UNIT + r")(?![a-z]))"
+)
+
+
+def _numbers(norm: str) -> str:
+    """norm with compound numbers in words as digits, at the same length (offsets hold)."""
+    def digits(m: re.Match) -> str:
+        if m.group("teen"):
+            value = _TEENS[re.sub(r"\s+", " ", m.group("teen"))]
+        else:
+            value = _TENS[m.group("tens")] + (_UNITS_WORDS[m.group("unit")] if m.group("unit") else 0)
+        return str(value).ljust(len(m.group(0)))
+    return _COMPOUND.sub(digits, norm)
+
+
+#: "1 week 3 days ago", "2 weeks and 3 days", "1 mois et 2 semaines": a compound duration as whole days (same length).
+_COMPOUND_DURATION = re.compile(
+    r"(?<![a-z0-9.,])(?P<a>\d{1,2})\s*(?P<u1>weeks?|wks?|semaines?|months?|mois)\s*(?:and|et|,|\+)?\s*(?P<b>\d{1,2})\s*"
+    r"(?P<u2>days?|jours?|j|d|weeks?|wks?|semaines?)(?![a-z])"
+)
+
+
+def _compound_durations(norm: str) -> str:
+    def days(m: re.Match) -> str:
+        first = int(m.group("a")) * (7 if m.group("u1").startswith(("w", "sem")) else 30.44)
+        second = int(m.group("b")) * (7 if m.group("u2").startswith(("w", "sem")) else 1)
+        if m.group("u1").startswith(("w", "sem")) and m.group("u2").startswith(("w", "sem")):
+            return m.group(0)  # "2 weeks 3 weeks": not a compound
+        text = f"{int(first + second)} d"
+        return text.ljust(len(m.group(0))) if len(text) <= len(m.group(0)) else m.group(0)
+    return _COMPOUND_DURATION.sub(days, norm)
+
+
+def _halves(norm: str) -> str:
+    """norm with "N units and a half" as a whole number of smaller units, at the same length (offsets hold)."""
+    if "dem" not in norm and "half" not in norm and ".5" not in norm and ",5" not in norm:
+        return norm
+    for pattern in _HALVES:
+        def whole(m: re.Match) -> str:
+            n = m.group("n")
+            value = (int(n) if n.isdigit() else _HALF_WORDS[n]) + 0.5
+            unit = m.group("unit")
+            if unit.startswith(("y", "an")):  # (a bare "a"/"an" is a number word, never a unit here)
+                n, short = value * 12, "mo"
+            elif unit.startswith("mo"):
+                n, short = int(value * 30.44), "d"  # whole days, rounded down: the least time
+            elif unit.startswith(("w", "sem")) and value * 7 == int(value * 7):
+                n, short = value * 7, "d"
+            elif unit.startswith(("w", "sem")):
+                n, short = value * 7 * 24, "h"
+            else:
+                n, short = value * 24, "h"
+            span = m.group(0)
+            for text in (f"{int(n)} {short}", f"{int(n)}{short}"):
+                if len(text) <= len(span):
+                    return text.ljust(len(span))
+            return " " * len(span)  # no room: unread rather than misread ("2,5w" must not become 5 weeks)
+        norm = pattern.sub(whole, norm)
+    return norm
+
+
+#: "second post-op day", "1st postoperative day", "premier jour post-opératoire"; "2nd day post-op", "third day after surgery".
 _ORDINAL_DAY = re.compile(
     r"(?<![a-z0-9])(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|sixth|6th|seventh|7th|premier|1er|deuxieme|2e|2eme|"
     r"troisieme|3e|3eme|quatrieme|4e|4eme|cinquieme|5e|5eme)\s+(?:post[\s-]?op(?:erative)?|post[\s-]?operatoire|postoperatoire)\s+(?:day|jour)"
     r"|(?<![a-z0-9])(premier|1er|deuxieme|2e|2eme|troisieme|3e|3eme|quatrieme|4e|4eme|cinquieme|5e|5eme)\s+jour\s+post[\s-]?op"
+    r"|(?<![a-z0-9])(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|sixth|6th|seventh|7th)\s+day\s+(?:post|after|following|s/p)(?![a-z])"
+)
+#: "post-op day two", "day three post TLIF", "POD two".
+_DAY_WORD_NUMBER = re.compile(
+    r"(?:post[\s-]?op(?:erative)?\s+day|(?<![a-z])pod)\s+(?P<n>one|two|three|four|five|six|seven|eight|nine|ten)(?![a-z])"
+    r"|(?<![a-z])day\s+(?P<m>one|two|three|four|five|six|seven|eight|nine|ten)\s+(?:post|after|following|s/p)(?![a-z])"
 )
 _ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4, "fifth": 5, "5th": 5,
              "sixth": 6, "6th": 6, "seventh": 7, "7th": 7, "premier": 1, "1er": 1, "deuxieme": 2, "2e": 2, "2eme": 2,
@@ -110,7 +239,7 @@ _ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, 
 
 #: "48h post-op", "3 months after surgery", "à 3 mois de l'arthrodèse", "2 ans après".
 _AFTER = re.compile(
-    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de|d'|since|s/p|s p|status post|following)"
+    rf"(?<![a-z0-9/.])(\d{{1,3}}(?:[.,]\d)?)\s*(?:{_UNIT})\.?\s*(?P<rel>post|after|apres|de(?![a-z])|d'|since|s/p|s p(?![a-z])|status post|following|out from|out of)"
 )
 #: "since Tuesday's surgery", "operated on Monday", "opéré mardi", "intervention de lundi": the last such
 #: weekday before the study (a week before when it is the study's weekday).
@@ -126,11 +255,17 @@ _WEEKDAY_SURGERY = re.compile(
     r"(?:(?:done|performed|carried out|was|were|faite?|realisee?|pratiquee?)\s+)?(?:on\s+|le\s+|ce\s+|de\s+|du\s+|d\s+)?(?:last\s+)?(?P<day2>monday|tuesday|"
     r"wednesday|thursday|friday|saturday|sunday|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)(?![a-z])"
 )
+_WEEKDAY_BEFORE_LAST = re.compile(
+    r"(?<![a-z])(?:the\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday)\s+before\s+last(?![a-z])"
+    r"|(?<![a-z])(?P<fr>lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)\s+d\s*'?\s*avant(?![a-z])"
+)
 #: "operated 3 days ago", "opéré il y a 3 jours".
 _AGO = [
     # "il y a environ 10 jours", "2-3 weeks ago" (a range: its lower end, the least time)
     re.compile(rf"il y a\s+(?:environ\s+|presque\s+|pres de\s+|plus de\s+|a peu pres\s+|~\s*)?(\d{{1,3}})(?:\s*(?:-|a|ou)\s*\d{{1,3}})?\s*(?:{_UNIT})(?![a-z])"),
-    re.compile(rf"(?<![0-9])(\d{{1,3}})(?:\s*(?:-|to|or)\s*\d{{1,3}})?\s*(?:{_UNIT})\s+(?:ago|back|earlier)(?![a-z])"),
+    re.compile(rf"(?<![0-9])(\d{{1,3}})(?:\s*(?:-|to|or)\s*\d{{1,3}})?\s*(?:{_UNIT})\s+(?:ago|back|earlier|prior|previously|before now|out)(?![a-z])"),
+    # "voilà 3 jours", "ça fait 3 jours qu'elle a été opérée" (French, Belgian, Québec)
+    re.compile(rf"(?<![a-z])(?:voila|ca fait|cela fait|ca va faire|ca fera)\s+(?:environ\s+|presque\s+|deja\s+)?(\d{{1,3}})\s*(?:{_UNIT})(?![a-z])"),
     # "arthrodèse datant de 2 ans", "qui date de 3 mois"
     re.compile(rf"(?<![a-z])(?:datant de|date de|datee de|vieille de|ancienne de)\s+(\d{{1,3}})\s*(?:{_UNIT})(?![a-z])"),
 ]
@@ -138,10 +273,10 @@ _AGO = [
 _WORD_NUMBERS = {
     "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
     "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "eighteen": 18, "twenty": 20, "thirty": 30,
-    "a couple of": 2, "couple of": 2, "a couple": 2, "a few": 3, "few": 3, "several": 3,
+    "a couple of": 2, "couple of": 2, "a couple": 2, "couple": 2, "a few": 3, "few": 3, "several": 3,
     "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9,
     "dix": 10, "onze": 11, "douze": 12, "quinze": 15, "vingt": 20, "trente": 30, "quelques": 3,
-    "une dizaine de": 10, "une quinzaine de": 15, "une vingtaine de": 20,
+    "une dizaine de": 10, "une quinzaine de": 15, "une vingtaine de": 20, "une couple de": 2, "une couple d": 2, "couple de": 2,
 }
 _WORD_NUMBER = "|".join(sorted((re.escape(k).replace("\\ ", "\\s+") for k in _WORD_NUMBERS), key=len, reverse=True))
 _WORD_UNITS = {"h": r"hours?|heures?", "d": r"days?|jours?|journees?", "w": r"weeks?|semaines?", "f": r"fortnights?",
@@ -151,8 +286,8 @@ _UNIT_HOURS_WORD = dict(_UNIT_HOURS, f=24 * 14)
 #: "two days ago", "a week back", "il y a deux jours", "three weeks after surgery", "une semaine après l'arthrodèse",
 #: "a fortnight ago", "il y a une quinzaine de jours".
 _WORD_TIME = [
-    re.compile(rf"(?<![a-z])il y a\s+(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})(?![a-z])"),
-    re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?:ago|back|earlier|auparavant|plus tot)(?![a-z])"),
+    re.compile(rf"(?<![a-z])(?:il y a|voila|ca fait|cela fait)\s+(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})(?![a-z])"),
+    re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?:ago|back|earlier|prior|out|auparavant|plus tot)(?![a-z])"),
     re.compile(rf"(?<![a-z])(?P<n>{_WORD_NUMBER})\s+(?:{_WORD_UNIT})\s+(?P<rel>post|after|apres|following|since|s/p|status post)(?![a-z])"),
 ]
 #: A weekday next to a procedure ("L4-5 fusion Tuesday", "discectomie lundi dernier"), not after since/depuis.
@@ -225,6 +360,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
     for f in fields:
         value = f.get("value") or ""
         norm, index = normalise(value)
+        norm = _compound_durations(_halves(_numbers(norm)))
 
         spans: list[tuple[int, int]] = []
 
@@ -248,8 +384,14 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 n = int(m.group(1))
                 unit = next(k for k in _UNITS if m.group(k))
                 add(n * _UNIT_HOURS[unit], m.start(), m.end())
+        for pattern in (_PROCEDURE_THEN_TIME, _PROCEDURE_TIME_CLAUSE):
+            for m in pattern.finditer(norm):
+                if not _FUTURE.search(norm[max(0, m.start() - 40) : m.end()]):
+                    add(int(m.group("n")) * _UNIT_HOURS[_unit(m)], m.start("n"), m.end())
         for m in _ORDINAL_DAY.finditer(norm):
-            add((_ORDINALS[m.group(1) or m.group(2)]) * 24, m.start(), m.end())
+            add((_ORDINALS[m.group(1) or m.group(2) or m.group(3)]) * 24, m.start(), m.end())
+        for m in _DAY_WORD_NUMBER.finditer(norm):
+            add(_WORD_NUMBERS[m.group("n") or m.group("m")] * 24, m.start(), m.end())
         for m in _AFTER.finditer(norm):
             if _SURGERY.search(norm, m.start("rel"), m.start("rel") + 30):
                 add(float(m.group(1).replace(",", ".")) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
@@ -270,7 +412,13 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 if _near_procedure(norm, m.start(), m.end()):
                     add(int(m.group(1)) * _UNIT_HOURS[_unit(m)], m.start(), m.end())
         if study_dt is not None:
+            for m in _WEEKDAY_BEFORE_LAST.finditer(norm):  # "fusion the Monday before last": a week before the last such day
+                if _near_procedure(norm, m.start(), m.end()):
+                    back = (study_dt.weekday() - _WEEKDAYS[m.group("day") or m.group("fr")]) % 7 or 7
+                    add((back + 7) * 24, m.start(), m.end())
             for m in _WEEKDAY_SURGERY.finditer(norm):
+                if _FUTURE.search(norm[max(0, m.start() - 40) : m.end() + 25]) or re.match(r"\s*(?:prochaine?|next)(?![a-z])", norm[m.end() :]):
+                    continue  # "sera opéré lundi prochain", "TLIF to be done on Monday": planned
                 day = _WEEKDAYS[m.group("day") or m.group("day2")]
                 back = (study_dt.weekday() - day) % 7 or 7
                 add(back * 24, m.start(), m.end())
@@ -294,6 +442,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
             if _near_procedure(norm, m.start(), m.end()):
                 add(int(m.group(1)) * 24, m.start(), m.end())
         for m in _UK.finditer(norm):
+            if int(float(m.group(1))) > 12 and m.group(2) == "12" and _BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]):
+                continue  # "TLIF on 28/12": a date (read below), not 28 months
             if _near_procedure(norm, m.start(), m.end()):
                 add(float(m.group(1)) * _UK_HOURS[m.group(2)], m.start(), m.end())
         if study_dt is not None:
@@ -325,7 +475,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                     add((study_dt - end).total_seconds() / 3600, a, b)
                 elif (month and (year, month) == (study_dt.year, study_dt.month)) or (not month and year == study_dt.year):
                     notes.append(f"partial date in {f.get('tag')} {f.get('keyword')} [{index[a]}:{index[b - 1] + 1}] is this month or year: left unknown")
-        for date, a, b, note in _dates(norm, study_dt.year if study_dt else None):
+        for date, a, b, note in _dates(norm, study_dt.year if study_dt else None, study_dt):
             if not (_SURGERY.search(norm[max(0, a - 50) : a]) or _near_procedure(norm, a, b)) or (date is None and not note):
                 continue
             if _ONSET_DATE.search(norm[max(0, a - 30) : a]):
@@ -380,7 +530,11 @@ _ONSET_DATE = re.compile(
 _OTHER_EVENT_DAY = re.compile(
     r"(?<![a-z])(?:x ?ray|xr|film|films|radiograph|radiographs|radio|radios|radiographie|lateral|ap|ct|cts|mri|mr|irm|scan|"
     r"scanner|imaging|imagerie|bloods|labs|bilan|bilan sanguin|prise de sang|review|reviewed|seen|vu|vue|clinic|consultation|"
-    r"appointment|rdv|visit|visite|echo|ultrasound|doppler|emg)\s*(?:done|taken|performed|from|of|de|du|d|realisee?|fait|faite)?\s*$"
+    r"appointment|rdv|visit|visite|echo|ultrasound|doppler|emg|"
+    # session 4 (round 14): the day the read or the report is wanted ("Surgeon wants read today before clinic", "please report
+    # today", "interprétation ce jour svp") is no day of the operation
+    r"read|reading|report|reported|reporting|result|results|images|study|interpretation|interpreter|lecture|compte rendu|cr|"
+    r"resultat|resultats|needed|required|wanted|requested|pls|please|svp|merci)\s*(?:done|taken|performed|from|of|de|du|d|realisee?|fait|faite|it|by|if possible|si possible|if poss)?\s*$"
 )
 _POSSESSIVE = re.compile(r"\s*'\s*s\s+([a-z]+)|\s+s\s+([a-z]+)")
 
@@ -449,8 +603,9 @@ def _unit(m: re.Match) -> str:
 
 _PROCEDURE_END = re.compile(r"(?:lif|acdf|fusion|discectomy|microdiscectomy|laminectomy|decompression|arthrodese|discectomie|"
                             r"laminectomie|operated|operee?|surgery|chirurgie|intervention|op)\s*(?:\(|on|le|du|of|dated)?\s*$")
-_BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau)\s*$")
-_NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?\s+(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
+_BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau|(?:\bdate|\bdos|\bop|\bsurgery|\boperation|\bintervention|"
+                              r"\bchirurgie)\s*[:=])\s*$")
+_NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?(?:\s+|\s*-\s*)(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
 _MONTH_DAY = re.compile(r"(?<![a-z])([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?(?![0-9/])(?!\s*,?\s*\d{4})")
 
 
@@ -461,7 +616,7 @@ _BRITISH = re.compile(
 )
 
 
-def _dates(norm: str, year_now: int | None = None):
+def _dates(norm: str, year_now: int | None = None, study_dt: datetime | None = None):
     """(datetime | (datetime, datetime) | None, start, end, note) for every date written in the text.
 
     A numeric date that reads both as DD/MM and MM/DD (neither number above 12, no French or
@@ -471,6 +626,16 @@ def _dates(norm: str, year_now: int | None = None):
     year; a yearless numeric date counts only after "le", "du", "on", "since"... so that levels
     (L4/5), power grades (3/5) and UK notations (2/7) are never read as dates.
     """
+    def yearless(month: int, day: int, at: int, roll: bool = True) -> datetime | None:
+        # a day and month without a year: this year's, or last year's when this year's is still to come
+        # ("arthrodèse le 28 décembre" read on 5 January), unless the text plans it ("prévue le 02/12": left in the future)
+        d = _make(year_now, month, day)
+        if roll and d is not None and study_dt is not None and d > study_dt and not _FUTURE.search(norm[max(0, at - 40) : at + 12]):
+            last = _make(year_now - 1, month, day)
+            if last is not None and (study_dt - last).days <= 183:  # a date written without its year is a recent one
+                d = last
+        return d
+
     french = len(_FRENCH.findall(norm)) >= len(_ENGLISH.findall(norm))
     dayfirst = french or bool(_BRITISH.search(norm))  # French and British writers put the day first
     taken: list[tuple[int, int]] = []
@@ -492,12 +657,12 @@ def _dates(norm: str, year_now: int | None = None):
             month = _MONTHS.get(m.group(2))
             if month and int(m.group(1)) <= 31:
                 taken.append(m.span())
-                yield _make(year_now, month, int(m.group(1))), m.start(), m.end(), None
+                yield yearless(month, int(m.group(1)), m.start()), m.start(), m.end(), None
         for m in _MONTH_DAY.finditer(norm):
             month = _MONTHS.get(m.group(1))
             if month and int(m.group(2)) <= 31 and not any(a <= m.start() < b for a, b in taken):
                 taken.append(m.span())
-                yield _make(year_now, month, int(m.group(2))), m.start(), m.end(), None
+                yield yearless(month, int(m.group(2)), m.start()), m.start(), m.end(), None
     for m in _NUMERIC_DATE.finditer(norm):
         if any(a <= m.start() < b for a, b in taken):
             continue
@@ -510,11 +675,12 @@ def _dates(norm: str, year_now: int | None = None):
             if year_now is None or not (_BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]) or right_after):
                 continue
             if dayfirst or a > 12:
-                yield _make(year_now, b, a), m.start(), m.end(), None
+                yield yearless(b, a, m.start()), m.start(), m.end(), None
             elif b > 12:
-                yield _make(year_now, a, b), m.start(), m.end(), None
+                yield yearless(a, b, m.start()), m.start(), m.end(), None
             else:
-                yield (_make(year_now, b, a), _make(year_now, a, b)), m.start(), m.end(), None
+                # ambiguous DD/MM or MM/DD: a reading after the study is what tells them apart, so no year is rolled back
+                yield (yearless(b, a, m.start(), False), yearless(a, b, m.start(), False)), m.start(), m.end(), None
             continue
         a, b, year = int(m.group(1)), int(m.group(2)), int(m.group(3))
         year += 2000 if year < 100 else 0

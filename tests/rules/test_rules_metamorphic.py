@@ -53,8 +53,17 @@ TRANSFORMS = {
     "mojibake": lambda d: _fields(d, lambda v: v.encode("utf-8").decode("latin-1")),
     "merge": _merge,
     "reverse": _reverse,
-    "append": lambda d: {**(d.get("fields") or {}), "PatientComments": "Lives alone. Interpreter needed."},
+    "append": lambda d: _append(d, "Lives alone. Interpreter needed."),
 }
+
+
+def _append(data, text):
+    """Unrelated text added in PatientComments, after what is already there (round 12 cases carry the complaint in
+    PatientComments: replacing it would remove the finding, not add unrelated text)."""
+    fields = dict(data.get("fields") or {})
+    old = str(fields.get("PatientComments") or "").rstrip()
+    fields["PatientComments"] = f"{old.rstrip('.')}. {text}" if old else text
+    return fields
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
