@@ -28,6 +28,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_processes(procs) -> None:
+    """Terminate every process still running, then wait for each (10 s, then kill)."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
     """Poll `predicate` until it returns a truthy value; return that value."""
     deadline = time.monotonic() + timeout

@@ -24,7 +24,7 @@ import redis
 import yaml
 
 from core.redis_client import client_from_url
-from peers import dcmtk, free_port, require, serve_process, wait_for
+from peers import dcmtk, free_port, require, serve_process, stop_processes, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -93,14 +93,7 @@ class ScriptedSet:
         self.procs[name].wait(10)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs.values())
 
 
 def test_shipped_sentinel_scripts_fail_over_and_bring_the_old_master_back_as_a_replica(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from dicomgen import SeriesSpec, StudySpec, write_study
-from peers import free_port, require, serve_process, wait_for
+from peers import free_port, require, serve_process, stop_processes, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 STUDIES = 12
@@ -72,14 +72,7 @@ class RedisSet:
         self.procs["master"].wait(10)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs.values())
 
 
 def _ping(port) -> bool:
