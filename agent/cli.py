@@ -23,7 +23,7 @@ SERVE_OPTIONS = {  # option -> (Config field, help)
     "--worker-processes": ("worker_processes", "worker processes of `serve` (default: one per CPU core)"),
     "--hl7-listen": ("hl7_listen", "MLLP port receiving RIS orders (ORM^O01, OMI^O23) and signed reports (ORU^R01)"),
     "--mwl": ("mwl", "AET@HOST:PORT: Modality Worklist queried by accession number when no HL7 order is known"),
-    "--listeners": ("listeners", "DICOM listener processes on the port (default: one per CPU core)"),
+    "--listeners": ("listeners", "DICOM listener processes on the port (default: two per CPU core)"),
     "--broker": ("broker", "message broker: redis://… or amqp://… (RabbitMQ); default: the Redis"),
 }
 REPEATABLE = {

@@ -8,6 +8,8 @@ durable under its UIDs, its summary is indexed, and only then is success sent.
 from __future__ import annotations
 
 import logging
+import os
+import selectors
 import socket
 import ssl
 import threading
@@ -52,12 +54,61 @@ def configure_pynetdicom() -> None:
     reactor.install()  # reactors woken by their events, not 1 ms polls
 
 
-class _ReusePortServer(ThreadedAssociationServer):
-    """pynetdicom's server bound with SO_REUSEPORT: listener processes share one port."""
+class _WakeableServer(ThreadedAssociationServer):
+    """pynetdicom's server whose accept loop sleeps in select() until a connection arrives
+    or stop is asked (a wake-up pipe), instead of waking every 0.5 s (socketserver's
+    poll_interval) and running a gc pass every few wake-ups (pynetdicom's service_actions,
+    here only after an accept)."""
+
+    reuse_port = False
 
     def server_bind(self) -> None:
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def serve_forever(self, poll_interval: float | None = None) -> None:
+        self._wake_r, self._wake_w = getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)
+        if self._wake_r is None:
+            self._wake_r, self._wake_w = os.pipe()
+        self._BaseServer__is_shut_down.clear()
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self, selectors.EVENT_READ)
+                sel.register(self._wake_r, selectors.EVENT_READ)
+                while not self._BaseServer__shutdown_request:
+                    ready = sel.select(None)
+                    if self._BaseServer__shutdown_request:
+                        break
+                    if any(key.fileobj is self for key, _ in ready):
+                        self._handle_request_noblock()
+                        self.service_actions()
+        finally:
+            self._BaseServer__shutdown_request = False
+            self._BaseServer__is_shut_down.set()
+
+    def shutdown(self) -> None:
+        self._BaseServer__shutdown_request = True
+        wake = getattr(self, "_wake_w", None)
+        if wake is not None:
+            try:
+                os.write(wake, b"x")
+            except OSError:
+                pass
+        super().shutdown()
+        for fd in (getattr(self, "_wake_r", None), wake):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r = self._wake_w = None
+
+
+class _ReusePortServer(_WakeableServer):
+    """Bound with SO_REUSEPORT: listener processes share one port."""
+
+    reuse_port = True
 
 
 def _calling_aet(event) -> str | None:
@@ -131,15 +182,13 @@ class Listener:
             (evt.EVT_REJECTED, self._rejected),
             (evt.EVT_CONN_OPEN, self._make_room),
         ]
-        if reuse_port:
-            server = self.ae.make_server((self.config.bind, self.config.port), evt_handlers=handlers,
-                                         ssl_context=tls_context(self.config), server_class=_ReusePortServer)
-            threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
-            self.ae._servers.append(server)
-            self.server = server
-        else:
-            self.server = self.ae.start_server((self.config.bind, self.config.port), block=False,
-                                               evt_handlers=handlers, ssl_context=tls_context(self.config))
+        server = self.ae.make_server((self.config.bind, self.config.port), evt_handlers=handlers,
+                                     ssl_context=tls_context(self.config),
+                                     server_class=_ReusePortServer if reuse_port else _WakeableServer)
+        server._wake_r, server._wake_w = os.pipe()  # before the thread starts: stop can wake it at once
+        threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
+        self.ae._servers.append(server)
+        self.server = server
         log.info("listening for DICOM%s as %s on %s:%d", " over TLS" if self.config.tls_cert else "",
                  self.config.ae_title, self.config.bind, self.port)
 

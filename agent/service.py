@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 
 
 def listener_count(cfg: Config) -> int:
-    """DICOM listener processes: `listeners`, or one per CPU core when 0."""
-    return cfg.listeners if cfg.listeners > 0 else cpu_cores()
+    """DICOM listener processes: `listeners`, or two per CPU core when 0 (the kernel's
+    SO_REUSEPORT hash spreads a few connections unevenly over the processes; more processes
+    than cores evens the load: 8 senders 112-123 -> 129-139 MB/s with 4 on 2 cores)."""
+    return cfg.listeners if cfg.listeners > 0 else 2 * cpu_cores()
 
 
 def worker_process_count(cfg: Config) -> int:

@@ -196,6 +196,8 @@ def concurrent(tmp: Path) -> None:
     studies = [write_study(tmp / f"b{n}", ct(f"BENCH-B{n}", SMALL_CT_SLICES)) for n in range(SENDERS)]
     total = sum(mb(f) for f in studies)
     rates: dict[str, list[float]] = {"storescp --fork": [], "pacs-triage": []}
+    for n in filter(None, os.environ.get("BENCH_B_LISTENERS", "").split(",")):  # e.g. "4,8": also --listeners N
+        rates[f"pacs-triage --listeners {n}"] = []
     shares = []
     for r in range(ROUNDS):
         for name in rates:
@@ -203,7 +205,7 @@ def concurrent(tmp: Path) -> None:
             if name.startswith("storescp"):
                 proc, port = storescp(out, fork=True)
             else:
-                proc, port, _ = serve(out, "--no-workers")
+                proc, port, _ = serve(out, "--no-workers", *name.split()[1:])
             try:
                 before = tree_cpu(proc)
                 start = time.perf_counter()
@@ -216,6 +218,9 @@ def concurrent(tmp: Path) -> None:
             shutil.rmtree(out, ignore_errors=True)
             rates[name].append(total / wall)
             used = {p: after[p] - before.get(p, 0.0) for p in after if after[p] - before.get(p, 0.0) > 0.05}
+            if name.startswith("pacs-triage") and name != "pacs-triage":
+                print(f"    {name}: ratio vs storescp --fork this round "
+                      f"{(total / wall) / rates['storescp --fork'][-1]:.2f}", flush=True)
             if name == "pacs-triage":
                 shares.append(sorted(used.values(), reverse=True))
             print(f"    {name}: {wall:.2f} s, {total / wall:.0f} MB/s; CPU-s per process "
@@ -223,7 +228,7 @@ def concurrent(tmp: Path) -> None:
                   flush=True)
     ours, theirs = statistics.median(rates["pacs-triage"]), statistics.median(rates["storescp --fork"])
     ratio = statistics.median(o / t for o, t in zip(rates["pacs-triage"], rates["storescp --fork"]))
-    listeners = len(os.sched_getaffinity(0))
+    listeners = 2 * len(os.sched_getaffinity(0))  # serve's default: two per core
     cpu_note = "; ".join("/".join(f"{v:.1f}" for v in s) for s in shares)
     row(f"(b) {SENDERS} senders at once, {total:.0f} MB, aggregate (pacs-triage: {listeners} listener processes)",
         f"**{ours:.0f} MB/s** vs `storescp --fork` {theirs:.0f} MB/s (ratio {ratio:.2f}; medians of {ROUNDS} "

@@ -75,7 +75,7 @@ class Config:
     acse_timeout: float = option(10.0, "seconds from connection to a complete A-ASSOCIATE-RQ (slow-loris peers)")
     max_association_bytes: int = option(8 * 1024 ** 3, "bytes received per association, then aborted")
     max_association_seconds: float = option(4 * 3600.0, "lifetime of one association (s), then aborted")
-    listeners: int = option(0, "DICOM listener processes sharing the port (SO_REUSEPORT); 0 = one per CPU core "
+    listeners: int = option(0, "DICOM listener processes sharing the port (SO_REUSEPORT); 0 = two per CPU core "
                             "(/metrics of the first counts them all)")
     require_called_aet: bool = option(False, "reject associations not addressed to ae_title")
     tls_cert: Path | None = option(None, "PEM certificate (chain): the listener then speaks DICOM TLS only")

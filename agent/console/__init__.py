@@ -2,10 +2,12 @@
 operator's view (deliveries, dead letters, quarantine, rulebook), served under /console by
 agent.http.HttpServer.
 
-Live updates: one background thread reads the worklist and the delivery state from Redis
-every `console_poll_interval` seconds into a snapshot; when the snapshot changes, every open
-page is told through a server-sent event stream (/console/events) and fetches the new rows.
-Redis load does not grow with the number of open pages.
+Live updates: while at least one page holds the server-sent event stream (/console/events)
+open, one background thread reads the worklist and the delivery state from Redis every
+`console_poll_interval` seconds into a snapshot; when the snapshot changes, every open page
+is told and fetches the new rows. Redis load does not grow with the number of open pages.
+With no page open the thread sleeps (nothing wakes an idle server); a page or rows request
+then reads the worklist itself if the snapshot is older than `console_poll_interval`.
 
 Access: without a session (anonymous, read-only, `console_anonymous`) a page shows study
 UIDs, priorities and flags only; patient identifiers, free text, images and the operator
@@ -109,6 +111,9 @@ class Console:
         self._digest = ""
         self._stop = threading.Event()
         self._changed = threading.Condition()
+        self._watched = threading.Event()  # set while an event stream is open (or to stop)
+        self._read_at = 0.0
+        self._read_lock = threading.Lock()
         self.streams = 0
         self._keyimage_lock = threading.Lock()
         self.app = Starlette(routes=[
@@ -133,6 +138,21 @@ class Console:
 
     def stop(self) -> None:
         self._stop.set()
+        self._watched.set()
+
+    def fresh(self) -> None:
+        """Nobody holds the event stream (so the poll thread sleeps): read the worklist now if
+        the snapshot is older than the poll interval; Redis away: the last snapshot is shown."""
+        if self.streams > 0 or time.monotonic() - self._read_at < self.poll:
+            return
+        with self._read_lock:
+            if time.monotonic() - self._read_at < self.poll:
+                return
+            try:
+                self.refresh()
+            except Exception as exc:
+                log.warning("console refresh failed (the console shows the last worklist read): %s",
+                            type(exc).__name__)
 
     # --- the snapshot
     def refresh(self) -> bool:
@@ -163,6 +183,7 @@ class Console:
                 "lifted": e.get("lifted_by_wait", False), "failed": bool(e.get("triage_failed")),
                 "revision": e.get("revision"), "deliveries": states,
             })
+        self._read_at = time.monotonic()
         digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
         if digest == self._digest:
             return False
@@ -174,7 +195,14 @@ class Console:
 
     def _poll_loop(self) -> None:
         failing = False
-        while not self._stop.wait(self.poll):
+        while not self._stop.is_set():
+            if self.streams <= 0:
+                self._watched.clear()
+                if self.streams <= 0:  # re-checked: a stream opened between the test and the clear
+                    self._watched.wait()
+                continue
+            if self._stop.wait(self.poll):
+                break
             try:
                 self.refresh()
                 if failing:
@@ -225,6 +253,7 @@ class Console:
         s = self.session(request)
         if s is None and not self.anonymous:
             return self._need_login(request, "worklist")
+        self.fresh()
         rows, filt = self._filtered(request)
         flags = sorted({f for r in self.rows for f in r["flags"]})
         self._audit("worklist", s)
@@ -235,6 +264,7 @@ class Console:
         s = self.session(request)
         if s is None and not self.anonymous:
             return PlainTextResponse("login needed\n", 401)
+        self.fresh()
         rows, filt = self._filtered(request)
         resp = self.render(request, "rows.html", s, rows=rows, filt=filt,
                            sinks=[f"{k} {shown(k, d)}" for k, d in sinks_of(self.cfg)])
@@ -248,8 +278,11 @@ class Console:
         if self.streams >= MAX_STREAMS:
             return Response(status_code=503, headers={"Retry-After": "5"})
 
+        await asyncio.to_thread(self.fresh)  # the snapshot may have slept: current before the first event
+
         async def stream():
             self.streams += 1
+            self._watched.set()  # the poll thread reads the worklist while a page listens
             try:
                 seen = -1
                 quiet = 0.0
