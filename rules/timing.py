@@ -100,6 +100,9 @@ _RELATIVE = [
     (re.compile(r"post[\s-]?op(?:erative)?\s+(?:week|wk|semaine|sem)\s*(\d{1,2})(?![0-9])|(?<![a-z0-9])(?:week|wk|semaine)\s*(\d{1,2})\s+post"), "W"),
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:weeks?|wks?)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "w"),
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:months?|mo)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "m"),
+    # session 5: a French follow-up check "at N months/years" ("contrôle de ces vis à 1 an", "bilan à 6 mois")
+    (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+a\s+(\d{1,2})\s*mois(?![a-z])"), "m"),
+    (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+a\s+(\d{1,2})\s*ans?(?![a-z])"), "y"),
 ]
 #: A bracketed time right after a named procedure and its levels: "post PLIF L4-5 (3 days)", "TLIF L5-S1 (J2)",
 #: "arthrodèse L4-L5 (il y a 3 jours)": the time since that operation.
