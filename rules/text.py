@@ -239,10 +239,12 @@ def _french_determiner(tokens: list["Token"], i: int, n: int) -> bool:
     if n != 1 or i + 1 >= len(tokens):
         return False
     nxt = tokens[i + 1].norm
-    if not nxt.isalpha() or len(nxt) < 4 or nxt in _AFTER_CES:
+    if not nxt.isalpha() or nxt in _AFTER_CES:
         return False
     prev = tokens[i - 1].norm if i > 0 else ""
     french_before = prev in {"de", "a", "sur", "pour", "comparer", "avec", "entre", "par", "dans", "tous", "toutes", "et"}
+    if len(nxt) < 4:  # a short word: only after a French word, or a French noun ("CONTROLE DE CES VIS", "CES OS")
+        return french_before or nxt in {"vis", "os", "cas"}
     return nxt.endswith(("s", "x")) or french_before or nxt in {"derniers", "dernieres", "deux", "trois"}
 
 
