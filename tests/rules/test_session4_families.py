@@ -15,24 +15,17 @@ from datetime import datetime
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rulebook_probe import hours as probe_hours, triage
 
 from core.priority import Priority
-from rules.casebook import build_study
-from rules.engine import Rulebook
 from rules.timing import text_readings
 
-RB = Rulebook.load()
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 STUDY = datetime(2026, 11, 21, 12, 0)
 
 
-def triage(text: str):
-    return RB.evaluate(build_study({"fields": {"ReasonForTheRequestedProcedure": text}, "study_date": "20261121"}))
-
-
 def hours(text: str):
-    readings, _ = text_readings([{"keyword": "ReasonForTheRequestedProcedure", "tag": "(0040,1002)", "value": text}], STUDY)
-    return sorted(r.hours for r in readings)
+    return sorted(probe_hours(text, STUDY))
 
 
 OPS = ["Microdiscectomy L4-5 yesterday.", "Laminectomie L4-L5 hier.", "L4-5 decompression 2 days ago."]

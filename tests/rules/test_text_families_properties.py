@@ -16,12 +16,9 @@ from datetime import datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rulebook_probe import hours as probe_hours, triage
 
-from rules.casebook import build_study
-from rules.engine import Rulebook
-from rules.timing import text_readings
 
-RB = Rulebook.load()
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 STUDY = datetime(2026, 11, 21, 10, 0)
 
@@ -34,12 +31,7 @@ UNITS_FR = {"jour": 24, "semaine": 24 * 7, "mois": 24 * 30.44}
 
 
 def hours(text: str, study: datetime = STUDY) -> list[float]:
-    readings, _ = text_readings([{"value": text, "keyword": "ReasonForTheRequestedProcedure", "tag": "(0040,1002)"}], study)
-    return [r.hours for r in readings]
-
-
-def triage(text: str, date: str = "20261121"):
-    return RB.evaluate(build_study({"fields": {"ReasonForTheRequestedProcedure": text}, "study_date": date}))
+    return probe_hours(text, study)
 
 
 def _plural(unit: str, n: int, french: bool) -> str:
