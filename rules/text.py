@@ -186,9 +186,7 @@ _PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", 
                "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
 #: Words that may stand between a finding and its form answer ("CES symptoms: nil", "Red flag signs - none").
 _FORM_HEADS = {"symptoms", "symptom", "signs", "sign", "features", "screen", "screening", "check", "flags", "symptomes", "symptome",
-               "signes", "signe",
-               # session 4 (round 14): "Saddle sensation: intact", "Anal tone: normal", "Bladder function: normal"
-               "sensation", "sensibilite", "function", "fonction", "tone", "tonus", "control", "controle"}
+               "signes", "signe"} | _FUNCTION_HEADS  # session 4 (round 14): "Saddle sensation: intact", "Anal tone: normal"
 #: What may follow a pre-operative comparison cue: it ends its clause ("numbness unchanged from pre-op." / ", ..." / " and ...").
 _CUE_CLAUSE_END = {".", ",", ";", ")", "!", "\n", "and", "et", "but", "mais", "-", ":", "/", "so", "donc"}
 #: "Retention, resolved." (Matcher._form_answer_no): the words that answer a finding after a comma when they end the sentence.
