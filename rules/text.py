@@ -48,9 +48,16 @@ STUDY_CAP = 64 * 1024
 _MOJIBAKE = re.compile("[\u00c2\u00c3][\u0080-\u00bf]|\u00e2\u20ac")
 
 
+#: The same, lower-cased by a system on the way ("rã©tention", "aprã¨s"): "ã" (the lower case of "Ã") before a
+#: Latin-1 symbol of 0x80-0xBF, which lower-casing leaves alone; a real "ã" is never followed by one.
+_LOWER_MOJIBAKE = re.compile("\u00e3(?=[\u0080-\u00bf])")
+
+
 def repair(text: str) -> str:
     """Text as the clinician wrote it: mojibake repaired (ftfy) and capped at FIELD_CAP characters."""
     text = text[:FIELD_CAP]
+    if _LOWER_MOJIBAKE.search(text):
+        text = _LOWER_MOJIBAKE.sub("\u00c3", text)
     if _MOJIBAKE.search(text):
         fixed = ftfy.fix_text(text, normalization=None)
         if len(fixed) <= len(text):
@@ -176,6 +183,13 @@ _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet",
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
 _LIST_ITEM = 4
+#: Words that join the findings of one negated list ("no fever, chills or rigors", "ni", "ou"); see _negation_interrupted.
+_LIST_JOIN = {",", "or", "nor", "and", "ni", "ou", "et", "/", "&", "+", "-", "neither", "either", "any", "aucun", "aucune",
+              # ... or make the second finding a complement of the first ("pas de récidive de la sciatique", "no loss of sensation")
+              "de", "du", "des", "d", "of", "in", "dans", "au", "aux", "a", "to", "at", "on", "sur", "la", "le", "les", "l", "the"}
+#: Words that start a new statement inside a negation's scope when they do not follow the cue at once.
+_SCOPE_RESTART = {"new", "nouvelle", "nouveau", "nouvel", "nouvelles", "nouveaux", "now", "maintenant", "actuellement",
+                  "currently", "today", "aujourd"}
 #: Contractions written without an apostrophe ("cant", "doesnt"): "can t" + "cant" both read (Matcher term variants).
 _CONTRACTED = {"can", "don", "doesn", "desn", "didn", "won", "hasn", "haven", "couldn", "isn", "wasn", "hadn", "wouldn", "shouldn"}
 #: Pain words: a pain said to be as before the operation persists (inefficacy); only deficits are made pre-operative by
@@ -458,6 +472,7 @@ class Matcher:
                 covered.update(range(a, b))
         out = []
         starts = [a for a, _, _ in found]  # found is sorted by start: the treated cue's stop set is read from a window (linear)
+        finding_spans = [(a, b) for a, b, e in found if e.concepts and not e.concepts & self.pseudo]
         for a, b, e in found:
             start, end = tokens[a].start, tokens[b - 1].end
             m = Mention(
@@ -473,7 +488,7 @@ class Matcher:
             if e.assertion:
                 m.assertion = e.assertion
             elif not e.concepts & self.pseudo:
-                m.assertion = self._assertion(words, a, b, covered)
+                m.assertion = self._assertion(words, a, b, covered, finding_spans)
             lesion = bool(e.concepts) and e.concepts <= self.persistent  # "known recurrent L4/5 disc": there now
             m.history = (self._cue(words, a, "history_before_lesion" if lesion else "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
                          or self._cue(words, b, "treated_after", covered, False, sentence=True,
@@ -641,7 +656,7 @@ class Matcher:
                     return True
         return False
 
-    def _assertion(self, words: list[str], a: int, b: int, covered: set[int]) -> str:
+    def _assertion(self, words: list[str], a: int, b: int, covered: set[int], spans: list[tuple[int, int]] = ()) -> str:
         ucovered = covered
         neg_index = self.cue_index.get("negation_before", {})
         for k in range(a - 1, max(-1, a - 1 - self.scope), -1):
@@ -653,13 +668,57 @@ class Matcher:
                 break
         if self._cue(words, a, "uncertain_before", ucovered, True) or self._cue(words, b, "uncertain_after", covered, False):
             return "uncertain"
-        if self._cue(words, a, "negation_before", covered, True) or self._cue(words, b, "negation_after", covered, False):
+        if self._cue(words, a, "negation_before", covered, True) and not self._negation_interrupted(words, a, covered, spans):
+            return "negated"
+        if self._cue(words, b, "negation_after", covered, False):
             return "negated"
         if self._list_negated(words, a, b, covered):
             return "negated"
         if self._form_answer_no(words, b):
             return "negated"
         return "affirmed"
+
+    def _negation_interrupted(self, words: list[str], a: int, covered: set[int], spans) -> bool:
+        """Does the nearest negation cue before position a stop short of it? (session 5: text without punctuation)
+
+        In "no fever saddle numbness", "lami yesterday no drain output new retention" or "sans ostéosynthèse
+        paraparésie" the cue negates the first finding only: a finding reached through another finding with no list
+        word between them (",", "or", "and", "ni", "ou", "/"), or through a "new"/"now" that does not follow the cue
+        at once ("no new weakness" stays negated), is not negated. Lists keep their negation ("no fever, chills or
+        rigors", "pas de fièvre ni de frissons"). Unknown is never negative: an unsure scope does not negate.
+        """
+        index = self.cue_index.get("negation_before", {})
+        cue_end = None
+        for k in range(a - 1, max(-1, a - 1 - self.scope), -1):
+            if any(tuple(words[k - len(x) + 1 : k + 1]) == x for x in self.break_index.get(words[k], ())):
+                break
+            if k in covered:
+                continue
+            for cue in index.get(words[k], ()):
+                if k + len(cue) <= a and tuple(words[k : k + len(cue)]) == cue:
+                    cue_end = k + len(cue)
+                    break
+            if cue_end is not None:
+                break
+        if cue_end is None:
+            return False
+        if any(x <= cue_end - 1 < y <= a for x, y in spans):
+            return True  # the cue is a word of an earlier finding's own term ("sans ostéosynthèse paraparésie"): it ends there
+        if any(w in _SCOPE_RESTART for w in words[cue_end + 1 : a]):
+            return True  # "no fever new retention" ("no new weakness": the "new" right after the cue is negated with it)
+        between = sorted((x, y) for x, y in spans if cue_end <= x and y <= a and (x, y) != (a, a))
+        merged: list[list[int]] = []
+        for x, y in between:
+            if merged and x < merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], y)
+            else:
+                merged.append([x, y])
+        ends = [y for _, y in merged]
+        starts = [x for x, _ in merged[1:]] + [a]
+        for end, start in zip(ends, starts):
+            if not any(w in _LIST_JOIN for w in words[end:start]):
+                return True
+        return False
 
     def _form_answer_no(self, words: list[str], b: int) -> bool:
         """A form field answered no: "Fever: no", "Rétention : non.", "Weakness - none" (the answer ends the clause)."""
