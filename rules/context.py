@@ -144,7 +144,8 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         hardware = []  # "?hardware failure. Laminectomy (no implants)": a query does not put screws in a spine said to have none
     if hardware:
         instrumented = "yes"
-    elif "no_hardware" in seen or (procedures - {"revision"} and procedures - {"revision"} <= set(NON_INSTRUMENTED)):
+    elif ("no_hardware" in seen or (procedures - {"revision"} and procedures - {"revision"} <= set(NON_INSTRUMENTED))
+          or ("other_surgery" in seen and not procedures)):  # a hip replacement, no spine procedure: no spine hardware
         instrumented = "no"
     else:
         instrumented = "unknown"
