@@ -34,7 +34,7 @@ _CHAR_MAP = {
 }
 
 #: Words, digits, newlines and the punctuation that carries meaning (scope, "?", "J+2", "r/o").
-_TOKEN = re.compile(r"[a-z0-9]+|\n|[?+/#.;:,!()]")
+_TOKEN = re.compile(r"[a-z0-9]+|\n|[?+/#.;:,!()|]")
 
 #: Typo correction only for words at least this long (shorter words are too ambiguous).
 _FUZZY_MIN = 6
@@ -120,11 +120,33 @@ class Token:
     end: int
 
 
+#: Order-form check boxes (session 5, round 18): an empty box before an item says it is absent ("[ ] urinary
+#: retention", "☐ saddle anaesthesia"): read as the word "no"; a ticked box ("[x]", "☒", "☑", "✓") is read as nothing.
+_BOX_EMPTY = re.compile(r"\[\s?_?\s?\]|\(\s\)|[\u2610]")
+_BOX_TICKED = re.compile(r"\[\s?[x\u2713\u2714v*]\s?\]|\(\s?[x\u2713\u2714]\s?\)|[\u2611\u2612\u2713\u2714]")
+
+
 def tokenize(text: str) -> list[Token]:
     norm, index = normalise(text)
     tokens = []
     dotted = {m.start() + i for m in _DOTTED.finditer(norm) for i, c in enumerate(m.group()) if c == "."} if "." in norm else set()
+    boxes = {}
+    if "[" in norm or "(" in norm or any(c in norm for c in "\u2610\u2611\u2612\u2713\u2714"):
+        boxes = {m.start(): (m.end(), "no") for m in _BOX_EMPTY.finditer(norm)}
+        boxes.update({m.start(): (m.end(), None) for m in _BOX_TICKED.finditer(norm)})
+    pos = 0
     for m in _TOKEN.finditer(norm):
+        if m.start() < pos:
+            continue  # inside a check box already read
+        box = boxes and next(((b, e, w) for b, (e, w) in boxes.items() if pos <= b <= m.start()), None)
+        if box:
+            b, e, w = box
+            pos = e
+            if w:
+                tokens.append(Token(w, text[index[b]:index[e - 1] + 1], index[b], index[e - 1] + 1))
+            del boxes[b]
+            if m.start() < e:
+                continue
         start = index[m.start()]
         end = index[m.end() - 1] + 1
         tok = Token(spell(m.group()), text[start:end], start, end)
@@ -146,7 +168,7 @@ def term_tokens(term: str) -> tuple[str, ...]:
     return tuple(t.norm for t in tokenize(term))
 
 
-_SENTENCE_END = {".", ";", "\n", "!"}
+_SENTENCE_END = {".", ";", "\n", "!", "|"}  # "|": the field separator of order templates ("Bladder: N | Fever: N")
 #: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
 _NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
               "recent", "recente", "developed", "developing", "apparition", "appeared"}
@@ -224,14 +246,19 @@ def _in_history_section(words: list[str], pos: int) -> bool:
     A return to the present ("now", "actuellement", "but") before the mention ends the section.
     """
     k = pos - 1
-    while k >= 0 and words[k] not in (".", "\n", ";"):
+    while k >= 0 and words[k] not in _SENTENCE_END:
         if words[k] in _SOFT_END - {":"} or words[k] in ("new", "nouveau", "nouvelle", "today") or k < pos - _SECTION_WORDS:
             return False  # (a "sentence" longer than _SECTION_WORDS is no section: the scan stays bounded, linear in the text)
         k -= 1
     start = k + 1
     for header in _HISTORY_HEADERS:
         n = len(header)
-        if tuple(words[start : start + n]) == header and start + n < pos and words[start + n] == ":":
+        if tuple(words[start : start + n]) != header or start + n >= pos:
+            continue
+        colon = start + n
+        if words[colon] == "(" and ")" in words[colon : min(pos, colon + 5)]:
+            colon = words.index(")", colon) + 1  # "PMH (copied):", "ATCD (dossier) :"
+        if colon < pos and words[colon] == ":":
             return True
     return False
 
@@ -638,7 +665,7 @@ class Matcher:
                 if stop and k in stop:
                     break  # a later mention of the same concept: the cue after it is that mention's
                 if sentence:
-                    if words[k] in (".", ";", "\n", "!"):
+                    if words[k] in _SENTENCE_END:
                         break
                 elif any(tuple(words[k : k + len(b)]) == b for b in self.break_first.get(words[k], ())):
                     # round 13: a cue that itself begins with a break word, or opens a parenthesis, is read

@@ -84,7 +84,7 @@ _YEAR = re.compile(r"(?<![0-9/])(?<![0-9][.-])((?:19|20)\d\d)(?![0-9/])(?![.-]\d
 _RELATIVE = [
     # J+2, J2, J 2 (French "jour"); never D2, which is a vertebra (D12 = T12).
     (re.compile(r"(?<![a-z0-9])j\s*\+\s*(\d{1,3})(?![0-9])|(?<![a-z0-9])j(\d{1,2})(?![a-z0-9])"), "d"),
-    (re.compile(r"(?<![a-z0-9])pod\s*#?\s*(\d{1,3})(?![0-9])"), "d"),
+    (re.compile(r"(?<![a-z0-9])pod\s*[#:=]?\s*(\d{1,3})(?![0-9])"), "d"),  # "POD 3", "POD#3", "POD: 3" (a form field)
     (re.compile(r"post[\s-]?op(?:erative)?\s+day\s*(\d{1,3})(?![0-9])"), "d"),
     (re.compile(r"(?<![a-z0-9])(?:day|jour)\s*(\d{1,3})\s+(?:post|after|apres)"), "d"),
     (re.compile(r"(?<![a-z0-9])h\s*\+\s*(\d{1,3})(?![0-9])"), "h"),
@@ -102,8 +102,8 @@ _RELATIVE = [
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:weeks?|wks?)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "w"),
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:months?|mo)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "m"),
     # session 5: a French follow-up check "at N months/years" ("contrôle de ces vis à 1 an", "bilan à 6 mois")
-    (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+a\s+(\d{1,2})\s*mois(?![a-z])"), "m"),
-    (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+a\s+(\d{1,2})\s*ans?(?![a-z])"), "y"),
+    (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+(?:a\s+)?(\d{1,2})\s*mois(?![a-z])"), "m"),
+    (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+(?:a\s+)?(\d{1,2})\s*ans?(?![a-z])"), "y"),
 ]
 #: A bracketed time right after a named procedure and its levels: "post PLIF L4-5 (3 days)", "TLIF L5-S1 (J2)",
 #: "arthrodèse L4-L5 (il y a 3 jours)": the time since that operation.
