@@ -66,6 +66,11 @@ _DAY_WORDS = {
     "l an dernier": 24 * 365, "few days ago": 72, "quelques jours": 72, "a few days ago": 72,
     # "au lendemain d'une fusion", "le lendemain de l'arthrodèse" = day 1; "au surlendemain" = day 2 (Québec, Belgium)
     "lendemain": 24, "surlendemain": 48,
+    # session 5 (round 16): a season ("operated last spring"): the least time it can mean, three months
+    "last spring": 24 * 91, "last summer": 24 * 91, "last autumn": 24 * 91, "last fall": 24 * 91, "last winter": 24 * 91,
+    "au printemps dernier": 24 * 91, "l ete dernier": 24 * 91, "l'ete dernier": 24 * 91, "cet ete": 24 * 30,
+    "l automne dernier": 24 * 91, "l'automne dernier": 24 * 91, "l hiver dernier": 24 * 91, "l'hiver dernier": 24 * 91,
+    "printemps dernier": 24 * 91, "ete dernier": 24 * 91, "automne dernier": 24 * 91, "hiver dernier": 24 * 91,
 }
 _DAY_RE = re.compile(
     r"(?<![a-z])(" + "|".join(sorted((re.escape(k).replace("\\ ", "[\\s-]+") for k in _DAY_WORDS), key=len, reverse=True))
