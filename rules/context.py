@@ -158,7 +158,9 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     intraop = any(p.get("role") in ("intraoperative", "postoperative_reference") for p in priors or [])
     # a planned redo / revision / reprise says there was an operation before ("redo discectomy scheduled next month")
     redo = any("revision" in m.concepts for m in planned)
-    if any(c in seen for c in OPERATED) or readings or structured or intraop or redo:
+    if "other_surgery" in seen and "neuraxial" not in seen and not procedures and not hardware and not structured and not intraop:
+        postoperative = "no"  # session 5: only a non-spine operation (hip replacement, hernia repair): the spine is unoperated (guide sc.21)
+    elif any(c in seen for c in OPERATED) or readings or structured or intraop or redo:
         postoperative = "yes"
     elif "no_surgery" in seen or any(c in negated for c in OPERATED) or planned:
         postoperative = "no"
