@@ -630,8 +630,12 @@ class Matcher:
                 if a < 0 or b <= a:
                     continue
                 spans = by_concept.setdefault(name, [])
-                if any(x < b and a < y for x, y in spans):
+                overlap = [(x, y) for x, y in spans if x < b and a < y]
+                if overlap and not all(a <= x and y <= b and (x, y) != (a, b) for x, y in overlap):
                     continue
+                if overlap:  # a longer hit of the same concept ("haematoma / bleeding source" over "bleeding") takes its terms' place
+                    found[:] = [f for f in found if not (name in f[2].concepts and (f[0], f[1]) in overlap and f[2].concepts == {name})]
+                    spans[:] = [xy for xy in spans if xy not in overlap]
                 spans.append((a, b))
                 found.append((a, b, _Entry(tuple(words[a:b]), None, {name})))
 
@@ -694,6 +698,8 @@ class Matcher:
                 ucovered = covered | {k}
                 break
         if self._cue(words, a, "uncertain_before", ucovered, True) or self._cue(words, b, "uncertain_after", covered, False):
+            if self._negation_nearer(words, a, ucovered, covered, spans):
+                return "negated"  # "?low-grade infection - no fever": the nearer cue wins (ConText), the "?" is the first finding's
             return "uncertain"
         if self._cue(words, a, "negation_before", covered, True) and not self._negation_interrupted(words, a, covered, spans):
             return "negated"
@@ -704,6 +710,29 @@ class Matcher:
         if self._form_answer_no(words, b):
             return "negated"
         return "affirmed"
+
+    def _nearest_cue(self, words: list[str], a: int, kind: str, covered: set[int]) -> int | None:
+        """The start of the nearest cue of this kind before position a, within the plain scope (None when there is none)."""
+        index = self.cue_index.get(kind, {})
+        for k in range(a - 1, max(-1, a - 1 - self.scope), -1):
+            if any(tuple(words[k - len(x) + 1 : k + 1]) == x for x in self.break_index.get(words[k], ())):
+                return None
+            if k in covered:
+                continue
+            if any(k + len(cue) <= a and tuple(words[k : k + len(cue)]) == cue for cue in index.get(words[k], ())):
+                return k
+        return None
+
+    def _negation_nearer(self, words: list[str], a: int, ucovered: set[int], covered: set[int], spans) -> bool:
+        """A negation cue nearer to the finding than the uncertainty cue, with another finding between the two: the
+        uncertainty belongs to that finding ("?low-grade infection - no fever"; "? no haematoma" stays a query)."""
+        q = self._nearest_cue(words, a, "uncertain_before", ucovered)
+        n = self._nearest_cue(words, a, "negation_before", covered)
+        if q is None or n is None or n <= q:
+            return False
+        if not any(q < x and y <= n for x, y in spans):
+            return False
+        return not self._negation_interrupted(words, a, covered, spans)
 
     def _negation_interrupted(self, words: list[str], a: int, covered: set[int], spans) -> bool:
         """Does the nearest negation cue before position a stop short of it? (session 5: text without punctuation)
