@@ -11,16 +11,10 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.casebook import build_study
-from rules.engine import Rulebook
+from rulebook_probe import triage
 from core.priority import Priority
 
-RB = Rulebook.load()
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def triage(text: str):
-    return RB.evaluate(build_study({"fields": {"ReasonForTheRequestedProcedure": text}, "study_date": "20261121"}))
 
 
 HISTORY = ["History of cauda equina syndrome in 2015 due to a haematoma after discectomy, recovered",

@@ -16,19 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.priority import Priority
-from rules.casebook import build_study
 from rules.engine import DEFAULT_DIRECTORY, Rulebook, RulebookError
+from rulebook_probe import RB, codes, triage
 
-RB = Rulebook.load()
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def triage(text: str):
-    return RB.evaluate(build_study({"fields": {"ReasonForTheRequestedProcedure": text}, "study_date": "20261121"}))
-
-
-def codes(out) -> set[str]:
-    return {f.code for f in out.flags}
 
 
 OPS = ["T9-T11 laminectomy yesterday.", "C5-C7 posterior fixation 3 h ago.", "Laminectomie D6-D8 hier.", "POD2 after T12-L2 fixation."]

@@ -15,20 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.priority import Priority
-from rules.casebook import build_study
-from rules.engine import Rulebook
+from rulebook_probe import codes, triage
 from rules.text import tokenize
 
-RB = Rulebook.load()
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def triage(text: str):
-    return RB.evaluate(build_study({"fields": {"ReasonForTheRequestedProcedure": text}, "study_date": "20261121"}))
-
-
-def codes(out) -> set[str]:
-    return {f.code for f in out.flags}
 
 
 EMERGENCIES = ["haematoma", "CES", "cauda equina syndrome", "urinary retention", "epidural haematoma"]

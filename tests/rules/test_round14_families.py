@@ -14,15 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.priority import Priority
-from rules.casebook import build_study
-from rules.engine import Rulebook
+from rulebook_probe import triage
 
-RB = Rulebook.load()
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def triage(text: str):
-    return RB.evaluate(build_study({"fields": {"ReasonForTheRequestedProcedure": text}, "study_date": "20261121"}))
 
 
 OPS_EARLY = ["L4-5 decompression yesterday.", "POD1 microdiscectomy L5/S1.", "Laminectomie L3-L4 hier.", "TLIF L4/5 this morning."]
