@@ -24,18 +24,8 @@ REDIS_PORT="${REDIS_PORT:-6379}"
 REDIS_DIR="${REDIS_DIR:-/data}"
 BIND="${BIND:-* -::*}"
 
-master_host="" master_port=""
-for sentinel in $(echo "$SENTINELS" | tr ',' ' '); do
-    reply=$(REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h "${sentinel%:*}" -p "${sentinel##*:}" --raw \
-            SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null || true)
-    host=$(echo "$reply" | sed -n 1p) port=$(echo "$reply" | sed -n 2p)
-    case "$port" in ''|*[!0-9]*) continue ;; esac
-    master_host="$host" master_port="$port"
-    break
-done
-if [ -z "$master_host" ]; then
-    master_host="$INITIAL_MASTER" master_port="${INITIAL_MASTER_PORT:-$REDIS_PORT}"
-fi
+. "$(dirname "$0")/current-master.sh"
+current_master
 
 set -- --port "$REDIS_PORT" --bind $BIND --dir "$REDIS_DIR" \
     --appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction \
