@@ -67,10 +67,15 @@ class _WakeableServer(ThreadedAssociationServer):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
+    _wake_r: int | None = None
+    _wake_w: int | None = None
+
+    def server_activate(self) -> None:
+        """Listen, and make the wake-up pipe (before the accept thread starts: stop can wake it at once)."""
+        super().server_activate()
+        self._wake_r, self._wake_w = os.pipe()
+
     def serve_forever(self, poll_interval: float | None = None) -> None:
-        self._wake_r, self._wake_w = getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)
-        if self._wake_r is None:
-            self._wake_r, self._wake_w = os.pipe()
         self._BaseServer__is_shut_down.clear()
         try:
             with selectors.DefaultSelector() as sel:
@@ -89,14 +94,14 @@ class _WakeableServer(ThreadedAssociationServer):
 
     def shutdown(self) -> None:
         self._BaseServer__shutdown_request = True
-        wake = getattr(self, "_wake_w", None)
+        wake = self._wake_w
         if wake is not None:
             try:
                 os.write(wake, b"x")
             except OSError:
                 pass
         super().shutdown()
-        for fd in (getattr(self, "_wake_r", None), wake):
+        for fd in (self._wake_r, wake):
             if fd is not None:
                 try:
                     os.close(fd)
@@ -185,7 +190,6 @@ class Listener:
         server = self.ae.make_server((self.config.bind, self.config.port), evt_handlers=handlers,
                                      ssl_context=tls_context(self.config),
                                      server_class=_ReusePortServer if reuse_port else _WakeableServer)
-        server._wake_r, server._wake_w = os.pipe()  # before the thread starts: stop can wake it at once
         threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
         self.ae._servers.append(server)
         self.server = server

@@ -298,33 +298,13 @@ class Service:
         then stop queueing, let in-flight triages and deliveries finish (bounded); then Redis."""
         grace = self.config.shutdown_timeout
         children, self.children = self.children, []
-        for child in children:
-            if child is not None and child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        if self.listener:
-            self.listener.stop(drain=grace)
-        for child in children:
-            if child is not None:
-                try:
-                    child.wait(grace + 10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+        _stop_children(children, grace, lambda: self.listener and self.listener.stop(drain=grace))
         if self.watcher:
             self.watcher.stop()
         if self.orders:
             self.orders.stop()
         workers, self.worker_children = self.worker_children, []
-        for child in workers:
-            if child is not None and child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        if self.worker:
-            self.worker.stop(timeout=int(grace * 1000))
-        for child in workers:
-            if child is not None:
-                try:
-                    child.wait(grace + 10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+        _stop_children(workers, grace, lambda: self.worker and self.worker.stop(timeout=int(grace * 1000)))
         if self.http:
             self.http.stop()
         if self.embedded:
@@ -366,19 +346,11 @@ class ListenerProcess:
         self.listener = Listener(cfg, store, StudyIndex(fast), on_indexed=self.watcher.kick,
                                  audit=self.context.audit)
         self.listener.start(reuse_port=True)
-        try:  # loopback, any free port: the parent reads it and merges it into its /metrics
-            self.http = HttpServer("127.0.0.1", 0, checks={
-                "redis": lambda: (bool(fast.ping()), "ping"),
-                "listener": lambda: (self.listener is not None and self.listener.server is not None,
-                                     f"{cfg.ae_title} port {cfg.port}"),
-            }, before_scrape=self.refresh, timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
-            self.http.start()
-            path = child_http_file(cfg, os.getpid())
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(str(self.http.port))
-        except OSError as exc:
-            log.warning("listener process: no /metrics (%s)", exc.strerror)
-            self.http = None
+        self.http = _serve_child_metrics(cfg, "listener", {
+            "redis": lambda: (bool(fast.ping()), "ping"),
+            "listener": lambda: (self.listener is not None and self.listener.server is not None,
+                                 f"{cfg.ae_title} port {cfg.port}"),
+        }, before_scrape=self.refresh)
 
     def refresh(self) -> None:
         metrics.listener_up.set(1 if self.listener is not None and self.listener.server is not None else 0)
@@ -389,9 +361,7 @@ class ListenerProcess:
             self.listener.stop(drain=self.config.shutdown_timeout)
         if self.watcher:
             self.watcher.stop()
-        if self.http:
-            self.http.stop()
-            child_http_file(self.config, os.getpid()).unlink(missing_ok=True)
+        _stop_child_metrics(self.config, "listener", self.http)
 
 
 class WorkerProcess:
@@ -414,17 +384,8 @@ class WorkerProcess:
 
         actors.warm_up()
         self.worker = start_workers(self.broker, cfg.workers)
-        try:
-            self.http = HttpServer("127.0.0.1", 0, checks={
-                "redis": lambda: (bool(self.context.redis.ping()), "ping")},
-                timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
-            self.http.start()
-            path = child_http_file(cfg, os.getpid(), "worker")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(str(self.http.port))
-        except OSError as exc:
-            log.warning("worker process: no /metrics (%s)", exc.strerror)
-            self.http = None
+        self.http = _serve_child_metrics(cfg, "worker", {
+            "redis": lambda: (bool(self.context.redis.ping()), "ping")})
 
     def reload(self) -> None:
         self.context.rulebook.reload()
@@ -435,9 +396,45 @@ class WorkerProcess:
     def stop(self) -> None:
         if self.worker:
             self.worker.stop(timeout=int(self.config.shutdown_timeout * 1000))
-        if self.http:
-            self.http.stop()
-            child_http_file(self.config, os.getpid(), "worker").unlink(missing_ok=True)
+        _stop_child_metrics(self.config, "worker", self.http)
+
+
+def _stop_children(children: list[subprocess.Popen | None], grace: float, stop_own) -> None:
+    """Stop child processes alongside this process's own part: SIGTERM to each live child, then
+    `stop_own()` (the children drain meanwhile), then wait up to `grace` + 10 s for each and kill
+    one that is still running."""
+    for child in children:
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    stop_own()
+    for child in children:
+        if child is not None:
+            try:
+                child.wait(grace + 10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _serve_child_metrics(cfg: Config, role: str, checks: dict, before_scrape=None) -> HttpServer | None:
+    """A child's /metrics on loopback, any free port, written to its `child_http_file` so that the
+    parent reads it and merges it into its own; None (and a warning) when it cannot listen."""
+    try:
+        http = HttpServer("127.0.0.1", 0, checks=checks, before_scrape=before_scrape,
+                          timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
+        http.start()
+        path = child_http_file(cfg, os.getpid(), role)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(http.port))
+    except OSError as exc:
+        log.warning("%s process: no /metrics (%s)", role, exc.strerror)
+        return None
+    return http
+
+
+def _stop_child_metrics(cfg: Config, role: str, http: HttpServer | None) -> None:
+    if http:
+        http.stop()
+        child_http_file(cfg, os.getpid(), role).unlink(missing_ok=True)
 
 
 def child_http_file(cfg: Config, pid: int, role: str = "listener") -> Path:
