@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from rules.number_words import ONES, TEENS, TENS
 from rules.text import Mention, normalise
 
 _NUM = r"(\d{1,4}(?:[.,]\d{1,2})?)"
@@ -34,12 +35,10 @@ _UNIT_AFTER = re.compile(r"^\s*(°\s*c|°|c\b|f\b|mg/l|mg/dl|g/dl|g/l|mmol/l|ml|
                          r"g/dl|x ?10\^?9/l|g/l|/mm3|giga/l|/5)?")
 
 
-_ONES = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-         "un": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9}
-_TENS_W = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
-           "vingt": 20, "trente": 30, "quarante": 40, "cinquante": 50, "soixante": 60, "septante": 70, "huitante": 80, "nonante": 90}
-_TEENS_W = {"ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17,
-            "eighteen": 18, "nineteen": 19, "dix": 10, "onze": 11, "douze": 12, "treize": 13, "quatorze": 14, "quinze": 15, "seize": 16}
+# The number words read here: not "une" nor "octante" (as before the shared vocabulary), nor the French compound teens.
+_ONES = {k: v for k, v in ONES.items() if k != "une"}
+_TENS_W = {k: v for k, v in TENS.items() if k != "octante"}
+_TEENS_W = {k: v for k, v in TEENS.items() if "-" not in k}
 _ONE_W = "|".join(k.strip() for k in _ONES)
 #: "eight hundred ml", "nine hundred and fifty mls", "huit cents ml", "temp thirty-nine": a number in words before a unit, or a
 #: temperature in words, rewritten as digits at the same length (offsets hold) so that the readers below see a number.

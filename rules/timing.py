@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from core.dicom_time import parse_datetime, study_datetime
+from rules.number_words import ONES, TEENS, TEENS_FR, TENS
 from rules.text import fold, normalise
 
 _UNIT_HOURS = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 30.44, "y": 24 * 365.25}
@@ -147,14 +148,13 @@ _HALF_WORDS = {"un": 1, "une": 1, "a": 1, "an": 1, "one": 1, "two": 2, "three": 
                "deux": 2, "trois": 3, "quatre": 4, "cinq": 5}
 
 
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fourty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
-         "vingt": 20, "trente": 30, "quarante": 40, "cinquante": 50, "soixante": 60, "septante": 70, "huitante": 80,
-         "octante": 80, "nonante": 90}
-_UNITS_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-                "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9,
-                "dix": 10, "onze": 11, "douze": 12, "treize": 13, "quatorze": 14, "quinze": 15, "seize": 16}
-_TEENS = {"thirteen": 13, "fourteen": 14, "sixteen": 16, "seventeen": 17, "nineteen": 19,
-          "dix sept": 17, "dix huit": 18, "dix neuf": 19, "dix-sept": 17, "dix-huit": 18, "dix-neuf": 19}
+_TENS = TENS | {"fourty": 40}
+#: After a ten: 1-9, and in French 10-16 ("soixante-douze", "septante-seize").
+_UNITS_WORDS = ONES | {k: v for k, v in TEENS_FR.items() if v <= 16}
+#: Teens before a unit ("seventeen days", "dix-huit mois", "dix huit mois"); _WORD_NUMBERS reads ten to twelve and fifteen,
+#: eighteen (and dix to douze, quinze).
+_TEENS = {k: TEENS[k] for k in ("thirteen", "fourteen", "sixteen", "seventeen", "nineteen", "dix-sept", "dix-huit", "dix-neuf")}
+_TEENS |= {k.replace("-", " "): v for k, v in _TEENS.items() if "-" in k}
 #: "forty-eight hours", "twenty four hours", "vingt et un jours", "soixante-douze heures", "septante-deux heures" (Belgian,
 #: Swiss), "dix-huit mois": compound numbers in words, read whole (they were read as their last word: "eight hours").
 _COMPOUND = re.compile(
