@@ -198,15 +198,13 @@ class Service:
         return metrics.merge_expositions(own.decode(), others).encode() if others else own
 
     def check_children(self) -> None:
-        """Start again a listener child that died (from `housekeeping`)."""
-        for n, child in enumerate(self.children):
-            if child is not None and child.poll() is not None:
-                log.warning("listener process %d exited with %s: starting it again", n + 1, child.returncode)
-                self.children[n] = self._spawn(n + 1)
-        for n, child in enumerate(self.worker_children):
-            if child is not None and child.poll() is not None:
-                log.warning("worker process %d exited with %s: starting it again", n + 1, child.returncode)
-                self.worker_children[n] = self._spawn(n + 1, "--worker-child")
+        """Start again a listener or worker child that died (from `housekeeping`)."""
+        for children, kind, role in ((self.children, "listener", "--listener-child"),
+                                     (self.worker_children, "worker", "--worker-child")):
+            for n, child in enumerate(children):
+                if child is not None and child.poll() is not None:
+                    log.warning("%s process %d exited with %s: starting it again", kind, n + 1, child.returncode)
+                    children[n] = self._spawn(n + 1, role)
 
     def checks(self) -> dict:
         extra = {}
@@ -243,8 +241,13 @@ class Service:
         metrics.studies_queued.set(self.index.queued_count())
 
     def reload_rules(self) -> None:
+        self._load_rules(self.rulebook.reload)
+
+    def _load_rules(self, load) -> None:
+        """`load` (the rulebook's reload or check_for_changes), then the console's last reload result,
+        the rulebook metric and the audit trail when it changed."""
         before = metrics.rulebook_reload_failures._value.get()
-        changed = self.rulebook.reload()
+        changed = load()
         self._reloaded(changed, before)
         if changed:
             metrics.rulebook.info({"version": self.rulebook.get().version})
@@ -286,12 +289,7 @@ class Service:
 
     def check_rules(self) -> None:
         """Pick up edited rule files (a bad file is rejected and the old rules stay)."""
-        before = metrics.rulebook_reload_failures._value.get()
-        changed = self.rulebook.check_for_changes()
-        self._reloaded(changed, before)
-        if changed:
-            metrics.rulebook.info({"version": self.rulebook.get().version})
-            self.audit.record("rulebook_reloaded", version=self.rulebook.get().version)
+        self._load_rules(self.rulebook.check_for_changes)
 
     def stop(self) -> None:
         """SIGTERM: stop accepting associations and let those in progress finish (bounded);
