@@ -191,9 +191,8 @@ _FORM_HEADS = {"symptoms", "symptom", "signs", "sign", "features", "screen", "sc
                "sensation", "sensibilite", "function", "fonction", "tone", "tonus", "control", "controle"}
 #: What may follow a pre-operative comparison cue: it ends its clause ("numbness unchanged from pre-op." / ", ..." / " and ...").
 _CUE_CLAUSE_END = {".", ",", ";", ")", "!", "\n", "and", "et", "but", "mais", "-", ":", "/", "so", "donc"}
-#: "Retention, resolved." (Matcher._form_answer_no): the words that answer a finding after a comma when they end the sentence.
-_RESOLVED_ANSWER = {"resolved", "resolue", "resolu", "resolues", "resolus", "settled", "gone", "disparu", "disparue", "disparus",
-                    "disparues", "gueri", "guerie"}
+#: "Retention, now fully resolved." (Matcher._form_answer_no): words between the comma and the resolved word (lexicon cue list
+#: resolved_answer).
 _RESOLVED_ADVERBS = {"now", "since", "all", "completely", "fully", "entirely", "maintenant", "depuis", "completement", "totalement",
                      "entierement", "has", "have", "a", "est", "sont", "is", "are", "tout", "toute"}
 
@@ -344,6 +343,8 @@ class Matcher:
         self.patterns = [(name, re.compile(spell(p))) for name, c in concepts.items() for p in c.get("patterns") or []]
         self.cues = {kind: sorted({term_tokens(t) for t in terms}, key=len, reverse=True) for kind, terms in cues.items()}
         self.breaks = self.cues.pop("scope_breaks", [])
+        #: "Retention, resolved.": the words that answer a finding after a comma when they end the sentence.
+        self.resolved_answer = {seq[0] for seq in self.cues.pop("resolved_answer", []) if len(seq) == 1}
         known = set(self.cues.get("known_before", []))
         self.cues["history_before_lesion"] = [c for c in self.cues.get("history_before", []) if c not in known]
         self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
@@ -671,7 +672,7 @@ class Matcher:
             j = k + 1
             while j < len(words) and words[j] in _RESOLVED_ADVERBS and j - k <= 3:
                 j += 1
-            if j < len(words) and words[j] in _RESOLVED_ANSWER and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
+            if j < len(words) and words[j] in self.resolved_answer and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
                 return True
         function = False
         while k < len(words) and k - b < 2 and words[k] in _FORM_HEADS:
