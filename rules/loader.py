@@ -43,6 +43,7 @@ CUE_KINDS = (
     "history_cause_between",
     "known_before",
     "preop_same_after",
+    "normal_answer",
     "resolved_answer",
     "scope_breaks",
 )

@@ -143,10 +143,9 @@ _SENTENCE_END = {".", ";", "\n", "!"}
 #: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
 _NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
               "recent", "recente", "developed", "developing", "apparition", "appeared"}
-#: Form heads that name a function: only an answer saying it is normal negates the finding (round 14).
+#: Form heads that name a function: only an answer saying it is normal (lexicon cue list normal_answer) negates the finding
+#: (round 14).
 _FUNCTION_HEADS = {"sensation", "sensibilite", "function", "fonction", "tone", "tonus", "control", "controle"}
-_NORMAL_ANSWERS = {"intact", "intacte", "intacts", "intactes", "normal", "normale", "normaux", "normales", "preserved", "preservee",
-                   "conservee", "nad"}
 _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", "aucun", "nil", "without"}
 
 
@@ -345,6 +344,8 @@ class Matcher:
         self.breaks = self.cues.pop("scope_breaks", [])
         #: "Retention, resolved.": the words that answer a finding after a comma when they end the sentence.
         self.resolved_answer = {seq[0] for seq in self.cues.pop("resolved_answer", []) if len(seq) == 1}
+        #: "Saddle sensation: intact": the answers that say a function is normal.
+        self.normal_answer = {seq[0] for seq in self.cues.pop("normal_answer", []) if len(seq) == 1}
         known = set(self.cues.get("known_before", []))
         self.cues["history_before_lesion"] = [c for c in self.cues.get("history_before", []) if c not in known]
         self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
@@ -683,7 +684,7 @@ class Matcher:
         k += 1
         for cue in self.cue_index.get("negation_answer", {}).get(words[k] if k < len(words) else "", ()):
             n = len(cue)
-            if function and cue[0] not in _NORMAL_ANSWERS:
+            if function and cue[0] not in self.normal_answer:
                 continue  # "Saddle sensation: absent", "Anal tone: nil": the function is lost, not the finding denied
             if tuple(words[k : k + n]) == cue and (k + n >= len(words) or words[k + n] in _SENTENCE_END or words[k + n] in (",", "/", "(")):
                 return True
