@@ -45,6 +45,7 @@ CUE_KINDS = (
     "preop_same_after",
     "normal_answer",
     "resolved_answer",
+    "resolved_adverbs",
     "scope_breaks",
 )
 TEMPLATE_FIELDS = {"rule", "title", "flags", "matched", "window", "interval", "priority"}

@@ -190,10 +190,6 @@ _FORM_HEADS = {"symptoms", "symptom", "signs", "sign", "features", "screen", "sc
                "sensation", "sensibilite", "function", "fonction", "tone", "tonus", "control", "controle"}
 #: What may follow a pre-operative comparison cue: it ends its clause ("numbness unchanged from pre-op." / ", ..." / " and ...").
 _CUE_CLAUSE_END = {".", ",", ";", ")", "!", "\n", "and", "et", "but", "mais", "-", ":", "/", "so", "donc"}
-#: "Retention, now fully resolved." (Matcher._form_answer_no): words between the comma and the resolved word (lexicon cue list
-#: resolved_answer).
-_RESOLVED_ADVERBS = {"now", "since", "all", "completely", "fully", "entirely", "maintenant", "depuis", "completement", "totalement",
-                     "entierement", "has", "have", "a", "est", "sont", "is", "are", "tout", "toute"}
 
 #: A sentence that opens with one of these headers is past history (a section, as medspaCy's sectionizer reads it).
 _HISTORY_HEADERS = [("atcd",), ("atcds",), ("antecedents",), ("antecedent",), ("pmh",), ("psh",), ("past", "medical", "history"),
@@ -344,6 +340,8 @@ class Matcher:
         self.breaks = self.cues.pop("scope_breaks", [])
         #: "Retention, resolved.": the words that answer a finding after a comma when they end the sentence.
         self.resolved_answer = {seq[0] for seq in self.cues.pop("resolved_answer", []) if len(seq) == 1}
+        #: "Retention, now fully resolved.": the words that may stand between the comma and the resolved word.
+        self.resolved_adverbs = {seq[0] for seq in self.cues.pop("resolved_adverbs", []) if len(seq) == 1}
         #: "Saddle sensation: intact": the answers that say a function is normal.
         self.normal_answer = {seq[0] for seq in self.cues.pop("normal_answer", []) if len(seq) == 1}
         known = set(self.cues.get("known_before", []))
@@ -671,7 +669,7 @@ class Matcher:
         if k + 1 < len(words) and words[k] == ",":
             # "Retention, resolved." / "Foot drop, now fully resolved": a resolved word that ends the sentence answers it
             j = k + 1
-            while j < len(words) and words[j] in _RESOLVED_ADVERBS and j - k <= 3:
+            while j < len(words) and words[j] in self.resolved_adverbs and j - k <= 3:
                 j += 1
             if j < len(words) and words[j] in self.resolved_answer and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
                 return True
