@@ -61,21 +61,21 @@ class _WakeableServer(ThreadedAssociationServer):
     here only after an accept)."""
 
     reuse_port = False
-    _wake_r: int | None = None
-    _wake_w: int | None = None
-
-    def server_activate(self) -> None:
-        super().server_activate()
-        self._wake_r, self._wake_w = os.pipe()  # made with the socket, before any thread: stop can wake it at once
 
     def server_bind(self) -> None:
         if self.reuse_port:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
+    _wake_r: int | None = None
+    _wake_w: int | None = None
+
+    def server_activate(self) -> None:
+        """Listen, and make the wake-up pipe (before the accept thread starts: stop can wake it at once)."""
+        super().server_activate()
+        self._wake_r, self._wake_w = os.pipe()
+
     def serve_forever(self, poll_interval: float | None = None) -> None:
-        if self._wake_r is None:  # stopped before, or never activated
-            self._wake_r, self._wake_w = os.pipe()
         self._BaseServer__is_shut_down.clear()
         try:
             with selectors.DefaultSelector() as sel:

@@ -198,15 +198,13 @@ class Service:
         return metrics.merge_expositions(own.decode(), others).encode() if others else own
 
     def check_children(self) -> None:
-        """Start again a listener child that died (from `housekeeping`)."""
-        for n, child in enumerate(self.children):
-            if child is not None and child.poll() is not None:
-                log.warning("listener process %d exited with %s: starting it again", n + 1, child.returncode)
-                self.children[n] = self._spawn(n + 1)
-        for n, child in enumerate(self.worker_children):
-            if child is not None and child.poll() is not None:
-                log.warning("worker process %d exited with %s: starting it again", n + 1, child.returncode)
-                self.worker_children[n] = self._spawn(n + 1, "--worker-child")
+        """Start again a listener or worker child that died (from `housekeeping`)."""
+        for children, kind, role in ((self.children, "listener", "--listener-child"),
+                                     (self.worker_children, "worker", "--worker-child")):
+            for n, child in enumerate(children):
+                if child is not None and child.poll() is not None:
+                    log.warning("%s process %d exited with %s: starting it again", kind, n + 1, child.returncode)
+                    children[n] = self._spawn(n + 1, role)
 
     def checks(self) -> dict:
         extra = {}
@@ -243,8 +241,13 @@ class Service:
         metrics.studies_queued.set(self.index.queued_count())
 
     def reload_rules(self) -> None:
+        self._load_rules(self.rulebook.reload)
+
+    def _load_rules(self, load) -> None:
+        """`load` (the rulebook's reload or check_for_changes), then the console's last reload result,
+        the rulebook metric and the audit trail when it changed."""
         before = metrics.rulebook_reload_failures._value.get()
-        changed = self.rulebook.reload()
+        changed = load()
         self._reloaded(changed, before)
         if changed:
             metrics.rulebook.info({"version": self.rulebook.get().version})
@@ -286,26 +289,20 @@ class Service:
 
     def check_rules(self) -> None:
         """Pick up edited rule files (a bad file is rejected and the old rules stay)."""
-        before = metrics.rulebook_reload_failures._value.get()
-        changed = self.rulebook.check_for_changes()
-        self._reloaded(changed, before)
-        if changed:
-            metrics.rulebook.info({"version": self.rulebook.get().version})
-            self.audit.record("rulebook_reloaded", version=self.rulebook.get().version)
+        self._load_rules(self.rulebook.check_for_changes)
 
     def stop(self) -> None:
         """SIGTERM: stop accepting associations and let those in progress finish (bounded);
         then stop queueing, let in-flight triages and deliveries finish (bounded); then Redis."""
         grace = self.config.shutdown_timeout
         children, self.children = self.children, []
-        _stop_children(children, grace, while_waiting=lambda: self.listener and self.listener.stop(drain=grace))
+        _stop_children(children, grace, lambda: self.listener and self.listener.stop(drain=grace))
         if self.watcher:
             self.watcher.stop()
         if self.orders:
             self.orders.stop()
         workers, self.worker_children = self.worker_children, []
-        _stop_children(workers, grace,
-                       while_waiting=lambda: self.worker and self.worker.stop(timeout=int(grace * 1000)))
+        _stop_children(workers, grace, lambda: self.worker and self.worker.stop(timeout=int(grace * 1000)))
         if self.http:
             self.http.stop()
         if self.embedded:
@@ -362,7 +359,7 @@ class ListenerProcess:
             self.listener.stop(drain=self.config.shutdown_timeout)
         if self.watcher:
             self.watcher.stop()
-        _stop_child_metrics(self.config, self.http, "listener")
+        _stop_child_metrics(self.config, "listener", self.http)
 
 
 class WorkerProcess:
@@ -385,7 +382,8 @@ class WorkerProcess:
 
         actors.warm_up()
         self.worker = start_workers(self.broker, cfg.workers)
-        self.http = _serve_child_metrics(cfg, "worker", {"redis": lambda: (bool(self.context.redis.ping()), "ping")})
+        self.http = _serve_child_metrics(cfg, "worker", {
+            "redis": lambda: (bool(self.context.redis.ping()), "ping")})
 
     def reload(self) -> None:
         self.context.rulebook.reload()
@@ -396,17 +394,17 @@ class WorkerProcess:
     def stop(self) -> None:
         if self.worker:
             self.worker.stop(timeout=int(self.config.shutdown_timeout * 1000))
-        _stop_child_metrics(self.config, self.http, "worker")
+        _stop_child_metrics(self.config, "worker", self.http)
 
 
-def _stop_children(children: list, grace: float, while_waiting=None) -> None:
-    """SIGTERM each live child, run while_waiting (the parent's own part of the same stop), then wait
-    for each child up to grace + 10 s and kill the ones still running."""
+def _stop_children(children: list[subprocess.Popen | None], grace: float, stop_own) -> None:
+    """Stop child processes alongside this process's own part: SIGTERM to each live child, then
+    `stop_own()` (the children drain meanwhile), then wait up to `grace` + 10 s for each and kill
+    one that is still running."""
     for child in children:
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
-    if while_waiting is not None:
-        while_waiting()
+    stop_own()
     for child in children:
         if child is not None:
             try:
@@ -416,22 +414,22 @@ def _stop_children(children: list, grace: float, while_waiting=None) -> None:
 
 
 def _serve_child_metrics(cfg: Config, role: str, checks: dict, before_scrape=None) -> HttpServer | None:
-    """A child's loopback /metrics on any free port, its port written where the parent reads it and
-    merges it into its own /metrics; None (logged) when it cannot listen."""
+    """A child's /metrics on loopback, any free port, written to its `child_http_file` so that the
+    parent reads it and merges it into its own; None (and a warning) when it cannot listen."""
     try:
-        http = HttpServer("127.0.0.1", 0, checks=checks, before_scrape=before_scrape, timeout=cfg.http_timeout,
-                          max_clients=cfg.http_max_clients)
+        http = HttpServer("127.0.0.1", 0, checks=checks, before_scrape=before_scrape,
+                          timeout=cfg.http_timeout, max_clients=cfg.http_max_clients)
         http.start()
         path = child_http_file(cfg, os.getpid(), role)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(str(http.port))
-        return http
     except OSError as exc:
         log.warning("%s process: no /metrics (%s)", role, exc.strerror)
         return None
+    return http
 
 
-def _stop_child_metrics(cfg: Config, http: HttpServer | None, role: str) -> None:
+def _stop_child_metrics(cfg: Config, role: str, http: HttpServer | None) -> None:
     if http:
         http.stop()
         child_http_file(cfg, os.getpid(), role).unlink(missing_ok=True)

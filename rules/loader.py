@@ -43,6 +43,9 @@ CUE_KINDS = (
     "history_cause_between",
     "known_before",
     "preop_same_after",
+    "normal_answer",
+    "resolved_answer",
+    "resolved_adverbs",
     "scope_breaks",
 )
 TEMPLATE_FIELDS = {"rule", "title", "flags", "matched", "window", "interval", "priority"}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from rules.text import Mention, normalise
 from rules.number_words import ONES, TEENS, TENS
+from rules.text import Mention, normalise
 
 _NUM = r"(\d{1,4}(?:[.,]\d{1,2})?)"
 _FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|environ|approx|around|about|only|"
@@ -35,7 +35,10 @@ _UNIT_AFTER = re.compile(r"^\s*(°\s*c|°|c\b|f\b|mg/l|mg/dl|g/dl|g/l|mmol/l|ml|
                          r"g/dl|x ?10\^?9/l|g/l|/mm3|giga/l|/5)?")
 
 
-_ONES, _TENS_W, _TEENS_W = ONES, TENS, TEENS
+# The number words read here: not "une" nor "octante" (as before the shared vocabulary), nor the French compound teens.
+_ONES = {k: v for k, v in ONES.items() if k != "une"}
+_TENS_W = {k: v for k, v in TENS.items() if k != "octante"}
+_TEENS_W = {k: v for k, v in TEENS.items() if "-" not in k}
 _ONE_W = "|".join(k.strip() for k in _ONES)
 #: "eight hundred ml", "nine hundred and fifty mls", "huit cents ml", "temp thirty-nine": a number in words before a unit, or a
 #: temperature in words, rewritten as digits at the same length (offsets hold) so that the readers below see a number.

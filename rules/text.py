@@ -172,10 +172,9 @@ _SENTENCE_END = {".", ";", "\n", "!", "|"}  # "|": the field separator of order 
 #: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
 _NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
               "recent", "recente", "developed", "developing", "apparition", "appeared"}
-#: Form heads that name a function: only an answer saying it is normal negates the finding (round 14).
+#: Form heads that name a function: only an answer saying it is normal (lexicon cue list normal_answer) negates the finding
+#: (round 14).
 _FUNCTION_HEADS = {"sensation", "sensibilite", "function", "fonction", "tone", "tonus", "control", "controle"}
-_NORMAL_ANSWERS = {"intact", "intacte", "intacts", "intactes", "normal", "normale", "normaux", "normales", "preserved", "preservee",
-                   "conservee", "nad"}
 _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", "aucun", "nil", "without"}
 
 
@@ -225,11 +224,6 @@ _FORM_HEADS = {"symptoms", "symptom", "signs", "sign", "features", "screen", "sc
                "signes", "signe"} | _FUNCTION_HEADS  # session 4 (round 14): "Saddle sensation: intact", "Anal tone: normal"
 #: What may follow a pre-operative comparison cue: it ends its clause ("numbness unchanged from pre-op." / ", ..." / " and ...").
 _CUE_CLAUSE_END = {".", ",", ";", ")", "!", "\n", "and", "et", "but", "mais", "-", ":", "/", "so", "donc"}
-#: "Retention, resolved." (Matcher._form_answer_no): the words that answer a finding after a comma when they end the sentence.
-_RESOLVED_ANSWER = {"resolved", "resolue", "resolu", "resolues", "resolus", "settled", "gone", "disparu", "disparue", "disparus",
-                    "disparues", "gueri", "guerie"}
-_RESOLVED_ADVERBS = {"now", "since", "all", "completely", "fully", "entirely", "maintenant", "depuis", "completement", "totalement",
-                     "entierement", "has", "have", "a", "est", "sont", "is", "are", "tout", "toute"}
 
 #: A sentence that opens with one of these headers is past history (a section, as medspaCy's sectionizer reads it).
 _HISTORY_HEADERS = [("atcd",), ("atcds",), ("antecedents",), ("antecedent",), ("pmh",), ("psh",), ("past", "medical", "history"),
@@ -385,6 +379,12 @@ class Matcher:
         self.patterns = [(name, re.compile(spell(p))) for name, c in concepts.items() for p in c.get("patterns") or []]
         self.cues = {kind: sorted({term_tokens(t) for t in terms}, key=len, reverse=True) for kind, terms in cues.items()}
         self.breaks = self.cues.pop("scope_breaks", [])
+        #: "Retention, resolved.": the words that answer a finding after a comma when they end the sentence.
+        self.resolved_answer = {seq[0] for seq in self.cues.pop("resolved_answer", []) if len(seq) == 1}
+        #: "Retention, now fully resolved.": the words that may stand between the comma and the resolved word.
+        self.resolved_adverbs = {seq[0] for seq in self.cues.pop("resolved_adverbs", []) if len(seq) == 1}
+        #: "Saddle sensation: intact": the answers that say a function is normal.
+        self.normal_answer = {seq[0] for seq in self.cues.pop("normal_answer", []) if len(seq) == 1}
         known = set(self.cues.get("known_before", []))
         self.cues["history_before_lesion"] = [c for c in self.cues.get("history_before", []) if c not in known]
         self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
@@ -784,9 +784,9 @@ class Matcher:
         if k + 1 < len(words) and words[k] == ",":
             # "Retention, resolved." / "Foot drop, now fully resolved": a resolved word that ends the sentence answers it
             j = k + 1
-            while j < len(words) and words[j] in _RESOLVED_ADVERBS and j - k <= 3:
+            while j < len(words) and words[j] in self.resolved_adverbs and j - k <= 3:
                 j += 1
-            if j < len(words) and words[j] in _RESOLVED_ANSWER and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
+            if j < len(words) and words[j] in self.resolved_answer and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
                 return True
         function = False
         while k < len(words) and k - b < 2 and words[k] in _FORM_HEADS:
@@ -797,7 +797,7 @@ class Matcher:
         k += 1
         for cue in self.cue_index.get("negation_answer", {}).get(words[k] if k < len(words) else "", ()):
             n = len(cue)
-            if function and cue[0] not in _NORMAL_ANSWERS:
+            if function and cue[0] not in self.normal_answer:
                 continue  # "Saddle sensation: absent", "Anal tone: nil": the function is lost, not the finding denied
             if tuple(words[k : k + n]) == cue and (k + n >= len(words) or words[k + n] in _SENTENCE_END or words[k + n] in (",", "/", "(")):
                 return True

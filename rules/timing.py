@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from core.dicom_time import parse_datetime, study_datetime
+from rules.number_words import ONES, TEENS, TEENS_FR, TENS
 from rules.text import fold, normalise
-from rules.number_words import ONES, TEENS, TENS
 
 _UNIT_HOURS = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 30.44, "y": 24 * 365.25}
 
@@ -156,10 +156,13 @@ _HALF_WORDS = {"un": 1, "une": 1, "a": 1, "an": 1, "one": 1, "two": 2, "three": 
                "deux": 2, "trois": 3, "quatre": 4, "cinq": 5}
 
 
-_TENS = {**TENS, "fourty": 40, "octante": 80}
-_UNITS_WORDS = {**ONES, "une": 1, **{k: v for k, v in TEENS.items() if k in ("dix", "onze", "douze", "treize", "quatorze", "quinze", "seize")}}
-_TEENS = {"thirteen": 13, "fourteen": 14, "sixteen": 16, "seventeen": 17, "nineteen": 19,
-          "dix sept": 17, "dix huit": 18, "dix neuf": 19, "dix-sept": 17, "dix-huit": 18, "dix-neuf": 19}
+_TENS = TENS | {"fourty": 40}
+#: After a ten: 1-9, and in French 10-16 ("soixante-douze", "septante-seize").
+_UNITS_WORDS = ONES | {k: v for k, v in TEENS_FR.items() if v <= 16}
+#: Teens before a unit ("seventeen days", "dix-huit mois", "dix huit mois"); _WORD_NUMBERS reads ten to twelve and fifteen,
+#: eighteen (and dix to douze, quinze).
+_TEENS = {k: TEENS[k] for k in ("thirteen", "fourteen", "sixteen", "seventeen", "nineteen", "dix-sept", "dix-huit", "dix-neuf")}
+_TEENS |= {k.replace("-", " "): v for k, v in _TEENS.items() if "-" in k}
 #: "forty-eight hours", "twenty four hours", "vingt et un jours", "soixante-douze heures", "septante-deux heures" (Belgian,
 #: Swiss), "dix-huit mois": compound numbers in words, read whole (they were read as their last word: "eight hours").
 _COMPOUND = re.compile(

@@ -1,7 +1,8 @@
-"""The rulebook loaded once for the text-family property tests, and the three probes they share.
+"""The rule-family tests' probe: the default rulebook, loaded once, run on a request reason.
 
-triage(text, date): the outcome of a one-field request (ReasonForTheRequestedProcedure) on a study of that date;
-codes(outcome): the flag codes raised; hours(text, study): the times since surgery read in a text at a study time.
+- `triage(text, date)`: the rulebook's outcome for a study whose only text is `text` (study date `date`, YYYYMMDD);
+- `codes(out)`: the flag codes of an outcome;
+- `hours(text, study)`: the times since surgery (hours) read in `text` for a study acquired at `study`, in reading order.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from rules.engine import Rulebook
 from rules.timing import text_readings
 
 RB = Rulebook.load()
+REASON = "ReasonForTheRequestedProcedure"
 
 
 def triage(text: str, date: str = "20261121"):
-    return RB.evaluate(build_study({"fields": {"ReasonForTheRequestedProcedure": text}, "study_date": date}))
+    return RB.evaluate(build_study({"fields": {REASON: text}, "study_date": date}))
 
 
 def codes(out) -> set[str]:
@@ -24,5 +26,5 @@ def codes(out) -> set[str]:
 
 
 def hours(text: str, study: datetime) -> list[float]:
-    readings, _ = text_readings([{"keyword": "ReasonForTheRequestedProcedure", "tag": "(0040,1002)", "value": text}], study)
+    readings, _ = text_readings([{"keyword": REASON, "tag": "(0040,1002)", "value": text}], study)
     return [r.hours for r in readings]

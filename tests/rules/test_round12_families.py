@@ -18,6 +18,7 @@ from rulebook_probe import RB, codes, triage
 
 from core.priority import Priority
 from rules.engine import DEFAULT_DIRECTORY, Rulebook, RulebookError
+from rulebook_probe import RB, codes, triage
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rulebook_probe import codes, triage
 
 from core.priority import Priority
+from rulebook_probe import codes, triage
 from rules.text import tokenize
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rulebook_probe import triage
 
 from core.priority import Priority
+from rulebook_probe import triage
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

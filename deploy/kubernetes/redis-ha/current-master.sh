@@ -1,7 +1,9 @@
-# Sourced by redis.sh and sentinel.sh (POSIX sh): current_master [SKIP] sets master_host and master_port to
-# the master that the first answering sentinel of SENTINELS names (SKIP: a host:port not to ask, the
-# caller itself); when no sentinel knows one (first start of the whole set), INITIAL_MASTER and
-# INITIAL_MASTER_PORT (default REDIS_PORT). Needs REDIS_PASSWORD, SENTINELS, MASTER_NAME, INITIAL_MASTER.
+# Sourced by redis.sh and sentinel.sh (POSIX sh): which instance of the Sentinel set is the master.
+#
+# current_master [SKIP]: sets master_host and master_port to the master the sentinels of SENTINELS
+# (host:port,host:port,...) know now, asking them in turn with REDIS_PASSWORD for MASTER_NAME; SKIP
+# (host:port, a sentinel's own address) is not asked. When none knows one (first start of the whole
+# set): INITIAL_MASTER, port INITIAL_MASTER_PORT (default REDIS_PORT).
 current_master() {
     master_host="" master_port=""
     for sentinel in $(echo "$SENTINELS" | tr ',' ' '); do
@@ -11,7 +13,9 @@ current_master() {
         host=$(echo "$reply" | sed -n 1p) port=$(echo "$reply" | sed -n 2p)
         case "$port" in ''|*[!0-9]*) continue ;; esac
         master_host="$host" master_port="$port"
-        return 0
+        break
     done
-    master_host="$INITIAL_MASTER" master_port="${INITIAL_MASTER_PORT:-$REDIS_PORT}"
+    if [ -z "$master_host" ]; then
+        master_host="$INITIAL_MASTER" master_port="${INITIAL_MASTER_PORT:-$REDIS_PORT}"
+    fi
 }
