@@ -14,7 +14,6 @@ import shutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rulebook_probe import RB, codes, triage
 
 from core.priority import Priority
 from rules.engine import DEFAULT_DIRECTORY, Rulebook, RulebookError
