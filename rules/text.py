@@ -45,7 +45,7 @@ FIELD_CAP = 16 * 1024
 STUDY_CAP = 64 * 1024
 
 #: Signs of UTF-8 text decoded as Latin-1 ("hÃ©matome"): only then is ftfy asked to repair.
-_MOJIBAKE = re.compile("[\u00c2\u00c3][\u0080-\u00bf]|\u00e2\u20ac")
+_MOJIBAKE = re.compile("[\u00c2-\u00c3][\u0080-\u00bf]|\u00e2[\u0080-\u00bf\u20ac]")  # é, and 3-byte signs ("☐", "’")
 
 
 #: The same, lower-cased by a system on the way ("rã©tention", "aprã¨s"): "ã" (the lower case of "Ã") before a
