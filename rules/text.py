@@ -204,6 +204,10 @@ _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet",
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
 _LIST_ITEM = 4
+#: An item of a screening template answered no in place, before the next item ("saddle anaesthesia N / fever N").
+_TEMPLATE_NO = {"n", "no", "nil", "neg", "non", "none", "absent", "absente", "negative", "negatif", "negative"}
+#: The first words of the consent and risk-list cues whose colon opens their list (Matcher._cue_before_colon).
+_RISK_HEADS = {"risk", "risks", "risque", "risques", "consented", "consent", "consentement", "complications", "les"}
 #: Words that join the findings of one negated list ("no fever, chills or rigors", "ni", "ou"); see _negation_interrupted.
 _LIST_JOIN = {",", "or", "nor", "and", "ni", "ou", "et", "/", "&", "+", "-", "neither", "either", "any", "aucun", "aucune",
               # ... or make the second finding a complement of the first ("pas de récidive de la sciatique", "no loss of sensation")
@@ -645,16 +649,20 @@ class Matcher:
 
         sentence=True (experiencer, treated): the scope is the sentence, up to 15 words;
         sentence="soft" (hypothetical, as ConText's conditional scope): the sentence, also
-        ended by a contrast or a return to the present (but, mais, now, actuellement...).
+        ended by a contrast or a return to the present (but, mais, now, actuellement...), up to 30 words (a consent
+        list of risks is long: session 5, round 20).
         """
         index = self.cue_index.get(kind)
         if not index:
             return False
         if before:
             lo = pos
-            for k in range(pos - 1, max(-1, pos - 1 - (15 if sentence else self.scope)), -1):
+            for k in range(pos - 1, max(-1, pos - 1 - ((30 if sentence == "soft" else 15) if sentence else self.scope)), -1):
                 if sentence:
                     soft = sentence in ("soft", "history")
+                    if words[k] == ":" and soft and self._cue_before_colon(words, k, index):
+                        lo = k  # "Risques expliqués : hématome, infection": the cue's own colon opens its list
+                        continue
                     if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
                         break
                     if soft and words[k] == "," and (k - 1) not in (mask or set()):
@@ -710,6 +718,17 @@ class Matcher:
         if self._form_answer_no(words, b):
             return "negated"
         return "affirmed"
+
+    @staticmethod
+    def _cue_before_colon(words: list[str], k: int, index: dict) -> bool:
+        """Does a risk-list cue of this index ("risks explained", "risques expliqués", "consented") end right before the
+        colon at k, or with it?"""
+        for j in range(max(0, k - 5), k + 1):
+            for cue in index.get(words[j], ()):
+                end = j + len(cue)
+                if (end == k or end == k + 1) and tuple(words[j:end]) == cue and cue[0] in _RISK_HEADS:
+                    return True
+        return False
 
     def _nearest_cue(self, words: list[str], a: int, kind: str, covered: set[int]) -> int | None:
         """The start of the nearest cue of this kind before position a, within the plain scope (None when there is none)."""
@@ -781,6 +800,9 @@ class Matcher:
         k = b
         if k < len(words) and words[k] == "?":
             return False  # "Fever? no" is a question and its answer, but "?" alone is uncertainty: keep it raised
+        if (k < len(words) and words[k] in _TEMPLATE_NO
+                and (k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in ("/", ",", ")"))):
+            return True  # session 5 (round 20): a screening template's item answered in place ("saddle anaesthesia N / sphincter N")
         if k + 1 < len(words) and words[k] == ",":
             # "Retention, resolved." / "Foot drop, now fully resolved": a resolved word that ends the sentence answers it
             j = k + 1

@@ -66,6 +66,10 @@ _DAY_WORDS = {
     "l an dernier": 24 * 365, "few days ago": 72, "quelques jours": 72, "a few days ago": 72,
     # "au lendemain d'une fusion", "le lendemain de l'arthrodèse" = day 1; "au surlendemain" = day 2 (Québec, Belgium)
     "lendemain": 24, "surlendemain": 48,
+    # session 5 (round 20): the first night after the operation
+    "1st night post op": 12, "first night post op": 12, "1st night postop": 12, "first night postop": 12,
+    "first post op night": 12, "1st post op night": 12, "night 1 post op": 12, "premiere nuit post op": 12,
+    "premiere nuit postoperatoire": 12, "1ere nuit post op": 12, "nuit post operatoire": 12,
     # session 5 (round 16): a season ("operated last spring"): the least time it can mean, three months
     "last spring": 24 * 91, "last summer": 24 * 91, "last autumn": 24 * 91, "last fall": 24 * 91, "last winter": 24 * 91,
     "au printemps dernier": 24 * 91, "l ete dernier": 24 * 91, "l'ete dernier": 24 * 91, "cet ete": 24 * 30,
