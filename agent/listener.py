@@ -61,6 +61,7 @@ class _WakeableServer(ThreadedAssociationServer):
     here only after an accept)."""
 
     reuse_port = False
+    dispatcher = None  # agent.dispatch.Dispatcher: hands accepted connections to other processes
 
     def server_bind(self) -> None:
         if self.reuse_port:
@@ -79,18 +80,64 @@ class _WakeableServer(ThreadedAssociationServer):
         self._BaseServer__is_shut_down.clear()
         try:
             with selectors.DefaultSelector() as sel:
-                sel.register(self, selectors.EVENT_READ)
+                source = self._source()
+                sel.register(source, selectors.EVENT_READ)
                 sel.register(self._wake_r, selectors.EVENT_READ)
                 while not self._BaseServer__shutdown_request:
                     ready = sel.select(None)
                     if self._BaseServer__shutdown_request:
                         break
-                    if any(key.fileobj is self for key, _ in ready):
-                        self._handle_request_noblock()
+                    if any(key.fileobj is source for key, _ in ready):
+                        if not self._on_ready():
+                            break
                         self.service_actions()
         finally:
             self._BaseServer__shutdown_request = False
             self._BaseServer__is_shut_down.set()
+
+    def _source(self):
+        return self  # the listening socket
+
+    def _on_ready(self) -> bool:
+        """A connection is waiting: accept it and serve it here, or hand it to another
+        listener process (`dispatcher`). False: stop serving."""
+        if self.dispatcher is None:
+            self._handle_request_noblock()
+            return True
+        try:
+            conn, address = self.socket.accept()
+        except OSError:
+            return True
+        try:
+            handed = self.dispatcher.route(conn)
+        except Exception:
+            log.exception("connection dispatch failed: served here")
+            handed = False
+        if handed:
+            conn.close()  # the other process holds its own copy
+            return True
+        self._serve_accepted(conn, address)
+        return True
+
+    def _serve_accepted(self, conn: socket.socket, address) -> None:
+        """What socketserver does with an accepted connection (TLS first, if configured)."""
+        try:
+            if self.ssl_context:
+                conn = self.ssl_context.wrap_socket(conn, server_side=True)
+        except (OSError, ValueError):
+            conn.close()
+            self.handed_closed()
+            return
+        try:
+            self.process_request(conn, address)
+        except Exception:
+            self.handle_error(conn, address)
+            self.shutdown_request(conn)
+
+    def handed_closed(self) -> None:
+        """A connection ended before it became an association: count it out."""
+        if self.dispatcher is not None:
+            self.dispatcher.local_closed()
 
     def shutdown(self) -> None:
         self._BaseServer__shutdown_request = True
@@ -114,6 +161,40 @@ class _ReusePortServer(_WakeableServer):
     """Bound with SO_REUSEPORT: listener processes share one port."""
 
     reuse_port = True
+
+
+class _ReceivingServer(_WakeableServer):
+    """A listener child under balanced dispatch: binds nothing; serves the connections the
+    accepting process hands over (agent.dispatch.Receiver) and says when each one closed."""
+
+    receiver = None  # agent.dispatch.Receiver
+
+    def server_bind(self) -> None:
+        pass
+
+    def server_activate(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()  # nothing to listen on; the wake-up pipe all the same
+
+    def _source(self):
+        return self.receiver
+
+    def _on_ready(self) -> bool:
+        try:
+            conn = self.receiver.receive()
+        except EOFError:
+            log.warning("the accepting listener process is gone: no more connections here")
+            return False
+        if conn is None:
+            return True
+        try:
+            address = conn.getpeername()
+        except OSError:
+            address = ("", 0)
+        self._serve_accepted(conn, address)
+        return True
+
+    def handed_closed(self) -> None:
+        self.receiver.closed()
 
 
 def _calling_aet(event) -> str | None:
@@ -146,6 +227,7 @@ class Listener:
         self.on_indexed = on_indexed  # called after each instance is indexed (wakes the stability watcher)
         self.audit = audit if audit is not None else AuditTrail.from_config(config)  # the process's trail
         self._index_down_until = 0.0
+        self._dispatch_end = None  # under balanced dispatch: called once when a connection closes
         self.server = None
         configure_pynetdicom()
         ae = AE(ae_title=config.ae_title)
@@ -177,19 +259,28 @@ class Listener:
     def port(self) -> int:
         return self.server.server_address[1] if self.server else self.config.port
 
-    def start(self, reuse_port: bool = False) -> None:
+    def start(self, reuse_port: bool = False, dispatcher=None, receiver=None) -> None:
         """Listen. `reuse_port`: bind with SO_REUSEPORT, so that several listener processes
-        share the port and the kernel spreads the connections over them."""
+        share the port and the kernel spreads the connections over them. `dispatcher`
+        (agent.dispatch.Dispatcher): listen alone and hand each connection to the least-loaded
+        listener process. `receiver` (agent.dispatch.Receiver): bind nothing, serve the
+        connections the accepting process hands over."""
+        self._dispatch_end = (receiver.closed if receiver is not None
+                              else dispatcher.local_closed if dispatcher is not None else None)
         handlers = [
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
             (evt.EVT_ACCEPTED, self._accepted),
             (evt.EVT_REJECTED, self._rejected),
             (evt.EVT_CONN_OPEN, self._make_room),
+            (evt.EVT_CONN_CLOSE, self._closed),
         ]
+        server_class = (_ReceivingServer if receiver is not None else _ReusePortServer if reuse_port
+                        else _WakeableServer)
         server = self.ae.make_server((self.config.bind, self.config.port), evt_handlers=handlers,
-                                     ssl_context=tls_context(self.config),
-                                     server_class=_ReusePortServer if reuse_port else _WakeableServer)
+                                     ssl_context=tls_context(self.config), server_class=server_class)
+        server.dispatcher = dispatcher
+        server.receiver = receiver
         threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
         self.ae._servers.append(server)
         self.server = server
@@ -235,6 +326,13 @@ class Listener:
         deadline = time.monotonic() + 1.0
         while any(v.is_alive() for v in victims) and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def _closed(self, event) -> None:
+        """A connection closed: under balanced dispatch, count it out (once)."""
+        if self._dispatch_end is None or getattr(event.assoc, "_pt_close_reported", False):
+            return
+        event.assoc._pt_close_reported = True
+        self._dispatch_end()
 
     @staticmethod
     def _accepted(event) -> None:

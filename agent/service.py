@@ -21,6 +21,8 @@ from agent.assembly import StabilityWatcher
 from core.config import Config
 from agent.http import HttpServer
 from core.index import StudyIndex
+from agent import dispatch
+from agent.dispatch import Dispatcher
 from agent.listener import Listener
 from agent.reconcile import Reconciler
 from core import redis_server
@@ -67,6 +69,7 @@ class Service:
         self.embedded: EmbeddedRedis | None = None
         self.worker = None
         self.listener: Listener | None = None
+        self.dispatcher: Dispatcher | None = None  # balanced dispatch over the listener processes
         self.watcher: StabilityWatcher | None = None
         self.http: HttpServer | None = None
         self.orders = None  # agent.orders.OrderListener when hl7_listen is set
@@ -117,11 +120,16 @@ class Service:
         self.listener = Listener(cfg, store, StudyIndex(fast), on_index_failure=self.reconciler.dirty.set,
                                  on_indexed=self.watcher.kick, audit=self.audit)
         count = listener_count(cfg) if self.argv else 1
-        self.listener.start(reuse_port=count > 1)
+        if count > 1 and cfg.listener_dispatch == "balanced":
+            self.dispatcher = Dispatcher()
+            self.listener.start(dispatcher=self.dispatcher)
+        else:
+            self.listener.start(reuse_port=count > 1)
         self._child_env = {"url": url, "broker": runtime.broker_url(cfg, url)}
         self.children = [self._spawn(i) for i in range(1, count)]
         if count > 1:
-            log.info("%d DICOM listener processes share port %d", count, self.listener.port)
+            log.info("%d DICOM listener processes share port %d (%s)", count, self.listener.port,
+                     "balanced dispatch" if self.dispatcher else "SO_REUSEPORT")
         if cfg.hl7_listen:
             from agent.orders import OrderListener
 
@@ -177,8 +185,23 @@ class Service:
         argv = [*self.argv, "--port", str(self.listener.port), role]
         env = dict(os.environ, PACS_TRIAGE_REDIS_URL=self._child_env["url"],
                    PACS_TRIAGE_BROKER=self._child_env["broker"])
-        return subprocess.Popen([sys.executable, "-m", "agent.cli", *argv], env=env,
-                                preexec_fn=redis_server._die_with_parent, start_new_session=True)
+        env.pop(dispatch.FD_ENV, None)
+        if role != "--listener-child" or self.dispatcher is None:
+            return subprocess.Popen([sys.executable, "-m", "agent.cli", *argv], env=env,
+                                    preexec_fn=redis_server._die_with_parent, start_new_session=True)
+        ours, theirs = dispatch.pair()  # balanced dispatch: connections reach the child over this pair
+        env[dispatch.FD_ENV] = str(theirs.fileno())
+        try:
+            child = subprocess.Popen([sys.executable, "-m", "agent.cli", *argv], env=env,
+                                     pass_fds=(theirs.fileno(),), preexec_fn=redis_server._die_with_parent,
+                                     start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.dispatcher.attach(i, ours)
+        return child
 
     def exposition(self) -> bytes:
         """/metrics: this process's, with the listener processes' counters added in."""
@@ -297,6 +320,8 @@ class Service:
         grace = self.config.shutdown_timeout
         children, self.children = self.children, []
         _stop_children(children, grace, lambda: self.listener and self.listener.stop(drain=grace))
+        if self.dispatcher:
+            self.dispatcher.stop()
         if self.watcher:
             self.watcher.stop()
         if self.orders:
@@ -343,7 +368,8 @@ class ListenerProcess:
         # An instance that cannot be indexed is on disk: the parent's reconciliation indexes it.
         self.listener = Listener(cfg, store, StudyIndex(fast), on_indexed=self.watcher.kick,
                                  audit=self.context.audit)
-        self.listener.start(reuse_port=True)
+        receiver = dispatch.Receiver.from_env()  # balanced dispatch: the parent hands connections over
+        self.listener.start(reuse_port=receiver is None, receiver=receiver)
         self.http = _serve_child_metrics(cfg, "listener", {
             "redis": lambda: (bool(fast.ping()), "ping"),
             "listener": lambda: (self.listener is not None and self.listener.server is not None,

@@ -77,13 +77,15 @@ def storescp(outdir: Path, fork: bool = False) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def serve(data: Path, *extra: str, stable_after: float = 600) -> tuple[subprocess.Popen, int, int]:
+def serve(data: Path, *extra: str, stable_after: float = 600, env_extra: dict | None = None,
+          log: Path | None = None) -> tuple[subprocess.Popen, int, int]:
     port, http = free_port(), free_port()
-    env = dict(os.environ)
+    env = dict(os.environ, **(env_extra or {}))
     env.pop("PACS_TRIAGE_REDIS_URL", None)
+    out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--data-dir", str(data), "--port", str(port),
                              "--http-port", str(http), "--stable-after", str(stable_after), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+                            stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL, env=env, cwd=ROOT)
     wait_for(lambda: service_ready(http, proc), timeout=60, what="pacs-triage serve")
     time.sleep(2)  # listener children bound
     return proc, port, http
@@ -198,12 +200,16 @@ def concurrent(tmp: Path) -> None:
     rates: dict[str, list[float]] = {"storescp --fork": [], "pacs-triage": []}
     for n in filter(None, os.environ.get("BENCH_B_LISTENERS", "").split(",")):  # e.g. "4,8": also --listeners N
         rates[f"pacs-triage --listeners {n}"] = []
+    if os.environ.get("BENCH_B_REUSEPORT"):  # also the kernel's SO_REUSEPORT spread instead of balanced dispatch
+        rates["pacs-triage reuseport"] = []
     shares = []
     for r in range(ROUNDS):
         for name in rates:
             out = tmp / f"b-{name.split()[0]}-{r}"
             if name.startswith("storescp"):
                 proc, port = storescp(out, fork=True)
+            elif name.endswith("reuseport"):
+                proc, port, _ = serve(out, "--no-workers", env_extra={"PACS_TRIAGE_LISTENER_DISPATCH": "reuseport"})
             else:
                 proc, port, _ = serve(out, "--no-workers", *name.split()[1:])
             try:
@@ -233,6 +239,11 @@ def concurrent(tmp: Path) -> None:
     row(f"(b) {SENDERS} senders at once, {total:.0f} MB, aggregate (pacs-triage: {listeners} listener processes)",
         f"**{ours:.0f} MB/s** vs `storescp --fork` {theirs:.0f} MB/s (ratio {ratio:.2f}; medians of {ROUNDS} "
         f"interleaved rounds; CPU-s of the listener processes per round {cpu_note})", "≥ storescp's")
+    if "pacs-triage reuseport" in rates:
+        alt = statistics.median(o / t for o, t in zip(rates["pacs-triage reuseport"], rates["storescp --fork"]))
+        row("(b) the same, connections spread by the kernel (`listener_dispatch = \"reuseport\"`)",
+            f"{statistics.median(rates['pacs-triage reuseport']):.0f} MB/s (ratio {alt:.2f}, same rounds)",
+            "≥ storescp's")
     for f in studies:
         shutil.rmtree(Path(f[0]).parent, ignore_errors=True)
 
@@ -258,7 +269,8 @@ def sustained(tmp: Path) -> None:
         specs.append((kind, spec, write_study(tmp / f"c{n}", spec)))
     orthanc = Orthanc(tmp / "orthanc").start()
     data = tmp / "c-svc"
-    proc, port, http = serve(data, "--pacs", orthanc.node, stable_after=STABLE_AFTER)
+    serve_log = tmp / "c-serve.log"
+    proc, port, http = serve(data, "--pacs", orthanc.node, stable_after=STABLE_AFTER, log=serve_log)
     depth: list[tuple[float, float, float]] = []
     done = threading.Event()
 
@@ -317,6 +329,8 @@ def sustained(tmp: Path) -> None:
                for k in ("MR", "CT", "DX")}
     print(f"    sent in {sent_for:.0f} s; refused {len(failures)}; latency p50 {pct(50):.1f} p95 {pct(95):.1f} "
           f"p99 {pct(99):.1f} max {lat[-1]:.1f} s; median by kind {by_kind}", flush=True)
+    stages = stage_table(serve_log, uids)
+    print(stages, flush=True)
     series = " ".join(f"{t:.0f}s:{q:.0f}/{p:.0f}" for t, q, p in depth[::5])
     print(f"    queue depth (t: triage queue/pending studies): {series}", flush=True)
     row(f"(c) sustained: {STUDIES} studies (⅓ MR 3×20, ⅓ CT {CT_SLICES} slices, ⅓ DX 2) at {RATE:.0f}/min, "
@@ -327,8 +341,33 @@ def sustained(tmp: Path) -> None:
         f"max pending {max((p for _, _, p in depth), default=0):.0f}; refused {len(failures)}",
         f"p95 ≤ quiet period + 1 s = {STABLE_AFTER + 1:.0f} s")
     rows.append(("", f"queue depth over time (s: triage queue / studies pending): {series}", ""))
+    rows.append(("", "stages after the quiet period, median / p95 (s): " + stages.replace("\n", "; "), ""))
     for _, spec, files in specs:
         shutil.rmtree(Path(files[0]).parent, ignore_errors=True)
+
+
+STAGE_LINE = re.compile(r"stages of study (\S+): watcher (\S+) s after due, queue (\S+) s, triage (\S+) s")
+PUSH_LINE = re.compile(r"stages of study (\S+): pacs delivery queue (\S+) s, push (\S+) s")
+
+
+def stage_table(log: Path, uids: dict[str, str]) -> str:
+    """Median / p95 per kind of each stage after the quiet period (the workers' stage lines)."""
+    stages: dict[str, dict[str, list[float]]] = {}
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for pattern, names in ((STAGE_LINE, ("watcher", "queue", "triage")), (PUSH_LINE, ("push queue", "push"))):
+        for m in pattern.finditer(text):
+            kind = uids.get(m.group(1))
+            if kind is None:
+                continue
+            for name, value in zip(names, m.groups()[1:]):
+                stages.setdefault(kind, {}).setdefault(name, []).append(float(value))
+
+    def q(values, p):
+        values = sorted(values)
+        return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+    return "\n".join(f"{kind}: " + ", ".join(f"{name} {statistics.median(v):.2f}/{q(v, 95):.2f}"
+                                              for name, v in by.items()) for kind, by in sorted(stages.items()))
 
 
 def audit_events(data: Path) -> list[dict]:

@@ -77,6 +77,9 @@ class Config:
     max_association_seconds: float = option(4 * 3600.0, "lifetime of one association (s), then aborted")
     listeners: int = option(0, "DICOM listener processes sharing the port (SO_REUSEPORT); 0 = two per CPU core "
                             "(/metrics of the first counts them all)")
+    listener_dispatch: str = option("balanced", "how connections reach the listener processes: \"balanced\" (the "
+                                    "first accepts and hands each to the one with fewest in progress) or "
+                                    "\"reuseport\" (the kernel's SO_REUSEPORT hash)")
     require_called_aet: bool = option(False, "reject associations not addressed to ae_title")
     tls_cert: Path | None = option(None, "PEM certificate (chain): the listener then speaks DICOM TLS only")
     tls_key: Path | None = option(None, "PEM private key of tls_cert")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 #: Study-level identifiers and dates.
@@ -99,7 +100,22 @@ def _value(elem_value: Any) -> Any:
     return str(elem_value)
 
 
+def _tag(keyword: str) -> int | None:
+    """A keyword's tag, looked up once (a summary asks for ~70 keywords per instance)."""
+    try:
+        return _TAGS[keyword]
+    except KeyError:
+        tag = _TAGS[keyword] = tag_for_keyword(keyword)
+        return tag
+
+
+_TAGS: dict[str, int | None] = {}
+
+
 def _get(ds: Dataset, keyword: str) -> Any:
+    tag = _tag(keyword)
+    if tag is not None and tag not in ds:  # most keywords are absent: no keyword lookup, no decoding
+        return None
     try:
         elem = ds.get(keyword)
     except Exception:  # an undecodable value is left out, never fatal
@@ -112,6 +128,9 @@ def _get(ds: Dataset, keyword: str) -> Any:
 def _text(ds: Dataset, keyword: str, charset_from: Dataset | None = None) -> Any:
     """A text attribute's value; one that arrived as UN (e.g. over 64 KB, sent by DCMTK with its
     default conversion) is decoded with the dataset's character set instead of being dropped."""
+    tag = _tag(keyword)
+    if tag is not None and tag not in ds:
+        return None
     value = _get(ds, keyword)
     if value is not None:
         return value

@@ -99,6 +99,7 @@ def triage_study(study_uid: str) -> None:
     started = time.time()
     message = CurrentMessage.get_current_message()
     final = message is not None and message.options.get("retries", 0) >= message.options.get("max_retries", 20)
+    timing: dict = {}  # the study's last instance (filled in by _triage_locked), for the stage log
     try:
         lock = RenewingLock(ctx.redis, keys.triage_lock(study_uid), ttl=cfg.triage_lock_ttl, wait=5.0)
         with lock:
@@ -113,7 +114,7 @@ def triage_study(study_uid: str) -> None:
                 ctx.redis.delete(starts_key)
                 return
             try:
-                outcome = _triage_locked(ctx, study_uid, started)
+                outcome = _triage_locked(ctx, study_uid, started, timing)
             except Exception:
                 ctx.redis.delete(starts_key)
                 raise
@@ -136,6 +137,7 @@ def triage_study(study_uid: str) -> None:
     entry, changed = outcome
     if entry.get("priors_status") == "unavailable":
         refresh_when_priors_return(study_uid)
+    _log_stages(study_uid, message, started, timing.get("last_received"), cfg.stable_after)
     if changed:
         ctx.audit.record("triaged", study=study_uid, revision=entry["revision"], priority=entry["priority"],
                      rulebook=entry.get("rulebook_version"), flags=[f["code"] for f in entry["flags"]])
@@ -156,12 +158,24 @@ def triage_study(study_uid: str) -> None:
         prefetch_priors.send(study_uid)
 
 
-def _triage_locked(ctx, study_uid: str, started: float):
+def _log_stages(study_uid: str, message, started: float, last_received: float | None, quiet: float) -> None:
+    """Where the time went from the study's last instance to its entry (one line per study;
+    bench_load.py (c) reads them): the stability watcher queuing it after the quiet period, the
+    wait in the triage queue, and the triage itself."""
+    queued = message.message_timestamp / 1000 if message is not None else started
+    due = (last_received or queued) + quiet
+    log.info("stages of study %s: watcher %.3f s after due, queue %.3f s, triage %.3f s", study_uid,
+              queued - due, started - queued, time.time() - started)
+
+
+def _triage_locked(ctx, study_uid: str, started: float, timing: dict | None = None):
     study = ctx.index.load(study_uid)
     if study is None:
         log.warning("study %s has no indexed instance; nothing to triage", study_uid)
         ctx.index.triaged(study_uid, started)
         return None
+    if timing is not None:
+        timing["last_received"] = study.last_received
     orders = OrderStore(ctx.redis, ctx.config.order_retention_days)
     found = {}
 
@@ -359,6 +373,7 @@ def _deliver(kind: str, destination: str, study_uid: str) -> None:
 
 
 def _deliver_locked(ctx, kind: str, destination: str, study_uid: str) -> None:
+    pushing = time.time()
     entry = Worklist(ctx.redis).get(study_uid)
     if entry is None:
         log.warning("no worklist entry for study %s; nothing to deliver", study_uid)
@@ -396,6 +411,10 @@ def _deliver_locked(ctx, kind: str, destination: str, study_uid: str) -> None:
     if entry.get("last_received"):
         metrics.end_to_end_latency.labels(kind, entry["priority"]).observe(max(0.0, time.time() - entry["last_received"]))
     log.info("study %s delivered to %s: %s", study_uid, kind, receipt)
+    message = CurrentMessage.get_current_message()
+    if message is not None:
+        log.info("stages of study %s: %s delivery queue %.3f s, push %.3f s", study_uid, kind,
+                  pushing - message.message_timestamp / 1000, time.time() - pushing)
 
 
 def _make_deliver(kind: str):

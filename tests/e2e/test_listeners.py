@@ -1,8 +1,10 @@
-"""`serve --listeners 2`: two DICOM listener processes on one port (SO_REUSEPORT), one store, one Redis.
+"""`serve --listeners N`: N DICOM listener processes on one port, one store, one Redis.
 
-Sixteen senders at once: the kernel spreads their connections over both processes (the chance
-that all 16 land on one is 2 in 65536), every instance is stored and indexed once, and each
-study is triaged once onto the worklist. Each process receives into its own incoming/<host>-<pid>/.
+Sixteen senders at once: the connections are spread over both processes (balanced dispatch,
+the default; or the kernel's SO_REUSEPORT hash), every instance is stored and indexed once, and
+each study is triaged once onto the worklist. Each process receives into its own
+incoming/<host>-<pid>/. Under balanced dispatch, six associations held open at once over three
+processes are exactly two per process.
 """
 
 from __future__ import annotations
@@ -71,6 +73,64 @@ def test_two_listener_processes_share_the_port_and_the_store(tmp_path):
         own = [p.name for p in (data / "incoming").iterdir() if p.is_dir()]
         assert len(own) == 2, f"one incoming folder per listener process: {own}"
     assert "exited with" not in log_path.read_text(), "a listener process died"
+
+
+@pytest.mark.parametrize("dispatch", ["balanced", "reuseport"])
+def test_two_listener_processes_either_dispatch(tmp_path, dispatch):
+    """Both ways of spreading connections store every instance once (the default is balanced)."""
+    data = tmp_path / "data"
+    port, http = free_port(), free_port()
+    env = dict(os.environ, PACS_TRIAGE_LISTENER_DISPATCH=dispatch)
+    env.pop("PACS_TRIAGE_REDIS_URL", None)
+    with serve_process(data, tmp_path / "serve.log", ["--listeners", "2", "--port", port, "--no-workers"], env,
+                       http_port=http, ready_timeout=60, stop_timeout=60):
+        wait_for(lambda: list((data / "run").glob("listener-*.http")) if (data / "run").exists() else None,
+                 timeout=60, what="listener process")
+        spec = StudySpec(accession="ACC-D", patient_id="PD", series=[SeriesSpec("DX", "RACHIS FACE", 2)])
+        files = write_study(tmp_path / "d", spec)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: dcmtk("storescu", "-aec", "PACSTRIAGE", "127.0.0.1", port, *files), range(8)))
+        wait_for(lambda: counter(http, "pacs_triage_associations_total") == 8, timeout=30, what="8 associations")
+        assert counter(http, 'pacs_triage_instances_received_total{status="duplicate"}') + counter(
+            http, 'pacs_triage_instances_received_total{status="stored"}') == 16
+        assert len(list((data / "studies").glob("*/*/*.dcm"))) == 2
+
+
+def test_balanced_dispatch_gives_each_process_its_share_of_associations_held_open(tmp_path):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    data = tmp_path / "data"
+    port, http = free_port(), free_port()
+    env = dict(os.environ)
+    env.pop("PACS_TRIAGE_REDIS_URL", None)
+    log_path = tmp_path / "serve.log"
+    with serve_process(data, log_path, ["--listeners", "3", "--port", port, "--no-workers"], env,
+                       http_port=http, ready_timeout=60, stop_timeout=60):
+        children = wait_for(lambda: [int(p.read_text()) for p in (data / "run").glob("listener-*.http")
+                                     if p.read_text()] if (data / "run").exists() else None, timeout=60,
+                            what="listener processes")
+        wait_for(lambda: len(children) == 2 or children.extend(
+            int(p.read_text()) for p in (data / "run").glob("listener-*.http")
+            if p.read_text() and int(p.read_text()) not in children), timeout=60, what="two listener children")
+        for h in children:
+            wait_for(lambda: service_ready(h), timeout=60, what="listener process /readyz")
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(Verification)
+        held = []
+        try:
+            for _ in range(6):  # one after the other, each kept open: the counts decide, not chance
+                assoc = ae.associate("127.0.0.1", port, ae_title="PACSTRIAGE")
+                assert assoc.is_established
+                held.append(assoc)
+            own = counter(http, "pacs_triage_associations_total")  # merged: every process
+            shares = [counter(h, "pacs_triage_associations_total") for h in children]
+            assert own == 6
+            assert shares == [2, 2], f"each listener child holds two of six associations: {shares}"
+        finally:
+            for assoc in held:
+                assoc.release()
+    assert "exited with" not in log_path.read_text()
 
 
 def test_worker_processes_share_the_triage_and_one_that_dies_is_started_again(tmp_path):
