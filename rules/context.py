@@ -134,7 +134,8 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
                 acquisition |= {c for m in matcher.mentions({"value": text, "keyword": kw}) for c in m.concepts}
     procedures = {p for p in PROCEDURES if p in seen}
     for h in seen.get("herniation", ()):
-        if any(o.keyword == h.keyword and abs(o.start - h.end) < 40 and not o.history for o in seen.get("operated", ())):
+        if any(o.keyword == h.keyword and min(abs(o.start - h.end), abs(h.start - o.end)) < 60 and not o.history
+               for o in seen.get("operated", ())):  # "operated ... for hernia of disc", "l'intervention (hernie discale)"
             procedures.add("discectomy")
             seen.setdefault("discectomy", []).append(h)
     hardware = [c for c in HARDWARE if c in seen]
