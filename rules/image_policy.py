@@ -61,6 +61,7 @@ class CTPolicy:
     convergence_never_ab_deg: float = 45.0  # screw axis this far from the AP axis (axial plane): never A/B
     convergence_grade_deg: float = 60.0  # this far: graded at least D (the trajectory crosses the canal)
     low_grade_min_confidence: float = 0.8  # A/B without the midline check needs this canal confidence
+    low_grade_needs_midline: bool = True  # A/B needs the canal-independent midline check whatever the confidence
     pedicle_enabled: bool = False  # pedicle sections computed (evidence only; not yet used for grading)
     pedicle_cortex_hu: float = 350.0  # pedicle sections: bone at least this dense outlines the pedicle
     pedicle_margin_mm: float = 6.0  # pedicle sections: radius searched around the screw beyond its own
@@ -167,6 +168,7 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         convergence_never_ab_deg=_opt(doc, "canal.convergence.never_ab_deg", file, 45.0),
         convergence_grade_deg=_opt(doc, "canal.convergence.grade_d_deg", file, 60.0),
         low_grade_min_confidence=_opt(doc, "canal.low_grade_min_confidence", file, 0.8),
+        low_grade_needs_midline=bool((doc.get("canal") or {}).get("low_grade_needs_midline_check", True)),
         pedicle_enabled=bool((doc.get("pedicle_sections") or {}).get("enabled", False)),
         pedicle_cortex_hu=_opt(doc, "pedicle_sections.cortex_hu", file, 350.0),
         pedicle_margin_mm=_opt(doc, "pedicle_sections.margin_mm", file, 6.0),

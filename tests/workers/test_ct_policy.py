@@ -144,3 +144,9 @@ def test_neighbour_canal_or_other_levels_alone_need_a_canal_independent_confirma
     assert _midline_confirms({"axis_depth_mm": 4.3, "pair_excess_mm": None}, pol)
     assert _midline_confirms({"axis_depth_mm": None, "pair_excess_mm": 4.9}, pol)
     assert not _midline_confirms({"axis_depth_mm": -0.7, "pair_excess_mm": 2.0}, pol)
+
+
+def test_a_low_grade_always_needs_the_midline_check_by_default(tmp_path):
+    # Session 5: 3 of 13 A/B reads without the midline check were truth D/E on family 4 tuning seeds.
+    pol = ct_policy()
+    assert pol.low_grade_needs_midline is True

@@ -503,7 +503,8 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
         unassessed(mid_block[0], f"{mid_block[1]}; depth against the canal {depth:.1f} mm (grade {grade}, "
                    f"canal from {lc.source}); a breach cannot be excluded")
     elif (canal_ok and lc is not None and lc.reference is not None and grade in ("A", "B")
-          and midline.get("offset_mm") is None and conf < pol.low_grade_min_confidence):
+          and midline.get("offset_mm") is None
+          and (pol.low_grade_needs_midline or conf < pol.low_grade_min_confidence)):
         # A low grade must not come from missing evidence: a canal borrowed, mirrored or disagreeing with its
         # own wall, with no canal-independent check to confirm it, does not make a screw A/B.
         unassessed("low grade not confirmed",
