@@ -50,6 +50,9 @@ class CTPolicy:
     level_ratio_min: float = 0.6  # canal area vs the median of the other levels
     expected_wall_flag_mm: float = 4.0  # metal beyond the expected (mirrored) medial wall: never A/B
     clear_mm: float = 1.0  # implausible canal: A/B only if every reference gives at most this depth
+    neighbour_confirm_axis_mm: float = 4.0  # a C+ read from the neighbouring level's canal alone needs the screw
+    # axis this deep at the pedicle isthmus (or the pair asymmetry); otherwise not assessed
+    neighbour_flag_mm: float = 6.0  # ... unless the neighbouring level's canal alone gives at least this depth
     midline_pair_excess_mm: float = 3.5  # screw this much nearer the midline than its pair: never A/B
     midline_min_offset_mm: float = 5.0  # screw's medial surface this close to the midline: never A/B
     midline_disagree_mm: float = 3.0  # canal depth exceeding the axis depth by this (pair symmetric): not assessed
@@ -58,6 +61,7 @@ class CTPolicy:
     convergence_never_ab_deg: float = 45.0  # screw axis this far from the AP axis (axial plane): never A/B
     convergence_grade_deg: float = 60.0  # this far: graded at least D (the trajectory crosses the canal)
     low_grade_min_confidence: float = 0.8  # A/B without the midline check needs this canal confidence
+    low_grade_needs_midline: bool = True  # A/B needs the canal-independent midline check whatever the confidence
     pedicle_enabled: bool = False  # pedicle sections computed (evidence only; not yet used for grading)
     pedicle_cortex_hu: float = 350.0  # pedicle sections: bone at least this dense outlines the pedicle
     pedicle_margin_mm: float = 6.0  # pedicle sections: radius searched around the screw beyond its own
@@ -154,6 +158,8 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         level_ratio_min=_opt(doc, "canal.plausibility.level_ratio_min", file, 0.6),
         expected_wall_flag_mm=_opt(doc, "canal.plausibility.expected_wall_flag_mm", file, 4.0),
         clear_mm=_opt(doc, "canal.plausibility.clear_mm", file, 1.0),
+        neighbour_confirm_axis_mm=_opt(doc, "canal.plausibility.neighbour_confirm_axis_mm", file, 4.0),
+        neighbour_flag_mm=_opt(doc, "canal.plausibility.neighbour_flag_mm", file, 6.0),
         midline_pair_excess_mm=_opt(doc, "canal.midline.pair_excess_mm", file, 3.5),
         midline_min_offset_mm=_opt(doc, "canal.midline.min_offset_mm", file, 5.0),
         midline_disagree_mm=_opt(doc, "canal.midline.disagree_mm", file, 3.0),
@@ -162,6 +168,7 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         convergence_never_ab_deg=_opt(doc, "canal.convergence.never_ab_deg", file, 45.0),
         convergence_grade_deg=_opt(doc, "canal.convergence.grade_d_deg", file, 60.0),
         low_grade_min_confidence=_opt(doc, "canal.low_grade_min_confidence", file, 0.8),
+        low_grade_needs_midline=bool((doc.get("canal") or {}).get("low_grade_needs_midline_check", True)),
         pedicle_enabled=bool((doc.get("pedicle_sections") or {}).get("enabled", False)),
         pedicle_cortex_hu=_opt(doc, "pedicle_sections.cortex_hu", file, 350.0),
         pedicle_margin_mm=_opt(doc, "pedicle_sections.margin_mm", file, 6.0),

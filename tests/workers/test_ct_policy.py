@@ -130,3 +130,23 @@ def test_not_assessed_wording_in_sr_ups_and_hl7(myelo):
     assert line in texts
     # nothing is said when everything was assessed
     assert incomplete_notes({"analysers": [AnalysisResult("ct_hardware").to_dict()]}) == []
+
+
+def test_neighbour_canal_or_other_levels_alone_need_a_canal_independent_confirmation():
+    # Session 5 (family 4 tuning seed 20261210): truth-A screws read D/E by another level's shifted canal
+    # or by the other levels' screws alone; a D/E read from those needs the axis depth or the pair asymmetry.
+    from workers.analysers.ct_hardware import _midline_confirms
+
+    pol = ct_policy()
+    assert pol.neighbour_confirm_axis_mm == 4.0 and pol.neighbour_flag_mm == 6.0
+    assert not _midline_confirms({}, pol)
+    assert not _midline_confirms({"axis_depth_mm": 3.2, "pair_excess_mm": None, "level_excess_mm": 12.1}, pol)
+    assert _midline_confirms({"axis_depth_mm": 4.3, "pair_excess_mm": None}, pol)
+    assert _midline_confirms({"axis_depth_mm": None, "pair_excess_mm": 4.9}, pol)
+    assert not _midline_confirms({"axis_depth_mm": -0.7, "pair_excess_mm": 2.0}, pol)
+
+
+def test_a_low_grade_always_needs_the_midline_check_by_default(tmp_path):
+    # Session 5: 3 of 13 A/B reads without the midline check were truth D/E on family 4 tuning seeds.
+    pol = ct_policy()
+    assert pol.low_grade_needs_midline is True

@@ -437,7 +437,15 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                 lc, ks, ry, rx, sign, vol.spacing, ref=nb_ref)["wall_mm"]
         alt_name, alt_depth = max(alts.items(), key=lambda kv: kv[1]) if alts else (None, 0.0)
         measured_against = lc.source
-        if alt_depth > depth and alt_depth >= pol.expected_wall_flag_mm:
+        nb_unconfirmed = (alt_name is not None and alt_name.startswith("canal of construct level")
+                          and alts.get("mirrored contralateral canal", 0.0) < pol.expected_wall_flag_mm
+                          and alt_depth < pol.neighbour_flag_mm and not _midline_confirms(midline, pol))
+        if alt_depth > depth and alt_depth >= pol.expected_wall_flag_mm and nb_unconfirmed:
+            # only another vertebra's canal, shifted here, puts the screw a few mm in the canal (within that
+            # canal's misalignment); this level's own and mirrored canals and the canal-independent check do
+            # not: left to the implausible-canal branch below (not assessed), never C+ from this alone
+            pass
+        elif alt_depth > depth and alt_depth >= pol.expected_wall_flag_mm:
             measured_against = alt_name  # metal across the expected medial wall: never A/B
             depth = alt_depth
         elif implausible and sym is not None:  # A/B only when clear of the mirrored and every other canal (below)
@@ -454,6 +462,10 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
         if thick is not None and thick > pol.thin_slice_mm:
             conf *= 0.8
         deep = _midline_depth(midline, pol)
+        if deep is not None and not _midline_confirms(midline, pol):
+            # the other levels' screws alone (no contralateral pair, axis not deep): a midline found off the
+            # vertebra's centre does the same; the midline block below leaves it not assessed, never C+ or A/B
+            deep = None
         if deep is not None and deep > depth and depth < pol.grade_bounds[2]:
             # the screw's medial surface is next to the midline and both the other levels' screws and the
             # mirrored canal put it well inside: a gross breach the canal outline missed (never A/B)
@@ -491,7 +503,8 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
         unassessed(mid_block[0], f"{mid_block[1]}; depth against the canal {depth:.1f} mm (grade {grade}, "
                    f"canal from {lc.source}); a breach cannot be excluded")
     elif (canal_ok and lc is not None and lc.reference is not None and grade in ("A", "B")
-          and midline.get("offset_mm") is None and conf < pol.low_grade_min_confidence):
+          and midline.get("offset_mm") is None
+          and (pol.low_grade_needs_midline or conf < pol.low_grade_min_confidence)):
         # A low grade must not come from missing evidence: a canal borrowed, mirrored or disagreeing with its
         # own wall, with no canal-independent check to confirm it, does not make a screw A/B.
         unassessed("low grade not confirmed",
@@ -583,6 +596,14 @@ def _midline_depth(m: dict, pol) -> float | None:
     if est is None or est < pol.grade_bounds[2]:
         return None
     return float(est)
+
+
+def _midline_confirms(m: dict, pol) -> bool:
+    """The canal-independent check confirms a medial breach: the screw axis at the pedicle isthmus at least
+    `neighbour_confirm_axis_mm` inside, or the screw `pair_excess_mm` nearer the midline than its pair."""
+    ax, pe = m.get("axis_depth_mm"), m.get("pair_excess_mm")
+    return bool((ax is not None and ax >= pol.neighbour_confirm_axis_mm)
+                or (pe is not None and pe >= pol.midline_pair_excess_mm))
 
 
 def _midline_clear(m: dict, depth: float, alt_depth: float, pol) -> bool:
