@@ -5,6 +5,7 @@ upper case, accents stripped, UTF-8 read as Latin-1 (mojibake), every clinical a
 into one, attributes in reverse order, unrelated text appended.
 """
 
+import re
 import unicodedata
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_rewriting_a_request_changes_nothing(name):
     changed = []
     for case in CASES:
         fields = case.data.get("fields") or {}
-        if name == "strip_accents" and any("Ã" in str(v) for v in fields.values()):
+        if name == "strip_accents" and any("Ã" in str(v) or re.search("\u00e3[\u0080-\u00bf]", str(v)) for v in fields.values()):
             continue  # stripping accents from mojibake destroys it; not a rewriting a referrer does
         before = result(case.data)
         after = result({**case.data, "fields": TRANSFORMS[name](case.data)})
