@@ -730,16 +730,17 @@ class Matcher:
                     return True
         return False
 
-    def _nearest_cue(self, words: list[str], a: int, kind: str, covered: set[int]) -> int | None:
-        """The start of the nearest cue of this kind before position a, within the plain scope (None when there is none)."""
+    def _nearest_cue(self, words: list[str], a: int, kind: str, covered: set[int]) -> tuple[int, int] | None:
+        """(start, end) of the nearest cue of this kind before position a, within the plain scope (None when there is none)."""
         index = self.cue_index.get(kind, {})
         for k in range(a - 1, max(-1, a - 1 - self.scope), -1):
             if any(tuple(words[k - len(x) + 1 : k + 1]) == x for x in self.break_index.get(words[k], ())):
                 return None
             if k in covered:
                 continue
-            if any(k + len(cue) <= a and tuple(words[k : k + len(cue)]) == cue for cue in index.get(words[k], ())):
-                return k
+            for cue in index.get(words[k], ()):
+                if k + len(cue) <= a and tuple(words[k : k + len(cue)]) == cue:
+                    return k, k + len(cue)
         return None
 
     def _negation_nearer(self, words: list[str], a: int, ucovered: set[int], covered: set[int], spans) -> bool:
@@ -747,8 +748,9 @@ class Matcher:
         uncertainty belongs to that finding ("?low-grade infection - no fever"; "? no haematoma" stays a query)."""
         q = self._nearest_cue(words, a, "uncertain_before", ucovered)
         n = self._nearest_cue(words, a, "negation_before", covered)
-        if q is None or n is None or n <= q:
+        if q is None or n is None or n[0] <= q[0]:
             return False
+        q, n = q[0], n[0]
         if not any(q < x and y <= n for x, y in spans):
             return False
         return not self._negation_interrupted(words, a, covered, spans)
@@ -762,21 +764,10 @@ class Matcher:
         at once ("no new weakness" stays negated), is not negated. Lists keep their negation ("no fever, chills or
         rigors", "pas de fièvre ni de frissons"). Unknown is never negative: an unsure scope does not negate.
         """
-        index = self.cue_index.get("negation_before", {})
-        cue_end = None
-        for k in range(a - 1, max(-1, a - 1 - self.scope), -1):
-            if any(tuple(words[k - len(x) + 1 : k + 1]) == x for x in self.break_index.get(words[k], ())):
-                break
-            if k in covered:
-                continue
-            for cue in index.get(words[k], ()):
-                if k + len(cue) <= a and tuple(words[k : k + len(cue)]) == cue:
-                    cue_end = k + len(cue)
-                    break
-            if cue_end is not None:
-                break
-        if cue_end is None:
+        cue = self._nearest_cue(words, a, "negation_before", covered)
+        if cue is None:
             return False
+        cue_end = cue[1]
         if any(x <= cue_end - 1 < y <= a for x, y in spans):
             return True  # the cue is a word of an earlier finding's own term ("sans ostéosynthèse paraparésie"): it ends there
         if any(w in _SCOPE_RESTART for w in words[cue_end + 1 : a]):
