@@ -72,9 +72,9 @@ _DAY_WORDS = {
     "premiere nuit postoperatoire": 12, "1ere nuit post op": 12, "nuit post operatoire": 12,
     # session 5 (round 16): a season ("operated last spring"): the least time it can mean, three months
     "last spring": 24 * 91, "last summer": 24 * 91, "last autumn": 24 * 91, "last fall": 24 * 91, "last winter": 24 * 91,
-    "au printemps dernier": 24 * 91, "l ete dernier": 24 * 91, "l'ete dernier": 24 * 91, "cet ete": 24 * 30,
-    "l automne dernier": 24 * 91, "l'automne dernier": 24 * 91, "l hiver dernier": 24 * 91, "l'hiver dernier": 24 * 91,
+    # French: "l'été dernier", "au printemps dernier" match through the season word ("ete dernier")
     "printemps dernier": 24 * 91, "ete dernier": 24 * 91, "automne dernier": 24 * 91, "hiver dernier": 24 * 91,
+    "cet ete": 24 * 30,
 }
 _DAY_RE = re.compile(
     r"(?<![a-z])(" + "|".join(sorted((re.escape(k).replace("\\ ", "[\\s-]+") for k in _DAY_WORDS), key=len, reverse=True))
