@@ -17,7 +17,7 @@ from rules.text import Mention, normalise
 _NUM = r"(\d{1,4}(?:[.,]\d{1,2})?)"
 _FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|environ|approx|around|about|only|"
            r"now|initially|peak|max|pic|measured|mesuree?|reading|value|level|taux|count|dropping|falling|rising|"
-           r"trending|went|gone|from|=|"
+           r"trending|went|gone|from|=|still|drifting|drifted|drifting down|sliding|"
            # round 9: a trend verb before "from a to b" ("hb dropd from 11 to 8.6", "Hb fall from 13 to 12")
            r"dropped|dropd|droped|drop|fell|fallen|fall|falling|decreased|declined|down|passed|passee?|chute|baisse|rose|risen|rise|increased|up)*")
 #: round 13: a four-digit year written after a measurement's name with "en", "in", "since", "depuis" (never "de": "globe de 2000") ("ATCD de rétention urinaire en 2019")
@@ -213,6 +213,9 @@ class Reader:
         if _COMPARATOR.search(tail[:pos]) or tail[pos : pos + 1] in "<>≤≥":
             return None
         if spec.get("systolic"):
+            # round 22: "TA 3/5" is tibialis anterior at MRC grade 3, not a French tension artérielle of 3 cmHg
+            if re.match(r"[0-5][+-]?\s*/\s*5(?![0-9])", tail[pos:]):
+                return None
             bp = re.match(r"(\d{2,3})\s*/\s*(\d{2,3})", tail[pos:])
             if bp:
                 value = self._scale(spec, float(bp.group(1)), tail[pos + bp.end() : pos + bp.end() + 8])

@@ -245,7 +245,9 @@ def _in_history_section(words: list[str], pos: int) -> bool:
     """
     k = pos - 1
     while k >= 0 and words[k] not in _SENTENCE_END:
-        if words[k] in _SOFT_END - {":"} or words[k] in ("new", "nouveau", "nouvelle", "today") or k < pos - _SECTION_WORDS:
+        if (words[k] in _SOFT_END - {":"} and not (words[k] == "?" and k > 0 and words[k - 1] == "(")
+                or words[k] in ("new", "nouveau", "nouvelle", "today") or k < pos - _SECTION_WORDS):
+            # (session 6, round 22: a bracketed query is part of the history line, "PMH: paraparesis 2017 (?conus infarct)")
             return False  # (a "sentence" longer than _SECTION_WORDS is no section: the scan stays bounded, linear in the text)
         k -= 1
     start = k + 1

@@ -106,6 +106,11 @@ _RELATIVE = [
     (re.compile(r"(?<![a-z])(?:op|surgery|operation|chirurgie|intervention)\s*\+\s*(\d{1,3})\s*(?:d|days?|j|jours?)(?![a-z])"), "d"),
     (re.compile(r"(?<![a-z0-9])m\s*\+\s*(\d{1,2})(?![0-9])|(?<![a-z])a\s+m(\d{1,2})(?![a-z0-9])|(?<![a-z0-9])m(\d{1,2})\s+post[\s-]?op"), "m"),
     (re.compile(r"(?<![a-z0-9])d\s*(\d{1,2})\s+(?:post[\s-]?op|postop|after (?:surgery|the op|op)|apres)"), "d"),
+    # round 22: "D1 after posterior fusion" (a day, when an operation follows; "D12 after a fall" is a vertebra)
+    (re.compile(r"(?<![a-z0-9])d\s*(\d{1,2})\s+(?:after|following|post)\s+(?:(?:his|her|the|an?)\s+)?(?:(?:posterior|anterior|lateral|"
+                r"open|redo|revision|lumbar|cervical|thoracic|spinal|instrumented|minimally|mis)\s+)?(?:fusion|decompression|"
+                r"laminectomy|lami|discectomy|microdiscectomy|microdisc|plif|tlif|alif|xlif|olif|acdf|stabilisation|stabilization|"
+                r"instrumentation|surgery|op|operation|procedure|kyphoplasty|vertebroplasty|corpectomy|osteotomy|fixation)(?![a-z])"), "d"),
     # "post-op week 2", "week 2 post-op", "6-week follow-up", "6 week review", "3 month check"
     (re.compile(r"post[\s-]?op(?:erative)?\s+(?:week|wk|semaine|sem)\s*(\d{1,2})(?![0-9])|(?<![a-z0-9])(?:week|wk|semaine)\s*(\d{1,2})\s+post"), "W"),
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:weeks?|wks?)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "w"),
@@ -134,6 +139,16 @@ _PROCEDURE_WORDS = (
     r"(?:\s+(?:[a-z]?\d{1,2}(?:\s*[-/]\s*[a-z]?\d{1,2})*(?![0-9])|at|a|en|niveau|level|levels|de|du|with|avec|vis|screws?|"
     r"instrumented|instrumentee|surgery|op|\w+ee)(?![a-z0-9]))"
     r"{0,4}"
+)
+#: Round 22: the operation and its age together in brackets, "(fusion L2-S1, 3 yrs)", "(TLIF L4-5, 6/52)".
+_PROCEDURE_IN_BRACKET = re.compile(
+    r"\(\s*(?:(?:redo|revision|posterior|anterior|open|instrumented|lumbar|cervical)\s+)?" + _PROCEDURE_WORDS +
+    rf"\s*[,;-]\s*(?:~\s*|approx\.?\s+|about\s+)?(?P<n>\d{{1,3}})\s*(?:{_UNIT})\.?\s*(?:ago|post[\s-]?op|postop)?\s*\)"
+)
+#: Round 22: "Day after PLIF L5-S1", "the day following her fusion": day 1 (the operation named right after).
+_DAY_AFTER_PROCEDURE = re.compile(
+    r"(?<![a-z])day\s+(?:after|following)\s+(?:(?:his|her|the|an?|my|their)\s+)?(?:(?:redo|revision|posterior|anterior|lateral|"
+    r"open|instrumented|lumbar|cervical|thoracic|spinal|mis|minimally|invasive)\s+){0,2}" + _PROCEDURE_WORDS + r"(?![a-z])"
 )
 _PROCEDURE_THEN_TIME = re.compile(
     r"(?<![a-z])(?:s/p|s p|status post|post|after|apres|following)[\s-]+(?:(?:an?|the|his|her|l|la|le|une?|d|de|op|recent|redo|revision|"
@@ -396,10 +411,13 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 n = int(m.group(1))
                 unit = next(k for k in _UNITS if m.group(k))
                 add(n * _UNIT_HOURS[unit], m.start(), m.end())
-        for pattern in (_PROCEDURE_THEN_TIME, _PROCEDURE_TIME_CLAUSE):
+        for pattern in (_PROCEDURE_THEN_TIME, _PROCEDURE_TIME_CLAUSE, _PROCEDURE_IN_BRACKET):
             for m in pattern.finditer(norm):
                 if not _FUTURE.search(norm[max(0, m.start() - 40) : m.end()]):
                     add(int(m.group("n")) * _UNIT_HOURS[_unit(m)], m.start("n"), m.end())
+        for m in _DAY_AFTER_PROCEDURE.finditer(norm):
+            if not _FUTURE.search(norm[max(0, m.start() - 40) : m.start()]):
+                add(24, m.start(), m.end())
         for m in _ORDINAL_DAY.finditer(norm):
             add((_ORDINALS[m.group(1) or m.group(2) or m.group(3)]) * 24, m.start(), m.end())
         for m in _DAY_WORD_NUMBER.finditer(norm):

@@ -22,10 +22,28 @@ from pathlib import Path
 from core.processes import stop_process
 
 
+#: Test servers take ports below Linux's ephemeral range (32768-60999): a port the kernel handed out for a
+#: free-port probe can be taken by any outgoing connection (to Redis, RabbitMQ…) before the server binds it.
+_PORT_LOW, _PORT_HIGH = 20000, 32000
+_issued: set[int] = set()
+_next_port = _PORT_LOW + (os.getpid() * 7919) % (_PORT_HIGH - _PORT_LOW)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on, outside the ephemeral range, never the same twice in this process."""
+    global _next_port
+    for _ in range(_PORT_HIGH - _PORT_LOW):
+        port, _next_port = _next_port, _PORT_LOW + (_next_port + 1 - _PORT_LOW) % (_PORT_HIGH - _PORT_LOW)
+        if port in _issued:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _issued.add(port)
+        return port
+    raise RuntimeError("no free loopback port between 20000 and 32000")
 
 
 def stop_processes(procs) -> None:
