@@ -24,7 +24,9 @@ _FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|e
 _YEAR = re.compile(r"^(?:19[5-9]\d|20[0-4]\d)$")
 _YEAR_BEFORE = re.compile(r"(?<![a-z])(?:en|in|since|depuis)\s*$")
 _PAIR = re.compile(r"^\s*/\s*\d{1,3}(?:[.,]\d)?")
-_TREND = re.compile(rf"^\s*(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
+#: (session 6, round 23: the first value's moment may stand before the arrow: "Hb 13.1 preop -> 9.4 today")
+_TREND = re.compile(rf"^\s*(?:(?:pre[ -]?op(?:erative(?:ly)?|eratoire)?|baseline|on admission|at admission|admission|avant|initially|"
+                    rf"initialement|yesterday|hier)\s*)?(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
 #: The earlier value written after the current one: "Hb 85 (from 140)", "Hb 8.1, was 12.9", "Hb 9 down from 13", "Hb 7,9 vs 12,4 en pré-op".
 _FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was|previously|prev|baseline|pre[ -]?op(?:erative(?:ly)?|eratoire)?|vs|versus|contre|"
                    rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?{_NUM}")
@@ -48,6 +50,13 @@ _WORD_VALUE = re.compile(
     r"(?![a-z])"
 )
 _TEMP_BEFORE = re.compile(r"(?:temp|temperature|t|fever|fievre|pyrexial|febrile)\s*(?:of|de|a|:|=)?\s*$")
+
+
+#: Round 23: a bare "40°" after a clinical sign measured in degrees is an angle, not a temperature ("Lasègue à 40°",
+#: "SLR 40° R", "flexion 30°", "Cobb 40°").
+_ANGLE_BEFORE = re.compile(r"(?:lasegue|laseque|slr|straight leg raise|straight leg raising|leg raise|elevation|angle|flexion|extension|"
+                           r"abduction|adduction|rotation|cobb|kyphose|kyphosis|lordose|lordosis|scoliose|scoliosis|tilt|"
+                           r"inclinaison|convergence|angulation)\s*(?:test\s*)?(?:a|at|of|de|:|=|to|positive at|positif a|\+|pos)?\s*$")
 
 
 def _word_values(norm: str) -> str:
@@ -185,7 +194,8 @@ class Reader:
                 for m in self._temp.finditer(norm):
                     value = _f(m.group(1))
                     lo, hi = spec.get("plausible", [34, 43])
-                    if lo <= value <= hi and not _CONDITION.search(norm[max(0, m.start() - 30) : m.start()]):
+                    if (lo <= value <= hi and not _CONDITION.search(norm[max(0, m.start() - 30) : m.start()])
+                            and not _ANGLE_BEFORE.search(norm[max(0, m.start() - 30) : m.start()])):
                         for t in spec.get("thresholds") or []:
                             if _crosses(t, value, None, None):
                                 emit(spec, t["concept"], m.start(), m.end(), {"value": value, "threshold": _describe(t)})

@@ -238,6 +238,28 @@ _HISTORY_HEADERS = [("atcd",), ("atcds",), ("antecedents",), ("antecedent",), ("
 _SECTION_WORDS = 120
 
 
+#: Words that put a bracket in the present ("lami 2019 (retention since this morning)").
+_PRESENT_WORDS = _NEW_WORDS | {"now", "currently", "today", "actuellement", "maintenant", "but", "mais", "since", "depuis", "yesterday",
+                               "hier", "tonight", "overnight", "morning", "matin", "soir", "aujourd", "still", "toujours", "ongoing"}
+
+
+def _bracket_after(words: list[str], history_end: int, pos: int) -> bool:
+    """Is words[pos] inside a bracket opened at most 4 words after a historical mention, in the same sentence, that says
+    nothing of the present (session 6, round 23: "h/o misplaced L5 screw revised in 2021 (medial breach, radiculopathy
+    resolved)")?"""
+    for p in range(history_end, min(pos, history_end + 5)):
+        if words[p] in _SENTENCE_END or words[p] == ")":
+            return False
+        if words[p] == "(":
+            for w in words[p + 1 : p + 40]:
+                if w == ")" or w in _SENTENCE_END:
+                    return True
+                if w in _PRESENT_WORDS:
+                    return False
+            return False
+    return False
+
+
 def _in_history_section(words: list[str], pos: int) -> bool:
     """Is words[pos] in a sentence that opens with a history header and a colon ("ATCD: ...", "PMH: ...")?
 
@@ -506,6 +528,7 @@ class Matcher:
         out = []
         starts = [a for a, _, _ in found]  # found is sorted by start: the treated cue's stop set is read from a window (linear)
         finding_spans = [(a, b) for a, b, e in found if e.concepts and not e.concepts & self.pseudo]
+        history_end = None  # where the last historical finding ended (a bracket right after it details it)
         for a, b, e in found:
             start, end = tokens[a].start, tokens[b - 1].end
             m = Mention(
@@ -529,6 +552,8 @@ class Matcher:
                                             if e2.concepts & e.concepts})
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="history", mask=mask))
+            if not m.history and history_end is not None and _bracket_after(words, history_end, a):
+                m.history = True  # "h/o misplaced L5 screw revised in 2021 (medial breach, ...)": the bracket details that history
             if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
                 m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
             if m.history and e.concepts <= self.anatomy:
@@ -547,6 +572,8 @@ class Matcher:
                               or self._cue(words, b, "hypothetical_after", covered, False))
             if self._cue(words, a, "experiencer_before", covered, True, sentence=True):
                 m.experiencer = "other"
+            if m.history and e.concepts and not e.concepts & self.pseudo:
+                history_end = b
             out.append(m)
         return out
 
@@ -688,12 +715,14 @@ class Matcher:
                         break
                 hi = k + 1
             span = range(pos, hi)
+        # a cue after the mention needs only to start within the scope ("DVT L leg after knee replacement"; session 6, round 23)
+        limit = span.stop if before else len(words)
         for k in span:
             if k in covered:
                 continue
             for cue in index.get(words[k], ()):
                 n = len(cue)
-                if k + n <= span.stop and tuple(words[k : k + n]) == cue:
+                if k + n <= limit and tuple(words[k : k + n]) == cue:
                     return True
         return False
 

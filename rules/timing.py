@@ -581,6 +581,14 @@ def _possessive_other(norm: str, end: int) -> bool:
 _CLAUSE_BREAK = re.compile(r"[,;:\n()]|\.(?:\s|$)| (?:but|mais|now|then|puis|since|depuis|and|et|with|avec) ")
 _ASIDE = re.compile(r"\([^()]{1,40}\)")
 _FILLER = re.compile(r"^[\s(]*(?:in|en|on|le|the|of|de|du|d|since|depuis|at|a|le)?[\s(]*$")
+#: Round 23: what an operation was done with, or at which further levels, continues its clause ("ACDF with cage and plate
+#: yesterday", "ALIF L4-5 and L5-S1 done 2 days ago"): the time right after such a tail is the operation's.
+_PROCEDURE_DETAIL_TAIL = re.compile(
+    r"(?:" + _SURGERY.pattern + r")[a-z]*(?:[\s,()/-]+(?:with|and|avec|et|an?|the|une?|des|de|d|double|single|two|2|bilateral|"
+    r"stand[\s-]?alone|peek|titanium|ti|anterior|posterior|cages?|plates?|screws?|rods?|vis|plaques?|tiges?|grafts?|greffe|"
+    r"allograft|autograft|bone|instrumentation|fixation|[cdtls]\d{1,2}(?:\s*[-/]\s*[cdtls]?\d{1,2})?|levels?|niveaux?|done|"
+    r"performed|fait|faite|realisee?))*[\s,()/-]*$"
+)
 
 
 def _clauses(norm: str, a: int, b: int) -> tuple[str, str, str]:
@@ -621,6 +629,12 @@ def _near_procedure(norm: str, a: int, b: int) -> bool:
     rest = own.replace(norm[a:b], " ", 1)
     if _FILLER.match(rest):
         candidates = [own + " " + nxt, prev + " " + own]
+    else:
+        before = norm[max(0, a - 120) : a]
+        before = before[max(before.rfind(". "), before.rfind(";")) + 1 :]
+        tail = _PROCEDURE_DETAIL_TAIL.search(before)
+        if tail and re.search(r"(?:with|avec|and|et)\s", tail.group(0)) and not _FUTURE.search(before):
+            return True
     for window in candidates:
         if _SURGERY.search(window):
             return not _FUTURE.search(window)
