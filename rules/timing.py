@@ -647,8 +647,8 @@ def _unit(m: re.Match) -> str:
 
 _PROCEDURE_END = re.compile(r"(?:lif|acdf|fusion|discectomy|microdiscectomy|laminectomy|decompression|arthrodese|discectomie|"
                             r"laminectomie|operated|operee?|surgery|chirurgie|intervention|op)\s*(?:\(|on|le|du|of|dated)?\s*$")
-_BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau|(?:\bdate|\bdos|\bop|\bsurgery|\boperation|\bintervention|"
-                              r"\bchirurgie)\s*[:=])\s*$")
+_BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau|\(\s*op|(?:\bdate|\bdos|\bop|\bsurgery|\boperation|\bintervention|"
+                              r"\bchirurgie)\s*[:=])\s*$")  # session 6 (round 24): "(op 12/05)"
 _NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?(?:\s+|\s*-\s*)(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
 _MONTH_DAY = re.compile(r"(?<![a-z])([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?(?![0-9/])(?!\s*,?\s*\d{4})")
 
