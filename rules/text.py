@@ -107,6 +107,23 @@ def fold(text: str | None) -> str:
     return folded if folded.isascii() else folded.encode("ascii", "ignore").decode()
 
 
+def _skeleton(word: str) -> str:
+    """The consonants of a word, doubled letters once: "bladder" -> "bldr", "retention" -> "rtntn"."""
+    out = []
+    for c in word:
+        if c in "aeiou" or (out and out[-1] == c):
+            continue
+        out.append(c)
+    return "".join(out)
+
+
+#: Two-letter vowel-less abbreviations of clinical notes (round 27: "nw L L5 rdclr pn POD2").
+_SHORT_ABBREVIATIONS = {"pn": "pain", "nw": "new"}
+#: Short words that vowel-less notes abbreviate too ("nw", "pn" are too short; "pwr" power, "wkns" weakness, "lgs" legs).
+_SKELETON_EXTRA = ("power", "weakness", "legs", "leg", "numb", "pain", "since", "days", "new", "bilateral", "urine", "urinary",
+                   "scan", "please", "lumbar", "saddle", "sensation", "sphincter", "bowel", "catheter", "residual")
+
+
 def spell(word: str) -> str:
     """British/French spellings folded: haem -> hem, oedema -> edema, anaesthesia -> anesthesia."""
     return word.replace("ae", "e").replace("oe", "e")
@@ -251,10 +268,10 @@ def _bracket_after(words: list[str], history_end: int, pos: int) -> bool:
         if words[p] in _SENTENCE_END or words[p] == ")":
             return False
         if words[p] == "(":
-            for w in words[p + 1 : p + 40]:
-                if w == ")" or w in _SENTENCE_END:
-                    return True
-                if w in _PRESENT_WORDS:
+            for q in range(p + 1, min(len(words), p + 40)):
+                if words[q] == ")" or words[q] in _SENTENCE_END:
+                    return q > pos  # the mention must be inside the bracket
+                if words[q] in _PRESENT_WORDS:
                     return False
             return False
     return False
@@ -442,6 +459,12 @@ class Matcher:
         self.words = {t for e in entries.values() for t in e.tokens}
         self.known = {spell(normalise(w)[0]) for w in known_words} | {t for c in self.cues.values() for s in c for t in s}
         self._fixes: dict[str, str | None] = {}
+        # session 6 (round 27): words written without their vowels ("nw bldr rtntn + prnl nmbnss", "rdclr", "dscctmy"):
+        # the lexicon words of each consonant skeleton, and the short words such notes abbreviate that way
+        self.by_skeleton: dict[str, set[str]] = {}
+        for word in self.words | set(_SKELETON_EXTRA):
+            if word.isalpha() and len(word) >= 4:
+                self.by_skeleton.setdefault(_skeleton(word), set()).add(word)
 
     def correct(self, word: str) -> str | None:
         """The lexicon word a small typo stands for, or None when unsure.
@@ -450,10 +473,20 @@ class Matcher:
         optimal-string-alignment distance 1 (a transposition counts once; 2 for words of 9 letters or more, which covers dropped
         vowels such as "decompressn"), and every candidate must mean the same thing.
         """
-        if word in self.words or word in self.known or not (_FUZZY_MIN - 1 <= len(word) <= WORD_CAP) or not word.isalpha():
-            return None
         if word in self._fixes:
             return self._fixes[word]
+        if word in _SHORT_ABBREVIATIONS:
+            return _SHORT_ABBREVIATIONS[word]
+        if word in self.words or word in self.known or not word.isalpha() or len(word) > WORD_CAP:
+            return None
+        if sum(c in "aeiou" for c in word) <= 1 and len(_skeleton(word)) >= 3:
+            fix = self._unvowelled(word)
+            if fix is not None or len(word) < _FUZZY_MIN - 1:
+                if len(self._fixes) < 50_000:
+                    self._fixes[word] = fix
+                return fix
+        if len(word) < _FUZZY_MIN - 1:
+            return None
         k = 2 if len(word) >= 9 else 1
         scored = [
             (OSA.distance(word, v, score_cutoff=k), v) for v in self.by_initial.get(word[0], ()) if abs(len(v) - len(word)) <= k
@@ -469,6 +502,18 @@ class Matcher:
         if len(self._fixes) < 50_000:
             self._fixes[word] = fix
         return fix
+
+    def _unvowelled(self, word: str) -> str | None:
+        """The one lexicon word whose consonant skeleton this vowel-less abbreviation is ("bldr" -> bladder), if every
+        candidate means the same thing; never a word of fewer than three consonants."""
+        found = sorted(self.by_skeleton.get(_skeleton(word), ()))
+        if not found or word[0] != found[0][0]:
+            return None
+        if len(found) > 1:
+            shared = set.intersection(*(self.word_concepts.get(w, set()) for w in found))
+            if not shared:
+                return None
+        return found[0]
 
     def mentions(self, text_field: dict) -> list[Mention]:
         """Every concept mention in one text field ({"keyword","tag","value","series_uid"})."""
@@ -552,8 +597,9 @@ class Matcher:
                                             if e2.concepts & e.concepts})
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="history", mask=mask))
+            via_bracket = False
             if not m.history and history_end is not None and _bracket_after(words, history_end, a):
-                m.history = True  # "h/o misplaced L5 screw revised in 2021 (medial breach, ...)": the bracket details that history
+                m.history = via_bracket = True  # "h/o misplaced L5 screw revised in 2021 (medial breach, ...)": the bracket details that history
             if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
                 m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
             if m.history and e.concepts <= self.anatomy:
@@ -572,7 +618,7 @@ class Matcher:
                               or self._cue(words, b, "hypothetical_after", covered, False))
             if self._cue(words, a, "experiencer_before", covered, True, sentence=True):
                 m.experiencer = "other"
-            if m.history and e.concepts and not e.concepts & self.pseudo:
+            if m.history and e.concepts and not e.concepts & self.pseudo and not via_bracket:
                 history_end = b
             out.append(m)
         return out

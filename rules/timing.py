@@ -37,7 +37,7 @@ _SURGERY = re.compile(
     r"recalibr|decompress|decomp|instrument|osteosynth|post(?![ue]r|ur|e[ds]?(?![a-z])|ing)|bloc|s/p|lami|microdisc|acdf|accf|corpect|corporect|"
     r"kypho|cypho|vertebro|ciment|cement|stimulat|pump|pompe|redo|revision|reprise|fixation|foramino|"
     r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli|cure de|hernie|hernia|"
-    r"(?<![a-z])op(?![a-z])|(?<![a-z])(?:psf|psif|plf|pslf|tdr|adr|scs|coflex|x[\s-]?stop|dynesys|metalwork|rods|screws|back done|neck done|"
+    r"(?<![a-z])op(?![a-z])|(?<![a-z])(?:psf|psif|plf|pslf|tdr|adr|scs|coflex|x[\s-]?stop|dynesys|metalwork|rods|screws|back done|neck done|microd|"
     r"spine done)(?![a-z])|"
     # "DOS: 2026-11-19", "DOS 11/19/2026": date of surgery (never the French "dos", the back, which no colon or date follows)
     r"(?<![a-z])dos(?=\s*[:=]|\s+\d{1,4}[/.-]\d)"
