@@ -46,6 +46,8 @@ class AuditTrail:
     def __init__(self, data_dir: Path | None, enabled: bool = True):
         self.directory = Path(data_dir) / "audit" if (data_dir is not None and enabled) else None
         self._lock = threading.Lock()
+        self._path: Path | None = None  # the file `_fd` is open on (this day, this host and process)
+        self._fd: int | None = None
 
     @classmethod
     def from_config(cls, cfg) -> "AuditTrail":
@@ -71,16 +73,32 @@ class AuditTrail:
                           separators=(",", ":"), ensure_ascii=False) + "\n"
         day = time.strftime("%Y%m%d", time.gmtime(now))
         path = self.directory / day / f"{socket.gethostname()}-{os.getpid()}.jsonl"
-        try:
-            with self._lock:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                try:
-                    os.write(fd, line.encode())
-                finally:
-                    os.close(fd)
-        except OSError as exc:
-            log.warning("audit record not written: %s", type(exc).__name__)
+        with self._lock:
+            try:
+                # The file stays open (one write per record, no open/close): a new day or a
+                # forked process (its own pid in the name) opens its own file.
+                if path != self._path:
+                    self._close()
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                    self._path = path
+                os.write(self._fd, line.encode())
+            except OSError as exc:
+                self._close()  # opened again at the next record
+                log.warning("audit record not written: %s", type(exc).__name__)
+
+    def _close(self) -> None:
+        fd, self._fd, self._path = self._fd, None, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Close the open file (records after this open it again)."""
+        with self._lock:
+            self._close()
 
     def __repr__(self) -> str:
         return f"AuditTrail({str(self.directory) if self.directory else 'off'})"

@@ -60,3 +60,44 @@ def test_no_flush_without_fsync(tmp_path):
     assert store.sync_soon(tmp) is None
     path, _ = store.commit(tmp, *UIDS, synced=None)
     assert path.exists()
+
+
+def test_commit_soon_places_the_file_and_wait_returns_after_the_directory_flush(tmp_path, monkeypatch):
+    """The listener indexes while the directory entry is flushed; it acknowledges after `wait()`."""
+    store = StudyStore(tmp_path)
+    store._ensure_dir(store.path_for(*UIDS).parent)  # the series folder exists (its own flushes done)
+    release, order = threading.Event(), []
+    real = store_module.fsync_path
+
+    def fsync_path(path, directory=False):
+        if directory:
+            release.wait(5)
+            order.append("directory flushed")
+        real(path, directory)
+
+    monkeypatch.setattr(store_module, "fsync_path", fsync_path)
+    tmp = received(store)
+    committed = store.commit_soon(tmp, *UIDS, synced=store.sync_soon(tmp))
+    assert committed.path.read_bytes() == b"DICM" * 256 and not tmp.exists()  # in place, visible
+    order.append("indexed")
+    threading.Timer(0.2, release.set).start()
+    assert committed.wait() == (store.path_for(*UIDS), False)
+    assert order == ["indexed", "directory flushed"]
+
+
+def test_a_failed_directory_flush_fails_the_wait(tmp_path, monkeypatch):
+    store = StudyStore(tmp_path)
+    store._ensure_dir(store.path_for(*UIDS).parent)
+    real = store_module.fsync_path
+
+    def fsync_path(path, directory=False):
+        if directory:
+            raise OSError(5, "Input/output error")
+        real(path, directory)
+
+    monkeypatch.setattr(store_module, "fsync_path", fsync_path)
+    committed = store.commit_soon(received(store), *UIDS)
+    with pytest.raises(OSError):
+        committed.wait()
+    with pytest.raises(OSError):
+        store.commit(received(store), *UIDS)
