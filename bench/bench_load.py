@@ -11,6 +11,9 @@
 
 pacs-triage runs with durability on (fsync + rename before success, audit on), as shipped;
 storescp as DCMTK ships it (no fsync). Prints a table and writes it to bench/results.md.
+
+BENCH_A_TREES / BENCH_B_TREES=/path/to/checkout[,...]: (a) / (b) also serve from those code trees in
+the same interleaved rounds (old code against new in one run, on a shared machine).
 """
 
 from __future__ import annotations
@@ -210,12 +213,16 @@ def concurrent(tmp: Path) -> None:
         rates[f"pacs-triage --listeners {n}"] = []
     if os.environ.get("BENCH_B_REUSEPORT"):  # also the kernel's SO_REUSEPORT spread instead of balanced dispatch
         rates["pacs-triage reuseport"] = []
+    for t in filter(None, os.environ.get("BENCH_B_TREES", "").split(",")):  # other code trees, same rounds
+        rates[f"pacs-triage@{t}"] = []
     shares = []
     for r in range(ROUNDS):
         for name in rates:
-            out = tmp / f"b-{name.split()[0]}-{r}"
+            out = tmp / f"b-{name.split()[0].replace('/', '_')}-{r}"
             if name.startswith("storescp"):
                 proc, port = storescp(out, fork=True)
+            elif "@" in name:
+                proc, port, _ = serve(out, "--no-workers", tree=Path(name.split("@", 1)[1]))
             elif name.endswith("reuseport"):
                 proc, port, _ = serve(out, "--no-workers", env_extra={"PACS_TRIAGE_LISTENER_DISPATCH": "reuseport"})
             else:
