@@ -3,7 +3,6 @@
 Datasets are streamed to a file in ``<data>/incoming`` by pynetdicom as they
 arrive (never decoded in memory), their header is read, the file is made
 durable under its UIDs, its summary is indexed, and only then is success sent.
-(The flush of the directory entry overlaps the index write; success waits for both.)
 """
 
 from __future__ import annotations
@@ -372,8 +371,8 @@ class Listener:
         if not lengths_consistent(tmp):  # truncated, or an element claiming more bytes than sent
             return self._reject(tmp, "inconsistent_lengths", "element lengths do not match the data received",
                                 CANNOT_UNDERSTAND)
-        try:  # the data are on disk and the file at its place; its directory entry is being flushed
-            committed = self.store.commit_soon(tmp, *uids, synced=synced)
+        try:
+            path, duplicate = self.store.commit(tmp, *uids, synced=synced)
         except InvalidUID as exc:
             return self._reject(tmp, "invalid_uid", exc, DATASET_MISMATCH)
         except OSError as exc:
@@ -381,10 +380,8 @@ class Listener:
             tmp.unlink(missing_ok=True)  # never leave a partial file behind
             metrics.instances_received.labels("failed").inc()
             return OUT_OF_RESOURCES
-        path, duplicate = committed.path, committed.duplicate
         summary["path"] = str(path)
-        try:  # overlaps the directory flush (only a power cut in these milliseconds could leave an
-            # index entry without its file, for an instance not acknowledged, hence sent again)
+        try:
             if time.monotonic() < self._index_down_until:
                 raise ConnectionError("Redis was away moments ago")  # do not wait on it per instance
             self.index.record_instance(summary)
@@ -399,12 +396,6 @@ class Listener:
             metrics.index_failures.inc()
             if self.on_index_failure:
                 self.on_index_failure()
-        try:
-            committed.wait()  # success only once the instance's name is on disk too
-        except OSError as exc:
-            log.error("cannot store instance %s: %s", uids[2], exc.strerror)
-            metrics.instances_received.labels("failed").inc()
-            return OUT_OF_RESOURCES  # not acknowledged: sent again, then deduplicated
         metrics.instances_received.labels("duplicate" if duplicate else "stored").inc()
         self.audit.record("received", study=uids[0], series=uids[1], instance=uids[2], bytes=size,
                           calling_aet=_calling_aet(event), status="duplicate" if duplicate else "stored")

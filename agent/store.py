@@ -33,21 +33,6 @@ def fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
-class Committed:
-    """A file moved into place by `StudyStore.commit_soon`, its directory entry being flushed."""
-
-    __slots__ = ("path", "duplicate", "_flushed")
-
-    def __init__(self, path: Path, duplicate: bool, flushed: Future | None):
-        self.path, self.duplicate, self._flushed = path, duplicate, flushed
-
-    def wait(self) -> tuple[Path, bool]:
-        """(path, was_duplicate) once the name is on disk; the flush's OSError if it failed."""
-        if self._flushed is not None:
-            self._flushed.result()
-        return self.path, self.duplicate
-
-
 class StudyStore:
     def __init__(self, data_dir: Path, fsync: bool = True):
         self.root = Path(data_dir)
@@ -99,18 +84,15 @@ class StudyStore:
             finally:
                 os.close(fd)
 
-        try:
-            return self._executor().submit(flush)
-        except RuntimeError:  # shutting down
-            os.close(fd)
-            return None
-
-    def _executor(self) -> ThreadPoolExecutor:
         if self._syncer is None:
             with self._lock:
                 if self._syncer is None:
                     self._syncer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
-        return self._syncer
+        try:
+            return self._syncer.submit(flush)
+        except RuntimeError:  # shutting down
+            os.close(fd)
+            return None
 
     def commit(self, tmp_path: Path, study_uid: str, series_uid: str, sop_uid: str,
                synced: Future | None = None) -> tuple[Path, bool]:
@@ -118,15 +100,6 @@ class StudyStore:
 
         `synced`: the file's flush started by `sync_soon`; waited for (and its error raised)
         before the rename, so the file is on disk before its name is."""
-        return self.commit_soon(tmp_path, study_uid, series_uid, sop_uid, synced=synced).wait()
-
-    def commit_soon(self, tmp_path: Path, study_uid: str, series_uid: str, sop_uid: str,
-                    synced: Future | None = None) -> "Committed":
-        """`commit`, except that the flush of the directory entry runs in the background: the
-        file's data are on disk and the file is at its place (visible to every process) on
-        return; `Committed.wait()` returns once its name is on disk too (or raises the flush's
-        OSError). The caller does other work meanwhile (the listener indexes the instance) and
-        waits before it acknowledges. Raises as `commit` for everything before the rename."""
         dest = self.path_for(study_uid, series_uid, sop_uid)
         self._ensure_dir(dest.parent)
         duplicate = dest.exists()
@@ -149,13 +122,9 @@ class StudyStore:
             if self.fsync:
                 fsync_path(staged)
             os.replace(staged, dest)
-        flushed = None
         if self.fsync:
-            try:
-                flushed = self._executor().submit(fsync_path, dest.parent, True)
-            except RuntimeError:  # shutting down: here and now
-                fsync_path(dest.parent, directory=True)
-        return Committed(dest, duplicate, flushed)
+            fsync_path(dest.parent, directory=True)
+        return dest, duplicate
 
     def quarantine(self, tmp_path: Path, reason: str, detail: str = "") -> Path:
         """Keep a rejected dataset with a sidecar saying why (no patient data in it)."""
