@@ -90,5 +90,8 @@ def test_the_file_stays_open_and_a_new_day_or_process_opens_its_own(tmp_path, mo
     monkeypatch.setattr(audit.os, "write", real_write)
     trail.record("received", study="1.2.3", instance="1.2.3.12")
     assert len(opened) == 4
+    opened[3].unlink()  # removed (or rotated away) while open: the next record goes to a file by that name
+    trail.record("received", study="1.2.3", instance="1.2.3.13")
+    assert len(opened) == 5 and opened[4] == opened[3]
     trail.close()
-    assert [r["instance"] for r in audit.export(tmp_path)] == [f"1.2.3.{n}" for n in (0, 1, 2, 3, 4, 9, 10, 12)]
+    assert [r["instance"] for r in audit.export(tmp_path)] == [f"1.2.3.{n}" for n in (0, 1, 2, 3, 4, 9, 13)]  # 10, 12: in the removed file
