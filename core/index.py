@@ -88,7 +88,7 @@ class StudyIndex:
         uid = summary["StudyInstanceUID"]
         key = study_key(uid)
         # One EVALSHA (one round trip, one reply) instead of a MULTI/EXEC pipeline of five
-        # commands: the same writes, as atomic, at about a third of the client CPU per instance.
+        # commands: the same writes, as atomic, at a little over half the client CPU per instance.
         self._record(keys=[key + ":instances", key, PENDING],
                      args=[summary["SOPInstanceUID"], json.dumps(summary), repr(now),
                            int(summary.get("size") or 0), uid])
