@@ -11,6 +11,9 @@
 
 pacs-triage runs with durability on (fsync + rename before success, audit on), as shipped;
 storescp as DCMTK ships it (no fsync). Prints a table and writes it to bench/results.md.
+
+BENCH_A_TREES / BENCH_B_TREES=/path/to/checkout[,...]: (a) / (b) also serve from those code trees in
+the same interleaved rounds (old code against new in one run, on a shared machine).
 """
 
 from __future__ import annotations
@@ -78,14 +81,14 @@ def storescp(outdir: Path, fork: bool = False) -> tuple[subprocess.Popen, int]:
 
 
 def serve(data: Path, *extra: str, stable_after: float = 600, env_extra: dict | None = None,
-          log: Path | None = None) -> tuple[subprocess.Popen, int, int]:
+          log: Path | None = None, tree: Path = ROOT) -> tuple[subprocess.Popen, int, int]:
     port, http = free_port(), free_port()
     env = dict(os.environ, **(env_extra or {}))
     env.pop("PACS_TRIAGE_REDIS_URL", None)
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--data-dir", str(data), "--port", str(port),
                              "--http-port", str(http), "--stable-after", str(stable_after), *extra],
-                            stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL, env=env, cwd=ROOT)
+                            stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL, env=env, cwd=tree)
     wait_for(lambda: service_ready(http, proc), timeout=60, what="pacs-triage serve")
     time.sleep(2)  # listener children bound
     return proc, port, http
@@ -163,12 +166,16 @@ def single(tmp: Path) -> None:
     print(f"(a) one association: {CT_SLICES} x 512x512 CT, {ROUNDS} interleaved rounds", flush=True)
     files = write_study(tmp / "a", ct("BENCH-A", CT_SLICES))
     size = mb(files)
-    times: dict[str, list[float]] = {"storescp": [], "pacs-triage": []}
-    cpu: dict[str, list[float]] = {"storescp": [], "pacs-triage": []}
+    # BENCH_A_TREES=/path/a,/path/b: the same rounds also serve from other code trees (e.g. a checkout
+    # of main), interleaved, to compare code in one run; "pacs-triage" is this tree.
+    trees = {"pacs-triage": ROOT, **{f"pacs-triage@{t}": Path(t) for t in os.environ.get("BENCH_A_TREES", "").split(",")
+                                     if t and Path(t).resolve() != ROOT}}
+    times: dict[str, list[float]] = {"storescp": [], **{n: [] for n in trees}}
+    cpu: dict[str, list[float]] = {n: [] for n in times}
     for r in range(ROUNDS):
         for name in times:
-            out = tmp / f"a-{name}-{r}"
-            proc, port = storescp(out) if name == "storescp" else serve(out, "--no-workers")[:2]
+            out = tmp / f"a-{name.replace('/', '_')}-{r}"
+            proc, port = storescp(out) if name == "storescp" else serve(out, "--no-workers", tree=trees[name])[:2]
             try:
                 before = tree_cpu(proc)
                 times[name].append(storescu(port, files))
@@ -181,7 +188,11 @@ def single(tmp: Path) -> None:
         print(f"    {name}: {' '.join(f'{t:.2f}' for t in times[name])} s, median "
               f"{statistics.median(times[name]):.2f} s; receiver CPU median {statistics.median(cpu[name]):.2f} s",
               flush=True)
-    print(f"    ratio per round: {' '.join(f'{x:.2f}' for x in ratios)}", flush=True)
+        if name != "storescp":
+            rs = [p / s for p, s in zip(times[name], times["storescp"])]
+            print(f"    {name} ratio per round: {' '.join(f'{x:.2f}' for x in rs)}, median "
+                  f"{statistics.median(rs):.2f}", flush=True)
+    print(f"    load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     med = {n: statistics.median(v) for n, v in times.items()}
     row(f"(a) one association, {CT_SLICES}×512×512 CT ({size:.0f} MB), fsync on, vs `storescp`",
         f"ratio **{statistics.median(ratios):.2f}** (median of {ROUNDS} interleaved rounds: "
@@ -202,12 +213,16 @@ def concurrent(tmp: Path) -> None:
         rates[f"pacs-triage --listeners {n}"] = []
     if os.environ.get("BENCH_B_REUSEPORT"):  # also the kernel's SO_REUSEPORT spread instead of balanced dispatch
         rates["pacs-triage reuseport"] = []
+    for t in filter(None, os.environ.get("BENCH_B_TREES", "").split(",")):  # other code trees, same rounds
+        rates[f"pacs-triage@{t}"] = []
     shares = []
     for r in range(ROUNDS):
         for name in rates:
-            out = tmp / f"b-{name.split()[0]}-{r}"
+            out = tmp / f"b-{name.split()[0].replace('/', '_')}-{r}"
             if name.startswith("storescp"):
                 proc, port = storescp(out, fork=True)
+            elif "@" in name:
+                proc, port, _ = serve(out, "--no-workers", tree=Path(name.split("@", 1)[1]))
             elif name.endswith("reuseport"):
                 proc, port, _ = serve(out, "--no-workers", env_extra={"PACS_TRIAGE_LISTENER_DISPATCH": "reuseport"})
             else:

@@ -46,6 +46,9 @@ class AuditTrail:
     def __init__(self, data_dir: Path | None, enabled: bool = True):
         self.directory = Path(data_dir) / "audit" if (data_dir is not None and enabled) else None
         self._lock = threading.Lock()
+        self._path: Path | None = None  # the file `_fd` is open on (this day, this host and process)
+        self._fd: int | None = None
+        self._id: tuple[int, int] | None = None  # (device, inode) of the open file
 
     @classmethod
     def from_config(cls, cfg) -> "AuditTrail":
@@ -71,19 +74,46 @@ class AuditTrail:
                           separators=(",", ":"), ensure_ascii=False) + "\n"
         day = time.strftime("%Y%m%d", time.gmtime(now))
         path = self.directory / day / f"{socket.gethostname()}-{os.getpid()}.jsonl"
+        with self._lock:
+            try:
+                # The file stays open (a stat and one write per record, no mkdir/open/close): a
+                # new day or a forked process (its own pid in the name) opens its own file, and so
+                # does a file removed or rotated meanwhile (its name no longer leads to the open one).
+                if path != self._path or not self._still_named():
+                    self._close()
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                    self._path, self._id = path, _file_id(os.fstat(self._fd))
+                os.write(self._fd, line.encode())
+            except OSError as exc:
+                self._close()  # opened again at the next record
+                log.warning("audit record not written: %s", type(exc).__name__)
+
+    def _still_named(self) -> bool:
         try:
-            with self._lock:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                try:
-                    os.write(fd, line.encode())
-                finally:
-                    os.close(fd)
-        except OSError as exc:
-            log.warning("audit record not written: %s", type(exc).__name__)
+            return _file_id(os.stat(self._path)) == self._id
+        except OSError:
+            return False
+
+    def _close(self) -> None:
+        fd, self._fd, self._path = self._fd, None, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Close the open file (records after this open it again)."""
+        with self._lock:
+            self._close()
 
     def __repr__(self) -> str:
         return f"AuditTrail({str(self.directory) if self.directory else 'off'})"
+
+
+def _file_id(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 def export(data_dir: Path, since: float | None = None, until: float | None = None) -> Iterator[dict]:

@@ -65,3 +65,33 @@ def test_the_module_keeps_no_mutable_state():
              and (value is None or isinstance(value, (list, dict, set, bytearray, Path, lock_type)))}
     assert state == {}, f"module state in core.audit: {state}"
     assert isinstance(audit.EVENTS, frozenset) and isinstance(audit.FIELDS, frozenset)
+
+
+def test_the_file_stays_open_and_a_new_day_or_process_opens_its_own(tmp_path, monkeypatch):
+    """One write per record (no open/close each time); a new day or a forked process (its pid in
+    the name) gets its own file, and a failed write opens the file again at the next record."""
+    trail = AuditTrail(tmp_path)
+    opened = []
+    real_open = audit.os.open
+    monkeypatch.setattr(audit.os, "open", lambda p, *a: opened.append(Path(p)) or real_open(p, *a))
+    for n in range(5):
+        trail.record("received", study="1.2.3", instance=f"1.2.3.{n}")
+    assert len(opened) == 1
+    now = time.time()
+    monkeypatch.setattr(audit.time, "time", lambda: now + 86400)
+    trail.record("received", study="1.2.3", instance="1.2.3.9")
+    assert len(opened) == 2 and opened[1].parent.name != opened[0].parent.name
+    monkeypatch.setattr(audit.os, "getpid", lambda: 999999)
+    trail.record("received", study="1.2.3", instance="1.2.3.10")
+    assert len(opened) == 3 and opened[2].name.endswith("-999999.jsonl")
+    real_write = audit.os.write
+    monkeypatch.setattr(audit.os, "write", lambda fd, b: (_ for _ in ()).throw(OSError(28, "No space")))
+    trail.record("received", study="1.2.3", instance="1.2.3.11")  # not written, never raises
+    monkeypatch.setattr(audit.os, "write", real_write)
+    trail.record("received", study="1.2.3", instance="1.2.3.12")
+    assert len(opened) == 4
+    opened[3].unlink()  # removed (or rotated away) while open: the next record goes to a file by that name
+    trail.record("received", study="1.2.3", instance="1.2.3.13")
+    assert len(opened) == 5 and opened[4] == opened[3]
+    trail.close()
+    assert [r["instance"] for r in audit.export(tmp_path)] == [f"1.2.3.{n}" for n in (0, 1, 2, 3, 4, 9, 13)]  # 10, 12: in the removed file

@@ -7,6 +7,12 @@ pydicom's pixel decoders, so every transfer syntax with an installed plug-in
 (JPEG lossless, JPEG-LS, JPEG 2000, RLE) works. The volume is preallocated and
 filled slice by slice. A tilted, non-axial or incomplete series raises
 `VolumeError` with the reason.
+
+Each header is parsed once: the geometry pass keeps, per file, the offset of
+its Pixel Data element and the decoding options of its Image Pixel module, and
+the pixel pass decodes from that offset without parsing the header again (what
+`pydicom.pixels.pixel_array(path)` would do a second time). No pixel byte is
+read before the plan and the memory budget check.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from struct import unpack
+
 from pydicom import dcmread
-from pydicom.pixels import iter_pixels, pixel_array
+from pydicom.pixels import as_pixel_options, iter_pixels, pixel_array
 from pydicom.pixels.decoders.base import get_decoder
-from pydicom.uid import JPEGLSTransferSyntaxes
+from pydicom.uid import UID, JPEGLSTransferSyntaxes
 
 
 class VolumeError(Exception):
@@ -50,6 +58,13 @@ class Volume:
 
 
 @dataclass
+class _Pixels:
+    """The Pixel Data element of one file, located by the geometry pass."""
+    offset: int  # file offset of the element's tag
+    options: dict  # pydicom decoding options from the header (Image Pixel module, transfer syntax)
+
+
+@dataclass
 class _Slice:
     path: str
     frame: int | None
@@ -61,6 +76,7 @@ class _Slice:
     rows: int
     cols: int
     ts: str = ""
+    pixels: _Pixels | None = None  # where the file's pixel data starts (None: decode through the path)
 
 
 def _f(values) -> np.ndarray:
@@ -118,12 +134,77 @@ def read_geometry(paths: list[str]) -> list[_Slice]:
     """Header-only pass over the files."""
     records: list[_Slice] = []
     for p in paths:
-        ds = dcmread(p, stop_before_pixels=True)
+        with open(p, "rb") as f:
+            ds = dcmread(f, stop_before_pixels=True)
+            offset = f.tell()  # stop_before_pixels leaves the file at the Pixel Data tag (or at its end)
         ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+        pixels = _locate(ds, ts, offset)
         for r in _frames(p, ds):
-            r.ts = ts
+            r.ts, r.pixels = ts, pixels
             records.append(r)
     return records
+
+
+def _locate(ds, ts: str, offset: int) -> _Pixels | None:
+    """Decoding options of a parsed header; None (decode through the path) when pydicom cannot build them."""
+    if not ts:
+        return None
+    try:
+        options = as_pixel_options(ds)
+    except Exception:
+        return None  # the pixel pass reports the problem as pydicom always did
+    options["transfer_syntax_uid"] = UID(ts)
+    return _Pixels(offset, options)
+
+
+_PIXEL_KEYWORDS = {(0x7FE0, 0x0008): "FloatPixelData", (0x7FE0, 0x0009): "DoubleFloatPixelData",
+                   (0x7FE0, 0x0010): "PixelData"}
+
+
+def _open_pixels(f, px: _Pixels) -> dict:
+    """Position `f` at the value of the Pixel Data element; the decoder options for it.
+
+    The same steps as pydicom's `pixel_array(path)` after its header parse (pydicom 3
+    `pixels.utils._array_common`): read the element's tag, VR and length, then decode from there.
+    """
+    f.seek(px.offset)
+    opts = dict(px.options)
+    tsyntax = opts["transfer_syntax_uid"]
+    data = f.read(8)
+    if len(data) != 8:
+        raise AttributeError("The dataset in 'src' has no 'Pixel Data', 'Float Pixel Data' or "
+                             "'Double Float Pixel Data' element, no pixel data to decode")
+    endian = "><"[tsyntax.is_little_endian]
+    if tsyntax.is_implicit_VR:
+        group, elem, _ = unpack(f"{endian}HHL", data)
+    else:
+        group, elem, vr, _ = unpack(f"{endian}HH2sH", data)
+        opts["pixel_vr"] = vr.decode("iso8859")
+        f.read(4)  # the 32-bit length of OB/OW/OF/OD
+    opts["pixel_keyword"] = _PIXEL_KEYWORDS[(group, elem)]
+    return opts
+
+
+def _decode(path: str, px: _Pixels | None, plugin: str) -> np.ndarray:
+    """The pixel array of a single-frame file."""
+    if px is None:
+        return pixel_array(path, decoding_plugin=plugin)
+    with open(path, "rb") as f:
+        opts = _open_pixels(f, px)
+        return get_decoder(opts["transfer_syntax_uid"]).as_array(
+            f, validate=True, decoding_plugin=plugin, **opts)[0]
+
+
+def _decode_frames(path: str, px: _Pixels | None, plugin: str):
+    """The frames of a multi-frame file, one at a time."""
+    if px is None:
+        yield from iter_pixels(path, decoding_plugin=plugin)
+        return
+    with open(path, "rb") as f:
+        opts = _open_pixels(f, px)
+        for arr, _ in get_decoder(opts["transfer_syntax_uid"]).iter_array(
+                f, validate=True, decoding_plugin=plugin, **opts):
+            yield arr
 
 
 def _plugin(ts: str) -> str:
@@ -219,10 +300,11 @@ def assemble(paths: list[str], series_uid: str = "", records: list[_Slice] | Non
     for path, items in by_file.items():
         if items[0][1].frame is None:
             k, r = items[0]
-            _to_hu(pixel_array(path, decoding_plugin=_plugin(r.ts)), r.slope, r.intercept, hu[k])
+            _to_hu(_decode(path, r.pixels, _plugin(r.ts)), r.slope, r.intercept, hu[k])
         else:
             slot = {r.frame: (k, r) for k, r in items}
-            for i, frame in enumerate(iter_pixels(path, decoding_plugin=_plugin(items[0][1].ts))):  # one frame at a time
+            r0 = items[0][1]
+            for i, frame in enumerate(_decode_frames(path, r0.pixels, _plugin(r0.ts))):  # one frame at a time
                 k, r = slot[i]
                 _to_hu(frame, r.slope, r.intercept, hu[k])
     return Volume(hu=hu, z=z, pixel_spacing=(float(first.spacing[0]), float(first.spacing[1])),
