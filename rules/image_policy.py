@@ -66,6 +66,11 @@ class CTPolicy:
     pedicle_cortex_hu: float = 350.0  # pedicle sections: bone at least this dense outlines the pedicle
     pedicle_margin_mm: float = 6.0  # pedicle sections: radius searched around the screw beyond its own
     pedicle_skip_entry_mm: float = 5.0  # pedicle sections: first mm of the shaft (posterior elements) left out
+    pedicle_window_mm: tuple[float, float] = (10.0, 28.0)  # pedicle sections giving the depth (mm from the entry)
+    pedicle_run_sections: int = 4  # pedicle depth: the deepest run of this many consecutive sections (minimum)
+    pedicle_grade_mm: float = 4.0  # pedicle depth at least this: graded from it (D/E), whatever the canal says
+    pedicle_never_ab_mm: float = 2.0  # pedicle depth at least this: never A/B (not assessed instead)
+    pedicle_confirms_low_grade: bool = False  # a pedicle depth under never_ab_mm confirms a canal A/B read
 
     def grade(self, depth_mm: float) -> str:
         return gertzbein_robbins(depth_mm, self.grade_bounds)
@@ -173,6 +178,12 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         pedicle_cortex_hu=_opt(doc, "pedicle_sections.cortex_hu", file, 350.0),
         pedicle_margin_mm=_opt(doc, "pedicle_sections.margin_mm", file, 6.0),
         pedicle_skip_entry_mm=_opt(doc, "pedicle_sections.skip_entry_mm", file, 5.0),
+        pedicle_window_mm=(_opt(doc, "pedicle_sections.window_from_mm", file, 10.0),
+                           _opt(doc, "pedicle_sections.window_to_mm", file, 28.0)),
+        pedicle_run_sections=int(_opt(doc, "pedicle_sections.run_sections", file, 4)),
+        pedicle_grade_mm=_opt(doc, "pedicle_sections.grade_from_mm", file, 4.0),
+        pedicle_never_ab_mm=_opt(doc, "pedicle_sections.never_ab_mm", file, 2.0),
+        pedicle_confirms_low_grade=bool((doc.get("pedicle_sections") or {}).get("confirms_low_grade", False)),
     )
 
 

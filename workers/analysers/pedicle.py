@@ -14,7 +14,8 @@ medial; v: about cranio-caudal). In that plane the pedicle is a ring of cortical
 A section counts only when bone is seen lateral of the metal and above or below it (the screw is in the
 vertebra there, not in the soft tissue before its entry); the first `skip_entry_mm` of the shaft (entry
 through the posterior elements) and the tip taper are left out. The depth of the screw is the largest
-depth of three consecutive sections (their minimum), so one noisy section cannot make a breach. Fewer
+depth of `run` consecutive sections (their minimum; policy: 4), so one noisy section cannot make a breach, and
+only sections in `window_mm` (from the entry; policy: 10-28 mm, the pedicle) give it. Fewer
 than `min_sections` sections: not available (unknown, never negative).
 
 Bright streaks next to metal can look like bone and pull the hull medially (a breach under-read); dense
@@ -51,8 +52,12 @@ def medial_depth(vol, centre, axis, t_entry: float, t_tip: float, diameter: floa
                  metal_hu: float, cortex_hu: float = 350.0, bloom_mm: float = 1.0, margin_mm: float = 6.0,
                  skip_entry_mm: float = 5.0, skip_tip_mm: float = 3.0, step_mm: float = 0.4, band_mm: float = 2.5,
                  strip_mm: float = 2.0, soft_hu: float = 60.0,
-                 min_sections: int = 4) -> dict:
+                 min_sections: int = 4, window_mm: tuple[float, float] | None = None, run: int = 3) -> dict:
     """Breach depth (mm) beyond the pedicle's medial cortex from sections across the screw axis.
+
+    `window_mm` (from, to), mm from the entry: only sections in this stretch (the pedicle, between the posterior
+    elements and the vertebral body) give the depth; the profile still covers the whole shaft (evidence). In the
+    vertebral body, dark beam-hardening bands between converging screw tips look like the canal's soft tissue.
 
     Returns {"available", "depth_mm", "sections", "profile_mm" (per valid section), "t_mm" (of the deepest
     section from the entry), "reason" (when not available)}.
@@ -102,14 +107,20 @@ def medial_depth(vol, centre, axis, t_entry: float, t_tip: float, diameter: floa
         if not walls:
             continue
         depths[k] = max(0.0, u_edge - float(np.mean(walls)))
+    profile = depths.copy()
+    if window_mm is not None:
+        tw = ts - t_entry
+        depths[(tw < window_mm[0]) | (tw > window_mm[1])] = np.nan
     valid = ~np.isnan(depths)
     nvalid = int(valid.sum())
     if nvalid < min_sections:
         return {"available": False, "reason": f"pedicle seen around the screw on {nvalid} sections (< {min_sections})",
                 "depth_mm": None, "sections": nvalid}
-    # deepest run of three consecutive valid sections (their minimum); no such run: the deepest section
-    runs = [(float(depths[k:k + 3].min()), k + 1) for k in range(len(ts) - 2) if not np.isnan(depths[k:k + 3]).any()]
+    # deepest run of `run` consecutive valid sections (their minimum); no such run: the deepest section
+    runs = [(float(depths[k:k + run].min()), k + run // 2) for k in range(len(ts) - run + 1)
+            if not np.isnan(depths[k:k + run]).any()]
     best, best_k = max(runs) if runs else (float(np.nanmax(depths)), int(np.nanargmax(depths)))
     return {"available": True, "depth_mm": round(best, 2), "sections": nvalid,
             "t_mm": round(float(ts[best_k] - t_entry), 1),
-            "profile_mm": [None if np.isnan(x) else round(float(x), 1) for x in depths]}
+            "window_mm": list(window_mm) if window_mm is not None else None,
+            "profile_mm": [None if np.isnan(x) else round(float(x), 1) for x in profile]}
