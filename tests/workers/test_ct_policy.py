@@ -160,6 +160,7 @@ def test_the_pedicle_wall_depth_raises_a_grade_and_blocks_a_b_but_never_clears_a
 
     pol = ct_policy()
     assert pol.pedicle_enabled and pol.pedicle_window_mm == (10.0, 28.0) and pol.pedicle_run_sections == 4
+    assert pol.pedicle_body_margin_mm == 3.0 and pol.pedicle_max_offset_mm == 12.0
     assert not pol.pedicle_confirms_low_grade
     ped = lambda d: {"available": True, "depth_mm": d}  # noqa: E731
     na = ("canal implausible next to the screw", "...")
@@ -175,6 +176,10 @@ def test_the_pedicle_wall_depth_raises_a_grade_and_blocks_a_b_but_never_clears_a
     # low grade not confirmed and a clear pedicle: stays not assessed (unknown is never negative)
     low = ("low grade not confirmed", "...")
     assert _with_pedicle(ped(0.0), low, 0.0, "A", "this level", 1.0, True, pol)[0] == low
+    # metal far from the midline at its deepest section (a dark band in the body, not the canal): not graded from it
+    far = dict(ped(7.0), medial_edge_offset_mm=16.0)
+    assert _with_pedicle(far, na, 0.0, "A", "x", 1.0, True, pol)[0] == na
+    assert _with_pedicle(dict(ped(7.0), medial_edge_offset_mm=6.0), na, 0.0, "A", "x", 1.0, True, pol)[2] == "E"
     # measure unavailable or contrast in the canal: unchanged
     assert _with_pedicle({"available": False}, na, 0.0, "A", "x", 1.0, True, pol)[0] == na
     assert _with_pedicle(ped(8.0), na, 0.0, "A", "x", 1.0, False, pol)[0] == na

@@ -253,8 +253,32 @@ def _midlines(vol: Volume, screws, levels, canals) -> dict:
     return out
 
 
-def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midline_x, pol) -> dict:
-    """The canal-independent pedicle-section measure (workers/analysers/pedicle.py) of one screw."""
+def _body_wall_t(vol: Volume, p, axis, lc) -> float | None:
+    """Where the screw axis crosses the vertebral body's posterior wall (mm along `axis` from the part's centre),
+    from the level's vertebral body (canal.py, as midline.py uses it); None without a body or a crossing."""
+    if lc is None or getattr(lc, "body", None) is None:
+        return None
+    dz, dy, dx = vol.spacing
+    pix = 0.5 * (dy + dx)
+    post = 1.0 if vol.col_dir[1] > 0 else -1.0
+    (cy, cx), u, (tmin, tmax), _ = lc.body
+    u = np.asarray(u, float) * post  # towards posterior
+    t_wall = (tmax if post > 0 else -tmin) * pix
+    c = np.array([p.centre[1] - (lc.roi[0] + cy) * dy, p.centre[2] - (lc.roi[2] + cx) * dx])
+    a = np.array([axis[1], axis[2]], float)
+    ct, at = float(c @ u), float(a @ u)
+    if abs(at) < 0.3:
+        return None
+    return (t_wall - ct) / at
+
+
+def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midline_x, pol, lc=None) -> dict:
+    """The canal-independent pedicle-section measure (workers/analysers/pedicle.py) of one screw.
+
+    The depth comes from the sections between `pedicle_window_mm[0]` from the entry and the vertebral body's
+    posterior wall (+ `pedicle_body_margin_mm`; within `pedicle_min_window_to_mm` .. `pedicle_window_mm[1]`):
+    the canal lies behind the body, and in the body dark beam-hardening bands between converging screws read
+    as canal. Without a body: the fixed window."""
     if not pol.pedicle_enabled:
         return {"available": False, "reason": "pedicle sections off (image policy)", "depth_mm": None, "sections": 0}
     if midline_x is not None and abs(p.centre[2] - midline_x) > 3.0:
@@ -263,14 +287,29 @@ def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midli
         toward = -float(sign)
     else:
         return {"available": False, "reason": "vertebral midline not found", "depth_mm": None, "sections": 0}
+    window = pol.pedicle_window_mm
+    wall_t = _body_wall_t(vol, p, axis, lc) if pol.pedicle_body_margin_mm is not None else None
+    if wall_t is not None and shaft0 < wall_t < tip_t + pol.pedicle_body_margin_mm:
+        # never beyond the fixed window's end, never shorter than `pedicle_min_window_to_mm` (the body's wall is
+        # found less well at S1 and in rotated patients)
+        end = max(wall_t - shaft0 + pol.pedicle_body_margin_mm, pol.pedicle_min_window_to_mm)
+        window = (window[0], min(window[1], end))
     try:
-        return pd.medial_depth(vol, p.centre, axis, shaft0, tip_t, p.diameter, np.array([0.0, 0.0, toward]),
+        out = pd.medial_depth(vol, p.centre, axis, shaft0, tip_t, p.diameter, np.array([0.0, 0.0, toward]),
                                p.threshold, cortex_hu=pol.pedicle_cortex_hu, bloom_mm=pol.blooming_margin_mm,
                                margin_mm=pol.pedicle_margin_mm, skip_entry_mm=pol.pedicle_skip_entry_mm,
-                               window_mm=pol.pedicle_window_mm, run=pol.pedicle_run_sections)
+                               window_mm=window, run=pol.pedicle_run_sections,
+                               strip_from_mm=pol.pedicle_strip_from_mm, soft_hu=pol.pedicle_soft_hu)
     except (MemoryError, ValueError) as exc:
         return {"available": False, "reason": f"sections failed ({type(exc).__name__})", "depth_mm": None,
                 "sections": 0}
+    out["body_wall_t_mm"] = None if wall_t is None else round(float(wall_t - shaft0), 1)
+    if out.get("available") and out.get("t_mm") is not None and midline_x is not None:
+        # the metal's medial surface at the deepest section against the vertebral midline: metal beyond the
+        # medial pedicle wall into the canal lies within the canal's half-width of the midline
+        q = p.centre + (shaft0 + out["t_mm"]) * np.asarray(axis, float)
+        out["medial_edge_offset_mm"] = round(abs(float(q[2]) - float(midline_x)) - 0.5 * p.diameter, 1)
+    return out
 
 
 def _incomplete(res: AnalysisResult) -> None:
@@ -405,7 +444,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                 "part_centre_lps_mm": _lps(vol, p.centre)}
 
     midline = midline or {}
-    ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol)
+    ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol, lc)
 
     def unassessed(short: str, long: str) -> None:
         res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
@@ -591,8 +630,10 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
 def _with_pedicle(ped: dict, na, depth: float, grade, measured_against, conf: float, canal_ok: bool, pol):
     """Combine the canal read (graded or `na`) with the canal-independent pedicle-wall depth (pedicle.py).
 
-    - pedicle depth >= `pedicle_grade_mm` (D): graded from it when the canal read is lower or not assessed
-      (a breach the canal outline missed; never A/B), with both depths in the evidence;
+    - pedicle depth >= `pedicle_grade_mm` (D) with the metal's medial surface at that section within
+      `pedicle_max_offset_mm` of the vertebral midline (metal in the canal is within its half-width; unknown
+      midline: allowed): graded from it when the canal read is lower or not assessed (a breach the canal
+      outline missed; never A/B), with both depths in the evidence;
     - canal read A/B while the pedicle depth is >= `pedicle_never_ab_mm`: not assessed, never A/B;
     - "low grade not confirmed" (canal A/B, midline check unavailable) and a pedicle depth under
       `pedicle_never_ab_mm`: graded A/B only when `pedicle_confirms_low_grade` (off by default).
@@ -601,7 +642,9 @@ def _with_pedicle(ped: dict, na, depth: float, grade, measured_against, conf: fl
     pdepth = ped.get("depth_mm") if ped.get("available") else None
     if not canal_ok or pdepth is None:
         return na, depth, grade, measured_against, conf
-    if pdepth >= pol.pedicle_grade_mm and (na is not None or pdepth > depth):
+    off = ped.get("medial_edge_offset_mm")
+    near_midline = off is None or off <= pol.pedicle_max_offset_mm
+    if pdepth >= pol.pedicle_grade_mm and near_midline and (na is not None or pdepth > depth):
         before = (f"canal read not assessed: {na[0]}" if na is not None
                   else f"canal read {depth:.1f} mm, measured against {measured_against}")
         return (None, float(pdepth), pol.grade(pdepth),

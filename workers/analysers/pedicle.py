@@ -52,7 +52,8 @@ def medial_depth(vol, centre, axis, t_entry: float, t_tip: float, diameter: floa
                  metal_hu: float, cortex_hu: float = 350.0, bloom_mm: float = 1.0, margin_mm: float = 6.0,
                  skip_entry_mm: float = 5.0, skip_tip_mm: float = 3.0, step_mm: float = 0.4, band_mm: float = 2.5,
                  strip_mm: float = 2.0, soft_hu: float = 60.0,
-                 min_sections: int = 4, window_mm: tuple[float, float] | None = None, run: int = 3) -> dict:
+                 min_sections: int = 4, window_mm: tuple[float, float] | None = None, run: int = 3,
+                 strip_from_mm: float | None = None) -> dict:
     """Breach depth (mm) beyond the pedicle's medial cortex from sections across the screw axis.
 
     `window_mm` (from, to), mm from the entry: only sections in this stretch (the pedicle, between the posterior
@@ -92,7 +93,8 @@ def medial_depth(vol, centre, axis, t_entry: float, t_tip: float, diameter: floa
         if not (bone & (uu < u_lat - bloom_mm) & (np.abs(vv) <= r + 2.0)).any():
             continue
         # medial of the metal: bone (the screw is enclosed there) or the canal's soft tissue (fat, dura)
-        strip = core & (uu > u_edge + bloom_mm) & (uu <= u_edge + bloom_mm + strip_mm) & disk
+        s0 = bloom_mm if strip_from_mm is None else strip_from_mm
+        strip = core & (uu > u_edge + s0) & (uu <= u_edge + s0 + strip_mm) & disk
         if not strip.any():
             continue
         if (bone & strip).any() or float(np.median(s[strip])) >= soft_hu:
