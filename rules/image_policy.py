@@ -72,6 +72,7 @@ class CTPolicy:
     pedicle_max_offset_mm: float = 12.0  # graded from the pedicle only with the metal this near the midline
     pedicle_run_sections: int = 4  # pedicle depth: the deepest run of this many consecutive sections (minimum)
     pedicle_strip_from_mm: float = 1.0  # pedicle sections: the medial strip tested for bone/soft tissue starts here
+    pedicle_rel_soft_hu: float | None = None  # far medial strip this much below the lateral one: soft tissue
     pedicle_soft_hu: float = 60.0  # ... and is the canal's soft tissue when its median is below this
     pedicle_grade_mm: float = 4.0  # pedicle depth at least this: graded from it (D/E), whatever the canal says
     pedicle_never_ab_mm: float = 2.0  # pedicle depth at least this: never A/B (not assessed instead)
@@ -203,6 +204,8 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         pedicle_max_offset_mm=_opt(doc, "pedicle_sections.max_offset_mm", file, 12.0),
         pedicle_run_sections=int(_opt(doc, "pedicle_sections.run_sections", file, 4)),
         pedicle_strip_from_mm=_opt(doc, "pedicle_sections.strip_from_mm", file, 1.0),
+        pedicle_rel_soft_hu=(_opt(doc, "pedicle_sections.relative_soft_hu", file, 0.0)
+                             if "relative_soft_hu" in (doc.get("pedicle_sections") or {}) else None),
         pedicle_soft_hu=_num_or(doc, "pedicle_sections.soft_hu", file, 60.0),
         pedicle_grade_mm=_opt(doc, "pedicle_sections.grade_from_mm", file, 4.0),
         pedicle_never_ab_mm=_opt(doc, "pedicle_sections.never_ab_mm", file, 2.0),

@@ -160,7 +160,7 @@ def test_the_pedicle_wall_depth_raises_a_grade_and_blocks_a_b_but_never_clears_a
 
     pol = ct_policy()
     assert pol.pedicle_enabled and pol.pedicle_window_mm == (10.0, 28.0) and pol.pedicle_run_sections == 4
-    assert pol.pedicle_body_margin_mm == 3.0 and pol.pedicle_max_offset_mm == 12.0
+    assert pol.pedicle_body_margin_mm == 3.0 and pol.pedicle_max_offset_mm == 12.0 and pol.pedicle_rel_soft_hu == 120
     assert not pol.pedicle_confirms_low_grade
     ped = lambda d: {"available": True, "depth_mm": d}  # noqa: E731
     na = ("canal implausible next to the screw", "...")

@@ -299,7 +299,8 @@ def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midli
                                p.threshold, cortex_hu=pol.pedicle_cortex_hu, bloom_mm=pol.blooming_margin_mm,
                                margin_mm=pol.pedicle_margin_mm, skip_entry_mm=pol.pedicle_skip_entry_mm,
                                window_mm=window, run=pol.pedicle_run_sections,
-                               strip_from_mm=pol.pedicle_strip_from_mm, soft_hu=pol.pedicle_soft_hu)
+                               strip_from_mm=pol.pedicle_strip_from_mm, soft_hu=pol.pedicle_soft_hu,
+                               rel_soft_hu=pol.pedicle_rel_soft_hu)
     except (MemoryError, ValueError) as exc:
         return {"available": False, "reason": f"sections failed ({type(exc).__name__})", "depth_mm": None,
                 "sections": 0}

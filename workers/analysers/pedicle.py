@@ -53,7 +53,8 @@ def medial_depth(vol, centre, axis, t_entry: float, t_tip: float, diameter: floa
                  skip_entry_mm: float = 5.0, skip_tip_mm: float = 3.0, step_mm: float = 0.4, band_mm: float = 2.5,
                  strip_mm: float = 2.0, soft_hu: float = 60.0,
                  min_sections: int = 4, window_mm: tuple[float, float] | None = None, run: int = 3,
-                 strip_from_mm: float | None = None) -> dict:
+                 strip_from_mm: float | None = None, rel_soft_hu: float | None = None, rel_from_mm: float = 3.0,
+                 rel_max_hu: float = 150.0) -> dict:
     """Breach depth (mm) beyond the pedicle's medial cortex from sections across the screw axis.
 
     `window_mm` (from, to), mm from the entry: only sections in this stretch (the pedicle, between the posterior
@@ -101,8 +102,19 @@ def medial_depth(vol, centre, axis, t_entry: float, t_tip: float, diameter: floa
         if not strip.any():
             continue
         if (bone & strip).any() or float(np.median(s[strip])) >= soft_hu:
-            depths[k] = 0.0
-            continue
+            # wide blooming (extended HU scales) lifts the strip next to the metal over soft_hu: then soft tissue is
+            # a far strip (rel_from_mm beyond the metal) at most rel_max_hu and rel_soft_hu below the same strip
+            # lateral of the metal (the pedicle's bone, blooming alike on both sides)
+            soft = False
+            if rel_soft_hu is not None:
+                far = core & (uu > u_edge + rel_from_mm) & (uu <= u_edge + rel_from_mm + strip_mm) & disk
+                lat = core & (uu < u_lat - rel_from_mm) & (uu >= u_lat - rel_from_mm - strip_mm) & disk
+                if far.any() and lat.any():
+                    mf, ml = float(np.median(s[far])), float(np.median(s[lat]))
+                    soft = mf <= rel_max_hu and ml - mf >= rel_soft_hu
+            if not soft:
+                depths[k] = 0.0
+                continue
         # the medial cortex above and below the screw, on the near side of the canal (not across it)
         walls = []
         for sgn in (1, -1):
