@@ -66,6 +66,17 @@ class CTPolicy:
     pedicle_cortex_hu: float = 350.0  # pedicle sections: bone at least this dense outlines the pedicle
     pedicle_margin_mm: float = 6.0  # pedicle sections: radius searched around the screw beyond its own
     pedicle_skip_entry_mm: float = 5.0  # pedicle sections: first mm of the shaft (posterior elements) left out
+    pedicle_window_mm: tuple[float, float] = (10.0, 28.0)  # pedicle sections giving the depth (mm from the entry)
+    pedicle_body_margin_mm: float | None = None  # depth window ends this far in front of the body's posterior wall
+    pedicle_min_window_to_mm: float = 18.0  # ... but the window reaches at least this far from the entry
+    pedicle_max_offset_mm: float = 12.0  # graded from the pedicle only with the metal this near the midline
+    pedicle_run_sections: int = 4  # pedicle depth: the deepest run of this many consecutive sections (minimum)
+    pedicle_strip_from_mm: float = 1.0  # pedicle sections: the medial strip tested for bone/soft tissue starts here
+    pedicle_rel_soft_hu: float | None = None  # far medial strip this much below the lateral one: soft tissue
+    pedicle_soft_hu: float = 60.0  # ... and is the canal's soft tissue when its median is below this
+    pedicle_grade_mm: float = 4.0  # pedicle depth at least this: graded from it (D/E), whatever the canal says
+    pedicle_never_ab_mm: float = 2.0  # pedicle depth at least this: never A/B (not assessed instead)
+    pedicle_confirms_low_grade: bool = False  # a pedicle depth under never_ab_mm confirms a canal A/B read
 
     def grade(self, depth_mm: float) -> str:
         return gertzbein_robbins(depth_mm, self.grade_bounds)
@@ -108,6 +119,18 @@ def _opt(doc: dict, path: str, file: Path, default: float) -> float:
             return default
         cur = cur[k]
     return _num({"v": cur}, "v", file) if cur is not None else default
+
+
+def _num_or(doc: dict, path: str, file: Path, default: float) -> float:
+    """An optional number that may be negative (HU)."""
+    cur = doc
+    for k in path.split("."):
+        if not isinstance(cur, dict) or k not in cur:
+            return default
+        cur = cur[k]
+    if isinstance(cur, bool) or not isinstance(cur, (int, float)):
+        raise PolicyError(f"{file}: {path} must be a number")
+    return float(cur)
 
 
 def _prio(value, path: str, file: Path) -> Priority:
@@ -173,6 +196,20 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         pedicle_cortex_hu=_opt(doc, "pedicle_sections.cortex_hu", file, 350.0),
         pedicle_margin_mm=_opt(doc, "pedicle_sections.margin_mm", file, 6.0),
         pedicle_skip_entry_mm=_opt(doc, "pedicle_sections.skip_entry_mm", file, 5.0),
+        pedicle_window_mm=(_opt(doc, "pedicle_sections.window_from_mm", file, 10.0),
+                           _opt(doc, "pedicle_sections.window_to_mm", file, 28.0)),
+        pedicle_body_margin_mm=(_opt(doc, "pedicle_sections.body_wall_margin_mm", file, 0.0)
+                                if "body_wall_margin_mm" in (doc.get("pedicle_sections") or {}) else None),
+        pedicle_min_window_to_mm=_opt(doc, "pedicle_sections.min_window_to_mm", file, 18.0),
+        pedicle_max_offset_mm=_opt(doc, "pedicle_sections.max_offset_mm", file, 12.0),
+        pedicle_run_sections=int(_opt(doc, "pedicle_sections.run_sections", file, 4)),
+        pedicle_strip_from_mm=_opt(doc, "pedicle_sections.strip_from_mm", file, 1.0),
+        pedicle_rel_soft_hu=(_opt(doc, "pedicle_sections.relative_soft_hu", file, 0.0)
+                             if "relative_soft_hu" in (doc.get("pedicle_sections") or {}) else None),
+        pedicle_soft_hu=_num_or(doc, "pedicle_sections.soft_hu", file, 60.0),
+        pedicle_grade_mm=_opt(doc, "pedicle_sections.grade_from_mm", file, 4.0),
+        pedicle_never_ab_mm=_opt(doc, "pedicle_sections.never_ab_mm", file, 2.0),
+        pedicle_confirms_low_grade=bool((doc.get("pedicle_sections") or {}).get("confirms_low_grade", False)),
     )
 
 

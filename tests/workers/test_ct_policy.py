@@ -150,3 +150,36 @@ def test_a_low_grade_always_needs_the_midline_check_by_default(tmp_path):
     # Session 5: 3 of 13 A/B reads without the midline check were truth D/E on family 4 tuning seeds.
     pol = ct_policy()
     assert pol.low_grade_needs_midline is True
+
+
+def test_the_pedicle_wall_depth_raises_a_grade_and_blocks_a_b_but_never_clears_a_screw():
+    # Session 6 (family 4 tuning seeds 20261210-11, family 5 seed 20261206): the canal-independent pedicle
+    # measure over sections 10-28 mm from the entry raises missed D/E breaches; it misses about a third of
+    # D/E screws, so it never turns "not assessed" into A/B.
+    from workers.analysers.ct_hardware import _with_pedicle
+
+    pol = ct_policy()
+    assert pol.pedicle_enabled and pol.pedicle_window_mm == (10.0, 28.0) and pol.pedicle_run_sections == 4
+    assert pol.pedicle_body_margin_mm == 3.0 and pol.pedicle_max_offset_mm == 12.0 and pol.pedicle_rel_soft_hu == 120
+    assert not pol.pedicle_confirms_low_grade
+    ped = lambda d: {"available": True, "depth_mm": d}  # noqa: E731
+    na = ("canal implausible next to the screw", "...")
+    # not assessed by the canal, pedicle 6.4 mm: graded E from the pedicle wall
+    got = _with_pedicle(ped(6.4), na, 1.0, "B", "this level", 1.0, True, pol)
+    assert got[0] is None and got[1] == 6.4 and got[2] == "E" and "pedicle wall" in got[3]
+    # canal C 3.0 mm, pedicle 4.6: graded D; canal E 7 mm, pedicle 4.6: canal grade kept
+    assert _with_pedicle(ped(4.6), None, 3.0, "C", "this level", 1.0, True, pol)[2] == "D"
+    assert _with_pedicle(ped(4.6), None, 7.0, "E", "this level", 1.0, True, pol)[1:3] == (7.0, "E")
+    # canal A, pedicle 2.5: not assessed, never A/B
+    got = _with_pedicle(ped(2.5), None, 0.0, "A", "this level", 1.0, True, pol)
+    assert got[0] is not None and got[0][0] == "pedicle sections suggest a medial breach"
+    # low grade not confirmed and a clear pedicle: stays not assessed (unknown is never negative)
+    low = ("low grade not confirmed", "...")
+    assert _with_pedicle(ped(0.0), low, 0.0, "A", "this level", 1.0, True, pol)[0] == low
+    # metal far from the midline at its deepest section (a dark band in the body, not the canal): not graded from it
+    far = dict(ped(7.0), medial_edge_offset_mm=16.0)
+    assert _with_pedicle(far, na, 0.0, "A", "x", 1.0, True, pol)[0] == na
+    assert _with_pedicle(dict(ped(7.0), medial_edge_offset_mm=6.0), na, 0.0, "A", "x", 1.0, True, pol)[2] == "E"
+    # measure unavailable or contrast in the canal: unchanged
+    assert _with_pedicle({"available": False}, na, 0.0, "A", "x", 1.0, True, pol)[0] == na
+    assert _with_pedicle(ped(8.0), na, 0.0, "A", "x", 1.0, False, pol)[0] == na

@@ -253,8 +253,32 @@ def _midlines(vol: Volume, screws, levels, canals) -> dict:
     return out
 
 
-def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midline_x, pol) -> dict:
-    """The canal-independent pedicle-section measure (workers/analysers/pedicle.py) of one screw."""
+def _body_wall_t(vol: Volume, p, axis, lc) -> float | None:
+    """Where the screw axis crosses the vertebral body's posterior wall (mm along `axis` from the part's centre),
+    from the level's vertebral body (canal.py, as midline.py uses it); None without a body or a crossing."""
+    if lc is None or getattr(lc, "body", None) is None:
+        return None
+    dz, dy, dx = vol.spacing
+    pix = 0.5 * (dy + dx)
+    post = 1.0 if vol.col_dir[1] > 0 else -1.0
+    (cy, cx), u, (tmin, tmax), _ = lc.body
+    u = np.asarray(u, float) * post  # towards posterior
+    t_wall = (tmax if post > 0 else -tmin) * pix
+    c = np.array([p.centre[1] - (lc.roi[0] + cy) * dy, p.centre[2] - (lc.roi[2] + cx) * dx])
+    a = np.array([axis[1], axis[2]], float)
+    ct, at = float(c @ u), float(a @ u)
+    if abs(at) < 0.3:
+        return None
+    return (t_wall - ct) / at
+
+
+def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midline_x, pol, lc=None) -> dict:
+    """The canal-independent pedicle-section measure (workers/analysers/pedicle.py) of one screw.
+
+    The depth comes from the sections between `pedicle_window_mm[0]` from the entry and the vertebral body's
+    posterior wall (+ `pedicle_body_margin_mm`; within `pedicle_min_window_to_mm` .. `pedicle_window_mm[1]`):
+    the canal lies behind the body, and in the body dark beam-hardening bands between converging screws read
+    as canal. Without a body: the fixed window."""
     if not pol.pedicle_enabled:
         return {"available": False, "reason": "pedicle sections off (image policy)", "depth_mm": None, "sections": 0}
     if midline_x is not None and abs(p.centre[2] - midline_x) > 3.0:
@@ -263,13 +287,30 @@ def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midli
         toward = -float(sign)
     else:
         return {"available": False, "reason": "vertebral midline not found", "depth_mm": None, "sections": 0}
+    window = pol.pedicle_window_mm
+    wall_t = _body_wall_t(vol, p, axis, lc) if pol.pedicle_body_margin_mm is not None else None
+    if wall_t is not None and shaft0 < wall_t < tip_t + pol.pedicle_body_margin_mm:
+        # never beyond the fixed window's end, never shorter than `pedicle_min_window_to_mm` (the body's wall is
+        # found less well at S1 and in rotated patients)
+        end = max(wall_t - shaft0 + pol.pedicle_body_margin_mm, pol.pedicle_min_window_to_mm)
+        window = (window[0], min(window[1], end))
     try:
-        return pd.medial_depth(vol, p.centre, axis, shaft0, tip_t, p.diameter, np.array([0.0, 0.0, toward]),
+        out = pd.medial_depth(vol, p.centre, axis, shaft0, tip_t, p.diameter, np.array([0.0, 0.0, toward]),
                                p.threshold, cortex_hu=pol.pedicle_cortex_hu, bloom_mm=pol.blooming_margin_mm,
-                               margin_mm=pol.pedicle_margin_mm, skip_entry_mm=pol.pedicle_skip_entry_mm)
+                               margin_mm=pol.pedicle_margin_mm, skip_entry_mm=pol.pedicle_skip_entry_mm,
+                               window_mm=window, run=pol.pedicle_run_sections,
+                               strip_from_mm=pol.pedicle_strip_from_mm, soft_hu=pol.pedicle_soft_hu,
+                               rel_soft_hu=pol.pedicle_rel_soft_hu)
     except (MemoryError, ValueError) as exc:
         return {"available": False, "reason": f"sections failed ({type(exc).__name__})", "depth_mm": None,
                 "sections": 0}
+    out["body_wall_t_mm"] = None if wall_t is None else round(float(wall_t - shaft0), 1)
+    if out.get("available") and out.get("t_mm") is not None and midline_x is not None:
+        # the metal's medial surface at the deepest section against the vertebral midline: metal beyond the
+        # medial pedicle wall into the canal lies within the canal's half-width of the midline
+        q = p.centre + (shaft0 + out["t_mm"]) * np.asarray(axis, float)
+        out["medial_edge_offset_mm"] = round(abs(float(q[2]) - float(midline_x)) - 0.5 * p.diameter, 1)
+    return out
 
 
 def _incomplete(res: AnalysisResult) -> None:
@@ -404,7 +445,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                 "part_centre_lps_mm": _lps(vol, p.centre)}
 
     midline = midline or {}
-    ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol)
+    ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol, lc)
 
     def unassessed(short: str, long: str) -> None:
         res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
@@ -413,11 +454,15 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
             midline_check=midline, pedicle_check=ped, **position))
         res.not_assessed.append(f"{where}: medial breach not assessed: {long}")
 
+    na = None  # (short, long reason) when the medial breach is not assessed
+    canal_found = canal_ok and lc is not None and lc.reference is not None
+    depth, wall, canal_d, conf, grade, alts, implausible = 0.0, None, None, 0.0, None, {}, []
+    measured_against = None
     if not canal_ok:
-        unassessed("intrathecal contrast", f"contrast agent recorded ({contrast}) fills the canal")
-    elif lc is None or lc.reference is None:
-        unassessed("canal not found", "canal not found at this level or a neighbouring one (no pedicle walls "
-                   "seen; fused, osteoporotic or destroyed bone, artefact)")
+        na = ("intrathecal contrast", f"contrast agent recorded ({contrast}) fills the canal")
+    elif not canal_found:
+        na = ("canal not found", "canal not found at this level or a neighbouring one (no pedicle walls "
+              "seen; fused, osteoporotic or destroyed bone, artefact)")
     else:
         ks = zi - lc.k0
         ry, rx = yi - lc.roi[0], xi - lc.roi[2]
@@ -488,7 +533,9 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
             mid_block = ("screw converges beyond a pedicle's medial angle",
                          f"the screw runs {conv:.0f} deg from the vertebra's antero-posterior axis (more than any "
                          f"pedicle's medial angle, {pol.convergence_never_ab_deg:.0f} deg allowed with patient rotation)")
-    if (canal_ok and lc is not None and lc.reference is not None and implausible
+    if na is not None:
+        pass
+    elif (canal_ok and lc is not None and lc.reference is not None and implausible
             and depth < pol.expected_wall_flag_mm
             and (sym is None or alt_depth > pol.clear_mm or depth > pol.clear_mm)
             and not _midline_clear(midline, depth, alt_depth, pol)):
@@ -496,32 +543,43 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
         # measured against it is not a negative; only a gross breach against the expected canal is graded.
         why = "; ".join(implausible)
         cross = ", ".join(f"{k} {v:.1f} mm" for k, v in alts.items()) or "none available"
-        unassessed("canal implausible next to the screw",
-                   f"canal reference implausible next to the screw ({why}); depth {depth:.1f} mm, cross-checks: "
-                   f"{cross}; a breach cannot be excluded")
+        na = ("canal implausible next to the screw",
+              f"canal reference implausible next to the screw ({why}); depth {depth:.1f} mm, cross-checks: "
+              f"{cross}; a breach cannot be excluded")
     elif canal_ok and lc is not None and lc.reference is not None and mid_block is not None:
-        unassessed(mid_block[0], f"{mid_block[1]}; depth against the canal {depth:.1f} mm (grade {grade}, "
-                   f"canal from {lc.source}); a breach cannot be excluded")
+        na = (mid_block[0], f"{mid_block[1]}; depth against the canal {depth:.1f} mm (grade {grade}, "
+              f"canal from {lc.source}); a breach cannot be excluded")
     elif (canal_ok and lc is not None and lc.reference is not None and grade in ("A", "B")
           and midline.get("offset_mm") is None
           and (pol.low_grade_needs_midline or conf < pol.low_grade_min_confidence)):
         # A low grade must not come from missing evidence: a canal borrowed, mirrored or disagreeing with its
         # own wall, with no canal-independent check to confirm it, does not make a screw A/B.
-        unassessed("low grade not confirmed",
-                   f"depth against the canal {depth:.1f} mm (grade {grade}) with confidence {conf:.2f} (canal from "
-                   f"{lc.source}; measured against {measured_against}) and the canal-independent midline check "
-                   "unavailable at this level; a breach cannot be excluded")
-    elif canal_ok and lc is not None and lc.reference is not None:
-        lateral = _lateral(vol, lc, ks, ry, rx)
+        na = ("low grade not confirmed",
+              f"depth against the canal {depth:.1f} mm (grade {grade}) with confidence {conf:.2f} (canal from "
+              f"{lc.source}; measured against {measured_against}) and the canal-independent midline check "
+              "unavailable at this level; a breach cannot be excluded")
+    na, depth, grade, measured_against, conf = _with_pedicle(ped, na, depth, grade, measured_against, conf,
+                                                             canal_ok, pol)
+    if na is not None:
+        unassessed(*na)
+    else:
+        lateral = _lateral(vol, lc, ks, ry, rx) if canal_found else None
+        src = lc.source if canal_found else "not found"
+        wall_txt = f"{wall:.1f} mm" if wall is not None else "n/a"
+        canal_txt = f"{canal_d:.1f} mm" if canal_d is not None else "n/a"
+        rnd = lambda v: None if v is None else round(v, 1)  # noqa: E731
         out.append(dict(base, name="medial_breach_depth", value=round(depth, 1), unit="mm",
-                        grade=grade, medial_wall_depth_mm=round(wall, 1), canal_depth_mm=round(canal_d, 1),
-                        confidence=round(conf, 2), canal_source=lc.source, canal_reference_slices=lc.well_defined,
+                        grade=grade, medial_wall_depth_mm=rnd(wall), canal_depth_mm=rnd(canal_d),
+                        pedicle_depth_mm=ped.get("depth_mm") if ped.get("available") else None,
+                        confidence=round(conf, 2), canal_source=src,
+                        canal_reference_slices=lc.well_defined if canal_found else 0,
                         measured_against=measured_against, canal_plausibility=implausible or "plausible",
                         cross_check_depths_mm={k: round(v, 1) for k, v in alts.items()},
                         midline_check=midline, pedicle_check=ped,
                         threshold="Gertzbein-Robbins: B <2, C 2-<4, D 4-<6, E >=6 mm", **position))
-        out.append(dict(base, name="lateral_breach_depth", value=round(lateral, 1), unit="mm",
-                        note="lateral breach: outside the vertebra, not canal intrusion"))
+        if lateral is not None:
+            out.append(dict(base, name="lateral_breach_depth", value=round(lateral, 1), unit="mm",
+                            note="lateral breach: outside the vertebra, not canal intrusion"))
         prio = pol.grade_priority.get(grade)
         if prio is not None:
             read = prio.name
@@ -530,14 +588,16 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                 measurement={"name": "medial_breach_depth", "value": round(depth, 1), "unit": "mm",
                              "threshold": "C >=2 mm (URGENT), D >=4 mm and E >=6 mm (STAT)",
                              "grade": grade, "screw": n, "z_mm": z_span,
-                             "medial_wall_depth_mm": round(wall, 1), "canal_depth_mm": round(canal_d, 1),
-                             "confidence": round(conf, 2), "canal_source": lc.source,
+                             "medial_wall_depth_mm": rnd(wall), "canal_depth_mm": rnd(canal_d),
+                             "pedicle_depth_mm": ped.get("depth_mm") if ped.get("available") else None,
+                             "confidence": round(conf, 2), "canal_source": src,
                              "measured_against": measured_against},
                 note=(f"Suspected misplaced_screw: {where} reaches {depth:.1f} mm beyond the medial pedicle wall "
-                      f"into the spinal canal (canal depth {canal_d:.1f} mm; confidence {conf:.2f}; canal from "
-                      f"{lc.source}; measured against {measured_against}; medial breach, Gertzbein-Robbins {grade}); {read} read suggested. "
+                      f"into the spinal canal (canal depth {canal_txt}; pedicle-wall depth "
+                      f"{ped.get('depth_mm') if ped.get('available') else 'n/a'} mm; confidence {conf:.2f}; canal from "
+                      f"{src}; measured against {measured_against}; medial breach, Gertzbein-Robbins {grade}); {read} read suggested. "
                       f"Metal threshold {round(float(thr))} HU, bone {round(pol.bone_hu)} HU. {DECISION}."))]))
-        if lateral >= 2.0:
+        if lateral is not None and lateral >= 2.0:
             res.notes.append(f"{where}: lateral breach {lateral:.1f} mm (outside the vertebra; no canal intrusion)")
 
     h = lo.halo(vol, p.centre, axis, tip_t, p.length, p.threshold)
@@ -566,6 +626,40 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                       f"ill-defined ({desc}). Compare with the prior CT; imaging cannot tell sterile from "
                       f"infected. {DECISION}."))]))
     return out
+
+
+def _with_pedicle(ped: dict, na, depth: float, grade, measured_against, conf: float, canal_ok: bool, pol):
+    """Combine the canal read (graded or `na`) with the canal-independent pedicle-wall depth (pedicle.py).
+
+    - pedicle depth >= `pedicle_grade_mm` (D) with the metal's medial surface at that section within
+      `pedicle_max_offset_mm` of the vertebral midline (metal in the canal is within its half-width; unknown
+      midline: allowed): graded from it when the canal read is lower or not assessed (a breach the canal
+      outline missed; never A/B), with both depths in the evidence;
+    - canal read A/B while the pedicle depth is >= `pedicle_never_ab_mm`: not assessed, never A/B;
+    - "low grade not confirmed" (canal A/B, midline check unavailable) and a pedicle depth under
+      `pedicle_never_ab_mm`: graded A/B only when `pedicle_confirms_low_grade` (off by default).
+    Returns (na, depth, grade, measured_against, conf).
+    """
+    pdepth = ped.get("depth_mm") if ped.get("available") else None
+    if not canal_ok or pdepth is None:
+        return na, depth, grade, measured_against, conf
+    off = ped.get("medial_edge_offset_mm")
+    near_midline = off is None or off <= pol.pedicle_max_offset_mm
+    if pdepth >= pol.pedicle_grade_mm and near_midline and (na is not None or pdepth > depth):
+        before = (f"canal read not assessed: {na[0]}" if na is not None
+                  else f"canal read {depth:.1f} mm, measured against {measured_against}")
+        return (None, float(pdepth), pol.grade(pdepth),
+                f"the medial pedicle wall in sections across the screw ({before})", 0.6)
+    if na is None and grade in ("A", "B") and pdepth >= pol.pedicle_never_ab_mm:
+        return (("pedicle sections suggest a medial breach",
+                 f"depth against the canal {depth:.1f} mm (grade {grade}, measured against {measured_against}) but "
+                 f"{pdepth:.1f} mm of metal beyond the medial pedicle wall in sections across the screw; a breach "
+                 "cannot be excluded"), depth, grade, measured_against, conf)
+    if (na is not None and na[0] == "low grade not confirmed" and pol.pedicle_confirms_low_grade
+            and pdepth < pol.pedicle_never_ab_mm):
+        return (None, depth, grade, f"{measured_against} and the medial pedicle wall ({pdepth:.1f} mm)",
+                min(conf, 0.7))
+    return na, depth, grade, measured_against, conf
 
 
 def _convergence(p: mt.Part, lc, midline_x, vol: Volume) -> float | None:
