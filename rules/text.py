@@ -871,6 +871,8 @@ class Matcher:
         if (k < len(words) and words[k] in _TEMPLATE_NO
                 and (k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in ("/", ",", ")"))):
             return True  # session 5 (round 20): a screening template's item answered in place ("saddle anaesthesia N / sphincter N")
+        while k < len(words) and k - b < 2 and words[k] in _FORM_HEADS and k + 1 < len(words) and words[k + 1] in (",", *_FORM_HEADS):
+            k += 1  # "CES red flags, none present"
         if k + 1 < len(words) and words[k] == ",":
             # "Retention, resolved." / "Foot drop, now fully resolved": a resolved word that ends the sentence answers it
             j = k + 1
@@ -878,6 +880,15 @@ class Matcher:
                 j += 1
             if j < len(words) and words[j] in self.resolved_answer and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
                 return True
+            # session 6 (round 29): "CES red flags, none present." / "saddle numbness, nil." - a list answered no at its end
+            for cue in self.cue_index.get("negation_answer", {}).get(words[k + 1], ()):
+                n = len(cue)
+                e = k + 1 + n
+                while e < len(words) and words[e] in ("present", "currently", "today", "now", "noted", "found", "reported"):
+                    e += 1
+                if tuple(words[k + 1 : k + 1 + n]) == cue and (e >= len(words) or words[e] in _SENTENCE_END):
+                    return True
+        k = b
         function = False
         while k < len(words) and k - b < 2 and words[k] in _FORM_HEADS:
             function = function or words[k] in _FUNCTION_HEADS
