@@ -871,7 +871,8 @@ class Matcher:
         if (k < len(words) and words[k] in _TEMPLATE_NO
                 and (k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in ("/", ",", ")"))):
             return True  # session 5 (round 20): a screening template's item answered in place ("saddle anaesthesia N / sphincter N")
-        while k < len(words) and k - b < 2 and words[k] in _FORM_HEADS and k + 1 < len(words) and words[k + 1] in (",", *_FORM_HEADS):
+        while (k < len(words) and k - b < 2 and (words[k] in _FORM_HEADS or words[k] == "red") and k + 1 < len(words)
+               and words[k + 1] in (",", *_FORM_HEADS)):
             k += 1  # "CES red flags, none present"
         if k + 1 < len(words) and words[k] == ",":
             # "Retention, resolved." / "Foot drop, now fully resolved": a resolved word that ends the sentence answers it

@@ -95,6 +95,8 @@ _RELATIVE = [
     (re.compile(r"(?<![a-z0-9])j\s*\+\s*(\d{1,3})(?![0-9])|(?<![a-z0-9])j(\d{1,2})(?![a-z0-9])"), "d"),
     (re.compile(r"(?<![a-z0-9])pod\s*[#:=]?\s*(\d{1,3})(?![0-9])"), "d"),  # "POD 3", "POD#3", "POD: 3" (a form field)
     (re.compile(r"post[\s-]?op(?:erative)?\s+day\s*(\d{1,3})(?![0-9])"), "d"),
+    # round 28: speech recognition of "post op day two" ("post op day to", "day too")
+    (re.compile(r"post[\s-]?op(?:erative)?\s+day\s+(?:to|too)(?![a-z])"), "day2"),
     (re.compile(r"(?<![a-z0-9])(?:day|jour)\s*(\d{1,3})\s+(?:post|after|apres)"), "d"),
     (re.compile(r"(?<![a-z0-9])h\s*\+\s*(\d{1,3})(?![0-9])"), "h"),
     # French follow-up notation: S+2 (weeks), M+3 / "à M3" (months); "D3 post-op" (day, never "D3" alone: a vertebra)
@@ -400,7 +402,10 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
 
         for pattern, unit in _RELATIVE:
             for m in pattern.finditer(norm):
-                n = next(g for g in m.groups() if g is not None)
+                n = next((g for g in m.groups() if g is not None), None)
+                if unit == "day2":
+                    add(48, m.start(), m.end())
+                    continue
                 if unit == "W":  # "post-op week 2": the second week, from its first day (the least time, the safer)
                     add(max(int(n) - 1, 0) * 24 * 7 + 24, m.start(), m.end())
                     continue
@@ -585,7 +590,7 @@ _FILLER = re.compile(r"^[\s(]*(?:in|en|on|le|the|of|de|du|d|since|depuis|at|a|le
 #: yesterday", "ALIF L4-5 and L5-S1 done 2 days ago"): the time right after such a tail is the operation's.
 _PROCEDURE_DETAIL_TAIL = re.compile(
     r"(?:" + _SURGERY.pattern + r")[a-z]*(?:[\s,()/-]+(?:with|and|avec|et|an?|the|une?|des|de|d|double|single|two|2|bilateral|"
-    r"stand[\s-]?alone|peek|titanium|ti|anterior|posterior|cages?|plates?|screws?|rods?|vis|plaques?|tiges?|grafts?|greffe|"
+    r"stand[\s-]?alone|peek|titanium|ti|anterior|posterior|percutaneous|percutanees?|cages?|plates?|screws?|rods?|vis|plaques?|tiges?|grafts?|greffe|"
     r"allograft|autograft|bone|instrumentation|fixation|[cdtls]\d{1,2}(?:\s*[-/]\s*[cdtls]?\d{1,2})?|levels?|niveaux?|done|"
     r"performed|fait|faite|realisee?))*[\s,()/-]*$"
 )
