@@ -112,22 +112,29 @@ def _num(doc: dict, path: str, file: Path) -> float:
     return float(cur)
 
 
-def _opt(doc: dict, path: str, file: Path, default: float) -> float:
+_ABSENT = object()
+
+
+def _lookup(doc: dict, path: str):
+    """The value at a dotted path, or _ABSENT."""
     cur = doc
     for k in path.split("."):
         if not isinstance(cur, dict) or k not in cur:
-            return default
+            return _ABSENT
         cur = cur[k]
-    return _num({"v": cur}, "v", file) if cur is not None else default
+    return cur
+
+
+def _opt(doc: dict, path: str, file: Path, default: float) -> float:
+    cur = _lookup(doc, path)
+    return _num({"v": cur}, "v", file) if cur is not _ABSENT and cur is not None else default
 
 
 def _num_or(doc: dict, path: str, file: Path, default: float) -> float:
     """An optional number that may be negative (HU)."""
-    cur = doc
-    for k in path.split("."):
-        if not isinstance(cur, dict) or k not in cur:
-            return default
-        cur = cur[k]
+    cur = _lookup(doc, path)
+    if cur is _ABSENT:
+        return default
     if isinstance(cur, bool) or not isinstance(cur, (int, float)):
         raise PolicyError(f"{file}: {path} must be a number")
     return float(cur)
