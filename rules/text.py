@@ -107,6 +107,11 @@ def fold(text: str | None) -> str:
     return folded if folded.isascii() else folded.encode("ascii", "ignore").decode()
 
 
+#: The concepts of rules/safety.yaml's emergency entries (concept keys, not words): their patterns' words are typo targets.
+_EMERGENCY_CONCEPTS = frozenset({"cauda_equina", "saddle_anaesthesia", "sphincter", "paraplegia", "medullary", "conus_infarct",
+                                 "haematoma", "motor_deficit", "shock", "airway", "stridor", "neck_swelling"})
+
+
 def _skeleton(word: str) -> str:
     """The consonants of a word, doubled letters once: "bladder" -> "bldr", "retention" -> "rtntn"."""
     out = []
@@ -452,6 +457,14 @@ class Matcher:
             for t in e.tokens:
                 if len(t) >= _FUZZY_MIN and t.isalpha():
                     self.word_concepts.setdefault(t, set()).update(e.concepts)
+        # session 6 (noise test): the literal words of the concepts' patterns are typo targets too ("prvate parts",
+        # "nippples", "resiidual" were read only by patterns, which a one-letter typo defeated)
+        # (only the emergency concepts the safety net reads: elsewhere a French word "corrected" to an English pattern word
+        # loses the French pattern, "dysesthésies" -> "dysesthesias")
+        pattern_words = {(w, name) for name, p in self.patterns if name in _EMERGENCY_CONCEPTS
+                         for w in re.findall(r"(?<![\\?])\b[a-z]{6,}\b", p.pattern)}
+        for w, name in sorted(pattern_words):
+            self.word_concepts.setdefault(w, set()).add(name)
         self.vocab = set(self.word_concepts)
         self.by_initial: dict[str, list[str]] = {}
         for word in sorted(self.vocab):
@@ -761,11 +774,12 @@ class Matcher:
                         break
                 hi = k + 1
             span = range(pos, hi)
-        # a cue after the mention needs only to start within the scope ("DVT L leg after knee replacement"; session 6, round 23)
-        limit = span.stop if before else len(words)
         for k in span:
             if k in covered:
                 continue
+            # a cause after the mention needs only to start within the scope ("DVT L leg after knee replacement"; session 6,
+            # round 23); other cues must fit in it ("foot drop - wasn't there before surgery" is no history)
+            limit = len(words) if not before and words[k] in ("after", "apres", "following") else span.stop
             for cue in index.get(words[k], ()):
                 n = len(cue)
                 if k + n <= limit and tuple(words[k : k + n]) == cue:

@@ -421,6 +421,9 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 if not _FUTURE.search(norm[max(0, m.start() - 40) : m.end()]):
                     add(int(m.group("n")) * _UNIT_HOURS[_unit(m)], m.start("n"), m.end())
         for m in _DAY_AFTER_PROCEDURE.finditer(norm):
+            if re.search(r"(?:post[\s-]?op(?:erative)?|postop|first|second|third|fourth|fifth|sixth|\d(?:st|nd|rd|th)?|the next|next)\s*$",
+                         norm[max(0, m.start() - 20) : m.start()]):
+                continue  # "second post-op day after decompression", "3rd day after": read by the ordinal patterns
             if not _FUTURE.search(norm[max(0, m.start() - 40) : m.start()]):
                 add(24, m.start(), m.end())
         for m in _ORDINAL_DAY.finditer(norm):
