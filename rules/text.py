@@ -492,7 +492,7 @@ class Matcher:
             return _SHORT_ABBREVIATIONS[word]
         if word in self.words or word in self.known or not word.isalpha() or len(word) > WORD_CAP:
             return None
-        if sum(c in "aeiou" for c in word) <= 1 and len(_skeleton(word)) >= 3:
+        if not any(c in "aeiou" for c in word) and len(_skeleton(word)) >= 3:  # no vowel at all ("parts" is a word)
             fix = self._unvowelled(word)
             if fix is not None or len(word) < _FUZZY_MIN - 1:
                 if len(self._fixes) < 50_000:
