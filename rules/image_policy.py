@@ -80,6 +80,7 @@ class CTPolicy:
     pedicle_intact_max_mm: float | None = None  # every pedicle section under this: medial cortex intact (None: off)
     pedicle_intact_min_sections: int = 8  # ... over at least this many sections
     pedicle_intact_min_offset_mm: float = 6.0  # ... with the metal's medial surface this far from the midline on each
+    pedicle_intact_max_offset_mm: float = 30.0  # ... and no further than this (beyond: the midline is wrong)
     pedicle_intact_borrowed_run: int = 1  # against a borrowed canal's C+ read: this many consecutive sections must reach
 
     def grade(self, depth_mm: float) -> str:
@@ -218,6 +219,7 @@ def parse(doc: dict, file: Path) -> CTPolicy:
                                if "intact" in (doc.get("pedicle_sections") or {}) else None),
         pedicle_intact_min_sections=int(_opt(doc, "pedicle_sections.intact.min_sections", file, 8)),
         pedicle_intact_min_offset_mm=_opt(doc, "pedicle_sections.intact.min_midline_offset_mm", file, 6.0),
+        pedicle_intact_max_offset_mm=_opt(doc, "pedicle_sections.intact.max_midline_offset_mm", file, 30.0),
         pedicle_intact_borrowed_run=int(_opt(doc, "pedicle_sections.intact.borrowed_run_sections", file, 1)),
     )
 

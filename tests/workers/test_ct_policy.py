@@ -202,6 +202,7 @@ def test_an_intact_pedicle_with_the_midline_check_clears_an_implausible_canal_an
     assert not _pedicle_intact(ped([0.0] * 7), pol)  # too few sections
     assert not _pedicle_intact(ped([0.0] * 12, off=2.5), pol)  # metal next to the midline: wholly in the canal
     assert not _pedicle_intact(ped([0.0] * 12, off=None), pol)  # midline unknown
+    assert not _pedicle_intact(ped([0.0] * 12, off=90.9), pol)  # midline wrong (a truth-D screw, family 5)
     mid = {"offset_mm": 12.0, "pair_excess_mm": -1.0, "level_excess_mm": 0.5, "axis_depth_mm": -3.0,
            "body_depth_mm": -1.0}
     assert _midline_agrees(mid, pol) and _midline_agrees(dict(mid, pair_excess_mm=None), pol)

@@ -683,8 +683,9 @@ def _pedicle_intact(ped: dict, pol, run: int = 1) -> bool:
     valid sections, every one under `pedicle_intact_max_mm`, and the metal's medial surface at least
     `pedicle_intact_min_offset_mm` from the vertebral midline on every one of them (known midline). A screw
     lying wholly in the canal (medial surface within a few mm of the midline) has no medial cortex to cross
-    and reads 0 in these sections (session 6, second pass: the truth D/E screws read < 2 mm on every section all
-    had their medial surface within 3 mm of the midline)."""
+    and reads 0 in these sections; a medial surface over `pedicle_intact_max_offset_mm` from the midline means the
+    midline is wrong (session 6, second pass, tuning seeds: of the 4 truth D/E screws reading < 2 mm on every one of >= 8
+    sections, 3 had their medial surface within 2 mm of the midline, the fourth 91 mm "from the midline")."""
     if pol.pedicle_intact_max_mm is None or not ped.get("available"):
         return False
     profile = ped.get("profile_mm") or []
@@ -692,7 +693,7 @@ def _pedicle_intact(ped: dict, pol, run: int = 1) -> bool:
     top = max(prof, default=None) if run <= 1 else _run_max(profile, run)
     off = ped.get("min_medial_edge_offset_mm")
     return (len(prof) >= pol.pedicle_intact_min_sections and top is not None and top < pol.pedicle_intact_max_mm
-            and off is not None and off >= pol.pedicle_intact_min_offset_mm)
+            and off is not None and pol.pedicle_intact_min_offset_mm <= off <= pol.pedicle_intact_max_offset_mm)
 
 
 def _midline_agrees(m: dict, pol) -> bool:
