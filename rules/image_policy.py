@@ -77,6 +77,11 @@ class CTPolicy:
     pedicle_grade_mm: float = 4.0  # pedicle depth at least this: graded from it (D/E), whatever the canal says
     pedicle_never_ab_mm: float = 2.0  # pedicle depth at least this: never A/B (not assessed instead)
     pedicle_confirms_low_grade: bool = False  # a pedicle depth under never_ab_mm confirms a canal A/B read
+    pedicle_intact_max_mm: float | None = None  # every pedicle section under this: medial cortex intact (None: off)
+    pedicle_intact_min_sections: int = 8  # ... over at least this many sections
+    pedicle_intact_min_offset_mm: float = 6.0  # ... with the metal's medial surface this far from the midline on each
+    pedicle_intact_max_offset_mm: float = 30.0  # ... and no further than this (beyond: the midline is wrong)
+    pedicle_intact_borrowed_run: int = 1  # against a borrowed canal's C+ read: this many consecutive sections must reach
 
     def grade(self, depth_mm: float) -> str:
         return gertzbein_robbins(depth_mm, self.grade_bounds)
@@ -217,6 +222,12 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         pedicle_grade_mm=_opt(doc, "pedicle_sections.grade_from_mm", file, 4.0),
         pedicle_never_ab_mm=_opt(doc, "pedicle_sections.never_ab_mm", file, 2.0),
         pedicle_confirms_low_grade=bool((doc.get("pedicle_sections") or {}).get("confirms_low_grade", False)),
+        pedicle_intact_max_mm=(_opt(doc, "pedicle_sections.intact.max_section_mm", file, 2.0)
+                               if "intact" in (doc.get("pedicle_sections") or {}) else None),
+        pedicle_intact_min_sections=int(_opt(doc, "pedicle_sections.intact.min_sections", file, 8)),
+        pedicle_intact_min_offset_mm=_opt(doc, "pedicle_sections.intact.min_midline_offset_mm", file, 6.0),
+        pedicle_intact_max_offset_mm=_opt(doc, "pedicle_sections.intact.max_midline_offset_mm", file, 30.0),
+        pedicle_intact_borrowed_run=int(_opt(doc, "pedicle_sections.intact.borrowed_run_sections", file, 1)),
     )
 
 

@@ -69,7 +69,6 @@ def test_unassessed_screws_have_a_reason(family):
 #: Known gaps on these subsets (docs/ct-validation.md, session 4); strict: a gap closed must be un-marked.
 KNOWN_GAPS = {
     ("family2", "false_c"): "grade-A screws read D/E by a wrong canal outline (seed 11, small 0-3)",
-    ("family3", "false_c"): "a grade-A screw read D by a wrong canal outline (seed 1, small 0-3)",
     ("family4", "d_e_as_a_b"): "a grade-D medial screw (5.1 mm) read A (seed 5, small 3, L4 left)",
     ("family5", "false_c"): "a grade-A screw read C or worse (seed 3, small 1, T10 left)",
 }

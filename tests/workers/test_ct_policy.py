@@ -183,3 +183,48 @@ def test_the_pedicle_wall_depth_raises_a_grade_and_blocks_a_b_but_never_clears_a
     # measure unavailable or contrast in the canal: unchanged
     assert _with_pedicle({"available": False}, na, 0.0, "A", "x", 1.0, True, pol)[0] == na
     assert _with_pedicle(ped(8.0), na, 0.0, "A", "x", 1.0, False, pol)[0] == na
+
+
+def test_an_intact_pedicle_with_the_midline_check_clears_an_implausible_canal_and_blocks_borrowed_c_plus():
+    # Session 6, second pass (tuning seeds of families 2-5): every pedicle section < 2 mm over >= 8 sections with
+    # the metal >= 6 mm from the midline, AND the canal-independent midline check agreeing, reads an implausible
+    # canal's low depth A/B; the pedicle alone never clears (a truth-D screw had no midline check and clean
+    # sections). A C+ read from a borrowed canal (mirrored, another level) with an intact pedicle: not assessed.
+    from workers.analysers.ct_hardware import _midline_agrees, _pedicle_intact, _with_intact_pedicle
+
+    pol = ct_policy()
+    assert pol.pedicle_intact_max_mm == 2.0 and pol.pedicle_intact_min_sections == 8
+    assert pol.pedicle_intact_min_offset_mm == 6.0 and pol.pedicle_intact_borrowed_run == 2
+    ped = lambda prof, off=9.0: {"available": True, "depth_mm": 0.0, "sections": sum(v is not None for v in prof),  # noqa: E731
+                                 "profile_mm": prof, "min_medial_edge_offset_mm": off}
+    clean, spike = ped([0.0] * 12), ped([0.0, 3.6] + [0.0] * 10)
+    assert _pedicle_intact(clean, pol) and not _pedicle_intact(spike, pol) and _pedicle_intact(spike, pol, 2)
+    assert not _pedicle_intact(ped([0.0] * 7), pol)  # too few sections
+    assert not _pedicle_intact(ped([0.0] * 12, off=2.5), pol)  # metal next to the midline: wholly in the canal
+    assert not _pedicle_intact(ped([0.0] * 12, off=None), pol)  # midline unknown
+    assert not _pedicle_intact(ped([0.0] * 12, off=90.9), pol)  # midline wrong (a truth-D screw, family 5)
+    mid = {"offset_mm": 12.0, "pair_excess_mm": -1.0, "level_excess_mm": 0.5, "axis_depth_mm": -3.0,
+           "body_depth_mm": -1.0}
+    assert _midline_agrees(mid, pol) and _midline_agrees(dict(mid, pair_excess_mm=None), pol)
+    assert not _midline_agrees({}, pol) and not _midline_agrees(dict(mid, offset_mm=5.5), pol)
+    assert not _midline_agrees(dict(mid, pair_excess_mm=3.0), pol)
+    assert not _midline_agrees(dict(mid, body_depth_mm=2.2), pol)
+    impl = ("canal implausible next to the screw", "...")
+    got = _with_intact_pedicle(clean, impl, 0.4, 1.2, None, "this level", 1.0, mid, True, pol)
+    assert got[0] is None and got[2] == "B" and got[4] <= 0.6 and "midline" in got[3]
+    # a canal reference at C depth, no midline check, a spiky pedicle, or another reason: unchanged
+    assert _with_intact_pedicle(clean, impl, 0.4, 2.5, None, "x", 1.0, mid, True, pol)[0] == impl
+    assert _with_intact_pedicle(clean, impl, 0.4, 1.2, None, "x", 1.0, {}, True, pol)[0] == impl
+    assert _with_intact_pedicle(spike, impl, 0.4, 1.2, None, "x", 1.0, mid, True, pol)[0] == impl
+    low = ("low grade not confirmed", "...")
+    assert _with_intact_pedicle(clean, low, 0.0, 0.0, "A", "x", 1.0, {}, True, pol)[0] == low
+    # C+ from a borrowed canal with an intact pedicle (one isolated section allowed): not assessed, never A/B
+    for against in ("mirrored contralateral canal", "canal of construct level 2", "neighbouring level"):
+        got = _with_intact_pedicle(spike, None, 8.6, 8.6, "E", against, 0.6, mid, True, pol)
+        assert got[0] is not None and got[0][0] == "canal references disagree with the pedicle wall"
+    # ... but this level's own canal, metal near the midline, or contrast: the grade stands
+    assert _with_intact_pedicle(clean, None, 5.0, 5.0, "D", "this level", 1.0, mid, True, pol)[0] is None
+    assert _with_intact_pedicle(clean, None, 5.0, 5.0, "D", "mirrored contralateral canal", 1.0,
+                                dict(mid, offset_mm=4.0), True, pol)[0] is None
+    assert _with_intact_pedicle(clean, None, 5.0, 5.0, "D", "mirrored contralateral canal", 1.0, mid, False,
+                                pol)[0] is None

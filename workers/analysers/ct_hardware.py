@@ -310,6 +310,13 @@ def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midli
         # medial pedicle wall into the canal lies within the canal's half-width of the midline
         q = p.centre + (shaft0 + out["t_mm"]) * np.asarray(axis, float)
         out["medial_edge_offset_mm"] = round(abs(float(q[2]) - float(midline_x)) - 0.5 * p.diameter, 1)
+    if out.get("available") and midline_x is not None and out.get("profile_mm"):
+        # the nearest approach of the metal's medial surface to the midline over the valid sections
+        a = np.asarray(axis, float)
+        offs = [abs(float((p.centre + (shaft0 + out["profile_from_mm"] + k) * a)[2]) - float(midline_x))
+                - 0.5 * p.diameter for k, v in enumerate(out["profile_mm"]) if v is not None]
+        if offs:
+            out["min_medial_edge_offset_mm"] = round(min(offs), 1)
     return out
 
 
@@ -560,6 +567,8 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
               "unavailable at this level; a breach cannot be excluded")
     na, depth, grade, measured_against, conf = _with_pedicle(ped, na, depth, grade, measured_against, conf,
                                                              canal_ok, pol)
+    na, depth, grade, measured_against, conf = _with_intact_pedicle(
+        ped, na, depth, max([depth] + list(alts.values())), grade, measured_against, conf, midline, canal_ok, pol)
     if na is not None:
         unassessed(*na)
     else:
@@ -659,6 +668,85 @@ def _with_pedicle(ped: dict, na, depth: float, grade, measured_against, conf: fl
             and pdepth < pol.pedicle_never_ab_mm):
         return (None, depth, grade, f"{measured_against} and the medial pedicle wall ({pdepth:.1f} mm)",
                 min(conf, 0.7))
+    return na, depth, grade, measured_against, conf
+
+
+def _run_max(profile: list, run: int) -> float | None:
+    """The largest minimum of `run` consecutive valid sections (None: no such run)."""
+    vals = [min(profile[k:k + run]) for k in range(len(profile) - run + 1)
+            if all(v is not None for v in profile[k:k + run])]
+    return max(vals) if vals else None
+
+
+def _pedicle_intact(ped: dict, pol, run: int = 1) -> bool:
+    """The pedicle sections see the medial cortex intact along the pedicle: at least `pedicle_intact_min_sections`
+    valid sections, every one under `pedicle_intact_max_mm`, and the metal's medial surface at least
+    `pedicle_intact_min_offset_mm` from the vertebral midline on every one of them (known midline). A screw
+    lying wholly in the canal (medial surface within a few mm of the midline) has no medial cortex to cross
+    and reads 0 in these sections; a medial surface over `pedicle_intact_max_offset_mm` from the midline means the
+    midline is wrong (session 6, second pass, tuning seeds: of the 4 truth D/E screws reading < 2 mm on every one of >= 8
+    sections, 3 had their medial surface within 2 mm of the midline, the fourth 91 mm "from the midline")."""
+    if pol.pedicle_intact_max_mm is None or not ped.get("available"):
+        return False
+    profile = ped.get("profile_mm") or []
+    prof = [v for v in profile if v is not None]
+    top = max(prof, default=None) if run <= 1 else _run_max(profile, run)
+    off = ped.get("min_medial_edge_offset_mm")
+    return (len(prof) >= pol.pedicle_intact_min_sections and top is not None and top < pol.pedicle_intact_max_mm
+            and off is not None and pol.pedicle_intact_min_offset_mm <= off <= pol.pedicle_intact_max_offset_mm)
+
+
+def _midline_agrees(m: dict, pol) -> bool:
+    """The canal-independent midline check is available (vertebral body found) and every reference it has puts
+    the screw clear: medial surface at least `midline_min_offset_mm` + 1 from the midline, not nearer it than
+    its pair (2 mm) or the other levels' screws (3 mm), and less than the C threshold inside the medial wall
+    expected from the body's width or the mirrored canal half-width. Unlike `_midline_clear`, a missing pair
+    or missing other levels is allowed (the pedicle sections are the second, independent measure)."""
+    off = m.get("offset_mm")
+    if off is None or off < pol.midline_min_offset_mm + 1.0:
+        return False
+    pe, le, ax, bd = (m.get(k) for k in ("pair_excess_mm", "level_excess_mm", "axis_depth_mm", "body_depth_mm"))
+    c = pol.grade_bounds[1]
+    return ((pe is None or pe <= 2.0) and (le is None or le <= 3.0) and (ax is None or ax < c)
+            and (bd is None or bd < c))
+
+
+def _with_intact_pedicle(ped: dict, na, depth: float, max_canal_depth: float, grade, measured_against,
+                         conf: float, midline: dict, canal_ok: bool, pol):
+    """Two uses of an intact medial cortex in the pedicle sections (`_pedicle_intact`; off without
+    `pedicle_sections.intact` in the policy):
+
+    - "canal implausible next to the screw" with every canal reference (own, mirrored, neighbouring) under the
+      C threshold and the canal-independent midline check agreeing (`_midline_agrees`): graded A/B from the
+      canal depth, measured against the canal, the pedicle wall and the midline check (two independent
+      measures agree; neither alone clears a screw);
+    - a C+ read that only a borrowed canal gives (mirrored contralateral half or another level's canal shifted
+      here) while the pedicle's own medial cortex is intact (here a single deviating section is allowed:
+      `pedicle_intact_borrowed_run` consecutive sections must reach the limit) and the metal stays away
+      from the midline: the
+      borrowed outline is misaligned; "not assessed (canal references disagree with the pedicle wall)" rather
+      than a false C+ (never A/B).
+    Returns (na, depth, grade, measured_against, conf)."""
+    if not canal_ok or not _pedicle_intact(ped, pol, pol.pedicle_intact_borrowed_run):
+        return na, depth, grade, measured_against, conf
+    c = pol.grade_bounds[1]
+    mid_off = (midline or {}).get("offset_mm")
+    if (na is not None and na[0] == "canal implausible next to the screw" and max_canal_depth < c
+            and _pedicle_intact(ped, pol) and _midline_agrees(midline or {}, pol)):
+        return (None, depth, pol.grade(depth),
+                f"{measured_against}, the medial pedicle wall (intact on {ped.get('sections')} sections, at most "
+                f"{max(v for v in ped['profile_mm'] if v is not None):.1f} mm) and the canal-independent midline check",
+                min(conf, 0.6))
+    borrowed = isinstance(measured_against, str) and (
+        measured_against.startswith("mirrored contralateral canal")
+        or measured_against.startswith("canal of construct level") or measured_against == "neighbouring level")
+    if (na is None and grade not in ("A", "B") and borrowed
+            and (mid_off is None or mid_off >= pol.midline_min_offset_mm + 1.0)):
+        return (("canal references disagree with the pedicle wall",
+                 f"depth {depth:.1f} mm against the {measured_against} (grade {grade}) but the medial pedicle cortex is "
+                 f"seen intact on {ped.get('sections')} sections across the screw, the metal at least "
+                 f"{ped.get('min_medial_edge_offset_mm')} mm from the vertebral midline; a breach cannot be excluded"),
+                depth, grade, measured_against, conf)
     return na, depth, grade, measured_against, conf
 
 
