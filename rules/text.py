@@ -604,7 +604,15 @@ class Matcher:
             elif not e.concepts & self.pseudo:
                 m.assertion = self._assertion(words, a, b, covered, finding_spans)
             lesion = bool(e.concepts) and e.concepts <= self.persistent  # "known recurrent L4/5 disc": there now
-            m.history = (self._cue(words, a, "history_before_lesion" if lesion else "history_before", covered, True) or self._cue(words, b, "history_after", covered, False)
+            kind = "history_before_lesion" if lesion else "history_before"
+            hist_before = self._cue(words, a, kind, covered, True)
+            if hist_before:
+                # session 6 (noise sweep): a "new/acute/sudden" between the history cue and the finding ends the history
+                # ("previous spinal surgery date unknown acute paraplegia since this afternoon", no punctuation)
+                near = self._nearest_cue(words, a, kind, covered)
+                if near and any(words[j] in _NEW_WORDS for j in range(near[1] + 1, a)):  # ("h/o acute retention": its own word)
+                    hist_before = False
+            m.history = (hist_before or self._cue(words, b, "history_after", covered, False)
                          or self._cue(words, b, "treated_after", covered, False, sentence=True,
                                       stop={a2 for a2, _, e2 in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]
                                             if e2.concepts & e.concepts})
