@@ -59,6 +59,10 @@ _ANGLE_BEFORE = re.compile(r"(?:lasegue|laseque|slr|straight leg raise|straight 
                            r"inclinaison|convergence|angulation)\s*(?:test\s*)?(?:a|at|of|de|:|=|to|positive at|positif a|\+|pos)?\s*$")
 
 
+#: Round 22: a grade over 5 after a pressure's name is a muscle's ("TA 3/5" is tibialis anterior, not a tension artérielle).
+_MRC_GRADE = re.compile(r"[0-5][+-]?\s*/\s*5(?![0-9])")
+
+
 def _word_values(norm: str) -> str:
     if not any(w in norm for w in ("hundred", "cent", "ty", "nte", "ngt", "teen", "ze", "dix", "ten", "eleven", "twelve")):
         return norm
@@ -194,8 +198,8 @@ class Reader:
                 for m in self._temp.finditer(norm):
                     value = _f(m.group(1))
                     lo, hi = spec.get("plausible", [34, 43])
-                    if (lo <= value <= hi and not _CONDITION.search(norm[max(0, m.start() - 30) : m.start()])
-                            and not _ANGLE_BEFORE.search(norm[max(0, m.start() - 30) : m.start()])):
+                    before = norm[max(0, m.start() - 30) : m.start()]
+                    if lo <= value <= hi and not _CONDITION.search(before) and not _ANGLE_BEFORE.search(before):
                         for t in spec.get("thresholds") or []:
                             if _crosses(t, value, None, None):
                                 emit(spec, t["concept"], m.start(), m.end(), {"value": value, "threshold": _describe(t)})
@@ -224,7 +228,7 @@ class Reader:
             return None
         if spec.get("systolic"):
             # round 22: "TA 3/5" is tibialis anterior at MRC grade 3, not a French tension artérielle of 3 cmHg
-            if re.match(r"[0-5][+-]?\s*/\s*5(?![0-9])", tail[pos:]):
+            if _MRC_GRADE.match(tail, pos):
                 return None
             bp = re.match(r"(\d{2,3})\s*/\s*(\d{2,3})", tail[pos:])
             if bp:

@@ -107,7 +107,8 @@ def fold(text: str | None) -> str:
     return folded if folded.isascii() else folded.encode("ascii", "ignore").decode()
 
 
-#: The concepts of rules/safety.yaml's emergency entries (concept keys, not words): their patterns' words are typo targets.
+#: The emergency concepts among rules/safety.yaml's (concept keys, not words; a chosen subset: not bleeding, sepsis or
+#: vasopressors): their patterns' words are typo targets.
 _EMERGENCY_CONCEPTS = frozenset({"cauda_equina", "saddle_anaesthesia", "sphincter", "paraplegia", "medullary", "conus_infarct",
                                  "haematoma", "motor_deficit", "shock", "airway", "stridor", "neck_swelling"})
 
@@ -492,14 +493,17 @@ class Matcher:
             return _SHORT_ABBREVIATIONS[word]
         if word in self.words or word in self.known or not word.isalpha() or len(word) > WORD_CAP:
             return None
+        fix = None
         if not any(c in "aeiou" for c in word) and len(_skeleton(word)) >= 3:  # no vowel at all ("parts" is a word)
             fix = self._unvowelled(word)
-            if fix is not None or len(word) < _FUZZY_MIN - 1:
-                if len(self._fixes) < 50_000:
-                    self._fixes[word] = fix
-                return fix
-        if len(word) < _FUZZY_MIN - 1:
-            return None
+        if fix is None and len(word) >= _FUZZY_MIN - 1:
+            fix = self._closest(word)
+        if len(self._fixes) < 50_000:
+            self._fixes[word] = fix
+        return fix
+
+    def _closest(self, word: str) -> str | None:
+        """The lexicon word at the smallest typo distance, if every such candidate means the same thing."""
         k = 2 if len(word) >= 9 else 1
         scored = [
             (OSA.distance(word, v, score_cutoff=k), v) for v in self.by_initial.get(word[0], ()) if abs(len(v) - len(word)) <= k
@@ -512,8 +516,6 @@ class Matcher:
             shared = set.intersection(*(self.word_concepts[w] for w in found))
             if shared:  # every closest candidate means (at least) the same thing
                 fix = found[0]
-        if len(self._fixes) < 50_000:
-            self._fixes[word] = fix
         return fix
 
     def _unvowelled(self, word: str) -> str | None:
@@ -605,13 +607,11 @@ class Matcher:
                 m.assertion = self._assertion(words, a, b, covered, finding_spans)
             lesion = bool(e.concepts) and e.concepts <= self.persistent  # "known recurrent L4/5 disc": there now
             kind = "history_before_lesion" if lesion else "history_before"
-            hist_before = self._cue(words, a, kind, covered, True)
-            if hist_before:
-                # session 6 (noise sweep): a "new/acute/sudden" between the history cue and the finding ends the history
-                # ("previous spinal surgery date unknown acute paraplegia since this afternoon", no punctuation)
-                near = self._nearest_cue(words, a, kind, covered)
-                if near and any(words[j] in _NEW_WORDS for j in range(near[1] + 1, a)):  # ("h/o acute retention": its own word)
-                    hist_before = False
+            # session 6 (noise sweep): a "new/acute/sudden" between the history cue and the finding ends the history
+            # ("previous spinal surgery date unknown acute paraplegia since this afternoon", no punctuation; but
+            # "h/o acute retention": the word right after the cue is the finding's own)
+            near = self._nearest_cue(words, a, kind, covered)
+            hist_before = near is not None and not any(words[j] in _NEW_WORDS for j in range(near[1] + 1, a))
             m.history = (hist_before or self._cue(words, b, "history_after", covered, False)
                          or self._cue(words, b, "treated_after", covered, False, sentence=True,
                                       stop={a2 for a2, _, e2 in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]
@@ -893,25 +893,25 @@ class Matcher:
         if (k < len(words) and words[k] in _TEMPLATE_NO
                 and (k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in ("/", ",", ")"))):
             return True  # session 5 (round 20): a screening template's item answered in place ("saddle anaesthesia N / sphincter N")
-        while (k < len(words) and k - b < 2 and (words[k] in _FORM_HEADS or words[k] == "red") and k + 1 < len(words)
-               and words[k + 1] in (",", *_FORM_HEADS)):
-            k += 1  # "CES red flags, none present"
-        if k + 1 < len(words) and words[k] == ",":
+        c = b  # the comma that an answer follows, after the item's heads ("CES red flags, none present")
+        while (c < len(words) and c - b < 2 and (words[c] in _FORM_HEADS or words[c] == "red") and c + 1 < len(words)
+               and words[c + 1] in (",", *_FORM_HEADS)):
+            c += 1
+        if c + 1 < len(words) and words[c] == ",":
             # "Retention, resolved." / "Foot drop, now fully resolved": a resolved word that ends the sentence answers it
-            j = k + 1
-            while j < len(words) and words[j] in self.resolved_adverbs and j - k <= 3:
+            j = c + 1
+            while j < len(words) and words[j] in self.resolved_adverbs and j - c <= 3:
                 j += 1
             if j < len(words) and words[j] in self.resolved_answer and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
                 return True
             # session 6 (round 29): "CES red flags, none present." / "saddle numbness, nil." - a list answered no at its end
-            for cue in self.cue_index.get("negation_answer", {}).get(words[k + 1], ()):
+            for cue in self.cue_index.get("negation_answer", {}).get(words[c + 1], ()):
                 n = len(cue)
-                e = k + 1 + n
+                e = c + 1 + n
                 while e < len(words) and words[e] in ("present", "currently", "today", "now", "noted", "found", "reported"):
                     e += 1
-                if tuple(words[k + 1 : k + 1 + n]) == cue and (e >= len(words) or words[e] in _SENTENCE_END):
+                if tuple(words[c + 1 : c + 1 + n]) == cue and (e >= len(words) or words[e] in _SENTENCE_END):
                     return True
-        k = b
         function = False
         while k < len(words) and k - b < 2 and words[k] in _FORM_HEADS:
             function = function or words[k] in _FUNCTION_HEADS

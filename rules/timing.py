@@ -152,6 +152,8 @@ _DAY_AFTER_PROCEDURE = re.compile(
     r"(?<![a-z])day\s+(?:after|following)\s+(?:(?:his|her|the|an?|my|their)\s+)?(?:(?:redo|revision|posterior|anterior|lateral|"
     r"open|instrumented|lumbar|cervical|thoracic|spinal|mis|minimally|invasive)\s+){0,2}" + _PROCEDURE_WORDS + r"(?![a-z])"
 )
+#: What makes "day after" part of an ordinal day ("second post-op day after decompression", "3rd day after").
+_ORDINAL_BEFORE = re.compile(r"(?:post[\s-]?op(?:erative)?|postop|first|second|third|fourth|fifth|sixth|\d(?:st|nd|rd|th)?|the next|next)\s*$")
 _PROCEDURE_THEN_TIME = re.compile(
     r"(?<![a-z])(?:s/p|s p|status post|post|after|apres|following)[\s-]+(?:(?:an?|the|his|her|l|la|le|une?|d|de|op|recent|redo|revision|"
     r"lumbar|cervical|lombaire|cervicale|posterior|anterior|open|mini|micro|minimally|invasive|instrumented|instrumentee)[\s-]+){0,3}"
@@ -421,8 +423,7 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 if not _FUTURE.search(norm[max(0, m.start() - 40) : m.end()]):
                     add(int(m.group("n")) * _UNIT_HOURS[_unit(m)], m.start("n"), m.end())
         for m in _DAY_AFTER_PROCEDURE.finditer(norm):
-            if re.search(r"(?:post[\s-]?op(?:erative)?|postop|first|second|third|fourth|fifth|sixth|\d(?:st|nd|rd|th)?|the next|next)\s*$",
-                         norm[max(0, m.start() - 20) : m.start()]):
+            if _ORDINAL_BEFORE.search(norm[max(0, m.start() - 20) : m.start()]):
                 continue  # "second post-op day after decompression", "3rd day after": read by the ordinal patterns
             if not _FUTURE.search(norm[max(0, m.start() - 40) : m.start()]):
                 add(24, m.start(), m.end())
@@ -597,6 +598,7 @@ _PROCEDURE_DETAIL_TAIL = re.compile(
     r"allograft|autograft|bone|instrumentation|fixation|[cdtls]\d{1,2}(?:\s*[-/]\s*[cdtls]?\d{1,2})?|levels?|niveaux?|done|"
     r"performed|fait|faite|realisee?))*[\s,()/-]*$"
 )
+_DETAIL_JOIN = re.compile(r"(?:with|avec|and|et)\s")
 
 
 def _clauses(norm: str, a: int, b: int) -> tuple[str, str, str]:
@@ -641,7 +643,7 @@ def _near_procedure(norm: str, a: int, b: int) -> bool:
         before = norm[max(0, a - 120) : a]
         before = before[max(before.rfind(". "), before.rfind(";")) + 1 :]
         tail = _PROCEDURE_DETAIL_TAIL.search(before)
-        if tail and re.search(r"(?:with|avec|and|et)\s", tail.group(0)) and not _FUTURE.search(before):
+        if tail and _DETAIL_JOIN.search(tail.group(0)) and not _FUTURE.search(before):
             return True
     for window in candidates:
         if _SURGERY.search(window):

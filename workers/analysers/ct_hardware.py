@@ -540,31 +540,28 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
             mid_block = ("screw converges beyond a pedicle's medial angle",
                          f"the screw runs {conv:.0f} deg from the vertebra's antero-posterior axis (more than any "
                          f"pedicle's medial angle, {pol.convergence_never_ab_deg:.0f} deg allowed with patient rotation)")
-    if na is not None:
-        pass
-    elif (canal_ok and lc is not None and lc.reference is not None and implausible
-            and depth < pol.expected_wall_flag_mm
-            and (sym is None or alt_depth > pol.clear_mm or depth > pol.clear_mm)
-            and not _midline_clear(midline, depth, alt_depth, pol)):
-        # The canal found next to the screw is implausible (split by the screw, too small): a low depth
-        # measured against it is not a negative; only a gross breach against the expected canal is graded.
-        why = "; ".join(implausible)
-        cross = ", ".join(f"{k} {v:.1f} mm" for k, v in alts.items()) or "none available"
-        na = ("canal implausible next to the screw",
-              f"canal reference implausible next to the screw ({why}); depth {depth:.1f} mm, cross-checks: "
-              f"{cross}; a breach cannot be excluded")
-    elif canal_ok and lc is not None and lc.reference is not None and mid_block is not None:
-        na = (mid_block[0], f"{mid_block[1]}; depth against the canal {depth:.1f} mm (grade {grade}, "
-              f"canal from {lc.source}); a breach cannot be excluded")
-    elif (canal_ok and lc is not None and lc.reference is not None and grade in ("A", "B")
-          and midline.get("offset_mm") is None
-          and (pol.low_grade_needs_midline or conf < pol.low_grade_min_confidence)):
-        # A low grade must not come from missing evidence: a canal borrowed, mirrored or disagreeing with its
-        # own wall, with no canal-independent check to confirm it, does not make a screw A/B.
-        na = ("low grade not confirmed",
-              f"depth against the canal {depth:.1f} mm (grade {grade}) with confidence {conf:.2f} (canal from "
-              f"{lc.source}; measured against {measured_against}) and the canal-independent midline check "
-              "unavailable at this level; a breach cannot be excluded")
+    if na is None:  # the canal was found and measured above (canal_ok, lc.reference)
+        if (implausible and depth < pol.expected_wall_flag_mm
+                and (sym is None or alt_depth > pol.clear_mm or depth > pol.clear_mm)
+                and not _midline_clear(midline, depth, alt_depth, pol)):
+            # The canal found next to the screw is implausible (split by the screw, too small): a low depth
+            # measured against it is not a negative; only a gross breach against the expected canal is graded.
+            why = "; ".join(implausible)
+            cross = ", ".join(f"{k} {v:.1f} mm" for k, v in alts.items()) or "none available"
+            na = ("canal implausible next to the screw",
+                  f"canal reference implausible next to the screw ({why}); depth {depth:.1f} mm, cross-checks: "
+                  f"{cross}; a breach cannot be excluded")
+        elif mid_block is not None:
+            na = (mid_block[0], f"{mid_block[1]}; depth against the canal {depth:.1f} mm (grade {grade}, "
+                  f"canal from {lc.source}); a breach cannot be excluded")
+        elif (grade in ("A", "B") and midline.get("offset_mm") is None
+              and (pol.low_grade_needs_midline or conf < pol.low_grade_min_confidence)):
+            # A low grade must not come from missing evidence: a canal borrowed, mirrored or disagreeing with its
+            # own wall, with no canal-independent check to confirm it, does not make a screw A/B.
+            na = ("low grade not confirmed",
+                  f"depth against the canal {depth:.1f} mm (grade {grade}) with confidence {conf:.2f} (canal from "
+                  f"{lc.source}; measured against {measured_against}) and the canal-independent midline check "
+                  "unavailable at this level; a breach cannot be excluded")
     na, depth, grade, measured_against, conf = _with_pedicle(ped, na, depth, grade, measured_against, conf,
                                                              canal_ok, pol)
     na, depth, grade, measured_against, conf = _with_intact_pedicle(
