@@ -44,7 +44,9 @@ _YEAR_AFTER = re.compile(
 _STATUS_POST = re.compile(r"(?<![a-z])(s/p|s p|status post|after|following|post|apres|depuis)(?![a-z])")
 #: "Complete T6 paraplegia since RTA 2011", "incontinence depuis 2015": a complaint there since an earlier year is pre-existing
 #: (round 14); not when a month stands before the year ("since Dec 2025" may be weeks) nor when it is said to be worse.
-_SINCE_YEAR = re.compile(r"^[\s,]*(?:(?:complete|incomplete|complet|complete|incomplet|[cdtls]\d{1,2})\s+){0,2}(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z]+\s+){0,2}\(?((?:19|20)\d\d)(?![0-9])")
+#: session 7: up to three other words may stand between ("paraplégie post-traumatique depuis 2009", "weakness 4/5 unchanged
+#: since 2024", "déficit L5 gauche séquellaire 4/5 depuis 2019"), never a word that makes it current.
+_SINCE_YEAR = re.compile(r"^[\s,]*(?:(?!(?:new|nouvelle?s?|nouveaux|now|maintenant|worse|worsening|aggrav\w*|progress\w*|increasing|acute|aigue?s?|sudden|brutal\w*|today|aujourd)\b)(?:[a-z]+(?:-[a-z]+)?|\d/\d|[cdtls]\d{1,2}|[(),])\s*){0,4}\s(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z]+\s+){0,2}\(?((?:19|20)\d\d)(?![0-9])")
 _PROGRESSION_AFTER = re.compile(r"(?<![a-z])(?:worse|worsening|deteriorat\w*|progress\w*|aggrav\w*|new|nouvelle?s?|nouveaux|now|maintenant|increasing)(?![a-z])")
 _YEARS_AGO = re.compile(r"^[^.;\n]{0,40}?(?:il y a\s+\d{1,2}\s*(?:ans|annees)|\d{1,2}\s*(?:years?|yrs?|ans)\s+(?:ago|auparavant|plus tot))")
 
@@ -98,6 +100,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         if measure is not None:
             measured = measure.find(text, f)
             graded = [mm for mm in measured if mm.concepts]  # "EHL 4/5, unchanged from pre-op": the pre-operative deficit
+            _year_history(graded, text, study_dt)  # session 7: "EHL weakness 4/5 unchanged since 2024" is history too
             for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
                 if same:
                     mm.history = True

@@ -38,7 +38,7 @@ _SURGERY = re.compile(
     r"kypho|cypho|vertebro|ciment|cement|stimulat|pump|pompe|redo|revision|reprise|fixation|foramino|"
     r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli|cure de|hernie|hernia|"
     r"(?<![a-z])op(?![a-z])|(?<![a-z])(?:psf|psif|plf|pslf|tdr|adr|scs|coflex|x[\s-]?stop|dynesys|metalwork|rods|screws|back done|neck done|microd|"
-    r"spine done)(?![a-z])|"
+    r"spine done|vis)(?![a-z])|"  # session 7: "vis L4-L5 posées avant-hier" (the French "screws", as "screws")
     # "DOS: 2026-11-19", "DOS 11/19/2026": date of surgery (never the French "dos", the back, which no colon or date follows)
     r"(?<![a-z])dos(?=\s*[:=]|\s+\d{1,4}[/.-]\d)"
 )
@@ -83,7 +83,7 @@ _DAY_RE = re.compile(
 #: "post microdiscectomy day 1", "jour 3 d'une arthrodèse": day N next to a procedure (never "D12").
 _DAY_N = re.compile(r"(?<![a-z])(?:day|jour)\s*#?\s*(\d{1,2})(?![0-9/])")
 #: UK notation: 2/7 = 2 days, 6/52 = 6 weeks, 3/12 = 3 months (never part of a level "L4/5" or a date).
-_UK = re.compile(r"(?<![a-z0-9/.])(\d{1,2}(?:\.\d)?)\s*/\s*(7|52|12)(?![0-9/])")
+_UK = re.compile(r"(?<![a-z0-9/.])([1-9]\d?(?:\.\d)?)\s*/\s*(7|52|12)(?![0-9/])")  # "01/12" (leading zero): a date
 _UK_HOURS = {"7": 24, "52": 24 * 7, "12": 24 * 30.44}
 #: A year alone ("fusion in 2019", "(2024)") or a month and year ("03/2024", "mars 2024").
 _MONTH_YEAR = re.compile(r"(?<![0-9/.])(\d{1,2})[/.-]((?:19|20)\d\d)(?![0-9])")
@@ -195,6 +195,11 @@ _COMPOUND = re.compile(
 )
 
 
+#: Session 7 (round 31): "day two", "jour trois", "POD four": a day numbered in words, rewritten as digits ("day 2   ")
+#: so that the day readers ("day 2" near a procedure) read it.
+_DAY_IN_WORDS = re.compile(r"(?<![a-z])(?P<day>day|jour|pod)\s+(?P<n>" + "|".join(sorted(ONES, key=len, reverse=True)) + r")(?![a-z'-])")
+
+
 def _numbers(norm: str) -> str:
     """norm with compound numbers in words as digits, at the same length (offsets hold)."""
     def digits(m: re.Match) -> str:
@@ -203,7 +208,10 @@ def _numbers(norm: str) -> str:
         else:
             value = _TENS[m.group("tens")] + (_UNITS_WORDS[m.group("unit")] if m.group("unit") else 0)
         return str(value).ljust(len(m.group(0)))
-    return _COMPOUND.sub(digits, norm)
+    norm = _COMPOUND.sub(digits, norm)
+    if "day" in norm or "jour" in norm or "pod" in norm:
+        norm = _DAY_IN_WORDS.sub(lambda m: f"{m.group('day')} {ONES[m.group('n')]}".ljust(len(m.group(0))), norm)
+    return norm
 
 
 #: "1 week 3 days ago", "2 weeks and 3 days", "1 mois et 2 semaines": a compound duration as whole days (same length).
@@ -656,7 +664,12 @@ def _unit(m: re.Match) -> str:
 
 
 _PROCEDURE_END = re.compile(r"(?:lif|acdf|fusion|discectomy|microdiscectomy|laminectomy|decompression|arthrodese|discectomie|"
-                            r"laminectomie|operated|operee?|surgery|chirurgie|intervention|op)\s*(?:\(|on|le|du|of|dated)?\s*$")
+                            r"laminectomie|operated|operee?|surgery|chirurgie|intervention|op|"
+                            # session 7 (round 30): "L5/S1 microdisc 28/11": short and other procedure names
+                            r"microdisc|microd|lami|decompr?n?|fixation|instrumentation|plasty|plastie|revision|reprise|"
+                            r"screws?|vis|ostheosynthese|osteosynthese|corpectomy|foraminotomy|stabilisation|stabilization)"
+                            r"(?:\s+[lcts]\d{1,2}(?:\s*[-/]\s*[lcts]?\d{1,2})*)?"  # "Lami L3-4 01/12": the level between
+                            r"\s*(?:\(|on|le|du|of|dated)?\s*$")
 _BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau|\(\s*op|(?:\bdate|\bdos|\bop|\bsurgery|\boperation|\bintervention|"
                               r"\bchirurgie)\s*[:=])\s*$")  # session 6 (round 24): "(op 12/05)"
 _NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?(?:\s+|\s*-\s*)(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
@@ -725,7 +738,8 @@ def _dates(norm: str, year_now: int | None = None, study_dt: datetime | None = N
             # "TLIF 11/11", "discectomy (15/11)": a day and month right after a procedure, but never a level (4/5),
             # a power grade (x/5) or a UK notation (x/7, x/12, x/52)
             right_after = (_PROCEDURE_END.search(norm[max(0, m.start() - 25) : m.start()])
-                           and b not in (5, 7, 12) and not (b == a + 1 and a <= 11))
+                           and (b not in (5, 7, 12) or (b == 12 and (m.group(1).startswith("0") or a > 12)))
+                           and not (b == a + 1 and a <= 11))
             if year_now is None or not (_BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]) or right_after):
                 continue
             if dayfirst or a > 12:
