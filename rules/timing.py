@@ -527,6 +527,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 continue
             if _ONSET_DATE.search(norm[max(0, a - 30) : a]):
                 continue  # "leg pain since 14/11", "douleur depuis le 14 novembre": the complaint's date, not the operation's
+            if _FUTURE.search(re.split(r"[.;]\s", norm[max(0, a - 40) : a])[-1]):
+                continue  # session 7 (round 34): "TLIF booked for 03/12/2026": a planned date, in either reading
             if isinstance(date, tuple):
                 # DD/MM or MM/DD, nothing in the text tells: a reading after the study is impossible; when both are
                 # possible, both are kept (the engine runs each and keeps the higher priority, and says so).
