@@ -149,18 +149,68 @@ _BOX_EMPTY = re.compile(r"\[\s?_?\s?\]|\(\s\)|[\u2610]")
 _BOX_TICKED = re.compile(r"\[\s?[x\u2713\u2714v*]\s?\]|\(\s?[x\u2713\u2714]\s?\)|[\u2611\u2612\u2713\u2714]")
 
 
+#: What ends a template's segment: its items are read within one segment ("Red flags: A [ ] B [ ] | Fever: N").
+_SEGMENT_END = re.compile(r"[|;\n]|\.(?:\s|$)")
+
+
+def _boxes_after_items(norm: str, found: list[tuple[int, int, str | None]]) -> dict[int, tuple[int, str | None]]:
+    """Session 7 (round 24): a template whose boxes FOLLOW their items ("Saddle anaesthesia [ ] Bladder dysfunction [ ]",
+    "Retention: [ ] Saddle: [x]"): an empty box then says its own item, the one before it, is absent. Read per segment:
+    the boxes follow their items when the segment's first box comes right after an item's word and its last box ends
+    the segment, or when every box (two or more) comes right after a colon. The "no" is put where the item begins (after
+    the previous box, or after the segment's heading colon); a ticked box is read as nothing. Other segments keep the
+    usual reading (a box before its item)."""
+    out: dict[int, tuple[int, str | None]] = {}
+    seg_start = 0
+    bounds = [m.end() for m in _SEGMENT_END.finditer(norm)] + [len(norm)]
+    for seg_end in bounds:
+        seg = [(b, e, w) for b, e, w in found if seg_start <= b < seg_end]
+        if seg:
+            before_first = norm[seg_start : seg[0][0]].rstrip()
+            after_last = norm[seg[-1][1] : seg_end].strip(" .|;\n")
+            all_after_colon = len(seg) >= 2 and all(norm[seg_start:b].rstrip().endswith(":") for b, _, _ in seg)
+            word_then_box = bool(before_first) and before_first[-1].isalnum()
+            if (word_then_box and not after_last) or all_after_colon:
+                item_start = seg_start
+                head = norm.rfind(":", seg_start, seg[0][0]) if word_then_box else -1
+                if head >= 0 and norm[head + 1 : seg[0][0]].strip():
+                    item_start = head + 1  # "Red flags: Saddle anaesthesia [ ]": the item begins after the heading's colon
+                for b, e, w in seg:
+                    if all_after_colon:
+                        item_start = max([e2 for _, e2, _ in seg if e2 <= b] + [seg_start])
+                    at = item_start
+                    while at < b and norm[at] == " ":
+                        at += 1
+                    out[b] = (e, None)
+                    if w:
+                        out[-1 - at] = (at, w)  # a "no" inserted before the item (negative key: an insertion)
+                    item_start = e
+            else:
+                out.update({b: (e, w) for b, e, w in seg})
+        seg_start = seg_end
+    return out
+
+
 def tokenize(text: str) -> list[Token]:
     norm, index = normalise(text)
     tokens = []
     dotted = {m.start() + i for m in _DOTTED.finditer(norm) for i, c in enumerate(m.group()) if c == "."} if "." in norm else set()
     boxes = {}
+    inserts: dict[int, str] = {}  # position in norm -> a word read before the token that starts there
     if "[" in norm or "(" in norm or any(c in norm for c in "\u2610\u2611\u2612\u2713\u2714"):
-        boxes = {m.start(): (m.end(), "no") for m in _BOX_EMPTY.finditer(norm)}
-        boxes.update({m.start(): (m.end(), None) for m in _BOX_TICKED.finditer(norm)})
+        found = sorted([(m.start(), m.end(), "no") for m in _BOX_EMPTY.finditer(norm)]
+                       + [(m.start(), m.end(), None) for m in _BOX_TICKED.finditer(norm)])
+        if found:
+            read = _boxes_after_items(norm, found)
+            inserts = {at: w for k, (at, w) in read.items() if k < 0}
+            boxes = {k: v for k, v in read.items() if k >= 0 and v[0] > k}
     pos = 0
     for m in _TOKEN.finditer(norm):
         if m.start() < pos:
             continue  # inside a check box already read
+        if inserts and m.start() in inserts:
+            at = index[m.start()]
+            tokens.append(Token(inserts.pop(m.start()), "", at, at))
         box = boxes and next(((b, e, w) for b, (e, w) in boxes.items() if pos <= b <= m.start()), None)
         if box:
             b, e, w = box
