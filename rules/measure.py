@@ -242,6 +242,10 @@ class Reader:
         # round 13: a year after the name is a date, not a value ("rétention urinaire en 2019", "retention in 2019 (prostate)")
         if _YEAR.match(v.group(1)) and not (unit and unit.group(1)) and _YEAR_BEFORE.search(tail[:pos]):
             return None
+        # session 7: "h/o acute retention 2015": a year-like number without a unit that is no round volume is a year
+        # ("globe 2000", "BS 1950" stay volumes: a multiple of 50)
+        if _YEAR.match(v.group(1)) and not (unit and unit.group(1)) and int(v.group(1)) % 50:
+            return None
         first = self._scale(spec, _f(v.group(1)), tail[used : used + 10])
         if first is None:
             return None
