@@ -31,6 +31,9 @@ _CHAR_MAP = {
     "`": "'",
     "ʼ": "'",
     "\u00a0": " ",
+    # session 7 (round 35): an em dash separates a form's fields ("Fièvre : non — Troubles sphinctériens : oui") as "|" does
+    # (an en dash stays a range: "L4–L5")
+    "\u2014": "|",
 }
 
 #: Words, digits, newlines and the punctuation that carries meaning (scope, "?", "J+2", "r/o").
@@ -149,6 +152,27 @@ _BOX_EMPTY = re.compile(r"\[\s?_?\s?\]|\(\s\)|[\u2610]")
 _BOX_TICKED = re.compile(r"\[\s?[x\u2713\u2714v*]\s?\]|\(\s?[x\u2713\u2714]\s?\)|[\u2611\u2612\u2713\u2714]")
 
 
+#: Session 7 (round 35): a yes/no pair of boxes after a form's item ("Fièvre : ☐ oui ☒ non", "Retention [x] Y [ ] N"):
+#: read as the one answer ticked ("non", "oui"); nothing when neither or both are ticked.
+_BOX = r"(?:\[\s?_?\s?\]|\(\s\)|\u2610|\[\s?[x\u2713\u2714v*]\s?\]|\(\s?[x\u2713\u2714]\s?\)|[\u2611\u2612\u2713\u2714])"
+_YES_NO_BOXES = re.compile(rf"(?P<b1>{_BOX})\s*(?P<a1>oui|yes|y|o|non|no|n)(?![a-z])\s*(?P<b2>{_BOX})\s*(?P<a2>oui|yes|y|o|non|no|n)(?![a-z])")
+
+
+def _yes_no_boxes(norm: str) -> dict[int, tuple[int, str | None]]:
+    """Each yes/no pair of boxes: start -> (end, the ticked answer or None)."""
+    out = {}
+    for m in _YES_NO_BOXES.finditer(norm):
+        yes = {"oui", "yes", "y", "o"}
+        if (m.group("a1") in yes) == (m.group("a2") in yes):
+            continue  # "oui ... oui": no pair
+        ticked = [m.group(a) for b, a in (("b1", "a1"), ("b2", "a2")) if _BOX_TICKED.fullmatch(m.group(b))]
+        answer = None
+        if len(ticked) == 1:
+            answer = "yes" if ticked[0] in yes else "no"
+        out[m.start()] = (m.end(), answer)
+    return out
+
+
 #: What ends a template's segment: its items are read within one segment ("Red flags: A [ ] B [ ] | Fever: N").
 _SEGMENT_END = re.compile(r"[|;\n]|\.(?:\s|$)")
 
@@ -198,12 +222,15 @@ def tokenize(text: str) -> list[Token]:
     boxes = {}
     inserts: dict[int, str] = {}  # position in norm -> a word read before the token that starts there
     if "[" in norm or "(" in norm or any(c in norm for c in "\u2610\u2611\u2612\u2713\u2714"):
-        found = sorted([(m.start(), m.end(), "no") for m in _BOX_EMPTY.finditer(norm)]
-                       + [(m.start(), m.end(), None) for m in _BOX_TICKED.finditer(norm)])
+        pairs = _yes_no_boxes(norm)
+        in_pair = lambda a: any(s <= a < e for s, (e, _) in pairs.items())  # noqa: E731
+        found = sorted([(m.start(), m.end(), "no") for m in _BOX_EMPTY.finditer(norm) if not in_pair(m.start())]
+                       + [(m.start(), m.end(), None) for m in _BOX_TICKED.finditer(norm) if not in_pair(m.start())])
         if found:
             read = _boxes_after_items(norm, found)
             inserts = {at: w for k, (at, w) in read.items() if k < 0}
             boxes = {k: v for k, v in read.items() if k >= 0 and v[0] > k}
+        boxes.update(pairs)
     pos = 0
     for m in _TOKEN.finditer(norm):
         if m.start() < pos:
