@@ -17,7 +17,7 @@ from rules.text import Mention, normalise
 _NUM = r"(\d{1,4}(?:[.,]\d{1,2})?)"
 _FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|environ|approx|around|about|only|"
            r"now|initially|peak|max|pic|measured|mesuree?|reading|value|level|taux|count|dropping|falling|rising|"
-           r"trending|went|gone|from|=|still|drifting|drifted|drifting down|sliding|"
+           r"trending|went|gone|from|=|still|drifting down|drifting|drifted|drifts|drift|sliding|"
            # round 9: a trend verb before "from a to b" ("hb dropd from 11 to 8.6", "Hb fall from 13 to 12")
            r"dropped|dropd|droped|drop|fell|fallen|fall|falling|decreased|declined|down|passed|passee?|chute|baisse|rose|risen|rise|increased|up)*")
 #: round 13: a four-digit year written after a measurement's name with "en", "in", "since", "depuis" (never "de": "globe de 2000") ("ATCD de rétention urinaire en 2019")

@@ -173,6 +173,10 @@ def _yes_no_boxes(norm: str) -> dict[int, tuple[int, str | None]]:
     return out
 
 
+#: Words that say "after the operation" as a finding's modifier ("no post-op haematoma").
+_POSTOP_MODIFIERS = {"post op", "postop", "post operative", "postoperative", "post operatoire", "postoperatoire", "post-op"}
+
+
 #: What ends a template's segment: its items are read within one segment ("Red flags: A [ ] B [ ] | Fever: N").
 _SEGMENT_END = re.compile(r"[|;\n]|\.(?:\s|$)")
 
@@ -664,7 +668,11 @@ class Matcher:
                 covered.update(range(a, b))
         out = []
         starts = [a for a, _, _ in found]  # found is sorted by start: the treated cue's stop set is read from a window (linear)
-        finding_spans = [(a, b) for a, b, e in found if e.concepts and not e.concepts & self.pseudo]
+        # session 7 (round 37): "no post-op haematoma", "[ ] post-op haematoma": a "post-op" right before a finding is that
+        # finding's modifier, not a finding that would end the negation's scope
+        next_start = {a: found[i + 1][0] for i, (a, _, _) in enumerate(found[:-1])}
+        finding_spans = [(a, b) for a, b, e in found if e.concepts and not e.concepts & self.pseudo
+                         and not (e.concepts <= {"operated"} and next_start.get(a) == b and " ".join(words[a:b]) in _POSTOP_MODIFIERS)]
         history_end = None  # where the last historical finding ended (a bracket right after it details it)
         for a, b, e in found:
             start, end = tokens[a].start, tokens[b - 1].end
