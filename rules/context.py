@@ -35,19 +35,19 @@ NON_INSTRUMENTED = ("discectomy", "decompression", "cement", "stimulator")
 
 #: "CES in 2015", "(2019)": a year before the study year after a mention makes it history.
 #: round 13: also with the old event between ("paraplegia since MVA 2009", "paraplégie depuis AVP en 2009").
+_STATUS_POST = re.compile(r"(?<![a-z])(s/p|s p|status post|after|following|post|apres|depuis)(?![a-z])")
 _YEAR_AFTER = re.compile(
     r"^\W{0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut|mva|rta|avp|accident|fall|chute|injury|trauma|traumatisme|tp|accident de la route)\s+){0,3}"
     r"\(?((?:19|20)\d\d)\b"
 )
-#: "... il y a 6 ans", "... 10 years ago": a complaint that old is history.
-#: "..., s/p microdiscectomy 1 yr ago", "after fusion 2 years ago": the time that follows dates the operation.
-_STATUS_POST = re.compile(r"(?<![a-z])(s/p|s p|status post|after|following|post|apres|depuis)(?![a-z])")
 #: "Complete T6 paraplegia since RTA 2011", "incontinence depuis 2015": a complaint there since an earlier year is pre-existing
 #: (round 14); not when a month stands before the year ("since Dec 2025" may be weeks) nor when it is said to be worse.
 #: session 7: up to three other words may stand between ("paraplégie post-traumatique depuis 2009", "weakness 4/5 unchanged
 #: since 2024", "déficit L5 gauche séquellaire 4/5 depuis 2019"), never a word that makes it current.
 _SINCE_YEAR = re.compile(r"^[\s,]*(?:(?!(?:new|nouvelle?s?|nouveaux|now|maintenant|worse|worsening|aggrav\w*|progress\w*|increasing|acute|aigue?s?|sudden|brutal\w*|today|aujourd)\b)(?:[a-z]+(?:-[a-z]+)?|\d/\d|[cdtls]\d{1,2}|[(),])\s*){0,4}\s(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z]+\s+){0,2}\(?((?:19|20)\d\d)(?![0-9])")
 _PROGRESSION_AFTER = re.compile(r"(?<![a-z])(?:worse|worsening|deteriorat\w*|progress\w*|aggrav\w*|new|nouvelle?s?|nouveaux|now|maintenant|increasing)(?![a-z])")
+#: "... il y a 6 ans", "... 10 years ago": a complaint that old is history; a procedure between the complaint and the time
+#: ("..., s/p microdiscectomy 1 yr ago", "after fusion 2 years ago") is what the time dates.
 _YEARS_AGO = re.compile(r"^[^.;\n]{0,40}?(?:il y a\s+\d{1,2}\s*(?:ans|annees)|\d{1,2}\s*(?:years?|yrs?|ans)\s+(?:ago|auparavant|plus tot))")
 
 
@@ -136,9 +136,10 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
                 text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
                 acquisition |= {c for m in matcher.mentions({"value": text, "keyword": kw}) for c in m.concepts}
     procedures = {p for p in PROCEDURES if p in seen}
-    for h in seen.get("herniation", ()):
+    for h in seen.get("herniation", []) + seen.get("recurrent_herniation", []):
         if any(o.keyword == h.keyword and min(abs(o.start - h.end), abs(h.start - o.end)) < 60 and not o.history
-               for o in seen.get("operated", ())):  # "operated ... for hernia of disc", "l'intervention (hernie discale)"
+               for o in seen.get("operated", []) + seen.get("revision", [])):  # "operated ... for hernia of disc", "l'intervention
+            # (hernie discale)", session 7 (round 39): "Reprise pour récidive de hernie L4-L5 hier"
             procedures.add("discectomy")
             seen.setdefault("discectomy", []).append(h)
     hardware = [c for c in HARDWARE if c in seen]
@@ -267,8 +268,9 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
         ago = _YEARS_AGO.match(normalise(text[m.end : m.end + 60])[0])
         # "radiculitis, s/p microdiscectomy 1 yr ago": a procedure between the complaint and the
         # "ago" is what the time dates, not the complaint.
+        # session 7 (round 36): a queried complaint too ("Radiculite ? Discectomie L5-S1 il y a 4 ans": the question is today's)
         if ago and not any(m.end <= p.start < m.end + ago.end()
-                           and _STATUS_POST.search(text[m.end : p.end].lower()) for p in procedures):
+                           and (_STATUS_POST.search(text[m.end : p.end].lower()) or m.assertion == "uncertain") for p in procedures):
             # (p.end: the procedure mention may be the "s/p" itself - round 14, "recurrent R sciatica, s/p R L5-S1 microD 2yrs ago")
             m.history = True
 
