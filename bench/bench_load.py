@@ -364,6 +364,12 @@ def _sustained_run(tmp: Path, specs, tree: Path, label: str) -> None:
           f"p99 {pct(99):.1f} max {lat[-1]:.1f} s; median by kind {by_kind}", flush=True)
     stages = stage_table(serve_log, uids)
     print(stages, flush=True)
+    log_text = serve_log.read_text(errors="replace") if serve_log.exists() else ""
+    prepared = {k: log_text.count(p) for k, p in (("used", "prepared triage used"),
+                                                   ("discarded", "prepared triage discarded"),
+                                                   ("none ready", "no prepared triage"))}
+    if any(prepared.values()):  # a tree with `prepare_ahead`: what became of the preparations
+        print("    triages prepared ahead: " + ", ".join(f"{k} {v}" for k, v in prepared.items()), flush=True)
     series = " ".join(f"{t:.0f}s:{q:.0f}/{p:.0f}" for t, q, p in depth[::5])
     print(f"    queue depth (t: triage queue/pending studies): {series}", flush=True)
     print(f"    load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)

@@ -29,6 +29,7 @@ All keys live under ``pt:`` and are shared by every listener and worker on one R
 ``pt:prepared:<uid>``               a prepared triage (JSON: input digests and the entry), short TTL; used
                                     only if the study's inputs are unchanged when it is stable
 ``pt:lock:prepare:<uid>``           lock (renewed): a worker is preparing the study's triage
+``pt:prepare:starts:<uid>``         marker: a preparation started and has not finished (not tried again)
 ==================================  ======================================================
 """
 
@@ -72,6 +73,10 @@ RECONCILE_LOCK = PREFIX + "lock:reconcile"
 
 def prepare_mark(uid: str) -> str:
     return f"{PREFIX}prepare:mark:{uid}"
+
+
+def prepare_starts(uid: str) -> str:
+    return f"{PREFIX}prepare:starts:{uid}"
 
 
 def prepared(uid: str) -> str:

@@ -25,7 +25,7 @@ from core.orders import OrderStore
 from workers import broker as _broker
 from workers.deliveries import Deliveries
 from workers.locks import LockBusy, RenewingLock
-from workers.prepared import Inputs, PreparedTriages, order_digest
+from workers.prepared import Inputs, PreparedTriages, order_digest, settings_digest
 from workers.pipeline import triage
 from workers.sinks import SinkError
 from workers.worklist import Worklist
@@ -191,14 +191,17 @@ def _prepared_triages(ctx) -> PreparedTriages:
 
 
 def _take_prepared(ctx, study_uid: str, study, study_digest: str, orders: OrderStore):
-    """The entry prepared for exactly this study, order and rulebook, or None (computed afresh).
-    A preparation still running is waited for (bounded): it is the same work, started earlier."""
+    """The entry prepared for exactly this study, order, rulebook and configuration, or None
+    (computed afresh). A preparation still running is waited for, a little (twice `prepare_ahead`,
+    at least a second): it is the same work, started earlier; a longer one (or the lock of a
+    worker that died preparing) is not waited for."""
     prepared = _prepared_triages(ctx)
-    give_up = time.monotonic() + ctx.config.triage_lock_ttl
+    give_up = time.monotonic() + max(2 * ctx.config.prepare_ahead, 1.0)
     while prepared.preparing(study_uid) and time.monotonic() < give_up:
         time.sleep(0.02)
     order = orders.get(study.accession_number)  # what the triage would read first
-    inputs = Inputs(study=study_digest, order=order_digest(order), rulebook=ctx.rulebook.get().version)
+    inputs = Inputs(study=study_digest, order=order_digest(order), rulebook=ctx.rulebook.get().version,
+                    settings=settings_digest(ctx.config))
     entry, outcome = prepared.take(study_uid, inputs)
     metrics.triage_prepared.labels("used" if entry is not None else
                                    ("changed" if outcome == "changed" else "not_ready")).inc()
@@ -341,12 +344,24 @@ def prepare_triage(study_uid: str) -> None:
         return  # already stable (queued or triaged): nothing to prepare
     try:
         with RenewingLock(ctx.redis, keys.prepare_lock(study_uid), ttl=ctx.config.triage_lock_ttl, wait=0):
-            study, study_digest = ctx.index.load_with_digest(study_uid)
-            if study is None:
+            # A preparation that killed its worker (a poison study) is not tried again: dramatiq
+            # would hand it to the next worker; the triage keeps its own poison count.
+            started = keys.prepare_starts(study_uid)
+            first = ctx.redis.incr(started) == 1
+            ctx.redis.expire(started, 86400)
+            if not first:
+                log.warning("study %s: an earlier preparation did not finish; not prepared", study_uid)
                 return
-            entry, order, version = _compute(ctx, study, OrderStore(ctx.redis, ctx.config.order_retention_days))
-            inputs = Inputs(study=study_digest, order=order_digest(order), rulebook=version)
-            kept = _prepared_triages(ctx).keep(study_uid, inputs, entry)
+            try:
+                study, study_digest = ctx.index.load_with_digest(study_uid)
+                if study is None:
+                    return
+                entry, order, version = _compute(ctx, study, OrderStore(ctx.redis, ctx.config.order_retention_days))
+                inputs = Inputs(study=study_digest, order=order_digest(order), rulebook=version,
+                                settings=settings_digest(ctx.config))
+                kept = _prepared_triages(ctx).keep(study_uid, inputs, entry)
+            finally:
+                ctx.redis.delete(started)
             log.info("study %s: triage prepared%s", study_uid, "" if kept else " too late (already stable); dropped")
     except LockBusy:
         return  # another worker is preparing it

@@ -3,9 +3,9 @@
 A worker computes the triage of a study that has been quiet for `stable_after - prepare_ahead`
 seconds (`agent.assembly` sends the "prepare" message) and keeps the entry here, with digests of
 what it was computed from: the study's instance set (`StudyIndex.load_with_digest`), the RIS order
-it read and the rulebook version. Nothing is saved to the worklist, sent or shown: the study is
+it read, the rulebook version and the worker's configuration. Nothing is saved to the worklist, sent or shown: the study is
 still pending, and only the triage queued when the quiet period really ends may use the result,
-once (`take` deletes it), and only if all three inputs are unchanged. Any difference discards it
+once (`take` deletes it), and only if all four inputs are unchanged. Any difference discards it
 and that triage computes afresh, exactly as without preparation.
 
 What a preparation reads from outside (priors from the PACS, a Modality Worklist order) is read
@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from core import keys
@@ -42,6 +42,7 @@ class Inputs:
     study: str  # the instance set (StudyIndex.load_with_digest)
     order: str  # the RIS order read (order_digest)
     rulebook: str  # the rulebook version (a content hash)
+    settings: str  # the worker's configuration (settings_digest)
 
 
 def order_digest(order) -> str:
@@ -49,6 +50,13 @@ def order_digest(order) -> str:
     if order is None:
         return "none"
     return hashlib.sha256(json.dumps(order.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def settings_digest(config) -> str:
+    """A digest of this worker's configuration (secrets left out): a result prepared by a worker
+    configured otherwise (analysers, budgets, destinations) is not used."""
+    values = {f.name: getattr(config, f.name) for f in fields(config) if not f.metadata.get("secret")}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class PreparedTriages:
