@@ -99,6 +99,11 @@ class StabilityWatcher:
             if not self.index.redis.set(lock, "1", nx=True, px=5000):
                 continue  # another listener is queueing it
             try:
+                # Read again under the lock: another watcher may have queued it since `due` was read
+                # (its lock already gone), or an instance arrived; either way it is not due here.
+                score = self.index.redis.zscore(keys.PENDING, uid)
+                if score is None or score > seen:
+                    continue
                 # The "queued" time is taken before the send: a triage that starts at once
                 # must find its study queued earlier than its own start (`index.triaged`).
                 queued_at = time.time()

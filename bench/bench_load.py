@@ -382,6 +382,10 @@ def _sustained_run(tmp: Path, specs, tree: Path, label: str) -> None:
         f"p95 ≤ quiet period + 1 s = {STABLE_AFTER + 1:.0f} s")
     rows.append(("", f"queue depth over time (s: triage queue / studies pending): {series}", ""))
     rows.append(("", "stages after the quiet period, median / p95 (s): " + stages.replace("\n", "; "), ""))
+    if os.environ.get("BENCH_KEEP_LOGS"):  # a directory: the serve log of each run is copied there
+        keep = Path(os.environ["BENCH_KEEP_LOGS"])
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(serve_log, keep / (tmp.name + ".log"))
     shutil.rmtree(tmp, ignore_errors=True)
 
 

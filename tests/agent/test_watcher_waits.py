@@ -116,3 +116,23 @@ def test_prepared_before_it_is_queued(redis_client):
         assert 0.95 <= events[1][1] - received < 1.5
     finally:
         watcher.stop()
+
+
+def test_a_study_another_watcher_just_queued_is_not_queued_again(redis_client):
+    """Two listener processes' watchers: the second read the due list before the first queued the
+    study and released its lock; it must not send a second triage message (a whole second triage)."""
+    index = StudyIndex(redis_client)
+    sent: list[str] = []
+    first = StabilityWatcher(index, sent.append, stable_after=10)
+    second = StabilityWatcher(StudyIndex(redis_client), sent.append, stable_after=10)
+    now = time.time()
+    index.record_instance(summary("1.2.26", "1.2.26.1.1"), received=now - 12)
+    stale = second.index.due(10)  # read before the first watcher queues it
+    assert first.poll() == 1 and sent == ["1.2.26"]
+    second.index.due = lambda *a, **k: stale
+    assert second.poll() == 0 and sent == ["1.2.26"], "queued once"
+    # A study that received an instance after the due list was read is not queued either.
+    index.record_instance(summary("1.2.27", "1.2.27.1.1"), received=now - 12)
+    stale = second.index.due(10)
+    index.record_instance(summary("1.2.27", "1.2.27.1.2"), received=now)
+    assert second.poll() == 0 and index.is_pending("1.2.27")
