@@ -193,10 +193,11 @@ def _prepared_triages(ctx) -> PreparedTriages:
 def _take_prepared(ctx, study_uid: str, study, study_digest: str, orders: OrderStore):
     """The entry prepared for exactly this study, order, rulebook and configuration, or None
     (computed afresh). A preparation still running is waited for, a little (twice `prepare_ahead`,
-    at least a second): it is the same work, started earlier; a longer one (or the lock of a
-    worker that died preparing) is not waited for."""
+    at most the quiet period, at least a second): it is the same work, started earlier; a longer
+    one (a hung peer, or the lock of a worker that died preparing) is not waited for."""
     prepared = _prepared_triages(ctx)
-    give_up = time.monotonic() + max(2 * ctx.config.prepare_ahead, 1.0)
+    cfg = ctx.config
+    give_up = time.monotonic() + max(min(2 * cfg.prepare_ahead, cfg.stable_after), 1.0)
     while prepared.preparing(study_uid) and time.monotonic() < give_up:
         time.sleep(0.02)
     order = orders.get(study.accession_number)  # what the triage would read first
@@ -362,7 +363,7 @@ def prepare_triage(study_uid: str) -> None:
                 kept = _prepared_triages(ctx).keep(study_uid, inputs, entry)
             finally:
                 ctx.redis.delete(started)
-            log.info("study %s: triage prepared%s", study_uid, "" if kept else " too late (already stable); dropped")
+            log.info("study %s: triage prepared%s", study_uid, "" if kept else " too late (already triaged); dropped")
     except LockBusy:
         return  # another worker is preparing it
     except Exception as exc:

@@ -24,10 +24,11 @@ from typing import Any
 
 from core import keys
 
-# Keep the record only while the study is still pending (not yet released for triage): a
-# preparation that finishes after its study was queued leaves nothing behind.
+# Keep the record only while the study is pending or queued for a triage that has not finished
+# (which may be waiting for this very preparation); a preparation that finishes after its study's
+# triage is done leaves nothing behind.
 _KEEP = """
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[3], ARGV[1]) then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
   return 1
 end
@@ -66,9 +67,10 @@ class PreparedTriages:
         self._keep = client.register_script(_KEEP)
 
     def keep(self, uid: str, inputs: Inputs, entry: dict[str, Any]) -> bool:
-        """Keep a prepared entry while the study is pending; False if it is no longer pending."""
+        """Keep a prepared entry while the study is pending or its triage is queued and not done;
+        False (nothing kept) once that triage is done."""
         record = json.dumps({"inputs": asdict(inputs), "entry": entry, "at": time.time()})
-        return bool(self._keep(keys=[keys.PENDING, keys.prepared(uid)],
+        return bool(self._keep(keys=[keys.PENDING, keys.prepared(uid), keys.QUEUED],
                                args=[uid, record, int(self.ttl * 1000)]))
 
     def take(self, uid: str, inputs: Inputs) -> tuple[dict[str, Any] | None, str]:

@@ -9,6 +9,7 @@ broker with a configuration of our own; a real Redis holds the index, the orders
 from __future__ import annotations
 
 import json
+import time
 
 import pydicom
 import pytest
@@ -18,6 +19,7 @@ from core.headers import summarize
 from core.index import StudyIndex
 from core.orders import Order, OrderStore
 from dicomgen import SeriesSpec, StudySpec, write_study
+from peers import wait_for
 from workers.worklist import Worklist, fingerprint, merge_previous
 
 SADDLE = "new saddle anaesthesia and urinary retention 1 day after L4-L5 decompression"
@@ -161,18 +163,41 @@ def test_a_study_already_stable_is_not_prepared(bound, redis_client, tmp_path):
     assert redis_client.get(keys.prepared(spec.study_uid)) is None
 
 
-def test_a_preparation_finishing_after_its_study_was_queued_leaves_nothing(bound, redis_client, tmp_path,
-                                                                           monkeypatch):
+def test_a_preparation_finishing_after_its_study_was_queued_is_kept_for_that_triage(bound, redis_client,
+                                                                                     tmp_path, monkeypatch):
+    """The quiet period ended while the preparation ran: its triage (queued, perhaps waiting for it)
+    still gets it."""
     actors, ctx = bound
     spec, _ = index_study(redis_client, tmp_path, "ACC-PREP-6")
     real = actors._compute
 
     def compute_then_stable(c, study, orders):
         out = real(c, study, orders)
-        ctx.index.release(spec.study_uid, redis_client.zscore(keys.PENDING, spec.study_uid))
+        assert ctx.index.release(spec.study_uid, redis_client.zscore(keys.PENDING, spec.study_uid))
         return out
 
     monkeypatch.setattr(actors, "_compute", compute_then_stable)
+    actors.prepare_triage(spec.study_uid)
+    assert redis_client.get(keys.prepared(spec.study_uid)) is not None
+    monkeypatch.setattr(actors, "_compute", real)
+    runs = counted(actors, monkeypatch)
+    actors.triage_study(spec.study_uid)
+    assert runs["n"] == 0 and Worklist(redis_client).get(spec.study_uid) is not None
+
+
+def test_a_preparation_finishing_after_its_triage_is_done_leaves_nothing(bound, redis_client, tmp_path,
+                                                                         monkeypatch):
+    actors, ctx = bound
+    spec, _ = index_study(redis_client, tmp_path, "ACC-PREP-11")
+    real = actors._compute
+
+    def compute_then_triaged(c, study, orders):
+        out = real(c, study, orders)
+        assert ctx.index.release(spec.study_uid, redis_client.zscore(keys.PENDING, spec.study_uid))
+        assert ctx.index.triaged(spec.study_uid, time.time() + 1)  # its triage saved its entry meanwhile
+        return out
+
+    monkeypatch.setattr(actors, "_compute", compute_then_triaged)
     actors.prepare_triage(spec.study_uid)
     assert redis_client.get(keys.prepared(spec.study_uid)) is None
 
@@ -222,3 +247,30 @@ def test_a_preparation_that_did_not_finish_is_not_tried_again(bound, redis_clien
     actors.prepare_triage(spec.study_uid)
     assert redis_client.get(keys.prepared(spec.study_uid)) is not None
     assert redis_client.get(keys.prepare_starts(spec.study_uid)) is None, "a finished preparation clears its mark"
+
+
+def test_the_triage_waits_for_a_preparation_still_running(bound, redis_client, tmp_path, monkeypatch):
+    """The quiet period ends while the preparation runs: the triage waits for it (the same work,
+    started earlier) and uses it, instead of running the pipeline a second time."""
+    import threading
+
+    actors, _ = bound
+    spec, _ = index_study(redis_client, tmp_path, "ACC-PREP-10")
+    runs = counted(actors, monkeypatch)
+    real = actors._compute
+
+    def slow(*a, **k):
+        time.sleep(1.0)
+        return real(*a, **k)
+
+    monkeypatch.setattr(actors, "_compute", slow)
+    preparing = threading.Thread(target=actors.prepare_triage, args=(spec.study_uid,))
+    preparing.start()
+    try:
+        assert wait_for(lambda: redis_client.exists(keys.prepare_lock(spec.study_uid)), timeout=5)
+        monkeypatch.setattr(actors, "_compute", real)
+        actors.triage_study(spec.study_uid)
+    finally:
+        preparing.join(10)
+    assert runs["n"] == 1, "one pipeline run: the preparation's"
+    assert Worklist(redis_client).get(spec.study_uid)["instance_count"] == 2
