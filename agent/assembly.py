@@ -10,8 +10,8 @@ Preparation ahead (`prepare_ahead`): a study quiet for `stable_after - prepare_a
 gets one "prepare" message per last-instance time (a Redis mark, set and compared in one command,
 so several watchers send it once). A worker computes its triage then and keeps the result aside
 (`workers.prepared`); nothing is saved, sent or shown, and the study stays pending. The triage
-queued when the quiet period really ends uses that result only if the instance set, the order
-and the rulebook it was computed from are unchanged; otherwise it computes afresh.
+queued when the quiet period really ends uses that result only if the instance set, the order,
+the rulebook and the configuration it was computed from are unchanged; otherwise it computes afresh.
 """
 
 from __future__ import annotations

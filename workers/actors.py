@@ -25,8 +25,8 @@ from core.orders import OrderStore
 from workers import broker as _broker
 from workers.deliveries import Deliveries
 from workers.locks import LockBusy, RenewingLock
-from workers.prepared import Inputs, PreparedTriages, order_digest, settings_digest
 from workers.pipeline import triage
+from workers.prepared import Inputs, PreparedTriages, order_digest, settings_digest
 from workers.sinks import SinkError
 from workers.worklist import Worklist
 from rules.model import Priority
@@ -208,11 +208,12 @@ def _take_prepared(ctx, study_uid: str, study, study_digest: str, orders: OrderS
                                    ("changed" if outcome == "changed" else "not_ready")).inc()
     if entry is None:
         log.info("study %s: %s; triage computed now", study_uid,
-                 "prepared triage discarded (its instances, order or rulebook changed)" if outcome == "changed"
+                 "prepared triage discarded (its instances, order, rulebook or configuration changed)" if outcome == "changed"
                  else "no prepared triage")
         return None, None
     entry["triaged_at"] = time.time()
-    log.info("study %s: prepared triage used (instances, order and rulebook unchanged)", study_uid)
+    log.info("study %s: prepared triage used (instances, order, rulebook and configuration unchanged)",
+             study_uid)
     return entry, order
 
 
