@@ -2,16 +2,18 @@
 
 A worker computes the triage of a study that has been quiet for `stable_after - prepare_ahead`
 seconds (`agent.assembly` sends the "prepare" message) and keeps the entry here, with digests of
-what it was computed from: the study's instance set (`StudyIndex.load_with_digest`), the RIS order
-it read, the rulebook version and the worker's configuration. Nothing is saved to the worklist, sent or shown: the study is
-still pending, and only the triage queued when the quiet period really ends may use the result,
-once (`take` deletes it), and only if all four inputs are unchanged. Any difference discards it
-and that triage computes afresh, exactly as without preparation.
+what it was computed from: the study's instance set (`StudyIndex.load_with_digest`), the RIS
+order it read, the rulebook version and the worker's configuration. Nothing is saved to the
+worklist, sent or shown: the study is still pending, and only the triage queued when the quiet
+period really ends may use the result, once (`take` deletes it), and only if all four inputs are
+unchanged. Any difference discards it and that triage computes afresh, exactly as without
+preparation.
 
 What a preparation reads from outside (priors from the PACS, a Modality Worklist order) is read
 a few seconds earlier than the triage would have read it; the record lives `ttl` seconds (the
-quiet period plus half a minute by default), so a result older than that is never used, and a
-later re-triage (priors refresh, late order) never finds one.
+quiet period plus half a minute by default), so a result older than that is never used. A later
+re-triage does not use one either: a priors refresh does not look, a late order changes the
+order's digest, and reconciliation re-queues a study only after `triage_lease`.
 """
 
 from __future__ import annotations
