@@ -5,6 +5,13 @@ number of hosts can feed one study; each runs a watcher, and a short Redis lock
 makes one of them queue it. A study is released from watching only after its
 triage message is on the queue, and only if nothing arrived meanwhile, so a
 crash in between means a second (idempotent) triage, never a lost study.
+
+Preparation ahead (`prepare_ahead`): a study quiet for `stable_after - prepare_ahead` seconds
+gets one "prepare" message per last-instance time (a Redis mark, set and compared in one command,
+so several watchers send it once). A worker computes its triage then and keeps the result aside
+(`workers.prepared`); nothing is saved, sent or shown, and the study stays pending. The triage
+queued when the quiet period really ends uses that result only if the instance set, the order,
+the rulebook and the configuration it was computed from are unchanged; otherwise it computes afresh.
 """
 
 from __future__ import annotations
@@ -28,11 +35,15 @@ class StabilityWatcher:
     listener process or host, which its own watcher normally queues)."""
 
     def __init__(self, index: StudyIndex, enqueue: Callable[[str], None], stable_after: float,
-                 idle: float = 5.0):
+                 idle: float = 5.0, prepare: Callable[[str], None] | None = None, prepare_ahead: float = 0.0):
         self.index = index
         self.enqueue = enqueue
         self.stable_after = stable_after
         self.idle = idle
+        self.prepare = prepare if prepare_ahead > 0 else None
+        # A study is prepared after this much quiet (never before half the quiet period: a short
+        # pause within a study should not cost a preparation).
+        self.prepare_after = max(stable_after - prepare_ahead, stable_after / 2) if self.prepare else stable_after
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._next = float("inf")  # monotonic time of the next planned look
@@ -47,9 +58,10 @@ class StabilityWatcher:
         self.thread.join(5)
 
     def kick(self) -> None:
-        """An instance was indexed: its study is due `stable_after` from now; wake the watcher
-        only if it planned to look later than that (cheap: no wake-up per instance)."""
-        if self._next > time.monotonic() + self.stable_after:
+        """An instance was indexed: its study is due `stable_after` from now (to be prepared
+        `prepare_after` from now); wake the watcher only if it planned to look later than that
+        (cheap: no wake-up per instance)."""
+        if self._next > time.monotonic() + self.prepare_after:
             self._wake.set()
 
     def _run(self) -> None:
@@ -65,12 +77,19 @@ class StabilityWatcher:
             self._wake.wait(wait)
 
     def next_wait(self, now: float | None = None) -> float:
-        """Seconds until the earliest pending study is due (at least 20 ms), at most `idle`."""
+        """Seconds until the earliest pending study is due, or the earliest one not yet quiet
+        enough to prepare is (at least 20 ms), at most `idle`."""
         first = self.index.redis.zrange(keys.PENDING, 0, 0, withscores=True)
         if not first:
             return self.idle
         now = now if now is not None else time.time()
-        return min(self.idle, max(first[0][1] + self.stable_after - now, 0.02))
+        due = first[0][1] + self.stable_after
+        if self.prepare is not None:
+            later = self.index.redis.zrangebyscore(keys.PENDING, f"({now - self.prepare_after!r}", "+inf",
+                                                   start=0, num=1, withscores=True)
+            if later:
+                due = min(due, later[0][1] + self.prepare_after)
+        return min(self.idle, max(due - now, 0.02))
 
     def poll(self) -> int:
         """Queue every study that is due; return how many were queued."""
@@ -80,6 +99,11 @@ class StabilityWatcher:
             if not self.index.redis.set(lock, "1", nx=True, px=5000):
                 continue  # another listener is queueing it
             try:
+                # Read again under the lock: another watcher may have queued it since `due` was read
+                # (its lock already gone), or an instance arrived; either way it is not due here.
+                score = self.index.redis.zscore(keys.PENDING, uid)
+                if score is None or score > seen:
+                    continue
                 # The "queued" time is taken before the send: a triage that starts at once
                 # must find its study queued earlier than its own start (`index.triaged`).
                 queued_at = time.time()
@@ -90,4 +114,30 @@ class StabilityWatcher:
                     log.info("study %s stable, queued for triage", uid)
             finally:
                 self.index.redis.delete(lock)
+        if self.prepare is not None:
+            self.poll_prepare()
         return queued
+
+    def poll_prepare(self, now: float | None = None) -> int:
+        """Send one "prepare" message for each study quiet for `prepare_after` (but not yet
+        `stable_after`) seconds, once per last-instance time; return how many were sent."""
+        now = now if now is not None else time.time()
+        rows = self.index.redis.zrangebyscore(keys.PENDING, f"({now - self.stable_after!r}",
+                                              repr(now - self.prepare_after), start=0, num=100, withscores=True)
+        if not rows:
+            return 0
+        ttl = int(self.stable_after * 2 + 60)
+        pipe = self.index.redis.pipeline(transaction=False)
+        for uid, seen in rows:
+            # SET ... GET: the previous mark, in the same command (two watchers send it once)
+            pipe.set(keys.prepare_mark(uid.decode()), repr(seen), ex=ttl, get=True)
+        sent = 0
+        for (uid, seen), previous in zip(rows, pipe.execute()):
+            if previous is not None and previous.decode() == repr(seen):
+                continue  # already prepared (or being prepared) for this last instance
+            try:
+                self.prepare(uid.decode())
+                sent += 1
+            except Exception as exc:  # only a speed-up: the triage at stability computes it anyway
+                log.warning("study %s: preparation not queued: %s", uid.decode(), type(exc).__name__)
+        return sent

@@ -115,7 +115,8 @@ class Service:
 
         fast = self.fast_redis = client_from_url(url, socket_connect_timeout=2, socket_timeout=5,
                                       retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
-        self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
+        self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after,
+                                        prepare=actors.prepare_triage.send, prepare_ahead=cfg.prepare_ahead)
         self.watcher.start()
         self.listener = Listener(cfg, store, StudyIndex(fast), on_index_failure=self.reconciler.dirty.set,
                                  on_indexed=self.watcher.kick, audit=self.audit)
@@ -363,7 +364,8 @@ class ListenerProcess:
         self.index = StudyIndex(self.redis)
         fast = client_from_url(url, socket_connect_timeout=2, socket_timeout=5,
                                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
-        self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after)
+        self.watcher = StabilityWatcher(self.index, actors.triage_study.send, cfg.stable_after,
+                                        prepare=actors.prepare_triage.send, prepare_ahead=cfg.prepare_ahead)
         self.watcher.start()
         # An instance that cannot be indexed is on disk: the parent's reconciliation indexes it.
         self.listener = Listener(cfg, store, StudyIndex(fast), on_indexed=self.watcher.kick,

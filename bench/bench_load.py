@@ -14,6 +14,9 @@ storescp as DCMTK ships it (no fsync). Prints a table and writes it to bench/res
 
 BENCH_A_TREES / BENCH_B_TREES=/path/to/checkout[,...]: (a) / (b) also serve from those code trees in
 the same interleaved rounds (old code against new in one run, on a shared machine).
+BENCH_C_TREES=/path/to/checkout[,...] with BENCH_C_ROUNDS=N: (c) runs N rounds on the same generated
+studies, each round serving from this tree and those, in alternating order (AB BA AB ...).
+BENCH_NO_RESULTS=1: print the table, leave bench/results.md as it is.
 """
 
 from __future__ import annotations
@@ -282,10 +285,25 @@ def sustained(tmp: Path) -> None:
                              series=[SeriesSpec("DX", "RACHIS LOMBAIRE FACE", 1, rows=1024, columns=1024),
                                      SeriesSpec("DX", "RACHIS LOMBAIRE PROFIL", 1, rows=1024, columns=1024)])
         specs.append((kind, spec, write_study(tmp / f"c{n}", spec)))
+    # BENCH_C_TREES=/path/a,/path/b: each round also serves from those code trees (e.g. a checkout of
+    # main), on the same generated studies, alternating (old code against new in one run).
+    trees = {"pacs-triage": ROOT, **{f"pacs-triage@{t}": Path(t) for t in os.environ.get("BENCH_C_TREES", "").split(",")
+                                     if t and Path(t).resolve() != ROOT}}
+    c_rounds = int(os.environ.get("BENCH_C_ROUNDS", 1))
+    for r in range(c_rounds):
+        for name, tree in (trees.items() if r % 2 == 0 else reversed(list(trees.items()))):
+            label = name if c_rounds == 1 and len(trees) == 1 else f"{name} round {r + 1}"
+            _sustained_run(tmp / f"c-{r}-{name.replace('/', '_')}", specs, tree, label)
+    for _, spec, files in specs:
+        shutil.rmtree(Path(files[0]).parent, ignore_errors=True)
+
+
+def _sustained_run(tmp: Path, specs, tree: Path, label: str) -> None:
+    print(f"  (c) {label}: load average before {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     orthanc = Orthanc(tmp / "orthanc").start()
     data = tmp / "c-svc"
     serve_log = tmp / "c-serve.log"
-    proc, port, http = serve(data, "--pacs", orthanc.node, stable_after=STABLE_AFTER, log=serve_log)
+    proc, port, http = serve(data, "--pacs", orthanc.node, stable_after=STABLE_AFTER, log=serve_log, tree=tree)
     depth: list[tuple[float, float, float]] = []
     done = threading.Event()
 
@@ -346,9 +364,16 @@ def sustained(tmp: Path) -> None:
           f"p99 {pct(99):.1f} max {lat[-1]:.1f} s; median by kind {by_kind}", flush=True)
     stages = stage_table(serve_log, uids)
     print(stages, flush=True)
+    log_text = serve_log.read_text(errors="replace") if serve_log.exists() else ""
+    prepared = {k: log_text.count(p) for k, p in (("used", "prepared triage used"),
+                                                   ("discarded", "prepared triage discarded"),
+                                                   ("none ready", "no prepared triage"))}
+    if any(prepared.values()):  # a tree with `prepare_ahead`: what became of the preparations
+        print("    triages prepared ahead: " + ", ".join(f"{k} {v}" for k, v in prepared.items()), flush=True)
     series = " ".join(f"{t:.0f}s:{q:.0f}/{p:.0f}" for t, q, p in depth[::5])
     print(f"    queue depth (t: triage queue/pending studies): {series}", flush=True)
-    row(f"(c) sustained: {STUDIES} studies (⅓ MR 3×20, ⅓ CT {CT_SLICES} slices, ⅓ DX 2) at {RATE:.0f}/min, "
+    print(f"    load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    row(f"(c) {label}: sustained: {STUDIES} studies (⅓ MR 3×20, ⅓ CT {CT_SLICES} slices, ⅓ DX 2) at {RATE:.0f}/min, "
         f"{SENDERS} senders, quiet period {STABLE_AFTER:.0f} s; last instance → SR pushed to Orthanc",
         f"p50 **{pct(50):.1f} s**, p95 **{pct(95):.1f} s**, p99 {pct(99):.1f} s, max {lat[-1]:.1f} s "
         f"(median MR {by_kind['MR']:.1f}, CT {by_kind['CT']:.1f}, DX {by_kind['DX']:.1f} s); "
@@ -357,8 +382,11 @@ def sustained(tmp: Path) -> None:
         f"p95 ≤ quiet period + 1 s = {STABLE_AFTER + 1:.0f} s")
     rows.append(("", f"queue depth over time (s: triage queue / studies pending): {series}", ""))
     rows.append(("", "stages after the quiet period, median / p95 (s): " + stages.replace("\n", "; "), ""))
-    for _, spec, files in specs:
-        shutil.rmtree(Path(files[0]).parent, ignore_errors=True)
+    if os.environ.get("BENCH_KEEP_LOGS"):  # a directory: the serve log of each run is copied there
+        keep = Path(os.environ["BENCH_KEEP_LOGS"])
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(serve_log, keep / (tmp.name + ".log"))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 STAGE_LINE = re.compile(r"stages of study (\S+): watcher (\S+) s after due, queue (\S+) s, triage (\S+) s")
@@ -460,7 +488,10 @@ def write_results(started: str, took: float) -> None:
             f"(figures vary by ±20 % from run to run), loopback network, DCMTK storescu as the modality. "
             f"pacs-triage as shipped (fsync, audit); storescp without fsync. Took {took / 60:.1f} min.\n\n"
             + "\n".join(table) + "\n")
-    RESULTS.write_text(text)
+    if os.environ.get("BENCH_NO_RESULTS"):  # a comparison run: print only, bench/results.md untouched
+        print("(bench/results.md not written: BENCH_NO_RESULTS)")
+    else:
+        RESULTS.write_text(text)
     print("\n" + "\n".join(table))
 
 

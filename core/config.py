@@ -85,6 +85,10 @@ class Config:
     tls_key: Path | None = option(None, "PEM private key of tls_cert")
     tls_ca: Path | None = option(None, "PEM CA(s): senders must present a client certificate signed by them")
     stable_after: float = option(10.0, "quiet period (s) after the last instance before a study is triaged")
+    prepare_ahead: float = option(3.0, "seconds before the quiet period ends at which a quiet study's triage is "
+                                  "prepared (computed; not saved, sent or shown); the triage uses it only if the "
+                                  "study's instances, order and rulebook are unchanged when the quiet period ends, "
+                                  "else computes afresh; at most half of stable_after; 0 = off")
     # --- HTTP
     http_port: int = option(9108, "port of /metrics, /healthz, /readyz")
     http_bind: str = option("127.0.0.1", "address the HTTP endpoints bind to (loopback unless a scraper needs more)")

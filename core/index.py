@@ -15,6 +15,7 @@ Keys (named in core/keys.py, shared by every listener and worker):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -94,17 +95,30 @@ class StudyIndex:
                            int(summary.get("size") or 0), uid])
 
     def load(self, uid: str) -> Study | None:
+        return self.load_with_digest(uid)[0]
+
+    def load_with_digest(self, uid: str) -> tuple[Study | None, str | None]:
+        """The study and a digest of everything it was built from (every instance summary, its
+        first and last received times, its byte count): two loads with the same digest built the
+        same `Study` from the same instance set. A re-sent instance changes `last_received`, so
+        it changes the digest even when its summary is byte for byte the same."""
         key = study_key(uid)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hvals(key + ":instances")
         pipe.hgetall(key)
         raw, meta = pipe.execute()
         if not raw:
-            return None
+            return None, None
+        h = hashlib.sha256()
+        for r in sorted(raw):
+            h.update(len(r).to_bytes(8, "big"))
+            h.update(r)
+        for k, v in sorted(meta.items()):
+            h.update(b"\x00" + k + b"=" + v)
         study = Study.from_summaries(json.loads(r) for r in raw)
         study.last_received = float(meta.get(b"last_received", 0)) or None
         study.first_received = float(meta.get(b"first_received", 0)) or None
-        return study
+        return study, h.hexdigest()
 
     def due(self, quiet: float, now: float | None = None, limit: int = 100) -> list[tuple[str, float]]:
         """Studies with no new instance for `quiet` seconds: (uid, last received)."""

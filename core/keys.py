@@ -25,6 +25,11 @@ All keys live under ``pt:`` and are shared by every listener and worker on one R
 ``pt:accession:<digest>``           the study triaged under an accession number (digest)
 ``pt:closed``                       sorted set StudyUID -> report signed time (closed entries)
 ``pt:lock:ups_poll``                lock: one process at a time polls UPS workitem states
+``pt:prepare:mark:<uid>``           the last instance time a triage preparation was queued for (short TTL)
+``pt:prepared:<uid>``               a prepared triage (JSON: input digests and the entry), short TTL; used
+                                    only if the study's inputs are unchanged when it is stable
+``pt:lock:prepare:<uid>``           lock (renewed): a worker is preparing the study's triage
+``pt:prepare:starts:<uid>``         marker: a preparation started and has not finished (not tried again)
 ==================================  ======================================================
 """
 
@@ -64,6 +69,22 @@ def deliver_lock(kind: str, destination: str, uid: str) -> str:
 
 
 RECONCILE_LOCK = PREFIX + "lock:reconcile"
+
+
+def prepare_mark(uid: str) -> str:
+    return f"{PREFIX}prepare:mark:{uid}"
+
+
+def prepare_starts(uid: str) -> str:
+    return f"{PREFIX}prepare:starts:{uid}"
+
+
+def prepared(uid: str) -> str:
+    return f"{PREFIX}prepared:{uid}"
+
+
+def prepare_lock(uid: str) -> str:
+    return f"{PREFIX}lock:prepare:{uid}"
 
 
 def triage_starts(uid: str) -> str:

@@ -17,6 +17,9 @@ quarantined = Counter("pacs_triage_quarantined", "Datasets quarantined, by reaso
 
 studies_stable = Counter("pacs_triage_studies_stable", "Studies that became stable and were queued")
 triage_duration = Histogram("pacs_triage_triage_duration_seconds", "Pipeline duration per study")
+triage_prepared = Counter("pacs_triage_triage_prepared", "Triages prepared before the quiet period ended, by what "
+                          "became of them: used, changed (an input changed: computed afresh), not_ready (the "
+                          "triage found none to use), failed (the preparation raised)", ["outcome"])
 triage_failures = Counter("pacs_triage_triage_failures", "Pipeline runs that raised (retried by dramatiq)")
 triage_failed_entries = Counter("pacs_triage_triage_failed_entries",
                                 "Studies put on the worklist as 'triage failed — read at order priority'")

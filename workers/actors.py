@@ -26,6 +26,7 @@ from workers import broker as _broker
 from workers.deliveries import Deliveries
 from workers.locks import LockBusy, RenewingLock
 from workers.pipeline import triage
+from workers.prepared import Inputs, PreparedTriages, order_digest, settings_digest
 from workers.sinks import SinkError
 from workers.worklist import Worklist
 from rules.model import Priority
@@ -100,6 +101,9 @@ def triage_study(study_uid: str) -> None:
     message = CurrentMessage.get_current_message()
     final = message is not None and message.options.get("retries", 0) >= message.options.get("max_retries", 20)
     timing: dict = {}  # the study's last instance (filled in by _triage_locked), for the stage log
+    # A prepared result is for the triage queued when the quiet period ends, never for a refresh
+    # of priors (its point is to read the PACS again).
+    use_prepared = cfg.prepare_ahead > 0 and not (message is not None and message.options.get("priors_refresh"))
     try:
         lock = RenewingLock(ctx.redis, keys.triage_lock(study_uid), ttl=cfg.triage_lock_ttl, wait=5.0)
         with lock:
@@ -114,7 +118,7 @@ def triage_study(study_uid: str) -> None:
                 ctx.redis.delete(starts_key)
                 return
             try:
-                outcome = _triage_locked(ctx, study_uid, started, timing)
+                outcome = _triage_locked(ctx, study_uid, started, timing, use_prepared=use_prepared)
             except Exception:
                 ctx.redis.delete(starts_key)
                 raise
@@ -168,8 +172,53 @@ def _log_stages(study_uid: str, message, started: float, last_received: float | 
               queued - due, started - queued, time.time() - started)
 
 
-def _triage_locked(ctx, study_uid: str, started: float, timing: dict | None = None):
-    study = ctx.index.load(study_uid)
+def _compute(ctx, study, orders: OrderStore):
+    """The pipeline's entry for a study, the RIS order it read and the inputs it was computed from
+    (shared by the triage and its preparation ahead of the quiet period's end)."""
+    found = {}
+
+    def lookup(s):
+        found["order"] = order_for(ctx, orders, s)
+        return found["order"]
+
+    rulebook = ctx.rulebook.get()
+    entry = triage(study, rulebook, priors_lookup=priors_lookup(ctx), order_lookup=lookup, config=ctx.config)
+    return entry, found.get("order"), rulebook.version
+
+
+def _prepared_triages(ctx) -> PreparedTriages:
+    return PreparedTriages(ctx.redis, ttl=ctx.config.stable_after + 30.0)
+
+
+def _take_prepared(ctx, study_uid: str, study, study_digest: str, orders: OrderStore):
+    """The entry prepared for exactly this study, order, rulebook and configuration, or None
+    (computed afresh). A preparation still running is waited for, a little (twice `prepare_ahead`,
+    at most the quiet period, at least a second): it is the same work, started earlier; a longer
+    one (a hung peer, or the lock of a worker that died preparing) is not waited for."""
+    prepared = _prepared_triages(ctx)
+    cfg = ctx.config
+    give_up = time.monotonic() + max(min(2 * cfg.prepare_ahead, cfg.stable_after), 1.0)
+    while prepared.preparing(study_uid) and time.monotonic() < give_up:
+        time.sleep(0.02)
+    order = orders.get(study.accession_number)  # what the triage would read first
+    inputs = Inputs(study=study_digest, order=order_digest(order), rulebook=ctx.rulebook.get().version,
+                    settings=settings_digest(ctx.config))
+    entry, outcome = prepared.take(study_uid, inputs)
+    metrics.triage_prepared.labels("used" if entry is not None else
+                                   ("changed" if outcome == "changed" else "not_ready")).inc()
+    if entry is None:
+        log.info("study %s: %s; triage computed now", study_uid,
+                 "prepared triage discarded (its instances, order, rulebook or configuration changed)" if outcome == "changed"
+                 else "no prepared triage")
+        return None, None
+    entry["triaged_at"] = time.time()
+    log.info("study %s: prepared triage used (instances, order, rulebook and configuration unchanged)",
+             study_uid)
+    return entry, order
+
+
+def _triage_locked(ctx, study_uid: str, started: float, timing: dict | None = None, use_prepared: bool = False):
+    study, study_digest = ctx.index.load_with_digest(study_uid)
     if study is None:
         log.warning("study %s has no indexed instance; nothing to triage", study_uid)
         ctx.index.triaged(study_uid, started)
@@ -177,18 +226,14 @@ def _triage_locked(ctx, study_uid: str, started: float, timing: dict | None = No
     if timing is not None:
         timing["last_received"] = study.last_received
     orders = OrderStore(ctx.redis, ctx.config.order_retention_days)
-    found = {}
-
-    def lookup(s):
-        found["order"] = order_for(ctx, orders, s)
-        return found["order"]
-
-    entry = triage(study, ctx.rulebook.get(), priors_lookup=priors_lookup(ctx), order_lookup=lookup,
-                   config=ctx.config)
+    entry = order = None
+    if use_prepared:
+        entry, order = _take_prepared(ctx, study_uid, study, study_digest, orders)
+    if entry is None:
+        entry, order, _ = _compute(ctx, study, orders)
     worklist = Worklist(ctx.redis)
     saved = worklist.save(entry)
     orders.link_study(study.accession_number, study_uid)
-    order = found.get("order")
     if order is not None and order.signed_at and saved[0].get("closed_at") is None and order.same_patient(
             study.get("PatientID"), study.get("IssuerOfPatientID")):
         worklist.close(study_uid, order.signed_at, f"HL7 ORU^R01 result status {order.signed_status or 'F'}",
@@ -285,6 +330,46 @@ def _save_failed(ctx, study_uid: str, why: str, final: bool = True) -> None:
     log.error("study %s is on the worklist as '%s' (%s)", study_uid, TRIAGE_FAILED, saved["priority"])
     if final:
         ctx.index.triaged(study_uid, now)
+
+
+#: Preparations wait behind triages and deliveries in a worker's buffer (dramatiq: lower runs first).
+PREPARE_PRIORITY = 10
+
+
+@_broker.actor(queue_name="prepare", max_retries=0, time_limit=TRIAGE_TIME_LIMIT, priority=PREPARE_PRIORITY)
+def prepare_triage(study_uid: str) -> None:
+    """Compute the triage of a study that has gone quiet, before its quiet period ends, and keep it
+    aside (`workers.prepared`): nothing is saved, sent or shown. Only a speed-up: on any failure
+    the triage at the end of the quiet period computes it as usual."""
+    ctx = context()
+    if not ctx.index.is_pending(study_uid):
+        return  # already stable (queued or triaged): nothing to prepare
+    try:
+        with RenewingLock(ctx.redis, keys.prepare_lock(study_uid), ttl=ctx.config.triage_lock_ttl, wait=0):
+            # A preparation that killed its worker (a poison study) is not tried again: dramatiq
+            # would hand it to the next worker; the triage keeps its own poison count.
+            started = keys.prepare_starts(study_uid)
+            first = ctx.redis.incr(started) == 1
+            ctx.redis.expire(started, 86400)
+            if not first:
+                log.warning("study %s: an earlier preparation did not finish; not prepared", study_uid)
+                return
+            try:
+                study, study_digest = ctx.index.load_with_digest(study_uid)
+                if study is None:
+                    return
+                entry, order, version = _compute(ctx, study, OrderStore(ctx.redis, ctx.config.order_retention_days))
+                inputs = Inputs(study=study_digest, order=order_digest(order), rulebook=version,
+                                settings=settings_digest(ctx.config))
+                kept = _prepared_triages(ctx).keep(study_uid, inputs, entry)
+            finally:
+                ctx.redis.delete(started)
+            log.info("study %s: triage prepared%s", study_uid, "" if kept else " too late (already triaged); dropped")
+    except LockBusy:
+        return  # another worker is preparing it
+    except Exception as exc:
+        metrics.triage_prepared.labels("failed").inc()
+        log.warning("study %s: triage not prepared: %s", study_uid, type(exc).__name__)
 
 
 @_broker.actor(queue_name="prefetch", max_retries=5, min_backoff=5000, max_backoff=300_000)
@@ -429,4 +514,4 @@ def _make_deliver(kind: str):
 DELIVER = {kind: _make_deliver(kind) for kind in SINKS}
 
 #: Every actor, bound to the process's broker by `workers.broker.setup`.
-ALL = (triage_study, prefetch_priors, *DELIVER.values())
+ALL = (triage_study, prepare_triage, prefetch_priors, *DELIVER.values())

@@ -8,6 +8,7 @@ permanently (A-ASSOCIATE-RJ result 1), so retrying cannot help.
 
 from __future__ import annotations
 
+import socket
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -47,6 +48,7 @@ def associate(node: DicomNode, *, calling_aet: str, contexts: list, timeout: flo
     except OSError as exc:
         raise AssociationFailed(f"{node}: {exc.__class__.__name__}") from None
     if assoc.is_established:
+        no_delay(assoc)
         return assoc
     if assoc.is_rejected:
         permanent = rejection.get("result") == 0x01
@@ -54,6 +56,16 @@ def associate(node: DicomNode, *, calling_aet: str, contexts: list, timeout: flo
                                 f"source {rejection.get('source')}, reason {rejection.get('reason')})", permanent)
     what = "aborted" if assoc.is_aborted else "no association (connection refused or timed out)"
     raise AssociationFailed(f"{what} with {node}")
+
+
+def no_delay(assoc: Association) -> None:
+    """Send each PDU at once (TCP_NODELAY). pynetdicom leaves Nagle's algorithm on: a dataset sent
+    as several PDUs then waits, PDU after PDU, for the peer's delayed acknowledgement (40 ms on
+    Linux) — about 90 ms of the C-STORE of a 20 KB SR, whatever the peer."""
+    try:
+        assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):  # no socket (closed meanwhile): nothing to speed up
+        pass
 
 
 @contextmanager
