@@ -104,12 +104,21 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
                 if same:
                     mm.history = True
+            # session 7 (round 38): a lexicon pattern that overrides a concept also replaces a measurement of it that it spans
+            # ("Fièvre à 38,5 hier attribuée à une grippe": fever_explained overrides the temperature's fever)
+            overrides = getattr(matcher, "overrides", {})
+            if overrides:
+                over = [(f.start, f.end, set().union(*(overrides.get(c, set()) for c in f.concepts))) for f in found
+                        if any(c in overrides for c in f.concepts)]
+                if over:
+                    graded = [mm for mm in graded
+                              if not any(a <= mm.start and mm.end <= b and mm.concepts <= o for a, b, o in over)]
             benign = [b for b in measured if not b.concepts]  # a trend in numbers below every threshold
             found = [m for m in found
                      if not any(m.start < b.end and b.start < m.end and m.concepts <= set(b.measurement["cancels"])
                                 for b in benign)]
             mentions.extend(found)
-            mentions.extend(b for b in measured if b.concepts)
+            mentions.extend(graded)
         else:
             mentions.extend(found)
     raising: dict[str, list[Mention]] = {}

@@ -119,3 +119,15 @@ def test_64kb_of_text_is_bounded():
 def test_mojibake_is_repaired():
     out = run("hÃ©matome Ã©pidural aprÃ¨s laminectomie")
     assert out.priority == Priority.STAT
+
+
+def test_no_pattern_backtracks_catastrophically_on_a_nursing_note():
+    """Session 7: a lexicon pattern with a nested lazy repeat ("(?: [^.;|]+?){0,8}?") took 0.45 s on one 135-letter
+    nursing note (a start word, "febrile" inside "afebrile", then no end in sight before the full stop) and grows
+    exponentially with the clause; the rulebook reads such a note in milliseconds."""
+    note = ("Obs: afebrile, wound clean and dry, no ooze, calves soft and non-tender, voiding well, power 5/5, "
+            "sensation intact, no headache, temperature settled, head fine when sitting up, legs fine, screws fine")
+    run(note)  # warm the caches
+    start = time.perf_counter()
+    run(note + ". " + note)
+    assert time.perf_counter() - start < 0.3
