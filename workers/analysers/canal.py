@@ -179,6 +179,45 @@ def _body_axis(bone: np.ndarray, pixel_mm: float = 0.5):
     the pedicles, laminae and processes (thinner) go. The body is wider than deep, so its minor
     principal axis is the AP (symmetry) axis.
     """
+    filled = np.zeros(bone.shape[1:], np.float32)
+    step = max(1, bone.shape[0] // 12)  # about a dozen slices are enough for the mean
+    for k in range(0, bone.shape[0], step):
+        filled += ndi.binary_fill_holes(bone[k])
+    n = len(range(0, bone.shape[0], step))
+    m = filled > 0.5 * n
+    r = max(2.0, 6.0 / pixel_mm)  # opening by a disc of radius r, with distance transforms (fast)
+    core = ndi.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1] > r
+    m = ndi.distance_transform_edt(~core) <= r if core.any() else core
+    lab, n = ndi.label(m)
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())[1:]
+    ys, xs = np.nonzero(lab == (np.argmax(sizes) + 1))
+    if len(ys) * pixel_mm * pixel_mm < 300:  # under 3 cm2: not a vertebral body
+        return None
+    c = np.array([ys.mean(), xs.mean()])
+    d = np.column_stack([ys - c[0], xs - c[1]])
+    w, v = np.linalg.eigh(d.T @ d / len(d))
+    u = v[:, 0]  # minor axis
+    if w[1] < 1.1 * w[0] or abs(u[0]) < np.cos(np.radians(30)):
+        u = np.array([1.0, 0.0])  # not clearly wider than deep: the image AP axis
+    u = u / np.linalg.norm(u)
+    if u[0] < 0:
+        u = -u  # towards increasing rows
+    t = d @ u
+    w = d @ np.array([-u[1], u[0]])
+    return (float(c[0]), float(c[1])), u, (float(t.min()), float(t.max())), float(w.max() - w.min() + 1)
+
+
+def _body_axis_per_slice(bone: np.ndarray, pixel_mm: float = 0.5):
+    """As `_body_axis`, for a slab where that finds no body: each sampled slice's fill counts only where it holds a
+    body-sized blob (session 7), and the body is what most of those slices hold.
+
+    Each slice's bone is filled (the cortical shell encloses the trabecular bone, whatever its density),
+    averaged over the slab, and opened with a disc of 6 mm radius: the body (a large convex blob) stays,
+    the pedicles, laminae and processes (thinner) go. The body is wider than deep, so its minor
+    principal axis is the AP (symmetry) axis.
+    """
     r = max(2.0, 6.0 / pixel_mm)  # opening by a disc of radius r, with distance transforms (fast)
 
     def opened(m):
@@ -242,7 +281,7 @@ def body_in_roi(hu: np.ndarray, metal_thr: float, k0: int, k1: int, body_roi, ro
     y0, y1, x0, x1 = body_roi
     slab = hu[k0:k1, y0:y1, x0:x1]
     bone, _ = _occluded_bone(slab, slab >= metal_thr, spacing, bone_hu, bloom_mm)
-    body = _body_axis(bone, min(spacing[1], spacing[2]))
+    body = _body_axis_per_slice(bone, min(spacing[1], spacing[2]))
     if body is None:
         return None
     (cy, cx), u, ext, width = body
@@ -292,7 +331,10 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
     lows = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0]]
     highs = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[1]]
     lc = LevelCanal(roi, k0, k1, bone, occ, [None] * bone.shape[0], None, len(both), "none", None, known=known)
-    body = body if body is not None else _body_axis(bone, min(dy, dx))
+    # the body as found in the canal's window (sessions 3-6); where none is found there, the one found in the larger
+    # window of `body_in_roi` (session 7)
+    own = _body_axis(bone, min(dy, dx))
+    body = own if own is not None else body
     lc.body = body
     if not lows and not highs:
         return lc

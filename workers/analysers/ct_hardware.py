@@ -342,6 +342,10 @@ BODY_ANTERIOR_MM = 30.0
 #: ... and how much wider on each side (mm): a level with screws on one side only, or converging screws, has a
 #: canal window narrower than the body (35-55 mm wide)
 BODY_SIDE_MM = 15.0
+#: A body found in that larger window is kept only if it is as wide as a vertebral body (T10-S1 about 35-55 mm) and,
+#: with screws on both sides, centred within this of the middle of the level's screws
+BODY_WIDTH_MM = (25.0, 65.0)
+BODY_OFF_SCREWS_MM = 10.0
 
 
 def _level_canals(vol: Volume, screws, levels, thr, pol) -> dict:
@@ -379,6 +383,9 @@ def _level_canals(vol: Volume, screws, levels, thr, pol) -> dict:
                     + (max(roi[2] - side, 0), min(roi[3] + side, nx)))
         body = cn.body_in_roi(vol.hu, thr, k0, k1, body_roi, roi, vol.spacing, bone_hu=pol.bone_hu,
                               bloom_mm=pol.blooming_margin_mm)
+        if body is not None and not (BODY_WIDTH_MM[0] <= body[3] * dx <= BODY_WIDTH_MM[1]
+                                     and (cx is None or abs(body[0][1] - cx) * dx <= BODY_OFF_SCREWS_MM)):
+            body = None  # not a vertebral body's width, or off the middle of the level's screws: something else
         out[lev] = cn.level_canal(vol.hu, metal, k0, k1, roi, vol.spacing, cx, bone_hu=pol.bone_hu,
                                   bloom_mm=pol.blooming_margin_mm, needed=needed, body=body)
     have = [lev for lev, lc in out.items() if lc.reference is not None]
