@@ -82,8 +82,6 @@ class CTPolicy:
     pedicle_intact_min_offset_mm: float = 6.0  # ... with the metal's medial surface this far from the midline on each
     pedicle_intact_max_offset_mm: float = 30.0  # ... and no further than this (beyond: the midline is wrong)
     pedicle_intact_borrowed_run: int = 1  # against a borrowed canal's C+ read: this many consecutive sections must reach
-    pedicle_intact_vetoes_canal: bool = False  # intact pedicle + symmetric screw: a canal C+ read is not assessed
-    pedicle_intact_clears_contradicted_canal: bool = False  # ... and a contradicted canal's screw is graded A/B
 
     def grade(self, depth_mm: float) -> str:
         return gertzbein_robbins(depth_mm, self.grade_bounds)
@@ -230,10 +228,6 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         pedicle_intact_min_offset_mm=_opt(doc, "pedicle_sections.intact.min_midline_offset_mm", file, 6.0),
         pedicle_intact_max_offset_mm=_opt(doc, "pedicle_sections.intact.max_midline_offset_mm", file, 30.0),
         pedicle_intact_borrowed_run=int(_opt(doc, "pedicle_sections.intact.borrowed_run_sections", file, 1)),
-        pedicle_intact_vetoes_canal=bool(((doc.get("pedicle_sections") or {}).get("intact") or {})
-                                         .get("vetoes_canal_c_plus", False)),
-        pedicle_intact_clears_contradicted_canal=bool(((doc.get("pedicle_sections") or {}).get("intact") or {})
-                                                      .get("clears_contradicted_canal", False)),
     )
 
 

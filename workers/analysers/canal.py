@@ -290,7 +290,7 @@ def body_in_roi(hu: np.ndarray, metal_thr: float, k0: int, k1: int, body_roi, ro
 
 def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacing, centre_x: float | None,
                 bone_hu: float = BONE_HU, bloom_mm: float = 1.0, needed=None, vote_step_mm: float = 1.2,
-                fill_mm: float = 0.0, body=None) -> LevelCanal:
+                fill_mm: float = 0.0, body_fallback=None) -> LevelCanal:
     """Canal of one level from the slab hu[k0:k1] within roi; `metal` is the metal mask of that slab/roi.
 
     Walls count only where they are seen: metal (with its blooming and partial volume) hides them, and a
@@ -331,10 +331,11 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
     lows = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0]]
     highs = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[1]]
     lc = LevelCanal(roi, k0, k1, bone, occ, [None] * bone.shape[0], None, len(both), "none", None, known=known)
-    # the body as found in the canal's window (sessions 3-6); where none is found there, the one found in the larger
-    # window of `body_in_roi` (session 7)
-    own = _body_axis(bone, min(dy, dx))
-    body = own if own is not None else body
+    # the body as found in the canal's window (sessions 3-6); where none is found there, `body_fallback()` (session 7:
+    # the one found in a larger window, `body_in_roi`)
+    body = _body_axis(bone, min(dy, dx))
+    if body is None and body_fallback is not None:
+        body = body_fallback()
     lc.body = body
     if not lows and not highs:
         return lc

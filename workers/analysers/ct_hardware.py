@@ -381,13 +381,17 @@ def _level_canals(vol: Volume, screws, levels, thr, pol) -> dict:
         side = int(BODY_SIDE_MM / dx)
         body_roi = (((max(roi[0] - ext, 0), roi[1]) if anterior_up else (roi[0], min(roi[1] + ext, ny)))
                     + (max(roi[2] - side, 0), min(roi[3] + side, nx)))
-        body = cn.body_in_roi(vol.hu, thr, k0, k1, body_roi, roi, vol.spacing, bone_hu=pol.bone_hu,
-                              bloom_mm=pol.blooming_margin_mm)
-        if body is not None and not (BODY_WIDTH_MM[0] <= body[3] * dx <= BODY_WIDTH_MM[1]
-                                     and (cx is None or abs(body[0][1] - cx) * dx <= BODY_OFF_SCREWS_MM)):
-            body = None  # not a vertebral body's width, or off the middle of the level's screws: something else
+
+        def fallback(body_roi=body_roi, roi=roi, k0=k0, k1=k1, cx=cx):
+            body = cn.body_in_roi(vol.hu, thr, k0, k1, body_roi, roi, vol.spacing, bone_hu=pol.bone_hu,
+                                  bloom_mm=pol.blooming_margin_mm)
+            if body is not None and not (BODY_WIDTH_MM[0] <= body[3] * dx <= BODY_WIDTH_MM[1]
+                                         and (cx is None or abs(body[0][1] - cx) * dx <= BODY_OFF_SCREWS_MM)):
+                return None  # not a vertebral body's width, or off the middle of the level's screws: something else
+            return body
+
         out[lev] = cn.level_canal(vol.hu, metal, k0, k1, roi, vol.spacing, cx, bone_hu=pol.bone_hu,
-                                  bloom_mm=pol.blooming_margin_mm, needed=needed, body=body)
+                                  bloom_mm=pol.blooming_margin_mm, needed=needed, body_fallback=fallback)
     have = [lev for lev, lc in out.items() if lc.reference is not None]
     for lev, lc in out.items():  # the nearest other level's canal, for the plausibility check
         if lc.reference is None:
@@ -591,18 +595,6 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                                                              canal_ok, pol)
     na, depth, grade, measured_against, conf = _with_intact_pedicle(
         ped, na, depth, max([depth] + list(alts.values())), grade, measured_against, conf, midline, canal_ok, pol)
-    na = _canal_vetoed(ped, na, depth, grade, measured_against, midline, canal_ok, pol)
-    if na is not None and na[0] in CLEARABLE and canal_ok and pol.pedicle_intact_clears_contradicted_canal \
-            and _pedicle_intact(ped, pol) and _position_normal(midline, pol):
-        # the canal outline is contradicted (implausible, borrowed, or its C+ read against the screw's position):
-        # both canal-independent measures put the screw in its pedicle, each on its own evidence
-        prof = [v for v in ped["profile_mm"] if v is not None]
-        depth = float(max(prof))
-        grade = pol.grade(depth)
-        measured_against = (f"the medial pedicle wall (intact on {len(prof)} sections, at most {depth:.1f} mm) and the "
-                            f"canal-independent midline check (canal outline set aside: {na[0]})")
-        conf = 0.5
-        na = None
     if na is not None:
         unassessed(*na)
     else:
@@ -782,48 +774,6 @@ def _with_intact_pedicle(ped: dict, na, depth: float, max_canal_depth: float, gr
                  f"{ped.get('min_medial_edge_offset_mm')} mm from the vertebral midline; a breach cannot be excluded"),
                 depth, grade, measured_against, conf)
     return na, depth, grade, measured_against, conf
-
-
-#: Not-assessed reasons that come from a canal outline contradicted by other evidence: an intact pedicle and a
-#: normal position against the vertebral midline may grade the screw A/B instead (`_screw`)
-CLEARABLE = ("canal implausible next to the screw", "canal and midline checks disagree",
-             "canal references disagree with the pedicle wall",
-             "canal read contradicted by the pedicle wall and the midline check")
-
-
-def _position_normal(m: dict, pol) -> bool:
-    """The canal-independent midline check, without the canal's mirrored half-width, puts the screw where a
-    pedicle screw belongs: medial surface at least `midline_min_offset_mm` + 1 from the vertebral midline at the
-    isthmus, within 2 mm of its contralateral pair and 3 mm of the other levels' screws (at least one of the two
-    known), less than the C threshold inside the medial wall expected from the vertebral body's width."""
-    off, pe, le, bd = (m.get(k) for k in ("offset_mm", "pair_excess_mm", "level_excess_mm", "body_depth_mm"))
-    if off is None or off < pol.midline_min_offset_mm + 1.0 or bd is None or bd >= pol.grade_bounds[1]:
-        return False
-    if pe is None and le is None:
-        return False
-    return (pe is None or pe <= 2.0) and (le is None or le <= 3.0)
-
-
-def _canal_vetoed(ped: dict, na, depth: float, grade, measured_against, midline: dict, canal_ok: bool, pol):
-    """A C+ read from a canal outline (not from the pedicle wall, the trajectory or the midline check) while
-    both canal-independent measures say the screw is where it belongs: the medial pedicle cortex intact on every
-    section (`_pedicle_intact`) and the screw's position against the vertebral midline normal
-    (`_position_normal`). The outline is wrong (split, tilted, a neighbour's): "not assessed", never A/B
-    (`pedicle_sections.intact.vetoes_canal_c_plus`; session 7, tuning seeds)."""
-    if (na is not None or not canal_ok or grade in (None, "A", "B") or not pol.pedicle_intact_vetoes_canal
-            or not isinstance(measured_against, str)):
-        return na
-    if measured_against.startswith(("the medial pedicle wall", "screw trajectory", "canal-independent")):
-        return na
-    if not (_pedicle_intact(ped, pol) and _position_normal(midline or {}, pol)):
-        return na
-    m = midline or {}
-    return ("canal read contradicted by the pedicle wall and the midline check",
-            f"depth {depth:.1f} mm against the {measured_against} (grade {grade}) but the medial pedicle cortex is "
-            f"seen intact on {ped.get('sections')} sections across the screw and the screw sits "
-            f"{m.get('offset_mm')} mm from the vertebral midline, symmetric with its pair "
-            f"({m.get('pair_excess_mm')} mm) and the other levels ({m.get('level_excess_mm')} mm); "
-            "a breach cannot be excluded")
 
 
 def _convergence(p: mt.Part, lc, midline_x, vol: Volume) -> float | None:
