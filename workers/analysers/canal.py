@@ -209,9 +209,88 @@ def _body_axis(bone: np.ndarray, pixel_mm: float = 0.5):
     return (float(c[0]), float(c[1])), u, (float(t.min()), float(t.max())), float(w.max() - w.min() + 1)
 
 
+def _body_axis_per_slice(bone: np.ndarray, pixel_mm: float = 0.5):
+    """As `_body_axis`, for a slab where that finds no body: each sampled slice's fill counts only where it holds a
+    body-sized blob (session 7), and the body is what most of those slices hold.
+
+    Each slice's bone is filled (the cortical shell encloses the trabecular bone, whatever its density),
+    averaged over the slab, and opened with a disc of 6 mm radius: the body (a large convex blob) stays,
+    the pedicles, laminae and processes (thinner) go. The body is wider than deep, so its minor
+    principal axis is the AP (symmetry) axis.
+    """
+    r = max(2.0, 6.0 / pixel_mm)  # opening by a disc of radius r, with distance transforms (fast)
+
+    def opened(m):
+        core = ndi.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1] > r
+        return ndi.distance_transform_edt(~core) <= r if core.any() else core
+
+    filled = np.zeros(bone.shape[1:], np.float32)
+    step = max(1, bone.shape[0] // 12)  # about a dozen slices are enough for the mean
+    n = 0
+    for k in range(0, bone.shape[0], step):
+        # A slice counts only where its fill holds a body-sized blob: where the pedicles join the body its
+        # cancellous bone (under the bone threshold) connects through the pedicle, around the screw, to the
+        # outside, and the fill fails on that slice (session 7: most slices of a level crossed by screws)
+        f = opened(ndi.binary_fill_holes(bone[k]))
+        if f.sum() * pixel_mm * pixel_mm >= 300:
+            filled += f
+            n += 1
+    if n < max(2, len(range(0, bone.shape[0], step)) // 6):
+        return None
+    m = opened(filled > 0.5 * n)
+    lab, n = ndi.label(m)
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())[1:]
+    ys, xs = np.nonzero(lab == (np.argmax(sizes) + 1))
+    if len(ys) * pixel_mm * pixel_mm < 300:  # under 3 cm2: not a vertebral body
+        return None
+    c = np.array([ys.mean(), xs.mean()])
+    d = np.column_stack([ys - c[0], xs - c[1]])
+    w, v = np.linalg.eigh(d.T @ d / len(d))
+    u = v[:, 0]  # minor axis
+    if w[1] < 1.1 * w[0] or abs(u[0]) < np.cos(np.radians(30)):
+        u = np.array([1.0, 0.0])  # not clearly wider than deep: the image AP axis
+    u = u / np.linalg.norm(u)
+    if u[0] < 0:
+        u = -u  # towards increasing rows
+    t = d @ u
+    w = d @ np.array([-u[1], u[0]])
+    return (float(c[0]), float(c[1])), u, (float(t.min()), float(t.max())), float(w.max() - w.min() + 1)
+
+
+def _occluded_bone(slab: np.ndarray, metal: np.ndarray, spacing, bone_hu: float, bloom_mm: float):
+    """(bone in-painted along z, occluded) of a slab: metal and its blooming are occluders, not bone."""
+    dz, dy, dx = spacing
+    r = max(1, int(round(bloom_mm / min(dy, dx))))
+    st = ndi.generate_binary_structure(2, 1)
+    # Partial volume of metal in the neighbouring slices (thick slices) is bright but not bone.
+    core = metal | (ndi.binary_dilation(metal, structure=np.ones((3, 3, 3), bool)) & (slab >= CONTAMINATED_HU))
+    occ = ndi.binary_dilation(core, structure=st[None], iterations=r)
+    rz = int(round(bloom_mm / dz))
+    if rz:
+        occ = ndi.binary_dilation(occ, structure=np.ones((3, 1, 1), bool), iterations=rz)
+    return _inpaint_z((slab >= bone_hu) & ~occ, occ), occ
+
+
+def body_in_roi(hu: np.ndarray, metal_thr: float, k0: int, k1: int, body_roi, roi, spacing,
+                bone_hu: float = BONE_HU, bloom_mm: float = 1.0):
+    """The vertebral body (`_body_axis`) found in `body_roi` (a larger window than the canal's `roi`, reaching
+    further anterior: the canal's window ends 15 mm in front of the screws' tips and cuts the body, whose
+    cortical ring must be closed for its cancellous bone to be filled), in `roi`'s pixel coordinates."""
+    y0, y1, x0, x1 = body_roi
+    slab = hu[k0:k1, y0:y1, x0:x1]
+    bone, _ = _occluded_bone(slab, slab >= metal_thr, spacing, bone_hu, bloom_mm)
+    body = _body_axis_per_slice(bone, min(spacing[1], spacing[2]))
+    if body is None:
+        return None
+    (cy, cx), u, ext, width = body
+    return (cy + y0 - roi[0], cx + x0 - roi[2]), u, ext, width
+
+
 def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacing, centre_x: float | None,
                 bone_hu: float = BONE_HU, bloom_mm: float = 1.0, needed=None, vote_step_mm: float = 1.2,
-                fill_mm: float = 0.0) -> LevelCanal:
+                fill_mm: float = 0.0, body_fallback=None) -> LevelCanal:
     """Canal of one level from the slab hu[k0:k1] within roi; `metal` is the metal mask of that slab/roi.
 
     Walls count only where they are seen: metal (with its blooming and partial volume) hides them, and a
@@ -252,7 +331,11 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
     lows = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0]]
     highs = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[1]]
     lc = LevelCanal(roi, k0, k1, bone, occ, [None] * bone.shape[0], None, len(both), "none", None, known=known)
+    # the body as found in the canal's window (sessions 3-6); where none is found there, `body_fallback()` (session 7:
+    # the one found in a larger window, `body_in_roi`)
     body = _body_axis(bone, min(dy, dx))
+    if body is None and body_fallback is not None:
+        body = body_fallback()
     lc.body = body
     if not lows and not highs:
         return lc

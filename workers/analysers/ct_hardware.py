@@ -336,6 +336,18 @@ def _incomplete(res: AnalysisResult) -> None:
     res.not_assessed.insert(0, text)
 
 
+#: How much further anterior than the canal's window (mm) the vertebral body is looked for: the body is 25-45 mm
+#: deep (T10-S1) and the screws' tips stop in its middle or front half.
+BODY_ANTERIOR_MM = 30.0
+#: ... and how much wider on each side (mm): a level with screws on one side only, or converging screws, has a
+#: canal window narrower than the body (35-55 mm wide)
+BODY_SIDE_MM = 15.0
+#: A body found in that larger window is kept only if it is as wide as a vertebral body (T10-S1 about 35-55 mm) and,
+#: with screws on both sides, centred within this of the middle of the level's screws
+BODY_WIDTH_MM = (25.0, 65.0)
+BODY_OFF_SCREWS_MM = 10.0
+
+
 def _level_canals(vol: Volume, screws, levels, thr, pol) -> dict:
     """{construct level: LevelCanal} with a neighbouring level's canal where a level has none."""
     dz, dy, dx = vol.spacing
@@ -361,8 +373,25 @@ def _level_canals(vol: Volume, screws, levels, thr, pol) -> dict:
             if max(xs) - min(xs) > 15 / dx:
                 cx = float(np.mean([min(xs), max(xs)]))
         needed = sorted({int(k) - k0 for q in same for k in range(q.bbox[0].start, q.bbox[0].stop)})
+        # The vertebral body is looked for in a window reaching BODY_ANTERIOR_MM further anterior: the canal's
+        # window ends 15 mm in front of the screws and cuts the body off, so its cortical ring is open there
+        # and its (low-density) cancellous bone is not filled (session 7: no body, no midline check)
+        ext = int(BODY_ANTERIOR_MM / dy)
+        anterior_up = vol.col_dir[1] > 0  # rows increase towards posterior: anterior is the lower rows
+        side = int(BODY_SIDE_MM / dx)
+        body_roi = (((max(roi[0] - ext, 0), roi[1]) if anterior_up else (roi[0], min(roi[1] + ext, ny)))
+                    + (max(roi[2] - side, 0), min(roi[3] + side, nx)))
+
+        def fallback(body_roi=body_roi, roi=roi, k0=k0, k1=k1, cx=cx):
+            body = cn.body_in_roi(vol.hu, thr, k0, k1, body_roi, roi, vol.spacing, bone_hu=pol.bone_hu,
+                                  bloom_mm=pol.blooming_margin_mm)
+            if body is not None and not (BODY_WIDTH_MM[0] <= body[3] * dx <= BODY_WIDTH_MM[1]
+                                         and (cx is None or abs(body[0][1] - cx) * dx <= BODY_OFF_SCREWS_MM)):
+                return None  # not a vertebral body's width, or off the middle of the level's screws: something else
+            return body
+
         out[lev] = cn.level_canal(vol.hu, metal, k0, k1, roi, vol.spacing, cx, bone_hu=pol.bone_hu,
-                                  bloom_mm=pol.blooming_margin_mm, needed=needed)
+                                  bloom_mm=pol.blooming_margin_mm, needed=needed, body_fallback=fallback)
     have = [lev for lev, lc in out.items() if lc.reference is not None]
     for lev, lc in out.items():  # the nearest other level's canal, for the plausibility check
         if lc.reference is None:
