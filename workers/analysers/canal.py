@@ -184,10 +184,19 @@ def _body_axis(bone: np.ndarray, pixel_mm: float = 0.5):
     for k in range(0, bone.shape[0], step):
         filled += ndi.binary_fill_holes(bone[k])
     n = len(range(0, bone.shape[0], step))
-    m = filled > 0.5 * n
-    r = max(2.0, 6.0 / pixel_mm)  # opening by a disc of radius r, with distance transforms (fast)
+    m = _opened(filled > 0.5 * n, max(2.0, 6.0 / pixel_mm))
+    return _body_of_mask(m, pixel_mm)
+
+
+def _opened(m: np.ndarray, r: float) -> np.ndarray:
+    """m opened by a disc of radius r (pixels), with distance transforms (fast)."""
     core = ndi.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1] > r
-    m = ndi.distance_transform_edt(~core) <= r if core.any() else core
+    return ndi.distance_transform_edt(~core) <= r if core.any() else core
+
+
+def _body_of_mask(m: np.ndarray, pixel_mm: float):
+    """The largest blob of m as a vertebral body: centre, AP unit axis (its minor principal axis, or the image AP axis
+    when it is not clearly wider than deep), AP extent and width; None under 3 cm2."""
     lab, n = ndi.label(m)
     if n == 0:
         return None
@@ -211,19 +220,8 @@ def _body_axis(bone: np.ndarray, pixel_mm: float = 0.5):
 
 def _body_axis_per_slice(bone: np.ndarray, pixel_mm: float = 0.5):
     """As `_body_axis`, for a slab where that finds no body: each sampled slice's fill counts only where it holds a
-    body-sized blob (session 7), and the body is what most of those slices hold.
-
-    Each slice's bone is filled (the cortical shell encloses the trabecular bone, whatever its density),
-    averaged over the slab, and opened with a disc of 6 mm radius: the body (a large convex blob) stays,
-    the pedicles, laminae and processes (thinner) go. The body is wider than deep, so its minor
-    principal axis is the AP (symmetry) axis.
-    """
-    r = max(2.0, 6.0 / pixel_mm)  # opening by a disc of radius r, with distance transforms (fast)
-
-    def opened(m):
-        core = ndi.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1] > r
-        return ndi.distance_transform_edt(~core) <= r if core.any() else core
-
+    body-sized blob (session 7), and the body is what most of those slices hold."""
+    r = max(2.0, 6.0 / pixel_mm)
     filled = np.zeros(bone.shape[1:], np.float32)
     step = max(1, bone.shape[0] // 12)  # about a dozen slices are enough for the mean
     n = 0
@@ -231,32 +229,13 @@ def _body_axis_per_slice(bone: np.ndarray, pixel_mm: float = 0.5):
         # A slice counts only where its fill holds a body-sized blob: where the pedicles join the body its
         # cancellous bone (under the bone threshold) connects through the pedicle, around the screw, to the
         # outside, and the fill fails on that slice (session 7: most slices of a level crossed by screws)
-        f = opened(ndi.binary_fill_holes(bone[k]))
+        f = _opened(ndi.binary_fill_holes(bone[k]), r)
         if f.sum() * pixel_mm * pixel_mm >= 300:
             filled += f
             n += 1
     if n < max(2, len(range(0, bone.shape[0], step)) // 6):
         return None
-    m = opened(filled > 0.5 * n)
-    lab, n = ndi.label(m)
-    if n == 0:
-        return None
-    sizes = np.bincount(lab.ravel())[1:]
-    ys, xs = np.nonzero(lab == (np.argmax(sizes) + 1))
-    if len(ys) * pixel_mm * pixel_mm < 300:  # under 3 cm2: not a vertebral body
-        return None
-    c = np.array([ys.mean(), xs.mean()])
-    d = np.column_stack([ys - c[0], xs - c[1]])
-    w, v = np.linalg.eigh(d.T @ d / len(d))
-    u = v[:, 0]  # minor axis
-    if w[1] < 1.1 * w[0] or abs(u[0]) < np.cos(np.radians(30)):
-        u = np.array([1.0, 0.0])  # not clearly wider than deep: the image AP axis
-    u = u / np.linalg.norm(u)
-    if u[0] < 0:
-        u = -u  # towards increasing rows
-    t = d @ u
-    w = d @ np.array([-u[1], u[0]])
-    return (float(c[0]), float(c[1])), u, (float(t.min()), float(t.max())), float(w.max() - w.min() + 1)
+    return _body_of_mask(_opened(filled > 0.5 * n, r), pixel_mm)
 
 
 def _occluded_bone(slab: np.ndarray, metal: np.ndarray, spacing, bone_hu: float, bloom_mm: float):
