@@ -280,15 +280,7 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
     dz, dy, dx = spacing
     y0, y1, x0, x1 = roi
     slab = hu[k0:k1, y0:y1, x0:x1]
-    r = max(1, int(round(bloom_mm / min(dy, dx))))
-    st = ndi.generate_binary_structure(2, 1)
-    # Partial volume of metal in the neighbouring slices (thick slices) is bright but not bone.
-    core = metal | (ndi.binary_dilation(metal, structure=np.ones((3, 3, 3), bool)) & (slab >= CONTAMINATED_HU))
-    occ = ndi.binary_dilation(core, structure=st[None], iterations=r)
-    rz = int(round(bloom_mm / dz))
-    if rz:
-        occ = ndi.binary_dilation(occ, structure=np.ones((3, 1, 1), bool), iterations=rz)
-    bone = _inpaint_z((slab >= bone_hu) & ~occ, occ)
+    bone, occ = _occluded_bone(slab, metal, spacing, bone_hu, bloom_mm)
     nfill = int(np.floor(fill_mm / dz + 1e-6))
     known = ~occ
     if nfill:
