@@ -529,6 +529,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 continue  # "leg pain since 14/11", "douleur depuis le 14 novembre": the complaint's date, not the operation's
             if _FUTURE.search(re.split(r"[.;]\s", norm[max(0, a - 40) : a])[-1]):
                 continue  # session 7 (round 34): "TLIF booked for 03/12/2026": a planned date, in either reading
+            if _IMAGE_DATE_BEFORE.search(norm[max(0, a - 30) : a]):
+                continue  # session 7 (round 42): "rupture de vis S1 vue sur la radio du 02/11/2026": an image's date
             if isinstance(date, tuple):
                 # DD/MM or MM/DD, nothing in the text tells: a reading after the study is impossible; when both are
                 # possible, both are kept (the engine runs each and keeps the higher priority, and says so).
@@ -576,6 +578,13 @@ _ONSET_DATE = re.compile(
     r"\s*(?::\s*)?(?:on\s+|le\s+|the\s+|du\s+|mid\s+|about\s+|around\s+|environ\s+)?$"
 )
 #: An image, a test or a visit just before a day word: the day is that event's, not the operation's.
+#: An image or test named right before a date: the date is that image's ("la radio du 02/11/2026", "CT of 12/10", "MRI dated
+#: 3/9/2026"), never the operation's.
+_IMAGE_DATE_BEFORE = re.compile(
+    r"(?<![a-z])(?:x ?ray|xr|film|radiograph|radio|radiographie|ct|mri|mr|irm|scan|scanner|tdm|imaging|imagerie|echo|ultrasound|"
+    r"doppler|emg|bilan|prise de sang|bloods|labs)\s+(?:(?:du|de|of|dated|from|on|le|taken on|done on|fait le|faite le|realise le|"
+    r"realisee le)\s+){1,2}$"
+)
 _OTHER_EVENT_DAY = re.compile(
     r"(?<![a-z])(?:x ?ray|xr|film|films|radiograph|radiographs|radio|radios|radiographie|lateral|ap|ct|cts|mri|mr|irm|scan|"
     r"scanner|imaging|imagerie|bloods|labs|bilan|bilan sanguin|prise de sang|review|reviewed|seen|vu|vue|clinic|consultation|"

@@ -22,7 +22,7 @@ def assertion(text, word):
         ("pas de fièvre", "fièvre", "negated"),
         ("sans déficit moteur", "déficit moteur", "negated"),
         ("pas de fièvre mais écoulement purulent", "écoulement purulent", "affirmed"),
-        ("pas de fièvre, radiculalgie L5", "radiculalgie", "affirmed"),
+        ("pas de fièvre, radiculalgie L5", "radiculalgie L5", "affirmed"),  # session 7: the root is part of the mention
         ("pas de fièvre ni écoulement", "écoulement", "negated"),
         ("?haematoma", "haematoma", "uncertain"),
         ("r/o haematoma", "haematoma", "uncertain"),
