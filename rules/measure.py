@@ -27,6 +27,10 @@ _PAIR = re.compile(r"^\s*/\s*\d{1,3}(?:[.,]\d)?")
 #: (session 6, round 23: the first value's moment may stand before the arrow: "Hb 13.1 preop -> 9.4 today")
 _TREND = re.compile(rf"^\s*(?:(?:pre[ -]?op(?:erative(?:ly)?|eratoire)?|baseline|on admission|at admission|admission|avant|initially|"
                     rf"initialement|yesterday|hier)\s*)?(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
+#: Session 7 (round 41): a value at an earlier day, then today's ("CRP 80 on POD3, 140 today", "CRP 140 (d3), 60 (d7), now 118
+#: at d22" reads its last pair): the second value must be said to be now.
+_TREND_DAY = re.compile(rf"^\s*(?:\(\s*)?(?:on |at |a |le |au )?(?:pod|post op day|day|d|j|jour)\s*\d{{1,2}}\s*\)?\s*[,;]\s*(?:now\s+|maintenant\s+)?{_NUM}"
+                        r"(?=\s*(?:mg/l|mg/dl|g/dl|g/l)?\s*(?:today|now|this morning|tonight|aujourd hui|ce jour|ce matin|ce soir|at d\d|a j\d|on pod\s?\d|on day\s?\d))")
 #: The earlier value written after the current one: "Hb 85 (from 140)", "Hb 8.1, was 12.9", "Hb 9 down from 13", "Hb 7,9 vs 12,4 en pré-op".
 _FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was|previously|prev|baseline|pre[ -]?op(?:erative(?:ly)?|eratoire)?|vs|versus|contre|"
                    rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?{_NUM}")
@@ -254,7 +258,7 @@ class Reader:
             pair = _PAIR.match(tail[used:])
             used += pair.end() if pair else 0
         last = None
-        t = _TREND.match(tail[used:])
+        t = _TREND.match(tail[used:]) or _TREND_DAY.match(tail[used:])
         back = None if t else _FROM.match(tail[used:])
         if back:  # the earlier value written second: the trend is from it to the first number
             earlier = self._scale(spec, _f(back.group(1)), tail[used + back.end() : used + back.end() + 10])
