@@ -228,7 +228,14 @@ class Reader:
                     return None, None, amount, d.end()
         pre = re.match(_FILLER, tail)
         pos = pre.end() if pre else 0
-        if _COMPARATOR.search(tail[:pos]) or tail[pos : pos + 1] in "<>≤≥":
+        if pos < len(tail) and tail[pos] in ">≥" and not _COMPARATOR.search(tail[:pos]) and not any(
+                "below" in t or "drop" in t for t in spec.get("thresholds") or []):
+            # session 7 (round 43): "Bladder scan >999 ml", a scanner's ceiling: a lower bound reads as its value where the
+            # measurement has only "above" thresholds (never for Hb, whose "Hb > 7" must not read as below 8)
+            pos += 1
+            while pos < len(tail) and tail[pos] in " =":
+                pos += 1
+        elif _COMPARATOR.search(tail[:pos]) or tail[pos : pos + 1] in "<>≤≥":
             return None
         if spec.get("systolic"):
             # round 22: "TA 3/5" is tibialis anterior at MRC grade 3, not a French tension artérielle of 3 cmHg
