@@ -24,7 +24,9 @@ def _no_punctuation(text: str, rng) -> str:
 
 
 def _telegraphic(text: str, rng) -> str:
-    return re.sub(r"\b(the|a|an|le|la|les|un|une|des|du|is|has|was|est|been)\b ", "", text, flags=re.I)
+    # (never the grade "A" of an ASIA/AIS/Frankel scale: "ASIA A" is no article)
+    return re.sub(r"(?<!asia )(?<!ais )(?<!frankel )\b(the|a|an|le|la|les|un|une|des|du|is|has|was|est|been)\b ", "", text,
+                  flags=re.I)
 
 
 def _lower_mojibake(text: str, rng) -> str:
