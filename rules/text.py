@@ -154,7 +154,7 @@ _BOX_TICKED = re.compile(r"\[\s?[x\u2713\u2714v*]\s?\]|\(\s?[x\u2713\u2714]\s?\)
 
 #: Session 7 (round 35): a yes/no pair of boxes after a form's item ("Fièvre : ☐ oui ☒ non", "Retention [x] Y [ ] N"):
 #: read as the one answer ticked ("non", "oui"); nothing when neither or both are ticked.
-_BOX = r"(?:\[\s?_?\s?\]|\(\s\)|\u2610|\[\s?[x\u2713\u2714v*]\s?\]|\(\s?[x\u2713\u2714]\s?\)|[\u2611\u2612\u2713\u2714])"
+_BOX = rf"(?:{_BOX_EMPTY.pattern}|{_BOX_TICKED.pattern})"  # either kind of box
 _YES_NO_BOXES = re.compile(rf"(?P<b1>{_BOX})\s*(?P<a1>oui|yes|y|o|non|no|n)(?![a-z])\s*(?P<b2>{_BOX})\s*(?P<a2>oui|yes|y|o|non|no|n)(?![a-z])")
 
 
