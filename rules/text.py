@@ -224,6 +224,7 @@ def tokenize(text: str) -> list[Token]:
     tokens = []
     dotted = {m.start() + i for m in _DOTTED.finditer(norm) for i, c in enumerate(m.group()) if c == "."} if "." in norm else set()
     boxes = {}
+    pairs: dict[int, tuple[int, str | None]] = {}
     inserts: dict[int, str] = {}  # position in norm -> a word read before the token that starts there
     if "[" in norm or "(" in norm or any(c in norm for c in "\u2610\u2611\u2612\u2713\u2714"):
         pairs = _yes_no_boxes(norm)
@@ -239,18 +240,22 @@ def tokenize(text: str) -> list[Token]:
     for m in _TOKEN.finditer(norm):
         if m.start() < pos:
             continue  # inside a check box already read
-        if inserts and m.start() in inserts:
-            at = index[m.start()]
-            tokens.append(Token(inserts.pop(m.start()), "", at, at))
         box = boxes and next(((b, e, w) for b, (e, w) in boxes.items() if pos <= b <= m.start()), None)
         if box:
             b, e, w = box
             pos = e
+            if b not in pairs and tokens and tokens[-1].norm[-1:].isalnum():
+                # session 8: a box right after an item's words ends that item ("[ ] saddle numbness [x] retention [ ] normal"):
+                # neither the empty box's "no" before it nor a "normal" after it reaches the ticked item
+                tokens.append(Token(";", "", index[b], index[b]))
             if w:
                 tokens.append(Token(w, text[index[b]:index[e - 1] + 1], index[b], index[e - 1] + 1))
             del boxes[b]
             if m.start() < e:
                 continue
+        if inserts and m.start() in inserts:
+            at = index[m.start()]
+            tokens.append(Token(inserts.pop(m.start()), "", at, at))
         start = index[m.start()]
         end = index[m.end() - 1] + 1
         tok = Token(spell(m.group()), text[start:end], start, end)
