@@ -26,11 +26,16 @@ _YEAR_BEFORE = re.compile(r"(?<![a-z])(?:en|in|since|depuis)\s*$")
 _PAIR = re.compile(r"^\s*/\s*\d{1,3}(?:[.,]\d)?")
 #: (session 6, round 23: the first value's moment may stand before the arrow: "Hb 13.1 preop -> 9.4 today")
 _TREND = re.compile(rf"^\s*(?:(?:pre[ -]?op(?:erative(?:ly)?|eratoire)?|baseline|on admission|at admission|admission|avant|initially|"
-                    rf"initialement|yesterday|hier)\s*)?(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
+                    rf"initialement|yesterday|hier|\(\s*(?:pod|post op day|day|d|j|jour)\s*\d{{1,2}}\s*\))\s*)?(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
 #: Session 7 (round 41): a value at an earlier day, then today's ("CRP 80 on POD3, 140 today", "CRP 140 (d3), 60 (d7), now 118
 #: at d22" reads its last pair): the second value must be said to be now.
 _TREND_DAY = re.compile(rf"^\s*(?:\(\s*)?(?:on |at |a |le |au )?(?:pod|post op day|day|d|j|jour)\s*\d{{1,2}}\s*\)?\s*[,;]\s*(?:now\s+|maintenant\s+)?{_NUM}"
                         r"(?=\s*(?:mg/l|mg/dl|g/dl|g/l)?\s*(?:today|now|this morning|tonight|aujourd hui|ce jour|ce matin|ce soir|at d\d|a j\d|on pod\s?\d|on day\s?\d))")
+#: Session 8 (round 46): values listed by day ("CRP : J2 180, J4 95, J7 210", "Hb d1 11.8; d2 9.4"): the trend is from the
+#: first value listed to the last (a second peak after a fall reads as its last value, as a single value would).
+_DAY_ITEM = rf"(?:pod|post op day|day|d|j|jour)\s*\d{{1,2}}\s*[:=]?\s*{_NUM}\s*(?:mg/l|mg/dl|g/dl|g/l|mmol/l)?"
+_DAY_LIST = re.compile(rf"^\s*:?\s*{_DAY_ITEM}(?:\s*[,;/]\s*(?:then\s+|puis\s+)?{_DAY_ITEM}|\s*(?:->|→|then|puis)\s*{_DAY_ITEM})+")
+_THOUSANDS = re.compile(r"(?<![\d.,/])(\d{1,2}) (\d{3})(?=\s*(?:ml|mls|cc)(?![a-z]))")
 #: The earlier value written after the current one: "Hb 85 (from 140)", "Hb 8.1, was 12.9", "Hb 9 down from 13", "Hb 7,9 vs 12,4 en pré-op".
 _FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was|previously|prev|baseline|pre[ -]?op(?:erative(?:ly)?|eratoire)?|vs|versus|contre|"
                    rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?{_NUM}")
@@ -134,6 +139,9 @@ class Reader:
     def find(self, text: str, field: dict) -> list[Mention]:
         norm, index = normalise(text)
         norm = _word_values(norm)
+        if " " in norm:
+            # session 8 (round 46): a thousands separator before a volume ("bladder scan 1 300 ml") joins its digits (same length)
+            norm = _THOUSANDS.sub(lambda m: (m.group(1) + m.group(2)).ljust(len(m.group(0))), norm)
         out: list[Mention] = []
         taken: list[tuple[int, int]] = []
 
@@ -226,6 +234,11 @@ class Reader:
                 amount = self._scale(spec, _f(d.group(1)), tail[d.end() : d.end() + 8])
                 if amount is not None and amount < (spec.get("plausible") or [0, 1e9])[1]:
                     return None, None, amount, d.end()
+        listed = _DAY_LIST.match(tail)
+        if listed:
+            values = [self._scale(spec, _f(x.group(1)), "") for x in re.finditer(_DAY_ITEM, listed.group(0))]
+            if len(values) >= 2 and None not in values:
+                return values[0], values[-1], None, listed.end()
         pre = re.match(_FILLER, tail)
         pos = pre.end() if pre else 0
         if pos < len(tail) and tail[pos] in ">≥" and not _COMPARATOR.search(tail[:pos]) and not any(

@@ -679,7 +679,9 @@ _PROCEDURE_END = re.compile(r"(?:lif|acdf|fusion|discectomy|microdiscectomy|lami
                             # session 7 (round 30): "L5/S1 microdisc 28/11": short and other procedure names
                             r"microdisc|microd|lami|decompr?n?|fixation|instrumentation|plasty|plastie|revision|reprise|"
                             r"screws?|vis|ostheosynthese|osteosynthese|corpectomy|foraminotomy|stabilisation|stabilization)"
+                            r"(?:\s+(?:r|l|rt|lt|right|left|g|d|gauche|droite|droit|bilat|bilateral|bilaterale))?"  # session 8: "TLIF R L4/5 24/11"
                             r"(?:\s+[lcts]\d{1,2}(?:\s*[-/]\s*[lcts]?\d{1,2})*)?"  # "Lami L3-4 01/12": the level between
+                            r"(?:\s+(?:r|l|rt|lt|right|left|g|d|gauche|droite|droit|bilat|bilateral|bilaterale))?"
                             r"\s*(?:\(|on|le|du|of|dated)?\s*$")
 _BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau|\(\s*op|(?:\bdate|\bdos|\bop|\bsurgery|\boperation|\bintervention|"
                               r"\bchirurgie)\s*[:=])\s*$")  # session 6 (round 24): "(op 12/05)"
