@@ -252,6 +252,14 @@ def _awaiting_revision(mentions: list[Mention], text: str, persistent: set[str])
             m.history = False
 
 
+#: Session 8 (round 46): a complaint that came WITH an event of an earlier year ("T12 burst fracture 2009 with incomplete
+#: paraplegia", "chute en 2015 avec paraplégie") is that year's: the year, then "with", then at most two words before it.
+_YEAR_WITH = re.compile(r"(?<![0-9])((?:19|20)\d\d)\)?\s*,?\s*(?:with|avec|complicated by|complique d|complique de|compliquee d|compliquee de)"
+                        r"\s+(?:(?!new|nouvelle?s?|nouveaux|acute|aigue?s?|sudden|brutale?s?|worse|worsening)[a-z]+\s+){0,2}$")
+_RECENT_AFTER = re.compile(r"^\s*(?:since|depuis|from|as of|for the (?:last|past)|starting)\s+(?:this|today|tonight|yesterday|last|hier|ce|cette|aujourd|"
+                           r"\d+\s*(?:h|hrs?|hours?|days?|d|jours?|j)(?![a-z]))")
+
+
 def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str] = frozenset()) -> None:
     """A complaint followed by a year before the study's ("CES in 2015", "(2019)") is history."""
     year_now = study_dt.year if study_dt else None
@@ -268,6 +276,12 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
         if since and _PROGRESSION_AFTER.search(later):
             continue  # "paraparesis since 2015, now worse over 2 days": current again (round 14)
         hit = _YEAR_AFTER.match(text[m.end : m.end + 40].lower())
+        with_year = _YEAR_WITH.search(normalise(text[max(0, m.start - 40) : m.start])[0])
+        if (with_year and int(with_year.group(1)) < year_now
+                and not any(0 <= m.start - p.end <= 40 for p in procedures)  # "Fusion 2024 with retention": the year dates the operation
+                and not _RECENT_AFTER.match(normalise(text[m.end : m.end + 40])[0])):
+            m.history = True
+            continue
         if hit and int(hit.group(1)) < year_now:
             m.history = True
             continue

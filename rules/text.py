@@ -12,6 +12,7 @@ experiencer, from the bilingual cue lists in lexicon.yaml. See docs/clinical-nlp
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -662,8 +663,13 @@ class Matcher:
                     if not over:
                         continue
                     for j, (a2, b2, e2) in enumerate(found):
-                        if j != i and a <= a2 and b2 <= b and (a2, b2) != (a, b) and e2.concepts <= over:
-                            drop.add(j)
+                        if j != i and a <= a2 and b2 <= b and (a2, b2) != (a, b) and e2.concepts & over:
+                            if e2.concepts <= over:
+                                drop.add(j)
+                            else:
+                                # session 8 (round 46): a term of several concepts keeps the ones not overridden ("douleur du
+                                # mollet ... doppler sans TVP": no DVT, still a radicular pain)
+                                found[j] = (a2, b2, dataclasses.replace(e2, concepts=set(e2.concepts) - over))
                 found = [t for j, t in enumerate(found) if j not in drop]
         covered = set()
         mask = set()  # tokens inside any mention: a list of findings continues a conditional's scope
