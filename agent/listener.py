@@ -21,7 +21,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from agent import diskguard, limits, reactor
+from agent import diskguard, dimse_fast, limits, reactor
 from core.audit import AuditTrail
 from agent.retention import free_bytes
 from core import metrics
@@ -51,7 +51,11 @@ def configure_pynetdicom() -> None:
     _config.STORE_RECV_CHUNKED_DATASET = True  # datasets streamed to a file, never whole in memory
     # Accept every storage SOP class, private and future ones included, in any transfer syntax.
     _config.UNRESTRICTED_STORAGE_SERVICE = True
+    # pynetdicom's own logging handlers (PDU and DIMSE dumps) build their text for every PDU and
+    # message even though its logger is at WARNING: not bound.
+    _config.LOG_HANDLER_LEVEL = "none"
     reactor.install()  # reactors woken by their events, not 1 ms polls
+    dimse_fast.install()  # C-STORE responses encoded without a pydicom Dataset
 
 
 class _WakeableServer(ThreadedAssociationServer):

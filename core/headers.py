@@ -116,8 +116,8 @@ def _get(ds: Dataset, keyword: str) -> Any:
     tag = _tag(keyword)
     if tag is not None and tag not in ds:  # most keywords are absent: no keyword lookup, no decoding
         return None
-    try:
-        elem = ds.get(keyword)
+    try:  # by its tag when it has one: what ds.get(keyword) returns, without the keyword lookups
+        elem = ds[tag].value if tag is not None else ds.get(keyword)
     except Exception:  # an undecodable value is left out, never fatal
         return None
     if elem is None or elem == "":
