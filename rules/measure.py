@@ -36,6 +36,8 @@ _TREND_DAY = re.compile(rf"^\s*(?:\(\s*)?(?:on |at |a |le |au )?(?:pod|post op d
 _DAY_ITEM = rf"(?:pod|post op day|day|d|j|jour)\s*\d{{1,2}}\s*[:=]?\s*{_NUM}\s*(?:mg/l|mg/dl|g/dl|g/l|mmol/l)?"
 _DAY_LIST = re.compile(rf"^\s*:?\s*{_DAY_ITEM}(?:\s*[,;/]\s*(?:then\s+|puis\s+)?{_DAY_ITEM}|\s*(?:->|→|then|puis)\s*{_DAY_ITEM})+")
 _THOUSANDS = re.compile(r"(?<![\d.,/])(\d{1,2}) (\d{3})(?=\s*(?:ml|mls|cc)(?![a-z]))")
+_GRID_HEAD = re.compile(r"(?<![a-z])(?:mrc|power|motor|force|testing musculaire|bilan moteur|cotation)\b[^\n]{0,30}\n")
+_GRID_ROW = re.compile(r"(?m)^[ \t]*(?P<name>[a-z][a-z .'-]{1,24}?)[ \t]+(?P<grades>[0-5](?:[ \t]+[0-5]){1,3})[ \t]*$")
 #: The earlier value written after the current one: "Hb 85 (from 140)", "Hb 8.1, was 12.9", "Hb 9 down from 13", "Hb 7,9 vs 12,4 en pré-op".
 _FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was|previously|prev|baseline|pre[ -]?op(?:erative(?:ly)?|eratoire)?|vs|versus|contre|"
                    rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?{_NUM}")
@@ -167,6 +169,16 @@ class Reader:
             if spec.get("grade"):
                 grades = ([(g, 40) for g in self._grade.finditer(norm)] + [(g, 25) for g in self._grade_m.finditer(norm)]
                           + [(g, 25) for g in self._grade_word.finditer(norm)])
+                if "\n" in norm and _GRID_HEAD.search(norm):
+                    # session 8 (round 49): a power chart laid out in columns under an "MRC"/"power" heading ("Ankle DF  5   2"):
+                    # each row a muscle name then its grades (0-5, no "/5"); a grade below 5 is read as that row's grade
+                    for row in _GRID_ROW.finditer(norm):
+                        if pattern.match(row.group("name")) and not _CONDITION.search(norm[max(0, row.start() - 30) : row.start()]):
+                            low = min(int(x) for x in row.group("grades").split())
+                            for t in spec.get("thresholds") or []:
+                                if _crosses(t, float(low), None, None):
+                                    emit(spec, t["concept"], row.start("grades"), row.end("grades"),
+                                         {"value": float(low), "threshold": _describe(t)})
                 for g, reach in grades:
                     near = norm[max(0, g.start() - reach) : g.end() + 20]
                     if _improving_grade(norm, g):

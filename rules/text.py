@@ -35,6 +35,9 @@ _CHAR_MAP = {
     # session 7 (round 35): an em dash separates a form's fields ("Fièvre : non — Troubles sphinctériens : oui") as "|" does
     # (an en dash stays a range: "L4–L5")
     "\u2014": "|",
+    # session 8 (round 49): a chart's arrows ("↓ sensation S2-S4 bilat, ↓ anal tone")
+    "\u2193": " reduced ",
+    "\u2191": " raised ",
 }
 
 #: Words, digits, newlines and the punctuation that carries meaning (scope, "?", "J+2", "r/o").

@@ -481,7 +481,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for m in _DAY_RE.finditer(norm):
             if re.search(r"(?:since|depuis|from|for|until|jusqu'a|jusqu a)\s*$", norm[max(0, m.start() - 10) : m.start()]):
                 continue  # "depuis hier", "since last night": when the complaint began, not the operation
-            if _OTHER_EVENT_DAY.search(norm[max(0, m.start() - 30) : m.start()]) or _possessive_other(norm, m.end()):
+            window = norm[max(0, m.start() - 30) : m.start()]
+            if (_OTHER_EVENT_DAY.search(window) and not _PLACE_OF_SURGERY.search(window)) or _possessive_other(norm, m.end()):
                 continue  # "today's lateral", "CT yesterday", "radio de ce matin": the day of an image or a test
             if _near_procedure(norm, m.start(), m.end()):
                 add(_DAY_WORDS[re.sub(r"[\s-]+", " ", m.group(1))], m.start(), m.end())
@@ -585,6 +586,9 @@ _IMAGE_DATE_BEFORE = re.compile(
     r"doppler|emg|bilan|prise de sang|bloods|labs)\s+(?:(?:du|de|of|dated|from|on|le|taken on|done on|fait le|faite le|realise le|"
     r"realisee le)\s+){1,2}$"
 )
+#: Session 8 (round 50): where the operation was done ("surgery at a private clinic last week") is no clinic visit.
+_PLACE_OF_SURGERY = re.compile(r"(?<![a-z])(?:at|in|dans|a) (?:a |an |the |une |la |le )?(?:private |privee |local |other |another |autre )?"
+                               r"(?:clinic|clinique|hospital|hopital)\s*$")
 _OTHER_EVENT_DAY = re.compile(
     r"(?<![a-z])(?:x ?ray|xr|film|films|radiograph|radiographs|radio|radios|radiographie|lateral|ap|ct|cts|mri|mr|irm|scan|"
     r"scanner|imaging|imagerie|bloods|labs|bilan|bilan sanguin|prise de sang|review|reviewed|seen|vu|vue|clinic|consultation|"
