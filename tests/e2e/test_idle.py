@@ -54,7 +54,7 @@ def test_idle_service_uses_under_two_percent_of_a_core(tmp_path):
                 return all(list((data / "run").glob(f"*-{p}.http")) for p in kids) if (data / "run").exists() else False
 
             wait_for(children_started, timeout=60, what="listener and worker processes started")
-            time.sleep(3)  # start-up work (imports, first reconciliation) done
+            time.sleep(10)  # start-up work (imports, first reconciliation, the rulebook and its 100 concepts compiled in each worker) done
             pids = [proc.pid, *children(proc.pid)]
             assert len(pids) >= 2, "serve, its embedded redis-server (and listener processes)"
             before = sum(cpu_seconds(p) for p in pids)
