@@ -106,6 +106,7 @@ def cmd_worker(args) -> int:
     from workers import actors
 
     actors.warm_up()
+    ctx.rulebook  # loaded at start, not at the first tick
     state = {}
 
     def start():

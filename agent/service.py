@@ -409,6 +409,7 @@ class WorkerProcess:
         from workers import actors
 
         actors.warm_up()
+        self.context.rulebook  # loaded now, not at the first tick after readiness (the idle window saw it)
         self.worker = start_workers(self.broker, cfg.workers)
         self.http = _serve_child_metrics(cfg, "worker", {
             "redis": lambda: (bool(self.context.redis.ping()), "ping")})

@@ -20,8 +20,8 @@ import pytest
 from peers import free_port, service_ready, wait_for
 
 WINDOW = 10.0
-#: Share of one core allowed on average over the window (service + its Redis).
-BOUND = 0.02
+#: Share of one core allowed on average over the window (service + its Redis): the issue's target, 1 %.
+BOUND = 0.01
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,7 +36,7 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
-def test_idle_service_uses_under_two_percent_of_a_core(tmp_path):
+def test_idle_service_uses_under_one_percent_of_a_core(tmp_path):
     data = tmp_path / "data"
     http_port = free_port()
     env = dict(os.environ)
@@ -54,7 +54,9 @@ def test_idle_service_uses_under_two_percent_of_a_core(tmp_path):
                 return all(list((data / "run").glob(f"*-{p}.http")) for p in kids) if (data / "run").exists() else False
 
             wait_for(children_started, timeout=60, what="listener and worker processes started")
-            time.sleep(10)  # start-up work (imports, first reconciliation, the rulebook and its 100 concepts compiled in each worker) done
+            # each child writes its port down once its start-up work is done (imports, the rulebook loaded and compiled:
+            # session 9, the worker child loaded it only at its first tick, 2 s after, which this window saw as 3-5 %)
+            time.sleep(3)
             pids = [proc.pid, *children(proc.pid)]
             assert len(pids) >= 2, "serve, its embedded redis-server (and listener processes)"
             before = sum(cpu_seconds(p) for p in pids)
