@@ -175,7 +175,12 @@ def test_a_thousand_hostile_inputs_then_a_good_study(service, tmp_path):
                              capture_output=True, text=True, timeout=30).stdout
         return next((e for e in json.loads(out or "[]") if e["study_instance_uid"] == spec.study_uid), None)
 
-    entry = wait_for(triaged, timeout=30, what="the good study triaged")
+    try:
+        # 90 s: the CI run of session 8, on a machine twice as slow as usual, did not see it within 30 s
+        entry = wait_for(triaged, timeout=90, what="the good study triaged")
+    except TimeoutError:
+        print("".join(service["log"].read_text(errors="replace").splitlines(keepends=True)[-60:]))
+        raise
     assert entry["priority"] == "STAT"
 
 
