@@ -19,7 +19,9 @@ _FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|e
            r"now|initially|peak|max|pic|measured|mesuree?|reading|value|level|taux|count|dropping|falling|rising|"
            r"trending|went|gone|from|=|still|drifting down|drifting|drifted|drifts|drift|sliding|"
            # round 9: a trend verb before "from a to b" ("hb dropd from 11 to 8.6", "Hb fall from 13 to 12")
-           r"dropped|dropd|droped|drop|fell|fallen|fall|falling|decreased|declined|down|passed|passee?|chute|baisse|rose|risen|rise|increased|up)*")
+           r"dropped|dropd|droped|drop|fell|fallen|fall|falling|decreased|declined|down|passed|passee?|chute|baisse|rose|risen|rise|increased|up|"
+           # session 9 (round 53): "CRP creeping up 15 -> 40", "CRP qui grimpe 12 puis 45"
+           r"creeping|crept|edging|climbing|climbed|qui|grimpe|monte)*")
 #: round 13: a four-digit year written after a measurement's name with "en", "in", "since", "depuis" (never "de": "globe de 2000") ("ATCD de rétention urinaire en 2019")
 _YEAR = re.compile(r"^(?:19[5-9]\d|20[0-4]\d)$")
 _YEAR_BEFORE = re.compile(r"(?<![a-z])(?:en|in|since|depuis)\s*$")

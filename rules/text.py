@@ -697,6 +697,7 @@ class Matcher:
         finding_spans = [(a, b) for a, b, e in found if e.concepts and not e.concepts & self.pseudo
                          and not (e.concepts <= {"operated"} and next_start.get(a) == b and " ".join(words[a:b]) in _POSTOP_MODIFIERS)]
         history_end = None  # where the last historical finding ended (a bracket right after it details it)
+        reporter_ends = [b for _, b, e in found if "reporter" in e.concepts]
         for a, b, e in found:
             start, end = tokens[a].start, tokens[b - 1].end
             m = Mention(
@@ -745,7 +746,11 @@ class Matcher:
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
                               or self._cue(words, a, "future_before", covered, True)
                               or self._cue(words, b, "hypothetical_after", covered, False))
-            if self._cue(words, a, "experiencer_before", covered, True, sentence=True):
+            if self._cue(words, a, "experiencer_before", covered, True, sentence=True) and not any(
+                    rb <= a and not any(w in _SENTENCE_END for w in words[rb:a]) for rb in reporter_ends):
+                # session 9 (round 54): after a relative who reports ("Daughter at bedside says mum 'can't lift her
+                # legs'", "La fille de la patiente appelle : sa mère 'ne sent plus ses jambes'"), the kin word of the
+                # same sentence names the patient
                 m.experiencer = "other"
             if m.history and e.concepts and not e.concepts & self.pseudo and not via_bracket:
                 history_end = b
@@ -1044,10 +1049,14 @@ class Matcher:
     def _list_end(self, words: list[str], b: int) -> tuple[int, bool]:
         """(index after the last item, disjunctive?) of a list of short items that continues at b."""
         k, seg, disj = b, 0, False
+        closing = self.cue_index.get("negation_list_after", {})
         while k < len(words) and k - b < 40:
             w = words[k]
             if w in _SENTENCE_END or w in _LIST_STOP or w in (")", "-"):
                 break
+            if any(tuple(words[k : k + len(c)]) == c and (k + len(c) == len(words) or words[k + len(c)] in _SENTENCE_END)
+                   for c in closing.get(w, ())):
+                break  # session 9 (round 54): "saddle anaesthesia / retention / weakness - NONE." (a dash is no token)
             if w in _LIST_SEP:
                 disj = disj or w in _LIST_DISJ
                 seg = 0

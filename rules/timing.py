@@ -90,6 +90,12 @@ _MONTH_YEAR = re.compile(r"(?<![0-9/.])(\d{1,2})[/.-]((?:19|20)\d\d)(?![0-9])")
 _NAMED_MONTH_YEAR = re.compile(r"(?<![a-z0-9])([a-z]{3,9})\.?\s+((?:19|20)\d\d)(?![0-9])")
 _YEAR = re.compile(r"(?<![0-9/])(?<![0-9][.-])((?:19|20)\d\d)(?![0-9/])(?![.-]\d)")
 
+#: Named procedures a day count ("D3") may stand next to, and the levels that may stand between.
+_D_PROCEDURES = (r"fusion|decompression|laminectomy|lami|discectomy|microdiscectomy|microdisc|plif|tlif|alif|xlif|olif|acdf|"
+                 r"stabilisation|stabilization|instrumentation|surgery|op|operation|procedure|kyphoplasty|vertebroplasty|"
+                 r"corpectomy|osteotomy|fixation|foraminotomy|laminoplasty")
+_LEVELS = r"[ctls]\d{1,2}(?:\s*[-/]\s*[ctls]?\d{1,2})*(?:\s*\((?:l|r|left|right)\))?"
+
 _RELATIVE = [
     # J+2, J2, J 2 (French "jour"); never D2, which is a vertebra (D12 = T12).
     (re.compile(r"(?<![a-z0-9])j\s*\+\s*(\d{1,3})(?![0-9])|(?<![a-z0-9])j(\d{1,2})(?![a-z0-9])"), "d"),
@@ -109,10 +115,15 @@ _RELATIVE = [
     (re.compile(r"(?<![a-z0-9])m\s*\+\s*(\d{1,2})(?![0-9])|(?<![a-z])a\s+m(\d{1,2})(?![a-z0-9])|(?<![a-z0-9])m(\d{1,2})\s+post[\s-]?op"), "m"),
     (re.compile(r"(?<![a-z0-9])d\s*(\d{1,2})\s+(?:post[\s-]?op|postop|after (?:surgery|the op|op)|apres)"), "d"),
     # round 22: "D1 after posterior fusion" (a day, when an operation follows; "D12 after a fall" is a vertebra)
-    (re.compile(r"(?<![a-z0-9])d\s*(\d{1,2})\s+(?:after|following|post)\s+(?:(?:his|her|the|an?)\s+)?(?:(?:posterior|anterior|lateral|"
-                r"open|redo|revision|lumbar|cervical|thoracic|spinal|instrumented|minimally|mis)\s+)?(?:fusion|decompression|"
-                r"laminectomy|lami|discectomy|microdiscectomy|microdisc|plif|tlif|alif|xlif|olif|acdf|stabilisation|stabilization|"
-                r"instrumentation|surgery|op|operation|procedure|kyphoplasty|vertebroplasty|corpectomy|osteotomy|fixation)(?![a-z])"), "d"),
+    # session 9 (round 54): also with the levels between ("D5 post L4-5 lami")
+    (re.compile(r"(?<![a-z0-9])d\s*(\d{1,2})\s+(?:after|following|post)\s+(?:(?:his|her|the|an?)\s+)?(?:" + _LEVELS + r"\s+)?"
+                r"(?:(?:posterior|anterior|lateral|open|redo|revision|lumbar|cervical|thoracic|spinal|instrumented|minimally|mis)\s+)?"
+                r"(?:" + _D_PROCEDURES + r")(?![a-z])"), "d"),
+    # session 9 (round 54): a day after the named procedure and its levels, in English notes ("Microdisc L5/S1 D3",
+    # "post L5-S1 microdisc D2:"), when punctuation or the end follows; never a D-level ("fusion D8-L3", "TLIF L4-5 D12
+    # fracture")
+    (re.compile(r"(?<![a-z])(?:" + _D_PROCEDURES + r")(?:\s+(?:" + _LEVELS + r"))?\s+d\s?(\d{1,2})(?=\s*(?:[:.,;!?)]|$|-\s))"),
+     "d"),
     # "post-op week 2", "week 2 post-op", "6-week follow-up", "6 week review", "3 month check"
     (re.compile(r"post[\s-]?op(?:erative)?\s+(?:week|wk|semaine|sem)\s*(\d{1,2})(?![0-9])|(?<![a-z0-9])(?:week|wk|semaine)\s*(\d{1,2})\s+post"), "W"),
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:weeks?|wks?)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "w"),
