@@ -322,6 +322,17 @@ _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet",
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
 _LIST_ITEM = 4
+#: Findings that are often the indication of the operation ("operated for CES", "discectomy for foot drop").
+_INDICATIONS = {"cauda_equina", "motor_deficit", "sphincter", "saddle_anaesthesia", "radicular_pain", "paraplegia", "cruralgia",
+                "myelopathy_indication", "medullary"}
+#: Concepts that name an operation.
+_PROCEDURES = {"discectomy", "decompression", "fusion", "operated", "revision", "anterior_cervical", "cement"}
+#: Words that may stand between "for" and the indication ("for an acute CES", "pour une sciatique L5 gauche").
+_INDICATION_MODIFIERS = {"a", "an", "the", "acute", "his", "her", "bilateral", "left", "right", "l", "r", "une", "un", "la", "le", "l",
+                         "d", "de", "des", "aigue", "aigu", "gauche", "droite", "g", "d", "incomplete", "complete", "suspected", "emergency"}
+#: A day label as one token: "pod3", "d3", "j3", "3", "48".
+_DAY_LABEL = re.compile(r"^(?:pod|d|j|day)?\d{1,3}$")
+_LEVEL_LABEL = re.compile(r"^[ctls]\d{1,2}$")
 #: An item of a screening template answered no in place, before the next item ("saddle anaesthesia N / fever N").
 _TEMPLATE_NO = {"n", "no", "nil", "neg", "non", "none", "absent", "absente", "negative", "negatif", "negative"}
 #: The first words of the consent and risk-list cues whose colon opens their list (Matcher._cue_before_colon).
@@ -730,6 +741,8 @@ class Matcher:
             via_bracket = False
             if not m.history and history_end is not None and _bracket_after(words, history_end, a):
                 m.history = via_bracket = True  # "h/o misplaced L5 screw revised in 2021 (medial breach, ...)": the bracket details that history
+            if not m.history and e.concepts & _INDICATIONS and self._indication(words, a, found):
+                m.history = True  # session 9 (round 57): "operated for foot drop", "discectomy 3 days ago for CES": why it was done
             if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
                 m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
             if m.history and e.concepts <= self.anatomy:
@@ -756,6 +769,20 @@ class Matcher:
                 history_end = b
             out.append(m)
         return out
+
+    def _indication(self, words: list[str], a: int, found: list) -> bool:
+        """Is the finding at a the reason a named operation was done: "for" / "pour" right before it (a few modifiers
+        apart), and an operation named earlier in the same clause (no comma between), at most 6 words before the "for"?
+        ("TLIF yesterday, indwelling catheter for retention": the catheter's reason, today's)"""
+        k = a - 1
+        while k >= 0 and a - k <= 3 and words[k] in _INDICATION_MODIFIERS:
+            k -= 1
+        if k < 0 or words[k] not in ("for", "pour"):
+            return False
+        for a2, b2, e2 in found:
+            if b2 <= k and k - b2 <= 6 and e2.concepts & _PROCEDURES and not any(w in _SENTENCE_END or w in (",", ":", "(") for w in words[b2:k]):
+                return True
+        return False
 
     def preop_same_spans(self, text: str, spans: list[tuple[int, int]], others: list["Mention"]) -> list[bool]:
         """`_preop_same` for spans found by another reader (a measurement: "EHL 4/5, unchanged from pre-op"); one
@@ -1016,13 +1043,21 @@ class Matcher:
         while (c < len(words) and c - b < 2 and (words[c] in _FORM_HEADS or words[c] == "red") and c + 1 < len(words)
                and words[c + 1] in (",", *_FORM_HEADS)):
             c += 1
+        while c < len(words) and c - b < 3 and (_DAY_LABEL.match(words[c]) or _LEVEL_LABEL.match(words[c]) or words[c] in ("on", "day", "pod", "jour")):
+            c += 1  # session 9 (round 57): the day it happened between the item and its answer ("tingling POD1, fully resolved")
         if c + 1 < len(words) and words[c] == ",":
             # "Retention, resolved." / "Foot drop, now fully resolved": a resolved word that ends the sentence answers it
             j = c + 1
             while j < len(words) and words[j] in self.resolved_adverbs and j - c <= 3:
                 j += 1
-            if j < len(words) and words[j] in self.resolved_answer and (j + 1 >= len(words) or words[j + 1] in _SENTENCE_END):
-                return True
+            if j < len(words) and words[j] in self.resolved_answer:
+                e = j + 1
+                if e < len(words) and words[e] in ("by", "on", "at", "within", "in", "a", "au", "en", "le", "since"):
+                    e += 1  # "... resolved by POD3", "résolu à J3", "resolved within 48 h"
+                    while e < len(words) and e - j <= 4 and (_DAY_LABEL.match(words[e]) or words[e] in ("day", "pod", "jour", "h", "hours", "days", "jours")):
+                        e += 1
+                if e >= len(words) or words[e] in _SENTENCE_END:
+                    return True
             # session 6 (round 29): "CES red flags, none present." / "saddle numbness, nil." - a list answered no at its end
             for cue in self.cue_index.get("negation_answer", {}).get(words[c + 1], ()):
                 n = len(cue)
