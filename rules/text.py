@@ -147,6 +147,23 @@ def spell(word: str) -> str:
     return word.replace("ae", "e").replace("oe", "e")
 
 
+#: How often a word must occur in pyspellchecker's English or French frequency list to count as a real word (below it
+#: the lists hold rare words and common misspellings).
+DICTIONARY_MIN_COUNT = 100
+
+
+@lru_cache(maxsize=1)
+def _dictionaries():
+    from spellchecker import SpellChecker
+
+    return SpellChecker(language="en").word_frequency, SpellChecker(language="fr").word_frequency
+
+
+def dictionary_word(word: str) -> bool:
+    """Is this a common word of English or French (pyspellchecker's frequency lists)?"""
+    return any(freq[word] >= DICTIONARY_MIN_COUNT for freq in _dictionaries())
+
+
 @dataclass
 class Token:
     norm: str
@@ -582,6 +599,7 @@ class Matcher:
             self.by_initial.setdefault(word[0], []).append(word)
         self.words = {t for e in entries.values() for t in e.tokens}
         self.known = {spell(normalise(w)[0]) for w in known_words} | {t for c in self.cues.values() for s in c for t in s}
+        _dictionaries()  # loaded with the rulebook (0.2 s), not at the first typo of the first study
         self._fixes: dict[str, str | None] = {}
         # session 6 (round 27): words written without their vowels ("nw bldr rtntn + prnl nmbnss", "rdclr", "dscctmy"):
         # the lexicon words of each consonant skeleton, and the short words such notes abbreviate that way
@@ -608,6 +626,10 @@ class Matcher:
             fix = self._unvowelled(word)
         if fix is None and len(word) >= _FUZZY_MIN - 1:
             fix = self._closest(word)
+        if fix is not None and fix != word and dictionary_word(word):
+            # session 9 (round 56): "New inability to urinate" was read "instability"; a word of the English or French
+            # dictionary is what it says ("horse" is no "hoarse", "female" no "fecale", "revenir" no "retenir")
+            fix = None
         if len(self._fixes) < 50_000:
             self._fixes[word] = fix
         return fix
