@@ -1078,7 +1078,7 @@ class Matcher:
                     e += 1  # "... resolved by POD3", "résolu à J3", "resolved within 48 h"
                     while e < len(words) and e - j <= 4 and (_DAY_LABEL.match(words[e]) or words[e] in ("day", "pod", "jour", "h", "hours", "days", "jours")):
                         e += 1
-                if e >= len(words) or words[e] in _SENTENCE_END:
+                if e >= len(words) or words[e] in _SENTENCE_END or words[e] == ")":  # "(... méningocèle, résolus)"
                     return True
             # session 6 (round 29): "CES red flags, none present." / "saddle numbness, nil." - a list answered no at its end
             for cue in self.cue_index.get("negation_answer", {}).get(words[c + 1], ()):
