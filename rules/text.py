@@ -347,6 +347,14 @@ _PROCEDURES = {"discectomy", "decompression", "fusion", "operated", "revision", 
 #: Words that may stand between "for" and the indication ("for an acute CES", "pour une sciatique L5 gauche").
 _INDICATION_MODIFIERS = {"a", "an", "the", "acute", "his", "her", "bilateral", "left", "right", "l", "r", "une", "un", "la", "le", "l",
                          "d", "de", "des", "aigue", "aigu", "gauche", "droite", "g", "d", "incomplete", "complete", "suspected", "emergency"}
+def _after_levels(words: list[str], b: int) -> int:
+    """Past the levels that follow a procedure's name ("TLIF L4-5 to be done on Monday": the cue is the procedure's)."""
+    k = b
+    while k < len(words) and k - b < 5 and (_LEVEL_LABEL.match(words[k]) or words[k].isdigit() and len(words[k]) <= 2 or words[k] == "/"):
+        k += 1
+    return k
+
+
 #: A day label as one token: "pod3", "d3", "j3", "3", "48".
 _DAY_LABEL = re.compile(r"^(?:pod|d|j|day)?\d{1,3}$")
 _LEVEL_LABEL = re.compile(r"^[ctls]\d{1,2}$")
@@ -780,7 +788,8 @@ class Matcher:
                 m.history = False
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
                               or self._cue(words, a, "future_before", covered, True)
-                              or self._cue(words, b, "hypothetical_after", covered, False))
+                              or self._cue(words, _after_levels(words, b) if e.concepts & _PROCEDURES else b,
+                                           "hypothetical_after", covered, False))
             if self._cue(words, a, "experiencer_before", covered, True, sentence=True) and not any(
                     rb <= a and not any(w in _SENTENCE_END for w in words[rb:a]) for rb in reporter_ends):
                 # session 9 (round 54): after a relative who reports ("Daughter at bedside says mum 'can't lift her

@@ -343,6 +343,8 @@ _WORD_TIME = [
 #: A weekday next to a procedure ("L4-5 fusion Tuesday", "discectomie lundi dernier"), not after since/depuis.
 _WEEKDAY = re.compile(r"(?<![a-z])(?:(?:on|last|le|ce)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
                       r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche|tue|tues|wed|weds|thu|thur|thurs|fri)\.?(?:\s+(?:dernier|derniere|last))?(?![a-z])")
+#: A day of the month right after a weekday ("Wednesday the 4th", "mercredi 4", "mercredi le 4"): the date, not the last such weekday.
+_DATE_AFTER_WEEKDAY = re.compile(r"\s*,?\s+(?:the\s+|le\s+)?\d{1,2}(?:st|nd|rd|th|er)?(?![0-9/.:h])")
 #: A day of the month alone next to a procedure: "microdiscectomy on the 18th", "opéré le 18".
 _DAY_OF_MONTH = re.compile(r"(?<![a-z0-9])(?:on\s+)?(?:the\s+)?(?P<en>\d{1,2})(?:st|nd|rd|th)(?![a-z0-9])"
                            r"|(?<![a-z])(?:le|du)\s+(?P<fr>\d{1,2})(?:er)?(?![0-9a-z/]|[.,:]\d|\s*(?:h|heures?|mn|min|mg|ml|mm|cm|%|ans?|jours?|mois|semaines?)(?![a-z]))")
@@ -475,6 +477,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                     back = (study_dt.weekday() - _WEEKDAYS[m.group("day") or m.group("fr")]) % 7 or 7
                     add((back + 7) * 24, m.start(), m.end())
             for m in _WEEKDAY_SURGERY.finditer(norm):
+                if _DATE_AFTER_WEEKDAY.match(norm, m.end()):
+                    continue  # session 9 (round 61): "on Wednesday the 4th": the day of the month says which Wednesday
                 if _FUTURE.search(norm[max(0, m.start() - 40) : m.end() + 25]) or re.match(r"\s*(?:prochaine?|next)(?![a-z])", norm[m.end() :]):
                     continue  # "sera opéré lundi prochain", "TLIF to be done on Monday": planned
                 day = _WEEKDAYS[m.group("day") or m.group("day2")]
@@ -482,6 +486,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
                 add(back * 24, m.start(), m.end())
         if study_dt is not None:
             for m in _WEEKDAY.finditer(norm):
+                if _DATE_AFTER_WEEKDAY.match(norm, m.end()):
+                    continue
                 if _ONSET_BEFORE.search(norm[max(0, m.start() - 25) : m.start()]) or _OTHER_EVENT_DAY.search(norm[max(0, m.start() - 30) : m.start()]):
                     continue  # "pain since Tuesday", "seen in clinic on Monday"
                 if _near_procedure(norm, m.start(), m.end()):
