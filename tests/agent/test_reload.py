@@ -60,9 +60,15 @@ def test_sighup_and_file_watch_reload_good_rules_and_reject_bad_ones(serve_with_
     early.write_text("\n".join(lines) + "\n")
     wait_for(lambda: "early.yaml:" in s["log"].read_text(), timeout=10, what="rejection logged by the file watch")
     assert rulebook_version(s["http"]) == second, "the previous rulebook stays active"
-    with urllib.request.urlopen(f"http://127.0.0.1:{s['http']}/metrics", timeout=3) as r:
-        failures = [line for line in r.read().decode().splitlines()
-                    if line.startswith("pacs_triage_rulebook_reload_failures_total ")]
-    assert float(failures[0].split()[1]) >= 1
+
+    def reload_failures() -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{s['http']}/metrics", timeout=3) as r:
+            failures = [line for line in r.read().decode().splitlines()
+                        if line.startswith("pacs_triage_rulebook_reload_failures_total ")]
+        return float(failures[0].split()[1])
+
+    # every process watches the files (2 s ticks): the worker child may log the rejection before this process counts it
+    wait_for(lambda: reload_failures() >= 1, timeout=10, what="the rejection counted in /metrics")
+    assert rulebook_version(s["http"]) == second
     assert readyz(s["http"])["ready"]
     dcmtk("echoscu", "-aec", "PACSTRIAGE", "127.0.0.1", s["port"])  # still serving
