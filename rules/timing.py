@@ -294,7 +294,7 @@ _AFTER = re.compile(
 #: "since Tuesday's surgery", "operated on Monday", "opéré mardi", "intervention de lundi": the last such
 #: weekday before the study (a week before when it is the study's weekday).
 _WEEKDAYS = {"monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5, "sunday": 6,
-             "tue": 1, "tues": 1, "wed": 2, "weds": 2, "thu": 3, "thur": 3, "thurs": 3, "fri": 4,
+             "mon": 0, "tue": 1, "tues": 1, "wed": 2, "weds": 2, "thu": 3, "thur": 3, "thurs": 3, "fri": 4,
              "lundi": 0, "mardi": 1, "mercredi": 2, "jeudi": 3, "vendredi": 4, "samedi": 5, "dimanche": 6}
 _WEEKDAY_SURGERY = re.compile(
     r"(?<![a-z])(?:(?:since|on|last|from|after|depuis|de)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
@@ -342,7 +342,9 @@ _WORD_TIME = [
 ]
 #: A weekday next to a procedure ("L4-5 fusion Tuesday", "discectomie lundi dernier"), not after since/depuis.
 _WEEKDAY = re.compile(r"(?<![a-z])(?:(?:on|last|le|ce)\s+)?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
-                      r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche|tue|tues|wed|weds|thu|thur|thurs|fri)\.?(?:\s+(?:dernier|derniere|last))?(?![a-z])")
+                      r"lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche|tue|tues|wed|weds|thu|thur|thurs|fri|"
+                      # session 9 (round 62): "Lumbar discectomy Mon." (never the French "mon" before a noun)
+                      r"mon(?=\s*(?:[.,;)]|$)))\.?(?:\s+(?:dernier|derniere|last))?(?![a-z])")
 #: A day of the month right after a weekday ("Wednesday the 4th", "mercredi 4", "mercredi le 4"): the date, not the last such weekday.
 _DATE_AFTER_WEEKDAY = re.compile(r"\s*,?\s+(?:the\s+|le\s+)?\d{1,2}(?:st|nd|rd|th|er)?(?![0-9/.:h])")
 #: A day of the month alone next to a procedure: "microdiscectomy on the 18th", "opéré le 18".
