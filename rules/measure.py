@@ -31,6 +31,8 @@ _TREND = re.compile(rf"^\s*(?:(?:pre[ -]?op(?:erative(?:ly)?|eratoire)?|baseline
                     rf"initialement|yesterday|hier|\(\s*(?:pod|post op day|day|d|j|jour)\s*\d{{1,2}}\s*\))\s*)?(?:->|-->|=>|→|>|to|a|puis|then|now|then now|et maintenant|,\s*now)\s*{_NUM}")
 #: Session 7 (round 41): a value at an earlier day, then today's ("CRP 80 on POD3, 140 today", "CRP 140 (d3), 60 (d7), now 118
 #: at d22" reads its last pair): the second value must be said to be now.
+#: One more value of a chain after the trend's second ("-> 9.1 -> 7.9"): an arrow only, never a bare "to" or "a".
+_CHAIN = re.compile(rf"^\s*(?:->|-->|=>|→|>)\s*{_NUM}")
 _TREND_DAY = re.compile(rf"^\s*(?:\(\s*)?(?:on |at |a |le |au )?(?:pod|post op day|day|d|j|jour)\s*\d{{1,2}}\s*\)?\s*[,;]\s*(?:now\s+|maintenant\s+)?{_NUM}"
                         r"(?=\s*(?:mg/l|mg/dl|g/dl|g/l)?\s*(?:today|now|this morning|tonight|aujourd hui|ce jour|ce matin|ce soir|at d\d|a j\d|on pod\s?\d|on day\s?\d))")
 #: Session 8 (round 46): values listed by day ("CRP : J2 180, J4 95, J7 210", "Hb d1 11.8; d2 9.4"): the trend is from the
@@ -42,7 +44,9 @@ _GRID_HEAD = re.compile(r"(?<![a-z])(?:mrc|power|motor|force|testing musculaire|
 _GRID_ROW = re.compile(r"(?m)^[ \t]*(?P<name>[a-z][a-z .'-]{1,24}?)[ \t]+(?P<grades>[0-5](?:[ \t]+[0-5]){1,3})[ \t]*$")
 #: The earlier value written after the current one: "Hb 85 (from 140)", "Hb 8.1, was 12.9", "Hb 9 down from 13", "Hb 7,9 vs 12,4 en pré-op".
 _FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was|previously|prev|baseline|pre[ -]?op(?:erative(?:ly)?|eratoire)?|vs|versus|contre|"
-                   rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?{_NUM}")
+                   rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?{_NUM}"
+                   # session 9 (round 65): the earlier value first, its moment after it, in brackets ("Hb 8,2 (12,4 en préop)")
+                   rf"|^\s*\(\s*{_NUM}\s*(?:g/dl|g/l|mg/l|mmol/l)?\s*(?:en |a l |at |on )?(?:pre[ -]?op(?:erative(?:ly)?|eratoire)?|preop|baseline|admission|l admission)\s*(?=\))")
 _CONDITION = re.compile(r"(?<![a-z])(si|if|when|lorsque|quand|target|objectif|cible|seuil|threshold|goal|keep|maintenir|"
                         r"unless|sauf si)(?![a-z])[^.;\n]{0,20}$")
 _COMPARATOR = re.compile(r"[<>≤≥]|\b(?:sup|inf|superieure? a|inferieure? a|above|below|over|under|greater than|less than)\s*$")
@@ -295,7 +299,7 @@ class Reader:
         t = _TREND.match(tail[used:]) or _TREND_DAY.match(tail[used:])
         back = None if t else _FROM.match(tail[used:])
         if back:  # the earlier value written second: the trend is from it to the first number
-            earlier = self._scale(spec, _f(back.group(1)), tail[used + back.end() : used + back.end() + 10])
+            earlier = self._scale(spec, _f(back.group(1) or back.group(2)), tail[used + back.end() : used + back.end() + 10])
             if earlier is not None:
                 after = used + back.end()
                 u = _UNIT_AFTER.match(tail[after:])
@@ -303,16 +307,18 @@ class Reader:
                 closing = re.match(r"^\s*\)", tail[used:])
                 used += closing.end() if closing else 0
                 return earlier, first, None, used
-        if t:
+        while t:  # session 9 (round 65): a chain of values ("Hgb trending 10.8 -> 9.1 -> 7.9"): from the first to the last
             after = used + t.end()
             second = self._scale(spec, _f(t.group(1)), tail[after : after + 10])
-            if second is not None:
-                last = second
-                u = _UNIT_AFTER.match(tail[after:])
-                used = after + (u.end() if u else 0)
-                if spec.get("pair"):
-                    pair = _PAIR.match(tail[used:])
-                    used += pair.end() if pair else 0
+            if second is None:
+                break
+            last = second
+            u = _UNIT_AFTER.match(tail[after:])
+            used = after + (u.end() if u else 0)
+            if spec.get("pair"):
+                pair = _PAIR.match(tail[used:])
+                used += pair.end() if pair else 0
+            t = _CHAIN.match(tail[used:])
         return first, last, None, used
 
     def _scale(self, spec: dict, value: float, unit_text: str) -> float | None:

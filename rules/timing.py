@@ -657,8 +657,11 @@ def _clauses(norm: str, a: int, b: int) -> tuple[str, str, str]:
     norm, a, b = norm[lo:hi], a - lo, b - lo
     # A short aside in parentheses that names no procedure, no plan and not the time itself is blanked, so that
     # "laminectomie L3-L4 (sans matériel) d'avant-hier" keeps the procedure and its day in one clause.
-    norm = _ASIDE.sub(lambda m: m.group(0) if (m.start() <= a < m.end() or _SURGERY.search(m.group(0))
-                                                or _FUTURE.search(m.group(0))) else " " * len(m.group(0)), norm)
+    norm = _ASIDE.sub(lambda m: m.group(0) if (m.start() <= a < m.end() or _FUTURE.search(m.group(0)))
+                      # session 9 (round 65): a short aside naming the procedure again ("Reprise chirurgicale (redo) L4-L5
+                      # il y a 5 jours") joins the clause: its brackets are blanked, its words kept
+                      else " " + m.group(0)[1:-1] + " " if _SURGERY.search(m.group(0))
+                      else " " * len(m.group(0)), norm)
     breaks = list(_CLAUSE_BREAK.finditer(norm))
     starts = [0] + [m.end() for m in breaks]
     ends = [m.start() for m in breaks] + [len(norm)]
