@@ -10,7 +10,7 @@ import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-from rules.text import STUDY_CAP, Matcher, Mention, repair
+from rules.text import OPERATION_CONCEPTS, PROCEDURES, STUDY_CAP, Matcher, Mention, repair
 from rules.timing import _FUTURE, Reading, study_datetime, surgery_reading, text_readings
 from rules.text import normalise
 
@@ -24,8 +24,6 @@ ACQUISITION_KEYWORDS = (
 )
 _SERIES_TEXT = ("SeriesDescription", "ProtocolName", "BodyPartExamined", "ImageType", "ConvolutionKernel")
 
-#: Concepts that say the patient was operated (procedure or post-operative wording).
-PROCEDURES = ("discectomy", "decompression", "fusion", "cement", "stimulator", "anterior_cervical", "revision")
 #: Named complications of instrumentation imply an instrumented, operated spine.
 HARDWARE_COMPLICATIONS = ("hardware_broken", "loosening", "spacer_moved", "pseudarthrosis")
 OPERATED = PROCEDURES + ("operated", "early_cue") + HARDWARE_COMPLICATIONS
@@ -341,7 +339,7 @@ def _old_indication(mentions: list[Mention], text: str, study_dt) -> None:
     """A finding given as the indication of an operation done years before the study is history."""
     year_now = study_dt.year if study_dt else None
     norm, _ = normalise(text)
-    procedures = [p for p in mentions if p.concepts & set(PROCEDURES + ("operated",)) and not p.hypothetical]
+    procedures = [p for p in mentions if p.concepts & OPERATION_CONCEPTS and not p.hypothetical]
     for m in mentions:
         if m.history or m.concepts & set(OPERATED):
             continue

@@ -339,14 +339,22 @@ _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet",
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
 _LIST_ITEM = 4
+#: Concepts that say the patient was operated (procedure or post-operative wording); rules/context.py reads them too.
+PROCEDURES = ("discectomy", "decompression", "fusion", "cement", "stimulator", "anterior_cervical", "revision")
+#: A named operation, or the words that say one was done ("operated", "post-op").
+OPERATION_CONCEPTS = frozenset(PROCEDURES + ("operated",))
 #: Findings that are often the indication of the operation ("operated for CES", "discectomy for foot drop").
 _INDICATIONS = {"cauda_equina", "motor_deficit", "sphincter", "saddle_anaesthesia", "radicular_pain", "paraplegia", "cruralgia",
                 "myelopathy_indication", "medullary"}
-#: Concepts that name an operation.
-_PROCEDURES = {"discectomy", "decompression", "fusion", "operated", "revision", "anterior_cervical", "cement"}
 #: Words that may stand between "for" and the indication ("for an acute CES", "pour une sciatique L5 gauche").
-_INDICATION_MODIFIERS = {"a", "an", "the", "acute", "his", "her", "bilateral", "left", "right", "l", "r", "une", "un", "la", "le", "l",
-                         "d", "de", "des", "aigue", "aigu", "gauche", "droite", "g", "d", "incomplete", "complete", "suspected", "emergency"}
+_INDICATION_MODIFIERS = {"a", "an", "the", "acute", "his", "her", "bilateral", "left", "right", "l", "r", "une", "un", "la", "le",
+                         "d", "de", "des", "aigue", "aigu", "gauche", "droite", "g", "incomplete", "complete", "suspected", "emergency"}
+#: A day label as one token: "pod3", "d3", "j3", "3", "48".
+_DAY_LABEL = re.compile(r"^(?:pod|d|j|day)?\d{1,3}$")
+#: A spinal level as one token: "l4", "s1", "t12", "c5".
+_LEVEL_LABEL = re.compile(r"^[ctls]\d{1,2}$")
+
+
 def _after_levels(words: list[str], b: int) -> int:
     """Past the levels that follow a procedure's name ("TLIF L4-5 to be done on Monday": the cue is the procedure's)."""
     k = b
@@ -355,9 +363,16 @@ def _after_levels(words: list[str], b: int) -> int:
     return k
 
 
-#: A day label as one token: "pod3", "d3", "j3", "3", "48".
-_DAY_LABEL = re.compile(r"^(?:pod|d|j|day)?\d{1,3}$")
-_LEVEL_LABEL = re.compile(r"^[ctls]\d{1,2}$")
+def _closed_brackets(words: list[str], lo: int, pos: int) -> set[int]:
+    """Positions in [lo, pos) inside a bracket that closes before pos: a cue there is that bracket's, not the finding's
+    ("Hb 72 (pre-op 128) 2 units RBC given": the units are today's)."""
+    inside, out = False, set()
+    for k in range(pos - 1, lo - 1, -1):
+        if words[k] in (")", "("):
+            inside = words[k] == ")"
+        elif inside:
+            out.add(k)
+    return out
 #: An item of a screening template answered no in place, before the next item ("saddle anaesthesia N / fever N").
 _TEMPLATE_NO = {"n", "no", "nil", "neg", "non", "none", "absent", "absente", "negative", "negatif", "negative"}
 #: The first words of the consent and risk-list cues whose colon opens their list (Matcher._cue_before_colon).
@@ -788,7 +803,7 @@ class Matcher:
                 m.history = False
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
                               or self._cue(words, a, "future_before", covered, True)
-                              or self._cue(words, _after_levels(words, b) if e.concepts & _PROCEDURES else b,
+                              or self._cue(words, _after_levels(words, b) if e.concepts & OPERATION_CONCEPTS else b,
                                            "hypothetical_after", covered, False))
             if self._cue(words, a, "experiencer_before", covered, True, sentence=True) and not any(
                     rb <= a and not any(w in _SENTENCE_END for w in words[rb:a]) for rb in reporter_ends):
@@ -811,7 +826,7 @@ class Matcher:
         if k < 0 or words[k] not in ("for", "pour"):
             return False
         for a2, b2, e2 in found:
-            if b2 <= k and k - b2 <= 6 and e2.concepts & _PROCEDURES and not any(w in _SENTENCE_END or w in (",", ":", "(") for w in words[b2:k]):
+            if b2 <= k and k - b2 <= 6 and e2.concepts & OPERATION_CONCEPTS and not any(w in _SENTENCE_END or w in (",", ":", "(") for w in words[b2:k]):
                 return True
         return False
 
@@ -959,16 +974,8 @@ class Matcher:
                         break
                 hi = k + 1
             span = range(pos, hi)
-        bracketed: set[int] = set()
-        if before and sentence == "history":
-            # session 9 (noise test): a cue inside a bracket closed before the finding is that bracket's ("Hb 72 (pre-op
-            # 128) 2 units RBC given" without its full stops: the units are today's)
-            inside = False
-            for k in range(pos - 1, span.start - 1, -1):
-                if words[k] in (")", "("):
-                    inside = words[k] == ")"
-                elif inside:
-                    bracketed.add(k)
+        # session 9 (noise test): a history cue inside a bracket closed before the finding is that bracket's
+        bracketed = _closed_brackets(words, span.start, pos) if before and sentence == "history" else set()
         for k in span:
             if k in covered or k in bracketed:
                 continue
@@ -1019,14 +1026,12 @@ class Matcher:
     def _nearest_cue(self, words: list[str], a: int, kind: str, covered: set[int]) -> tuple[int, int] | None:
         """(start, end) of the nearest cue of this kind before position a, within the plain scope (None when there is none)."""
         index = self.cue_index.get(kind, {})
-        inside = False  # between a ")" and its "(": a cue in a closed bracket is that bracket's ("Hb 72 (pre-op 128) 2 units given")
-        for k in range(a - 1, max(-1, a - 1 - self.scope), -1):
+        lo = max(0, a - self.scope)
+        bracketed = _closed_brackets(words, lo, a)  # a cue in a closed bracket is that bracket's
+        for k in range(a - 1, lo - 1, -1):
             if any(tuple(words[k - len(x) + 1 : k + 1]) == x for x in self.break_index.get(words[k], ())):
                 return None
-            if words[k] in (")", "("):
-                inside = words[k] == ")"
-                continue
-            if k in covered or inside:
+            if k in covered or k in bracketed or words[k] in (")", "("):
                 continue
             for cue in index.get(words[k], ()):
                 if k + len(cue) <= a and tuple(words[k : k + len(cue)]) == cue:
