@@ -3,8 +3,8 @@
 The lexicon runs about 500 word-order patterns over every text field; most of them cannot match most texts, and the
 scans were 60 % of the engine's time (session 9). `required_literals(pattern)` reads the pattern's parse tree and
 returns a set of strings such that **every match contains at least one of them** (or None when no such set is known).
-`may_match(text, literals)` is then a handful of substring tests, done on the lower-cased text with lower-cased
-literals, so that it is a necessary condition whatever the pattern's case flags.
+`LiteralSet.present(text)` then tests every pattern's literals against a text at once, on the lower-cased text with
+lower-cased literals, so that "none present" is a sufficient reason to skip whatever the pattern's case flags.
 
 It may only ever say "maybe" too often, never "no" wrongly: an alternative, a repeat that may occur zero times, a
 character class, a lookaround or a back-reference contributes no literal; a sequence contributes its best element
@@ -33,13 +33,6 @@ def required_literals(pattern: str | re.Pattern) -> Literals | None:
     if tree.state.flags & re.VERBOSE:
         return None  # whitespace is not literal there: not worth the care, no pattern of ours is verbose
     return _sequence(list(tree))
-
-
-def may_match(text_lower: str, literals: Literals | None) -> bool:
-    """False only if no match of the pattern can be in this (lower-cased) text."""
-    if literals is None:
-        return True
-    return any(lit in text_lower for lit in literals)
 
 
 class LiteralSet:

@@ -6,7 +6,7 @@ import pytest
 from rules.engine import Rulebook
 from rules.text import dictionary_word
 
-MATCHER = next(v for v in vars(Rulebook.load()).values() if hasattr(v, "pattern_literals"))
+MATCHER = Rulebook.load().matcher
 
 
 @pytest.mark.parametrize("word", ["inability", "female", "riding", "revenir", "seulement", "missing"])
