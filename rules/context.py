@@ -86,6 +86,8 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     study_dt = study_datetime(study.attributes)
     fields = [dict(f, value=repair(f["value"])) for f in capped_fields(study.text_fields)]  # mojibake repaired once, for all readers
     measure = getattr(matcher, "measure", None)
+    ignore = set(matcher.pseudo) | set(OPERATED)  # what a later entry's "resolved" cannot end
+    resolved = "|".join(sorted(map(re.escape, getattr(matcher, "resolved_answer", ()))))
     for f in fields:
         found = matcher.mentions(f)
         text = repair(f.get("value") or "")
@@ -115,9 +117,11 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             found = [m for m in found
                      if not any(m.start < b.end and b.start < m.end and m.concepts <= set(b.measurement["cancels"])
                                 for b in benign)]
+            _superseded_entries(found + graded, text, ignore, resolved)
             mentions.extend(found)
             mentions.extend(graded)
         else:
+            _superseded_entries(found, text, ignore, resolved)
             mentions.extend(found)
     raising: dict[str, list[Mention]] = {}
     seen: dict[str, list[Mention]] = {}  # concept -> every non-negated, real mention, history included
@@ -206,6 +210,57 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
 
 _PAST = re.compile(r"(?<![a-z])(ago|il y a|post|j ?\+ ?\d|pod|yesterday|hier|done|performed|realisee?|effectuee?|"
                    r"operated|operee?|s/p|status post|depuis|since|after|apres|last|dernier|derniere|\d{4})(?![a-z])")
+
+
+#: A dated entry of a note ("12/05 (copied forward):", "POD4:", "J3 :", "Today:", "Update:") at a line's or sentence's start.
+_ENTRY_LABEL = re.compile(
+    r"(?:^|\n|(?<=[.;|] ))[ \t]*(?:\d{1,2}[/.-]\d{1,2}(?:[/.-]\d{2,4})?|\d{4}-\d{2}-\d{2}|pod ?\d{1,2}|j ?\+? ?\d{1,2}|d ?\d{1,2}|"
+    r"day ?\d{1,2}|jour ?\d{1,2}|today|aujourd'hui|aujourd hui|update|mise a jour|mise à jour)[ \t]*(?:\([^()\n]{0,30}\)[ \t]*)?:",
+    re.IGNORECASE)
+_NEGATION_BEFORE = re.compile(r"(?<![a-z])(?:no|not|nor|never|without|denies|denied|nil|pas|sans|aucune?|ni|non|jamais|plus de)(?![a-z])")
+
+
+def _superseded_entries(mentions: list[Mention], text: str, ignore: set[str], resolved: str = "") -> None:
+    """A complaint of an earlier dated entry that a later entry of the same note says is gone is history (session 10,
+    round 71: "12/05 (copied forward): POD1 ... Mild frontal headache" then "14/05: headache resolved"; "POD1 (copied):
+    T 38.2" then "POD4: afebrile 48 h"). A later entry ends a concept by a mention negated by what follows it or by its own
+    words (resolved, settled, afebrile), or by naming the earlier words again followed by a resolved word ("POD3: retention
+    resolved"); then every mention of that concept in the entries before is history. "POD3: no new weakness" (a negation
+    before the words) ends nothing: POD1's weakness stays current."""
+    starts = [m.start() for m in _ENTRY_LABEL.finditer(text)]
+    if len(starts) < 2:
+        return
+    entry = lambda pos: bisect_left(starts, pos + 1) - 1  # noqa: E731  (-1: before the first label)
+    gone: list[tuple[int, set[str]]] = []  # (entry, concepts) said gone in that entry
+    for m in mentions:
+        concepts = set(m.concepts) - ignore
+        if not concepts or not (m.assertion == "negated" or m.history):
+            continue
+        clause = re.split(r"[.;:,\n]", text[:m.start])[-1]
+        if _NEGATION_BEFORE.search(normalise(clause)[0]):
+            continue
+        gone.append((entry(m.start), concepts))
+    if resolved:
+        for m in mentions:
+            here = entry(m.start)
+            concepts = set(m.concepts) - ignore
+            if here < 0 or here + 1 >= len(starts) or not concepts or m.assertion == "negated":
+                continue
+            said = re.escape(normalise(m.text)[0])
+            for later in range(here + 1, len(starts)):
+                end = starts[later + 1] if later + 1 < len(starts) else len(text)
+                if re.search(rf"(?<![a-z]){said}(?![a-z])\W+(?:[a-z]+\W+){{0,2}}(?:{resolved})(?![a-z])",
+                             normalise(text[starts[later]:end])[0]):
+                    gone.append((later, concepts))
+                    break
+    if not gone:
+        return
+    for m in mentions:
+        if m.history or m.assertion == "negated" or m.hypothetical:
+            continue
+        here = entry(m.start)
+        if here >= 0 and any(later > here and concepts & m.concepts for later, concepts in gone):
+            m.history = True
 
 
 def _planned_sentences(mentions: list[Mention], text: str) -> None:

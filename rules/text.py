@@ -1015,11 +1015,13 @@ class Matcher:
     @staticmethod
     def _cue_before_colon(words: list[str], k: int, index: dict) -> bool:
         """Does a risk-list cue of this index ("risks explained", "risques expliqués", "consented") end right before the
-        colon at k, or with it?"""
-        for j in range(max(0, k - 5), k + 1):
+        colon at k, or with it? Up to six words may stand between the cue and its colon, none of them ending a clause
+        ("Risques expliqués au patient avant l'intervention : hématome, ..."; session 10, round 71)."""
+        for j in range(max(0, k - 12), k + 1):
             for cue in index.get(words[j], ()):
                 end = j + len(cue)
-                if (end == k or end == k + 1) and tuple(words[j:end]) == cue and cue[0] in _RISK_HEADS:
+                if (k - 6 <= end <= k + 1 and tuple(words[j:end]) == cue and cue[0] in _RISK_HEADS
+                        and not any(w in _SENTENCE_END or w in (",", ";", ":") for w in words[end:k])):
                     return True
         return False
 

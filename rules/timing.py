@@ -99,7 +99,7 @@ _LEVELS = r"[ctls]\d{1,2}(?:\s*[-/]\s*[ctls]?\d{1,2})*(?:\s*\((?:l|r|left|right)
 _RELATIVE = [
     # J+2, J2, J 2 (French "jour"); never D2, which is a vertebra (D12 = T12).
     (re.compile(r"(?<![a-z0-9])j\s*\+\s*(\d{1,3})(?![0-9])|(?<![a-z0-9])j(\d{1,2})(?![a-z0-9])"), "d"),
-    (re.compile(r"(?<![a-z0-9])pod\s*[#:=]?\s*(\d{1,3})(?![0-9])"), "d"),  # "POD 3", "POD#3", "POD: 3" (a form field)
+    (re.compile(r"(?<![a-z0-9])pod\s*[#:=]?\s*\[?\s*(\d{1,3})\s*\]?(?![0-9])"), "d"),  # "POD 3", "POD#3", "POD: 3", "POD: [2]" (a form field; session 10, round 71)
     (re.compile(r"post[\s-]?op(?:erative)?\s+day\s*(\d{1,3})(?![0-9])"), "d"),
     # round 28: speech recognition of "post op day two" ("post op day to", "day too")
     (re.compile(r"post[\s-]?op(?:erative)?\s+day\s+(?:to|too)(?![a-z])"), "day2"),
