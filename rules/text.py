@@ -303,6 +303,7 @@ def term_tokens(term: str) -> tuple[str, ...]:
     return tuple(t.norm for t in tokenize(term))
 
 
+_CLAUSE_CONTRAST = {"but", "mais", "however", "although", "though", "while", "whereas", "except", "sauf", "alors", "yet", "still", "toujours", "persists", "persistent", "persistante", "persistant", "ongoing"}
 _SENTENCE_END = {".", ";", "\n", "!", "|"}  # "|": the field separator of order templates ("Bladder: N | Fever: N")
 #: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
 _NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
@@ -1010,7 +1011,26 @@ class Matcher:
             return "negated"
         if self._form_answer_no(words, b):
             return "negated"
+        if self._resolved_at_clause_end(words, b, spans):
+            return "negated"
         return "affirmed"
+
+    def _resolved_at_clause_end(self, words: list[str], b: int, spans) -> bool:
+        """A resolved word that ends the finding's clause, up to eight words after it with no other finding, comma or contrast
+        between ("Transient urinary retention after catheter removal on day 1 - resolved, now voiding normally"; session 10,
+        round 72). "... not resolved", "... yet to resolve" and "retention, weakness resolved" are not."""
+        if not self.resolved_answer:
+            return False
+        others = {x for x, _ in spans if x >= b}
+        for k in range(b, min(len(words), b + 9)):
+            w = words[k]
+            if k in others or w in _SENTENCE_END or w in (",", ";", ":", "(", ")") or w in _CLAUSE_CONTRAST:
+                return False
+            if w in self.resolved_answer:
+                if words[k - 1] in ("not", "non", "pas", "never", "yet", "un", "partially", "partly", "incompletely"):
+                    return False
+                return k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in (",", ";", ")")
+        return False
 
     @staticmethod
     def _cue_before_colon(words: list[str], k: int, index: dict) -> bool:
