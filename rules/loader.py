@@ -183,7 +183,7 @@ _RULE_KEYS = {
     "priority", "escalate", "recommend", "observation", "note", "explain", "unknown_time",
 }
 _CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note", "patterns", "anatomy", "overrides", "chronic", "persistent"}
-_TOP_KEYS = {"settings", "cues", "concepts", "known_words", "family", "rules", "safety_net", "measurements"}
+_TOP_KEYS = {"settings", "cues", "concepts", "known_words", "word_lists", "family", "rules", "safety_net", "measurements"}
 _SAFETY_KEYS = {"id", "concepts", "with_any", "without_any", "procedure", "windows", "postoperative", "priority", "flags", "reference", "note"}
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 
@@ -196,12 +196,22 @@ def read(directory: Path) -> Source:
     concept_lines: dict[str, tuple[Path, int]] = {}
     if not files:
         src.errors.append(RulebookError(directory, 0, "no rule files (*.yaml) in this directory"))
+    docs: list[tuple[Path, object]] = []
+    word_lists: dict[str, str] = {}  # name -> "(?:longest|...|word)", for {{name}} in concept patterns
     for path in files:
         try:
             doc = read_yaml(path)
         except RulebookError as err:
             src.errors.append(err)
             continue
+        docs.append((path, doc))
+        for name, words in ((doc.get("word_lists") or {}).items() if isinstance(doc, _Map) else ()):
+            if not _strings(words) or name in word_lists:
+                src.errors.append(RulebookError(path, doc["word_lists"].lines[name],
+                                                f"word list '{name}' must be a list of words, defined once"))
+                continue
+            word_lists[name] = "(?:" + "|".join(re.escape(w) for w in sorted(set(words), key=lambda w: (-len(w), w))) + ")"
+    for path, doc in docs:
         if not isinstance(doc, _Map):
             src.errors.append(RulebookError(path, 1, "a rule file must be a mapping of sections"))
             continue
@@ -232,6 +242,13 @@ def read(directory: Path) -> Source:
                 src.errors.append(RulebookError(path, line, f"concept '{name}' already defined at {other[0]}:{other[1]}"))
                 continue
             concept_lines[name] = (path, line)
+            if isinstance(concept, _Map) and isinstance(concept.get("patterns"), list):
+                try:
+                    concept["patterns"] = [_expand_word_lists(p, word_lists) if isinstance(p, str) else p
+                                           for p in concept["patterns"]]
+                except KeyError as exc:
+                    src.errors.append(RulebookError(path, concept.lines["patterns"],
+                                                    f"concept '{name}': unknown word list {{{{{exc.args[0]}}}}}"))
             src.errors.extend(_check_concept(path, line, name, concept))
             src.concepts[name] = concept if isinstance(concept, dict) else {}
         for item in doc.get("safety_net") or []:
@@ -295,6 +312,14 @@ def read(directory: Path) -> Source:
             seen[rule.id] = (path, item.line)
             src.rules.append(rule)
     return src
+
+
+_WORD_LIST = re.compile(r"\{\{([a-z_]+)\}\}")
+
+
+def _expand_word_lists(pattern: str, word_lists: dict[str, str]) -> str:
+    """{{name}} in a pattern becomes the word list's alternation (KeyError for an unknown name)."""
+    return _WORD_LIST.sub(lambda m: word_lists[m.group(1)], pattern)
 
 
 def _strings(value) -> bool:

@@ -79,6 +79,7 @@ def schema() -> dict:
             "cues": {"type": "object", "propertyNames": {"enum": list(loader.CUE_KINDS)},
                      "additionalProperties": {"type": "array", "items": {"type": "string"}}},
             "known_words": {"type": "array", "items": {"type": "string"}},
+            "word_lists": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
             "concepts": {"type": "object", "additionalProperties": concept},
             "rules": {"type": "array", "items": rule},
             "safety_net": {"type": "array", "items": safety},
