@@ -67,6 +67,13 @@ _WORD_VALUE = re.compile(
     r"(?![a-z])"
 )
 _TEMP_BEFORE = re.compile(r"(?:temp|temperature|t|fever|fievre|pyrexial|febrile)\s*(?:of|de|a|:|=)?\s*$")
+#: session 10 (round 75, dictation): a number in words right after a measurement's name ("BP seventy over forty", "HB six point
+#: eight", "heart rate one hundred and thirty") is that measurement's value; "h b" and "mils" as dictation writes them.
+_NAME_BEFORE = re.compile(r"(?<![a-z])(?:bp|blood pressure|systolic|sbp|tension|ta|pa|hb|hgb|haemoglobin|hemoglobin|hemoglobine|hr|heart rate|"
+                          r"pulse|pouls|fc|sats|spo2|sat|crp|wcc|wbc|drain|output|redon)\s*(?:of|de|a|at|:|=|is|was|now)?\s*"
+                          r"(?:\d+\s*(?:over|sur|/)\s*)?$")
+_SPELT = re.compile(r"(?<![a-z])(?:h b|c r p|w c c|w b c)(?![a-z])|(?<![a-z])mils?(?![a-z])")
+_DECIMAL_WORDS = re.compile(rf"(?<![a-z])(?P<a>{_ONE_W}|zero|ten)\s+(?:point|virgule)\s+(?P<b>{_ONE_W}|zero)(?![a-z])")
 
 
 #: Round 23: a bare "40°" after a clinical sign measured in degrees is an angle, not a temperature ("Lasègue à 40°",
@@ -81,6 +88,13 @@ _MRC_GRADE = re.compile(r"[0-5][+-]?\s*/\s*5(?![0-9])")
 
 
 def _word_values(norm: str) -> str:
+    if " b" in norm or " r " in norm or "mil" in norm:
+        norm = _SPELT.sub(lambda m: ("ml" if m.group(0).startswith("mil") else m.group(0).replace(" ", "")).ljust(len(m.group(0))), norm)
+    if "point" in norm or "virgule" in norm:
+        ones = _ONES | {"zero": 0, "ten": 10}
+        norm = _DECIMAL_WORDS.sub(
+            lambda m: (f"{ones[m.group('a')]}.{ones[m.group('b')]}".ljust(len(m.group(0)))
+                       if _NAME_BEFORE.search(norm[max(0, m.start() - 24) : m.start()]) else m.group(0)), norm)
     if not any(w in norm for w in ("hundred", "cent", "ty", "nte", "ngt", "teen", "ze", "dix", "ten", "eleven", "twelve")):
         return norm
     def digits(m: re.Match) -> str:
@@ -91,7 +105,8 @@ def _word_values(norm: str) -> str:
         else:
             value = _TEENS_W[m.group("teen")]
         unitless = not re.match(r"\s*(?:ml|mls|cc|milli|degre|°)", norm[m.end() : m.end() + 8])
-        if unitless and not _TEMP_BEFORE.search(norm[max(0, m.start() - 16) : m.start()]):
+        before = norm[max(0, m.start() - 24) : m.start()]
+        if unitless and not _TEMP_BEFORE.search(before[-16:]) and not _NAME_BEFORE.search(before):
             return m.group(0)  # a number in words without a unit is read only as a temperature ("temp thirty-nine")
         return str(value).ljust(len(m.group(0)))
     return _WORD_VALUE.sub(digits, norm)
