@@ -71,7 +71,9 @@ _TEMP_BEFORE = re.compile(r"(?:temp|temperature|t|fever|fievre|pyrexial|febrile)
 #: eight", "heart rate one hundred and thirty") is that measurement's value; "h b" and "mils" as dictation writes them.
 _NAME_BEFORE = re.compile(r"(?<![a-z])(?:bp|blood pressure|systolic|sbp|tension|ta|pa|hb|hgb|haemoglobin|hemoglobin|hemoglobine|hr|heart rate|"
                           r"pulse|pouls|fc|sats|spo2|sat|crp|wcc|wbc|drain|output|redon)\s*(?:of|de|a|at|:|=|is|was|now)?\s*"
-                          r"(?:\d+\s*(?:over|sur|/)\s*)?$")
+                          r"(?:(?:rising|risen|rose|falling|fallen|fell|dropped|dropping|drop|increasing|increased|decreasing|up|down|"
+                          r"gone up|gone down|went up|went down|climbing|from|to|then|now|monte|montee|passe|passee|chute|de|a)\s+){0,3}"
+                          r"(?:[a-z0-9]+\s*(?:over|sur|/|to|->|a)\s*)?$")
 _SPELT = re.compile(r"(?<![a-z])(?:h b|c r p|w c c|w b c)(?![a-z])|(?<![a-z])mils?(?![a-z])")
 _DECIMAL_WORDS = re.compile(rf"(?<![a-z])(?P<a>{_ONE_W}|zero|ten)\s+(?:point|virgule)\s+(?P<b>{_ONE_W}|zero)(?![a-z])")
 
@@ -105,7 +107,7 @@ def _word_values(norm: str) -> str:
         else:
             value = _TEENS_W[m.group("teen")]
         unitless = not re.match(r"\s*(?:ml|mls|cc|milli|degre|°)", norm[m.end() : m.end() + 8])
-        before = norm[max(0, m.start() - 24) : m.start()]
+        before = norm[max(0, m.start() - 32) : m.start()]
         if unitless and not _TEMP_BEFORE.search(before[-16:]) and not _NAME_BEFORE.search(before):
             return m.group(0)  # a number in words without a unit is read only as a temperature ("temp thirty-nine")
         return str(value).ljust(len(m.group(0)))

@@ -65,15 +65,58 @@ _MOJIBAKE = re.compile("[\u00c2-\u00c3][\u0080-\u00bf]|\u00e2[\u0080-\u00bf\u20a
 _LOWER_MOJIBAKE = re.compile("\u00e3(?=[\u0080-\u00bf])")
 
 
+#: Punctuation dictated as words and left by speech recognition ("no saddle numbness full stop post op day three",
+#: "spondylodiscitis question mark", "point à la ligne"); "virgule" only away from numbers ("sept virgule neuf" is 7.9).
+_SPOKEN_PUNCTUATION = re.compile(
+    r"(?<![\w'])(?P<w>full stops?|question marks?|new line|new paragraph|next line|comma|commas|semi ?colon|"
+    r"point (?:a|à) la ligne|point d'interrogation|point d interrogation|virgule)(?![\w'])", re.IGNORECASE)
+_NUMBERISH = re.compile(r"(?:\d|zero|one|two|three|four|five|six|seven|eight|nine|ten|un|une|deux|trois|quatre|cinq|sept|huit|neuf|dix)\W*$",
+                        re.IGNORECASE)
+
+
+def _spoken_punctuation(text: str) -> str:
+    """Spoken punctuation as the mark it names, padded with spaces to the same length (offsets hold)."""
+    def mark(m: re.Match) -> str:
+        w = m.group("w").lower()
+        if w == "virgule" and _NUMBERISH.search(text[max(0, m.start() - 8) : m.start()]):
+            return m.group(0)
+        sign = ("." if w.startswith(("full", "point a", "point à")) else "?" if w.startswith(("question", "point d")) else
+                "\n" if w.startswith(("new", "next")) else ";" if w.startswith("semi") else ",")
+        return sign.ljust(len(m.group(0)))
+    return _SPOKEN_PUNCTUATION.sub(mark, text)
+
+
+_SPOKEN_LEVEL = re.compile(r"(?<![\w'])(?P<l>[CTLS]) (?P<n>one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)(?![\w'])",
+                           re.IGNORECASE)
+_LEVEL_NUMBER = {w: str(i) for i, w in enumerate(("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                                                   "eleven", "twelve"), 1)}
+
+
+def _spoken_levels(text: str) -> str:
+    """A vertebral level dictated as a letter and a number word ("L five S one") as written ("L5 S1"), padded (offsets hold).
+    Only an upper-case letter: "a lot of pain" or "s one" in lower case are words."""
+    def level(m: re.Match) -> str:
+        if not m.group("l").isupper():
+            return m.group(0)
+        return (m.group("l") + _LEVEL_NUMBER[m.group("n").lower()]).ljust(len(m.group(0)))
+    return _SPOKEN_LEVEL.sub(level, text)
+
+
 def repair(text: str) -> str:
-    """Text as the clinician wrote it: mojibake repaired (ftfy) and capped at FIELD_CAP characters."""
+    """Text as the clinician wrote it: mojibake repaired (ftfy), spoken punctuation as marks, capped at FIELD_CAP characters."""
     text = text[:FIELD_CAP]
     if _LOWER_MOJIBAKE.search(text):
         text = _LOWER_MOJIBAKE.sub("\u00c3", text)
     if _MOJIBAKE.search(text):
         fixed = ftfy.fix_text(text, normalization=None)
         if len(fixed) <= len(text):
-            return fixed
+            text = fixed
+    low = text.lower()
+    if "stop" in low or "comma" in low or "mark" in low or "line" in low or "ligne" in low or "virgule" in low or "colon" in low or "interrogation" in low or "paragraph" in low:
+        text = _spoken_punctuation(text)
+    if " one" in low or " two" in low or " three" in low or " four" in low or " five" in low or " six" in low or " seven" in low \
+            or " eight" in low or " nine" in low or " ten" in low or " eleven" in low or " twelve" in low:
+        text = _spoken_levels(text)
     return text
 
 
@@ -712,6 +755,11 @@ class Matcher:
                 match = e
                 break
             if match is None:
+                span = self._split_word(words, i)
+                if span:
+                    found.append((i, i + span[0], span[1]))
+                    i += span[0]
+                    continue
                 i += 1
                 continue
             found.append((i, i + len(match.tokens), match))
@@ -899,6 +947,27 @@ class Matcher:
                 return False  # "Retention, numbness unchanged from pre-op": the cue is the nearer finding's
             end = max(end, b2)
         return True
+
+    def _split_word(self, words: list[str], i: int):
+        """(2 or 3, entry): a one-word term written in two or three pieces, as speech recognition and hurried typing split it
+        ("disc ectomy", "spondylo disc itis", "hema toma"; session 10, round 77). The pieces are letters, the first is no
+        common word, the whole is at least 8 letters and is a one-word term (or one typo from it)."""
+        first = words[i]
+        if not first.isalpha() or len(first) < 3:
+            return None
+        joined = first
+        for n in (2, 3):
+            if i + n - 1 >= len(words) or not words[i + n - 1].isalpha() or len(words[i + n - 1]) < 3:
+                return None
+            joined += words[i + n - 1]
+            if len(joined) < 8 or dictionary_word(words[i + n - 1]):
+                continue  # the last piece is a word of its own ("back ache" is two words; "disc ectomy" is not)
+            # a typo is tolerated in the whole only when its first piece is no word ("tetra plea gia"; never "transféré d")
+            for candidate in (joined, None if dictionary_word(first) else self.correct(joined)):
+                for e in self.index.get(candidate or "", ()):
+                    if e.tokens == (candidate,) and e.raw is None:
+                        return n, e
+        return None
 
     def _patterns(self, seq: list[str], words: list[str], found: list) -> None:
         # a "word" of more than 64 letters is no clinical word: the patterns see a placeholder (an 8,000-letter word made

@@ -33,7 +33,7 @@ _UNIT = "|".join(f"(?P<{k}>{v})" for k, v in _UNITS.items())
 
 #: Words that say the surgery is what the time refers to.
 _SURGERY = re.compile(
-    r"op[ie]?r|chir|surg|interv|arthrod|spondylod|fusion|discect|discecto|laminect|herniect|tlif|plif|alif|xlif|llif|olif|"
+    r"op[ie]?r|chir|surg|interv|arthrod|spondylod|fusion|discect|discecto|laminect|herniect|tlif|plif|alif|xlif|llif|olif|ectomy|"
     r"recalibr|decompress|decomp|instrument|osteosynth|post(?![ue]r|ur|e[ds]?(?![a-z])|ing)|bloc|s/p|lami|microdisc|acdf|accf|corpect|corporect|"
     r"kypho|cypho|vertebro|ciment|cement|stimulat|pump|pompe|redo|revision|reprise|fixation|foramino|"
     r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli|cure de|hernie|hernia|"
