@@ -70,9 +70,7 @@ _TEMP_BEFORE = re.compile(r"(?:temp|temperature|t|fever|fievre|pyrexial|febrile)
 #: session 10 (round 75, dictation): a number in words right after a measurement's name ("BP seventy over forty", "HB six point
 #: eight", "heart rate one hundred and thirty") is that measurement's value; "h b" and "mils" as dictation writes them.
 _NAME_BEFORE = re.compile(r"(?<![a-z])(?:bp|blood pressure|systolic|sbp|tension|ta|pa|hb|hgb|haemoglobin|hemoglobin|hemoglobine|hr|heart rate|"
-                          r"pulse|pouls|fc|sats|spo2|sat|crp|wcc|wbc|drain|output|redon)\s*(?:of|de|a|at|:|=|is|was|now)?\s*"
-                          r"(?:(?:rising|risen|rose|falling|fallen|fell|dropped|dropping|drop|increasing|increased|decreasing|up|down|"
-                          r"gone up|gone down|went up|went down|climbing|from|to|then|now|monte|montee|passe|passee|chute|de|a)\s+){0,3}"
+                          r"pulse|pouls|fc|sats|spo2|sat|crp|wcc|wbc|drain|output|redon)" + _FILLER +  # the trend words a reader skips
                           r"(?:[a-z0-9]+\s*(?:over|sur|/|to|->|a)\s*)?$")
 _SPELT = re.compile(r"(?<![a-z])(?:h b|c r p|w c c|w b c)(?![a-z])|(?<![a-z])mils?(?![a-z])")
 _DECIMAL_WORDS = re.compile(rf"(?<![a-z])(?P<a>{_ONE_W}|zero|ten)\s+(?:point|virgule)\s+(?P<b>{_ONE_W}|zero)(?![a-z])")
