@@ -1059,6 +1059,8 @@ class Matcher:
         return False
 
     def _assertion(self, words: list[str], a: int, b: int, covered: set[int], spans: list[tuple[int, int]] = ()) -> str:
+        if b < len(words) and words[b] == "?" and self._form_answer_no(words, b):
+            return "negated"  # "Céphalées ? Non." - a form's question answered no (session 10, round 81)
         ucovered = covered
         neg_index = self.cue_index.get("negation_before", {})
         for k in range(a - 1, max(-1, a - 1 - self.scope), -1):
@@ -1176,7 +1178,10 @@ class Matcher:
         """A form field answered no: "Fever: no", "Rétention : non.", "Weakness - none" (the answer ends the clause)."""
         k = b
         if k < len(words) and words[k] == "?":
-            return False  # "Fever? no" is a question and its answer, but "?" alone is uncertainty: keep it raised
+            # session 10 (round 81): a form's question answered no, the answer ending its clause ("Céphalées ? Non. Fièvre ? Non.");
+            # "?" alone, or followed by anything else ("Haematoma? No idea"), is uncertainty: kept raised
+            return (k + 1 < len(words) and words[k + 1] in ("no", "non", "nil", "negative", "negatif", "neg", "none", "aucun", "aucune")
+                    and (k + 2 >= len(words) or words[k + 2] in _SENTENCE_END or words[k + 2] in (",", "|")))
         if (k < len(words) and words[k] in _TEMPLATE_NO
                 and (k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in ("/", ",", ")"))):
             return True  # session 5 (round 20): a screening template's item answered in place ("saddle anaesthesia N / sphincter N")
