@@ -100,6 +100,9 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         if measure is not None:
             measured = measure.find(text, f)
             graded = [mm for mm in measured if mm.concepts]  # "EHL 4/5, unchanged from pre-op": the pre-operative deficit
+            for mm in graded:  # session 10 (round 83): "La voisine de chambre présente une fièvre à 39" is the neighbour's
+                if hasattr(matcher, "other_experiencer_before") and matcher.other_experiencer_before(text[: mm.start]):
+                    mm.experiencer = "other"
             _year_history(graded, text, study_dt)  # session 7: "EHL weakness 4/5 unchanged since 2024" is history too
             for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
                 if same:

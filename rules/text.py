@@ -346,6 +346,11 @@ def term_tokens(term: str) -> tuple[str, ...]:
     return tuple(t.norm for t in tokenize(term))
 
 
+#: Kin and others a relative who reports never calls the patient ("Wife concerned because her brother developed cauda equina":
+#: the brother's; session 10, round 82). A spouse, parent or child word may name the patient after a reporter; these never do.
+_NEVER_THE_PATIENT = {"brother", "sister", "cousin", "uncle", "aunt", "nephew", "niece", "neighbour", "neighbor", "friend", "colleague",
+                      "roommate", "grandmother", "grandfather", "grandma", "grandpa", "frere", "soeur", "cousine", "oncle", "tante",
+                      "neveu", "niece", "voisin", "voisine", "ami", "amie", "collegue"}
 _CLAUSE_CONTRAST = {"but", "mais", "however", "although", "though", "while", "whereas", "except", "sauf", "alors", "yet", "still", "toujours", "persists", "persistent", "persistante", "persistant", "ongoing"}
 _SENTENCE_END = {".", ";", "\n", "!", "|"}  # "|": the field separator of order templates ("Bladder: N | Fever: N")
 #: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
@@ -855,7 +860,8 @@ class Matcher:
                               or self._cue(words, _after_levels(words, b) if e.concepts & OPERATION_CONCEPTS else b,
                                            "hypothetical_after", covered, False))
             if self._cue(words, a, "experiencer_before", covered, True, sentence=True) and not any(
-                    rb <= a and not any(w in _SENTENCE_END for w in words[rb:a]) for rb in reporter_ends):
+                    rb <= a and not any(w in _SENTENCE_END for w in words[rb:a])
+                    and not any(w in _NEVER_THE_PATIENT for w in words[rb:a]) for rb in reporter_ends):
                 # session 9 (round 54): after a relative who reports ("Daughter at bedside says mum 'can't lift her
                 # legs'", "La fille de la patiente appelle : sa mère 'ne sent plus ses jambes'"), the kin word of the
                 # same sentence names the patient
@@ -947,6 +953,12 @@ class Matcher:
                 return False  # "Retention, numbness unchanged from pre-op": the cue is the nearer finding's
             end = max(end, b2)
         return True
+
+    def other_experiencer_before(self, text: str) -> bool:
+        """Does the sentence that ends this text name someone else as the experiencer ("La voisine de chambre présente une
+        fièvre à 39": the neighbour's temperature; session 10, round 83)? For measurement mentions, read by another reader."""
+        words = [t.norm for t in tokenize(text[-300:])]
+        return self._cue(words, len(words), "experiencer_before", set(), True, sentence=True)
 
     def _split_word(self, words: list[str], i: int):
         """(2 or 3, entry): a one-word term written in two or three pieces, as speech recognition and hurried typing split it
