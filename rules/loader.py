@@ -36,6 +36,8 @@ CUE_KINDS = (
     "future_before",
     "hypothetical_after",
     "experiencer_before",
+    "experiencer_after",
+    "experiencer_link_after",
     "negation_list_before",
     "negation_list_after",
     "negation_list_between",

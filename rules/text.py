@@ -362,6 +362,28 @@ _FUNCTION_HEADS = {"sensation", "sensibilite", "function", "fonction", "tone", "
 _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", "aucun", "nil", "without"}
 
 
+#: The words that open a conditional's consequent ("If pain recurs, consider CT for pseudarthrosis"), and the words of
+#: an "if" clause that is politeness or doubt, never a condition on the finding ("If possible, consider MRI for ?CES").
+_CONSEQUENT = {"consider", "then", "envisager", "alors", "discuss", "discuter", "rediscuter", "reconsider"}
+_NO_CONDITION = {"possible", "available", "feasible", "able", "doubt", "concerned", "worried", "unsure", "uncertain", "appropriate",
+                 "necessary", "needed", "indicated", "required", "clinically", "possibles", "necessaire", "doute", "besoin",
+                 "disponible", "dispo", "any", "urgent", "urgently"}
+
+
+def _consequent_comma(words: list[str], k: int) -> bool:
+    """Does the comma at k close a conditional clause that opens its sentence ("if", "si", "should", "en cas de"), with the
+    consequent right after it ("If pain recurs, consider CT for pseudarthrosis": the CT and what it looks for are as
+    conditional as the pain; session 11, round 84)?"""
+    if k + 1 >= len(words) or words[k + 1] not in _CONSEQUENT:
+        return False
+    j = k - 1
+    while j >= 0 and words[j] not in _SENTENCE_END and words[j] not in (",", ";", ":", "?", "(", ")"):
+        j -= 1
+    clause = words[j + 1 : k]
+    return (bool(clause) and (clause[0] in ("if", "si", "should") or clause[:3] == ["en", "cas", "d"] or clause[:3] == ["en", "cas", "de"])
+            and not any(w in _NO_CONDITION for w in clause))
+
+
 def _negated_progression(words: list[str], b: int) -> set[int]:
     """Positions of the words right after a negation in the 15 words after b ("no worse", "not deteriorating", "sans aggravation")."""
     out = set()
@@ -398,6 +420,12 @@ _INDICATIONS = {"cauda_equina", "motor_deficit", "sphincter", "saddle_anaesthesi
 #: Words that may stand between "for" and the indication ("for an acute CES", "pour une sciatique L5 gauche").
 _INDICATION_MODIFIERS = {"a", "an", "the", "acute", "his", "her", "bilateral", "left", "right", "l", "r", "une", "un", "la", "le",
                          "d", "de", "des", "aigue", "aigu", "gauche", "droite", "g", "incomplete", "complete", "suspected", "emergency"}
+#: The past participle that names an operation after its indication ("sciatique opérée le 30/11"), and the words that,
+#: between the finding and it, make the operated one the patient ("rétention chez une patiente opérée hier").
+_OPERATED_PAST = {"operee", "opere", "operees", "operes", "operated"}
+_PATIENT_BRIDGE = {"chez", "patient", "patiente", "pt", "pte", "who", "qui", "was", "is", "has", "had", "a", "est", "etait", "et", "and",
+                   "since", "depuis", "after", "apres", "post", "mr", "mrs", "ms", "mme", "m", "monsieur", "madame", "lady", "man",
+                   "woman", "homme", "femme", "he", "she", "il", "elle", "being", "been", "now", "today"}
 #: A day label as one token: "pod3", "d3", "j3", "3", "48".
 _DAY_LABEL = re.compile(r"^(?:pod|d|j|day)?\d{1,3}$")
 #: A spinal level as one token: "l4", "s1", "t12", "c5".
@@ -807,6 +835,7 @@ class Matcher:
         finding_spans = [(a, b) for a, b, e in found if e.concepts and not e.concepts & self.pseudo
                          and not (e.concepts <= {"operated"} and next_start.get(a) == b and " ".join(words[a:b]) in _POSTOP_MODIFIERS)]
         history_end = None  # where the last historical finding ended (a bracket right after it details it)
+        hypothetical_end = None  # where the last hypothetical finding ended (the same for a hypothetical one)
         reporter_ends = [b for _, b, e in found if "reporter" in e.concepts]
         for a, b, e in found:
             start, end = tokens[a].start, tokens[b - 1].end
@@ -840,7 +869,7 @@ class Matcher:
             via_bracket = False
             if not m.history and history_end is not None and _bracket_after(words, history_end, a):
                 m.history = via_bracket = True  # "h/o misplaced L5 screw revised in 2021 (medial breach, ...)": the bracket details that history
-            if not m.history and e.concepts & _INDICATIONS and self._indication(words, a, found):
+            if not m.history and e.concepts & _INDICATIONS and (self._indication(words, a, found) or self._operated_after(words, b, found)):
                 m.history = True  # session 9 (round 57): "operated for foot drop", "discectomy 3 days ago for CES": why it was done
             if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
                 m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
@@ -859,6 +888,10 @@ class Matcher:
                               or self._cue(words, a, "future_before", covered, True)
                               or self._cue(words, _after_levels(words, b) if e.concepts & OPERATION_CONCEPTS else b,
                                            "hypothetical_after", covered, False))
+            if not m.hypothetical and hypothetical_end is not None and e.concepts and not e.concepts & self.pseudo and _bracket_after(words, hypothetical_end, a):
+                m.hypothetical = True  # "Safety-net given re signs of wound infection (redness, discharge, fever)": the bracket details it (session 11, round 85)
+            if m.hypothetical and e.concepts and not e.concepts & self.pseudo:
+                hypothetical_end = b
             if self._cue(words, a, "experiencer_before", covered, True, sentence=True) and not any(
                     rb <= a and not any(w in _SENTENCE_END for w in words[rb:a])
                     and not any(w in _NEVER_THE_PATIENT for w in words[rb:a]) for rb in reporter_ends):
@@ -866,10 +899,50 @@ class Matcher:
                 # legs'", "La fille de la patiente appelle : sa mère 'ne sent plus ses jambes'"), the kin word of the
                 # same sentence names the patient
                 m.experiencer = "other"
+            if m.experiencer == "patient" and e.concepts and not e.concepts & self.pseudo and self._other_after(words, b):
+                m.experiencer = "other"  # session 11 (round 84): "the 'new leg weakness' in the letter relates to the patient's father"
             if m.history and e.concepts and not e.concepts & self.pseudo and not via_bracket:
                 history_end = b
             out.append(m)
         return out
+
+    def _other_after(self, words: list[str], b: int) -> bool:
+        """ConText's experiencer cue after the finding, in its sentence (up to 15 words): the text is said to be another
+        person's. Either a cue of its own (cue list experiencer_after: "pasted in error", "erreur de dossier"), or a link
+        (experiencer_link_after: "relates to", "belongs to", "concerne") whose object, within four words, is someone an
+        experiencer_before cue names ("relates to the patient's father", "belongs to another patient"); never the bare
+        "son" (also a French determiner: "se rapporte à son intervention")."""
+        alone = self.cue_index.get("experiencer_after", {})
+        links = self.cue_index.get("experiencer_link_after", {})
+        people = self.cue_index.get("experiencer_before", {})
+        for k in range(b, min(len(words), b + 15)):
+            if words[k] in _SENTENCE_END:
+                return False
+            if any(tuple(words[k : k + len(c)]) == c for c in alone.get(words[k], ())):
+                return True
+            for cue in links.get(words[k], ()):
+                if tuple(words[k : k + len(cue)]) != cue:
+                    continue
+                for i in range(k + len(cue), min(len(words), k + len(cue) + 4)):
+                    if words[i] in _SENTENCE_END or words[i] in (",", ";", ":"):
+                        break
+                    if any(p != ("son",) and tuple(words[i : i + len(p)]) == p for p in people.get(words[i], ())):
+                        return True
+        return False
+
+    @staticmethod
+    def _operated_after(words: list[str], b: int, found: list) -> bool:
+        """Is the finding ending at b the object of the operation named right after it: "operated/opéré(e)" within four
+        words, none of them a punctuation mark or a word that brings in the patient ("sciatique L5 droite hyperalgique
+        opérée le 30/11": the sciatica was operated; session 11, round 85). "Rétention chez une patiente opérée hier" and
+        "retention, operated yesterday" are today's."""
+        for k in range(b, min(len(words), b + 5)):
+            w = words[k]
+            if w in _SENTENCE_END or w in (",", ":", ";", "(", ")", "-", "/") or w in _PATIENT_BRIDGE:
+                return False
+            if w in _OPERATED_PAST:
+                return any(a2 == k and e2.concepts and e2.concepts <= {"operated"} for a2, _, e2 in found)
+        return False
 
     def _indication(self, words: list[str], a: int, found: list) -> bool:
         """Is the finding at a the reason a named operation was done: "for" / "pour" right before it (a few modifiers
@@ -1035,8 +1108,8 @@ class Matcher:
                         continue
                     if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
                         break
-                    if soft and words[k] == "," and (k - 1) not in (mask or set()):
-                        break  # a comma ends the conditional unless what follows it is one more finding of a list
+                    if soft and words[k] == "," and (k - 1) not in (mask or set()) and not (sentence == "soft" and _consequent_comma(words, k)):
+                        break  # a comma ends the conditional unless what follows it is one more finding of a list, or its consequent
                 elif any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.break_index.get(words[k], ())):
                     break
                 lo = k

@@ -98,7 +98,8 @@ PEER_WORDS = ("RedisServer", "Orthanc(", "storescu", "echoscu", "service_ready",
               "sys.executable", "run_family")
 #: Pure but heavy (seconds each): CT phantoms decoded and analysed, the whole case book run again.
 SLOW = ("tests/workers/test_ct_hardware.py", "tests/workers/test_ct_volume.py", "tests/workers/test_ct_blind.py",
-        "tests/rules/test_rules_metamorphic.py", "tests/rules/test_rules_loader.py::test_test_command_table_and_failures",
+        "tests/rules/test_rules_metamorphic.py", "tests/rules/test_rules_cases.py", "tests/rules/test_rules_noise.py",
+        "tests/rules/test_rules_loader.py::test_test_command_table_and_failures",
         "tests/rules/test_rules_loader.py::test_rule_without_case_fails_test_command")
 
 

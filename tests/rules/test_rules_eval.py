@@ -65,5 +65,11 @@ def test_cli_json_and_exit_code(tmp_path):
     assert run.returncode == 1, run.stderr  # under-triage present
     out = json.loads(run.stdout)
     assert out["under_triage"] == 1 and out["n"] == 4
-    run = subprocess.run([sys.executable, "-m", "agent.cli", "rules", "eval", "rules/cases"], capture_output=True, text=True)
+    # a folder of case files (two of the casebook's, not all 17,000 cases: the suite's time budget)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in ("blind_round83.yaml", "blind_round84.yaml"):
+        (folder / name).write_bytes((Path("rules/cases") / name).read_bytes())
+    run = subprocess.run([sys.executable, "-m", "agent.cli", "rules", "eval", str(folder)], capture_output=True, text=True)
     assert run.returncode == 0 and "STAT sensitivity" in run.stdout
+    assert int(run.stdout.split("cases", 1)[1].split()[0]) > 300
