@@ -25,7 +25,6 @@ run: system-run install
 
 ## make test: set up what the tests need (Redis + Sentinel, DCMTK, Orthanc, Prometheus, RabbitMQ, Python packages) and run them
 test: system-test install
-	$(BIN)/pacs-triage rules test
 	$(BIN)/python -m pytest -ra --durations=15
 
 ## make bench: load (one association, 8 senders, sustained load, large study, idle) and ingest against

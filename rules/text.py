@@ -370,6 +370,14 @@ _NO_CONDITION = {"possible", "available", "feasible", "able", "doubt", "concerne
                  "disponible", "dispo", "any", "urgent", "urgently"}
 
 
+def _short_item(words: list[str], k: int, pos: int) -> bool:
+    """Is the list item after the comma at k short (at most four words up to the next comma or the mention at pos) and
+    free of present or new words up to the mention ("Risks explained: cement leak, new weakness since this morning" is
+    today's weakness)?"""
+    nxt = next((j for j in range(k + 1, pos) if words[j] == ","), pos)
+    return nxt - k - 1 <= 4 and not any(w in _PRESENT_WORDS for w in words[k + 1 : pos])
+
+
 def _consequent_comma(words: list[str], k: int) -> bool:
     """Does the comma at k close a conditional clause that opens its sentence ("if", "si", "should", "en cas de"), with the
     consequent right after it ("If pain recurs, consider CT for pseudarthrosis": the CT and what it looks for are as
@@ -423,9 +431,13 @@ _INDICATION_MODIFIERS = {"a", "an", "the", "acute", "his", "her", "bilateral", "
 #: The past participle that names an operation after its indication ("sciatique opérée le 30/11"), and the words that,
 #: between the finding and it, make the operated one the patient ("rétention chez une patiente opérée hier").
 _OPERATED_PAST = {"operee", "opere", "operees", "operes", "operated"}
-_PATIENT_BRIDGE = {"chez", "patient", "patiente", "pt", "pte", "who", "qui", "was", "is", "has", "had", "a", "est", "etait", "et", "and",
-                   "since", "depuis", "after", "apres", "post", "mr", "mrs", "ms", "mme", "m", "monsieur", "madame", "lady", "man",
-                   "woman", "homme", "femme", "he", "she", "il", "elle", "being", "been", "now", "today"}
+_FINDING_MODIFIERS = {"left", "right", "l", "r", "g", "d", "gauche", "droite", "droit", "bilateral", "bilaterale", "bilat", "hyperalgique",
+                      "hyperalgic", "aigue", "aigu", "acute", "severe", "deficitaire", "paralysante", "rebelle", "resistante",
+                      "invalidante", "intractable", "refractory", "chronique", "chronic", "tronquee", "irradiante", "radiating"}
+#: ... and the words that say when ("opérée le 30/11", "operated on in May", "opéré hier", "operated 2 days ago").
+_OPERATED_WHEN = {"le", "en", "il", "on", "in", "hier", "yesterday", "last", "ce", "cette", "a", "j", "the", "avant", "lundi", "mardi",
+                  "mercredi", "jeudi", "vendredi", "samedi", "dimanche", "monday", "tuesday", "wednesday", "thursday", "friday",
+                  "saturday", "sunday", "urgently", "emergently", "via", "par", "by"}
 #: A day label as one token: "pod3", "d3", "j3", "3", "48".
 _DAY_LABEL = re.compile(r"^(?:pod|d|j|day)?\d{1,3}$")
 #: A spinal level as one token: "l4", "s1", "t12", "c5".
@@ -487,6 +499,31 @@ _SECTION_WORDS = 120
 #: Words that put a bracket in the present ("lami 2019 (retention since this morning)").
 _PRESENT_WORDS = _NEW_WORDS | {"now", "currently", "today", "actuellement", "maintenant", "but", "mais", "since", "depuis", "yesterday",
                                "hier", "tonight", "overnight", "morning", "matin", "soir", "aujourd", "still", "toujours", "ongoing"}
+
+
+_WITH = {"with", "avec", "including", "incl", "comprising", "comprenant"}
+_LIST_GLUE = {",", "and", "et", "/", "or", "ou", "de", "d", "du", "une", "un", "a", "an", "des", "la", "le", "les", "l"}
+
+
+_PREOP = re.compile(r"(?<![a-z])(?:pre ?op|pre ?operative|pre ?operatoire|preoperatively|before (?:the )?surgery|avant l intervention|"
+                    r"avant l operation|on admission|a l admission)(?![a-z])")
+
+
+def _preop_sentence(words: list[str], end: int) -> bool:
+    """Does the sentence that ends at `end` say the time before the operation (a copied admission note's "Pre-op: ...")?"""
+    k = end - 1
+    while k >= 0 and words[k] not in _SENTENCE_END:
+        k -= 1
+    return bool(_PREOP.search(" ".join(words[k + 1 : end])))
+
+
+def _with_after(words: list[str], history_end: int, pos: int, mask: set[int]) -> bool:
+    """Does the mention at pos detail, through "with/avec" right after it, the historical finding (a pre-operative
+    cauda equina syndrome) that ended at history_end, joined only by other findings and list words ("pre-operative acute CES with urinary retention and saddle
+    anaesthesia")? A present or new word between ("h/o CES with new retention today") makes it today's."""
+    if history_end >= pos or words[history_end] not in _WITH:
+        return False
+    return all((k in mask or words[k] in _LIST_GLUE) and words[k] not in _PRESENT_WORDS for k in range(history_end + 1, pos))
 
 
 def _bracket_after(words: list[str], history_end: int, pos: int) -> bool:
@@ -835,6 +872,7 @@ class Matcher:
         finding_spans = [(a, b) for a, b, e in found if e.concepts and not e.concepts & self.pseudo
                          and not (e.concepts <= {"operated"} and next_start.get(a) == b and " ".join(words[a:b]) in _POSTOP_MODIFIERS)]
         history_end = None  # where the last historical finding ended (a bracket right after it details it)
+        history_concepts: set[str] = set()
         hypothetical_end = None  # where the last hypothetical finding ended (the same for a hypothetical one)
         reporter_ends = [b for _, b, e in found if "reporter" in e.concepts]
         for a, b, e in found:
@@ -869,6 +907,9 @@ class Matcher:
             via_bracket = False
             if not m.history and history_end is not None and _bracket_after(words, history_end, a):
                 m.history = via_bracket = True  # "h/o misplaced L5 screw revised in 2021 (medial breach, ...)": the bracket details that history
+            if (not m.history and history_end is not None and e.concepts & _INDICATIONS and "cauda_equina" in history_concepts
+                    and _with_after(words, history_end, a, mask) and _preop_sentence(words, history_end)):
+                m.history = via_bracket = True  # "pre-operative acute CES with urinary retention and saddle anaesthesia" (session 11, round 87)
             if not m.history and e.concepts & _INDICATIONS and (self._indication(words, a, found) or self._operated_after(words, b, found)):
                 m.history = True  # session 9 (round 57): "operated for foot drop", "discectomy 3 days ago for CES": why it was done
             if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
@@ -902,7 +943,7 @@ class Matcher:
             if m.experiencer == "patient" and e.concepts and not e.concepts & self.pseudo and self._other_after(words, b):
                 m.experiencer = "other"  # session 11 (round 84): "the 'new leg weakness' in the letter relates to the patient's father"
             if m.history and e.concepts and not e.concepts & self.pseudo and not via_bracket:
-                history_end = b
+                history_end, history_concepts = b, set(e.concepts)
             out.append(m)
         return out
 
@@ -933,15 +974,17 @@ class Matcher:
     @staticmethod
     def _operated_after(words: list[str], b: int, found: list) -> bool:
         """Is the finding ending at b the object of the operation named right after it: "operated/opéré(e)" within four
-        words, none of them a punctuation mark or a word that brings in the patient ("sciatique L5 droite hyperalgique
-        opérée le 30/11": the sciatica was operated; session 11, round 85). "Rétention chez une patiente opérée hier" and
-        "retention, operated yesterday" are today's."""
+        words that only qualify the finding (a side, a level, "hyperalgique"), followed by when ("sciatique L5 droite
+        hyperalgique opérée le 30/11": the sciatica was operated; session 11, round 85). "Rétention chez une patiente opérée
+        hier", "retention, operated yesterday" and "radicular pain on the operated side" (session 11, round 87) are today's."""
         for k in range(b, min(len(words), b + 5)):
             w = words[k]
-            if w in _SENTENCE_END or w in (",", ":", ";", "(", ")", "-", "/") or w in _PATIENT_BRIDGE:
-                return False
             if w in _OPERATED_PAST:
-                return any(a2 == k and e2.concepts and e2.concepts <= {"operated"} for a2, _, e2 in found)
+                after = words[k + 1] if k + 1 < len(words) else "."
+                return (after in _OPERATED_WHEN or bool(re.fullmatch(r"\d{1,4}", after))) and any(
+                    a2 == k and e2.concepts and e2.concepts <= {"operated"} for a2, _, e2 in found)
+            if not (w in _FINDING_MODIFIERS or re.fullmatch(r"[lstc]?\d{1,2}", w)):
+                return False  # "radicular pain on the operated side": an adjective, not the operation of the pain
         return False
 
     def _indication(self, words: list[str], a: int, found: list) -> bool:
@@ -1108,7 +1151,9 @@ class Matcher:
                         continue
                     if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
                         break
-                    if soft and words[k] == "," and (k - 1) not in (mask or set()) and not (sentence == "soft" and _consequent_comma(words, k)):
+                    if soft and words[k] == "," and (k - 1) not in (mask or set()) and not (
+                            sentence == "soft" and (_consequent_comma(words, k) or (
+                                _short_item(words, k, pos) and self._in_risk_list(words, k, index)))):
                         break  # a comma ends the conditional unless what follows it is one more finding of a list, or its consequent
                 elif any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.break_index.get(words[k], ())):
                     break
@@ -1186,6 +1231,23 @@ class Matcher:
                 if words[k - 1] in ("not", "non", "pas", "never", "yet", "un", "partially", "partly", "incompletely"):
                     return False
                 return k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in (",", ";", ")")
+        return False
+
+    def _in_risk_list(self, words: list[str], k: int, index: dict) -> bool:
+        """Is the comma at k a separator of a list of short items (at most four words each) opened by a risk cue's colon
+        ("Risks explained to patient: cement leak, cord compression, paraplegia, infection": an item that is no finding,
+        "cement leak", does not end the list; session 11, round 87)?"""
+        last = k
+        for j in range(k - 1, max(-1, k - 31), -1):
+            w = words[j]
+            if w in _SENTENCE_END or w in (";", "(", ")"):
+                return False
+            if w == ",":
+                if last - j - 1 > 4 or last - j - 1 < 1:
+                    return False
+                last = j
+            elif w == ":":
+                return 1 <= last - j - 1 <= 4 and self._cue_before_colon(words, j, index)
         return False
 
     @staticmethod

@@ -1,5 +1,5 @@
 """Metamorphic checks over the cases in rules/cases/ (blind rounds included): rewriting the same request must not
-change the priority or the flags. Every STAT case is rewritten every way, every other case a third of the ways (a fixed
+change the priority or the flags. Every STAT case is rewritten every way, every other case one way on average (a fixed
 split: casebook_transforms.applies); the casebook is read on every core (casebook_pool).
 
 upper case, accents stripped, UTF-8 read as Latin-1 (mojibake), every clinical attribute merged into one, attributes in
