@@ -87,10 +87,10 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     fields = [dict(f, value=repair(f["value"])) for f in capped_fields(study.text_fields)]  # mojibake repaired once, for all readers
     measure = getattr(matcher, "measure", None)
     ignore = set(matcher.pseudo) | set(OPERATED)  # what a later entry's "resolved" cannot end
-    resolved = "|".join(sorted(map(re.escape, getattr(matcher, "resolved_answer", ()))))
+    resolved = getattr(matcher, "resolved_alternation", "")
     for f in fields:
         found = matcher.mentions(f)
-        text = repair(f.get("value") or "")
+        text = f.get("value") or ""  # repaired above
         _year_history(found, text, study_dt, getattr(matcher, "chronic", set()))
         _history_cause(found, text, matcher.cues.get("history_cause_between", ()))
         _old_indication(found, text, study_dt)

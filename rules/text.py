@@ -696,6 +696,8 @@ class Matcher:
         self.breaks = self.cues.pop("scope_breaks", [])
         #: "Retention, resolved.": the words that answer a finding after a comma when they end the sentence.
         self.resolved_answer = {seq[0] for seq in self.cues.pop("resolved_answer", []) if len(seq) == 1}
+        #: The same words as one regular-expression alternation (a later entry's "retention resolved": context.py).
+        self.resolved_alternation = "|".join(sorted(map(re.escape, self.resolved_answer)))
         #: "Retention, now fully resolved.": the words that may stand between the comma and the resolved word.
         self.resolved_adverbs = {seq[0] for seq in self.cues.pop("resolved_adverbs", []) if len(seq) == 1}
         #: "Saddle sensation: intact": the answers that say a function is normal.
