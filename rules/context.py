@@ -88,9 +88,11 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     measure = getattr(matcher, "measure", None)
     ignore = set(matcher.pseudo) | set(OPERATED)  # what a later entry's "resolved" cannot end
     resolved = getattr(matcher, "resolved_alternation", "")
+    texts: list[tuple[list[Mention], str]] = []  # each field's mentions and text, for the study-wide readings after the loop
     for f in fields:
         found = matcher.mentions(f)
         text = f.get("value") or ""  # repaired above
+        texts.append((found, text))
         _year_history(found, text, study_dt, getattr(matcher, "chronic", set()))
         _history_cause(found, text, matcher.cues.get("history_cause_between", ()))
         _old_indication(found, text, study_dt)
@@ -123,9 +125,11 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             _superseded_entries(found + graded, text, ignore, resolved)
             mentions.extend(found)
             mentions.extend(graded)
+            texts[-1] = (found + graded, text)
         else:
             _superseded_entries(found, text, ignore, resolved)
             mentions.extend(found)
+    _preoperative_longstanding(texts)
     raising: dict[str, list[Mention]] = {}
     seen: dict[str, list[Mention]] = {}  # concept -> every non-negated, real mention, history included
     negated: set[str] = set()
@@ -264,6 +268,31 @@ def _superseded_entries(mentions: list[Mention], text: str, ignore: set[str], re
         here = entry(m.start)
         if here >= 0 and any(later > here and concepts & m.concepts for later, concepts in gone):
             m.history = True
+
+
+_LONGSTANDING = re.compile(r"^[^.;\n]{0,40}?(?<![a-z])(?:for|since|depuis|x|over the (?:last|past)|pendant|durant|evoluant depuis)\s+"
+                           r"(?:\d{1,2}|a few|several|some|plusieurs|quelques|two|three|four|five|six|deux|trois|quatre|six)\s+"
+                           r"(?:months?|mois|years?|ans|annees)(?![a-z])")
+_LONGSTANDING_CONCEPTS = {"motor_deficit", "radicular_pain", "sensory_deficit", "cruralgia"}
+
+
+def _preoperative_longstanding(texts: list[tuple[list[Mention], str]]) -> None:
+    """In a pre-operative study (every operation named is planned: "L4/5 PLIF booked for tomorrow"), a deficit or
+    radicular pain said, in its clause, to last for months or years ("weak EHL 4/5 for 3 months", "sciatique depuis 4
+    mois") is the indication, not a new finding (session 11, round 86). An emergency (retention, saddle anaesthesia,
+    cauda equina) keeps its reading; a new or worse word in the clause does too."""
+    operations = [m for found, _ in texts for m in found if m.concepts & set(OPERATED) and m.assertion != "negated"]
+    if not operations or not all(m.hypothetical for m in operations):
+        return
+    for found, text in texts:
+        for m in found:
+            if m.history or not m.concepts or not m.concepts <= _LONGSTANDING_CONCEPTS:
+                continue
+            after = normalise(text[m.end : m.end + 80])[0]
+            hit = _LONGSTANDING.search(after)
+            if hit and not re.search(r"(?<![a-z])(?:new|worse|worsening|sudden|acute|nouveau|nouvelle|aggrave|aggravation|brutal|brutale)(?![a-z])",
+                                     normalise(text[max(0, m.start - 20) : m.end])[0] + " " + hit.group()):
+                m.history = True
 
 
 def _planned_sentences(mentions: list[Mention], text: str) -> None:

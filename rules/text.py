@@ -364,7 +364,8 @@ _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", 
 
 #: The words that open a conditional's consequent ("If pain recurs, consider CT for pseudarthrosis"), and the words of
 #: an "if" clause that is politeness or doubt, never a condition on the finding ("If possible, consider MRI for ?CES").
-_CONSEQUENT = {"consider", "then", "envisager", "alors", "discuss", "discuter", "rediscuter", "reconsider"}
+_CONSEQUENT = {"consider", "then", "envisager", "alors", "discuss", "discuter", "rediscuter", "reconsider", "would", "will", "we", "nous",
+               "on"}  # session 11 (round 86): "If symptoms worsen, would consider urgent MRI for cauda equina"
 _NO_CONDITION = {"possible", "available", "feasible", "able", "doubt", "concerned", "worried", "unsure", "uncertain", "appropriate",
                  "necessary", "needed", "indicated", "required", "clinically", "possibles", "necessaire", "doute", "besoin",
                  "disponible", "dispo", "any", "urgent", "urgently"}
