@@ -80,7 +80,9 @@ _DECIMAL_WORDS = re.compile(rf"(?<![a-z])(?P<a>{_ONE_W}|zero|ten)\s+(?:point|vir
 #: "SLR 40° R", "flexion 30°", "Cobb 40°").
 _ANGLE_BEFORE = re.compile(r"(?:lasegue|laseque|slr|straight leg raise|straight leg raising|leg raise|elevation|angle|flexion|extension|"
                            r"abduction|adduction|rotation|cobb|kyphose|kyphosis|lordose|lordosis|scoliose|scoliosis|tilt|"
-                           r"inclinaison|convergence|angulation)\s*(?:test\s*)?(?:a|at|of|de|:|=|to|positive at|positif a|\+|pos)?\s*$")
+                           r"inclinaison|convergence|angulation)\s*(?:test\s*)?"
+                           r"(?:(?:gauche|droite|droit|left|right|g|d|l|r|bilateral|bilat|homolateral|controlateral)\s*)?"  # session 11 (round 88): "Lasègue gauche à 40°"
+                           r"(?:a|at|of|de|:|=|to|positive at|positif a|\+|pos)?\s*$")
 
 
 #: Round 22: a grade over 5 after a pressure's name is a muscle's ("TA 3/5" is tibialis anterior, not a tension artérielle).

@@ -365,7 +365,7 @@ _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", 
 #: The words that open a conditional's consequent ("If pain recurs, consider CT for pseudarthrosis"), and the words of
 #: an "if" clause that is politeness or doubt, never a condition on the finding ("If possible, consider MRI for ?CES").
 _CONSEQUENT = {"consider", "then", "envisager", "alors", "discuss", "discuter", "rediscuter", "reconsider", "would", "will", "we", "nous",
-               "on"}  # session 11 (round 86): "If symptoms worsen, would consider urgent MRI for cauda equina"
+               "on", "penser", "think", "evoquer", "rechercher"}  # "Si céphalées en position debout : penser à une fuite de LCR" (round 89)  # session 11 (round 86): "If symptoms worsen, would consider urgent MRI for cauda equina"
 _NO_CONDITION = {"possible", "available", "feasible", "able", "doubt", "concerned", "worried", "unsure", "uncertain", "appropriate",
                  "necessary", "needed", "indicated", "required", "clinically", "possibles", "necessaire", "doute", "besoin",
                  "disponible", "dispo", "any", "urgent", "urgently"}
@@ -1149,7 +1149,7 @@ class Matcher:
             for k in range(pos - 1, max(-1, pos - 1 - ((30 if sentence == "soft" else 15) if sentence else self.scope)), -1):
                 if sentence:
                     soft = sentence in ("soft", "history")
-                    if words[k] == ":" and soft and self._cue_before_colon(words, k, index):
+                    if words[k] == ":" and soft and (self._cue_before_colon(words, k, index) or (sentence == "soft" and _consequent_comma(words, k))):
                         lo = k  # "Risques expliqués : hématome, infection": the cue's own colon opens its list
                         continue
                     if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
