@@ -270,9 +270,9 @@ def _superseded_entries(mentions: list[Mention], text: str, ignore: set[str], re
             m.history = True
 
 
-_LONGSTANDING = re.compile(r"^[^.;\n]{0,40}?(?<![a-z])(?:for|since|depuis|x|over the (?:last|past)|pendant|durant|evoluant depuis)\s+"
-                           r"(?:\d{1,2}|a few|several|some|plusieurs|quelques|two|three|four|five|six|deux|trois|quatre|six)\s+"
-                           r"(?:months?|mois|years?|ans|annees)(?![a-z])")
+_LONGSTANDING = re.compile(r"^[^.;\n]{0,60}?(?<![a-z])(?:for|since|depuis|x|over the (?:last|past)|pendant|durant|evoluant depuis)\s+"
+                           r"(?:\d{1,2}|a|an|one|un|a few|several|some|plusieurs|quelques|two|three|four|five|six|deux|trois|quatre|six)\s+"
+                           r"(?:months?|mois|years?|ans?|annees?)(?![a-z])")
 _LONGSTANDING_CONCEPTS = {"motor_deficit", "radicular_pain", "sensory_deficit", "cruralgia"}
 
 

@@ -528,12 +528,14 @@ def _with_after(words: list[str], history_end: int, pos: int, mask: set[int]) ->
 
 
 def _bracket_after(words: list[str], history_end: int, pos: int) -> bool:
-    """Is words[pos] inside a bracket opened at most 4 words after a historical mention, in the same sentence, that says
+    """Is words[pos] inside a bracket opened at most 4 words (9 with no comma or present word between) after a historical mention, in the same sentence, that says
     nothing of the present (session 6, round 23: "h/o misplaced L5 screw revised in 2021 (medial breach, radiculopathy
     resolved)")?"""
-    for p in range(history_end, min(pos, history_end + 5)):
+    for p in range(history_end, min(pos, history_end + 10)):
         if words[p] in _SENTENCE_END or words[p] == ")":
             return False
+        if p >= history_end + 5 and words[p] != "(" and (words[p] in _PRESENT_WORDS or words[p] in (",", ";", ":")):
+            return False  # a bracket further on (up to 10 words: "h/o retention after her L4/5 discectomy in 2019 (catheterised 24 h, resolved)", session 11) only through words of that history
         if words[p] == "(":
             for q in range(p + 1, min(len(words), p + 40)):
                 if words[q] == ")" or words[q] in _SENTENCE_END:

@@ -50,7 +50,7 @@ def associate(node: DicomNode, *, calling_aet: str, contexts: list, timeout: flo
     if assoc.is_established:
         no_delay(assoc)
         return assoc
-    if assoc.is_rejected:
+    if assoc.is_rejected or rejection:  # the A-ASSOCIATE-RJ was read even if the peer's close then won the race (seen under load)
         permanent = rejection.get("result") == 0x01
         raise AssociationFailed(f"association rejected by {node} ({'permanent' if permanent else 'transient'}, "
                                 f"source {rejection.get('source')}, reason {rejection.get('reason')})", permanent)
