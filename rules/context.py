@@ -98,6 +98,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         _old_indication(found, text, study_dt)
         _past_operation_events(found, text, study_dt, getattr(matcher, "chronic", set()))
         _planned_sentences(found, text)
+        _copied_orders(found, text)
         _awaiting_revision(found, text, getattr(matcher, "persistent", set()))
         if measure is not None:
             measured = measure.find(text, f)
@@ -106,6 +107,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
                 if hasattr(matcher, "other_experiencer_before") and matcher.other_experiencer_before(text[: mm.start]):
                     mm.experiencer = "other"
             _year_history(graded, text, study_dt)  # session 7: "EHL weakness 4/5 unchanged since 2024" is history too
+            _copied_orders(graded, text)
             for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
                 if same:
                     mm.history = True
@@ -292,6 +294,37 @@ def _preoperative_longstanding(texts: list[tuple[list[Mention], str]]) -> None:
             hit = _LONGSTANDING.search(after)
             if hit and not re.search(r"(?<![a-z])(?:new|worse|worsening|sudden|acute|nouveau|nouvelle|aggrave|aggravation|brutal|brutale)(?![a-z])",
                                      normalise(text[max(0, m.start - 20) : m.end])[0] + " " + hit.group()):
+                m.history = True
+
+
+_COPIED_ORDER = re.compile(
+    r"(?<![a-z])(?:copied from (?:the |a |an )?(?:previous|prior|old|older|earlier) (?:order|request|referral)|"
+    r"auto ?-?populated from (?:the |a |an )?(?:previous|prior|old|earlier) (?:order|request|referral)|"
+    r"copie de la (?:demande|prescription) (?:du|precedente)|(?:renseignements )?recopies? de la (?:demande|prescription)|"
+    r"(?:previous|prior|old|earlier) (?:order|request|referral) (?:text |dated |du |of |in |from )|demande precedente du)")
+_PRESENT_IN_COPY = re.compile(r"(?<![a-z])(?:now|today|currently|current request|this time|actuellement|aujourd ?'?hui|ce jour|"
+                              r"demande actuelle)(?![a-z])")
+
+
+def _copied_orders(mentions: list[Mention], text: str) -> None:
+    """An earlier order copied into this one is history up to the end of its sentence, or up to a word of the present
+    ("Copied from previous order 14/03/2025: 'POD1 ?epidural haematoma, saddle numbness' - MRI showed a seroma only",
+    "Copie de la demande du 03/02/2025 : « SQC ? J+1 »", "Auto-populated from previous order dated 03/03/2026: POD1, new
+    foot drop", "Renseignements recopiés de la demande du 12/03/2026 : ..."; session 11, rounds 91 and 93)."""
+    if not mentions:
+        return
+    norm, index = normalise(text)
+    for hit in _COPIED_ORDER.finditer(norm):
+        stop = re.search(r"\. |\.$|\n|\||\*\*\*", norm[hit.end() :])
+        end = hit.end() + stop.start() if stop else len(norm)
+        present = _PRESENT_IN_COPY.search(norm, hit.end(), end)
+        if present:
+            end = present.start()
+        if end <= hit.end():
+            continue
+        lo, hi = index[hit.start()], index[end - 1] + 1
+        for m in mentions:
+            if lo <= m.start and m.end <= hi:
                 m.history = True
 
 

@@ -466,7 +466,7 @@ def _closed_brackets(words: list[str], lo: int, pos: int) -> set[int]:
 #: An item of a screening template answered no in place, before the next item ("saddle anaesthesia N / fever N").
 _TEMPLATE_NO = {"n", "no", "nil", "neg", "non", "none", "absent", "absente", "negative", "negatif", "negative"}
 #: The first words of the consent and risk-list cues whose colon opens their list (Matcher._cue_before_colon).
-_RISK_HEADS = {"risk", "risks", "risque", "risques", "consented", "consent", "consentement", "complications", "les"}
+_RISK_HEADS = {"risk", "risks", "risque", "risques", "consented", "consent", "consentement", "complications", "les", "counselled", "counseled"}
 #: Words that join the findings of one negated list ("no fever, chills or rigors", "ni", "ou"); see _negation_interrupted.
 _LIST_JOIN = {",", "or", "nor", "and", "ni", "ou", "et", "/", "&", "+", "-", "neither", "either", "any", "aucun", "aucune",
               # ... or make the second finding a complement of the first ("pas de récidive de la sciatique", "no loss of sensation")
