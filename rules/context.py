@@ -92,13 +92,13 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     for f in fields:
         found = matcher.mentions(f)
         text = f.get("value") or ""  # repaired above
-        texts.append((found, text))
+        copied = _copied_spans(text)
         _year_history(found, text, study_dt, getattr(matcher, "chronic", set()))
         _history_cause(found, text, matcher.cues.get("history_cause_between", ()))
         _old_indication(found, text, study_dt)
         _past_operation_events(found, text, study_dt, getattr(matcher, "chronic", set()))
         _planned_sentences(found, text)
-        _copied_orders(found, text)
+        _mark_copied(found, copied)
         _awaiting_revision(found, text, getattr(matcher, "persistent", set()))
         if measure is not None:
             measured = measure.find(text, f)
@@ -107,7 +107,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
                 if hasattr(matcher, "other_experiencer_before") and matcher.other_experiencer_before(text[: mm.start]):
                     mm.experiencer = "other"
             _year_history(graded, text, study_dt)  # session 7: "EHL weakness 4/5 unchanged since 2024" is history too
-            _copied_orders(graded, text)
+            _mark_copied(graded, copied)
             for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
                 if same:
                     mm.history = True
@@ -127,10 +127,11 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             _superseded_entries(found + graded, text, ignore, resolved)
             mentions.extend(found)
             mentions.extend(graded)
-            texts[-1] = (found + graded, text)
+            texts.append((found + graded, text))
         else:
             _superseded_entries(found, text, ignore, resolved)
             mentions.extend(found)
+            texts.append((found, text))
     _preoperative_longstanding(texts)
     raising: dict[str, list[Mention]] = {}
     seen: dict[str, list[Mention]] = {}  # concept -> every non-negated, real mention, history included
@@ -276,6 +277,7 @@ _LONGSTANDING = re.compile(r"^[^.;\n]{0,60}?(?<![a-z])(?:for|since|depuis|x|over
                            r"(?:\d{1,2}|a|an|one|un|a few|several|some|plusieurs|quelques|two|three|four|five|six|deux|trois|quatre|six)\s+"
                            r"(?:months?|mois|years?|ans?|annees?)(?![a-z])")
 _LONGSTANDING_CONCEPTS = {"motor_deficit", "radicular_pain", "sensory_deficit", "cruralgia"}
+_NOT_LONGSTANDING = re.compile(r"(?<![a-z])(?:new|worse|worsening|sudden|acute|nouveau|nouvelle|aggrave|aggravation|brutal|brutale)(?![a-z])")
 
 
 def _preoperative_longstanding(texts: list[tuple[list[Mention], str]]) -> None:
@@ -283,7 +285,8 @@ def _preoperative_longstanding(texts: list[tuple[list[Mention], str]]) -> None:
     radicular pain said, in its clause, to last for months or years ("weak EHL 4/5 for 3 months", "sciatique depuis 4
     mois") is the indication, not a new finding (session 11, round 86). An emergency (retention, saddle anaesthesia,
     cauda equina) keeps its reading; a new or worse word in the clause does too."""
-    operations = [m for found, _ in texts for m in found if m.concepts & set(OPERATED) and m.assertion != "negated"]
+    operated = set(OPERATED)
+    operations = [m for found, _ in texts for m in found if m.concepts & operated and m.assertion != "negated"]
     if not operations or not all(m.hypothetical for m in operations):
         return
     for found, text in texts:
@@ -292,8 +295,7 @@ def _preoperative_longstanding(texts: list[tuple[list[Mention], str]]) -> None:
                 continue
             after = normalise(text[m.end : m.end + 80])[0]
             hit = _LONGSTANDING.search(after)
-            if hit and not re.search(r"(?<![a-z])(?:new|worse|worsening|sudden|acute|nouveau|nouvelle|aggrave|aggravation|brutal|brutale)(?![a-z])",
-                                     normalise(text[max(0, m.start - 20) : m.end])[0] + " " + hit.group()):
+            if hit and not _NOT_LONGSTANDING.search(normalise(text[max(0, m.start - 20) : m.end])[0] + " " + hit.group()):
                 m.history = True
 
 
@@ -306,23 +308,28 @@ _PRESENT_IN_COPY = re.compile(r"(?<![a-z])(?:now|today|currently|current request
                               r"demande actuelle)(?![a-z])")
 
 
-def _copied_orders(mentions: list[Mention], text: str) -> None:
-    """An earlier order copied into this one is history up to the end of its sentence, or up to a word of the present
-    ("Copied from previous order 14/03/2025: 'POD1 ?epidural haematoma, saddle numbness' - MRI showed a seroma only",
-    "Copie de la demande du 03/02/2025 : « SQC ? J+1 »", "Auto-populated from previous order dated 03/03/2026: POD1, new
-    foot drop", "Renseignements recopiés de la demande du 12/03/2026 : ..."; session 11, rounds 91 and 93)."""
-    if not mentions:
-        return
+def _copied_spans(text: str) -> list[tuple[int, int]]:
+    """The spans of the text (original offsets) that are an earlier order copied into this one: from the copy's cue to the
+    end of its sentence, or to a word of the present ("Copied from previous order 14/03/2025: 'POD1 ?epidural haematoma,
+    saddle numbness' - MRI showed a seroma only", "Copie de la demande du 03/02/2025 : « SQC ? J+1 »", "Auto-populated from
+    previous order dated 03/03/2026: POD1, new foot drop", "Renseignements recopiés de la demande du 12/03/2026 : ...";
+    session 11, rounds 91 and 93). Read once per field, for the lexicon's mentions and the measurements alike."""
     norm, index = normalise(text)
+    spans = []
     for hit in _COPIED_ORDER.finditer(norm):
         stop = re.search(r"\. |\.$|\n|\||\*\*\*", norm[hit.end() :])
         end = hit.end() + stop.start() if stop else len(norm)
         present = _PRESENT_IN_COPY.search(norm, hit.end(), end)
         if present:
             end = present.start()
-        if end <= hit.end():
-            continue
-        lo, hi = index[hit.start()], index[end - 1] + 1
+        if end > hit.end():
+            spans.append((index[hit.start()], index[end - 1] + 1))
+    return spans
+
+
+def _mark_copied(mentions: list[Mention], spans: list[tuple[int, int]]) -> None:
+    """Every mention inside a copied earlier order (`_copied_spans`) is history."""
+    for lo, hi in spans:
         for m in mentions:
             if lo <= m.start and m.end <= hi:
                 m.history = True

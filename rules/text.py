@@ -365,7 +365,7 @@ _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", 
 #: The words that open a conditional's consequent ("If pain recurs, consider CT for pseudarthrosis"), and the words of
 #: an "if" clause that is politeness or doubt, never a condition on the finding ("If possible, consider MRI for ?CES").
 _CONSEQUENT = {"consider", "then", "envisager", "alors", "discuss", "discuter", "rediscuter", "reconsider", "would", "will", "we", "nous",
-               "on", "penser", "think", "evoquer", "rechercher"}  # "Si céphalées en position debout : penser à une fuite de LCR" (round 89)  # session 11 (round 86): "If symptoms worsen, would consider urgent MRI for cauda equina"
+               "on", "penser", "think", "evoquer", "rechercher"}  # "If symptoms worsen, would consider ..." (round 86), "Si céphalées ... : penser à" (round 89)
 _NO_CONDITION = {"possible", "available", "feasible", "able", "doubt", "concerned", "worried", "unsure", "uncertain", "appropriate",
                  "necessary", "needed", "indicated", "required", "clinically", "possibles", "necessaire", "doute", "besoin",
                  "disponible", "dispo", "any", "urgent", "urgently"}
@@ -988,7 +988,7 @@ class Matcher:
                 after = words[k + 1] if k + 1 < len(words) else "."
                 return (after in _OPERATED_WHEN or bool(re.fullmatch(r"\d{1,4}", after))) and any(
                     a2 == k and e2.concepts and e2.concepts <= {"operated"} for a2, _, e2 in found)
-            if not (w in _FINDING_MODIFIERS or re.fullmatch(r"[lstc]?\d{1,2}", w)):
+            if not (w in _FINDING_MODIFIERS or _LEVEL_LABEL.match(w) or (w.isascii() and w.isdigit() and len(w) <= 2)):
                 return False  # "radicular pain on the operated side": an adjective, not the operation of the pain
         return False
 
