@@ -276,7 +276,7 @@ def _superseded_entries(mentions: list[Mention], text: str, ignore: set[str], re
 _LONGSTANDING = re.compile(r"^[^.;\n]{0,60}?(?<![a-z])(?:for|since|depuis|x|over the (?:last|past)|pendant|durant|evoluant depuis)\s+"
                            r"(?:\d{1,2}|a|an|one|un|a few|several|some|plusieurs|quelques|two|three|four|five|six|deux|trois|quatre|six)\s+"
                            r"(?:months?|mois|years?|ans?|annees?)(?![a-z])")
-_LONGSTANDING_CONCEPTS = {"motor_deficit", "radicular_pain", "sensory_deficit", "cruralgia"}
+_LONGSTANDING_CONCEPTS = {"motor_deficit", "radicular_pain", "sensory_deficit", "cruralgia", "medullary"}  # medullary: session 12 (round 91)
 _NOT_LONGSTANDING = re.compile(r"(?<![a-z])(?:new|worse|worsening|sudden|acute|nouveau|nouvelle|aggrave|aggravation|brutal|brutale)(?![a-z])")
 
 

@@ -35,6 +35,7 @@ CUE_KINDS = (
     "hypothetical_before",
     "future_before",
     "hypothetical_after",
+    "instruction_after",
     "experiencer_before",
     "experiencer_after",
     "experiencer_link_after",

@@ -379,6 +379,17 @@ def _short_item(words: list[str], k: int, pos: int) -> bool:
     return nxt - k - 1 <= 4 and not any(w in _PRESENT_WORDS for w in words[k + 1 : pos])
 
 
+def _generic_cases(words: list[str], a: int, b: int) -> bool:
+    """Is the finding named as other people's cases: "cases" right after it, or "cases of" / "cas de" right before it
+    after "seen" / "vu" ("a theatre nurse who has seen cauda equina cases", "a vu des cas de queue de cheval"; session 12,
+    round 93)? "?CES - pathway for CES cases" keeps its first, the patient's, mention."""
+    if b < len(words) and words[b] == "cases":
+        return True
+    before = words[max(0, a - 5) : a]
+    return (before[-2:] in (["cases", "of"], ["cas", "de"], ["cas", "d"])
+            and any(w in ("seen", "vu", "vus", "nursed", "treated", "managed", "soigne", "traite") for w in before))
+
+
 def _consequent_comma(words: list[str], k: int) -> bool:
     """Does the comma at k close a conditional clause that opens its sentence ("if", "si", "should", "en cas de"), with the
     consequent right after it ("If pain recurs, consider CT for pseudarthrosis": the CT and what it looks for are as
@@ -467,6 +478,8 @@ def _closed_brackets(words: list[str], lo: int, pos: int) -> set[int]:
 _TEMPLATE_NO = {"n", "no", "nil", "neg", "non", "none", "absent", "absente", "negative", "negatif", "negative"}
 #: The first words of the consent and risk-list cues whose colon opens their list (Matcher._cue_before_colon).
 _RISK_HEADS = {"risk", "risks", "risque", "risques", "consented", "consent", "consentement", "complications", "les", "counselled", "counseled"}
+#: "any" before a finding that an instruction follows (Matcher._instruction)
+_ANY_WORDS = {"any", "toute", "tout", "toutes", "tous"}
 #: Words that join the findings of one negated list ("no fever, chills or rigors", "ni", "ou"); see _negation_interrupted.
 _LIST_JOIN = {",", "or", "nor", "and", "ni", "ou", "et", "/", "&", "+", "-", "neither", "either", "any", "aucun", "aucune",
               # ... or make the second finding a complement of the first ("pas de récidive de la sciatique", "no loss of sensation")
@@ -933,7 +946,8 @@ class Matcher:
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
                               or self._cue(words, a, "future_before", covered, True)
                               or self._cue(words, _after_levels(words, b) if e.concepts & OPERATION_CONCEPTS else b,
-                                           "hypothetical_after", covered, False))
+                                           "hypothetical_after", covered, False)
+                              or self._instruction(words, a, b, covered))
             if not m.hypothetical and hypothetical_end is not None and e.concepts and not e.concepts & self.pseudo and _bracket_after(words, hypothetical_end, a):
                 m.hypothetical = True  # "Safety-net given re signs of wound infection (redness, discharge, fever)": the bracket details it (session 11, round 85)
             if m.hypothetical and e.concepts and not e.concepts & self.pseudo:
@@ -945,7 +959,8 @@ class Matcher:
                 # legs'", "La fille de la patiente appelle : sa mère 'ne sent plus ses jambes'"), the kin word of the
                 # same sentence names the patient
                 m.experiencer = "other"
-            if m.experiencer == "patient" and e.concepts and not e.concepts & self.pseudo and self._other_after(words, b):
+            if m.experiencer == "patient" and e.concepts and not e.concepts & self.pseudo and (
+                    self._other_after(words, b) or _generic_cases(words, a, b)):
                 m.experiencer = "other"  # session 11 (round 84): "the 'new leg weakness' in the letter relates to the patient's father"
             if m.history and e.concepts and not e.concepts & self.pseudo and not via_bracket:
                 history_end, history_concepts = b, set(e.concepts)
@@ -1237,6 +1252,16 @@ class Matcher:
                     return False
                 return k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in (",", ";", ")")
         return False
+
+    def _instruction(self, words: list[str], a: int, b: int, covered: set[int]) -> bool:
+        """Is the finding at a..b a safety-net condition: "any" before it in its clause and an instruction after it in its
+        sentence ("Advised: any numbness between the legs or loss of bladder control means attend ED the same day";
+        session 12, round 89)? Without "any" ("Saddle numbness means attend ED now") the finding stays current."""
+        j = a - 1
+        while j >= 0 and words[j] not in _SENTENCE_END and words[j] not in (":", ";"):
+            j -= 1
+        return (any(w in _ANY_WORDS for w in words[j + 1 : a])
+                and self._cue(words, b, "instruction_after", covered, False, sentence=True))
 
     def _in_risk_list(self, words: list[str], k: int, index: dict) -> bool:
         """Is the comma at k a separator of a list of short items (at most four words each) opened by a risk cue's colon
