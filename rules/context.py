@@ -89,10 +89,11 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     ignore = set(matcher.pseudo) | set(OPERATED)  # what a later entry's "resolved" cannot end
     resolved = getattr(matcher, "resolved_alternation", "")
     texts: list[tuple[list[Mention], str]] = []  # each field's mentions and text, for the study-wide readings after the loop
-    for f in fields:
+    copied_by_field: dict[int, list[tuple[int, int]]] = {}  # field index -> copied earlier orders (for the time readings)
+    for fi, f in enumerate(fields):
         found = matcher.mentions(f)
         text = f.get("value") or ""  # repaired above
-        copied = _copied_spans(text)
+        copied = copied_by_field[fi] = _copied_spans(text)
         _year_history(found, text, study_dt, getattr(matcher, "chronic", set()))
         _history_cause(found, text, matcher.cues.get("history_cause_between", ()))
         _old_indication(found, text, study_dt)
@@ -176,6 +177,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     else:
         instrumented = "unknown"
     readings, notes = text_readings(fields, study_dt)
+    readings = _present_readings(readings, fields, copied_by_field)
     structured, note = surgery_reading(surgery, study_dt)
     if note:
         notes.append(note)
@@ -302,6 +304,7 @@ def _preoperative_longstanding(texts: list[tuple[list[Mention], str]]) -> None:
 _COPIED_ORDER = re.compile(
     r"(?<![a-z])(?:copied from (?:the |a |an )?(?:previous|prior|old|older|earlier) (?:order|request|referral)|"
     r"auto ?-?populated from (?:the |a |an )?(?:previous|prior|old|earlier) (?:order|request|referral)|"
+    r"\[?(?:earlier|previous|prior|older) (?:entry|entries|note|notes)(?: dated| of| from| on)?|(?:note|entree) precedente(?: du)?|"
     r"copie de la (?:demande|prescription) (?:du|precedente)|(?:renseignements )?recopies? de la (?:demande|prescription)|"
     r"(?:previous|prior|old|earlier) (?:order|request|referral) (?:text |dated |du |of |in |from )|demande precedente du)")
 _PRESENT_IN_COPY = re.compile(r"(?<![a-z])(?:now|today|currently|current request|this time|actuellement|aujourd ?'?hui|ce jour|"
@@ -325,6 +328,31 @@ def _copied_spans(text: str) -> list[tuple[int, int]]:
         if end > hit.end():
             spans.append((index[hit.start()], index[end - 1] + 1))
     return spans
+
+
+#: A clause that opens with a history cue: a time in it dates a past event ("h/o positional headache on POD2 after that
+#: surgery, resolved": session 12, round 87).
+_HISTORY_CLAUSE = re.compile(r"^\s*(?:h/o|h/o of|hx of|hx|history of|past history of|previous|previously|prior|pmh|atcd|atcds|"
+                             r"antecedents? de|antecedents? d|dans les antecedents)(?![a-z])")
+
+
+def _present_readings(readings: list[Reading], fields: list[dict], copied: dict[int, list[tuple[int, int]]]) -> list[Reading]:
+    """The time readings without those that date a past event (inside a copied earlier order, or in a clause opened by a
+    history cue) when another reading dates the operation of this study: "R L5/S1 microdisc March 2026 ... h/o positional
+    headache on POD2 after that surgery" is months after the operation, not two days (session 12, round 87). A past
+    event's time is kept when it is the only one (unknown is never negative: it may be all the text says)."""
+    by_keyword = {f.get("keyword"): (i, f.get("value") or "") for i, f in enumerate(fields)}
+    past, present = [], []
+    for r in readings:
+        i, text = by_keyword.get(r.keyword, (None, ""))
+        if r.source != "text" or i is None or r.start is None:
+            present.append(r)
+            continue
+        in_copy = any(lo <= r.start and r.end <= hi for lo, hi in copied.get(i, ()))
+        clause = max(text.rfind(". ", 0, r.start), text.rfind(";", 0, r.start), text.rfind("\n", 0, r.start), text.rfind("]", 0, r.start))
+        opened = _HISTORY_CLAUSE.match(normalise(text[clause + 1 : r.start])[0])
+        (past if in_copy or opened else present).append(r)
+    return present if present else readings
 
 
 def _mark_copied(mentions: list[Mention], spans: list[tuple[int, int]]) -> None:
