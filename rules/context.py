@@ -108,6 +108,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
                 if hasattr(matcher, "other_experiencer_before") and matcher.other_experiencer_before(text[: mm.start]):
                     mm.experiencer = "other"
             _year_history(graded, text, study_dt)  # session 7: "EHL weakness 4/5 unchanged since 2024" is history too
+            _bracket_detail_history(graded, found, text)
             _mark_copied(graded, copied)
             for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
                 if same:
@@ -353,6 +354,22 @@ def _present_readings(readings: list[Reading], fields: list[dict], copied: dict[
         opened = _HISTORY_CLAUSE.match(normalise(text[clause + 1 : r.start])[0])
         (past if in_copy or opened else present).append(r)
     return present if present else readings
+
+
+def _bracket_detail_history(measured: list, found: list[Mention], text: str) -> None:
+    """A measurement in a bracket that details a historical finding of its concept is history too ("Déficit L5
+    pré-opératoire en récupération (releveurs 4+/5)": the pre-operative deficit's grade; session 12, round 94)."""
+    for mm in measured:
+        if mm.history:
+            continue
+        paren = text.rfind("(", 0, mm.start)
+        if paren < 0 or ")" in text[paren : mm.start]:
+            continue
+        for m in found:
+            if (m.history and m.concepts & mm.concepts and m.end <= paren and paren - m.end <= 40
+                    and not re.search(r"[.;\n]", text[m.end : paren])):
+                mm.history = True
+                break
 
 
 def _mark_copied(mentions: list[Mention], spans: list[tuple[int, int]]) -> None:

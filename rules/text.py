@@ -371,12 +371,17 @@ _NO_CONDITION = {"possible", "available", "feasible", "able", "doubt", "concerne
                  "disponible", "dispo", "any", "urgent", "urgently"}
 
 
+def _item_length(words: list[str], a: int, b: int) -> int:
+    """The words of a list item words[a:b], a slash not counted ("dural tear / CSF leak" is one item of four words)."""
+    return sum(1 for w in words[a:b] if w != "/")
+
+
 def _short_item(words: list[str], k: int, pos: int) -> bool:
     """Is the list item after the comma at k short (at most four words up to the next comma or the mention at pos) and
     free of present or new words up to the mention ("Risks explained: cement leak, new weakness since this morning" is
     today's weakness)?"""
     nxt = next((j for j in range(k + 1, pos) if words[j] == ","), pos)
-    return nxt - k - 1 <= 4 and not any(w in _PRESENT_WORDS for w in words[k + 1 : pos])
+    return _item_length(words, k + 1, nxt) <= 4 and not any(w in _PRESENT_WORDS for w in words[k + 1 : pos])
 
 
 def _generic_cases(words: list[str], a: int, b: int) -> bool:
@@ -1270,14 +1275,14 @@ class Matcher:
         last = k
         for j in range(k - 1, max(-1, k - 31), -1):
             w = words[j]
-            if w in _SENTENCE_END or w in (";", "(", ")"):
+            if w in _SENTENCE_END or w in (";", ")"):
                 return False
             if w == ",":
-                if last - j - 1 > 4 or last - j - 1 < 1:
+                if _item_length(words, j + 1, last) > 4 or last - j - 1 < 1:
                     return False
                 last = j
-            elif w == ":":
-                return 1 <= last - j - 1 <= 4 and self._cue_before_colon(words, j, index)
+            elif w in (":", "("):  # "Risques (hématome, infection, migration d'électrode) expliqués" (session 12, round 94)
+                return 1 <= _item_length(words, j + 1, last) <= 4 and self._cue_before_colon(words, j, index)
         return False
 
     @staticmethod
