@@ -100,6 +100,8 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         _past_operation_events(found, text, study_dt, getattr(matcher, "chronic", set()))
         _planned_sentences(found, text)
         _mark_copied(found, copied)
+        _twoc_resolved(found, text)
+        _intraoperative_transfusion(found, text)
         _awaiting_revision(found, text, getattr(matcher, "persistent", set()))
         if measure is not None:
             measured = measure.find(text, f)
@@ -109,6 +111,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
                     mm.experiencer = "other"
             _year_history(graded, text, study_dt)  # session 7: "EHL weakness 4/5 unchanged since 2024" is history too
             _bracket_detail_history(graded, found, text)
+            _twoc_resolved(graded, text)
             _mark_copied(graded, copied)
             for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
                 if same:
@@ -306,6 +309,9 @@ _COPIED_ORDER = re.compile(
     r"(?<![a-z])(?:copied from (?:the |a |an )?(?:previous|prior|old|older|earlier) (?:order|request|referral)|"
     r"auto ?-?populated from (?:the |a |an )?(?:previous|prior|old|earlier) (?:order|request|referral)|"
     r"\[?(?:earlier|previous|prior|older) (?:entry|entries|note|notes)(?: dated| of| from| on)?|(?:note|entree) precedente(?: du)?|"
+    r"(?:copied|pasted|taken|quoted) from (?:the |a |an |his |her )?(?:old |previous |prior |earlier |original )?(?:discharge summary|discharge letter|"
+    r"clinic letter|pre ?-?op(?:erative)? letter|referral letter|gp letter|letter|op note|operation note|operative note|op report|operative report)|"
+    r"(?:copie|recopie|extrait) (?:du|de la|de l) (?:compte rendu|cr|courrier|lettre|resume|compte-rendu)|"
     r"copie de la (?:demande|prescription) (?:du|precedente)|(?:renseignements )?recopies? de la (?:demande|prescription)|"
     r"(?:previous|prior|old|earlier) (?:order|request|referral) (?:text |dated |du |of |in |from )|demande precedente du)")
 _PRESENT_IN_COPY = re.compile(r"(?<![a-z])(?:now|today|currently|current request|this time|actuellement|aujourd ?'?hui|ce jour|"
@@ -354,6 +360,45 @@ def _present_readings(readings: list[Reading], fields: list[dict], copied: dict[
         opened = _HISTORY_CLAUSE.match(normalise(text[clause + 1 : r.start])[0])
         (past if in_copy or opened else present).append(r)
     return present if present else readings
+
+
+_TWOC_PASSED = re.compile(r"(?<![a-z])(?:twoc|trial without catheter|trial of void|trial of voiding|ablation de la sonde|retrait de (?:la )?sonde)"
+                          r"(?: [a-z0-9]+){0,2} (?:successful|succeeded|passed|ok|reussie?|sans probleme)|(?:successful|passed|passed a|passed his|"
+                          r"passed her|reussite de la|reussite du) (?:twoc|trial without catheter|trial of void)(?![a-z])")
+
+
+def _twoc_resolved(found: list[Mention], text: str) -> None:
+    """A urinary retention followed, later in its field, by a trial without catheter that succeeded is history ("POD1
+    urinary retention after catheter removal, put down to opioids; TWOC successful POD3, voiding normally"; session 12,
+    round 95). A retention named after the trial ("... TWOC passed, now retention again") stays current."""
+    norm, index = normalise(text)
+    for hit in _TWOC_PASSED.finditer(norm):
+        at = index[hit.start()] if hit.start() < len(index) else len(text)
+        for m in found:
+            if "sphincter" in m.concepts and m.end <= at and at - m.end <= 160 and not getattr(m, "hypothetical", False):
+                m.history = True
+
+
+_INTRAOP_AFTER = re.compile(r"^[^.;,\n]{0,20}?(?<![a-z])(?:intra ?-?op(?:eratively|erative|eratoire)?|in theatre|in theater|per ?-?op(?:eratoire)?|"
+                            r"peroperatoire|au bloc|during (?:the )?(?:surgery|operation|procedure))(?![a-z])")
+_INTRAOP_BEFORE = re.compile(r"(?<![a-z])(?:intra ?-?op(?:eratively|erative|eratoire)?|in theatre|per ?-?op(?:eratoire)?|peroperatoire|au bloc)"
+                             r"[^.;,\n]{0,12}$")
+
+
+_STABLE_SINCE = re.compile(r"(?<![a-z])(?:stable|obs normal|observations normal|normal obs|normal observations|haemodynamically normal|"
+                           r"hemodynamically normal|hemodynamique normale|constantes normales)(?![a-z])")
+
+
+def _intraoperative_transfusion(found: list[Mention], text: str) -> None:
+    """A transfusion given during the operation, with the patient said to be stable since ("2 units transfused intra-op, Hb
+    stable 9.8 since POD1, obs normal"), is part of the operation, not a sign of bleeding today (session 12, round 95); the
+    haemoglobin and vital signs still speak for today. Without a stable word ("redo yesterday, transfused during surgery")
+    it keeps its escalation (guide §7: transfusion cues)."""
+    for m in found:
+        if "transfus" in normalise(m.text)[0] and (_INTRAOP_AFTER.match(normalise(text[m.end : m.end + 40])[0])
+                                                   or _INTRAOP_BEFORE.search(normalise(text[max(0, m.start - 30) : m.start])[0])) \
+                and _STABLE_SINCE.search(normalise(text[m.end : m.end + 100])[0]):
+            m.history = True
 
 
 def _bracket_detail_history(measured: list, found: list[Mention], text: str) -> None:

@@ -365,10 +365,42 @@ _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", 
 #: The words that open a conditional's consequent ("If pain recurs, consider CT for pseudarthrosis"), and the words of
 #: an "if" clause that is politeness or doubt, never a condition on the finding ("If possible, consider MRI for ?CES").
 _CONSEQUENT = {"consider", "then", "envisager", "alors", "discuss", "discuter", "rediscuter", "reconsider", "would", "will", "we", "nous",
-               "on", "penser", "think", "evoquer", "rechercher"}  # "If symptoms worsen, would consider ..." (round 86), "Si céphalées ... : penser à" (round 89)
+               "on", "penser", "think", "evoquer", "rechercher",
+               # session 12 (round 95): "Si aggravation neurologique : IRM en urgence pour éliminer un hématome"
+               "irm", "mri", "ct", "tdm", "scanner", "scan", "imaging", "imagerie", "repeat", "refaire", "faire", "arrange", "organiser",
+               "request", "demander", "contact", "contacter", "call", "appeler", "rappeler", "urgent", "urgente"}  # "If symptoms worsen, would consider ..." (round 86), "Si céphalées ... : penser à" (round 89)
 _NO_CONDITION = {"possible", "available", "feasible", "able", "doubt", "concerned", "worried", "unsure", "uncertain", "appropriate",
                  "necessary", "needed", "indicated", "required", "clinically", "possibles", "necessaire", "doute", "besoin",
                  "disponible", "dispo", "any", "urgent", "urgently"}
+
+
+#: A benign cause given to a finding ("attributed to spinal anaesthetic", "put down to opioids", "attribuée à la rachianesthésie")
+_ATTRIBUTION = (("attributed", "to"), ("put", "down", "to"), ("thought", "due", "to"), ("felt", "due", "to"), ("felt", "to", "be", "due", "to"),
+                ("attribue", "a"), ("attribuee", "a"), ("attribues", "a"), ("attribuees", "a"), ("mis", "sur", "le", "compte", "de"),
+                ("mise", "sur", "le", "compte", "de"), ("mis", "sur", "le", "compte", "d"), ("mise", "sur", "le", "compte", "d"))
+
+
+def _past_attribution(words: list[str], c: int) -> int:
+    """Past a cause given to the finding at c, up to four words with no comma ("attributed to spinal anaesthetic"), to the
+    comma its answer follows; c unchanged when there is none or no comma ends it within the words."""
+    for cue in _ATTRIBUTION:
+        if tuple(words[c : c + len(cue)]) == cue:
+            for j in range(c + len(cue) + 1, min(len(words), c + len(cue) + 5)):
+                if words[j] == ",":
+                    return j
+                if words[j] in _SENTENCE_END or words[j] in (";", ":", "(", ")", "?"):
+                    return c
+    return c
+
+
+#: The last word of a risk cue that lists what follows ("complications incl", "risks including", "risques notamment")
+_LISTING_WORDS = {"incl", "inc", "including", "include", "includes", "eg", "notamment", "dont", "incluant", "comprenant"}
+
+
+def _list_opener(words: list[str], k: int) -> bool:
+    """Does the token at k open a list: a colon, or the dot of "incl." / "e.g." ("Discussed possible complications incl. screw
+    malposition, bleeding, infection"; session 12, round 95)?"""
+    return words[k] == ":" or (words[k] == "." and k > 0 and words[k - 1] in ("incl", "inc", "eg", "ex", "ie", "g", "notably"))
 
 
 def _item_length(words: list[str], a: int, b: int) -> int:
@@ -1171,7 +1203,7 @@ class Matcher:
             for k in range(pos - 1, max(-1, pos - 1 - ((30 if sentence == "soft" else 15) if sentence else self.scope)), -1):
                 if sentence:
                     soft = sentence in ("soft", "history")
-                    if words[k] == ":" and soft and (self._cue_before_colon(words, k, index) or (sentence == "soft" and _consequent_comma(words, k))):
+                    if _list_opener(words, k) and soft and (self._cue_before_colon(words, k, index) or (sentence == "soft" and _consequent_comma(words, k))):
                         lo = k  # "Risques expliqués : hématome, infection": the cue's own colon opens its list
                         continue
                     if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
@@ -1275,14 +1307,18 @@ class Matcher:
         last = k
         for j in range(k - 1, max(-1, k - 31), -1):
             w = words[j]
-            if w in _SENTENCE_END or w in (";", ")"):
+            if (w in _SENTENCE_END and not _list_opener(words, j)) or w in (";", ")"):
                 return False
             if w == ",":
                 if _item_length(words, j + 1, last) > 4 or last - j - 1 < 1:
                     return False
                 last = j
-            elif w in (":", "("):  # "Risques (hématome, infection, migration d'électrode) expliqués" (session 12, round 94)
+            elif w == "(" or _list_opener(words, j):  # "Risques (hématome, infection, migration d'électrode) expliqués" (session 12, round 94)
                 return 1 <= _item_length(words, j + 1, last) <= 4 and self._cue_before_colon(words, j, index)
+            elif w in _LISTING_WORDS and self._cue_before_colon(words, j, index):
+                # "Discussed possible complications incl. screw malposition, bleeding, infection" (the tokeniser drops the
+                # abbreviation's dot; session 12, round 95)
+                return 1 <= _item_length(words, j + 1, last) <= 4
         return False
 
     @staticmethod
@@ -1373,6 +1409,7 @@ class Matcher:
             c += 1
         while c < len(words) and c - b < 3 and (_DAY_LABEL.match(words[c]) or _LEVEL_LABEL.match(words[c]) or words[c] in ("on", "day", "pod", "jour")):
             c += 1  # session 9 (round 57): the day it happened between the item and its answer ("tingling POD1, fully resolved")
+        c = _past_attribution(words, c)  # session 12 (round 95): "saddle numbness POD1 attributed to spinal anaesthetic, fully resolved"
         if c + 1 < len(words) and words[c] == ",":
             # "Retention, resolved." / "Foot drop, now fully resolved": a resolved word that ends the sentence answers it
             j = c + 1

@@ -48,7 +48,8 @@ _FUTURE = re.compile(
     r"(?<![a-z])demain|tomorrow|next week|la semaine prochaine|prochain|due for|pre ?op(?:erative)? (?:work|planning|assessment)|"
     r"bilan pre ?operatoire|for surgery|pour chirurgie|avant la future|envisage|proposee?|indication|to be done|to be performed|"
     r"waiting list|wait list|liste d attente|sera operee?|will be operated|is having|going to have|dans \d+ (?:jours?|semaines?|mois)|"
-    r"(?<![a-z])in \d+ (?:days?|weeks?|months?)"
+    r"(?<![a-z])in \d+ (?:days?|weeks?|months?)|"
+    r"(?<![a-z0-9])[jd] ?- ?[1-9]\d?(?![0-9])(?! ?[/.]\d)"  # session 12 (round 95): "Scanner à J-2 de l'arthrodèse" (two days before it)
 )
 #: Relative words that need a procedure nearby: "ACDF yesterday", "hier soir, laminectomie".
 _DAY_WORDS = {
