@@ -111,6 +111,9 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
                     mm.experiencer = "other"
             _year_history(graded, text, study_dt)  # session 7: "EHL weakness 4/5 unchanged since 2024" is history too
             _bracket_detail_history(graded, found, text)
+            for mm in graded:  # session 12 (round 97): "Return immediately if ..., fever >38, ...": the word's reading is the number's
+                if any(m.hypothetical and m.concepts & mm.concepts and m.start <= mm.start < m.end + 3 for m in found):
+                    mm.hypothetical = True
             _twoc_resolved(graded, text)
             _mark_copied(graded, copied)
             for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
@@ -138,6 +141,9 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             mentions.extend(found)
             texts.append((found, text))
     _preoperative_longstanding(texts)
+    readings, notes = text_readings(fields, study_dt)
+    readings = _present_readings(readings, fields, copied_by_field)
+    _earlier_day_events(texts, readings)
     raising: dict[str, list[Mention]] = {}
     seen: dict[str, list[Mention]] = {}  # concept -> every non-negated, real mention, history included
     negated: set[str] = set()
@@ -173,6 +179,8 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         hardware = []  # "implant" of a stimulator or pump is not a screw
     if "no_hardware" in seen and all(m.assertion == "uncertain" for c in hardware for m in seen[c]):
         hardware = []  # "?hardware failure. Laminectomy (no implants)": a query does not put screws in a spine said to have none
+    elif "no_hardware" in seen and set(hardware) - set(HARDWARE_COMPLICATIONS) <= {"fusion"}:
+        hardware = []  # session 12 (round 97): "posterolateral fusion (uninstrumented, autograft only)": a fusion without implants
     if hardware:
         instrumented = "yes"
     elif ("no_hardware" in seen or (procedures - {"revision"} and procedures - {"revision"} <= set(NON_INSTRUMENTED))
@@ -180,8 +188,6 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         instrumented = "no"
     else:
         instrumented = "unknown"
-    readings, notes = text_readings(fields, study_dt)
-    readings = _present_readings(readings, fields, copied_by_field)
     structured, note = surgery_reading(surgery, study_dt)
     if note:
         notes.append(note)
@@ -343,6 +349,33 @@ _HISTORY_CLAUSE = re.compile(r"^\s*(?:h/o|h/o of|hx of|hx|history of|past histor
                              r"antecedents? de|antecedents? d|dans les antecedents)(?![a-z])")
 
 
+_DAY_LABEL_IN_CLAUSE = re.compile(r"(?<![a-z0-9])(?:pod|day|j|jour) ?\+? ?(\d{1,2})(?![0-9])")
+_STILL = re.compile(r"(?<![a-z])(?:now|still|since|persist\w*|ongoing|again|worse|worsening|today|currently|toujours|depuis|encore|"
+                    r"persiste\w*|actuellement|aujourd|maintenant|aggrav\w*|recurr\w*|recidiv\w*)(?![a-z])")
+
+
+def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[Reading]) -> None:
+    """A finding told with an earlier postoperative day ("Wound explored POD9 for haematoma: infection ruled out", "Transient
+    urinary retention POD1 ...") when every reading dates this study at least a week after that day is an event of the
+    past: history, unless its clause says it goes on (now, still, since, again, worse...; session 12, round 97)."""
+    if not readings:
+        return
+    for found, text in texts:
+        for m in found:
+            if m.history or m.hypothetical or not m.concepts or m.concepts & set(OPERATED):
+                continue
+            a = max(text.rfind(". ", 0, m.start), text.rfind(";", 0, m.start), text.rfind("\n", 0, m.start), text.rfind(":", 0, m.start)) + 1
+            ends = [i for i in (text.find(". ", m.end), text.find(";", m.end), text.find("\n", m.end), text.find(":", m.end)) if i >= 0]
+            b = min(ends) if ends else len(text)
+            clause = normalise(text[a:b])[0]
+            days = [int(d) for d in _DAY_LABEL_IN_CLAUSE.findall(clause)]
+            # the study's time: the readings outside this clause (the day label of the event is a reading too)
+            others = [r.hours for r in readings if r.hours is not None
+                      and not (r.keyword == m.keyword and r.start is not None and a <= r.start < b)]
+            if days and others and all((d + 7) * 24 <= min(others) for d in days) and not _STILL.search(clause):
+                m.history = True
+
+
 def _present_readings(readings: list[Reading], fields: list[dict], copied: dict[int, list[tuple[int, int]]]) -> list[Reading]:
     """The time readings without those that date a past event (inside a copied earlier order, or in a clause opened by a
     history cue) when another reading dates the operation of this study: "R L5/S1 microdisc March 2026 ... h/o positional
@@ -364,7 +397,11 @@ def _present_readings(readings: list[Reading], fields: list[dict], copied: dict[
 
 _TWOC_PASSED = re.compile(r"(?<![a-z])(?:twoc|trial without catheter|trial of void|trial of voiding|ablation de la sonde|retrait de (?:la )?sonde)"
                           r"(?: [a-z0-9]+){0,2} (?:successful|succeeded|passed|ok|reussie?|sans probleme)|(?:successful|passed|passed a|passed his|"
-                          r"passed her|reussite de la|reussite du) (?:twoc|trial without catheter|trial of void)(?![a-z])")
+                          r"passed her|reussite de la|reussite du) (?:twoc|trial without catheter|trial of void)(?![a-z])|"
+                          # session 12 (rounds 96-97): "catheter out POD2, voiding normally since", "miction spontanée depuis J2"
+                          r"(?<!no )(?<!not )(?<!pas de )(?<!absence de )(?<!sans )(?:voiding|voided|passing urine|passed urine|micturating|"
+                          r"mictions? spontanees?|urine spontanement|urine normalement|reprise (?:des )?mictions?)(?: (?:normally|well|spontaneously|"
+                          r"normalement|bien))? (?:ever )?(?:since|depuis)(?![a-z])")
 
 
 def _twoc_resolved(found: list[Mention], text: str) -> None:
@@ -399,6 +436,21 @@ def _intraoperative_transfusion(found: list[Mention], text: str) -> None:
                                                    or _INTRAOP_BEFORE.search(normalise(text[max(0, m.start - 30) : m.start])[0])) \
                 and _STABLE_SINCE.search(normalise(text[m.end : m.end + 100])[0]):
             m.history = True
+
+
+_SCREW_WORD = re.compile(r"(?<![a-z])(?:vis|screw|screws|pedicle screws?)(?![a-z])")
+
+
+def screws_said_absent(ctx: "Context") -> bool:
+    """Is the spine said to have no screws ("OLIF L4-L5 (cage seule, sans vis)", "no screws were used (microdisc only)";
+    session 12, rounds 96-97) and no screw named as present? Then a text rule's misplaced_screw or screw_loosening is
+    contradicted by the text (the priority it gave stays: only raise)."""
+    said = [m for m in ctx.seen.get("no_hardware", []) if _SCREW_WORD.search(normalise(m.text)[0])]
+    if not said:
+        return False
+    named = [m for c in ("hardware", "screw_query", "screw_malposition", "screw_in_canal") for m in ctx.seen.get(c, [])
+             if _SCREW_WORD.search(normalise(m.text)[0]) and m.assertion != "uncertain"]
+    return not named
 
 
 def _bracket_detail_history(measured: list, found: list[Mention], text: str) -> None:

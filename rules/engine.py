@@ -106,7 +106,12 @@ class Rulebook:
             for f in best.flags:
                 f.evidence.append(Evidence(source="postop_interval", rule=f.rule, note=note + "; the higher-priority reading was used"))
         net = safetymod.assess(self.safety_net, ctx, float(self.settings["EARLY_WINDOW_DAYS"]), self.version)
-        flags = merge_flags(best.flags + findings + net.flags)
+        text_flags = best.flags + net.flags
+        if ctx.instrumented == "no" or ctxmod.screws_said_absent(ctx):
+            # the order's text says there are no screws (guide §2: a hardware flag needs screws or instrumentation): its screw
+            # flags are contradicted; the priority they gave stays (only raise)
+            text_flags = [f for f in text_flags if f.code not in ("misplaced_screw", "screw_loosening")]
+        flags = merge_flags(text_flags + findings)
         priority = max([floor, best.priority, net.priority] + [f.priority for f in flags])
         out = self._outcome(ctx, runs, best, flags, priority, order_priority)
         if net.fired:

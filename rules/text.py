@@ -1305,20 +1305,38 @@ class Matcher:
         ("Risks explained to patient: cement leak, cord compression, paraplegia, infection": an item that is no finding,
         "cement leak", does not end the list; session 11, round 87)?"""
         last = k
-        for j in range(k - 1, max(-1, k - 31), -1):
+        longest = 0
+        for j in range(k - 1, max(-1, k - 41), -1):
             w = words[j]
             if (w in _SENTENCE_END and not _list_opener(words, j)) or w in (";", ")"):
                 return False
             if w == ",":
-                if _item_length(words, j + 1, last) > 4 or last - j - 1 < 1:
+                if _item_length(words, j + 1, last) > 6 or last - j - 1 < 1:
                     return False
+                longest = max(longest, _item_length(words, j + 1, last))
                 last = j
+            elif w in ("if", "si") and self._cue_ends_at(words, j + 1, index):
+                # a list of conditions after a safety-net cue ("Return immediately if numbness in the saddle area, loss of
+                # bladder or bowel control, fever >38, wound discharge or severe headache"; session 12, round 97): items
+                # of up to six words, none of them present (the caller's _short_item)
+                return 1 <= _item_length(words, j + 1, last) <= 6
+            elif longest > 4:
+                continue
             elif w == "(" or _list_opener(words, j):  # "Risques (hématome, infection, migration d'électrode) expliqués" (session 12, round 94)
                 return 1 <= _item_length(words, j + 1, last) <= 4 and self._cue_before_colon(words, j, index)
             elif w in _LISTING_WORDS and self._cue_before_colon(words, j, index):
                 # "Discussed possible complications incl. screw malposition, bleeding, infection" (the tokeniser drops the
                 # abbreviation's dot; session 12, round 95)
                 return 1 <= _item_length(words, j + 1, last) <= 4
+        return False
+
+    @staticmethod
+    def _cue_ends_at(words: list[str], e: int, index: dict) -> bool:
+        """Does a cue of this index end exactly at position e (its last word at e - 1)?"""
+        for j in range(max(0, e - 8), e):
+            for cue in index.get(words[j], ()):
+                if j + len(cue) == e and tuple(words[j:e]) == cue:
+                    return True
         return False
 
     @staticmethod
