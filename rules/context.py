@@ -143,7 +143,10 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     _preoperative_longstanding(texts)
     readings, notes = text_readings(fields, study_dt)
     readings = _present_readings(readings, fields, copied_by_field)
-    _earlier_day_events(texts, readings)
+    past = _earlier_day_events(texts, readings)
+    if past:  # the day label of a past event is no time of this study (kept when it is the only reading)
+        kept = [r for r in readings if not any(r.keyword == kw and r.start is not None and a <= r.start < b for kw, a, b in past)]
+        readings = kept or readings
     raising: dict[str, list[Mention]] = {}
     seen: dict[str, list[Mention]] = {}  # concept -> every non-negated, real mention, history included
     negated: set[str] = set()
@@ -315,8 +318,9 @@ _COPIED_ORDER = re.compile(
     r"(?<![a-z])(?:copied from (?:the |a |an )?(?:previous|prior|old|older|earlier) (?:order|request|referral)|"
     r"auto ?-?populated from (?:the |a |an )?(?:previous|prior|old|earlier) (?:order|request|referral)|"
     r"\[?(?:earlier|previous|prior|older) (?:entry|entries|note|notes)(?: dated| of| from| on)?|(?:note|entree) precedente(?: du)?|"
-    r"(?:copied|pasted|taken|quoted) from (?:the |a |an |his |her )?(?:old |previous |prior |earlier |original )?(?:discharge summary|discharge letter|"
-    r"clinic letter|pre ?-?op(?:erative)? letter|referral letter|gp letter|letter|op note|operation note|operative note|op report|operative report)|"
+    r"(?:copied|pasted|taken|quoted) from (?:the |a |an |his |her )?(?:old |previous |prior |earlier |original )?(?:pre ?-?op(?:erative)? )?"
+    r"(?:clinic |gp |referral |discharge |icu |itu |ward |nursing |medical |ed |a e |hdu |theatre |anaesthetic |physio )?"
+    r"(?:summary|letter|note|notes|report|record|records|entry|op note|operation note|operative note|op report|operative report)|"
     r"(?:copie|recopie|extrait) (?:du|de la|de l) (?:compte rendu|cr|courrier|lettre|resume|compte-rendu)|"
     r"copie de la (?:demande|prescription) (?:du|precedente)|(?:renseignements )?recopies? de la (?:demande|prescription)|"
     r"(?:previous|prior|old|earlier) (?:order|request|referral) (?:text |dated |du |of |in |from )|demande precedente du)")
@@ -354,15 +358,19 @@ _STILL = re.compile(r"(?<![a-z])(?:now|still|since|persist\w*|ongoing|again|wors
                     r"persiste\w*|actuellement|aujourd|maintenant|aggrav\w*|recurr\w*|recidiv\w*)(?![a-z])")
 
 
-def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[Reading]) -> None:
+_RESOLVED_IN_CLAUSE = re.compile(r"(?<![a-z])(?:resolved|resolue?s?|settled|levee?|disparue?s?|gone|recovered|recuperee?)(?![a-z])")
+
+
+def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[Reading]) -> list[tuple[str, int, int]]:
     """A finding told with an earlier postoperative day ("Wound explored POD9 for haematoma: infection ruled out", "Transient
     urinary retention POD1 ...") when every reading dates this study at least a week after that day is an event of the
     past: history, unless its clause says it goes on (now, still, since, again, worse...; session 12, round 97)."""
+    past: list[tuple[str, int, int]] = []  # (field keyword, clause start, clause end) of the events made history
     if not readings:
-        return
+        return past
     for found, text in texts:
         for m in found:
-            if m.history or m.hypothetical or not m.concepts or m.concepts & set(OPERATED):
+            if m.hypothetical or not m.concepts or m.concepts & set(OPERATED):
                 continue
             a = max(text.rfind(". ", 0, m.start), text.rfind(";", 0, m.start), text.rfind("\n", 0, m.start), text.rfind(":", 0, m.start)) + 1
             ends = [i for i in (text.find(". ", m.end), text.find(";", m.end), text.find("\n", m.end), text.find(":", m.end)) if i >= 0]
@@ -372,8 +380,11 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
             # the study's time: the readings outside this clause (the day label of the event is a reading too)
             others = [r.hours for r in readings if r.hours is not None
                       and not (r.keyword == m.keyword and r.start is not None and a <= r.start < b)]
-            if days and others and all((d + 7) * 24 <= min(others) for d in days) and not _STILL.search(clause):
-                m.history = True
+            if days and others and all((d + 7) * 24 <= min(others) for d in days) and ((m.history and (_TWOC_PASSED.search(clause) or _RESOLVED_IN_CLAUSE.search(clause)))
+                                                                                             or (not m.history and not _STILL.search(clause))):
+                m.history = True  # (already history: "retention day 0 ..., voiding normally since": its day is a past one too)
+                past.append((m.keyword, a, b))
+    return past
 
 
 def _present_readings(readings: list[Reading], fields: list[dict], copied: dict[int, list[tuple[int, int]]]) -> list[Reading]:
@@ -400,8 +411,15 @@ _TWOC_PASSED = re.compile(r"(?<![a-z])(?:twoc|trial without catheter|trial of vo
                           r"passed her|reussite de la|reussite du) (?:twoc|trial without catheter|trial of void)(?![a-z])|"
                           # session 12 (rounds 96-97): "catheter out POD2, voiding normally since", "miction spontanée depuis J2"
                           r"(?<!no )(?<!not )(?<!pas de )(?<!absence de )(?<!sans )(?:voiding|voided|passing urine|passed urine|micturating|"
-                          r"mictions? spontanees?|urine spontanement|urine normalement|reprise (?:des )?mictions?)(?: (?:normally|well|spontaneously|"
-                          r"normalement|bien))? (?:ever )?(?:since|depuis)(?![a-z])")
+                          r"mictions? spontanees?|mictions? normales?|urine spontanement|urine normalement|reprise (?:des )?mictions?)(?: (?:normally|well|spontaneously|"
+                          r"normalement|bien))? (?:ever )?(?:since|depuis)(?![a-z])|"
+                          # session 12 (round 98): "Rétention urinaire post-op à J1 résolue après ablation de sonde"
+                          r"(?:resolue?|resolved|levee?|settled) (?:apres|after|following|with|avec) (?:l |la |the )?(?:ablation|retrait|removal|"
+                          r"sondage|catheterisation|catheterization)(?: (?:de (?:la )?sonde|of (?:the )?catheter|unique|evacuateur))?(?![a-z])")
+
+
+_NOT_VOIDING = re.compile(r"(?<![a-z])(?:not|no|nor|never|hasn t|hasnt|has not|haven t|hadn t|can t|cant|cannot|unable to|isn t|wasn t|"
+                          r"without|feel|feels|felt|pas|plus|sans|jamais|ne sent|n a|ne peut)(?: \w+){0,2}\s*$")
 
 
 def _twoc_resolved(found: list[Mention], text: str) -> None:
@@ -410,9 +428,12 @@ def _twoc_resolved(found: list[Mention], text: str) -> None:
     round 95). A retention named after the trial ("... TWOC passed, now retention again") stays current."""
     norm, index = normalise(text)
     for hit in _TWOC_PASSED.finditer(norm):
+        if _NOT_VOIDING.search(norm[max(0, hit.start() - 30) : hit.start()].replace("'", " ").replace("\u2019", " ")):
+            continue  # "hasn't voided since surgery", "can't feel herself passing urine since this morning"
         at = index[hit.start()] if hit.start() < len(index) else len(text)
+        until = index[hit.end() - 1] + 1 if hit.end() - 1 < len(index) else len(text)
         for m in found:
-            if "sphincter" in m.concepts and m.end <= at and at - m.end <= 160 and not getattr(m, "hypothetical", False):
+            if "sphincter" in m.concepts and m.end <= until and at - m.end <= 160 and not getattr(m, "hypothetical", False):
                 m.history = True
 
 

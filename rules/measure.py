@@ -86,6 +86,15 @@ _ANGLE_BEFORE = re.compile(r"(?:lasegue|laseque|slr|straight leg raise|straight 
 
 
 #: Round 22: a grade over 5 after a pressure's name is a muscle's ("TA 3/5" is tibialis anterior, not a tension artérielle).
+#: Session 12 (round 99): the French follow-up month, "Contrôle M3 arthrodèse L4-S1", "Radio de contrôle M1", "suivi M6":
+#: never a muscle grade after a visit or image word, nor before the operation's name.
+_FOLLOW_UP_MONTH = re.compile(r"(?<![a-z])(?:controle|control|radio|radios|radiographie|radiographies|radiographique|radiologique|suivi|"
+                              r"consultation|visite|bilan|rx|irm|mri|scanner|tdm|ct|systematique|revue|review|follow up|evaluation|"
+                              r"reevaluation)\s*(?:de\s+)?(?:controle\s*)?$")
+_OPERATION_AFTER = re.compile(r"\s*(?:d une |de l |de la |du |post |post-|apres |after |of )?(?:arthrodese|discectomie|laminectomie|"
+                              r"spondylodese|fusion|chirurgie|intervention|operation|microdiscectomie|ostheosynthese|osteosynthese|cimentoplastie|"
+                              r"vertebroplastie|kyphoplastie|acdf|tlif|plif|alif|xlif|olif|recalibrage|decompression)(?![a-z])")
+_TEMP_RANGE = re.compile(r"(?<![\d.,/])(3[5-9][.,]\d)(\s*-\s*)((?:3[5-9]|4[0-2])[.,]\d)(?![\d])")
 _MRC_GRADE = re.compile(r"[0-5][+-]?\s*/\s*5(?![0-9])")
 
 
@@ -167,6 +176,8 @@ class Reader:
         if " " in norm:
             # session 8 (round 46): a thousands separator before a volume ("bladder scan 1 300 ml") joins its digits (same length)
             norm = _THOUSANDS.sub(lambda m: (m.group(1) + m.group(2)).ljust(len(m.group(0))), norm)
+        # session 12 (round 98): a temperature range ("Evening temps 37.9-38.2") is read as a chain to its higher end (same length)
+        norm = _TEMP_RANGE.sub(lambda m: m.group(1) + m.group(2).replace("-", ">") + m.group(3), norm)
         out: list[Mention] = []
         taken: list[tuple[int, int]] = []
 
@@ -190,7 +201,9 @@ class Reader:
         values: dict[str, tuple[float, int, int]] = {}  # measurement name -> (last value read, start, end), for the shock index
         for spec, pattern, rising, drops in self.specs:
             if spec.get("grade"):
-                grades = ([(g, 40) for g in self._grade.finditer(norm)] + [(g, 25) for g in self._grade_m.finditer(norm)]
+                grades = ([(g, 40) for g in self._grade.finditer(norm)]
+                          + [(g, 25) for g in self._grade_m.finditer(norm) if not _FOLLOW_UP_MONTH.search(norm[max(0, g.start() - 40) : g.start()])
+                             and not _OPERATION_AFTER.match(norm, g.end())]
                           + [(g, 25) for g in self._grade_word.finditer(norm)])
                 if "\n" in norm and _GRID_HEAD.search(norm):
                     # session 8 (round 49): a power chart laid out in columns under an "MRC"/"power" heading ("Ankle DF  5   2"):

@@ -1238,7 +1238,8 @@ class Matcher:
                 continue
             # a cause after the mention needs only to start within the scope ("DVT L leg after knee replacement"; session 6,
             # round 23); other cues must fit in it ("foot drop - wasn't there before surgery" is no history)
-            limit = len(words) if not before and words[k] in ("after", "apres", "following") else span.stop
+            # session 12 (round 98): a cue right after the finding may run past a break word in it ("bleeding discussed with pt")
+            limit = len(words) if not before and (words[k] in ("after", "apres", "following") or k == pos) else span.stop
             for cue in index.get(words[k], ()):
                 n = len(cue)
                 if k + n <= limit and tuple(words[k : k + n]) == cue:
@@ -1287,7 +1288,8 @@ class Matcher:
             if w in self.resolved_answer:
                 if words[k - 1] in ("not", "non", "pas", "never", "yet", "un", "partially", "partly", "incompletely"):
                     return False
-                return k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in (",", ";", ")")
+                return (k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in (",", ";", ")")
+                        or words[k + 1] in ("after", "apres", "following", "with", "avec", "par", "by", "suite", "sous"))  # "résolue après ablation de sonde" (session 12, round 98)
         return False
 
     def _instruction(self, words: list[str], a: int, b: int, covered: set[int]) -> bool:
