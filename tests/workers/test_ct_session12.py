@@ -1,0 +1,69 @@
+"""Session 12 (issue 10): mechanisms that lost D/E medial breaches on the tuning seeds, fixed as classes.
+
+Synthetic and deterministic: the helpers are fed hand-made canal/volume stand-ins and midline-check records.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from rules.image_policy import ct_policy
+from workers.analysers.ct_hardware import _midline_alone_depth, _side_of
+
+POL = ct_policy()
+
+
+def _vol(px: float = 0.5):
+    # columns increase towards patient left (LPS +x), rows towards posterior
+    return SimpleNamespace(spacing=(1.0, px, px), row_dir=np.array([1.0, 0.0, 0.0]), col_dir=np.array([0.0, 1.0, 0.0]))
+
+
+def _canal_at(col_mm: float, px: float = 0.5):
+    return SimpleNamespace(roi=(0, 100, 0, 200), centre=(50.0, col_mm / px))
+
+
+def _part(centre_col_mm: float):
+    return SimpleNamespace(centre=np.array([0.0, 30.0, centre_col_mm]))
+
+
+def test_a_screw_far_from_the_midline_is_sided_by_its_centre_as_before():
+    vol, lc = _vol(), _canal_at(50.0)
+    assert _side_of(_part(65.0), lc, vol) == ("left", 1)
+    assert _side_of(_part(35.0), lc, vol) == ("right", -1)
+    # the trajectory does not override a screw well out on its side
+    assert _side_of(_part(65.0), lc, vol, np.array([0, 20, 70.0]), np.array([0, 60, 60.0])) == ("left", 1)
+
+
+def test_a_screw_across_the_midline_is_sided_by_its_entry_or_its_convergence():
+    vol, lc = _vol(), _canal_at(50.0)
+    # a left screw 9 mm in the canal: centre 1 mm right of the canal centre, entry 8 mm left of it
+    entry, tip = np.array([0, 20, 58.0]), np.array([0, 60, 42.0])
+    assert _side_of(_part(49.0), lc, vol) == ("right", -1)  # by the centre alone (the old reading): wrong side
+    assert _side_of(_part(49.0), lc, vol, entry, tip) == ("left", 1)
+    # entering at the midline itself (family 5's screws that enter at the midline): by the direction it converges from
+    entry, tip = np.array([0, 20, 50.5]), np.array([0, 60, 42.8])
+    assert _side_of(_part(47.0), lc, vol, entry, tip) == ("left", 1)
+    entry, tip = np.array([0, 20, 49.5]), np.array([0, 60, 56.0])
+    assert _side_of(_part(53.0), lc, vol, entry, tip) == ("right", -1)
+    # no lateral travel: the centre decides
+    entry, tip = np.array([0, 20, 51.0]), np.array([0, 60, 51.5])
+    assert _side_of(_part(51.2), lc, vol, entry, tip) == ("left", 1)
+
+
+def test_canal_not_found_but_metal_at_the_midline_is_graded_at_least_d():
+    # held-out session 8 example: both T12 screws at the midline (1.3 mm past it and 1.8 mm short), no canal found
+    m = {"offset_mm": -1.3, "pair_excess_mm": -0.5, "level_excess_mm": None, "axis_depth_mm": None, "body_depth_mm": 11.3}
+    d = _midline_alone_depth(m, POL)
+    assert d is not None and d >= POL.grade_bounds[2] and POL.grade(d) in ("D", "E")
+    # at the midline with only a weak reference: still a D minimum when one reference reaches D
+    assert _midline_alone_depth(dict(m, body_depth_mm=4.0), POL) == 4.0
+
+
+def test_midline_alone_needs_the_metal_near_the_midline_and_a_d_reference():
+    base = {"offset_mm": 7.0, "pair_excess_mm": 5.0, "level_excess_mm": 6.0, "axis_depth_mm": None, "body_depth_mm": 5.0}
+    assert _midline_alone_depth(base, POL) is None  # not near the midline
+    near = dict(base, offset_mm=3.0, pair_excess_mm=1.0, level_excess_mm=1.0, body_depth_mm=2.5)
+    assert _midline_alone_depth(near, POL) is None  # no reference puts it a D depth inside (a small body)
+    assert _midline_alone_depth({"offset_mm": None}, POL) is None  # no vertebral body: unknown stays unknown
