@@ -67,3 +67,35 @@ def test_midline_alone_needs_the_metal_near_the_midline_and_a_d_reference():
     near = dict(base, offset_mm=3.0, pair_excess_mm=1.0, level_excess_mm=1.0, body_depth_mm=2.5)
     assert _midline_alone_depth(near, POL) is None  # no reference puts it a D depth inside (a small body)
     assert _midline_alone_depth({"offset_mm": None}, POL) is None  # no vertebral body: unknown stays unknown
+
+
+def test_three_canal_independent_measures_grade_a_d_breach_the_canal_read_low():
+    from workers.analysers.ct_hardware import _three_measures_depth
+
+    m = {"offset_mm": 8.1, "pair_excess_mm": 4.2, "level_excess_mm": -0.4, "axis_depth_mm": 9.0, "body_depth_mm": 2.8}
+    ped = {"available": True, "depth_mm": 2.2}
+    assert _three_measures_depth(m, ped, POL) == 4.2
+    # a misplaced pair partner makes the pair excess and axis depth large, but this screw's pedicle is intact
+    assert _three_measures_depth(dict(m, pair_excess_mm=7.8, axis_depth_mm=11.1), {"available": True, "depth_mm": 0.0},
+                                 POL) is None
+    assert _three_measures_depth(m, {"available": False}, POL) is None  # unknown is not a measure
+    assert _three_measures_depth(dict(m, axis_depth_mm=None), ped, POL) is None
+    assert _three_measures_depth(dict(m, pair_excess_mm=3.0), ped, POL) is None  # only a C-sized pair excess
+
+
+def test_a_body_wider_than_any_vertebral_body_gives_no_midline_check():
+    from workers.analysers import midline as ml
+
+    class P:  # a right screw running front to back, 12 mm right of a body's centre
+        centre = np.array([0.0, 60.0, 38.0])
+        axis = np.array([0.0, 1.0, 0.0])
+        length, diameter = 45.0, 6.0
+
+    vol = SimpleNamespace(spacing=(1.0, 0.5, 0.5), col_dir=np.array([0.0, 1.0, 0.0]))
+
+    def lc(width_mm):
+        return SimpleNamespace(roi=(0, 200, 0, 200), reference=None,
+                               body=((60.0, 100.0), (1.0, 0.0), (-30.0, 30.0), width_mm / 0.5))
+
+    assert ml.offsets(vol, [P], [1], {1: lc(45.0)})[0]["offset_mm"] == 12.0 - 3.0
+    assert ml.offsets(vol, [P], [1], {1: lc(90.0)}) == {}  # body joined by the sacral ala: no check

@@ -621,6 +621,15 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                                 f"{max(midline['offset_mm'], 0.0):.1f} mm from the vertebral midline)")
     na, depth, grade, measured_against, conf = _with_pedicle(ped, na, depth, grade, measured_against, conf,
                                                              canal_ok, pol)
+    if na is not None and na[0] == "canal-independent check suggests a medial breach":
+        # the canal read A/B, but three measures that do not use this side's canal outline put the metal a D depth
+        # into the canal: graded from them (the smaller of pair and mirrored half-width), never A/B
+        three = _three_measures_depth(midline, ped, pol)
+        if three is not None:
+            measured_against = (f"canal-independent checks (contralateral pair {midline['pair_excess_mm']:.1f} mm, "
+                                f"mirrored canal half-width {midline['axis_depth_mm']:.1f} mm, medial pedicle wall "
+                                f"{ped['depth_mm']:.1f} mm; canal outline read {depth:.1f} mm)")
+            na, depth, grade, conf = None, three, pol.grade(three), 0.5
     na, depth, grade, measured_against, conf = _with_intact_pedicle(
         ped, na, depth, max([depth] + list(alts.values())), grade, measured_against, conf, midline, canal_ok, pol)
     if na is not None:
@@ -847,6 +856,21 @@ def _midline_alone_depth(m: dict, pol) -> float | None:
     if not refs or max(refs) < pol.grade_bounds[2]:
         return None
     return float(max(max(refs), pol.grade_bounds[2]))
+
+
+def _three_measures_depth(m: dict, ped: dict, pol) -> float | None:
+    """Depth (mm) when three measures independent of this side's canal outline agree on a D breach: the screw at
+    least the D threshold nearer the midline than its contralateral pair (`pair_excess_mm`), at least that deep
+    inside the contralateral canal half-width mirrored (`axis_depth_mm`), and the pedicle sections showing metal
+    beyond the medial cortex (>= `pedicle_never_ab_mm`). The smaller of the first two (a D minimum). None otherwise.
+    Session 12, family 5 tuning seeds: one truth-D screw (4.2 mm, 2-mm slices) met all three; truth-A screws with a
+    large pair excess and axis depth (a misplaced pair partner) had intact pedicle sections."""
+    pe, ax = m.get("pair_excess_mm"), m.get("axis_depth_mm")
+    pdepth = ped.get("depth_mm") if ped.get("available") else None
+    d = pol.grade_bounds[2]
+    if pe is None or ax is None or pdepth is None or pe < d or ax < d or pdepth < pol.pedicle_never_ab_mm:
+        return None
+    return float(min(pe, ax))
 
 
 def _midline_confirms(m: dict, pol) -> bool:
