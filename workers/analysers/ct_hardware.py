@@ -621,8 +621,9 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                                 f"{max(midline['offset_mm'], 0.0):.1f} mm from the vertebral midline)")
     na, depth, grade, measured_against, conf = _with_pedicle(ped, na, depth, grade, measured_against, conf,
                                                              canal_ok, pol)
-    if na is not None and na[0] == "canal-independent check suggests a medial breach":
-        # the canal read A/B, but three measures that do not use this side's canal outline put the metal a D depth
+    if na is not None and na[0] in ("canal-independent check suggests a medial breach",
+                                    "canal implausible next to the screw", "pedicle sections suggest a medial breach"):
+        # the canal read low or is implausible, but three measures that do not use this side's canal outline put the metal a D depth
         # into the canal: graded from them (the smaller of pair and mirrored half-width), never A/B
         three = _three_measures_depth(midline, ped, pol)
         if three is not None:
