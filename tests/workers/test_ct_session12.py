@@ -69,18 +69,21 @@ def test_midline_alone_needs_the_metal_near_the_midline_and_a_d_reference():
     assert _midline_alone_depth({"offset_mm": None}, POL) is None  # no vertebral body: unknown stays unknown
 
 
-def test_three_canal_independent_measures_grade_a_d_breach_the_canal_read_low():
+def test_three_canal_independent_measures_grade_a_d_breach_left_unassessed():
     from workers.analysers.ct_hardware import _three_measures_depth
 
     m = {"offset_mm": 8.1, "pair_excess_mm": 4.2, "level_excess_mm": -0.4, "axis_depth_mm": 9.0, "body_depth_mm": 2.8}
-    ped = {"available": True, "depth_mm": 2.2}
+    ped = {"available": True, "depth_mm": 2.2, "profile_mm": [0.0, 0.2, 2.0, 2.8, 2.2, None, 0.0]}
     assert _three_measures_depth(m, ped, POL) == 4.2
+    # mirrored depth and the other levels agree, one deep section among clean ones (a short breach)
+    m2 = {"offset_mm": 5.9, "pair_excess_mm": None, "level_excess_mm": 9.3, "axis_depth_mm": 7.9, "body_depth_mm": 4.5}
+    assert _three_measures_depth(m2, dict(ped, profile_mm=[0.0, 8.4, 0.0]), POL) == 7.9
     # a misplaced pair partner makes the pair excess and axis depth large, but this screw's pedicle is intact
-    assert _three_measures_depth(dict(m, pair_excess_mm=7.8, axis_depth_mm=11.1), {"available": True, "depth_mm": 0.0},
-                                 POL) is None
+    intact = {"available": True, "depth_mm": 0.0, "profile_mm": [0.0, 0.4, 1.2, 0.0]}
+    assert _three_measures_depth(dict(m, pair_excess_mm=7.8, axis_depth_mm=11.1), intact, POL) is None
     assert _three_measures_depth(m, {"available": False}, POL) is None  # unknown is not a measure
     assert _three_measures_depth(dict(m, axis_depth_mm=None), ped, POL) is None
-    assert _three_measures_depth(dict(m, pair_excess_mm=3.0), ped, POL) is None  # only a C-sized pair excess
+    assert _three_measures_depth(dict(m, pair_excess_mm=3.0), ped, POL) is None  # no expectation reaches D
 
 
 def test_a_body_wider_than_any_vertebral_body_gives_no_midline_check():

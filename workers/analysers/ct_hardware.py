@@ -627,9 +627,13 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
         # into the canal: graded from them (the smaller of pair and mirrored half-width), never A/B
         three = _three_measures_depth(midline, ped, pol)
         if three is not None:
-            measured_against = (f"canal-independent checks (contralateral pair {midline['pair_excess_mm']:.1f} mm, "
-                                f"mirrored canal half-width {midline['axis_depth_mm']:.1f} mm, medial pedicle wall "
-                                f"{ped['depth_mm']:.1f} mm; canal outline read {depth:.1f} mm)")
+            refs = ", ".join(f"{k} {midline[key]:.1f} mm" for k, key in (
+                ("contralateral pair", "pair_excess_mm"), ("other levels' screws", "level_excess_mm"),
+                ("body-width wall", "body_depth_mm")) if midline.get(key) is not None)
+            measured_against = (f"canal-independent checks (mirrored canal half-width {midline['axis_depth_mm']:.1f} mm; "
+                                f"{refs}; medial pedicle wall up to "
+                                f"{max(v for v in ped['profile_mm'] if v is not None):.1f} mm; canal read "
+                                f"{depth:.1f} mm, {na[0]})")
             na, depth, grade, conf = None, three, pol.grade(three), 0.5
     na, depth, grade, measured_against, conf = _with_intact_pedicle(
         ped, na, depth, max([depth] + list(alts.values())), grade, measured_against, conf, midline, canal_ok, pol)
@@ -860,18 +864,22 @@ def _midline_alone_depth(m: dict, pol) -> float | None:
 
 
 def _three_measures_depth(m: dict, ped: dict, pol) -> float | None:
-    """Depth (mm) when three measures independent of this side's canal outline agree on a D breach: the screw at
-    least the D threshold nearer the midline than its contralateral pair (`pair_excess_mm`), at least that deep
-    inside the contralateral canal half-width mirrored (`axis_depth_mm`), and the pedicle sections showing metal
-    beyond the medial cortex (>= `pedicle_never_ab_mm`). The smaller of the first two (a D minimum). None otherwise.
-    Session 12, family 5 tuning seeds: one truth-D screw (4.2 mm, 2-mm slices) met all three; truth-A screws with a
-    large pair excess and axis depth (a misplaced pair partner) had intact pedicle sections."""
-    pe, ax = m.get("pair_excess_mm"), m.get("axis_depth_mm")
-    pdepth = ped.get("depth_mm") if ped.get("available") else None
+    """Depth (mm) when measures that do not use this side's canal outline agree on a D breach: the screw at least the
+    D threshold inside the contralateral canal half-width mirrored (`axis_depth_mm`) AND inside at least one
+    canal-independent expectation (its contralateral pair, the other levels' screws or the medial wall expected from
+    the body's width), AND the pedicle sections showing metal beyond the medial cortex on at least one section
+    (>= `pedicle_never_ab_mm`: they are not intact). Graded by the smaller of the mirrored depth and the largest
+    expectation, a D minimum. None otherwise. Used only for a screw otherwise not assessed (it never overrides a
+    graded read). Session 12, tuning seeds: four truth-D/E screws (families 4, 5, 6) met it among the screws left
+    "canal implausible" or "canal-independent check suggests a medial breach", no truth-A/B/C screw did; truth-A
+    screws with a large axis depth and pair or level excess had intact sections (all < 2 mm) or were graded."""
+    ax = m.get("axis_depth_mm")
+    refs = [v for v in (m.get("pair_excess_mm"), m.get("level_excess_mm"), m.get("body_depth_mm")) if v is not None]
+    prof = [v for v in (ped.get("profile_mm") or []) if v is not None] if ped.get("available") else []
     d = pol.grade_bounds[2]
-    if pe is None or ax is None or pdepth is None or pe < d or ax < d or pdepth < pol.pedicle_never_ab_mm:
+    if ax is None or ax < d or not refs or max(refs) < d or not prof or max(prof) < pol.pedicle_never_ab_mm:
         return None
-    return float(min(pe, ax))
+    return float(max(min(ax, max(refs)), d))
 
 
 def _midline_confirms(m: dict, pol) -> bool:
