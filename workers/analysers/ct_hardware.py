@@ -445,12 +445,30 @@ def _plausibility(lc, canals: dict, sign: int, pol) -> list[str]:
     return reasons
 
 
-def _side_of(p: mt.Part, lc, vol: Volume) -> tuple[str, int]:
-    """(side, +1/-1 column sign of the screw relative to the canal centre)."""
+#: A screw whose part centre lies within this of the canal's centre column (mm) is sided by its trajectory instead:
+#: a medially breached screw's centre reaches the midline or crosses it (its tip can lie past it), while its entry
+#: stays on its own side and a pedicle screw converges towards the midline from its own side (session 12, tuning
+#: seed family 5 seed 31 study 11: a T11 left screw 5.5 mm in the canal, centre 0.7 mm right of the canal centre,
+#: reported as a right screw).
+SIDE_NEAR_MIDLINE_MM = 6.0
+#: Lateral travel (mm) between the tip and the entry below which the trajectory gives no side.
+SIDE_MIN_CONVERGENCE_MM = 1.5
+
+
+def _side_of(p: mt.Part, lc, vol: Volume, entry=None, tip=None) -> tuple[str, int]:
+    """(side, +1/-1 column sign of the screw relative to the canal centre).
+
+    By the part's centre; a part centred within `SIDE_NEAR_MIDLINE_MM` of the canal centre is sided by its entry
+    when the entry is further out than that, else by the direction it converges from (entry lateral of the tip)."""
     if lc is None or lc.centre is None:
         return "unknown", 0
     cx_mm = (lc.roi[2] + lc.centre[1]) * vol.spacing[2]
     plus = p.centre[2] > cx_mm
+    if entry is not None and tip is not None and abs(p.centre[2] - cx_mm) < SIDE_NEAR_MIDLINE_MM:
+        if abs(entry[2] - cx_mm) >= SIDE_NEAR_MIDLINE_MM:
+            plus = entry[2] > cx_mm
+        elif abs(entry[2] - tip[2]) >= SIDE_MIN_CONVERGENCE_MM:
+            plus = entry[2] > tip[2]
     left_is_plus = vol.row_dir[0] > 0  # columns increase towards patient left (LPS +x)
     return ("left" if plus == left_is_plus else "right"), (1 if plus else -1)
 
@@ -465,14 +483,14 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
     coords = np.column_stack([vol.z[zi], yi * dy, xi * dx])
     tproj = (coords - p.centre) @ axis
     tip_t = float(tproj.max())
-    side, sign = _side_of(p, lc, vol)
     z_span = [round(float(vol.z[zi.min()]), 1), round(float(vol.z[zi.max()]), 1)]
-    where = (f"screw {n} ({side} side, construct level {lev} of {nlev} from cranial; vertebral level unknown, "
-             f"not labelled automatically) at z {z_span[0]} to {z_span[1]} mm")
     tip = p.centre + tip_t * axis
     radial = np.linalg.norm((coords - p.centre) - tproj[:, None] * axis, axis=1)
     shaft0, _ = mt.shaft_span(tproj, radial, p.diameter)
     entry = p.centre + shaft0 * axis  # where the shaft leaves the head (tulip): the screw's entry
+    side, sign = _side_of(p, lc, vol, entry, tip)
+    where = (f"screw {n} ({side} side, construct level {lev} of {nlev} from cranial; vertebral level unknown, "
+             f"not labelled automatically) at z {z_span[0]} to {z_span[1]} mm")
     base = dict(common, tracking_id=f"screw-{n}", screw=n, side=side, construct_level=lev,
                 vertebral_level="unknown", z_mm=z_span)
     out = [dict(base, name="screw_length", value=round(p.length, 1), unit="mm"),
@@ -591,8 +609,32 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                   f"depth against the canal {depth:.1f} mm (grade {grade}) with confidence {conf:.2f} (canal from "
                   f"{lc.source}; measured against {measured_against}) and the canal-independent midline check "
                   "unavailable at this level; a breach cannot be excluded")
+    if na is not None and na[0] == "canal not found":
+        # No canal at this level or any other, but the canal-independent midline check puts the screw's medial
+        # surface next to the vertebral midline, well inside the medial wall expected from the body's width (or
+        # its pair / the other levels): metal in the canal, graded at least D from that evidence alone (never A/B)
+        alone = _midline_alone_depth(midline, pol)
+        if alone is not None:
+            na, depth, grade, conf = None, alone, pol.grade(alone), 0.4
+            implausible = ["canal not found at this level or a neighbouring one"]
+            measured_against = (f"canal-independent midline check alone (canal not found; medial surface "
+                                f"{max(midline['offset_mm'], 0.0):.1f} mm from the vertebral midline)")
     na, depth, grade, measured_against, conf = _with_pedicle(ped, na, depth, grade, measured_against, conf,
                                                              canal_ok, pol)
+    if na is not None and na[0] in ("canal-independent check suggests a medial breach",
+                                    "canal implausible next to the screw", "pedicle sections suggest a medial breach"):
+        # the canal read low or is implausible, but three measures that do not use this side's canal outline put the metal a D depth
+        # into the canal: graded from them (the smaller of pair and mirrored half-width), never A/B
+        three = _three_measures_depth(midline, ped, pol)
+        if three is not None:
+            refs = ", ".join(f"{k} {midline[key]:.1f} mm" for k, key in (
+                ("contralateral pair", "pair_excess_mm"), ("other levels' screws", "level_excess_mm"),
+                ("body-width wall", "body_depth_mm")) if midline.get(key) is not None)
+            measured_against = (f"canal-independent checks (mirrored canal half-width {midline['axis_depth_mm']:.1f} mm; "
+                                f"{refs}; medial pedicle wall up to "
+                                f"{max(v for v in ped['profile_mm'] if v is not None):.1f} mm; canal read "
+                                f"{depth:.1f} mm, {na[0]})")
+            na, depth, grade, conf = None, three, pol.grade(three), 0.5
     na, depth, grade, measured_against, conf = _with_intact_pedicle(
         ped, na, depth, max([depth] + list(alts.values())), grade, measured_against, conf, midline, canal_ok, pol)
     if na is not None:
@@ -804,6 +846,40 @@ def _midline_depth(m: dict, pol) -> float | None:
     if est is None or est < pol.grade_bounds[2]:
         return None
     return float(est)
+
+
+def _midline_alone_depth(m: dict, pol) -> float | None:
+    """Depth (mm) from the midline check alone, for a screw whose canal is not found: its medial surface within
+    `midline_min_offset_mm` of the vertebral midline (no canal is narrower than 10 mm: metal there is in the canal)
+    and at least one canal-independent reference putting it a D depth inside: the medial wall expected from the
+    body's width (`body_depth_mm`), the other levels' screws or the contralateral pair. Graded by the largest of
+    them, at least the D lower bound (a minimum: the metal is in the canal). None otherwise."""
+    off = m.get("offset_mm")
+    if off is None or off >= pol.midline_min_offset_mm:
+        return None
+    refs = [v for v in (m.get("body_depth_mm"), m.get("level_excess_mm"), m.get("pair_excess_mm")) if v is not None]
+    if not refs or max(refs) < pol.grade_bounds[2]:
+        return None
+    return float(max(max(refs), pol.grade_bounds[2]))
+
+
+def _three_measures_depth(m: dict, ped: dict, pol) -> float | None:
+    """Depth (mm) when measures that do not use this side's canal outline agree on a D breach: the screw at least the
+    D threshold inside the contralateral canal half-width mirrored (`axis_depth_mm`) AND inside at least one
+    canal-independent expectation (its contralateral pair, the other levels' screws or the medial wall expected from
+    the body's width), AND the pedicle sections showing metal beyond the medial cortex on at least one section
+    (>= `pedicle_never_ab_mm`: they are not intact). Graded by the smaller of the mirrored depth and the largest
+    expectation, a D minimum. None otherwise. Used only for a screw otherwise not assessed (it never overrides a
+    graded read). Session 12, tuning seeds: four truth-D/E screws (families 4, 5, 6) met it among the screws left
+    "canal implausible" or "canal-independent check suggests a medial breach", no truth-A/B/C screw did; truth-A
+    screws with a large axis depth and pair or level excess had intact sections (all < 2 mm) or were graded."""
+    ax = m.get("axis_depth_mm")
+    refs = [v for v in (m.get("pair_excess_mm"), m.get("level_excess_mm"), m.get("body_depth_mm")) if v is not None]
+    prof = [v for v in (ped.get("profile_mm") or []) if v is not None] if ped.get("available") else []
+    d = pol.grade_bounds[2]
+    if ax is None or ax < d or not refs or max(refs) < d or not prof or max(prof) < pol.pedicle_never_ab_mm:
+        return None
+    return float(max(min(ax, max(refs)), d))
 
 
 def _midline_confirms(m: dict, pol) -> bool:

@@ -25,6 +25,13 @@ from __future__ import annotations
 import numpy as np
 
 
+#: Widest vertebral body (mm) the check accepts (T10-S1 bodies are about 30-55 mm wide; ct_hardware.BODY_WIDTH_MM
+#: bounds session 7's fallback body the same way). A wider "body" is the body joined by the sacral ala or the facets
+#: (session 12, family 5 tuning seeds: three S1 screws measured against a 75-109 mm "body", two truth-E screws left
+#: "not assessed (canal and midline checks disagree)" because their offset was measured at the entry, 15 mm out).
+MAX_BODY_WIDTH_MM = 65.0
+
+
 def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm: float = 18.0) -> dict[int, dict]:
     """{screw index: {"offset_mm", "side_sign", "level"}} for screws whose level has a vertebral body.
 
@@ -40,6 +47,8 @@ def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm:
         if lc is None or getattr(lc, "body", None) is None:
             continue
         (cy, cx), u, (tmin, tmax), width = lc.body
+        if width * pix > MAX_BODY_WIDTH_MM:  # no vertebral body is that wide: the sacral ala or facets joined it
+            continue
         u = np.asarray(u, float) * post  # towards posterior
         t_wall = (tmax if post > 0 else -tmin) * pix  # posterior wall of the body along u (mm)
         perp = np.array([-u[1], u[0]])
