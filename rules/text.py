@@ -397,6 +397,10 @@ def _past_attribution(words: list[str], c: int) -> int:
 _LISTING_WORDS = {"incl", "inc", "including", "include", "includes", "eg", "notamment", "dont", "incluant", "comprenant"}
 
 
+#: A query's answer right after its finding: excluded ("Suspicion de TVP exclue")
+_EXCLUDED_AFTER = {"exclue", "exclu", "exclus", "exclues", "excluded", "eliminee", "elimine", "eliminees", "elimines", "infirmee", "infirme"}
+
+
 def _list_opener(words: list[str], k: int) -> bool:
     """Does the token at k open a list: a colon, or the dot of "incl." / "e.g." ("Discussed possible complications incl. screw
     malposition, bleeding, infection"; session 12, round 95)?"""
@@ -1258,6 +1262,9 @@ class Matcher:
                 # finding after the negation is negated, not uncertain ("? no haematoma", a "?" that opens its clause, is a query)
                 ucovered = covered | {k}
                 break
+        if (b < len(words) and words[b] in _EXCLUDED_AFTER and (b + 1 >= len(words) or words[b + 1] != "?")
+                and self._cue(words, a, "uncertain_before", ucovered, True)):
+            return "negated"  # "Suspicion de TVP exclue": the suspicion was excluded (session 12, round 100)
         if self._cue(words, a, "uncertain_before", ucovered, True) or self._cue(words, b, "uncertain_after", covered, False):
             if self._negation_nearer(words, a, ucovered, covered, spans):
                 return "negated"  # "?low-grade infection - no fever": the nearer cue wins (ConText), the "?" is the first finding's
