@@ -122,7 +122,7 @@ def test_shipped_sentinel_scripts_fail_over_and_bring_the_old_master_back_as_a_r
         assert "starting as a replica of localhost:%d" % s.redis["b"] in (tmp_path / "a" / "out.log").read_text()
         wait_for(lambda: s.role("a") == "slave", timeout=30, what="old master demoted")
         wait_for(lambda: redis.Redis(port=s.redis["a"], password=PASSWORD).get("pt:test") == b"after",
-                 timeout=30, what="old master resynchronised from the new one")
+                 timeout=90, what="old master resynchronised from the new one")
 
         s.kill("s2")  # a sentinel restarted by its script monitors the current master, not INITIAL_MASTER
         s.start_sentinel(2)
