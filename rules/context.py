@@ -94,13 +94,14 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         found = matcher.mentions(f)
         text = f.get("value") or ""  # repaired above
         copied = copied_by_field[fi] = _copied_spans(text)
+        voided = _twoc_spans(text)
         _year_history(found, text, study_dt, getattr(matcher, "chronic", set()))
         _history_cause(found, text, matcher.cues.get("history_cause_between", ()))
         _old_indication(found, text, study_dt)
         _past_operation_events(found, text, study_dt, getattr(matcher, "chronic", set()))
         _planned_sentences(found, text)
         _mark_copied(found, copied)
-        _twoc_resolved(found, text)
+        _mark_twoc(found, voided)
         _intraoperative_transfusion(found, text)
         _awaiting_revision(found, text, getattr(matcher, "persistent", set()))
         if measure is not None:
@@ -114,7 +115,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             for mm in graded:  # session 12 (round 97): "Return immediately if ..., fever >38, ...": the word's reading is the number's
                 if any(m.hypothetical and m.concepts & mm.concepts and m.start <= mm.start < m.end + 3 for m in found):
                     mm.hypothetical = True
-            _twoc_resolved(graded, text)
+            _mark_twoc(graded, voided)
             _mark_copied(graded, copied)
             for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
                 if same:
@@ -368,9 +369,10 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
     past: list[tuple[str, int, int]] = []  # (field keyword, clause start, clause end) of the events made history
     if not readings:
         return past
+    operated = set(OPERATED)
     for found, text in texts:
         for m in found:
-            if m.hypothetical or not m.concepts or m.concepts & set(OPERATED):
+            if m.hypothetical or not m.concepts or m.concepts & operated:
                 continue
             a = max(text.rfind(". ", 0, m.start), text.rfind(";", 0, m.start), text.rfind("\n", 0, m.start), text.rfind(":", 0, m.start)) + 1
             ends = [i for i in (text.find(". ", m.end), text.find(";", m.end), text.find("\n", m.end), text.find(":", m.end)) if i >= 0]
@@ -422,18 +424,28 @@ _NOT_VOIDING = re.compile(r"(?<![a-z])(?:not|no|nor|never|hasn t|hasnt|has not|h
                           r"without|feel|feels|felt|pas|plus|sans|jamais|ne sent|n a|ne peut)(?: \w+){0,2}\s*$")
 
 
-def _twoc_resolved(found: list[Mention], text: str) -> None:
+def _twoc_spans(text: str) -> list[tuple[int, int]]:
+    """The spans (original offsets) where a field says a trial without catheter succeeded or the patient voids since
+    (`_TWOC_PASSED`; never after a negation: "hasn't voided since surgery", "can't feel herself passing urine since this
+    morning"). Read once per field, for the lexicon's mentions and the measurements alike (`_mark_twoc`)."""
+    norm, index = normalise(text)
+    spans = []
+    for hit in _TWOC_PASSED.finditer(norm):
+        if _NOT_VOIDING.search(norm[max(0, hit.start() - 30) : hit.start()].replace("'", " ").replace("\u2019", " ")):
+            continue
+        at = index[hit.start()] if hit.start() < len(index) else len(text)
+        until = index[hit.end() - 1] + 1 if hit.end() - 1 < len(index) else len(text)
+        spans.append((at, until))
+    return spans
+
+
+def _mark_twoc(mentions: list[Mention], spans: list[tuple[int, int]]) -> None:
     """A urinary retention followed, later in its field, by a trial without catheter that succeeded is history ("POD1
     urinary retention after catheter removal, put down to opioids; TWOC successful POD3, voiding normally"; session 12,
     round 95). A retention named after the trial ("... TWOC passed, now retention again") stays current."""
-    norm, index = normalise(text)
-    for hit in _TWOC_PASSED.finditer(norm):
-        if _NOT_VOIDING.search(norm[max(0, hit.start() - 30) : hit.start()].replace("'", " ").replace("\u2019", " ")):
-            continue  # "hasn't voided since surgery", "can't feel herself passing urine since this morning"
-        at = index[hit.start()] if hit.start() < len(index) else len(text)
-        until = index[hit.end() - 1] + 1 if hit.end() - 1 < len(index) else len(text)
-        for m in found:
-            if "sphincter" in m.concepts and m.end <= until and at - m.end <= 160 and not getattr(m, "hypothetical", False):
+    for at, until in spans:
+        for m in mentions:
+            if "sphincter" in m.concepts and m.end <= until and at - m.end <= 160 and not m.hypothetical:
                 m.history = True
 
 
