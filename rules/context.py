@@ -380,8 +380,12 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
             clause = normalise(text[a:b])[0]
             days = [int(d) for d in _DAY_LABEL_IN_CLAUSE.findall(clause)]
             # the study's time: the readings outside this clause (the day label of the event is a reading too)
-            others = [r.hours for r in readings if r.hours is not None
-                      and not (r.keyword == m.keyword and r.start is not None and a <= r.start < b)]
+            outside = [r for r in readings if r.hours is not None
+                       and not (r.keyword == m.keyword and r.start is not None and a <= r.start < b)]
+            # another day label ("pain resolved by POD4") dates another past event, not this study, when a reading that is no
+            # day label dates it ("6/52 post L4/5 TLIF"; session 13, round 100)
+            dated = [r for r in outside if not _DAY_LABEL_IN_CLAUSE.search(normalise(r.text or "")[0])]
+            others = [r.hours for r in (dated or outside)]
             if days and others and all((d + 7) * 24 <= min(others) for d in days) and ((m.history and (_TWOC_PASSED.search(clause) or _RESOLVED_IN_CLAUSE.search(clause)))
                                                                                              or (not m.history and not _STILL.search(clause))):
                 m.history = True  # (already history: "retention day 0 ..., voiding normally since": its day is a past one too)
