@@ -41,8 +41,9 @@ _YEAR_AFTER = re.compile(
 #: "Complete T6 paraplegia since RTA 2011", "incontinence depuis 2015": a complaint there since an earlier year is pre-existing
 #: (round 14); not when a month stands before the year ("since Dec 2025" may be weeks) nor when it is said to be worse.
 #: session 7: up to three other words may stand between ("paraplégie post-traumatique depuis 2009", "weakness 4/5 unchanged
-#: since 2024", "déficit L5 gauche séquellaire 4/5 depuis 2019"), never a word that makes it current.
-_SINCE_YEAR = re.compile(r"^[\s,]*(?:(?!(?:new|nouvelle?s?|nouveaux|now|maintenant|worse|worsening|aggrav\w*|progress\w*|increasing|acute|aigue?s?|sudden|brutal\w*|today|aujourd)\b)(?:[a-z]+(?:-[a-z]+)?|\d/\d|[cdtls]\d{1,2}|[(),])\s*){0,4}\s(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z]+\s+){0,2}\(?((?:19|20)\d\d)(?![0-9])")
+#: since 2024", "déficit L5 gauche séquellaire 4/5 depuis 2019"), never a word that makes it current; up to three words
+#: between "since" and the year (session 13, round 103: "paraplégique depuis un AVP en 1998").
+_SINCE_YEAR = re.compile(r"^[\s,]*(?:(?!(?:new|nouvelle?s?|nouveaux|now|maintenant|worse|worsening|aggrav\w*|progress\w*|increasing|acute|aigue?s?|sudden|brutal\w*|today|aujourd)\b)(?:[a-z]+(?:-[a-z]+)?|\d/\d|[cdtls]\d{1,2}|[(),])\s*){0,4}\s(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z]+\s+){0,3}\(?((?:19|20)\d\d)(?![0-9])")
 _PROGRESSION_AFTER = re.compile(r"(?<![a-z])(?:worse|worsening|deteriorat\w*|progress\w*|aggrav\w*|new|nouvelle?s?|nouveaux|now|maintenant|increasing)(?![a-z])")
 #: "... il y a 6 ans", "... 10 years ago": a complaint that old is history; a procedure between the complaint and the time
 #: ("..., s/p microdiscectomy 1 yr ago", "after fusion 2 years ago") is what the time dates.
@@ -417,7 +418,7 @@ _TWOC_PASSED = re.compile(r"(?<![a-z])(?:twoc|trial without catheter|trial of vo
                           r"passed her|reussite de la|reussite du) (?:twoc|trial without catheter|trial of void)(?![a-z])|"
                           # session 12 (rounds 96-97): "catheter out POD2, voiding normally since", "miction spontanée depuis J2"
                           r"(?<!no )(?<!not )(?<!pas de )(?<!absence de )(?<!sans )(?:voiding|voided|passing urine|passed urine|micturating|"
-                          r"mictions? spontanees?|mictions? normales?|urine spontanement|urine normalement|reprise (?:des )?mictions?)(?: (?:normally|well|spontaneously|"
+                          r"mictions? spontanees?|mictions? normales?|urine spontanement|urine normalement|reprise (?:des )?mictions?|reprise mictionnelle(?: normale| spontanee)?)(?: (?:normally|well|spontaneously|"
                           r"normalement|bien))? (?:ever )?(?:since|depuis)(?![a-z])|"
                           # session 12 (round 98): "Rétention urinaire post-op à J1 résolue après ablation de sonde"
                           r"(?:resolue?|resolved|levee?|settled) (?:apres|after|following|with|avec) (?:l |la |the )?(?:ablation|retrait|removal|"

@@ -1265,6 +1265,8 @@ class Matcher:
         if (b < len(words) and words[b] in _EXCLUDED_AFTER and (b + 1 >= len(words) or words[b + 1] != "?")
                 and self._cue(words, a, "uncertain_before", ucovered, True)):
             return "negated"  # "Suspicion de TVP exclue": the suspicion was excluded (session 12, round 100)
+        if not self._cue(words, a, "uncertain_before", ucovered, True) and self._negation_right_after(words, b, covered):
+            return "negated"  # "DVT not suspected": a negation cue right after the finding holds the uncertainty word it contains (session 13, round 102)
         if self._cue(words, a, "uncertain_before", ucovered, True) or self._cue(words, b, "uncertain_after", covered, False):
             if self._negation_nearer(words, a, ucovered, covered, spans):
                 return "negated"  # "?low-grade infection - no fever": the nearer cue wins (ConText), the "?" is the first finding's
@@ -1280,6 +1282,17 @@ class Matcher:
         if self._resolved_at_clause_end(words, b, spans):
             return "negated"
         return "affirmed"
+
+    def _negation_right_after(self, words: list[str], b: int, covered: set[int]) -> bool:
+        """A negation_after cue that starts right after the finding and is not itself asked ("DVT not suspected", not
+        "haematoma ruled out?")."""
+        if b >= len(words) or b in covered:
+            return False
+        for cue in self.cue_index.get("negation_after", {}).get(words[b], ()):
+            n = len(cue)
+            if tuple(words[b : b + n]) == cue and (b + n >= len(words) or words[b + n] != "?"):
+                return True
+        return False
 
     def _resolved_at_clause_end(self, words: list[str], b: int, spans) -> bool:
         """A resolved word that ends the finding's clause, up to eight words after it with no other finding, comma or contrast
