@@ -292,15 +292,18 @@ def _superseded_entries(mentions: list[Mention], text: str, ignore: set[str], re
 
 _LONGSTANDING = re.compile(r"^[^.;\n]{0,60}?(?<![a-z])(?:for|since|depuis|x|over the (?:last|past)|pendant|durant|evoluant depuis)\s+"
                            r"(?:\d{1,2}|a|an|one|un|a few|several|some|plusieurs|quelques|two|three|four|five|six|deux|trois|quatre|six)\s+"
-                           r"(?:months?|mois|years?|ans?|annees?)(?![a-z])")
+                           r"(?:months?|mois|years?|ans?|annees?|weeks?|wks?|semaines?)(?![a-z])"
+                           # session 13 (round 101): "EHL 4/5, known and stable for 3 weeks" (weeks too, before a planned operation)
+                           r"|^[^.;\n]{0,40}?(?<![a-z])(?:known and stable|known stable|stable and known|connue? et stable|stable depuis|stable for|"
+                           r"unchanged for|unchanged since|inchangee? depuis)(?![a-z])")
 _LONGSTANDING_CONCEPTS = {"motor_deficit", "radicular_pain", "sensory_deficit", "cruralgia", "medullary"}  # medullary: session 12 (round 91)
 _NOT_LONGSTANDING = re.compile(r"(?<![a-z])(?:new|worse|worsening|sudden|acute|nouveau|nouvelle|aggrave|aggravation|brutal|brutale)(?![a-z])")
 
 
 def _preoperative_longstanding(texts: list[tuple[list[Mention], str]]) -> None:
     """In a pre-operative study (every operation named is planned: "L4/5 PLIF booked for tomorrow"), a deficit or
-    radicular pain said, in its clause, to last for months or years ("weak EHL 4/5 for 3 months", "sciatique depuis 4
-    mois") is the indication, not a new finding (session 11, round 86). An emergency (retention, saddle anaesthesia,
+    radicular pain said, in its clause, to last for weeks, months or years or to be known and stable ("weak EHL 4/5 for 3
+    months", "sciatique depuis 4 mois", "EHL 4/5, known and stable for 3 weeks") is the indication, not a new finding (session 11, round 86). An emergency (retention, saddle anaesthesia,
     cauda equina) keeps its reading; a new or worse word in the clause does too."""
     operated = set(OPERATED)
     operations = [m for found, _ in texts for m in found if m.concepts & operated and m.assertion != "negated"]

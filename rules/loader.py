@@ -39,6 +39,7 @@ CUE_KINDS = (
     "experiencer_before",
     "experiencer_after",
     "experiencer_link_after",
+    "consent_after",
     "negation_list_before",
     "negation_list_after",
     "negation_list_between",

@@ -352,7 +352,10 @@ _NEVER_THE_PATIENT = {"brother", "sister", "cousin", "uncle", "aunt", "nephew", 
                       "roommate", "grandmother", "grandfather", "grandma", "grandpa", "frere", "soeur", "cousine", "oncle", "tante",
                       "neveu", "niece", "voisin", "voisine", "ami", "amie", "collegue"}
 _CLAUSE_CONTRAST = {"but", "mais", "however", "although", "though", "while", "whereas", "except", "sauf", "alors", "yet", "still", "toujours", "persists", "persistent", "persistante", "persistant", "ongoing"}
-_SENTENCE_END = {".", ";", "\n", "!", "|"}  # "|": the field separator of order templates ("Bladder: N | Fever: N")
+_SENTENCE_END = {".", ";", "\n", "!", "|"}
+#: Words of the present that end a consent item's reach ("New saddle numbness today, a risk discussed at consent" is today's)
+_CONSENT_PRESENT = {"now", "today", "new", "since", "currently", "tonight", "overnight", "developed", "has", "had", "presents", "nouvelle",
+                    "nouveau", "nouvelles", "depuis", "actuellement", "maintenant", "aujourd", "presente", "but", "mais", "yesterday", "hier"}  # "|": the field separator of order templates ("Bladder: N | Fever: N")
 #: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
 _NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
               "recent", "recente", "developed", "developing", "apparition", "appeared"}
@@ -989,6 +992,8 @@ class Matcher:
                               or self._cue(words, _after_levels(words, b) if e.concepts & OPERATION_CONCEPTS else b,
                                            "hypothetical_after", covered, False)
                               or self._instruction(words, a, b, covered))
+            if not m.hypothetical and e.concepts and not e.concepts & self.pseudo and self._consent_later(words, b, covered):
+                m.hypothetical = True  # "Risk of cauda equina injury and dural tear discussed at consent" (session 13, round 100)
             if not m.hypothetical and hypothetical_end is not None and e.concepts and not e.concepts & self.pseudo and _bracket_after(words, hypothetical_end, a):
                 m.hypothetical = True  # "Safety-net given re signs of wound infection (redness, discharge, fever)": the bracket details it (session 11, round 85)
             if m.hypothetical and e.concepts and not e.concepts & self.pseudo:
@@ -1310,6 +1315,21 @@ class Matcher:
                     return False
                 return (k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in (",", ";", ")")
                         or words[k + 1] in ("after", "apres", "following", "with", "avec", "par", "by", "suite", "sous"))  # "résolue après ablation de sonde" (session 12, round 98)
+        return False
+
+    def _consent_later(self, words: list[str], b: int, covered: set[int]) -> bool:
+        """A consent cue later in the finding's sentence (up to 20 words), with no word of the present between: the finding is
+        an item of a consent discussion ("Risk of cauda equina injury and dural tear discussed at consent"), not today's."""
+        index = self.cue_index.get("consent_after", {})
+        if not index:
+            return False
+        for k in range(b, min(len(words), b + 20)):
+            if words[k] in _SENTENCE_END or words[k] in _CONSENT_PRESENT or (
+                    words[k][:1].isdigit() and words[k - 1] != "in" and (k + 1 >= len(words) or words[k + 1] not in ("in", "%", "sur"))):
+                return False  # a measured value is today's ("Retention 900 ml ..., discussed at consent"); a rate ("1 in 1000") is not
+            for cue in index.get(words[k], ()):
+                if k not in covered and tuple(words[k : k + len(cue)]) == cue:
+                    return True
         return False
 
     def _instruction(self, words: list[str], a: int, b: int, covered: set[int]) -> bool:
