@@ -98,6 +98,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         voided = _twoc_spans(text)
         _year_history(found, text, study_dt, getattr(matcher, "chronic", set()))
         _history_cause(found, text, matcher.cues.get("history_cause_between", ()))
+        _bracket_after_history(found, text)
         _old_indication(found, text, study_dt)
         _past_operation_events(found, text, study_dt, getattr(matcher, "chronic", set()))
         _planned_sentences(found, text)
@@ -397,11 +398,18 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
     return past
 
 
+#: A reading that dates an earlier image to compare with ("Compare with day 1 post-op lateral"; session 13, round 105)
+_COMPARED_WITH = re.compile(r"(?<![a-z])(?:compare[ds]?|comparing|comparison|compared|comparer|comparaison|versus|vs|cf)"
+                            r"(?: (?:with|to|against|avec|a|au|aux))?(?: (?:the|a|an|le|la|les|l|un|une|prior|previous|old|earlier|"
+                            r"precedent|precedente|ancien|ancienne))*\s*$")
+
+
 def _present_readings(readings: list[Reading], fields: list[dict], copied: dict[int, list[tuple[int, int]]]) -> list[Reading]:
     """The time readings without those that date a past event (inside a copied earlier order, or in a clause opened by a
     history cue) when another reading dates the operation of this study: "R L5/S1 microdisc March 2026 ... h/o positional
     headache on POD2 after that surgery" is months after the operation, not two days (session 12, round 87). A past
-    event's time is kept when it is the only one (unknown is never negative: it may be all the text says)."""
+    event's time is kept when it is the only one (unknown is never negative: it may be all the text says). A reading right
+    after "compare with" dates the image to compare with ("Compare with day 1 post-op lateral"; session 13, round 105)."""
     by_keyword = {f.get("keyword"): (i, f.get("value") or "") for i, f in enumerate(fields)}
     past, present = [], []
     for r in readings:
@@ -412,7 +420,8 @@ def _present_readings(readings: list[Reading], fields: list[dict], copied: dict[
         in_copy = any(lo <= r.start and r.end <= hi for lo, hi in copied.get(i, ()))
         clause = max(text.rfind(". ", 0, r.start), text.rfind(";", 0, r.start), text.rfind("\n", 0, r.start), text.rfind("]", 0, r.start))
         opened = _HISTORY_CLAUSE.match(normalise(text[clause + 1 : r.start])[0])
-        (past if in_copy or opened else present).append(r)
+        compared = _COMPARED_WITH.search(normalise(text[max(0, r.start - 40) : r.start])[0])
+        (past if in_copy or opened or compared else present).append(r)
     return present if present else readings
 
 
@@ -564,6 +573,7 @@ def _awaiting_revision(mentions: list[Mention], text: str, persistent: set[str])
 #: paraplegia", "chute en 2015 avec paraplégie") is that year's: the year, then "with", then at most two words before it.
 _YEAR_WITH = re.compile(r"(?<![0-9])((?:19|20)\d\d)\)?\s*,?\s*(?:with|avec|complicated by|complique d|complique de|compliquee d|compliquee de)"
                         r"\s+(?:(?!new|nouvelle?s?|nouveaux|acute|aigue?s?|sudden|brutale?s?|worse|worsening)[a-z]+\s+){0,2}$")
+_YEAR_RIGHT_BEFORE = re.compile(r"(?:^|[\s(\[])((?:19|20)\d\d)\s*$")
 _RECENT_AFTER = re.compile(r"^\s*(?:since|depuis|from|as of|for the (?:last|past)|starting)\s+(?:this|today|tonight|yesterday|last|hier|ce|cette|aujourd|"
                            r"\d+\s*(?:h|hrs?|hours?|days?|d|jours?|j)(?![a-z]))")
 
@@ -593,6 +603,10 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
         if hit and int(hit.group(1)) < year_now:
             m.history = True
             continue
+        before = _YEAR_RIGHT_BEFORE.search(text[max(0, m.start - 8) : m.start])
+        if before and int(before.group(1)) < year_now:
+            m.history = True  # session 13 (round 105): "(2017 conus infarct case)": the year right before the complaint dates it
+            continue
         if since and int(since.group(1)) < year_now:
             m.history = True  # session 4 (round 14): "paraplegia since RTA 2011", "incontinence since childbirth 1998"
             continue
@@ -609,6 +623,25 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
 #: "en 2015", "in 2015", "(2015)": a year may stand between a historical complication and its cause.
 _ARTICLES = {"a", "an", "the", "un", "une", "le", "la", "l", "les", "his", "her", "son", "sa"}
 _YEAR_BETWEEN = re.compile(r"^\s*(?:(?:en|in)\s+)?\(?(?:19|20)\d\d\)?\s*")
+
+
+def _bracket_after_history(mentions: list[Mention], text: str) -> None:
+    """A complaint in a bracket that opens right after a historical one details it: "Paraplegic since 2017 (conus infarct
+    after L1-2 discectomy), stable" (session 13, round 105); not when the bracket says something goes on now."""
+    for m in mentions:
+        if m.history or m.concepts & set(OPERATED):
+            continue
+        paren = text.rfind("(", 0, m.start)
+        if paren < 0 or ")" in text[paren : m.start] or any(c in text[paren : m.start] for c in ".;\n"):
+            continue
+        close = text.find(")", m.end)
+        inside = normalise(text[paren : close if close >= 0 else m.end + 60])[0]
+        if _STILL.search(inside) or _NOT_LONGSTANDING.search(inside):
+            continue
+        if any(h.history and not h.concepts & set(OPERATED) and h.end <= paren and not text[h.end : paren].strip(" ,")
+               or (h.history and h.end <= paren and _SINCE_YEAR.match(normalise(text[h.end : paren])[0]))
+               for h in mentions):
+            m.history = True
 
 
 def _history_cause(mentions: list[Mention], text: str, cues) -> None:

@@ -188,7 +188,7 @@ _RULE_KEYS = {
 }
 _CONCEPT_KEYS = {"terms", "exact", "negated_terms", "course", "pseudo_negation", "group", "note", "patterns", "anatomy", "overrides", "chronic", "persistent"}
 _TOP_KEYS = {"settings", "cues", "concepts", "known_words", "word_lists", "family", "rules", "safety_net", "measurements"}
-_SAFETY_KEYS = {"id", "concepts", "with_any", "without_any", "procedure", "windows", "postoperative", "priority", "flags", "reference", "note"}
+_SAFETY_KEYS = {"id", "concepts", "with_any", "without_any", "unless_denied", "procedure", "windows", "postoperative", "priority", "flags", "reference", "note"}
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 
 
@@ -272,7 +272,7 @@ def read(directory: Path) -> Source:
                 src.errors.append(RulebookError(path, line, f"unknown safety_net key '{key}'"))
         if not item.get("id") or not item.get("concepts") or not item.get("reference"):
             src.errors.append(RulebookError(path, line, "a safety_net entry needs id, concepts and reference"))
-        for c in list(item.get("concepts") or []) + list(item.get("with_any") or []) + list(item.get("without_any") or []):
+        for c in list(item.get("concepts") or []) + list(item.get("with_any") or []) + list(item.get("without_any") or []) + list(item.get("unless_denied") or []):
             if c not in src.concepts:
                 src.errors.append(RulebookError(path, line, f"unknown concept '{c}' in safety_net {item.get('id')}"))
         for code in item.get("flags") or []:

@@ -377,6 +377,21 @@ _NO_CONDITION = {"possible", "available", "feasible", "able", "doubt", "concerne
                  "disponible", "dispo", "any", "urgent", "urgently"}
 
 
+_ABSENT_WORDS = {"absent", "absente", "absents", "absentes", "inexistant", "inexistante", "inexistants", "inexistantes"}
+_BEFORE_SURGERY = {"avant", "before", "pre", "preop", "preoperatively", "prior"}
+
+
+def _absent_before_surgery(words: list[str], b: int) -> bool:
+    """"... absentes avant l'intervention", "absent before surgery": the finding is new since the operation, not negated
+    (session 13, round 105: "brûlures et décharges face antérieure de jambe droite (L4), absentes avant l'intervention")."""
+    for k in range(b, min(len(words) - 1, b + 8)):
+        if words[k] in _SENTENCE_END:
+            return False
+        if words[k] in _ABSENT_WORDS and words[k + 1] in _BEFORE_SURGERY:
+            return True
+    return False
+
+
 #: A benign cause given to a finding ("attributed to spinal anaesthetic", "put down to opioids", "attribuée à la rachianesthésie")
 _ATTRIBUTION = (("attributed", "to"), ("put", "down", "to"), ("thought", "due", "to"), ("felt", "due", "to"), ("felt", "to", "be", "due", "to"),
                 ("attribue", "a"), ("attribuee", "a"), ("attribues", "a"), ("attribuees", "a"), ("mis", "sur", "le", "compte", "de"),
@@ -1278,9 +1293,9 @@ class Matcher:
             return "uncertain"
         if self._cue(words, a, "negation_before", covered, True) and not self._negation_interrupted(words, a, covered, spans):
             return "negated"
-        if self._cue(words, b, "negation_after", covered, False):
+        if self._cue(words, b, "negation_after", covered, False) and not _absent_before_surgery(words, b):
             return "negated"
-        if self._list_negated(words, a, b, covered):
+        if self._list_negated(words, a, b, covered) and not _absent_before_surgery(words, b):
             return "negated"
         if self._form_answer_no(words, b):
             return "negated"
