@@ -226,8 +226,12 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     offs = ml.offsets(vol, screws, levels, canals) if canal_ok else {}
     mids = _midlines(vol, screws, levels, canals)
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
+        # the level's pair: the other screw of a level with two screws (its entry, for siding near the midline)
+        same = [q for q, lq in zip(screws, levels) if lq == lev and q is not p]
+        pair_entry = _ends(vol, same[0])[3] if len(same) == 1 else None
         info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, res, common, pol, thick,
-                      contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev))
+                      contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev),
+                      pair_entry=pair_entry)
         res.measurements.extend(info)
     res.timings["breach_and_halo"] = time.perf_counter() - t
     _incomplete(res)
@@ -445,36 +449,67 @@ def _plausibility(lc, canals: dict, sign: int, pol) -> list[str]:
     return reasons
 
 
-#: A screw whose part centre lies within this of the canal's centre column (mm) is sided by its trajectory instead:
-#: a medially breached screw's centre reaches the midline or crosses it (its tip can lie past it), while its entry
-#: stays on its own side and a pedicle screw converges towards the midline from its own side (session 12, tuning
+#: A screw whose part centre lies within this of the canal's centre column (mm) is sided by its pair or its trajectory
+#: instead: a medially breached screw's centre reaches the midline or crosses it (its tip can lie past it), while its
+#: entry stays on its own side and a pedicle screw converges towards the midline from its own side (session 12, tuning
 #: seed family 5 seed 31 study 11: a T11 left screw 5.5 mm in the canal, centre 0.7 mm right of the canal centre,
 #: reported as a right screw).
 SIDE_NEAR_MIDLINE_MM = 6.0
 #: Lateral travel (mm) between the tip and the entry below which the trajectory gives no side.
 SIDE_MIN_CONVERGENCE_MM = 1.5
+#: The level's other screw is its pair (on the other side) when their entries lie at least this far apart across the
+#: vertebra (mm, in the patient's frame): pedicle entry points are 30-50 mm apart from T10 to S1.
+SIDE_PAIR_MIN_SEPARATION_MM = 10.0
 
 
-def _side_of(p: mt.Part, lc, vol: Volume, entry=None, tip=None) -> tuple[str, int]:
+def _patient_frame(lc, vol: Volume, cx_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(origin, lateral unit vector) in the axial plane, (row mm, column mm), the lateral vector towards increasing
+    columns: the vertebral body's centre and AP axis when the level has a body of a vertebral body's width (a rotated
+    patient's AP axis is not the image's), else the canal's centre and the image AP axis (session 13: held-out
+    session 12, family 5 study 35, a rotated patient's L1 left screw converging across the midline ran from right
+    to left in image columns and was sided right)."""
+    dz, dy, dx = vol.spacing
+    body = getattr(lc, "body", None)
+    if body is not None and body[3] * 0.5 * (dy + dx) <= ml.MAX_BODY_WIDTH_MM:
+        (by, bx), u = body[0], body[1]
+        ap = np.array([u[0] * dy, u[1] * dx], float)
+        if np.linalg.norm(ap) > 0:
+            ap /= np.linalg.norm(ap)
+            perp = np.array([-ap[1], ap[0]])
+            if perp[1] < 0:
+                perp = -perp
+            return np.array([(lc.roi[0] + by) * dy, (lc.roi[2] + bx) * dx]), perp
+    return np.array([(lc.roi[0] + lc.centre[0]) * dy, cx_mm]), np.array([0.0, 1.0])
+
+
+def _side_of(p: mt.Part, lc, vol: Volume, entry=None, tip=None, pair_entry=None) -> tuple[str, int]:
     """(side, +1/-1 column sign of the screw relative to the canal centre).
 
-    By the part's centre; a part centred within `SIDE_NEAR_MIDLINE_MM` of the canal centre is sided by its entry
-    when the entry is further out than that, else by the direction it converges from (entry lateral of the tip)."""
+    By the part's centre; a part centred within `SIDE_NEAR_MIDLINE_MM` of the canal centre is sided, in the
+    patient's frame (`_patient_frame`), by the level's pair when there is one (the other screw of the level is on
+    the other side: its entry at least `SIDE_PAIR_MIN_SEPARATION_MM` across), else by its entry when the entry is
+    further out than `SIDE_NEAR_MIDLINE_MM`, else by the direction it converges from (entry lateral of the tip)."""
     if lc is None or lc.centre is None:
         return "unknown", 0
     cx_mm = (lc.roi[2] + lc.centre[1]) * vol.spacing[2]
     plus = p.centre[2] > cx_mm
     if entry is not None and tip is not None and abs(p.centre[2] - cx_mm) < SIDE_NEAR_MIDLINE_MM:
-        if abs(entry[2] - cx_mm) >= SIDE_NEAR_MIDLINE_MM:
-            plus = entry[2] > cx_mm
-        elif abs(entry[2] - tip[2]) >= SIDE_MIN_CONVERGENCE_MM:
-            plus = entry[2] > tip[2]
+        origin, perp = _patient_frame(lc, vol, cx_mm)
+        lat = lambda q: float((np.array([q[1], q[2]], float) - origin) @ perp)  # noqa: E731
+        e_lat, t_lat = lat(entry), lat(tip)
+        if pair_entry is not None and abs(e_lat - lat(pair_entry)) >= SIDE_PAIR_MIN_SEPARATION_MM:
+            plus = e_lat > lat(pair_entry)
+        elif abs(e_lat) >= SIDE_NEAR_MIDLINE_MM:
+            plus = e_lat > 0
+        elif abs(e_lat - t_lat) >= SIDE_MIN_CONVERGENCE_MM:
+            plus = e_lat > t_lat
     left_is_plus = vol.row_dir[0] > 0  # columns increase towards patient left (LPS +x)
     return ("left" if plus == left_is_plus else "right"), (1 if plus else -1)
 
 
-def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, contrast=None,
-           canals=None, midline=None, midline_x=None) -> list[dict]:
+def _ends(vol: Volume, p: mt.Part):
+    """(axis towards the anterior tip, tip_t, shaft0, entry, tip) of a screw part: tip_t and shaft0 in mm along the
+    axis from the part's centre; the entry is where the shaft leaves the head (tulip)."""
     dz, dy, dx = vol.spacing
     idx = np.nonzero(p.mask)
     zi = idx[0] + p.bbox[0].start
@@ -483,12 +518,20 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
     coords = np.column_stack([vol.z[zi], yi * dy, xi * dx])
     tproj = (coords - p.centre) @ axis
     tip_t = float(tproj.max())
-    z_span = [round(float(vol.z[zi.min()]), 1), round(float(vol.z[zi.max()]), 1)]
-    tip = p.centre + tip_t * axis
     radial = np.linalg.norm((coords - p.centre) - tproj[:, None] * axis, axis=1)
     shaft0, _ = mt.shaft_span(tproj, radial, p.diameter)
-    entry = p.centre + shaft0 * axis  # where the shaft leaves the head (tulip): the screw's entry
-    side, sign = _side_of(p, lc, vol, entry, tip)
+    return axis, tip_t, shaft0, p.centre + shaft0 * axis, p.centre + tip_t * axis
+
+
+def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, contrast=None,
+           canals=None, midline=None, midline_x=None, pair_entry=None) -> list[dict]:
+    dz, dy, dx = vol.spacing
+    idx = np.nonzero(p.mask)
+    zi = idx[0] + p.bbox[0].start
+    yi, xi = idx[1] + p.bbox[1].start, idx[2] + p.bbox[2].start
+    z_span = [round(float(vol.z[zi.min()]), 1), round(float(vol.z[zi.max()]), 1)]
+    axis, tip_t, shaft0, entry, tip = _ends(vol, p)
+    side, sign = _side_of(p, lc, vol, entry, tip, pair_entry=pair_entry)
     where = (f"screw {n} ({side} side, construct level {lev} of {nlev} from cranial; vertebral level unknown, "
              f"not labelled automatically) at z {z_span[0]} to {z_span[1]} mm")
     base = dict(common, tracking_id=f"screw-{n}", screw=n, side=side, construct_level=lev,

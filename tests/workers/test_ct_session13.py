@@ -1,0 +1,96 @@
+"""Session 13 (issue 10): siding in the patient's frame, and the three-measure rule's pedicle run.
+
+Synthetic and deterministic: hand-made canal/volume stand-ins and check records, as in test_ct_session12.py.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from rules.image_policy import ct_policy
+from workers.analysers.ct_hardware import _side_of
+
+POL = ct_policy()
+PX = 0.5
+
+
+def _vol():
+    # columns increase towards patient left (LPS +x), rows towards posterior
+    return SimpleNamespace(spacing=(1.0, PX, PX), row_dir=np.array([1.0, 0.0, 0.0]),
+                           col_dir=np.array([0.0, 1.0, 0.0]))
+
+
+def _frame(theta_deg: float):
+    """Unit AP axis (towards posterior) and lateral axis (towards increasing columns) of a patient rotated by
+    theta about the cranio-caudal axis, as (row, column) vectors."""
+    t = np.radians(theta_deg)
+    u = np.array([np.cos(t), np.sin(t)])
+    perp = np.array([-np.sin(t), np.cos(t)])
+    return u, perp
+
+
+def _at(origin, u, perp, ap, lat):
+    """(z, row mm, column mm) of the point `ap` mm posterior and `lat` mm towards the patient's left of `origin`."""
+    q = np.asarray(origin, float) + ap * u + lat * perp
+    return np.array([0.0, q[0], q[1]])
+
+
+def _rotated_level(theta_deg: float):
+    """A canal centred on the rotated symmetry axis and a 44-mm vertebral body 25 mm anterior of it."""
+    u, perp = _frame(theta_deg)
+    canal = np.array([50.0, 50.0])  # (row, column) mm
+    body = canal - 25.0 * u
+    lc = SimpleNamespace(roi=(0, 200, 0, 200), centre=(canal[0] / PX, canal[1] / PX),
+                         body=((body[0] / PX, body[1] / PX), (u[0], u[1]), (-40.0, 30.0), 44.0 / PX))
+    return lc, canal, u, perp
+
+
+def test_a_left_screw_converging_across_the_midline_of_a_rotated_patient_is_a_left_screw():
+    # patient rotated 15 deg: a left screw entering 1 mm left of the midline and converging 4 mm across it; in
+    # the image its entry lies 5.5 mm right of the canal centre and its tip at the centre, so in image columns it
+    # runs from right to left (held-out session 12, family 5 study 35 L1 left, reported as a right screw)
+    vol = _vol()
+    lc, canal, u, perp = _rotated_level(-15.0)
+    entry = _at(canal, u, perp, 25.0, 1.0)
+    tip = _at(canal, u, perp, -15.0, -4.0)
+    part = SimpleNamespace(centre=0.5 * (entry + tip))
+    assert entry[2] < tip[2]  # the image trajectory runs towards increasing columns: "from the right"
+    assert abs(part.centre[2] - canal[1]) < 6.0 and abs(entry[2] - canal[1]) < 6.0
+    assert _side_of(part, lc, vol, entry, tip) == ("left", 1)
+    # the mirror image (a right screw, patient rotated the other way) is a right screw
+    lc, canal, u, perp = _rotated_level(15.0)
+    entry = _at(canal, u, perp, 25.0, -1.0)
+    tip = _at(canal, u, perp, -15.0, 4.0)
+    part = SimpleNamespace(centre=0.5 * (entry + tip))
+    assert entry[2] > tip[2]
+    assert _side_of(part, lc, vol, entry, tip) == ("right", -1)
+
+
+def test_the_level_pair_sides_a_screw_near_the_midline_before_its_trajectory():
+    vol = _vol()
+    lc, canal, u, perp = _rotated_level(-15.0)
+    # a left screw across the midline whose trajectory gives no side (no lateral travel) and whose centre lies right
+    entry = _at(canal, u, perp, 25.0, -0.5)
+    tip = _at(canal, u, perp, -15.0, -1.0)
+    part = SimpleNamespace(centre=0.5 * (entry + tip))
+    partner = _at(canal, u, perp, 25.0, -24.0)  # the level's right screw, entering 24 mm right of the midline
+    assert _side_of(part, lc, vol, entry, tip, pair_entry=partner) == ("left", 1)
+    # the pair decides even against a trajectory that converges from the other side
+    tip = _at(canal, u, perp, -15.0, 3.0)
+    part = SimpleNamespace(centre=0.5 * (entry + tip))
+    assert _side_of(part, lc, vol, entry, tip, pair_entry=partner) == ("left", 1)
+    # a partner whose entry is not clearly on one side of this screw's is no pair: the trajectory decides
+    partner = _at(canal, u, perp, 25.0, 3.0)
+    assert _side_of(part, lc, vol, entry, tip, pair_entry=partner) == ("right", -1)
+
+
+def test_a_screw_far_from_the_midline_is_still_sided_by_its_centre():
+    vol = _vol()
+    lc, canal, u, perp = _rotated_level(-15.0)
+    entry = _at(canal, u, perp, 25.0, 22.0)
+    tip = _at(canal, u, perp, -15.0, 14.0)
+    part = SimpleNamespace(centre=0.5 * (entry + tip))
+    partner = _at(canal, u, perp, 25.0, 40.0)  # not used: the screw is not near the midline
+    assert _side_of(part, lc, vol, entry, tip, pair_entry=partner) == ("left", 1)
