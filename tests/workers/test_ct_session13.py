@@ -94,3 +94,24 @@ def test_a_screw_far_from_the_midline_is_still_sided_by_its_centre():
     part = SimpleNamespace(centre=0.5 * (entry + tip))
     partner = _at(canal, u, perp, 25.0, 40.0)  # not used: the screw is not near the midline
     assert _side_of(part, lc, vol, entry, tip, pair_entry=partner) == ("left", 1)
+
+
+def test_the_three_measure_rule_needs_two_breached_sections_or_one_d_deep():
+    from workers.analysers.ct_hardware import _three_measures_depth
+
+    # held-out session 12, family 5 study 15 L4 right (truth B 0.9 mm, read D 4.3): pair and mirrored depth at the
+    # D bound, one section at 2.8 mm among 18 at 0
+    m = {"offset_mm": 6.0, "pair_excess_mm": 4.3, "level_excess_mm": 1.0, "axis_depth_mm": 4.3, "body_depth_mm": 2.0}
+    one = {"available": True, "depth_mm": 0.0, "profile_mm": [0.0] * 9 + [2.8] + [0.0] * 9}
+    assert _three_measures_depth(m, one, POL) is None
+    # two consecutive sections over 2 mm: graded
+    two = dict(one, profile_mm=[0.0] * 9 + [2.8, 2.1] + [0.0] * 8)
+    assert _three_measures_depth(m, two, POL) == 4.3
+    # two sections over 2 mm that are not consecutive (a gap, or an invalid section between): not a run
+    assert _three_measures_depth(m, dict(one, profile_mm=[0.0, 2.8, 0.0, 2.5, 0.0]), POL) is None
+    assert _three_measures_depth(m, dict(one, profile_mm=[0.0, 2.8, None, 2.5, 0.0]), POL) is None
+    # one section at least the D bound deep (tuning family 4 seed 33 study 9 L4 right, truth E: 8.4 mm among zeros)
+    m9 = {"offset_mm": 5.9, "pair_excess_mm": None, "level_excess_mm": 9.3, "axis_depth_mm": 7.9, "body_depth_mm": 4.5}
+    deep = dict(one, profile_mm=[0.0] * 6 + [8.4, 0.0, 0.0, 0.0, 2.8])
+    assert _three_measures_depth(m9, deep, POL) == 7.9
+    assert _three_measures_depth(m9, dict(deep, profile_mm=[0.0] * 6 + [3.9, 0.0, 0.0, 0.0, 2.8]), POL) is None

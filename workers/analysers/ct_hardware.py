@@ -910,19 +910,34 @@ def _three_measures_depth(m: dict, ped: dict, pol) -> float | None:
     """Depth (mm) when measures that do not use this side's canal outline agree on a D breach: the screw at least the
     D threshold inside the contralateral canal half-width mirrored (`axis_depth_mm`) AND inside at least one
     canal-independent expectation (its contralateral pair, the other levels' screws or the medial wall expected from
-    the body's width), AND the pedicle sections showing metal beyond the medial cortex on at least one section
-    (>= `pedicle_never_ab_mm`: they are not intact). Graded by the smaller of the mirrored depth and the largest
-    expectation, a D minimum. None otherwise. Used only for a screw otherwise not assessed (it never overrides a
+    the body's width), AND the pedicle sections showing metal beyond the medial cortex (`_pedicle_breached`: two
+    consecutive sections >= `pedicle_never_ab_mm`, or one >= the D bound; session 12 took one section >= 2 mm).
+    Graded by the smaller of the mirrored depth and the largest expectation, a D minimum. None otherwise. Used only for a screw otherwise not assessed (it never overrides a
     graded read). Session 12, tuning seeds: four truth-D/E screws (families 4, 5, 6) met it among the screws left
     "canal implausible" or "canal-independent check suggests a medial breach", no truth-A/B/C screw did; truth-A
     screws with a large axis depth and pair or level excess had intact sections (all < 2 mm) or were graded."""
     ax = m.get("axis_depth_mm")
     refs = [v for v in (m.get("pair_excess_mm"), m.get("level_excess_mm"), m.get("body_depth_mm")) if v is not None]
-    prof = [v for v in (ped.get("profile_mm") or []) if v is not None] if ped.get("available") else []
     d = pol.grade_bounds[2]
-    if ax is None or ax < d or not refs or max(refs) < d or not prof or max(prof) < pol.pedicle_never_ab_mm:
+    if ax is None or ax < d or not refs or max(refs) < d or not _pedicle_breached(ped, pol):
         return None
     return float(max(min(ax, max(refs)), d))
+
+
+def _pedicle_breached(ped: dict, pol) -> bool:
+    """The pedicle sections show metal beyond the medial cortex for `_three_measures_depth`: a run of
+    `pedicle_intact_borrowed_run` consecutive sections at least `pedicle_never_ab_mm` deep (the run the borrowed-canal
+    use of the intact cortex asks for), or one section at least `pedicle_grade_mm` (the D bound) deep. Session 13: one
+    section at 2.8 mm among 18 at 0 let the rule make a truth-B screw D (held-out session 12, family 5 study 15 L4
+    right); the tuning seeds' truth-E screw with a single deep section (family 4 seed 33 study 9 L4 right) read
+    8.4 mm there."""
+    profile = (ped.get("profile_mm") or []) if ped.get("available") else []
+    prof = [v for v in profile if v is not None]
+    if not prof:
+        return False
+    run = max(int(pol.pedicle_intact_borrowed_run), 1)
+    top_run = max(prof) if run <= 1 else _run_max(profile, run)
+    return (top_run is not None and top_run >= pol.pedicle_never_ab_mm) or max(prof) >= pol.pedicle_grade_mm
 
 
 def _midline_confirms(m: dict, pol) -> bool:
