@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from rules.image_policy import ct_policy
-from workers.analysers.ct_hardware import _side_of
+from workers.analysers.ct_hardware import _side_and_basis, _side_of
 
 POL = ct_policy()
 PX = 0.5
@@ -77,6 +77,8 @@ def test_the_level_pair_sides_a_screw_near_the_midline_before_its_trajectory():
     part = SimpleNamespace(centre=0.5 * (entry + tip))
     partner = _at(canal, u, perp, 25.0, -24.0)  # the level's right screw, entering 24 mm right of the midline
     assert _side_of(part, lc, vol, entry, tip, pair_entry=partner) == ("left", 1)
+    assert _side_and_basis(part, lc, vol, entry, tip, pair_entry=partner)[2] == "level pair"
+    assert _side_and_basis(part, lc, vol, entry, tip)[2] == "part centre"  # no pair, no lateral travel
     # the pair decides even against a trajectory that converges from the other side
     tip = _at(canal, u, perp, -15.0, 3.0)
     part = SimpleNamespace(centre=0.5 * (entry + tip))

@@ -483,28 +483,34 @@ def _patient_frame(lc, vol: Volume, cx_mm: float) -> tuple[np.ndarray, np.ndarra
 
 
 def _side_of(p: mt.Part, lc, vol: Volume, entry=None, tip=None, pair_entry=None) -> tuple[str, int]:
-    """(side, +1/-1 column sign of the screw relative to the canal centre).
+    """(side, +1/-1 column sign of the screw relative to the canal centre); see `_side_and_basis`."""
+    return _side_and_basis(p, lc, vol, entry, tip, pair_entry)[:2]
+
+
+def _side_and_basis(p: mt.Part, lc, vol: Volume, entry=None, tip=None, pair_entry=None) -> tuple[str, int, str]:
+    """(side, +1/-1 column sign of the screw relative to the canal centre, what sided it: "part centre",
+    "level pair", "entry", "convergence" or "canal not found").
 
     By the part's centre; a part centred within `SIDE_NEAR_MIDLINE_MM` of the canal centre is sided, in the
     patient's frame (`_patient_frame`), by the level's pair when there is one (the other screw of the level is on
     the other side: its entry at least `SIDE_PAIR_MIN_SEPARATION_MM` across), else by its entry when the entry is
     further out than `SIDE_NEAR_MIDLINE_MM`, else by the direction it converges from (entry lateral of the tip)."""
     if lc is None or lc.centre is None:
-        return "unknown", 0
+        return "unknown", 0, "canal not found"
     cx_mm = (lc.roi[2] + lc.centre[1]) * vol.spacing[2]
-    plus = p.centre[2] > cx_mm
+    plus, basis = p.centre[2] > cx_mm, "part centre"
     if entry is not None and tip is not None and abs(p.centre[2] - cx_mm) < SIDE_NEAR_MIDLINE_MM:
         origin, perp = _patient_frame(lc, vol, cx_mm)
         lat = lambda q: float((np.array([q[1], q[2]], float) - origin) @ perp)  # noqa: E731
         e_lat, t_lat = lat(entry), lat(tip)
         if pair_entry is not None and abs(e_lat - lat(pair_entry)) >= SIDE_PAIR_MIN_SEPARATION_MM:
-            plus = e_lat > lat(pair_entry)
+            plus, basis = e_lat > lat(pair_entry), "level pair"
         elif abs(e_lat) >= SIDE_NEAR_MIDLINE_MM:
-            plus = e_lat > 0
+            plus, basis = e_lat > 0, "entry"
         elif abs(e_lat - t_lat) >= SIDE_MIN_CONVERGENCE_MM:
-            plus = e_lat > t_lat
+            plus, basis = e_lat > t_lat, "convergence"
     left_is_plus = vol.row_dir[0] > 0  # columns increase towards patient left (LPS +x)
-    return ("left" if plus == left_is_plus else "right"), (1 if plus else -1)
+    return ("left" if plus == left_is_plus else "right"), (1 if plus else -1), basis
 
 
 def _ends(vol: Volume, p: mt.Part):
@@ -531,7 +537,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
     yi, xi = idx[1] + p.bbox[1].start, idx[2] + p.bbox[2].start
     z_span = [round(float(vol.z[zi.min()]), 1), round(float(vol.z[zi.max()]), 1)]
     axis, tip_t, shaft0, entry, tip = _ends(vol, p)
-    side, sign = _side_of(p, lc, vol, entry, tip, pair_entry=pair_entry)
+    side, sign, sided_by = _side_and_basis(p, lc, vol, entry, tip, pair_entry=pair_entry)
     where = (f"screw {n} ({side} side, construct level {lev} of {nlev} from cranial; vertebral level unknown, "
              f"not labelled automatically) at z {z_span[0]} to {z_span[1]} mm")
     base = dict(common, tracking_id=f"screw-{n}", screw=n, side=side, construct_level=lev,
@@ -539,7 +545,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
     out = [dict(base, name="screw_length", value=round(p.length, 1), unit="mm"),
            dict(base, name="screw_diameter", value=round(p.diameter, 1), unit="mm")]
     position = {"entry_lps_mm": _lps(vol, entry), "tip_lps_mm": _lps(vol, tip), "centre_lps_mm": _lps(vol, 0.5 * (entry + tip)),
-                "part_centre_lps_mm": _lps(vol, p.centre)}
+                "part_centre_lps_mm": _lps(vol, p.centre), "sided_by": sided_by}
 
     midline = midline or {}
     ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol, lc)
