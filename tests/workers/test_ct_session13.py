@@ -117,3 +117,25 @@ def test_the_three_measure_rule_needs_two_breached_sections_or_one_d_deep():
     deep = dict(one, profile_mm=[0.0] * 6 + [8.4, 0.0, 0.0, 0.0, 2.8])
     assert _three_measures_depth(m9, deep, POL) == 7.9
     assert _three_measures_depth(m9, dict(deep, profile_mm=[0.0] * 6 + [3.9, 0.0, 0.0, 0.0, 2.8]), POL) is None
+
+
+def test_pedicle_sections_look_medially_from_the_side_the_screw_was_given(monkeypatch):
+    from workers.analysers import ct_hardware as ch
+
+    seen = []
+
+    def fake(vol, centre, axis, shaft0, tip_t, diameter, direction, *a, **k):
+        seen.append(float(direction[2]))
+        return {"available": False, "reason": "test", "depth_mm": None, "sections": 0}
+
+    monkeypatch.setattr(ch.pd, "medial_depth", fake)
+    pol = SimpleNamespace(pedicle_enabled=True, pedicle_window_mm=(10.0, 30.0), pedicle_body_margin_mm=None,
+                          pedicle_cortex_hu=0, blooming_margin_mm=0, pedicle_margin_mm=0, pedicle_skip_entry_mm=0,
+                          pedicle_run_sections=4, pedicle_strip_from_mm=1.0, pedicle_soft_hu=60.0,
+                          pedicle_rel_soft_hu=None)
+    # a left screw (+ columns) whose part centre lies 4 mm right of the midline (it converges across it)
+    part = SimpleNamespace(centre=np.array([0.0, 40.0, 46.0]), diameter=6.0, threshold=2000.0)
+    axis = np.array([0.0, -0.9, -0.4])
+    ch._pedicle(None, part, axis, -20.0, 20.0, 1, 50.0, pol, near_midline=True)
+    ch._pedicle(None, part, axis, -20.0, 20.0, 1, 50.0, pol)  # sided by its centre: as before
+    assert seen == [-1.0, 1.0]

@@ -276,7 +276,8 @@ def _body_wall_t(vol: Volume, p, axis, lc) -> float | None:
     return (t_wall - ct) / at
 
 
-def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midline_x, pol, lc=None) -> dict:
+def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midline_x, pol, lc=None,
+             near_midline: bool = False) -> dict:
     """The canal-independent pedicle-section measure (workers/analysers/pedicle.py) of one screw.
 
     The depth comes from the sections between `pedicle_window_mm[0]` from the entry and the vertebral body's
@@ -285,7 +286,11 @@ def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midli
     as canal. Without a body: the fixed window."""
     if not pol.pedicle_enabled:
         return {"available": False, "reason": "pedicle sections off (image policy)", "depth_mm": None, "sections": 0}
-    if midline_x is not None and abs(p.centre[2] - midline_x) > 3.0:
+    if near_midline and sign:
+        # sided by its pair, entry or convergence (`_side_and_basis`): a screw reaching across the midline has its
+        # part centre on the other side, and its medial direction is still towards its own side's midline (session 13)
+        toward = -float(sign)
+    elif midline_x is not None and abs(p.centre[2] - midline_x) > 3.0:
         toward = -1.0 if p.centre[2] > midline_x else 1.0
     elif sign:
         toward = -float(sign)
@@ -548,7 +553,8 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
                 "part_centre_lps_mm": _lps(vol, p.centre), "sided_by": sided_by}
 
     midline = midline or {}
-    ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol, lc)
+    ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol, lc,
+                   near_midline=sided_by in ("level pair", "entry", "convergence"))
 
     def unassessed(short: str, long: str) -> None:
         res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
