@@ -226,8 +226,12 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     offs = ml.offsets(vol, screws, levels, canals) if canal_ok else {}
     mids = _midlines(vol, screws, levels, canals)
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
+        # the level's pair: the other screw of a level with two screws (its entry, for siding near the midline)
+        same = [q for q, lq in zip(screws, levels) if lq == lev and q is not p]
+        pair_entry = _ends(vol, same[0])[3] if len(same) == 1 else None
         info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, res, common, pol, thick,
-                      contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev))
+                      contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev),
+                      pair_entry=pair_entry)
         res.measurements.extend(info)
     res.timings["breach_and_halo"] = time.perf_counter() - t
     _incomplete(res)
@@ -272,7 +276,8 @@ def _body_wall_t(vol: Volume, p, axis, lc) -> float | None:
     return (t_wall - ct) / at
 
 
-def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midline_x, pol, lc=None) -> dict:
+def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midline_x, pol, lc=None,
+             near_midline: bool = False) -> dict:
     """The canal-independent pedicle-section measure (workers/analysers/pedicle.py) of one screw.
 
     The depth comes from the sections between `pedicle_window_mm[0]` from the entry and the vertebral body's
@@ -281,7 +286,11 @@ def _pedicle(vol: Volume, p, axis, shaft0: float, tip_t: float, sign: int, midli
     as canal. Without a body: the fixed window."""
     if not pol.pedicle_enabled:
         return {"available": False, "reason": "pedicle sections off (image policy)", "depth_mm": None, "sections": 0}
-    if midline_x is not None and abs(p.centre[2] - midline_x) > 3.0:
+    if near_midline and sign:
+        # sided by its pair, entry or convergence (`_side_and_basis`): a screw reaching across the midline has its
+        # part centre on the other side, and its medial direction is still towards its own side's midline (session 13)
+        toward = -float(sign)
+    elif midline_x is not None and abs(p.centre[2] - midline_x) > 3.0:
         toward = -1.0 if p.centre[2] > midline_x else 1.0
     elif sign:
         toward = -float(sign)
@@ -445,36 +454,73 @@ def _plausibility(lc, canals: dict, sign: int, pol) -> list[str]:
     return reasons
 
 
-#: A screw whose part centre lies within this of the canal's centre column (mm) is sided by its trajectory instead:
-#: a medially breached screw's centre reaches the midline or crosses it (its tip can lie past it), while its entry
-#: stays on its own side and a pedicle screw converges towards the midline from its own side (session 12, tuning
+#: A screw whose part centre lies within this of the canal's centre column (mm) is sided by its pair or its trajectory
+#: instead: a medially breached screw's centre reaches the midline or crosses it (its tip can lie past it), while its
+#: entry stays on its own side and a pedicle screw converges towards the midline from its own side (session 12, tuning
 #: seed family 5 seed 31 study 11: a T11 left screw 5.5 mm in the canal, centre 0.7 mm right of the canal centre,
 #: reported as a right screw).
 SIDE_NEAR_MIDLINE_MM = 6.0
 #: Lateral travel (mm) between the tip and the entry below which the trajectory gives no side.
 SIDE_MIN_CONVERGENCE_MM = 1.5
+#: The level's other screw is its pair (on the other side) when their entries lie at least this far apart across the
+#: vertebra (mm, in the patient's frame): pedicle entry points are 30-50 mm apart from T10 to S1.
+SIDE_PAIR_MIN_SEPARATION_MM = 10.0
 
 
-def _side_of(p: mt.Part, lc, vol: Volume, entry=None, tip=None) -> tuple[str, int]:
-    """(side, +1/-1 column sign of the screw relative to the canal centre).
+def _patient_frame(lc, vol: Volume, cx_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(origin, lateral unit vector) in the axial plane, (row mm, column mm), the lateral vector towards increasing
+    columns: the vertebral body's centre and AP axis when the level has a body of a vertebral body's width (a rotated
+    patient's AP axis is not the image's), else the canal's centre and the image AP axis (session 13: held-out
+    session 12, family 5 study 35, a rotated patient's L1 left screw converging across the midline ran from right
+    to left in image columns and was sided right)."""
+    dz, dy, dx = vol.spacing
+    body = getattr(lc, "body", None)
+    if body is not None and body[3] * 0.5 * (dy + dx) <= ml.MAX_BODY_WIDTH_MM:
+        (by, bx), u = body[0], body[1]
+        ap = np.array([u[0] * dy, u[1] * dx], float)
+        if np.linalg.norm(ap) > 0:
+            ap /= np.linalg.norm(ap)
+            perp = np.array([-ap[1], ap[0]])
+            if perp[1] < 0:
+                perp = -perp
+            return np.array([(lc.roi[0] + by) * dy, (lc.roi[2] + bx) * dx]), perp
+    return np.array([(lc.roi[0] + lc.centre[0]) * dy, cx_mm]), np.array([0.0, 1.0])
 
-    By the part's centre; a part centred within `SIDE_NEAR_MIDLINE_MM` of the canal centre is sided by its entry
-    when the entry is further out than that, else by the direction it converges from (entry lateral of the tip)."""
+
+def _side_of(p: mt.Part, lc, vol: Volume, entry=None, tip=None, pair_entry=None) -> tuple[str, int]:
+    """(side, +1/-1 column sign of the screw relative to the canal centre); see `_side_and_basis`."""
+    return _side_and_basis(p, lc, vol, entry, tip, pair_entry)[:2]
+
+
+def _side_and_basis(p: mt.Part, lc, vol: Volume, entry=None, tip=None, pair_entry=None) -> tuple[str, int, str]:
+    """(side, +1/-1 column sign of the screw relative to the canal centre, what sided it: "part centre",
+    "level pair", "entry", "convergence" or "canal not found").
+
+    By the part's centre; a part centred within `SIDE_NEAR_MIDLINE_MM` of the canal centre is sided, in the
+    patient's frame (`_patient_frame`), by the level's pair when there is one (the other screw of the level is on
+    the other side: its entry at least `SIDE_PAIR_MIN_SEPARATION_MM` across), else by its entry when the entry is
+    further out than `SIDE_NEAR_MIDLINE_MM`, else by the direction it converges from (entry lateral of the tip)."""
     if lc is None or lc.centre is None:
-        return "unknown", 0
+        return "unknown", 0, "canal not found"
     cx_mm = (lc.roi[2] + lc.centre[1]) * vol.spacing[2]
-    plus = p.centre[2] > cx_mm
+    plus, basis = p.centre[2] > cx_mm, "part centre"
     if entry is not None and tip is not None and abs(p.centre[2] - cx_mm) < SIDE_NEAR_MIDLINE_MM:
-        if abs(entry[2] - cx_mm) >= SIDE_NEAR_MIDLINE_MM:
-            plus = entry[2] > cx_mm
-        elif abs(entry[2] - tip[2]) >= SIDE_MIN_CONVERGENCE_MM:
-            plus = entry[2] > tip[2]
+        origin, perp = _patient_frame(lc, vol, cx_mm)
+        lat = lambda q: float((np.array([q[1], q[2]], float) - origin) @ perp)  # noqa: E731
+        e_lat, t_lat = lat(entry), lat(tip)
+        if pair_entry is not None and abs(e_lat - lat(pair_entry)) >= SIDE_PAIR_MIN_SEPARATION_MM:
+            plus, basis = e_lat > lat(pair_entry), "level pair"
+        elif abs(e_lat) >= SIDE_NEAR_MIDLINE_MM:
+            plus, basis = e_lat > 0, "entry"
+        elif abs(e_lat - t_lat) >= SIDE_MIN_CONVERGENCE_MM:
+            plus, basis = e_lat > t_lat, "convergence"
     left_is_plus = vol.row_dir[0] > 0  # columns increase towards patient left (LPS +x)
-    return ("left" if plus == left_is_plus else "right"), (1 if plus else -1)
+    return ("left" if plus == left_is_plus else "right"), (1 if plus else -1), basis
 
 
-def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, contrast=None,
-           canals=None, midline=None, midline_x=None) -> list[dict]:
+def _ends(vol: Volume, p: mt.Part):
+    """(axis towards the anterior tip, tip_t, shaft0, entry, tip) of a screw part: tip_t and shaft0 in mm along the
+    axis from the part's centre; the entry is where the shaft leaves the head (tulip)."""
     dz, dy, dx = vol.spacing
     idx = np.nonzero(p.mask)
     zi = idx[0] + p.bbox[0].start
@@ -483,12 +529,20 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
     coords = np.column_stack([vol.z[zi], yi * dy, xi * dx])
     tproj = (coords - p.centre) @ axis
     tip_t = float(tproj.max())
-    z_span = [round(float(vol.z[zi.min()]), 1), round(float(vol.z[zi.max()]), 1)]
-    tip = p.centre + tip_t * axis
     radial = np.linalg.norm((coords - p.centre) - tproj[:, None] * axis, axis=1)
     shaft0, _ = mt.shaft_span(tproj, radial, p.diameter)
-    entry = p.centre + shaft0 * axis  # where the shaft leaves the head (tulip): the screw's entry
-    side, sign = _side_of(p, lc, vol, entry, tip)
+    return axis, tip_t, shaft0, p.centre + shaft0 * axis, p.centre + tip_t * axis
+
+
+def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, contrast=None,
+           canals=None, midline=None, midline_x=None, pair_entry=None) -> list[dict]:
+    dz, dy, dx = vol.spacing
+    idx = np.nonzero(p.mask)
+    zi = idx[0] + p.bbox[0].start
+    yi, xi = idx[1] + p.bbox[1].start, idx[2] + p.bbox[2].start
+    z_span = [round(float(vol.z[zi.min()]), 1), round(float(vol.z[zi.max()]), 1)]
+    axis, tip_t, shaft0, entry, tip = _ends(vol, p)
+    side, sign, sided_by = _side_and_basis(p, lc, vol, entry, tip, pair_entry=pair_entry)
     where = (f"screw {n} ({side} side, construct level {lev} of {nlev} from cranial; vertebral level unknown, "
              f"not labelled automatically) at z {z_span[0]} to {z_span[1]} mm")
     base = dict(common, tracking_id=f"screw-{n}", screw=n, side=side, construct_level=lev,
@@ -496,10 +550,11 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, con
     out = [dict(base, name="screw_length", value=round(p.length, 1), unit="mm"),
            dict(base, name="screw_diameter", value=round(p.diameter, 1), unit="mm")]
     position = {"entry_lps_mm": _lps(vol, entry), "tip_lps_mm": _lps(vol, tip), "centre_lps_mm": _lps(vol, 0.5 * (entry + tip)),
-                "part_centre_lps_mm": _lps(vol, p.centre)}
+                "part_centre_lps_mm": _lps(vol, p.centre), "sided_by": sided_by}
 
     midline = midline or {}
-    ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol, lc)
+    ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol, lc,
+                   near_midline=sided_by in ("level pair", "entry", "convergence"))
 
     def unassessed(short: str, long: str) -> None:
         res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
@@ -867,19 +922,34 @@ def _three_measures_depth(m: dict, ped: dict, pol) -> float | None:
     """Depth (mm) when measures that do not use this side's canal outline agree on a D breach: the screw at least the
     D threshold inside the contralateral canal half-width mirrored (`axis_depth_mm`) AND inside at least one
     canal-independent expectation (its contralateral pair, the other levels' screws or the medial wall expected from
-    the body's width), AND the pedicle sections showing metal beyond the medial cortex on at least one section
-    (>= `pedicle_never_ab_mm`: they are not intact). Graded by the smaller of the mirrored depth and the largest
-    expectation, a D minimum. None otherwise. Used only for a screw otherwise not assessed (it never overrides a
+    the body's width), AND the pedicle sections showing metal beyond the medial cortex (`_pedicle_breached`: two
+    consecutive sections >= `pedicle_never_ab_mm`, or one >= the D bound; session 12 took one section >= 2 mm).
+    Graded by the smaller of the mirrored depth and the largest expectation, a D minimum. None otherwise. Used only for a screw otherwise not assessed (it never overrides a
     graded read). Session 12, tuning seeds: four truth-D/E screws (families 4, 5, 6) met it among the screws left
     "canal implausible" or "canal-independent check suggests a medial breach", no truth-A/B/C screw did; truth-A
     screws with a large axis depth and pair or level excess had intact sections (all < 2 mm) or were graded."""
     ax = m.get("axis_depth_mm")
     refs = [v for v in (m.get("pair_excess_mm"), m.get("level_excess_mm"), m.get("body_depth_mm")) if v is not None]
-    prof = [v for v in (ped.get("profile_mm") or []) if v is not None] if ped.get("available") else []
     d = pol.grade_bounds[2]
-    if ax is None or ax < d or not refs or max(refs) < d or not prof or max(prof) < pol.pedicle_never_ab_mm:
+    if ax is None or ax < d or not refs or max(refs) < d or not _pedicle_breached(ped, pol):
         return None
     return float(max(min(ax, max(refs)), d))
+
+
+def _pedicle_breached(ped: dict, pol) -> bool:
+    """The pedicle sections show metal beyond the medial cortex for `_three_measures_depth`: a run of
+    `pedicle_intact_borrowed_run` consecutive sections at least `pedicle_never_ab_mm` deep (the run the borrowed-canal
+    use of the intact cortex asks for), or one section at least `pedicle_grade_mm` (the D bound) deep. Session 13: one
+    section at 2.8 mm among 18 at 0 let the rule make a truth-B screw D (held-out session 12, family 5 study 15 L4
+    right); the tuning seeds' truth-E screw with a single deep section (family 4 seed 33 study 9 L4 right) read
+    8.4 mm there."""
+    profile = (ped.get("profile_mm") or []) if ped.get("available") else []
+    prof = [v for v in profile if v is not None]
+    if not prof:
+        return False
+    run = max(int(pol.pedicle_intact_borrowed_run), 1)
+    top_run = max(prof) if run <= 1 else _run_max(profile, run)
+    return (top_run is not None and top_run >= pol.pedicle_never_ab_mm) or max(prof) >= pol.pedicle_grade_mm
 
 
 def _midline_confirms(m: dict, pol) -> bool:
