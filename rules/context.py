@@ -98,7 +98,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         voided = _twoc_spans(text)
         _year_history(found, text, study_dt, getattr(matcher, "chronic", set()))
         _history_cause(found, text, matcher.cues.get("history_cause_between", ()))
-        _bracket_after_history(found, text)
+        _bracket_after_history(found, text, study_dt)
         _old_indication(found, text, study_dt)
         _past_operation_events(found, text, study_dt, getattr(matcher, "chronic", set()))
         _planned_sentences(found, text)
@@ -404,6 +404,10 @@ _COMPARED_WITH = re.compile(r"(?<![a-z])(?:compare[ds]?|comparing|comparison|com
                             r"precedent|precedente|ancien|ancienne))*\s*$")
 
 
+#: A day label that dates the discharge ("sortie à J2 indolore", "discharged home POD3"): a past event, not this study
+_DISCHARGED_ON = re.compile(r"(?<![a-z])(?:sortie?s?|sorti|retour a domicile|rad|discharged|discharge|d/c|home)(?: home)?(?: (?:on|le|a|at))?\s*$")
+
+
 def _present_readings(readings: list[Reading], fields: list[dict], copied: dict[int, list[tuple[int, int]]]) -> list[Reading]:
     """The time readings without those that date a past event (inside a copied earlier order, or in a clause opened by a
     history cue) when another reading dates the operation of this study: "R L5/S1 microdisc March 2026 ... h/o positional
@@ -420,7 +424,8 @@ def _present_readings(readings: list[Reading], fields: list[dict], copied: dict[
         in_copy = any(lo <= r.start and r.end <= hi for lo, hi in copied.get(i, ()))
         clause = max(text.rfind(". ", 0, r.start), text.rfind(";", 0, r.start), text.rfind("\n", 0, r.start), text.rfind("]", 0, r.start))
         opened = _HISTORY_CLAUSE.match(normalise(text[clause + 1 : r.start])[0])
-        compared = _COMPARED_WITH.search(normalise(text[max(0, r.start - 40) : r.start])[0])
+        before = normalise(text[max(0, r.start - 40) : r.start])[0]
+        compared = _COMPARED_WITH.search(before) or _DISCHARGED_ON.search(before)
         (past if in_copy or opened or compared else present).append(r)
     return present if present else readings
 
@@ -625,9 +630,17 @@ _ARTICLES = {"a", "an", "the", "un", "une", "le", "la", "l", "les", "his", "her"
 _YEAR_BETWEEN = re.compile(r"^\s*(?:(?:en|in)\s+)?\(?(?:19|20)\d\d\)?\s*")
 
 
-def _bracket_after_history(mentions: list[Mention], text: str) -> None:
+#: An earlier year's image or stay just before a bracket ("the 2019 CT of this patient (", "MRI from 2021 admission (")
+_DATED_BEFORE_BRACKET = re.compile(r"(?<![0-9/.-])((?:19|20)\d\d)(?![0-9/.-])(?: [a-z]+){0,4}\s*$|(?:ct|mri|mr|irm|scanner|scan|imaging|"
+                                   r"admission|hospitalisation|stay|sejour|x ray|radio)s?(?: [a-z]+){0,2} (?:from|of|in|de|en|du) ((?:19|20)\d\d)(?: [a-z]+){0,2}\s*$")
+
+
+def _bracket_after_history(mentions: list[Mention], text: str, study_dt=None) -> None:
     """A complaint in a bracket that opens right after a historical one details it: "Paraplegic since 2017 (conus infarct
-    after L1-2 discectomy), stable" (session 13, round 105); not when the bracket says something goes on now."""
+    after L1-2 discectomy), stable" (session 13, round 105); so does a bracket right after an earlier year's image or stay
+    ("re-send the 2019 CT of this patient (L5 screw breaching canal ...)", "MRI from 2021 admission (post-op cauda equina
+    claim)"; round 107); not when the bracket says something goes on now."""
+    year_now = study_dt.year if study_dt else None
     for m in mentions:
         if m.history or m.concepts & set(OPERATED):
             continue
@@ -641,6 +654,12 @@ def _bracket_after_history(mentions: list[Mention], text: str) -> None:
         if any(h.history and not h.concepts & set(OPERATED) and h.end <= paren and not text[h.end : paren].strip(" ,")
                or (h.history and h.end <= paren and _SINCE_YEAR.match(normalise(text[h.end : paren])[0]))
                for h in mentions):
+            m.history = True
+            continue
+        lead = text[max(0, paren - 50) : paren]
+        lead = lead[max(lead.rfind(". "), lead.rfind(";"), lead.rfind("\n")) + 1 :]
+        dated = _DATED_BEFORE_BRACKET.search(normalise(lead)[0])
+        if dated and year_now and int(dated.group(1) or dated.group(2)) < year_now:
             m.history = True
 
 
