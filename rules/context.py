@@ -641,8 +641,9 @@ def _bracket_after_history(mentions: list[Mention], text: str, study_dt=None) ->
     ("re-send the 2019 CT of this patient (L5 screw breaching canal ...)", "MRI from 2021 admission (post-op cauda equina
     claim)"; round 107); not when the bracket says something goes on now."""
     year_now = study_dt.year if study_dt else None
+    operated = set(OPERATED)
     for m in mentions:
-        if m.history or m.concepts & set(OPERATED):
+        if m.history or m.concepts & operated:
             continue
         paren = text.rfind("(", 0, m.start)
         if paren < 0 or ")" in text[paren : m.start] or any(c in text[paren : m.start] for c in ".;\n"):
@@ -651,7 +652,7 @@ def _bracket_after_history(mentions: list[Mention], text: str, study_dt=None) ->
         inside = normalise(text[paren : close if close >= 0 else m.end + 60])[0]
         if _STILL.search(inside) or _NOT_LONGSTANDING.search(inside):
             continue
-        if any(h.history and not h.concepts & set(OPERATED) and h.end <= paren and not text[h.end : paren].strip(" ,")
+        if any(h.history and not h.concepts & operated and h.end <= paren and not text[h.end : paren].strip(" ,")
                or (h.history and h.end <= paren and _SINCE_YEAR.match(normalise(text[h.end : paren])[0]))
                for h in mentions):
             m.history = True

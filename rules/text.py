@@ -352,10 +352,10 @@ _NEVER_THE_PATIENT = {"brother", "sister", "cousin", "uncle", "aunt", "nephew", 
                       "roommate", "grandmother", "grandfather", "grandma", "grandpa", "frere", "soeur", "cousine", "oncle", "tante",
                       "neveu", "niece", "voisin", "voisine", "ami", "amie", "collegue"}
 _CLAUSE_CONTRAST = {"but", "mais", "however", "although", "though", "while", "whereas", "except", "sauf", "alors", "yet", "still", "toujours", "persists", "persistent", "persistante", "persistant", "ongoing"}
-_SENTENCE_END = {".", ";", "\n", "!", "|"}
+_SENTENCE_END = {".", ";", "\n", "!", "|"}  # "|": the field separator of order templates ("Bladder: N | Fever: N")
 #: Words of the present that end a consent item's reach ("New saddle numbness today, a risk discussed at consent" is today's)
 _CONSENT_PRESENT = {"now", "today", "new", "since", "currently", "tonight", "overnight", "developed", "has", "had", "presents", "nouvelle",
-                    "nouveau", "nouvelles", "depuis", "actuellement", "maintenant", "aujourd", "presente", "but", "mais", "yesterday", "hier"}  # "|": the field separator of order templates ("Bladder: N | Fever: N")
+                    "nouveau", "nouvelles", "depuis", "actuellement", "maintenant", "aujourd", "presente", "but", "mais", "yesterday", "hier"}
 #: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
 _NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
               "recent", "recente", "developed", "developing", "apparition", "appeared"}
@@ -1283,20 +1283,19 @@ class Matcher:
                 # finding after the negation is negated, not uncertain ("? no haematoma", a "?" that opens its clause, is a query)
                 ucovered = covered | {k}
                 break
-        if (b < len(words) and words[b] in _EXCLUDED_AFTER and (b + 1 >= len(words) or words[b + 1] != "?")
-                and self._cue(words, a, "uncertain_before", ucovered, True)):
+        queried = self._cue(words, a, "uncertain_before", ucovered, True)  # read once: the checks below all need it
+        if queried and b < len(words) and words[b] in _EXCLUDED_AFTER and (b + 1 >= len(words) or words[b + 1] != "?"):
             return "negated"  # "Suspicion de TVP exclue": the suspicion was excluded (session 12, round 100)
-        if not self._cue(words, a, "uncertain_before", ucovered, True) and self._negation_right_after(words, b, covered):
+        if not queried and self._negation_right_after(words, b, covered):
             return "negated"  # "DVT not suspected": a negation cue right after the finding holds the uncertainty word it contains (session 13, round 102)
-        if self._cue(words, a, "uncertain_before", ucovered, True) or self._cue(words, b, "uncertain_after", covered, False):
+        if queried or self._cue(words, b, "uncertain_after", covered, False):
             if self._negation_nearer(words, a, ucovered, covered, spans):
                 return "negated"  # "?low-grade infection - no fever": the nearer cue wins (ConText), the "?" is the first finding's
             return "uncertain"
         if self._cue(words, a, "negation_before", covered, True) and not self._negation_interrupted(words, a, covered, spans):
             return "negated"
-        if self._cue(words, b, "negation_after", covered, False) and not _absent_before_surgery(words, b):
-            return "negated"
-        if self._list_negated(words, a, b, covered) and not _absent_before_surgery(words, b):
+        if ((self._cue(words, b, "negation_after", covered, False) or self._list_negated(words, a, b, covered))
+                and not _absent_before_surgery(words, b)):
             return "negated"
         if self._form_answer_no(words, b):
             return "negated"
