@@ -225,13 +225,14 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     t = time.perf_counter()
     offs = ml.offsets(vol, screws, levels, canals) if canal_ok else {}
     mids = _midlines(vol, screws, levels, canals)
+    ends = [_ends(vol, p) for p in screws]  # once per screw: its own measures and its pair's siding use them
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
         # the level's pair: the other screw of a level with two screws (its entry, for siding near the midline)
-        same = [q for q, lq in zip(screws, levels) if lq == lev and q is not p]
-        pair_entry = _ends(vol, same[0])[3] if len(same) == 1 else None
+        same = [i for i, lq in enumerate(levels) if lq == lev and i != n - 1]
+        pair_entry = ends[same[0]][3] if len(same) == 1 else None
         info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, res, common, pol, thick,
                       contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev),
-                      pair_entry=pair_entry)
+                      pair_entry=pair_entry, ends=ends[n - 1])
         res.measurements.extend(info)
     res.timings["breach_and_halo"] = time.perf_counter() - t
     _incomplete(res)
@@ -534,14 +535,13 @@ def _ends(vol: Volume, p: mt.Part):
     return axis, tip_t, shaft0, p.centre + shaft0 * axis, p.centre + tip_t * axis
 
 
-def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, contrast=None,
+def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, ends, contrast=None,
            canals=None, midline=None, midline_x=None, pair_entry=None) -> list[dict]:
-    dz, dy, dx = vol.spacing
     idx = np.nonzero(p.mask)
     zi = idx[0] + p.bbox[0].start
     yi, xi = idx[1] + p.bbox[1].start, idx[2] + p.bbox[2].start
     z_span = [round(float(vol.z[zi.min()]), 1), round(float(vol.z[zi.max()]), 1)]
-    axis, tip_t, shaft0, entry, tip = _ends(vol, p)
+    axis, tip_t, shaft0, entry, tip = ends  # `_ends`, computed once per screw by analyse_volume
     side, sign, sided_by = _side_and_basis(p, lc, vol, entry, tip, pair_entry=pair_entry)
     where = (f"screw {n} ({side} side, construct level {lev} of {nlev} from cranial; vertebral level unknown, "
              f"not labelled automatically) at z {z_span[0]} to {z_span[1]} mm")
