@@ -144,6 +144,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             mentions.extend(found)
             texts.append((found, text))
     _preoperative_longstanding(texts)
+    _other_limb(texts)
     readings, notes = text_readings(fields, study_dt)
     readings = _present_readings(readings, fields, copied_by_field)
     past = _earlier_day_events(texts, readings)
@@ -161,7 +162,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             if m.assertion == "negated":
                 negated.add(c)
                 continue
-            if m.hypothetical or m.experiencer != "patient":
+            if m.hypothetical or m.experiencer != "patient" or m.elsewhere:
                 continue
             seen.setdefault(c, []).append(m)
             if m.raises:
@@ -299,6 +300,64 @@ _LONGSTANDING = re.compile(r"^[^.;\n]{0,60}?(?<![a-z])(?:for|since|depuis|x|over
                            r"unchanged for|unchanged since|inchangee? depuis)(?![a-z])")
 _LONGSTANDING_CONCEPTS = {"motor_deficit", "radicular_pain", "sensory_deficit", "cruralgia", "medullary"}  # medullary: session 12 (round 91)
 _NOT_LONGSTANDING = re.compile(r"(?<![a-z])(?:new|worse|worsening|sudden|acute|nouveau|nouvelle|aggrave|aggravation|brutal|brutale)(?![a-z])")
+
+
+#: A spine level written as referrers write it ("L4/5", "C5-6", "T10", "D10" in French, "S1")
+_LEVEL = re.compile(r"(?<![a-z0-9])(c|t|th|d|l|s)\s?([0-9]{1,2})(?![0-9])")
+_REGION_WORDS = {"C": re.compile(r"(?<![a-z])(?:cervical|cervicale|neck|cou|acdf|accf)(?![a-z])"),
+                 "T": re.compile(r"(?<![a-z])(?:thoracic|dorsal|dorsale|thoracique)(?![a-z])"),
+                 "L": re.compile(r"(?<![a-z])(?:lumbar|lombaire|lumbosacral|lombo sacre|lombosacree)(?![a-z])")}
+_UPPER_LIMB = re.compile(r"(?<![a-z])(?:arm|arms|hand|hands|shoulder|shoulders|finger|fingers|thumb|thumbs|wrist|wrists|elbow|elbows|forearm|"
+                         r"forearms|upper limb|upper limbs|upper extremity|bras|main|mains|epaule|epaules|doigt|doigts|pouce|pouces|"
+                         r"poignet|poignets|coude|coudes|avant bras|membre superieur|membres superieurs|deltoid|deltoide|biceps|triceps|grip)(?![a-z])")
+_LOWER_LIMB = re.compile(r"(?<![a-z])(?:leg|legs|foot|feet|thigh|thighs|knee|knees|calf|calves|toe|toes|hip|hips|buttock|buttocks|ankle|"
+                         r"ankles|saddle|perineal|perineum|genital|bladder|bowel|lower limb|lower limbs|lower extremity|jambe|jambes|pied|pieds|"
+                         r"cuisse|cuisses|genou|genoux|mollet|mollets|orteil|orteils|fesse|fesses|cheville|chevilles|selle|perinee|"
+                         r"membre inferieur|membres inferieurs|both|bilateral|bilaterally|bilat|four limbs|all limbs|deux|bilateraux|"
+                         r"bilaterale|bilaterales|sciatica|sciatique|cruralgie|radiculalgie|[ls][0-9])(?![a-z])")
+_LIMB_CONCEPTS = frozenset({"motor_deficit", "radicular_pain", "sensory_deficit"})
+
+
+def _other_limb(texts: list[tuple[list[Mention], str]]) -> None:
+    """A deficit or radicular symptom of one arm after an operation on the lumbar spine only is out of that operation's
+    reach ("Routine 5 yr XR L4-S1 fusion. R arm weakness since R shoulder dislocation yesterday"; "L4/5 microdisc 2015 ...
+    R arm paraesthesia C6"; sessions 13-14, rounds 104 and 111): it raises nothing (Mention.elsewhere). Only when every
+    operation mentioned is dated to a lumbar or sacral level (levels within its clause) and none to a cervical or thoracic
+    one; a mention that names a leg, both sides or the sphincters, or no limb at all, is untouched. Unknown stays positive:
+    an operation without a level keeps every mention."""
+    regions: set[str] = set()
+    for found, text in texts:
+        norm = normalise(text)[0]
+        for m in found:
+            if not m.concepts & set(OPERATION_CONCEPTS) or m.assertion == "negated" or m.hypothetical or m.experiencer != "patient":
+                continue
+            lo = max(norm.rfind(". ", 0, m.start), norm.rfind(";", 0, m.start), norm.rfind("\n", 0, m.start), m.start - 40) + 1
+            ends = [i for i in (norm.find(". ", m.end), norm.find(";", m.end), norm.find("\n", m.end)) if i >= 0]
+            hi = min(ends + [m.end + 40, len(norm)])
+            window = norm[lo:hi]
+            found_region = False
+            for letter, _ in _LEVEL.findall(window):
+                regions.add({"c": "C", "t": "T", "th": "T", "d": "T"}.get(letter, "L"))
+                found_region = True
+            for region, pattern in _REGION_WORDS.items():
+                if pattern.search(norm[m.start:m.end]) or pattern.search(window):
+                    regions.add(region)
+                    found_region = True
+            if not found_region:
+                return  # an operation without a level: its reach is unknown
+    if regions != {"L"}:
+        return
+    for found, text in texts:
+        norm = normalise(text)[0]
+        for m in found:
+            if not m.concepts or not m.concepts <= _LIMB_CONCEPTS:
+                continue
+            lo = max(norm.rfind(". ", 0, m.start), norm.rfind(";", 0, m.start), norm.rfind(",", 0, m.start), norm.rfind("\n", 0, m.start),
+                     m.start - 30) + 1
+            window = norm[lo : m.end + 20]
+            head = norm[lo : m.end]
+            if _UPPER_LIMB.search(head) and not _LOWER_LIMB.search(window):
+                m.elsewhere = True
 
 
 def _preoperative_longstanding(texts: list[tuple[list[Mention], str]]) -> None:

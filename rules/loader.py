@@ -153,6 +153,7 @@ class Rule:
     acquisition_lacks: list[str] = field(default_factory=list)
     interval_min_days: float | None = None
     interval_max_days: float | None = None
+    interval_unknown_runs: bool = False  # interval {unknown: run}: the bounds apply only when the time is known
     priors_have: list[str] = field(default_factory=list)
     priors_lack: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
@@ -419,9 +420,12 @@ def _rule(path: Path, item: _Map, src: Source, errors: list[RulebookError]) -> R
         rule.priority = _priority(item["priority"], lambda m: err("priority", m))
     interval = item.get("interval")
     if interval is not None:
-        if not isinstance(interval, _Map) or set(interval) - {"min_days", "max_days"}:
-            err("interval", "interval takes min_days and/or max_days (a number or a setting name)")
+        if not isinstance(interval, _Map) or set(interval) - {"min_days", "max_days", "unknown"}:
+            err("interval", "interval takes min_days and/or max_days (a number or a setting name), and unknown (run or skip)")
+        elif interval.get("unknown", "skip") not in ("run", "skip"):
+            err("interval", "interval's unknown is run (the rule runs when the time since surgery is unknown) or skip (default)")
         else:
+            rule.interval_unknown_runs = interval.get("unknown") == "run"
             for key in ("min_days", "max_days"):
                 if key in interval:
                     value = interval[key]

@@ -51,7 +51,8 @@ def schema() -> dict:
             "priority": {"enum": PRIORITIES},
             "interval": {"type": "object", "additionalProperties": False,
                          "properties": {"min_days": {"type": ["number", "string"]},
-                                        "max_days": {"type": ["number", "string"]}}},
+                                        "max_days": {"type": ["number", "string"]},
+                                        "unknown": {"enum": ["run", "skip"]}}},
             "escalate": {"type": "array", "items": {
                 "type": "object", "required": ["if_any", "priority"], "additionalProperties": False,
                 "properties": {"if_any": _words(), "priority": {"enum": PRIORITIES}, "window": _words(windows)}}},

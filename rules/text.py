@@ -357,6 +357,9 @@ _SENTENCE_END = {".", ";", "\n", "!", "|"}  # "|": the field separator of order 
 _CONSENT_PRESENT = {"now", "today", "new", "since", "currently", "tonight", "overnight", "developed", "has", "had", "presents", "nouvelle",
                     "nouveau", "nouvelles", "depuis", "actuellement", "maintenant", "aujourd", "presente", "but", "mais", "yesterday", "hier"}
 #: A new finding ends a history sentence's scope (round 14: "Pre-op imaging reviewed and new saddle numbness").
+#: A finding said to have been passing ("transient retention ...; resolved"): Matcher._transient_resolved
+_TRANSIENT = {"transient", "transitory", "temporary", "brief", "transitoire", "transitoires", "passager", "passagere", "passageres",
+              "temporaire", "temporaires"}
 _NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
               "recent", "recente", "developed", "developing", "apparition", "appeared"}
 #: Form heads that name a function: only an answer saying it is normal (lexicon cue list normal_answer) negates the finding
@@ -516,10 +519,16 @@ _LEVEL_LABEL = re.compile(r"^[ctls]\d{1,2}$")
 
 
 def _after_levels(words: list[str], b: int) -> int:
-    """Past the levels that follow a procedure's name ("TLIF L4-5 to be done on Monday": the cue is the procedure's)."""
+    """Past the levels that follow a procedure's name ("TLIF L4-5 to be done on Monday": the cue is the procedure's), and a
+    short bracket among them ("Arthrodèse L4-L5 (TLIF) prévue le 22/10", session 14, round 110)."""
     k = b
-    while k < len(words) and k - b < 5 and (_LEVEL_LABEL.match(words[k]) or words[k].isdigit() and len(words[k]) <= 2 or words[k] == "/"):
-        k += 1
+    while k < len(words) and k - b < 9:
+        if _LEVEL_LABEL.match(words[k]) or words[k].isdigit() and len(words[k]) <= 2 or words[k] == "/":
+            k += 1
+        elif words[k] == "(" and ")" in words[k + 1 : k + 6] and not any(w in _SENTENCE_END for w in words[k + 1 : k + 6]):
+            k = words.index(")", k + 1) + 1
+        else:
+            break
     return k
 
 
@@ -685,11 +694,13 @@ class Mention:
     experiencer: str = "patient"  # patient | other (mother, father, ...)
     corrected: str | None = None  # the lexicon word a typo was read as
     measurement: dict | None = None  # name, value, unit, threshold, reference for a lab/vital reading
+    elsewhere: bool = False  # a limb the operated region cannot reach (an arm after a lumbar operation): context._other_limb
 
     @property
     def raises(self) -> bool:
-        """A mention raises rules when it is affirmed or uncertain, current, real and the patient's."""
-        return self.assertion != "negated" and not self.history and not self.hypothetical and self.experiencer == "patient"
+        """A mention raises rules when it is affirmed or uncertain, current, real, the patient's and in reach of the operation."""
+        return (self.assertion != "negated" and not self.history and not self.hypothetical and self.experiencer == "patient"
+                and not self.elsewhere)
 
     @property
     def status(self) -> str:
@@ -953,6 +964,7 @@ class Matcher:
         history_concepts: set[str] = set()
         hypothetical_end = None  # where the last hypothetical finding ended (the same for a hypothetical one)
         reporter_ends = [b for _, b, e in found if "reporter" in e.concepts]
+        finding_ends = {b for _, b, e in found if e.concepts and not e.concepts & self.pseudo}
         for a, b, e in found:
             start, end = tokens[a].start, tokens[b - 1].end
             m = Mention(
@@ -976,12 +988,18 @@ class Matcher:
             # "h/o acute retention": the word right after the cue is the finding's own)
             near = self._nearest_cue(words, a, kind, covered)
             hist_before = near is not None and not any(words[j] in _NEW_WORDS for j in range(near[1] + 1, a))
+            if hist_before and near[0] in finding_ends and near[0] < a and self._cue_starts(words, near[0], "treated_after"):
+                # session 14 (round 111, dictation without punctuation): "dural tear repaired positional headache worse sitting
+                # up": the cue right after a finding is that finding's treatment, not the next finding's history
+                hist_before = False
             m.history = (hist_before or self._cue(words, b, "history_after", covered, False)
                          or self._cue(words, b, "treated_after", covered, False, sentence=True,
                                       stop={a2 for a2, _, e2 in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]
                                             if e2.concepts & e.concepts})
                          or _in_history_section(words, a)
                          or self._cue(words, a, "history_sentence_before", covered, True, sentence="history", mask=mask))
+            if not m.history and self._transient_resolved(words, a, b, covered):
+                m.history = True  # "Transient leg weakness on return from theatre ...; fully resolved within 2 h" (session 14)
             via_bracket = False
             if not m.history and history_end is not None and _bracket_after(words, history_end, a):
                 m.history = via_bracket = True  # "h/o misplaced L5 screw revised in 2021 (medial breach, ...)": the bracket details that history
@@ -1615,6 +1633,23 @@ class Matcher:
                 if tuple(words[k : k + len(cue)]) == cue:
                     return True
         return False
+
+    def _transient_resolved(self, words: list[str], a: int, b: int, covered: set[int]) -> bool:
+        """A finding called transient whose next clause, after a semicolon or a dash, opens with its resolution: "Transient
+        bilateral leg numbness/weakness on return from theatre attributed to the epidural infusion; fully resolved within 2 h
+        of stopping it" (session 14, round 101). The adjective stands up to six words before the finding ("transient leg numbness/weakness")
+        or inside it ("faiblesse transitoire des deux jambes"), in its clause;
+        the resolution is a resolved word or a treated cue right after the semicolon (adverbs such as "fully" between)."""
+        start = next((k for k in range(min(len(words), b + 2) - 1, max(-1, a - 7), -1) if words[k] in _TRANSIENT), None)  # or after ("faiblesse transitoire")
+        if start is None or any(words[k] in _SENTENCE_END for k in range(min(start, b), max(start, b))):
+            return False
+        end = next((k for k in range(b, min(len(words), b + 20)) if words[k] in _SENTENCE_END), None)
+        if end is None or words[end] != ";":
+            return False
+        j = end + 1
+        while j < len(words) and words[j] in self.resolved_adverbs and j - end <= 3:
+            j += 1
+        return j < len(words) and j not in covered and (words[j] in self.resolved_answer or self._cue_starts(words, j, "treated_after"))
 
     def _cue_starts(self, words: list[str], k: int, kind: str) -> bool:
         """Does a cue of this kind begin at words[k]?"""

@@ -81,6 +81,8 @@ _DAY_RE = re.compile(
     r"(?<![a-z])(" + "|".join(sorted((re.escape(k).replace("\\ ", "[\\s-]+") for k in _DAY_WORDS), key=len, reverse=True))
     + r")(?![a-z])"
 )
+#: An image named between a follow-up time and the operation it follows ("4 month XR post L4/5 fusion", "6 week films after TLIF")
+_IMAGE_POST = r"(?:(?:xr|x-ray|xray|film|films|radiograph|radiographs|mri|ct|scan|imaging)\s+(?:post|after|following)(?![a-z]))"
 #: "post microdiscectomy day 1", "jour 3 d'une arthrodèse": day N next to a procedure (never "D12").
 _DAY_N = re.compile(r"(?<![a-z])(?:day|jour)\s*#?\s*(\d{1,2})(?![0-9/])")
 #: UK notation: 2/7 = 2 days, 6/52 = 6 weeks, 3/12 = 3 months (never part of a level "L4/5" or a date).
@@ -127,8 +129,11 @@ _RELATIVE = [
      "d"),
     # "post-op week 2", "week 2 post-op", "6-week follow-up", "6 week review", "3 month check"
     (re.compile(r"post[\s-]?op(?:erative)?\s+(?:week|wk|semaine|sem)\s*(\d{1,2})(?![0-9])|(?<![a-z0-9])(?:week|wk|semaine)\s*(\d{1,2})\s+post"), "W"),
-    (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:weeks?|wks?)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "w"),
-    (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:months?|mo)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic)"), "m"),
+    (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:weeks?|wks?)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic|" + _IMAGE_POST + ")"), "w"),
+    (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:months?|mo)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic|" + _IMAGE_POST + ")"), "m"),
+    # session 14 (round 109): "Routine 4 month XR post L4/5 posterolateral fusion", "1 yr check post ACDF", "2 year review post TLIF"
+    (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:years?|yrs?)[\s-]*(?:(?:follow[\s-]?up|review|check|f/u|clinic|" + _IMAGE_POST
+                + r")\s+(?:post|after|following)|" + _IMAGE_POST + ")"), "y"),
     # session 5: a French follow-up check "at N months/years" ("contrôle de ces vis à 1 an", "bilan à 6 mois")
     (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+(?:a\s+)?(\d{1,2})\s*mois(?![a-z])"), "m"),
     (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+(?:a\s+)?(\d{1,2})\s*ans?(?![a-z])"), "y"),
