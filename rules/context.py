@@ -36,7 +36,8 @@ NON_INSTRUMENTED = ("discectomy", "decompression", "cement", "stimulator")
 _STATUS_POST = re.compile(r"(?<![a-z])(s/p|s p|status post|after|following|post|apres|depuis)(?![a-z])")
 _YEAR_AFTER = re.compile(
     r"^\W{0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut|mva|rta|avp|accident|fall|chute|injury|trauma|traumatisme|tp|accident de la route)\s+){0,3}"
-    r"\(?((?:19|20)\d\d)\b"
+    # session 14 (round 112): a month before the year ("Evacuation of epidural haematoma Feb 2024"; the year must still be earlier)
+    r"\(?(?P<month>(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|janv|fev|fevr|avr|mai|juin|juil|aout|déc)[a-z]*\.?\s+)?((?:19|20)\d\d)\b"
 )
 #: "Complete T6 paraplegia since RTA 2011", "incontinence depuis 2015": a complaint there since an earlier year is pre-existing
 #: (round 14); not when a month stands before the year ("since Dec 2025" may be weeks) nor when it is said to be worse.
@@ -144,6 +145,8 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             mentions.extend(found)
             texts.append((found, text))
     _preoperative_longstanding(texts)
+    _longstanding_unchanged(texts)
+    _grade_of_old_deficit(texts)
     _other_limb(texts)
     readings, notes = text_readings(fields, study_dt)
     readings = _present_readings(readings, fields, copied_by_field)
@@ -151,6 +154,9 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     if past:  # the day label of a past event is no time of this study (kept when it is the only reading)
         kept = [r for r in readings if not any(r.keyword == kw and r.start is not None and a <= r.start < b for kw, a, b in past)]
         readings = kept or readings
+    elsewhere = _other_operation_sentences(texts)
+    if elsewhere:  # the day label or date of another operation is never the spine's (not even when it is the only one)
+        readings = [r for r in readings if not any(r.keyword == kw and r.start is not None and a <= r.start < b for kw, a, b in elsewhere)]
     raising: dict[str, list[Mention]] = {}
     seen: dict[str, list[Mention]] = {}  # concept -> every non-negated, real mention, history included
     negated: set[str] = set()
@@ -292,7 +298,7 @@ def _superseded_entries(mentions: list[Mention], text: str, ignore: set[str], re
             m.history = True
 
 
-_LONGSTANDING = re.compile(r"^[^.;\n]{0,60}?(?<![a-z])(?:for|since|depuis|x|over the (?:last|past)|pendant|durant|evoluant depuis)\s+"
+_LONGSTANDING = re.compile(r"^[^.;\n]{0,60}?(?<![a-z])(?:for|since|depuis|x|over|over the (?:last|past)|pendant|durant|evoluant depuis)\s+"
                            r"(?:\d{1,2}|a|an|one|un|a few|several|some|plusieurs|quelques|two|three|four|five|six|deux|trois|quatre|six)\s+"
                            r"(?:months?|mois|years?|ans?|annees?|weeks?|wks?|semaines?)(?![a-z])"
                            # session 13 (round 101): "EHL 4/5, known and stable for 3 weeks" (weeks too, before a planned operation)
@@ -309,13 +315,15 @@ _REGION_WORDS = {"C": re.compile(r"(?<![a-z])(?:cervical|cervicale|neck|cou|acdf
                  "L": re.compile(r"(?<![a-z])(?:lumbar|lombaire|lumbosacral|lombo sacre|lombosacree)(?![a-z])")}
 _UPPER_LIMB = re.compile(r"(?<![a-z])(?:arm|arms|hand|hands|shoulder|shoulders|finger|fingers|thumb|thumbs|wrist|wrists|elbow|elbows|forearm|"
                          r"forearms|upper limb|upper limbs|upper extremity|bras|main|mains|epaule|epaules|doigt|doigts|pouce|pouces|"
-                         r"poignet|poignets|coude|coudes|avant bras|membre superieur|membres superieurs|deltoid|deltoide|biceps|triceps|grip)(?![a-z])")
+                         r"poignet|poignets|coude|coudes|avant bras|membre superieur|membres superieurs|deltoid|deltoide|biceps|triceps|grip|"
+                         r"cervical|cervicale|neck|nuque|cervicobrachial|cervico brachiale|cervicobrachiale)(?![a-z])")
 _LOWER_LIMB = re.compile(r"(?<![a-z])(?:leg|legs|foot|feet|thigh|thighs|knee|knees|calf|calves|toe|toes|hip|hips|buttock|buttocks|ankle|"
                          r"ankles|saddle|perineal|perineum|genital|bladder|bowel|lower limb|lower limbs|lower extremity|jambe|jambes|pied|pieds|"
                          r"cuisse|cuisses|genou|genoux|mollet|mollets|orteil|orteils|fesse|fesses|cheville|chevilles|selle|perinee|"
-                         r"membre inferieur|membres inferieurs|both|bilateral|bilaterally|bilat|four limbs|all limbs|deux|bilateraux|"
-                         r"bilaterale|bilaterales|sciatica|sciatique|cruralgie|radiculalgie|[ls][0-9])(?![a-z])")
-_LIMB_CONCEPTS = frozenset({"motor_deficit", "radicular_pain", "sensory_deficit"})
+                         r"membre inferieur|membres inferieurs|four limbs|all limbs|"
+                         r"sciatica|sciatique|cruralgie|radiculalgie|[ls][0-9])(?![a-z])")
+#: (session 14, round 113: "R shoulder impingement - no improvement after 3 months physio" is no failed lumbar operation)
+_LIMB_CONCEPTS = frozenset({"motor_deficit", "radicular_pain", "sensory_deficit", "no_change"})
 
 
 def _other_limb(texts: list[tuple[list[Mention], str]]) -> None:
@@ -358,6 +366,73 @@ def _other_limb(texts: list[tuple[list[Mention], str]]) -> None:
             head = norm[lo : m.end]
             if _UPPER_LIMB.search(head) and not _LOWER_LIMB.search(window):
                 m.elsewhere = True
+
+
+#: A finding said, later in its sentence, to be unchanged for months or years, since a past year, or as before the
+#: operation ("deltoid 3/5 unchanged for 18 months", "Hoffmann + bilat, mild gait ataxia, unchanged over 12 months",
+#: "hypoesthésie en selle et vessie neurologique (autosondages), stables depuis 10 ans", "TA 2/5 as in 2019")
+_UNCHANGED_LONG = re.compile(
+    r"^[^.;\n]{0,70}?(?<![a-z])(?:(?:unchanged|stable|stables|inchange|inchangee|inchanges|inchangees|identique|identiques|the same|same|"
+    r"fixed|static|persistant|persistante|persistent)\s+(?:for|over|since|depuis|pendant|durant|en|over the (?:last|past)|for the (?:last|past))\s+"
+    r"(?:(?:\d{1,2}|a|an|one|un|une|a few|several|some|many|plusieurs|quelques|deux|trois|quatre|cinq|six|dix|two|three|four|five|six|ten)\s+"
+    r"(?:months?|mois|years?|yrs?|ans?|annees?)|(?:19|20)\d\d)"
+    r"|(?:as in|as it was in|comme en|idem|same as in) (?:19|20)\d\d"
+    r"|(?:at|a) (?:every|each|chaque|toutes les) (?:review|reviews|visit|visits|consultation|consultations))(?![a-z])")
+#: ... or as before the operation, for a sign that is no pain ("Hoffmann + bilat, unchanged from preop exam"): the same pain as
+#: before the operation is a failed operation or a recurrence, read by the inefficacy and late rules
+_UNCHANGED_PREOP = re.compile(
+    r"^[^.;\n]{0,70}?(?<![a-z])(?:unchanged from|same as|identical to|no different from|identique a|inchangee? par rapport a|comme en|comme a) "
+    r"(?:the |his |her |l |la |le )?(?:pre ?op|preop|pre operative|preoperative|pre operatoire|preoperatoire|before (?:the )?(?:surgery|operation|op))(?![a-z])")
+_PAIN_CONCEPTS = frozenset({"radicular_pain", "cruralgia"})
+_UNCHANGED_CONCEPTS = _LONGSTANDING_CONCEPTS | {"sphincter", "saddle_anaesthesia", "paraplegia", "cauda_equina"}
+
+
+def _longstanding_unchanged(texts: list[tuple[list[Mention], str]]) -> None:
+    """A deficit, a medullary sign or a sphincter or saddle finding said, later in its sentence, to be unchanged for months
+    or years, since a past year, at every review or as before the operation is an old one (session 14, round 113: "Post-op
+    R C5 palsy 2024, deltoid 3/5 unchanged for 18 months", "Longstanding cervical myelopathy: Hoffmann + bilat, mild gait
+    ataxia, unchanged over 12 months", "Séquelles : hypoesthésie en selle et vessie neurologique (autosondages), stables
+    depuis 10 ans"). A new or worse word between them keeps it current; weeks or "since surgery" are not enough (a deficit
+    there since the operation two days ago is the emergency)."""
+    for found, text in texts:
+        for m in found:
+            if m.history or not m.concepts or not m.concepts <= _UNCHANGED_CONCEPTS:
+                continue
+            after = normalise(text[m.end : m.end + 110])[0]
+            hit = _UNCHANGED_LONG.search(after) or (not m.concepts & _PAIN_CONCEPTS and _UNCHANGED_PREOP.search(after))
+            if hit and not _NOT_LONGSTANDING.search(normalise(text[max(0, m.start - 20) : m.end])[0] + " " + hit.group()):
+                m.history = True
+
+
+_CURRENT_BETWEEN = re.compile(r"(?<![a-z])(?:new|newly|worse|worsening|sudden|acute|now|but|mais|maintenant|actuellement|yesterday|hier|"
+                              r"tonight|overnight|this morning|ce matin|nouveau|nouvelle|aggrave|aggravation|brutal|brutale|since this|depuis ce)(?![a-z])")
+
+
+def _grade_of_old_deficit(texts: list[tuple[list[Mention], str]]) -> None:
+    """A muscle power grade written in the sentence of an old deficit is that deficit's ("residual R foot drop since then,
+    wears AFO, unchanged at every review incl. today (TA 2/5 as in 2019)", "Steppage gauche séquellaire d'une discectomie
+    en 2020 (releveurs 2/5)", "Post-op R C5 palsy 2024, deltoid 3/5"; session 14, round 113): history too, unless a new,
+    worse or present word, or another current deficit, stands between them."""
+    for found, text in texts:
+        old = [m for m in found if m.history and m.concepts & {"motor_deficit", "paraplegia"} and not m.measurement]
+        if not old:
+            continue
+        norm = normalise(text)[0]
+        current = [m for m in found if m.raises and m.concepts & {"motor_deficit", "paraplegia"} and not m.measurement]
+        for g in found:
+            if not g.measurement or g.history or "motor_deficit" not in g.concepts:
+                continue
+            for h in old:
+                lo, hi = (h.end, g.start) if h.end <= g.start else (g.end, h.start)
+                if hi - lo > 120 or lo > hi:
+                    continue
+                between = norm[lo:hi]
+                if any(c in between for c in (". ", ";", "\n")) or _CURRENT_BETWEEN.search(between):
+                    continue
+                if any(lo <= c.start < hi for c in current):
+                    continue
+                g.history = True
+                break
 
 
 def _preoperative_longstanding(texts: list[tuple[list[Mention], str]]) -> None:
@@ -424,6 +499,44 @@ _STILL = re.compile(r"(?<![a-z])(?:now|still|since|persist\w*|ongoing|again|wors
 
 
 _RESOLVED_IN_CLAUSE = re.compile(r"(?<![a-z])(?:resolved|resolue?s?|settled|levee?|disparue?s?|gone|recovered|recuperee?)(?![a-z])")
+
+
+#: What an operation away from the spine can be complicated by (its wound, its fever, its thrombosis, its bleeding)
+_OTHER_OP_COMPLICATIONS = frozenset({"dvt", "wound", "abscess", "fever", "inflammation_marker", "crp_high", "crp_raised", "bleeding",
+                                     "infection_imaging", "haematoma", "seroma"})
+#: Words that put a sentence on the spine ("back wound", "cicatrice lombaire")
+_SPINE_WORDS = re.compile(r"(?<![a-z])(?:spine|spinal|back|lumbar|lombaire|lombaires|rachis|rachidien|rachidienne|dos|dorsal|cervical|"
+                          r"cervicale|thoracic|vertebral|vertebrale|epidural|epidurale|peridural|peridurale|intracanal\w*)(?![a-z])")
+
+
+def _other_operation_sentences(texts: list[tuple[list[Mention], str]]) -> list[tuple[str, int, int]]:
+    """A sentence about an operation away from the spine (a knee replacement, a cholecystectomy, a hysterectomy) with no
+    spine procedure or spine word in it: the wound, fever, thrombosis or bleeding it tells is that operation's, and its
+    day label or date is that operation's time, not the spine's (session 14, round 113: "Hospitalisée en orthopédie :
+    prothèse totale de genou droit J3, hématome du genou ponctionné", "Day 3 post abdominal hysterectomy: fever 38.7,
+    Pfannenstiel wound discharging pus, CRP 180", "Inpatient after R TKR 31/10; R calf DVT confirmed on duplex 04/11").
+    Those mentions raise nothing (Mention.elsewhere); returns the sentences, whose readings the caller drops."""
+    spans: list[tuple[str, int, int]] = []
+    spine_ops = set(PROCEDURES) | {"fusion", "hardware", "discectomy", "decompression"}
+    for found, text in texts:
+        others = [m for m in found if "other_surgery" in m.concepts and m.assertion != "negated" and m.experiencer == "patient"]
+        if not others:
+            continue
+        norm = normalise(text)[0]
+        for o in others:
+            a = max(norm.rfind(". ", 0, o.start), norm.rfind("\n", 0, o.start), norm.rfind("|", 0, o.start)) + 1
+            ends = [i for i in (norm.find(". ", o.end), norm.find("\n", o.end), norm.find("|", o.end)) if i >= 0]
+            b = min(ends) if ends else len(norm)
+            inside = [m for m in found if a <= m.start < b]
+            if any(m.concepts & spine_ops and m is not o and "other_surgery" not in m.concepts for m in inside):
+                continue
+            if _SPINE_WORDS.search(norm[a:b]):
+                continue
+            for m in inside:
+                if m.concepts and m.concepts <= _OTHER_OP_COMPLICATIONS:
+                    m.elsewhere = True
+            spans.append((o.keyword, a, b))
+    return spans
 
 
 def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[Reading]) -> list[tuple[str, int, int]]:
@@ -642,6 +755,10 @@ _RECENT_AFTER = re.compile(r"^\s*(?:since|depuis|from|as of|for the (?:last|past
                            r"\d+\s*(?:h|hrs?|hours?|days?|d|jours?|j)(?![a-z]))")
 
 
+_ONSET_WORDS = re.compile(r"(?<![a-z])(?:returned|recurred|came back|started|began|begun|since|from|onset|worse|worsening|again|"
+                          r"depuis|reapparu\w*|repris\w*|recidiv\w*|apparu\w*|debut\w*)(?![a-z])")
+
+
 def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str] = frozenset()) -> None:
     """A complaint followed by a year before the study's ("CES in 2015", "(2019)") is history."""
     year_now = study_dt.year if study_dt else None
@@ -664,8 +781,8 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
                 and not _RECENT_AFTER.match(normalise(text[m.end : m.end + 40])[0])):
             m.history = True
             continue
-        if hit and int(hit.group(1)) < year_now:
-            m.history = True
+        if hit and int(hit.group(2)) < year_now and not (hit.group("month") and _ONSET_WORDS.search(text[m.start : m.end + hit.end()].lower())):
+            m.history = True  # (a month and year after an onset word date the onset: "back pain returned Nov 2025" goes on)
             continue
         before = _YEAR_RIGHT_BEFORE.search(text[max(0, m.start - 8) : m.start])
         if before and int(before.group(1)) < year_now:

@@ -1494,7 +1494,9 @@ class Matcher:
             return (k + 1 < len(words) and words[k + 1] in ("no", "non", "nil", "negative", "negatif", "neg", "none", "aucun", "aucune")
                     and (k + 2 >= len(words) or words[k + 2] in _SENTENCE_END or words[k + 2] in (",", "|")))
         if (k < len(words) and words[k] in _TEMPLATE_NO
-                and (k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in ("/", ",", ")"))):
+                and (k + 1 >= len(words) or words[k + 1] in _SENTENCE_END or words[k + 1] in ("/", ",", ")")
+                     # session 14 (round 113): the answer explained in a bracket ("Urinary retention - No (voiding, PVR 40 mL)")
+                     or (words[k + 1] == "(" and k + 2 < len(words) and words[k + 2] != "?"))):
             return True  # session 5 (round 20): a screening template's item answered in place ("saddle anaesthesia N / sphincter N")
         c = b  # the comma that an answer follows, after the item's heads ("CES red flags, none present")
         while (c < len(words) and c - b < 2 and (words[c] in _FORM_HEADS or words[c] == "red") and c + 1 < len(words)

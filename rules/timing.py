@@ -133,7 +133,7 @@ _RELATIVE = [
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:months?|mo)[\s-]*(?:follow[\s-]?up|review|check|f/u|post[\s-]?op|postop|clinic|" + _IMAGE_POST + ")"), "m"),
     # session 14 (round 109): "Routine 4 month XR post L4/5 posterolateral fusion", "1 yr check post ACDF", "2 year review post TLIF"
     (re.compile(r"(?<![0-9])(\d{1,2})[\s-]*(?:years?|yrs?)[\s-]*(?:(?:follow[\s-]?up|review|check|f/u|clinic|" + _IMAGE_POST
-                + r")\s+(?:post|after|following)|" + _IMAGE_POST + ")"), "y"),
+                + r")\s+(?:post|after|following)|" + _IMAGE_POST + r"|(?:follow[\s-]?up|review|check|f/u)(?![a-z]))"), "y"),
     # session 5: a French follow-up check "at N months/years" ("contrôle de ces vis à 1 an", "bilan à 6 mois")
     (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+(?:a\s+)?(\d{1,2})\s*mois(?![a-z])"), "m"),
     (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+(?:a\s+)?(\d{1,2})\s*ans?(?![a-z])"), "y"),
@@ -506,6 +506,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for m in _DAY_RE.finditer(norm):
             if re.search(r"(?:since|depuis|from|for|until|jusqu'a|jusqu a)\s*$", norm[max(0, m.start() - 10) : m.start()]):
                 continue  # "depuis hier", "since last night": when the complaint began, not the operation
+            if m.group(1) == "la veille" and re.match(r"\s+(?:de|d)(?![a-z])", norm[m.end() :]):
+                continue  # "hospitalisé la veille de son arthrodèse": the eve of an operation still to come (session 14, round 113)
             window = norm[max(0, m.start() - 30) : m.start()]
             if (_OTHER_EVENT_DAY.search(window) and not _PLACE_OF_SURGERY.search(window)) or _possessive_other(norm, m.end()):
                 continue  # "today's lateral", "CT yesterday", "radio de ce matin": the day of an image or a test
@@ -607,7 +609,7 @@ _ONSET_DATE = re.compile(
 #: An image or test named right before a date: the date is that image's ("la radio du 02/11/2026", "CT of 12/10", "MRI dated
 #: 3/9/2026"), never the operation's.
 _IMAGE_DATE_BEFORE = re.compile(
-    r"(?<![a-z])(?:x ?ray|xr|film|radiograph|radio|radiographie|ct|mri|mr|irm|scan|scanner|tdm|imaging|imagerie|echo|ultrasound|"
+    r"(?<![a-z])(?:x ?ray|xr|rx|film|radiograph|radio|radiographie|cliche|ct|mri|mr|irm|scan|scanner|tdm|imaging|imagerie|echo|ultrasound|"
     r"doppler|emg|bilan|prise de sang|bloods|labs)\s+(?:(?:du|de|of|dated|from|on|le|taken on|done on|fait le|faite le|realise le|"
     r"realisee le)\s+){1,2}$"
 )
@@ -615,7 +617,7 @@ _IMAGE_DATE_BEFORE = re.compile(
 _PLACE_OF_SURGERY = re.compile(r"(?<![a-z])(?:at|in|dans|a) (?:a |an |the |une |la |le )?(?:private |privee |local |other |another |autre )?"
                                r"(?:clinic|clinique|hospital|hopital)\s*$")
 _OTHER_EVENT_DAY = re.compile(
-    r"(?<![a-z])(?:x ?ray|xr|film|films|radiograph|radiographs|radio|radios|radiographie|lateral|ap|ct|cts|mri|mr|irm|scan|"
+    r"(?<![a-z])(?:x ?ray|xr|rx|film|films|radiograph|radiographs|radio|radios|radiographie|cliche|cliches|tdm|lateral|ap|ct|cts|mri|mr|irm|scan|"
     r"scanner|imaging|imagerie|bloods|labs|bilan|bilan sanguin|prise de sang|review|reviewed|seen|vu|vue|clinic|consultation|"
     r"appointment|rdv|visit|visite|echo|ultrasound|doppler|emg|"
     # session 4 (round 14): the day the read or the report is wanted ("Surgeon wants read today before clinic", "please report
