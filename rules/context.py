@@ -66,6 +66,7 @@ class Context:
     modalities: set[str]
     readings: list[Reading]
     time_notes: list[str] = field(default_factory=list)
+    negated: set[str] = field(default_factory=set)  # concepts with a negated mention ("no retention"): safety's unless_denied
 
 
 def _base(keyword: str) -> str:
@@ -240,6 +241,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         modalities={s.modality.upper() for s in study.series.values() if s.modality},
         readings=_distinct(readings),
         time_notes=notes,
+        negated=negated,
     )
 
 
@@ -308,6 +310,22 @@ _LONGSTANDING_CONCEPTS = {"motor_deficit", "radicular_pain", "sensory_deficit", 
 _NOT_LONGSTANDING = re.compile(r"(?<![a-z])(?:new|worse|worsening|sudden|acute|nouveau|nouvelle|aggrave|aggravation|brutal|brutale)(?![a-z])")
 
 
+#: What ends a clause (a sentence, a semicolon, a line) and a sentence (a full stop, a line, a template's "|")
+_CLAUSE_MARKS = (". ", ";", "\n")
+_SENTENCE_MARKS = (". ", "\n", "|")
+
+
+def _clause_start(text: str, pos: int, marks: tuple[str, ...] = _CLAUSE_MARKS, lo: int = 0) -> int:
+    """Where the clause holding text[pos] begins: just after the last mark before pos (searched from lo on), else 0."""
+    return max(text.rfind(k, lo, pos) for k in marks) + 1
+
+
+def _clause_end(text: str, pos: int, marks: tuple[str, ...] = _CLAUSE_MARKS) -> int:
+    """Where the clause holding text[pos] ends: the first mark at or after pos, else the end of the text."""
+    ends = [i for i in (text.find(k, pos) for k in marks) if i >= 0]
+    return min(ends) if ends else len(text)
+
+
 #: A spine level written as referrers write it ("L4/5", "C5-6", "T10", "D10" in French, "S1")
 _LEVEL = re.compile(r"(?<![a-z0-9])(c|t|th|d|l|s)\s?([0-9]{1,2})(?![0-9])")
 _REGION_WORDS = {"C": re.compile(r"(?<![a-z])(?:cervical|cervicale|neck|cou|acdf|accf)(?![a-z])"),
@@ -339,9 +357,8 @@ def _other_limb(texts: list[tuple[list[Mention], str]]) -> None:
         for m in found:
             if not m.concepts & set(OPERATION_CONCEPTS) or m.assertion == "negated" or m.hypothetical or m.experiencer != "patient":
                 continue
-            lo = max(norm.rfind(". ", 0, m.start), norm.rfind(";", 0, m.start), norm.rfind("\n", 0, m.start), m.start - 40) + 1
-            ends = [i for i in (norm.find(". ", m.end), norm.find(";", m.end), norm.find("\n", m.end)) if i >= 0]
-            hi = min(ends + [m.end + 40, len(norm)])
+            lo = max(_clause_start(norm, m.start), m.start - 39)
+            hi = min(_clause_end(norm, m.end), m.end + 40)
             window = norm[lo:hi]
             found_region = False
             for letter, _ in _LEVEL.findall(window):
@@ -360,8 +377,7 @@ def _other_limb(texts: list[tuple[list[Mention], str]]) -> None:
         for m in found:
             if not m.concepts or not m.concepts <= _LIMB_CONCEPTS:
                 continue
-            lo = max(norm.rfind(". ", 0, m.start), norm.rfind(";", 0, m.start), norm.rfind(",", 0, m.start), norm.rfind("\n", 0, m.start),
-                     m.start - 30) + 1
+            lo = max(_clause_start(norm, m.start, (". ", ";", ",", "\n")), m.start - 29)
             window = norm[lo : m.end + 20]
             head = norm[lo : m.end]
             if _UPPER_LIMB.search(head) and not _LOWER_LIMB.search(window):
@@ -524,9 +540,8 @@ def _other_operation_sentences(texts: list[tuple[list[Mention], str]]) -> list[t
             continue
         norm = normalise(text)[0]
         for o in others:
-            a = max(norm.rfind(". ", 0, o.start), norm.rfind("\n", 0, o.start), norm.rfind("|", 0, o.start)) + 1
-            ends = [i for i in (norm.find(". ", o.end), norm.find("\n", o.end), norm.find("|", o.end)) if i >= 0]
-            b = min(ends) if ends else len(norm)
+            a = _clause_start(norm, o.start, _SENTENCE_MARKS)
+            b = _clause_end(norm, o.end, _SENTENCE_MARKS)
             inside = [m for m in found if a <= m.start < b]
             if any(m.concepts & spine_ops and m is not o and "other_surgery" not in m.concepts for m in inside):
                 continue
@@ -551,9 +566,8 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
         for m in found:
             if m.hypothetical or not m.concepts or m.concepts & operated:
                 continue
-            a = max(text.rfind(". ", 0, m.start), text.rfind(";", 0, m.start), text.rfind("\n", 0, m.start), text.rfind(":", 0, m.start)) + 1
-            ends = [i for i in (text.find(". ", m.end), text.find(";", m.end), text.find("\n", m.end), text.find(":", m.end)) if i >= 0]
-            b = min(ends) if ends else len(text)
+            a = _clause_start(text, m.start, _CLAUSE_MARKS + (":",))
+            b = _clause_end(text, m.end, _CLAUSE_MARKS + (":",))
             clause = normalise(text[a:b])[0]
             days = [int(d) for d in _DAY_LABEL_IN_CLAUSE.findall(clause)]
             # the study's time: the readings outside this clause (the day label of the event is a reading too)
@@ -713,7 +727,7 @@ def _planned_sentences(mentions: list[Mention], text: str) -> None:
             continue  # "Known L4-5 pseudarthrosis, revision fusion planned": the lesion is a finding, only its repair is planned
         if m.hypothetical or not m.concepts & set(OPERATED) or m.concepts & {"operated"} and len(m.concepts) == 1 and m.text.lower().startswith("post"):
             continue
-        a = max(norm.rfind(". ", 0, m.start), norm.rfind("\n", 0, m.start), norm.rfind(";", 0, m.start)) + 1
+        a = _clause_start(norm, m.start)
         ends = [i for i in (norm.find(". ", m.end), norm.find("\n", m.end), norm.find(";", m.end)) if i >= 0]
         b = min(ends) if ends else len(norm)
         sentence = norm[a:b]
@@ -736,8 +750,7 @@ def _awaiting_revision(mentions: list[Mention], text: str, persistent: set[str])
     for m in mentions:
         if not m.history or not m.concepts or not m.concepts <= persistent or m.assertion == "negated":
             continue
-        a = max(norm.rfind(". ", max(0, m.start - 400), m.start), norm.rfind("\n", max(0, m.start - 400), m.start),
-                norm.rfind(";", max(0, m.start - 400), m.start)) + 1
+        a = _clause_start(norm, m.start, lo=max(0, m.start - 400))
         ends = [i for i in (norm.find(". ", m.end, m.end + 400), norm.find("\n", m.end, m.end + 400), norm.find(";", m.end, m.end + 400))
                 if i >= 0]
         b = min(ends) if ends else min(len(norm), m.end + 400)
@@ -889,7 +902,7 @@ def _old_indication(mentions: list[Mention], text: str, study_dt) -> None:
         between = norm[p.end : m.start]
         if len(between) > 80 or any(c in between for c in ".;\n") or not _INDICATION.search(between) or _PRESENT.search(between):
             continue
-        a = max(norm.rfind(". ", 0, p.start), norm.rfind("\n", 0, p.start), norm.rfind(";", 0, p.start)) + 1
+        a = _clause_start(norm, p.start)
         clause = norm[a : m.start]
         old = False
         for hit in _OLD_YEARS.finditer(clause):
@@ -958,7 +971,7 @@ def _past_operation_events(mentions: list[Mention], text: str, study_dt, chronic
     for op in _AT_OPERATION.finditer(norm):
         if op.start() < done:
             continue  # one pass per sentence
-        a = max(norm.rfind(". ", 0, op.start()), norm.rfind("\n", 0, op.start()), norm.rfind(";", 0, op.start())) + 1
+        a = _clause_start(norm, op.start())
         ends = [i for i in (norm.find(". ", op.end()), norm.find("\n", op.end()), norm.find(";", op.end())) if i >= 0]
         b = min(ends) if ends else len(norm)
         done = b

@@ -53,8 +53,7 @@ def assess(entries: list[dict], ctx, early_days: float, version: str = "") -> Sa
         if entry.get("unless_denied"):
             # session 13 (rounds 102, 105): a protocol's name ("MRI L-spine CES protocol") with the symptoms it is for denied
             # in the text ("No bladder/bowel sx, saddle sensation normal") and none of them affirmed or queried
-            denied = {c for m in ctx.mentions if m.assertion == "negated" for c in m.concepts}
-            if denied & set(entry["unless_denied"]) and not any(ctx.raising.get(c) for c in entry["unless_denied"]):
+            if ctx.negated & set(entry["unless_denied"]) and not any(ctx.raising.get(c) for c in entry["unless_denied"]):
                 continue
         if entry.get("procedure") and not ctx.procedures & set(entry["procedure"]):
             continue
