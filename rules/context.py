@@ -146,7 +146,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             mentions.extend(found)
             texts.append((found, text))
     _preoperative_longstanding(texts)
-    _longstanding_unchanged(texts)
+    _longstanding_unchanged(texts, study_dt)
     _grade_of_old_deficit(texts)
     _other_limb(texts)
     readings, notes = text_readings(fields, study_dt)
@@ -400,10 +400,16 @@ _UNCHANGED_PREOP = re.compile(
     r"^[^.;\n]{0,70}?(?<![a-z])(?:unchanged from|same as|identical to|no different from|identique a|inchangee? par rapport a|comme en|comme a) "
     r"(?:the |his |her |l |la |le )?(?:pre ?op|preop|pre operative|preoperative|pre operatoire|preoperatoire|before (?:the )?(?:surgery|operation|op))(?![a-z])")
 _PAIN_CONCEPTS = frozenset({"radicular_pain", "cruralgia"})
-_UNCHANGED_CONCEPTS = _LONGSTANDING_CONCEPTS | {"sphincter", "saddle_anaesthesia", "paraplegia", "cauda_equina"}
+_UNCHANGED_CONCEPTS = _LONGSTANDING_CONCEPTS | {"sphincter", "saddle_anaesthesia", "paraplegia", "cauda_equina", "emergency_word"}
 
 
-def _longstanding_unchanged(texts: list[tuple[list[Mention], str]]) -> None:
+#: "Paraplégique D6 complet (ASIA A) depuis AVP 2011": since an accident of an earlier year, later in the sentence
+_SINCE_ACCIDENT_YEAR = re.compile(r"^[^.;\n]{0,40}?(?<![a-z])(?:since|depuis)\s+(?:(?:an?|the|his|her|un|une|l|son|sa)\s+)?"
+                                  r"(?:avp|rta|mva|accident|accident de la route|fall|chute|injury|trauma|traumatisme|car crash|crash)"
+                                  r"(?:\s+(?:in|en|de|of))?\s+\(?((?:19|20)\d\d)(?![0-9])")
+
+
+def _longstanding_unchanged(texts: list[tuple[list[Mention], str]], study_dt=None) -> None:
     """A deficit, a medullary sign or a sphincter or saddle finding said, later in its sentence, to be unchanged for months
     or years, since a past year, at every review or as before the operation is an old one (session 14, round 113: "Post-op
     R C5 palsy 2024, deltoid 3/5 unchanged for 18 months", "Longstanding cervical myelopathy: Hoffmann + bilat, mild gait
@@ -416,7 +422,12 @@ def _longstanding_unchanged(texts: list[tuple[list[Mention], str]]) -> None:
                 continue
             after = normalise(text[m.end : m.end + 110])[0]
             hit = _UNCHANGED_LONG.search(after) or (not m.concepts & _PAIN_CONCEPTS and _UNCHANGED_PREOP.search(after))
-            if hit and not _NOT_LONGSTANDING.search(normalise(text[max(0, m.start - 20) : m.end])[0] + " " + hit.group()):
+            accident = _SINCE_ACCIDENT_YEAR.search(after)
+            if not hit and accident and (study_dt is None or int(accident.group(1)) < study_dt.year):
+                hit = accident
+            sentence = after.split(". ")[0]
+            if (hit and not _NOT_LONGSTANDING.search(normalise(text[max(0, m.start - 20) : m.end])[0] + " " + hit.group())
+                    and not _PROGRESSION_AFTER.search(sentence)):  # "paraplegia since RTA 2011, now worse over 2 days"
                 m.history = True
 
 
@@ -622,7 +633,8 @@ _TWOC_PASSED = re.compile(r"(?<![a-z])(?:twoc|trial without catheter|trial of vo
                           # session 12 (rounds 96-97): "catheter out POD2, voiding normally since", "miction spontanée depuis J2"
                           r"(?<!no )(?<!not )(?<!pas de )(?<!absence de )(?<!sans )(?:voiding|voided|passing urine|passed urine|micturating|"
                           r"mictions? spontanees?|mictions? normales?|urine spontanement|urine normalement|reprise (?:des )?mictions?|reprise mictionnelle(?: normale| spontanee)?)(?: (?:normally|well|spontaneously|"
-                          r"normalement|bien))? (?:ever )?(?:since|depuis)(?![a-z])|"
+                          r"normalement|bien))? (?:ever )?(?:since|depuis|ce matin|this morning|hier soir|hier|yesterday|overnight|cette nuit)(?![a-z])|"
+                          # (session 14, round 115: "Rétention urinaire post-op sondée, reprise mictionnelle ce matin")
                           # session 12 (round 98): "Rétention urinaire post-op à J1 résolue après ablation de sonde"
                           r"(?:resolue?|resolved|levee?|settled) (?:apres|after|following|with|avec) (?:l |la |the )?(?:ablation|retrait|removal|"
                           r"sondage|catheterisation|catheterization)(?: (?:de (?:la )?sonde|of (?:the )?catheter|unique|evacuateur))?(?![a-z])")

@@ -1148,8 +1148,9 @@ class Matcher:
             for cue in index.get(words[k], ()):
                 if k + len(cue) <= hi and tuple(words[k : k + len(cue)]) == cue:
                     after = words[k + len(cue)] if k + len(cue) < len(words) else "."
-                    if after not in _CUE_CLAUSE_END:
+                    if after not in _CUE_CLAUSE_END and after not in ("depuis", "since", "for", "pendant", "durant"):
                         break  # "pre-existing diabetes", "as before surgery? No - new": the cue is not about this finding
+                        # (its duration may follow: "présent en préopératoire depuis 3 semaines", session 14)
                     if not any(w in ("not", "no", "non", "never", "absent", "absente", "pas", "jamais", "wasn", "wasnt", "isn", "n")
                                for w in words[max(b, k - 3) : k]) and not any(w in _LIST_NEW for w in words[b:k]):
                         cue_at = k  # (a negated cue, "not present pre-op", "wasn't there before surgery", says a new finding)

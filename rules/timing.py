@@ -519,6 +519,8 @@ def text_readings(fields: list[dict], study_dt: datetime | None) -> tuple[list[R
         for m in _UK.finditer(norm):
             if int(float(m.group(1))) > 12 and m.group(2) == "12" and _BEFORE_YEARLESS.search(norm[max(0, m.start() - 12) : m.start()]):
                 continue  # "TLIF on 28/12": a date (read below), not 28 months
+            if int(float(m.group(1))) > 12 and m.group(2) == "12" and _recent_december_day(int(float(m.group(1))), study_dt):
+                continue  # session 14: "C4-C6 (vis massas latérales) 17/12" on 18/12 is yesterday's date, not 17 months
             if _near_procedure(norm, m.start(), m.end()):
                 add(float(m.group(1)) * _UK_HOURS[m.group(2)], m.start(), m.end())
         if study_dt is not None:
@@ -717,6 +719,20 @@ _PROCEDURE_END = re.compile(r"(?:lif|acdf|fusion|discectomy|microdiscectomy|lami
                             r"(?:\s+[lcts]\d{1,2}(?:\s*[-/]\s*[lcts]?\d{1,2})*)?"  # "Lami L3-4 01/12": the level between
                             r"(?:\s+(?:r|l|rt|lt|right|left|g|d|gauche|droite|droit|bilat|bilateral|bilaterale))?"
                             r"\s*(?:\(|on|le|du|of|dated)?\s*$")
+def _recent_december_day(day: int, study_dt) -> bool:
+    """Is the 'N/12' of a study done in December or January a day of the last December, at most 60 days before the study
+    (a date, read as such below), rather than N months? A number above 12 over 12 is both; the near date is the reading
+    that keeps the early rules on."""
+    if study_dt is None or not 13 <= day <= 31:
+        return False
+    year = study_dt.year if study_dt.month == 12 else study_dt.year - 1
+    try:
+        when = datetime(year, 12, day, tzinfo=study_dt.tzinfo)
+    except ValueError:
+        return False
+    return 0 <= (study_dt - when).days <= 60
+
+
 _BEFORE_YEARLESS = re.compile(r"(?:\ble|\bdu|\bon|\bsince|\bof|\bthe|\bau|\(\s*op|(?:\bdate|\bdos|\bop|\bsurgery|\boperation|\bintervention|"
                               r"\bchirurgie)\s*[:=])\s*$")  # session 6 (round 24): "(op 12/05)"
 _NAMED_DAY_MONTH = re.compile(r"(?<![a-z0-9/])(\d{1,2})(?:er|st|nd|rd|th)?(?:\s+|\s*-\s*)(?:of\s+)?([a-z]{3,9})\.?(?!\s*\d)")
