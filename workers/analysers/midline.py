@@ -30,13 +30,39 @@ import numpy as np
 #: (session 12, family 5 tuning seeds: three S1 screws measured against a 75-109 mm "body", two truth-E screws left
 #: "not assessed (canal and midline checks disagree)" because their offset was measured at the entry, 15 mm out).
 MAX_BODY_WIDTH_MM = 65.0
+#: A screw whose medial surface lies beyond `max_offset_mm` of the body's midline is kept as a "far" record (session
+#: 14) only when the level's own canal confirms that midline: the canal's centre, from this level's slices with both
+#: lateral walls seen (at least `FAR_MIN_WELL_DEFINED`), within this (mm) of the body's antero-posterior axis at the
+#: canal's depth. A "far" offset is never used as a pair or a construct reference for other screws; it only lets
+#: `ct_hardware` confirm a low grade (`_far_from_midline`). Session 14, tuning seeds: of the screws with a medial
+#: surface over 18 mm from the body's midline, those whose canal centre lay 6-12 mm off the body's axis had a body
+#: found rotated 28 deg or a canal borrowed from another level; the others' canal centres lay within 1.5 mm.
+FAR_CANAL_AGREE_MM = 2.0
+FAR_MIN_WELL_DEFINED = 3
 
 
-def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm: float = 18.0) -> dict[int, dict]:
+def _canal_on_axis(lc, dy: float, dx: float) -> bool:
+    """The level's own canal centre (both walls seen on >= FAR_MIN_WELL_DEFINED slices) lies within
+    FAR_CANAL_AGREE_MM of the vertebral body's antero-posterior axis, measured across that axis."""
+    if (lc.reference is None or lc.centre is None or not str(lc.source).startswith("this level")
+            or lc.well_defined < FAR_MIN_WELL_DEFINED or lc.body is None):
+        return False
+    (by, bx), u = lc.body[0], np.asarray(lc.body[1], float)
+    cy, cx = lc.centre
+    d = np.array([(cy - by) * dy, (cx - bx) * dx])
+    ap = np.array([u[0] * dy, u[1] * dx])
+    ap /= np.linalg.norm(ap)
+    return abs(float(d @ np.array([-ap[1], ap[0]]))) <= FAR_CANAL_AGREE_MM
+
+
+def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm: float = 18.0,
+            far_max_mm: float | None = None) -> dict[int, dict]:
     """{screw index: {"offset_mm", "side_sign", "level"}} for screws whose level has a vertebral body.
 
     offset_mm: distance from the midline of the screw's medial surface where its axis crosses the
     pedicle isthmus (`isthmus_mm` behind the body's posterior wall): axis position minus its radius.
+    A screw beyond `max_offset_mm` is left out, or, with `far_max_mm`, kept up to that offset with "far": True
+    when the level's own canal centre confirms the body's midline (`_canal_on_axis`; session 14).
     """
     dz, dy, dx = vol.spacing
     pix = 0.5 * (dy + dx)
@@ -65,10 +91,13 @@ def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm:
             continue
         lat = float((c + s * a) @ perp)
         sign = 1 if lat > 0 else -1
-        if abs(lat) - 0.5 * p.diameter > max_offset_mm:  # no pedicle is that far out: wrong body or axis
-            continue
+        far = abs(lat) - 0.5 * p.diameter > max_offset_mm
+        if far and (far_max_mm is None or abs(lat) - 0.5 * p.diameter > far_max_mm or not _canal_on_axis(lc, dy, dx)):
+            continue  # no pedicle is that far out: wrong body or axis (unless the level's own canal confirms it)
         rec = {"offset_mm": abs(lat) - 0.5 * p.diameter, "side_sign": sign, "level": lev, "half_width_mm": None,
                "body_width_mm": width * pix}
+        if far:
+            rec["far"] = True
         if lc.reference is not None:  # the canal's contralateral half-width at the isthmus (mirror expectation)
             ys, xs = np.nonzero(lc.reference)
             q = np.column_stack([ys * dy - cy * dy, xs * dx - cx * dx])
@@ -87,9 +116,13 @@ HALF_WIDTH_PER_BODY_WIDTH = 0.25
 def excesses(offs: dict[int, dict], i: int) -> dict:
     """pair_excess_mm and level_excess_mm of screw i (None when no reference)."""
     me = offs.get(i)
-    if me is None:
-        return {"offset_mm": None, "pair_excess_mm": None, "level_excess_mm": None, "axis_depth_mm": None,
-                "body_depth_mm": None}
+    if me is None or me.get("far"):
+        out = {"offset_mm": None, "pair_excess_mm": None, "level_excess_mm": None, "axis_depth_mm": None,
+               "body_depth_mm": None}
+        if me is not None:  # beyond the usual bound, the midline confirmed by the canal: only this (session 14)
+            out["far_offset_mm"] = round(me["offset_mm"], 1)
+        return out
+    offs = {j: o for j, o in offs.items() if not o.get("far")}  # far records are no reference for other screws
     pair = [o["offset_mm"] for j, o in offs.items()
             if j != i and o["level"] == me["level"] and o["side_sign"] != me["side_sign"]]
     others = [o["offset_mm"] for j, o in offs.items() if o["level"] != me["level"]]
