@@ -223,7 +223,8 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     canals = _level_canals(vol, screws, levels, thr, pol) if canal_ok else {}
     res.timings["canal"] = time.perf_counter() - t
     t = time.perf_counter()
-    offs = ml.offsets(vol, screws, levels, canals, far_max_mm=pol.pedicle_intact_max_offset_mm) if canal_ok else {}
+    offs = ml.offsets(vol, screws, levels, canals, far_max_mm=pol.pedicle_intact_max_offset_mm,
+                      wide_from_canal=True) if canal_ok else {}
     mids = _midlines(vol, screws, levels, canals)
     ends = [_ends(vol, p) for p in screws]  # once per screw: its own measures and its pair's siding use them
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):

@@ -56,13 +56,17 @@ def _canal_on_axis(lc, dy: float, dx: float) -> bool:
 
 
 def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm: float = 18.0,
-            far_max_mm: float | None = None) -> dict[int, dict]:
+            far_max_mm: float | None = None, wide_from_canal: bool = False) -> dict[int, dict]:
     """{screw index: {"offset_mm", "side_sign", "level"}} for screws whose level has a vertebral body.
 
     offset_mm: distance from the midline of the screw's medial surface where its axis crosses the
     pedicle isthmus (`isthmus_mm` behind the body's posterior wall): axis position minus its radius.
     A screw beyond `max_offset_mm` is left out, or, with `far_max_mm`, kept up to that offset with "far": True
     when the level's own canal centre confirms the body's midline (`_canal_on_axis`; session 14).
+    A "body" wider than `MAX_BODY_WIDTH_MM` (the sacral ala joined to it) gives no check, or, with `wide_from_canal`,
+    one when the level's own canal confirms its midline: the offset is then the nearest approach of the screw's
+    medial surface to the midline over the canal's antero-posterior extent (the body's posterior wall, and so the
+    isthmus, is not where it is found), without a body-width expectation, "wide": True (session 14).
     """
     dz, dy, dx = vol.spacing
     pix = 0.5 * (dy + dx)
@@ -73,8 +77,9 @@ def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm:
         if lc is None or getattr(lc, "body", None) is None:
             continue
         (cy, cx), u, (tmin, tmax), width = lc.body
-        if width * pix > MAX_BODY_WIDTH_MM:  # no vertebral body is that wide: the sacral ala or facets joined it
-            continue
+        wide = width * pix > MAX_BODY_WIDTH_MM
+        if wide and not (wide_from_canal and _canal_on_axis(lc, dy, dx)):
+            continue  # no vertebral body is that wide: the sacral ala or facets joined it
         u = np.asarray(u, float) * post  # towards posterior
         t_wall = (tmax if post > 0 else -tmin) * pix  # posterior wall of the body along u (mm)
         perp = np.array([-u[1], u[0]])
@@ -86,11 +91,23 @@ def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm:
         ct, at = float(c @ u), float(a @ u)
         if abs(at) < 0.3:  # runs across, not front to back: no isthmus crossing
             continue
-        s = (t_wall + isthmus_mm - ct) / at
-        if abs(s) > 0.7 * p.length:  # the isthmus is not on this screw
-            continue
-        lat = float((c + s * a) @ perp)
-        sign = 1 if lat > 0 else -1
+        if wide:
+            ys, xs = np.nonzero(lc.reference)
+            tq = np.column_stack([ys * dy - cy * dy, xs * dx - cx * dx]) @ u  # the canal's AP extent along u (mm)
+            s0, s1 = sorted(((float(tq.min()) - ct) / at, (float(tq.max()) - ct) / at))
+            s0, s1 = max(s0, -0.5 * p.length), min(s1, 0.5 * p.length)
+            if s0 > s1:  # the screw does not reach the canal's depth
+                continue
+            l0, l1 = float((c + s0 * a) @ perp), float((c + s1 * a) @ perp)
+            back = float((c + (0.5 if at > 0 else -0.5) * p.length * a) @ perp)  # the entry end: its own side
+            sign = 1 if back > 0 else -1
+            lat = (0.0 if l0 * l1 <= 0 else min(abs(l0), abs(l1))) * sign
+        else:
+            s = (t_wall + isthmus_mm - ct) / at
+            if abs(s) > 0.7 * p.length:  # the isthmus is not on this screw
+                continue
+            lat = float((c + s * a) @ perp)
+            sign = 1 if lat > 0 else -1
         far = abs(lat) - 0.5 * p.diameter > max_offset_mm
         if far and (far_max_mm is None or abs(lat) - 0.5 * p.diameter > far_max_mm or not _canal_on_axis(lc, dy, dx)):
             continue  # no pedicle is that far out: wrong body or axis (unless the level's own canal confirms it)
@@ -98,6 +115,8 @@ def offsets(vol, screws, levels, canals, isthmus_mm: float = 5.0, max_offset_mm:
                "body_width_mm": width * pix}
         if far:
             rec["far"] = True
+        if wide:
+            rec["wide"], rec["body_width_mm"] = True, None
         if lc.reference is not None:  # the canal's contralateral half-width at the isthmus (mirror expectation)
             ys, xs = np.nonzero(lc.reference)
             q = np.column_stack([ys * dy - cy * dy, xs * dx - cx * dx])
@@ -125,10 +144,13 @@ def excesses(offs: dict[int, dict], i: int) -> dict:
     offs = {j: o for j, o in offs.items() if not o.get("far")}  # far records are no reference for other screws
     pair = [o["offset_mm"] for j, o in offs.items()
             if j != i and o["level"] == me["level"] and o["side_sign"] != me["side_sign"]]
-    others = [o["offset_mm"] for j, o in offs.items() if o["level"] != me["level"]]
+    # a wide-body record (measured over the canal's extent, not at the isthmus) is compared with its pair only
+    others = [] if me.get("wide") else [o["offset_mm"] for j, o in offs.items()
+                                        if o["level"] != me["level"] and not o.get("wide")]
     return {"offset_mm": round(me["offset_mm"], 1),
             "pair_excess_mm": round(max(pair) - me["offset_mm"], 1) if pair else None,
             "level_excess_mm": round(float(np.median(others)) - me["offset_mm"], 1) if others else None,
             "axis_depth_mm": (round(me["half_width_mm"] - me["offset_mm"], 1)
                               if me.get("half_width_mm") is not None else None),
-            "body_depth_mm": round(HALF_WIDTH_PER_BODY_WIDTH * me["body_width_mm"] - me["offset_mm"], 1)}
+            "body_depth_mm": (None if me.get("body_width_mm") is None
+                              else round(HALF_WIDTH_PER_BODY_WIDTH * me["body_width_mm"] - me["offset_mm"], 1))}
