@@ -73,8 +73,9 @@ def child(directory: str) -> None:
 
 def analyse_dir(directory: Path, code: Path | None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    if code is not None:
-        env["PYTHONPATH"] = str(code)
+    # the child's sys.path[0] is bench/: without PYTHONPATH an editable install of another checkout (the venv's) would
+    # supply `workers`, and this tree would not be the code scored (session 14)
+    env["PYTHONPATH"] = str(code if code is not None else ROOT)
     out = subprocess.run([sys.executable, __file__, "--child", str(directory)], capture_output=True, text=True,
                          env=env, cwd=str(code or ROOT), timeout=600)
     if out.returncode != 0:

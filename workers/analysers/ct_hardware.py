@@ -223,7 +223,8 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     canals = _level_canals(vol, screws, levels, thr, pol) if canal_ok else {}
     res.timings["canal"] = time.perf_counter() - t
     t = time.perf_counter()
-    offs = ml.offsets(vol, screws, levels, canals) if canal_ok else {}
+    offs = ml.offsets(vol, screws, levels, canals, far_max_mm=pol.pedicle_intact_max_offset_mm,
+                      wide_from_canal=True) if canal_ok else {}
     mids = _midlines(vol, screws, levels, canals)
     ends = [_ends(vol, p) for p in screws]  # once per screw: its own measures and its pair's siding use them
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
@@ -642,8 +643,15 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
             mid_block = ("screw converges beyond a pedicle's medial angle",
                          f"the screw runs {conv:.0f} deg from the vertebra's antero-posterior axis (more than any "
                          f"pedicle's medial angle, {pol.convergence_never_ab_deg:.0f} deg allowed with patient rotation)")
+    far = canal_found and _far_from_midline(midline, max([depth] + list(alts.values())), pol)
+    if far:
+        # the screw's medial surface lies beyond any canal's half-width from a midline the level's own canal confirms,
+        # and no canal reference puts it C+: an A/B read confirmed by a canal-independent measure (session 14)
+        measured_against = (f"{measured_against} and the canal-independent midline check (medial surface "
+                            f"{midline['far_offset_mm']:.1f} mm from the vertebral midline)")
+        conf = min(conf, 0.6)
     if na is None:  # the canal was found and measured above (canal_ok, lc.reference)
-        if (implausible and depth < pol.expected_wall_flag_mm
+        if (implausible and depth < pol.expected_wall_flag_mm and not far
                 and (sym is None or alt_depth > pol.clear_mm or depth > pol.clear_mm)
                 and not _midline_clear(midline, depth, alt_depth, pol)):
             # The canal found next to the screw is implausible (split by the screw, too small): a low depth
@@ -656,7 +664,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
         elif mid_block is not None:
             na = (mid_block[0], f"{mid_block[1]}; depth against the canal {depth:.1f} mm (grade {grade}, "
                   f"canal from {lc.source}); a breach cannot be excluded")
-        elif (grade in ("A", "B") and midline.get("offset_mm") is None
+        elif (grade in ("A", "B") and midline.get("offset_mm") is None and not far
               and (pol.low_grade_needs_midline or conf < pol.low_grade_min_confidence)):
             # A low grade must not come from missing evidence: a canal borrowed, mirrored or disagreeing with its
             # own wall, with no canal-independent check to confirm it, does not make a screw A/B.
@@ -901,6 +909,19 @@ def _midline_depth(m: dict, pol) -> float | None:
     if est is None or est < pol.grade_bounds[2]:
         return None
     return float(est)
+
+
+def _far_from_midline(m: dict, max_canal_depth: float, pol) -> bool:
+    """The canal-independent check confirms a low grade for a screw far out (session 14): its medial surface at
+    the pedicle isthmus more than `midline_max_half_width_mm` from the vertebral midline (no canal is that wide: a
+    breach there would need a canal over twice that) and at most `pedicle_intact_max_offset_mm` (further: a wrong
+    midline), the midline confirmed by the level's own canal centre (`midline.offsets`, "far" record), and every
+    canal reference (own, mirrored, neighbouring) under the C threshold. Without it such a screw's A/B read was
+    "not assessed (low grade not confirmed)": the midline check dropped it as implausibly far out (18 mm).
+    Session 14, tuning seeds: no truth C/D/E screw lay over 18 mm out; the furthest truth D/E 15.0 mm (E)."""
+    off = m.get("far_offset_mm")
+    return (off is not None and pol.midline_max_half_width_mm < off <= pol.pedicle_intact_max_offset_mm
+            and max_canal_depth < pol.grade_bounds[1])
 
 
 def _midline_alone_depth(m: dict, pol) -> float | None:
