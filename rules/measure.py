@@ -50,7 +50,7 @@ _FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was
 _CONDITION = re.compile(r"(?<![a-z])(si|if|when|lorsque|quand|target|objectif|cible|seuil|threshold|goal|keep|maintenir|"
                         r"unless|sauf si)(?![a-z])[^.;\n]{0,20}$")
 _COMPARATOR = re.compile(r"[<>≤≥]|\b(?:sup|inf|superieure? a|inferieure? a|above|below|over|under|greater than|less than)\s*$")
-_UNIT_AFTER = re.compile(r"^\s*(°\s*c|°|c\b|f\b|mg/l|mg/dl|g/dl|g/l|mmol/l|ml|cc|l\b|litres?|liters?|/min|bpm|mmhg|cmhg|"
+_UNIT_AFTER = re.compile(r"^\s*(°\s*c|°|c\b|f\b|mg/l|mg/dl|g/dl|g/l|mmol/l|ml|cc|cm\b|l\b|litres?|liters?|/min|bpm|mmhg|cmhg|"
                          r"g/dl|x ?10\^?9/l|g/l|/mm3|giga/l|/5)?")
 
 
