@@ -328,6 +328,7 @@ def _clause_end(text: str, pos: int, marks: tuple[str, ...] = _CLAUSE_MARKS) -> 
 
 #: A spine level written as referrers write it ("L4/5", "C5-6", "T10", "D10" in French, "S1")
 _LEVEL = re.compile(r"(?<![a-z0-9])(c|t|th|d|l|s)\s?([0-9]{1,2})(?![0-9])")
+_LEVEL_REGION = {"c": "C", "t": "T", "th": "T", "d": "T"}  # "D10" is the French T10; L and S levels are lumbar ("L")
 _REGION_WORDS = {"C": re.compile(r"(?<![a-z])(?:cervical|cervicale|neck|cou|acdf|accf)(?![a-z])"),
                  "T": re.compile(r"(?<![a-z])(?:thoracic|dorsal|dorsale|thoracique)(?![a-z])"),
                  "L": re.compile(r"(?<![a-z])(?:lumbar|lombaire|lumbosacral|lombo sacre|lombosacree)(?![a-z])")}
@@ -355,14 +356,14 @@ def _other_limb(texts: list[tuple[list[Mention], str]]) -> None:
     for found, text in texts:
         norm = normalise(text)[0]
         for m in found:
-            if not m.concepts & set(OPERATION_CONCEPTS) or m.assertion == "negated" or m.hypothetical or m.experiencer != "patient":
+            if not m.concepts & OPERATION_CONCEPTS or m.assertion == "negated" or m.hypothetical or m.experiencer != "patient":
                 continue
             lo = max(_clause_start(norm, m.start), m.start - 39)
             hi = min(_clause_end(norm, m.end), m.end + 40)
             window = norm[lo:hi]
             found_region = False
             for letter, _ in _LEVEL.findall(window):
-                regions.add({"c": "C", "t": "T", "th": "T", "d": "T"}.get(letter, "L"))
+                regions.add(_LEVEL_REGION.get(letter, "L"))
                 found_region = True
             for region, pattern in _REGION_WORDS.items():
                 if pattern.search(norm[m.start:m.end]) or pattern.search(window):
@@ -544,7 +545,7 @@ def _other_operation_sentences(texts: list[tuple[list[Mention], str]]) -> list[t
     Pfannenstiel wound discharging pus, CRP 180", "Inpatient after R TKR 31/10; R calf DVT confirmed on duplex 04/11").
     Those mentions raise nothing (Mention.elsewhere); returns the sentences, whose readings the caller drops."""
     spans: list[tuple[str, int, int]] = []
-    spine_ops = set(PROCEDURES) | {"fusion", "hardware", "discectomy", "decompression"}
+    spine_ops = set(PROCEDURES) | {"hardware"}
     for found, text in texts:
         others = [m for m in found if "other_surgery" in m.concepts and m.assertion != "negated" and m.experiencer == "patient"]
         if not others:
@@ -554,7 +555,7 @@ def _other_operation_sentences(texts: list[tuple[list[Mention], str]]) -> list[t
             a = _clause_start(norm, o.start, _SENTENCE_MARKS)
             b = _clause_end(norm, o.end, _SENTENCE_MARKS)
             inside = [m for m in found if a <= m.start < b]
-            if any(m.concepts & spine_ops and m is not o and "other_surgery" not in m.concepts for m in inside):
+            if any(m.concepts & spine_ops and "other_surgery" not in m.concepts for m in inside):
                 continue
             if _SPINE_WORDS.search(norm[a:b]):
                 continue
@@ -859,7 +860,7 @@ def _bracket_after_history(mentions: list[Mention], text: str, study_dt=None) ->
             m.history = True
             continue
         lead = text[max(0, paren - 50) : paren]
-        lead = lead[max(lead.rfind(". "), lead.rfind(";"), lead.rfind("\n")) + 1 :]
+        lead = lead[_clause_start(lead, len(lead)) :]
         dated = _DATED_BEFORE_BRACKET.search(normalise(lead)[0])
         if dated and year_now and int(dated.group(1) or dated.group(2)) < year_now:
             m.history = True

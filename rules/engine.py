@@ -176,13 +176,11 @@ class Rulebook:
         if rule.acquisition_lacks and all(c in ctx.acquisition for c in rule.acquisition_lacks):
             return None
         if rule.interval_min_days is not None or rule.interval_max_days is not None:
-            if hours is None and not rule.interval_unknown_runs:
-                return None
             if hours is None:
-                pass  # interval {unknown: run}: unknown is never negative
-            elif rule.interval_min_days is not None and hours < rule.interval_min_days * 24:
-                return None
-            elif rule.interval_max_days is not None and hours > rule.interval_max_days * 24:
+                if not rule.interval_unknown_runs:  # interval {unknown: run}: unknown is never negative
+                    return None
+            elif ((rule.interval_min_days is not None and hours < rule.interval_min_days * 24)
+                  or (rule.interval_max_days is not None and hours > rule.interval_max_days * 24)):
                 return None
         if rule.priors_have or rule.priors_lack:
             if priors is None:
