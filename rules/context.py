@@ -48,6 +48,10 @@ _SINCE_YEAR = re.compile(r"^[\s,]*(?:(?!(?:new|nouvelle?s?|nouveaux|now|maintena
 _PROGRESSION_AFTER = re.compile(r"(?<![a-z])(?:worse|worsening|deteriorat\w*|progress\w*|aggrav\w*|new|nouvelle?s?|nouveaux|now|maintenant|increasing)(?![a-z])")
 #: "... il y a 6 ans", "... 10 years ago": a complaint that old is history; a procedure between the complaint and the time
 #: ("..., s/p microdiscectomy 1 yr ago", "after fusion 2 years ago") is what the time dates.
+#: "... depuis 10 ans", "... for years", "... over the last 3 years": a complaint that has lasted years is no new one
+_FOR_YEARS = re.compile(r"^\s*(?:[a-z]+\s+){0,2}?(?:for|since|depuis|over|pendant|durant)\s+(?:the\s+(?:last|past)\s+|les\s+)?"
+                        r"(?:\d{1,2}\s*|many\s+|several\s+|some\s+|a few\s+|plusieurs\s+|quelques\s+|des\s+|de nombreuses\s+|two\s+|three\s+|"
+                        r"four\s+|five\s+|ten\s+|deux\s+|trois\s+|quatre\s+|cinq\s+|dix\s+)?(?:years?|yrs?|ans|annees)(?![a-z])")
 _YEARS_AGO = re.compile(r"^[^.;\n]{0,40}?(?:il y a\s+\d{1,2}\s*(?:ans|annees)|\d{1,2}\s*(?:years?|yrs?|ans)\s+(?:ago|auparavant|plus tot))")
 
 
@@ -816,6 +820,10 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
             continue
         if since and int(since.group(1)) < year_now:
             m.history = True  # session 4 (round 14): "paraplegia since RTA 2011", "incontinence since childbirth 1998"
+            continue
+        lasting = _FOR_YEARS.match(normalise(text[m.end : m.end + 60])[0])
+        if lasting and not _PROGRESSION_AFTER.search(later):
+            m.history = True  # session 15 (round 119): "Jambe gauche gonflée depuis 10 ans : lymphœdème connu", "numb foot for years"
             continue
         ago = _YEARS_AGO.match(normalise(text[m.end : m.end + 60])[0])
         # "radiculitis, s/p microdiscectomy 1 yr ago": a procedure between the complaint and the

@@ -22,6 +22,9 @@ _FILLER = (r"(?:[\s:=,(~]|of|at|is|was|to|up to|jusqu a|jusqu'a|a|de|du|en|env|e
            r"dropped|dropd|droped|drop|fell|fallen|fall|falling|decreased|declined|down|passed|passee?|chute|baisse|rose|risen|rise|increased|up|"
            # session 9 (round 53): "CRP creeping up 15 -> 40", "CRP qui grimpe 12 puis 45"
            r"creeping|crept|edging|climbing|climbed|qui|grimpe|monte)*")
+#: Session 15 (round 119): a difference written with its sign after the measurement's name, a side word allowed before it
+#: ("calf circumference +4 cm", "mollet gauche : +3,5 cm"); read only for measurements with a "rise" threshold.
+_SIGNED_RISE = re.compile(rf"^(?:\s*(?:left|right|lt|rt|l|r|gauche|droit|droite|g|d)(?![a-z]))?\s*[:=]?\s*\+\s*{_NUM}")
 #: round 13: a four-digit year written after a measurement's name with "en", "in", "since", "depuis" (never "de": "globe de 2000") ("ATCD de rétention urinaire en 2019")
 _YEAR = re.compile(r"^(?:19[5-9]\d|20[0-4]\d)$")
 _YEAR_BEFORE = re.compile(r"(?<![a-z])(?:en|in|since|depuis)\s*$")
@@ -230,6 +233,16 @@ class Reader:
                 if _CONDITION.search(before):
                     continue
                 tail = norm[m.end() : m.end() + 60]
+                diff = _SIGNED_RISE.match(tail) if any("rise" in t for t in spec.get("thresholds") or []) else None
+                if diff:
+                    # session 15 (round 119): the difference itself, signed ("L calf circumference +4 cm", "mollet G +3,5 cm"): a rise
+                    amount = _f(diff.group(1))
+                    for t in spec.get("thresholds") or []:
+                        if "rise" in t and amount >= t["rise"]:
+                            emit(spec, t["concept"], m.start(), m.end() + diff.end(),
+                                 {"value": amount, "difference": amount, "threshold": _describe(t)})
+                            break
+                    continue
                 reading = self._reading(spec, tail, drops)
                 if reading is None:
                     continue

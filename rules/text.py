@@ -1399,7 +1399,13 @@ class Matcher:
             elif longest > 4:
                 continue
             elif w == "(" or _list_opener(words, j):  # "Risques (hématome, infection, migration d'électrode) expliqués" (session 12, round 94)
-                return 1 <= _item_length(words, j + 1, last) <= 4 and self._cue_before_colon(words, j, index)
+                # session 15 (round 119): the first item's own risk words are not counted ("Consent discussed: risk of cauda
+                # equina injury, bladder dysfunction, dural tear")
+                first = j + 1
+                if first < last:
+                    own = (*index.get(words[first], ()), *self.cue_index.get("uncertain_before", {}).get(words[first], ()))
+                    first += next((len(c) for c in own if first + len(c) < last and tuple(words[first : first + len(c)]) == c), 0)
+                return 1 <= _item_length(words, first, last) <= 4 and self._cue_before_colon(words, j, index)
             elif w in _LISTING_WORDS and self._cue_before_colon(words, j, index):
                 # "Discussed possible complications incl. screw malposition, bleeding, infection" (the tokeniser drops the
                 # abbreviation's dot; session 12, round 95)

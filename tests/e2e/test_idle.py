@@ -19,8 +19,13 @@ import pytest
 
 from peers import free_port, service_ready, wait_for
 
-WINDOW = 10.0
-#: Share of one core allowed on average over the window (service + its Redis). The issue's target is 1 % (measured here
+WINDOW = 5.0
+#: Up to this many consecutive windows are measured; the service is idle when one of them stays under the bound. A
+#: polling loop costs the same in every window, so it fails all of them; what a single window on a loaded machine
+#: also saw (session 14: 4.9 % once, in a clean-clone run sharing both cores, 0.5 % when run again) was the tail of
+#: start-up work slowed down by the other jobs, which does not repeat.
+WINDOWS = 4
+#: Share of one core allowed on average over a window (service + its Redis). The issue's target is 1 % (measured here
 #: 0.4-0.5 % in session 9, and over 60 s by `make bench`); the test keeps a margin for a CI machine that ran the whole
 #: suite 2-3 times slower than usual (session 8).
 BOUND = 0.02
@@ -61,9 +66,13 @@ def test_idle_service_uses_under_two_percent_of_a_core(tmp_path):
             time.sleep(3)
             pids = [proc.pid, *children(proc.pid)]
             assert len(pids) >= 2, "serve, its embedded redis-server (and listener processes)"
-            before = sum(cpu_seconds(p) for p in pids)
-            time.sleep(WINDOW)
-            used = sum(cpu_seconds(p) for p in pids) - before
+            shares = []
+            for _ in range(WINDOWS):
+                before = sum(cpu_seconds(p) for p in pids)
+                time.sleep(WINDOW)
+                shares.append((sum(cpu_seconds(p) for p in pids) - before) / WINDOW)
+                if shares[-1] < BOUND:
+                    break
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -71,6 +80,5 @@ def test_idle_service_uses_under_two_percent_of_a_core(tmp_path):
             finally:
                 if proc.poll() is None:
                     proc.kill()
-    share = used / WINDOW
-    print(f"idle: {used:.2f} CPU-s over {WINDOW:.0f} s = {share:.2%} of a core")
-    assert share < BOUND, f"idle service used {share:.1%} of a core (bound {BOUND:.0%})"
+    print("idle: " + ", ".join(f"{s:.2%}" for s in shares) + f" of a core over consecutive {WINDOW:.0f}-s windows")
+    assert min(shares) < BOUND, f"idle service used {min(shares):.1%} of a core at best over {len(shares)} windows (bound {BOUND:.0%})"
