@@ -42,10 +42,35 @@ class LiteralSet:
 
     def __init__(self, requirements: list[Literals | None]):
         self.literals = tuple(sorted(set().union(*(r for r in requirements if r is not None))))
+        #: session 15: literals of three characters or more are looked for only when their first three characters are in
+        #: the text (a set of the text's trigrams costs one pass; most of the 2,000 substring tests are then not made)
+        self._short = tuple(lit for lit in self.literals if len(lit) < 3)
+        self._by_head: dict[str, tuple[str, ...]] = {}
+        for lit in self.literals:
+            if len(lit) >= 3:
+                self._by_head[lit[:3]] = (*self._by_head.get(lit[:3], ()), lit)
+        #: which requirements (by their index in the list given) each literal satisfies; None requirements always run
+        self._owners: dict[str, list[int]] = {}
+        self._always = [i for i, r in enumerate(requirements) if r is None]
+        for i, r in enumerate(requirements):
+            for lit in r or ():
+                self._owners.setdefault(lit, []).append(i)
 
     def present(self, text: str) -> set[str]:
         low = text.lower()
-        return {lit for lit in self.literals if lit in low}
+        found = {lit for lit in self._short if lit in low}
+        heads = {low[i : i + 3] for i in range(len(low) - 2)}
+        for head in heads.intersection(self._by_head):
+            found.update(lit for lit in self._by_head[head] if lit in low)
+        return found
+
+    def candidates(self, text: str) -> list[int]:
+        """The indices, in order, of the requirements that may be met in `text` (None requirements included): the
+        patterns worth running on it."""
+        picked = set(self._always)
+        for lit in self.present(text):
+            picked.update(self._owners[lit])
+        return sorted(picked)
 
 
 def _better(a: Literals | None, b: Literals | None) -> Literals | None:

@@ -796,6 +796,12 @@ class Matcher:
             for seq in seqs:
                 if seq:
                     self.cue_index.setdefault(kind, {}).setdefault(seq[0], []).append(seq)
+        #: the same cues by their last word, for "does a cue end here" (session 15: it scanned every cue of the kind)
+        self.cue_end_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
+        for kind, seqs in self.cues.items():
+            for seq in seqs:
+                if seq:
+                    self.cue_end_index.setdefault(kind, {}).setdefault(seq[-1], []).append(seq)
         self.break_index: dict[str, list[tuple[str, ...]]] = {}
         for seq in self.breaks:
             if seq:
@@ -1211,10 +1217,8 @@ class Matcher:
         for x, y, e in found:
             for c in e.concepts:
                 by_concept.setdefault(c, []).append((x, y))
-        present = self.all_literals.present(norm_text)
-        for (name, pattern), literals in zip(self.patterns, self.pattern_literals):
-            if literals is not None and literals.isdisjoint(present):
-                continue
+        for k in self.all_literals.candidates(norm_text):  # the patterns that may match, in their order (rules/prefilter.py)
+            name, pattern = self.patterns[k]
             for hit in pattern.finditer(norm_text):
                 a = bisect_right(starts, hit.start()) - 1
                 b = bisect_left(starts, hit.end())
@@ -1668,11 +1672,10 @@ class Matcher:
 
     def _cue_ending(self, words: list[str], k: int, kind: str) -> bool:
         """Does a cue of this kind end at words[k]?"""
-        if k < 0:
+        if k < 0 or k >= len(words):
             return False
-        for first, seqs in self.cue_index.get(kind, {}).items():
-            for cue in seqs:
-                n = len(cue)
-                if k - n + 1 >= 0 and tuple(words[k - n + 1 : k + 1]) == cue:
-                    return True
+        for cue in self.cue_end_index.get(kind, {}).get(words[k], ()):
+            n = len(cue)
+            if k - n + 1 >= 0 and tuple(words[k - n + 1 : k + 1]) == cue:
+                return True
         return False
