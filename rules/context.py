@@ -35,7 +35,8 @@ NON_INSTRUMENTED = ("discectomy", "decompression", "cement", "stimulator")
 #: round 13: also with the old event between ("paraplegia since MVA 2009", "paraplégie depuis AVP en 2009").
 _STATUS_POST = re.compile(r"(?<![a-z])(s/p|s p|status post|after|following|post|apres|depuis)(?![a-z])")
 _YEAR_AFTER = re.compile(
-    r"^\W{0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut|mva|rta|avp|accident|fall|chute|injury|trauma|traumatisme|tp|accident de la route)\s+){0,3}"
+    # (a full stop or a semicolon before the year ends the sentence: "Mild mechanical LBP. 2018 L4-5 fusion ..." dates the next one)
+    r"^(?:[^\w.;]|\.(?!\s)){0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut|mva|rta|avp|accident|fall|chute|injury|trauma|traumatisme|tp|accident de la route)\s+){0,3}"
     # session 14 (round 112): a month before the year ("Evacuation of epidural haematoma Feb 2024"; the year must still be earlier)
     r"\(?(?P<month>(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|janv|fev|fevr|avr|mai|juin|juil|aout|déc)[a-z]*\.?\s+)?((?:19|20)\d\d)\b"
 )
@@ -393,12 +394,21 @@ def _other_limb(texts: list[tuple[list[Mention], str]]) -> None:
 #: operation ("deltoid 3/5 unchanged for 18 months", "Hoffmann + bilat, mild gait ataxia, unchanged over 12 months",
 #: "hypoesthésie en selle et vessie neurologique (autosondages), stables depuis 10 ans", "TA 2/5 as in 2019")
 _UNCHANGED_LONG = re.compile(
-    r"^[^.;\n]{0,70}?(?<![a-z])(?:(?:unchanged|stable|stables|inchange|inchangee|inchanges|inchangees|identique|identiques|the same|same|"
+    r"^[^.;\n]{0,70}?(?<![a-z])(?P<cue>(?:unchanged|stable|stables|inchange|inchangee|inchanges|inchangees|identique|identiques|the same|same|"
     r"fixed|static|persistant|persistante|persistent)\s+(?:for|over|since|depuis|pendant|durant|en|over the (?:last|past)|for the (?:last|past))\s+"
     r"(?:(?:\d{1,2}|a|an|one|un|une|a few|several|some|many|plusieurs|quelques|deux|trois|quatre|cinq|six|dix|two|three|four|five|six|ten)\s+"
     r"(?:months?|mois|years?|yrs?|ans?|annees?)|(?:19|20)\d\d)"
     r"|(?:as in|as it was in|comme en|idem|same as in) (?:19|20)\d\d"
-    r"|(?:at|a) (?:every|each|chaque|toutes les) (?:review|reviews|visit|visits|consultation|consultations))(?![a-z])")
+    r"|(?:at|a) (?:every|each|chaque|toutes les) (?:review|reviews|visit|visits|consultation|consultations)"
+    # session 15 (round 120): known and unchanged ("Babinski bilatéral connu depuis la myélopathie opérée en 2020, inchangé"),
+    # known or long-standing for years ("'wet himself' once - known urge incontinence for years, under urology"), known
+    # long-standing ("'can't feel his feet' - on exam sensation unchanged, known longstanding diabetic neuropathy")
+    r"|(?:known|connue?s?)(?: [^ .;]+){0,8}?,? (?:unchanged|inchangee?s?|stable|stables)"
+    # (the last two only as a gloss after a dash, a colon or "=": "retention 900 ml, known diabetic for years" stays current)
+    r"|(?:- |: |= )(?:[^.;:=-]{0,40}? )?(?:known|connue?s?|longstanding|long standing|chronic|chronique|chroniques)(?: [a-z]+){0,4} "
+    r"(?:for|depuis|over|pendant) (?:\d{1,2} |many |several |plusieurs |des |de nombreuses |quelques |a few )?(?:years|yrs|ans|annees)"
+    r"|(?:- |: |= )(?:[^.;:=-]{0,40}? )?(?:known (?:longstanding|long standing|chronic)|connue? (?:de longue date|depuis longtemps|ancienne?))"
+    r")(?![a-z])")
 #: ... or as before the operation, for a sign that is no pain ("Hoffmann + bilat, unchanged from preop exam"): the same pain as
 #: before the operation is a failed operation or a recurrence, read by the inefficacy and late rules
 _UNCHANGED_PREOP = re.compile(
@@ -431,11 +441,15 @@ def _longstanding_unchanged(texts: list[tuple[list[Mention], str]], study_dt=Non
             if not hit and accident and (study_dt is None or int(accident.group(1)) < study_dt.year):
                 hit = accident
             sentence = after.split(". ")[0]
+            lead = after[: hit.start("cue")] if hit and "cue" in hit.re.groupindex else ""
+            if hit and (_CURRENT_BETWEEN.search(lead) or _TODAY.search(lead)):
+                continue  # "retention 900 ml today, known back pain for years": the duration is another complaint's
             if (hit and not _NOT_LONGSTANDING.search(normalise(text[max(0, m.start - 20) : m.end])[0] + " " + hit.group())
                     and not _PROGRESSION_AFTER.search(sentence)):  # "paraplegia since RTA 2011, now worse over 2 days"
                 m.history = True
 
 
+_TODAY = re.compile(r"(?<![a-z])(?:today|aujourd hui|ce jour|since|depuis|this am|tonight|ce soir|cette nuit|last night)(?![a-z])")
 _CURRENT_BETWEEN = re.compile(r"(?<![a-z])(?:new|newly|worse|worsening|sudden|acute|now|but|mais|maintenant|actuellement|yesterday|hier|"
                               r"tonight|overnight|this morning|ce matin|nouveau|nouvelle|aggrave|aggravation|brutal|brutale|since this|depuis ce)(?![a-z])")
 

@@ -35,6 +35,7 @@ CUE_KINDS = (
     "hypothetical_before",
     "future_before",
     "hypothetical_after",
+    "planned_after",
     "instruction_after",
     "experiencer_before",
     "experiencer_after",

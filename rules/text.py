@@ -360,6 +360,8 @@ _CONSENT_PRESENT = {"now", "today", "new", "since", "currently", "tonight", "ove
 #: A finding said to have been passing ("transient retention ...; resolved"): Matcher._transient_resolved
 _TRANSIENT = {"transient", "transitory", "temporary", "brief", "transitoire", "transitoires", "passager", "passagere", "passageres",
               "temporaire", "temporaires"}
+#: what opens a clause that says the finding is normal again ("now legs normal", "maintenant examen normal")
+_NOW_NORMAL_OPENERS = {"now", "currently", "today", "maintenant", "actuellement", "desormais"}
 _NEW_WORDS = {"new", "newly", "acute", "sudden", "worse", "worsening", "nouvelle", "nouveau", "nouveaux", "nouvelles", "aigue", "brutale",
               "recent", "recente", "developed", "developing", "apparition", "appeared"}
 #: Form heads that name a function: only an answer saying it is normal (lexicon cue list normal_answer) negates the finding
@@ -1031,6 +1033,7 @@ class Matcher:
                               or self._cue(words, a, "future_before", covered, True)
                               or self._cue(words, _after_levels(words, b) if e.concepts & OPERATION_CONCEPTS else b,
                                            "hypothetical_after", covered, False)
+                              or (bool(e.concepts & OPERATION_CONCEPTS) and self._cue(words, _after_levels(words, b), "planned_after", covered, False))
                               or self._instruction(words, a, b, covered))
             if not m.hypothetical and e.concepts and not e.concepts & self.pseudo and self._consent_later(words, b, covered):
                 m.hypothetical = True  # "Risk of cauda equina injury and dural tear discussed at consent" (session 13, round 100)
@@ -1662,6 +1665,10 @@ class Matcher:
         j = end + 1
         while j < len(words) and words[j] in self.resolved_adverbs and j - end <= 3:
             j += 1
+        if any(w in _NOW_NORMAL_OPENERS for w in words[end + 1 : j + 1]):
+            # session 15 (round 118): "Transient leg tingling yesterday, haematoma ruled out on CT; now legs normal"
+            return any(words[k] in self.normal_answer for k in range(j, min(len(words), j + 3))
+                       if not any(w in _SENTENCE_END or w == "," for w in words[j:k]))
         return j < len(words) and j not in covered and (words[j] in self.resolved_answer or self._cue_starts(words, j, "treated_after"))
 
     def _cue_starts(self, words: list[str], k: int, kind: str) -> bool:
