@@ -45,7 +45,7 @@ _YEAR_AFTER = re.compile(
 #: session 7: up to three other words may stand between ("paraplégie post-traumatique depuis 2009", "weakness 4/5 unchanged
 #: since 2024", "déficit L5 gauche séquellaire 4/5 depuis 2019"), never a word that makes it current; up to three words
 #: between "since" and the year (session 13, round 103: "paraplégique depuis un AVP en 1998").
-_SINCE_YEAR = re.compile(r"^[\s,]*(?:(?!(?:new|nouvelle?s?|nouveaux|now|maintenant|worse|worsening|aggrav\w*|progress\w*|increasing|acute|aigue?s?|sudden|brutal\w*|today|aujourd)\b)(?:[a-z]+(?:-[a-z]+)?|\d/\d|[cdtls]\d{1,2}|[(),])\s*){0,4}\s(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z]+\s+){0,3}\(?((?:19|20)\d\d)(?![0-9])")
+_SINCE_YEAR = re.compile(r"^[\s,]*(?:(?!(?:new|nouvelle?s?|nouveaux|now|maintenant|worse|worsening|aggrav\w*|progress\w*|increasing|acute|aigue?s?|sudden|brutal\w*|today|aujourd)\b)(?:[a-z]+(?:-[a-z]+)?|\d/\d|[cdtls]\d{1,2}|[(),])\s*){0,4}\s(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z][a-z0-9]*\s+){0,4}\(?((?:19|20)\d\d)(?![0-9])")
 _PROGRESSION_AFTER = re.compile(r"(?<![a-z])(?:worse|worsening|deteriorat\w*|progress\w*|aggrav\w*|new|nouvelle?s?|nouveaux|now|maintenant|increasing)(?![a-z])")
 #: "... il y a 6 ans", "... 10 years ago": a complaint that old is history; a procedure between the complaint and the time
 #: ("..., s/p microdiscectomy 1 yr ago", "after fusion 2 years ago") is what the time dates.

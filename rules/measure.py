@@ -47,7 +47,9 @@ _GRID_HEAD = re.compile(r"(?<![a-z])(?:mrc|power|motor|force|testing musculaire|
 _GRID_ROW = re.compile(r"(?m)^[ \t]*(?P<name>[a-z][a-z .'-]{1,24}?)[ \t]+(?P<grades>[0-5](?:[ \t]+[0-5]){1,3})[ \t]*$")
 #: The earlier value written after the current one: "Hb 85 (from 140)", "Hb 8.1, was 12.9", "Hb 9 down from 13", "Hb 7,9 vs 12,4 en pré-op".
 _FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was|previously|prev|baseline|pre[ -]?op(?:erative(?:ly)?|eratoire)?|vs|versus|contre|"
-                   rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?{_NUM}"
+                   rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?"
+                   # session 15 (round 121): the other side named ("L calf 41 cm vs R 36 cm")
+                   rf"(?:(?:left|right|lt|rt|l|r|g|d|gauche|droite?|other side|contralateral|controlateral)\s+)?{_NUM}"
                    # session 9 (round 65): the earlier value first, its moment after it, in brackets ("Hb 8,2 (12,4 en préop)")
                    rf"|^\s*\(\s*{_NUM}\s*(?:g/dl|g/l|mg/l|mmol/l)?\s*(?:en |a l |at |on )?(?:pre[ -]?op(?:erative(?:ly)?|eratoire)?|preop|baseline|admission|l admission)\s*(?=\))")
 _CONDITION = re.compile(r"(?<![a-z])(si|if|when|lorsque|quand|target|objectif|cible|seuil|threshold|goal|keep|maintenir|"
@@ -171,6 +173,10 @@ class Reader:
         #: "grade" (a listhesis grade) and never a number followed by a unit or a slash
         self._grade_word = re.compile(r"(?<![a-z])(?:mrc|cote|cotee|cotes|cotees|force)\s*(?:a|at|of|:|=|de)?\s*([0-4])(?:\s*[+-])?"
                                       r"(?![0-9/]|[.,]\d|\s*(?:mm|cm|kg|ans|years|jours|days|mois|%))")
+        #: session 15 (round 121): a grade's fall written as a trend after a grading word ("MRC hip flexion 5 -> 2, ankle DF 5 -> 1");
+        #: read only with "mrc", "power", "force", "motor" or "strength" before it (a pain score "5 -> 2" is no grade)
+        self._grade_trend = re.compile(r"(?<![0-9/.,])[3-5]\s*(?:->|-->|=>|→|>)\s*([0-3])(?![0-9/.,])")
+        self._grade_trend_context = re.compile(r"(?<![a-z])(?:mrc|power|force|motor|moteur|strength|cotation|testing)(?![a-z])")
         self._temp = re.compile(rf"(?<![0-9.,/]){_NUM}\s*°\s*c?(?![a-z])")
 
     def find(self, text: str, field: dict) -> list[Mention]:
@@ -207,7 +213,9 @@ class Reader:
                 grades = ([(g, 40) for g in self._grade.finditer(norm)]
                           + [(g, 25) for g in self._grade_m.finditer(norm) if not _FOLLOW_UP_MONTH.search(norm[max(0, g.start() - 40) : g.start()])
                              and not _OPERATION_AFTER.match(norm, g.end())]
-                          + [(g, 25) for g in self._grade_word.finditer(norm)])
+                          + [(g, 25) for g in self._grade_word.finditer(norm)]
+                          + [(g, 40) for g in self._grade_trend.finditer(norm)
+                             if self._grade_trend_context.search(norm[max(0, g.start() - 60) : g.start()])])
                 if "\n" in norm and _GRID_HEAD.search(norm):
                     # session 8 (round 49): a power chart laid out in columns under an "MRC"/"power" heading ("Ankle DF  5   2"):
                     # each row a muscle name then its grades (0-5, no "/5"); a grade below 5 is read as that row's grade
