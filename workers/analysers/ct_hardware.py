@@ -698,8 +698,13 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
                                 f"{max(v for v in ped['profile_mm'] if v is not None):.1f} mm; canal read "
                                 f"{depth:.1f} mm, {na[0]})")
             na, depth, grade, conf = None, three, pol.grade(three), 0.5
+    # the canal found lies on the screw's side of its centre ("lopsided"): the other level's canal shifted here is not
+    # allowed to block the intact-pedicle A/B read on its own (session 15, `_with_intact_pedicle`)
+    lopsided = any(r.startswith("canal lopsided") for r in implausible)
+    own_depth = max([depth] + [v for k, v in alts.items() if not k.startswith("canal of construct level")])
     na, depth, grade, measured_against, conf = _with_intact_pedicle(
-        ped, na, depth, max([depth] + list(alts.values())), grade, measured_against, conf, midline, canal_ok, pol)
+        ped, na, depth, max([depth] + list(alts.values())), grade, measured_against, conf, midline, canal_ok, pol,
+        own_canal_depth=own_depth if lopsided else None)
     if na is not None:
         unassessed(*na)
     else:
@@ -843,7 +848,7 @@ def _midline_agrees(m: dict, pol) -> bool:
 
 
 def _with_intact_pedicle(ped: dict, na, depth: float, max_canal_depth: float, grade, measured_against,
-                         conf: float, midline: dict, canal_ok: bool, pol):
+                         conf: float, midline: dict, canal_ok: bool, pol, own_canal_depth: float | None = None):
     """Two uses of an intact medial cortex in the pedicle sections (`_pedicle_intact`; off without
     `pedicle_sections.intact` in the policy):
 
@@ -857,13 +862,27 @@ def _with_intact_pedicle(ped: dict, na, depth: float, max_canal_depth: float, gr
       from the midline: the
       borrowed outline is misaligned; "not assessed (canal references disagree with the pedicle wall)" rather
       than a false C+ (never A/B).
+
+    `own_canal_depth` (session 15) is given only when this level's canal is lopsided (`_plausibility`: its half on the
+    screw's side larger than the contralateral half, so no metal occludes the canal on the screw's side) and is the
+    largest of the own and mirrored canal depths. Then, for the first use, the neighbouring level's canal shifted here
+    may read up to `canal.plausibility.expected_wall_flag_mm` when the own and mirrored depths are under the C bound,
+    the screw is symmetric with its contralateral pair (`_pair_symmetric`) and the body-width wall is known
+    (`_lopsided_neighbour_waived`).
     Returns (na, depth, grade, measured_against, conf)."""
     if not canal_ok or not _pedicle_intact(ped, pol, pol.pedicle_intact_borrowed_run):
         return na, depth, grade, measured_against, conf
     c = pol.grade_bounds[1]
     mid_off = (midline or {}).get("offset_mm")
-    if (na is not None and na[0] == "canal implausible next to the screw" and max_canal_depth < c
+    waived = _lopsided_neighbour_waived(midline or {}, max_canal_depth, own_canal_depth, pol)
+    if (na is not None and na[0] == "canal implausible next to the screw" and (max_canal_depth < c or waived)
             and _pedicle_intact(ped, pol) and _midline_agrees(midline or {}, pol)):
+        if waived and max_canal_depth >= c:
+            pe = (midline or {}).get("pair_excess_mm")
+            pair = ("no contralateral pair" if pe is None
+                    else f"symmetric with its contralateral pair within {abs(pe):.1f} mm")
+            measured_against = (f"{measured_against} (the shifted canal of the other level, {max_canal_depth:.1f} mm, "
+                                f"waived: this level's canal lopsided, the screw {pair})")
         return (None, depth, pol.grade(depth),
                 f"{measured_against}, the medial pedicle wall (intact on {ped.get('sections')} sections, at most "
                 f"{max(v for v in ped['profile_mm'] if v is not None):.1f} mm) and the canal-independent midline check",
@@ -879,6 +898,33 @@ def _with_intact_pedicle(ped: dict, na, depth: float, max_canal_depth: float, gr
                  f"{ped.get('min_medial_edge_offset_mm')} mm from the vertebral midline; a breach cannot be excluded"),
                 depth, grade, measured_against, conf)
     return na, depth, grade, measured_against, conf
+
+
+#: Pair symmetry (mm, |pair_excess_mm|) for `_lopsided_neighbour_waived`: the screw's medial surface within this of its
+#: contralateral pair's distance from the midline, either way. A medial breach of a screw whose pair is in place brings it
+#: nearer the midline than the pair by about its depth (pair_excess >= 2 for a C); a pair much nearer the midline
+#: (pair_excess <= -2) is itself breached or the midline is off, and says nothing for this screw (session 15, tuning
+#: seeds: family 4 seed 33 study 2 L4 right, truth C 2.1, lopsided canal, pedicle intact, pair excess -11.0: its pair is
+#: a truth-D screw). The same 2 mm as `_midline_agrees` and `_midline_clear` use for the pair.
+LOPSIDED_PAIR_SYMMETRY_MM = 2.0
+
+
+def _pair_symmetric(m: dict) -> bool:
+    """The contralateral pair is unknown, or symmetric within `LOPSIDED_PAIR_SYMMETRY_MM` either way."""
+    pe = m.get("pair_excess_mm")
+    return pe is None or abs(pe) <= LOPSIDED_PAIR_SYMMETRY_MM
+
+
+def _lopsided_neighbour_waived(m: dict, max_canal_depth: float, own_canal_depth: float | None, pol) -> bool:
+    """Session 15: a lopsided canal (`own_canal_depth` given) whose own and mirrored depths are under the C bound, the
+    neighbouring level's shifted canal under `expected_wall_flag_mm` (its misalignment), the screw symmetric with its
+    pair and the body-width wall known. Tuning seeds (5 sets, 308 screws): of the 39 "canal implausible" screws, the 3
+    truth D/E had the canal on the screw's side reduced (metal in it), none lopsided; of the 25 lopsided (20 truth A, 1 B,
+    4 C), the only truth C with an intact pedicle and an agreeing midline check had its pair 11 mm nearer the midline."""
+    if own_canal_depth is None:
+        return False
+    return (own_canal_depth < pol.grade_bounds[1] and max_canal_depth < pol.expected_wall_flag_mm
+            and _pair_symmetric(m) and m.get("body_depth_mm") is not None)
 
 
 def _convergence(p: mt.Part, lc, midline_x, vol: Volume) -> float | None:
