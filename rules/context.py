@@ -45,7 +45,7 @@ _YEAR_AFTER = re.compile(
 #: session 7: up to three other words may stand between ("paraplégie post-traumatique depuis 2009", "weakness 4/5 unchanged
 #: since 2024", "déficit L5 gauche séquellaire 4/5 depuis 2019"), never a word that makes it current; up to three words
 #: between "since" and the year (session 13, round 103: "paraplégique depuis un AVP en 1998").
-_SINCE_YEAR = re.compile(r"^[\s,]*(?:(?!(?:new|nouvelle?s?|nouveaux|now|maintenant|worse|worsening|aggrav\w*|progress\w*|increasing|acute|aigue?s?|sudden|brutal\w*|today|aujourd)\b)(?:[a-z]+(?:-[a-z]+)?|\d/\d|[cdtls]\d{1,2}|[(),])\s*){0,4}\s(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z][a-z0-9]*\s+){0,4}\(?((?:19|20)\d\d)(?![0-9])")
+_SINCE_YEAR = re.compile(r"^[\s,]*(?:(?!(?:new|nouvelle?s?|nouveaux|now|maintenant|worse|worsening|aggrav\w*|progress\w*|increasing|acute|aigue?s?|sudden|brutal\w*|today|aujourd)\b)(?:[a-z]+(?:-[a-z]+)?|\d/\d|[cdtls]\d{1,2}|[(),])\s*){0,4}\s(?:since|depuis)\s+(?:(?!jan|feb|fev|mar|apr|avr|may|mai|jun|juin|jul|juil|aug|aout|sep|oct|nov|dec)[a-z][a-z0-9'’]*\s+){0,4}\(?((?:19|20)\d\d)(?![0-9])")
 _PROGRESSION_AFTER = re.compile(r"(?<![a-z])(?:worse|worsening|deteriorat\w*|progress\w*|aggrav\w*|new|nouvelle?s?|nouveaux|now|maintenant|increasing)(?![a-z])")
 #: "... il y a 6 ans", "... 10 years ago": a complaint that old is history; a procedure between the complaint and the time
 #: ("..., s/p microdiscectomy 1 yr ago", "after fusion 2 years ago") is what the time dates.
@@ -815,7 +815,12 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
         if year_now is None:
             year_now = 10_000
         later = " ".join(normalise(text[m.end : m.end + 120])[0].split(".")[:2])  # this sentence and the next: "... Now worse."
-        since = _SINCE_YEAR.match(normalise(text[m.end : m.end + 50])[0])
+        after = normalise(text[m.end : m.end + 50])[0]
+        since = _SINCE_YEAR.match(after)
+        # session 15 (round 124): the mention took its "depuis" ("ASIA A depuis accident de moto en 2012"): read the same way,
+        # current again only when its own sentence says it is worse
+        own_since = (_SINCE_YEAR.match(" depuis " + after) if re.search(r"(?<![a-z])(?:since|depuis)$", normalise(m.text)[0])
+                     and not _PROGRESSION_AFTER.search(after.split(". ")[0]) else None)
         if since and _PROGRESSION_AFTER.search(later):
             continue  # "paraparesis since 2015, now worse over 2 days": current again (round 14)
         hit = _YEAR_AFTER.match(text[m.end : m.end + 40].lower())
@@ -832,7 +837,7 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
         if before and int(before.group(1)) < year_now:
             m.history = True  # session 13 (round 105): "(2017 conus infarct case)": the year right before the complaint dates it
             continue
-        if since and int(since.group(1)) < year_now:
+        if (since or own_since) and int((since or own_since).group(1)) < year_now:
             m.history = True  # session 4 (round 14): "paraplegia since RTA 2011", "incontinence since childbirth 1998"
             continue
         lasting = _FOR_YEARS.match(normalise(text[m.end : m.end + 60])[0])
