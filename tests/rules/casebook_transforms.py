@@ -73,15 +73,16 @@ def _expected(case) -> str:
 
 
 def applies(case, name: str) -> bool:
-    """Every case whose expected priority is STAT is rewritten by every transform; every other case by one of them on
-    average (a fixed split by a hash of its name and the transform's): the suite stays
-    within its time budget as the casebook grows (17,000+ cases) and no emergency escapes any rewriting. Stripping the
-    accents of mojibake destroys it (not a rewriting a referrer does): skipped."""
+    """Every case whose expected priority is STAT is rewritten by half of the transforms, every other case by one of them
+    on average (a fixed split by a hash of its name and the transform's): the suite stays within its time budget as the
+    casebook grows (26,000+ cases in session 15, when every STAT case was still rewritten every way and these tests took
+    a quarter of the suite) and every emergency is rewritten three ways on average (the noise tests perturb every blind
+    STAT case every time). Stripping the accents of mojibake destroys it (not a rewriting a referrer does): skipped."""
     fields = case.data.get("fields") or {}
     if name == "strip_accents" and any("Ã" in str(v) or re.search("\u00e3[\u0080-\u00bf]", str(v)) for v in fields.values()):
         return False
     if _expected(case) == "STAT":
-        return True
+        return zlib.crc32(f"{case.name}/{name}".encode()) % 2 == 0
     return zlib.crc32(f"{case.name}/{name}".encode()) % 6 == 0
 
 
