@@ -251,7 +251,9 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
 
 
 _PAST = re.compile(r"(?<![a-z])(ago|il y a|post|j ?\+ ?\d|pod|yesterday|hier|done|performed|realisee?|effectuee?|"
-                   r"operated|operee?|s/p|status post|depuis|since|after|apres|last|dernier|derniere|\d{4})(?![a-z])")
+                   r"operated|operee?|s/p|status post|depuis|since|after|apres|last|dernier|derniere|\d{4}|"
+                   # session 16 (round 125): "Had spinal surgery interstate recently, details unknown, awaiting notes"
+                   r"recently|recemment|underwent|a subi)(?![a-z])")
 
 
 #: A dated entry of a note ("12/05 (copied forward):", "POD4:", "J3 :", "Today:", "Update:") at a line's or sentence's start.

@@ -503,7 +503,10 @@ _INDICATIONS = {"cauda_equina", "motor_deficit", "sphincter", "saddle_anaesthesi
                 "myelopathy_indication", "medullary"}
 #: Words that may stand between "for" and the indication ("for an acute CES", "pour une sciatique L5 gauche").
 _INDICATION_MODIFIERS = {"a", "an", "the", "acute", "his", "her", "bilateral", "left", "right", "l", "r", "une", "un", "la", "le",
-                         "d", "de", "des", "aigue", "aigu", "gauche", "droite", "g", "incomplete", "complete", "suspected", "emergency"}
+                         "d", "de", "des", "aigue", "aigu", "gauche", "droite", "g", "incomplete", "complete", "suspected", "emergency",
+                         # session 16 (round 126): the region or kind of the indication ("ACDF C5-7 for cervical myelopathy 6 weeks ago")
+                         "cervical", "cervicale", "thoracic", "thoracique", "dorsal", "dorsale", "lumbar", "lombaire", "degenerative",
+                         "spondylotic", "compressive", "severe", "progressive", "multilevel", "cervicarthrosique"}
 #: The past participle that names an operation after its indication ("sciatique opérée le 30/11"), and the words that,
 #: between the finding and it, make the operated one the patient ("rétention chez une patiente opérée hier").
 _OPERATED_PAST = {"operee", "opere", "operees", "operes", "operated"}
@@ -567,6 +570,9 @@ _PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", 
                "brachialgia", "brachialgie", "neuralgia", "nevralgie", "lombosciatique", "lombosciatalgie", "lomboradiculalgie",
                "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
 #: Words that may stand between a finding and its form answer ("CES symptoms: nil", "Red flag signs - none").
+#: How a form's items were asked, between the items and the answer ("CES red flags screened at clinic: none").
+_SCREENED = {"screened", "checked", "assessed", "asked", "reviewed", "enquired", "examined", "verified", "recherches", "recherchee",
+             "recherchees", "verifies", "verifiees", "evalues", "evaluees"}
 _FORM_HEADS = {"symptoms", "symptom", "signs", "sign", "features", "screen", "screening", "check", "flags", "symptomes", "symptome",
                "signes", "signe"} | _FUNCTION_HEADS  # session 4 (round 14): "Saddle sensation: intact", "Anal tone: normal"
 #: What may follow a pre-operative comparison cue: it ends its clause ("numbness unchanged from pre-op." / ", ..." / " and ...").
@@ -793,16 +799,14 @@ class Matcher:
         self.normal_answer = {seq[0] for seq in self.cues.pop("normal_answer", []) if len(seq) == 1}
         known = set(self.cues.get("known_before", []))
         self.cues["history_before_lesion"] = [c for c in self.cues.get("history_before", []) if c not in known]
+        #: the cues of each kind by their first word, and by their last word for "does a cue end here" (session 15: it
+        #: scanned every cue of the kind)
         self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
-        for kind, seqs in self.cues.items():
-            for seq in seqs:
-                if seq:
-                    self.cue_index.setdefault(kind, {}).setdefault(seq[0], []).append(seq)
-        #: the same cues by their last word, for "does a cue end here" (session 15: it scanned every cue of the kind)
         self.cue_end_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
         for kind, seqs in self.cues.items():
             for seq in seqs:
                 if seq:
+                    self.cue_index.setdefault(kind, {}).setdefault(seq[0], []).append(seq)
                     self.cue_end_index.setdefault(kind, {}).setdefault(seq[-1], []).append(seq)
         self.break_index: dict[str, list[tuple[str, ...]]] = {}
         for seq in self.breaks:
@@ -1389,20 +1393,36 @@ class Matcher:
         "cement leak", does not end the list; session 11, round 87)?"""
         last = k
         longest = 0
-        for j in range(k - 1, max(-1, k - 41), -1):
+        inside = 0  # words inside a closed bracket of an item, not counted in its length ("paraplegia (~1%)")
+
+        def _length(a: int, b: int) -> int:
+            return _item_length(words, a, b) - inside
+
+        j = k
+        while j > max(-1, k - 41):
+            j -= 1
             w = words[j]
+            if w == ")" and j > 0:
+                # session 16 (round 126): a short bracket inside an item ("Consented: risks include paraplegia (~1%), major
+                # bleeding requiring transfusion, infection") is part of that item, not the end of the list
+                opening = next((o for o in range(j - 1, max(-1, j - 6), -1) if words[o] in ("(", ")") or words[o] in _SENTENCE_END), None)
+                if opening is not None and words[opening] == "(" and opening > 0 and words[opening - 1] not in (",", ":", "("):
+                    inside += j - opening + 1
+                    j = opening
+                    continue
             if (w in _SENTENCE_END and not _list_opener(words, j)) or w in (";", ")"):
                 return False
             if w == ",":
-                if _item_length(words, j + 1, last) > 6 or last - j - 1 < 1:
+                if _length(j + 1, last) > 6 or last - j - 1 < 1:
                     return False
-                longest = max(longest, _item_length(words, j + 1, last))
+                longest = max(longest, _length(j + 1, last))
                 last = j
+                inside = 0
             elif w in ("if", "si") and self._cue_ends_at(words, j + 1, index):
                 # a list of conditions after a safety-net cue ("Return immediately if numbness in the saddle area, loss of
                 # bladder or bowel control, fever >38, wound discharge or severe headache"; session 12, round 97): items
                 # of up to six words, none of them present (the caller's _short_item)
-                return 1 <= _item_length(words, j + 1, last) <= 6
+                return 1 <= _length(j + 1, last) <= 6
             elif longest > 4:
                 continue
             elif w == "(" or _list_opener(words, j):  # "Risques (hématome, infection, migration d'électrode) expliqués" (session 12, round 94)
@@ -1412,11 +1432,11 @@ class Matcher:
                 if first < last:
                     own = (*index.get(words[first], ()), *self.cue_index.get("uncertain_before", {}).get(words[first], ()))
                     first += next((len(c) for c in own if first + len(c) < last and tuple(words[first : first + len(c)]) == c), 0)
-                return 1 <= _item_length(words, first, last) <= 4 and self._cue_before_colon(words, j, index)
+                return 1 <= _length(first, last) <= 4 and self._cue_before_colon(words, j, index)
             elif w in _LISTING_WORDS and self._cue_before_colon(words, j, index):
                 # "Discussed possible complications incl. screw malposition, bleeding, infection" (the tokeniser drops the
                 # abbreviation's dot; session 12, round 95)
-                return 1 <= _item_length(words, j + 1, last) <= 4
+                return 1 <= _length(j + 1, last) <= 4
         return False
 
     @staticmethod
@@ -1541,9 +1561,14 @@ class Matcher:
                 if tuple(words[c + 1 : c + 1 + n]) == cue and (e >= len(words) or words[e] in _SENTENCE_END):
                     return True
         function = False
-        while k < len(words) and k - b < 2 and words[k] in _FORM_HEADS:
+        while k < len(words) and k - b < 3 and (words[k] in _FORM_HEADS or (words[k] == "red" and k + 1 < len(words) and words[k + 1] in _FORM_HEADS)):
             function = function or words[k] in _FUNCTION_HEADS
             k += 1  # "CES symptoms: nil", "Red flag signs - none"
+        if k < len(words) and k > b and words[k] in _SCREENED:
+            # session 16 (round 126): how the items were asked, before the answer ("CES red flags screened at clinic: none")
+            e = next((j for j in range(k + 1, min(len(words), k + 5)) if words[j] in (":", "=", "-") or words[j] in _SENTENCE_END), None)
+            if e is not None and words[e] in (":", "=", "-"):
+                k = e
         if k >= len(words) or words[k] not in (":", "=", "-"):
             return False
         k += 1
