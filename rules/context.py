@@ -586,6 +586,12 @@ def _other_operation_sentences(texts: list[tuple[list[Mention], str]]) -> list[t
     return spans
 
 
+#: A historical complication treated on its day ("L4/5 microdiscectomy 2022, complicated by epidural haematoma evacuated POD1, full
+#: recovery"; session 16, round 127): the day dates that treatment, not this study.
+_TREATED_IN_CLAUSE = re.compile(r"(?<![a-z])(?:evacuated|drained|explored|washed out|decompressed|evacue|evacuee|draine|drainee|"
+                                r"reopere|reoperee|reoperated|returned to theatre|back to theatre)(?![a-z])")
+
+
 def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[Reading]) -> list[tuple[str, int, int]]:
     """A finding told with an earlier postoperative day ("Wound explored POD9 for haematoma: infection ruled out", "Transient
     urinary retention POD1 ...") when every reading dates this study at least a week after that day is an event of the
@@ -603,16 +609,22 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
             clause = normalise(text[a:b])[0]
             days = [int(d) for d in _DAY_LABEL_IN_CLAUSE.findall(clause)]
             # the study's time: the readings outside this clause (the day label of the event is a reading too)
+            oa, ob = a, b
+            if m.history and _TREATED_IN_CLAUSE.search(clause):
+                # a treated historical complication: its own comma-bounded part ("..., complicated by epidural haematoma evacuated
+                # POD1, ...") is the event; the operation's year before the comma dates the operation
+                oa = _clause_start(text, m.start, _CLAUSE_MARKS + (":", ",", "complicated", "compliqu", "Complicated", "Compliqu"))
+                ob = _clause_end(text, m.end, _CLAUSE_MARKS + (":", ","))
             outside = [r for r in readings if r.hours is not None
-                       and not (r.keyword == m.keyword and r.start is not None and a <= r.start < b)]
+                       and not (r.keyword == m.keyword and r.start is not None and oa <= r.start < ob)]
             # another day label ("pain resolved by POD4") dates another past event, not this study, when a reading that is no
             # day label dates it ("6/52 post L4/5 TLIF"; session 13, round 100)
             dated = [r for r in outside if not _DAY_LABEL_IN_CLAUSE.search(normalise(r.text or "")[0])]
             others = [r.hours for r in (dated or outside)]
-            if days and others and all((d + 7) * 24 <= min(others) for d in days) and ((m.history and (_TWOC_PASSED.search(clause) or _RESOLVED_IN_CLAUSE.search(clause)))
+            if days and others and all((d + 7) * 24 <= min(others) for d in days) and ((m.history and (_TWOC_PASSED.search(clause) or _RESOLVED_IN_CLAUSE.search(clause) or _TREATED_IN_CLAUSE.search(clause)))
                                                                                              or (not m.history and not _STILL.search(clause))):
                 m.history = True  # (already history: "retention day 0 ..., voiding normally since": its day is a past one too)
-                past.append((m.keyword, a, b))
+                past.append((m.keyword, oa, ob))
     return past
 
 
