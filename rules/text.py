@@ -1260,6 +1260,12 @@ class Matcher:
                     soft = sentence in ("soft", "history")
                     if _list_opener(words, k) and soft and (self._cue_before_colon(words, k, index) or (sentence == "soft" and _consequent_comma(words, k))):
                         lo = k  # "Risques expliqués : hématome, infection": the cue's own colon opens its list
+                        cue_at = self._cue_start_before_colon(words, k, index)
+                        if cue_at is not None:
+                            # session 16 (round 128): the cue itself may hold a word of the present ("Consented today for:
+                            # infection, ..., cauda equina syndrome"): its colon opens the list, so the scope reaches the cue
+                            lo = cue_at
+                            break
                         continue
                     if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
                         break
@@ -1453,13 +1459,18 @@ class Matcher:
         """Does a risk-list cue of this index ("risks explained", "risques expliqués", "consented") end right before the
         colon at k, or with it? Up to six words may stand between the cue and its colon, none of them ending a clause
         ("Risques expliqués au patient avant l'intervention : hématome, ..."; session 10, round 71)."""
+        return Matcher._cue_start_before_colon(words, k, index) is not None
+
+    @staticmethod
+    def _cue_start_before_colon(words: list[str], k: int, index: dict) -> int | None:
+        """Where the risk-list cue of `_cue_before_colon` begins (None when there is none)."""
         for j in range(max(0, k - 12), k + 1):
             for cue in index.get(words[j], ()):
                 end = j + len(cue)
                 if (k - 6 <= end <= k + 1 and tuple(words[j:end]) == cue and cue[0] in _RISK_HEADS
                         and not any(w in _SENTENCE_END or w in (",", ";", ":") for w in words[end:k])):
-                    return True
-        return False
+                    return j
+        return None
 
     def _nearest_cue(self, words: list[str], a: int, kind: str, covered: set[int]) -> tuple[int, int] | None:
         """(start, end) of the nearest cue of this kind before position a, within the plain scope (None when there is none)."""
