@@ -61,9 +61,6 @@ class LevelCanal:
     neighbour_ref: np.ndarray | None = None  # the nearest other level's reference, shifted into this ROI
     neighbour_level: int | None = None
     body: tuple | None = None  # ((row, col) centre, (row, col) unit AP axis, (min, max) extent along it, width; px)
-    slices: list = field(default_factory=list)  # per searched slice with a canal: (k, mask, (low wall, high wall) seen)
-    seen: np.ndarray | None = None  # bool (slab, h, w): bone seen (not hidden by metal)
-    needed: frozenset = frozenset()  # slab slices the level's screws cross
 
 
 def _inpaint_z(bone: np.ndarray, occluded: np.ndarray) -> np.ndarray:
@@ -104,7 +101,7 @@ def _hull(mask: np.ndarray) -> np.ndarray | None:
 
 
 def slice_canal(bone: np.ndarray, pixel_mm, centre_x: float | None, seen: np.ndarray | None = None,
-                min_part_mm2: float = 30.0, accept=None):
+                min_part_mm2: float = 30.0):
     """(canal mask, (left wall seen, right wall seen)) of one slice, or (None, (False, False)).
 
     `bone` is what bounds the canal (metal and unknown count as bounding); `seen` is the bone actually
@@ -135,11 +132,6 @@ def slice_canal(bone: np.ndarray, pixel_mm, centre_x: float | None, seen: np.nda
         if len(near) == 0:
             return None, (False, False)
         ok = near
-    if accept is not None:  # a caller's test of the candidates' centres (row, col arrays): `relocate`
-        cc = np.array(ndi.center_of_mass(cand, clab, ok + 1), float).reshape(-1, 2)
-        ok = ok[np.asarray(accept(cc[:, 0], cc[:, 1]), bool)]
-        if len(ok) == 0:
-            return None, (False, False)
     best = ok[np.argmax(carea[ok])] + 1
     canal = clab == best
     return canal, _walls_seen(canal, seen)
@@ -310,9 +302,6 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
     lows = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0]]
     highs = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[1]]
     lc = LevelCanal(roi, k0, k1, bone, occ, [None] * bone.shape[0], None, len(both), "none", None, known=known)
-    lc.slices = [(k, c, ok) for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None]
-    lc.seen = seen
-    lc.needed = frozenset(needed)
     # the body as found in the canal's window (sessions 3-6); where none is found there, `body_fallback()` (session 7:
     # the one found in a larger window, `body_in_roi`)
     body = _body_axis(bone, min(dy, dx))
@@ -484,110 +473,3 @@ def bone_envelope(bone2d: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(bone2d)
 
 
-
-
-
-#: Two slices' canal regions are the same region when they overlap by at least this fraction of the smaller one
-#: (`relocate`): the canal moves less than its own width between slices of one level.
-RELOCATE_OVERLAP = 0.5
-#: A candidate region is the canal only if its centre lies within this (mm) of the vertebral body's antero-posterior
-#: axis (the midline at the region's row): the canal is symmetric about the body's axis (rotation turns both
-#: together); a lateral recess or the gap between a lamina and a screw lies 8-26 mm off it (session 16).
-RELOCATE_AXIS_MM = 4.0
-#: ... and it must be seen on at least this many slices, both lateral walls seen on at least one of them.
-RELOCATE_MIN_SLICES = 3
-RELOCATED_SOURCE = "this level, re-located from one consistent region"
-
-
-def relocate(lc: LevelCanal, spacing, side_ratio_min: float, posterior: float = 1.0) -> LevelCanal | None:
-    """The level's canal searched again behind the vertebral body and voted from one consistent region (session 16),
-    or None.
-
-    `level_canal` takes each slice's largest low-density region inside the bone's hull; where the body's cancellous
-    bone reads under the bone threshold the body's interior is that region on some slices, on others the canal joined
-    with the disc or the space between the arch and the hull, on others a lateral recess, and the vote of those keeps
-    a sliver on one side of the centre ("lopsided"). Here each slice is searched again among the regions whose centre
-    lies behind the body's posterior extent (`posterior`: +1 when the posterior is towards increasing rows) and within
-    `RELOCATE_AXIS_MM` of its axis; those slices' regions are grouped by overlap (`RELOCATE_OVERLAP`), and the group
-    seen with both walls on the most slices the screws cross (`needed`: the pedicles' level, where the canal is not
-    yet joined with the foramina), then on the most slices, then the most slices (at least `RELOCATE_MIN_SLICES`,
-    both walls on one) is voted alone,
-    each half from the slices where its wall is seen, centred on the body's axis. The result must itself be balanced
-    about that axis (each half at least `side_ratio_min` of the other) and of a canal's area; else None."""
-    if lc.body is None or lc.seen is None or lc.known is None:
-        return None
-    dz, dy, dx = spacing
-    (by, bx), u, (tmin, tmax), _ = lc.body
-    u = np.asarray(u, float)
-    if abs(u[0]) < 0.5:
-        return None
-    post_t = tmax if posterior > 0 else tmin
-
-    def accept(ry, rx):
-        t = (ry - by) * u[0] + (rx - bx) * u[1]
-        col_axis = bx + (ry - by) * (u[1] / u[0])
-        behind = (t > post_t) if posterior > 0 else (t < post_t)
-        return behind & (np.abs(rx - col_axis) * dx <= RELOCATE_AXIS_MM)
-
-    bounding = lc.bone | ~lc.known
-    found = []
-    for k in range(lc.bone.shape[0]):
-        c, ok = slice_canal(bounding[k], (dy, dx), None, lc.seen[k], accept=accept)
-        if c is not None:
-            found.append((k, c, ok))
-    n = len(found)
-    if n < RELOCATE_MIN_SLICES:
-        return None
-    masks = [c for _, c, _ in found]
-    areas = np.array([m.sum() for m in masks], float)
-    parent = list(range(n))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(n):
-        for j in range(i + 1, n):
-            if (masks[i] & masks[j]).sum() >= RELOCATE_OVERLAP * min(areas[i], areas[j]):
-                parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(root(i), []).append(i)
-    best, best_key = None, None
-    for members in groups.values():
-        both = [i for i in members if found[i][2][0] and found[i][2][1]]
-        if len(members) < RELOCATE_MIN_SLICES or not both:
-            continue
-        # the canal where the screws are (the pedicles' level) before the canal joined with the foramina or lateral
-        # recesses above and below the pedicles
-        key = (sum(1 for i in both if found[i][0] in lc.needed), len(both), len(members))
-        if best_key is None or key > best_key:
-            best, best_key = members, key
-    if best is None:
-        return None
-    h, w = lc.bone.shape[1:]
-    yy, xx = np.mgrid[0:h, 0:w]
-    cy = float(np.median([np.nonzero(masks[i])[0].mean() for i in best]))
-    cx = bx + (cy - by) * (u[1] / u[0])  # on the body's axis (the symmetry plane)
-    halves = []
-    for side, sign in ((0, -1), (1, 1)):
-        ks = [i for i in best if found[i][2][side]]
-        if not ks:
-            return None  # one wall never seen in the region: no mirroring here
-        votes = np.sum([masks[i] for i in ks], axis=0)
-        halves.append((votes * 2 >= len(ks)) & ((xx - cx) * sign >= 0))
-    ref = _largest(halves[0] | halves[1])
-    lo, hi = float((ref & (xx < cx)).sum()), float((ref & (xx >= cx)).sum())
-    if not ref.any() or min(lo, hi) < side_ratio_min * max(lo, hi):
-        return None
-    if not CANAL_AREA_MM2[0] <= ref.sum() * dy * dx <= CANAL_AREA_MM2[1]:
-        return None
-    out = LevelCanal(lc.roi, lc.k0, lc.k1, lc.bone, lc.occluded, [ref & ~lc.seen[k] for k in range(lc.bone.shape[0])],
-                     ref, sum(1 for i in best if found[i][2][0] and found[i][2][1]), RELOCATED_SOURCE, (cy, cx),
-                     notes=list(lc.notes) + [f"canal re-located behind the vertebral body ({len(best)} slices)"],
-                     known=lc.known, halves=(halves[0] & ref, halves[1] & ref), mirrored=(False, False), axis=u,
-                     neighbour_ref=lc.neighbour_ref, neighbour_level=lc.neighbour_level, body=lc.body,
-                     slices=found, seen=lc.seen, needed=lc.needed)
-    return out

@@ -227,66 +227,16 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
                       wide_from_canal=True) if canal_ok else {}
     mids = _midlines(vol, screws, levels, canals)
     ends = [_ends(vol, p) for p in screws]  # once per screw: its own measures and its pair's siding use them
-    relocated: dict = {}  # {level: the canal re-located from one consistent region, or None} (session 16)
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
         # the level's pair: the other screw of a level with two screws (its entry, for siding near the midline)
         same = [i for i, lq in enumerate(levels) if lq == lev and i != n - 1]
         pair_entry = ends[same[0]][3] if len(same) == 1 else None
-        kw = dict(contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev),
-                  pair_entry=pair_entry, ends=ends[n - 1])
-        if lev not in relocated:
-            relocated[lev] = _relocated(canals.get(lev), vol, pol)
-        if relocated[lev] is None:
-            info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, res, common, pol, thick, **kw)
-        else:
-            info = _screw_lopsided(vol, p, n, lev, nlev, canals.get(lev), relocated[lev], thr, canal_ok, res, common,
-                                   pol, thick, kw)
+        info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, res, common, pol, thick,
+                      contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev),
+                      pair_entry=pair_entry, ends=ends[n - 1])
         res.measurements.extend(info)
     res.timings["breach_and_halo"] = time.perf_counter() - t
     _incomplete(res)
-
-
-def _lopsided(lc, pol) -> bool:
-    """This level's own reference canal lies mostly on one side of its centre (`_plausibility`'s "canal lopsided" for a
-    screw on the larger side): neither half mirrored, the smaller under `side_ratio_min` of the larger."""
-    if lc is None or lc.reference is None or not lc.source.startswith("this level") or any(lc.mirrored):
-        return False
-    lo, hi = cn.half_areas(lc)
-    return max(lo, hi) > 0 and min(lo, hi) < pol.side_ratio_min * max(lo, hi)
-
-
-def _relocated(lc, vol: Volume, pol):
-    """The level's canal re-voted from one consistent region (`canal.relocate`) when its reference is lopsided; None
-    otherwise or when no such region is found (session 16)."""
-    if not _lopsided(lc, pol):
-        return None
-    return cn.relocate(lc, vol.spacing, pol.side_ratio_min, posterior=1.0 if vol.col_dir[1] > 0 else -1.0)
-
-
-def _screw_lopsided(vol, p, n, lev, nlev, lc, rel, thr, canal_ok, res, common, pol, thick, kw) -> list[dict]:
-    """`_screw` for a screw at a level whose canal is lopsided and was re-located (`_relocated`).
-
-    The screw is read against the level's canal first, as before; only when that read is "canal implausible next to the
-    screw" because the canal is lopsided is it read again against the re-located canal (every rule as for any canal;
-    "measured against" names it). Any other read (graded, or not assessed for another reason) stands: a screw graded
-    against the lopsided canal, the level's other screw among them, is not re-read (session 16)."""
-    scratch = AnalysisResult(NAME)
-    scratch.summary = {"screws_not_assessed": 0, "not_assessed_screws": []}
-    info = _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, scratch, common, pol, thick, **kw)
-    na = scratch.summary["not_assessed_screws"]
-    if (len(na) == 1 and na[0]["reason_short"] == "canal implausible next to the screw"
-            and "canal lopsided" in na[0]["reason"]):
-        info = _screw(vol, p, n, lev, nlev, rel, thr, canal_ok, res, common, pol, thick, **kw)
-        for m in info:
-            if m.get("name") == "medial_breach_depth":
-                m["canal_relocated"] = True
-        return info
-    res.flags.extend(scratch.flags)
-    res.not_assessed.extend(scratch.not_assessed)
-    res.notes.extend(scratch.notes)
-    res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + len(na)
-    res.summary.setdefault("not_assessed_screws", []).extend(na)
-    return info
 
 
 def _midlines(vol: Volume, screws, levels, canals) -> dict:
@@ -659,7 +609,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
             measured_against = f"{measured_against} and the canal-independent midline check"
         agree = abs(wall - canal_d) <= pol.agreement_mm
         conf = 1.0
-        conf *= {"this level": 1.0, "this level, one side mirrored": 0.7, cn.RELOCATED_SOURCE: 0.7}.get(lc.source, 0.5)
+        conf *= {"this level": 1.0, "this level, one side mirrored": 0.7}.get(lc.source, 0.5)
         conf *= 1.0 if lc.well_defined >= 3 else 0.8
         conf *= 1.0 if agree else 0.7
         if measured_against != lc.source:
