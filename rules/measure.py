@@ -42,6 +42,9 @@ _TREND_DAY = re.compile(rf"^\s*(?:\(\s*)?(?:on |at |a |le |au )?(?:pod|post op d
 #: first value listed to the last (a second peak after a fall reads as its last value, as a single value would).
 _DAY_ITEM = rf"(?:pod|post op day|day|d|j|jour)\s*\d{{1,2}}\s*[:=]?\s*{_NUM}\s*(?:mg/l|mg/dl|g/dl|g/l|mmol/l)?"
 _DAY_LIST = re.compile(rf"^\s*:?\s*{_DAY_ITEM}(?:\s*[,;/]\s*(?:then\s+|puis\s+)?{_DAY_ITEM}|\s*(?:->|→|then|puis)\s*{_DAY_ITEM})+")
+#: Session 16 (round 128): the values listed with their day after each ("Hb 13,1 (J0) / 10,4 (J1) / 8,0 (J2)"): the same trend.
+_VALUE_DAY_ITEM = rf"{_NUM}\s*(?:mg/l|mg/dl|g/dl|g/l|mmol/l)?\s*\(\s*(?:pod|post op day|day|d|j|jour)\s*\d{{1,2}}\s*\)"
+_VALUE_DAY_LIST = re.compile(rf"^\s*:?\s*{_VALUE_DAY_ITEM}(?:\s*(?:[,;/]|->|→|then|puis)\s*{_VALUE_DAY_ITEM})+")
 _THOUSANDS = re.compile(r"(?<![\d.,/])(\d{1,2}) (\d{3})(?=\s*(?:ml|mls|cc)(?![a-z]))")
 _GRID_HEAD = re.compile(r"(?<![a-z])(?:mrc|power|motor|force|testing musculaire|bilan moteur|cotation)\b[^\n]{0,30}\n")
 _GRID_ROW = re.compile(r"(?m)^[ \t]*(?P<name>[a-z][a-z .'-]{1,24}?)[ \t]+(?P<grades>[0-5](?:[ \t]+[0-5]){1,3})[ \t]*$")
@@ -304,8 +307,11 @@ class Reader:
                 if amount is not None and amount < (spec.get("plausible") or [0, 1e9])[1]:
                     return None, None, amount, d.end()
         listed = _DAY_LIST.match(tail)
+        item = _DAY_ITEM
+        if not listed:
+            listed, item = _VALUE_DAY_LIST.match(tail), _VALUE_DAY_ITEM
         if listed:
-            values = [self._scale(spec, _f(x.group(1)), "") for x in re.finditer(_DAY_ITEM, listed.group(0))]
+            values = [self._scale(spec, _f(x.group(1)), "") for x in re.finditer(item, listed.group(0))]
             if len(values) >= 2 and None not in values:
                 return values[0], values[-1], None, listed.end()
         pre = re.match(_FILLER, tail)
