@@ -610,7 +610,8 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
             days = [int(d) for d in _DAY_LABEL_IN_CLAUSE.findall(clause)]
             # the study's time: the readings outside this clause (the day label of the event is a reading too)
             oa, ob = a, b
-            if m.history and _TREATED_IN_CLAUSE.search(clause):
+            treated = m.history and _TREATED_IN_CLAUSE.search(clause) is not None
+            if treated:
                 # a treated historical complication: its own comma-bounded part ("..., complicated by epidural haematoma evacuated
                 # POD1, ...") is the event; the operation's year before the comma dates the operation
                 oa = _clause_start(text, m.start, _CLAUSE_MARKS + (":", ",", "complicated", "compliqu", "Complicated", "Compliqu"))
@@ -621,7 +622,7 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
             # day label dates it ("6/52 post L4/5 TLIF"; session 13, round 100)
             dated = [r for r in outside if not _DAY_LABEL_IN_CLAUSE.search(normalise(r.text or "")[0])]
             others = [r.hours for r in (dated or outside)]
-            if days and others and all((d + 7) * 24 <= min(others) for d in days) and ((m.history and (_TWOC_PASSED.search(clause) or _RESOLVED_IN_CLAUSE.search(clause) or _TREATED_IN_CLAUSE.search(clause)))
+            if days and others and all((d + 7) * 24 <= min(others) for d in days) and ((m.history and (_TWOC_PASSED.search(clause) or _RESOLVED_IN_CLAUSE.search(clause) or treated))
                                                                                              or (not m.history and not _STILL.search(clause))):
                 m.history = True  # (already history: "retention day 0 ..., voiding normally since": its day is a past one too)
                 past.append((m.keyword, oa, ob))

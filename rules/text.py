@@ -569,10 +569,10 @@ _PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", 
                "radiculalgie", "radiculalgia", "cruralgie", "cruralgia", "claudication", "lombalgie", "lombalgies", "lbp", "sciatalgie",
                "brachialgia", "brachialgie", "neuralgia", "nevralgie", "lombosciatique", "lombosciatalgie", "lomboradiculalgie",
                "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
-#: Words that may stand between a finding and its form answer ("CES symptoms: nil", "Red flag signs - none").
 #: How a form's items were asked, between the items and the answer ("CES red flags screened at clinic: none").
 _SCREENED = {"screened", "checked", "assessed", "asked", "reviewed", "enquired", "examined", "verified", "recherches", "recherchee",
              "recherchees", "verifies", "verifiees", "evalues", "evaluees"}
+#: Words that may stand between a finding and its form answer ("CES symptoms: nil", "Red flag signs - none").
 _FORM_HEADS = {"symptoms", "symptom", "signs", "sign", "features", "screen", "screening", "check", "flags", "symptomes", "symptome",
                "signes", "signe"} | _FUNCTION_HEADS  # session 4 (round 14): "Saddle sensation: intact", "Anal tone: normal"
 #: What may follow a pre-operative comparison cue: it ends its clause ("numbness unchanged from pre-op." / ", ..." / " and ...").
@@ -1258,9 +1258,9 @@ class Matcher:
             for k in range(pos - 1, max(-1, pos - 1 - ((30 if sentence == "soft" else 15) if sentence else self.scope)), -1):
                 if sentence:
                     soft = sentence in ("soft", "history")
-                    if _list_opener(words, k) and soft and (self._cue_before_colon(words, k, index) or (sentence == "soft" and _consequent_comma(words, k))):
+                    cue_at = self._cue_start_before_colon(words, k, index) if soft and _list_opener(words, k) else None
+                    if _list_opener(words, k) and soft and (cue_at is not None or (sentence == "soft" and _consequent_comma(words, k))):
                         lo = k  # "Risques expliqués : hématome, infection": the cue's own colon opens its list
-                        cue_at = self._cue_start_before_colon(words, k, index)
                         if cue_at is not None:
                             # session 16 (round 128): the cue itself may hold a word of the present ("Consented today for:
                             # infection, ..., cauda equina syndrome"): its colon opens the list, so the scope reaches the cue
