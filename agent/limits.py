@@ -90,14 +90,26 @@ def _refuse(lim: Limits, reason: str):
     raise LimitExceeded(reason)
 
 
+def _new_state(sock, now: float) -> dict:
+    state = sock.__dict__["_pt_state"] = {"start": now, "bytes": 0, "pdu_start": now, "checked": False}
+    return state
+
+
+def mark_opened(assoc) -> None:
+    """Start a new connection's clock when it opens (EVT_CONN_OPEN), not at its first read:
+    a peer that connects and sends nothing is waiting from that moment, however late its
+    association thread first reads."""
+    sock = getattr(getattr(assoc, "dul", None), "socket", None)
+    if sock is not None and "_pt_state" not in getattr(sock, "__dict__", {}):
+        _new_state(sock, time.monotonic())
+
+
 def guarded_recv(self, nr_bytes: int) -> bytearray:
     lim = _limits(self)
     if lim is None:
         return _original_recv(self, nr_bytes)
     now = time.monotonic()
-    state = self.__dict__.get("_pt_state")
-    if state is None:
-        state = self.__dict__["_pt_state"] = {"start": now, "bytes": 0, "pdu_start": now, "checked": False}
+    state = self.__dict__.get("_pt_state") or _new_state(self, now)
     if not state["checked"]:
         state["checked"] = True
         try:

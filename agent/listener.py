@@ -313,6 +313,7 @@ class Listener:
         """All slots taken: drop the longest-waiting peer that has not associated yet (a
         slow-loris peer; a real sender associates within milliseconds), so the newcomer
         gets a slot instead of a rejection."""
+        limits.mark_opened(event.assoc)
         server = self.server
         if server is None:
             return

@@ -175,6 +175,10 @@ def test_when_slow_peers_hold_every_slot_a_real_sender_gets_one_at_once(make_lis
     socks = [socket.create_connection(("127.0.0.1", lst.port), timeout=2) for _ in range(6)]
     for s in socks:
         s.send(b"\x01")  # started a PDU, never finishes it
+    deadline = time.monotonic() + 10
+    while lst.active_associations < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)  # under load the server may take a while to start six threads
+    assert lst.active_associations == 6
     time.sleep(1.3)
     started = time.monotonic()
     assert echo(lst.port), "the real sender is served"
