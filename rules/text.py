@@ -454,6 +454,14 @@ def _generic_cases(words: list[str], a: int, b: int) -> bool:
             and any(w in ("seen", "vu", "vus", "nursed", "treated", "managed", "soigne", "traite") for w in before))
 
 
+def _clause_start_at(words: list[str], k: int) -> int:
+    """The first word of the clause that ends at the comma at k (after the last sentence end or punctuation before it)."""
+    j = k - 1
+    while j >= 0 and words[j] not in _SENTENCE_END and words[j] not in (",", ";", ":", "?", "(", ")"):
+        j -= 1
+    return j + 1
+
+
 def _consequent_comma(words: list[str], k: int) -> bool:
     """Does the comma at k close a conditional clause that opens its sentence ("if", "si", "should", "en cas de"), with the
     consequent right after it ("If pain recurs, consider CT for pseudarthrosis": the CT and what it looks for are as
@@ -1255,7 +1263,11 @@ class Matcher:
             return False
         if before:
             lo = pos
+            condition_from = -1  # inside a conditional clause already closed by its consequent's comma: its start
             for k in range(pos - 1, max(-1, pos - 1 - ((30 if sentence == "soft" else 15) if sentence else self.scope)), -1):
+                if k > condition_from >= 0:
+                    lo = k  # session 17 (round 129): "if CRP rises again, MRI to r/o infection": the condition's own words
+                    continue  # ("again", "worse", "still") do not end it
                 if sentence:
                     soft = sentence in ("soft", "history")
                     cue_at = self._cue_start_before_colon(words, k, index) if soft and _list_opener(words, k) else None
@@ -1269,6 +1281,10 @@ class Matcher:
                         continue
                     if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
                         break
+                    if sentence == "soft" and words[k] == "," and _consequent_comma(words, k):
+                        condition_from = _clause_start_at(words, k)
+                        lo = k
+                        continue
                     if soft and words[k] == "," and (k - 1) not in (mask or set()) and not (
                             sentence == "soft" and (_consequent_comma(words, k) or (
                                 _short_item(words, k, pos) and self._in_risk_list(words, k, index)))):
