@@ -509,6 +509,7 @@ OPERATION_CONCEPTS = frozenset(PROCEDURES + ("operated",))
 #: Findings that are often the indication of the operation ("operated for CES", "discectomy for foot drop").
 _INDICATIONS = {"cauda_equina", "motor_deficit", "sphincter", "saddle_anaesthesia", "radicular_pain", "paraplegia", "cruralgia",
                 "myelopathy_indication", "medullary"}
+_OPERE = {"opere", "operee", "operes", "operees"}
 #: Words that may stand between "for" and the indication ("for an acute CES", "pour une sciatique L5 gauche").
 _INDICATION_MODIFIERS = {"a", "an", "the", "acute", "his", "her", "bilateral", "left", "right", "l", "r", "une", "un", "la", "le",
                          "d", "de", "des", "aigue", "aigu", "gauche", "droite", "g", "incomplete", "complete", "suspected", "emergency",
@@ -1115,7 +1116,14 @@ class Matcher:
         k = a - 1
         while k >= 0 and a - k <= 3 and words[k] in _INDICATION_MODIFIERS:
             k -= 1
-        if k < 0 or words[k] not in ("for", "pour"):
+        if k >= 0 and words[k] not in ("for", "pour"):
+            # session 17 (round 131): the French participle's "de" names the indication ("Opéré en urgence le 02/02/2026 d'un
+            # SQC sur hernie L4-L5"): "d"/"de"/"du" among the words before the finding, "opéré(e)(s)" before it in the clause
+            j = next((i for i in range(a - 1, k, -1) if words[i] in ("d", "de", "du")), None)
+            return j is not None and any(
+                b2 <= j and j - b2 <= 10 and "operated" in e2.concepts and words[b2 - 1] in _OPERE
+                and not any(w in _SENTENCE_END or w in (",", ":", "(", ";") for w in words[b2:j]) for a2, b2, e2 in found)
+        if k < 0:
             return False
         for a2, b2, e2 in found:
             if b2 <= k and k - b2 <= 6 and e2.concepts & OPERATION_CONCEPTS and not any(w in _SENTENCE_END or w in (",", ":", "(") for w in words[b2:k]):
