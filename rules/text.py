@@ -373,7 +373,7 @@ _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", 
 #: The words that open a conditional's consequent ("If pain recurs, consider CT for pseudarthrosis"), and the words of
 #: an "if" clause that is politeness or doubt, never a condition on the finding ("If possible, consider MRI for ?CES").
 _CONSEQUENT = {"consider", "then", "envisager", "alors", "discuss", "discuter", "rediscuter", "reconsider", "would", "will", "we", "nous",
-               "on", "penser", "think", "evoquer", "rechercher",
+               "on", "penser", "think", "evoquer", "rechercher", "to", "a",  # session 17: "If worse, to be re-imaged", "si aggravation, à revoir"
                # session 12 (round 95): "Si aggravation neurologique : IRM en urgence pour éliminer un hématome"
                "irm", "mri", "ct", "tdm", "scanner", "scan", "imaging", "imagerie", "repeat", "refaire", "faire", "arrange", "organiser",
                "request", "demander", "contact", "contacter", "call", "appeler", "rappeler", "urgent", "urgente"}  # "If symptoms worsen, would consider ..." (round 86), "Si céphalées ... : penser à" (round 89)
@@ -454,6 +454,29 @@ def _generic_cases(words: list[str], a: int, b: int) -> bool:
             and any(w in ("seen", "vu", "vus", "nursed", "treated", "managed", "soigne", "traite") for w in before))
 
 
+def _dated_then_operated(words: list[str], b: int, found: list) -> bool:
+    """Is the finding ending at b dated in the past ("3/52 ago", "il y a 3 semaines") and followed, in its sentence, by a named
+    operation ("Presented with CES 3/52 ago -> emergency L4/5 discectomy same day": why it was done; session 17, round 130)?"""
+    for k in range(b, min(len(words), b + 7)):
+        if words[k] in _SENTENCE_END or words[k] in (";", ",", "since", "depuis", "after", "apres", "following", "post"):
+            return False  # "numb since her op 24h ago": the time is the operation's
+        if any(b <= a2 < k and e2.concepts & OPERATION_CONCEPTS for a2, _, e2 in found):
+            return False  # "- op 2 days ago (T8-L2 fixation)": the operation dated, then named in its bracket
+        if words[k] in ("ago", "auparavant", "earlier", "previously"):
+            for a2, _, e2 in found:
+                if k < a2 <= k + 6 and e2.concepts & set(PROCEDURES) and all(
+                        w in _DATED_THEN or _LEVEL_LABEL.match(w) or w.isdigit() for w in words[k + 1 : a2]):
+                    return True
+            return False
+    return False
+
+
+#: Words that may join a dated finding to the operation it led to ("CES 3/52 ago -> emergency L4/5 discectomy same day").
+_DATED_THEN = {",", "then", "and", "underwent", "had", "emergency", "urgent", "urgently", "an", "a", "the", "une", "un", "puis", "et",
+               "/", "-", ":", "so", "leading", "to", "requiring", "needing", "needed", "required", "went", "for", "en", "urgence", "same",
+               "day", "night", "immediate", "immediately"}
+
+
 def _clause_start_at(words: list[str], k: int) -> int:
     """The first word of the clause that ends at the comma at k (after the last sentence end or punctuation before it)."""
     j = k - 1
@@ -472,8 +495,10 @@ def _consequent_comma(words: list[str], k: int) -> bool:
     while j >= 0 and words[j] not in _SENTENCE_END and words[j] not in (",", ";", ":", "?", "(", ")"):
         j -= 1
     clause = words[j + 1 : k]
+    # session 17 (round 132): "any" is no condition only as "if any doubt/concern" ("If worse or any bladder symptoms, to be
+    # re-imaged urgently as a ?haematoma" is a condition)
     return (bool(clause) and (clause[0] in ("if", "si", "should") or clause[:3] == ["en", "cas", "d"] or clause[:3] == ["en", "cas", "de"])
-            and not any(w in _NO_CONDITION for w in clause))
+            and not any(w in _NO_CONDITION and (w != "any" or i == 1) for i, w in enumerate(clause)))
 
 
 def _negated_progression(words: list[str], b: int) -> set[int]:
@@ -1027,7 +1052,8 @@ class Matcher:
             if (not m.history and history_end is not None and e.concepts & _INDICATIONS and "cauda_equina" in history_concepts
                     and _with_after(words, history_end, a, mask) and _preop_sentence(words, history_end)):
                 m.history = via_bracket = True  # "pre-operative acute CES with urinary retention and saddle anaesthesia" (session 11, round 87)
-            if not m.history and e.concepts & _INDICATIONS and (self._indication(words, a, found) or self._operated_after(words, b, found)):
+            if not m.history and e.concepts & _INDICATIONS and (self._indication(words, a, found) or self._operated_after(words, b, found)
+                                                                 or _dated_then_operated(words, b, found)):
                 m.history = True  # session 9 (round 57): "operated for foot drop", "discectomy 3 days ago for CES": why it was done
             if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
                 m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
@@ -1286,6 +1312,10 @@ class Matcher:
                             # infection, ..., cauda equina syndrome"): its colon opens the list, so the scope reaches the cue
                             lo = cue_at
                             break
+                        continue
+                    if (sentence == "soft" and words[k] == "?" and mask is not None and (k + 1) in mask and (k - 1) not in mask
+                            and k > 0 and words[k - 1] not in _SENTENCE_END):
+                        lo = k  # session 17 (round 132): a query mark that opens a finding ("as a ?haematoma / ?CES pathway")
                         continue
                     if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
                         break
