@@ -373,7 +373,8 @@ _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", 
 #: The words that open a conditional's consequent ("If pain recurs, consider CT for pseudarthrosis"), and the words of
 #: an "if" clause that is politeness or doubt, never a condition on the finding ("If possible, consider MRI for ?CES").
 _CONSEQUENT = {"consider", "then", "envisager", "alors", "discuss", "discuter", "rediscuter", "reconsider", "would", "will", "we", "nous",
-               "on", "penser", "think", "evoquer", "rechercher", "to", "a",  # session 17: "If worse, to be re-imaged", "si aggravation, à revoir"
+               "on", "penser", "think", "evoquer", "rechercher", "to", "a", "re", "reimage", "rescan", "review", "return", "attend", "refer",
+               "contact", "call", "revoir", "reconvoquer", "consulter", "recontacter",  # session 17: "If worse, to be re-imaged", "si aggravation, à revoir"
                # session 12 (round 95): "Si aggravation neurologique : IRM en urgence pour éliminer un hématome"
                "irm", "mri", "ct", "tdm", "scanner", "scan", "imaging", "imagerie", "repeat", "refaire", "faire", "arrange", "organiser",
                "request", "demander", "contact", "contacter", "call", "appeler", "rappeler", "urgent", "urgente"}  # "If symptoms worsen, would consider ..." (round 86), "Si céphalées ... : penser à" (round 89)
@@ -1317,7 +1318,9 @@ class Matcher:
                             and k > 0 and words[k - 1] not in _SENTENCE_END):
                         lo = k  # session 17 (round 132): a query mark that opens a finding ("as a ?haematoma / ?CES pathway")
                         continue
-                    if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END) or (sentence == "history" and words[k] in _NEW_WORDS):
+                    if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END and not (
+                            # session 17 (round 134): "If worse or any new weakness, re-image urgently": the condition's own word
+                            sentence == "soft" and k > 0 and words[k - 1] in ("if", "si"))) or (sentence == "history" and words[k] in _NEW_WORDS):
                         break
                     if sentence == "soft" and words[k] == "," and _consequent_comma(words, k):
                         condition_from = _clause_start_at(words, k)
