@@ -374,7 +374,7 @@ _NO_PROGRESSION = {"no", "not", "never", "nor", "pas", "non", "sans", "aucune", 
 #: an "if" clause that is politeness or doubt, never a condition on the finding ("If possible, consider MRI for ?CES").
 _CONSEQUENT = {"consider", "then", "envisager", "alors", "discuss", "discuter", "rediscuter", "reconsider", "would", "will", "we", "nous",
                "on", "penser", "think", "evoquer", "rechercher", "to", "a", "re", "reimage", "rescan", "review", "return", "attend", "refer",
-               "contact", "call", "revoir", "reconvoquer", "consulter", "recontacter",  # session 17: "If worse, to be re-imaged", "si aggravation, à revoir"
+               "revoir", "reconvoquer", "consulter", "recontacter",  # session 17: "If worse, to be re-imaged", "si aggravation, à revoir"
                # session 12 (round 95): "Si aggravation neurologique : IRM en urgence pour éliminer un hématome"
                "irm", "mri", "ct", "tdm", "scanner", "scan", "imaging", "imagerie", "repeat", "refaire", "faire", "arrange", "organiser",
                "request", "demander", "contact", "contacter", "call", "appeler", "rappeler", "urgent", "urgente"}  # "If symptoms worsen, would consider ..." (round 86), "Si céphalées ... : penser à" (round 89)
@@ -456,7 +456,7 @@ def _generic_cases(words: list[str], a: int, b: int) -> bool:
 
 
 def _dated_then_operated(words: list[str], b: int, found: list) -> bool:
-    """Is the finding ending at b dated in the past ("3/52 ago", "il y a 3 semaines") and followed, in its sentence, by a named
+    """Is the finding ending at b dated in the past ("3/52 ago", "2 days earlier") and followed, in its sentence, by a named
     operation ("Presented with CES 3/52 ago -> emergency L4/5 discectomy same day": why it was done; session 17, round 130)?"""
     for k in range(b, min(len(words), b + 7)):
         if words[k] in _SENTENCE_END or words[k] in (";", ",", "since", "depuis", "after", "apres", "following", "post"):
@@ -465,7 +465,7 @@ def _dated_then_operated(words: list[str], b: int, found: list) -> bool:
             return False  # "- op 2 days ago (T8-L2 fixation)": the operation dated, then named in its bracket
         if words[k] in ("ago", "auparavant", "earlier", "previously"):
             for a2, _, e2 in found:
-                if k < a2 <= k + 6 and e2.concepts & set(PROCEDURES) and all(
+                if k < a2 <= k + 6 and e2.concepts & _PROCEDURE_CONCEPTS and all(
                         w in _DATED_THEN or _LEVEL_LABEL.match(w) or w.isdigit() for w in words[k + 1 : a2]):
                     return True
             return False
@@ -492,10 +492,7 @@ def _consequent_comma(words: list[str], k: int) -> bool:
     conditional as the pain; session 11, round 84)?"""
     if k + 1 >= len(words) or words[k + 1] not in _CONSEQUENT:
         return False
-    j = k - 1
-    while j >= 0 and words[j] not in _SENTENCE_END and words[j] not in (",", ";", ":", "?", "(", ")"):
-        j -= 1
-    clause = words[j + 1 : k]
+    clause = words[_clause_start_at(words, k) : k]
     # session 17 (round 132): "any" is no condition only as "if any doubt/concern" ("If worse or any bladder symptoms, to be
     # re-imaged urgently as a ?haematoma" is a condition)
     return (bool(clause) and (clause[0] in ("if", "si", "should") or clause[:3] == ["en", "cas", "d"] or clause[:3] == ["en", "cas", "de"])
@@ -532,6 +529,7 @@ _LIST_ITEM = 4
 PROCEDURES = ("discectomy", "decompression", "fusion", "cement", "stimulator", "anterior_cervical", "revision")
 #: A named operation, or the words that say one was done ("operated", "post-op").
 OPERATION_CONCEPTS = frozenset(PROCEDURES + ("operated",))
+_PROCEDURE_CONCEPTS = frozenset(PROCEDURES)  # a named operation ("operated" alone names none)
 #: Findings that are often the indication of the operation ("operated for CES", "discectomy for foot drop").
 _INDICATIONS = {"cauda_equina", "motor_deficit", "sphincter", "saddle_anaesthesia", "radicular_pain", "paraplegia", "cruralgia",
                 "myelopathy_indication", "medullary"}
@@ -1327,9 +1325,8 @@ class Matcher:
                         lo = k
                         continue
                     if soft and words[k] == "," and (k - 1) not in (mask or set()) and not (
-                            sentence == "soft" and (_consequent_comma(words, k) or (
-                                _short_item(words, k, pos) and self._in_risk_list(words, k, index)))):
-                        break  # a comma ends the conditional unless what follows it is one more finding of a list, or its consequent
+                            sentence == "soft" and _short_item(words, k, pos) and self._in_risk_list(words, k, index)):
+                        break  # a comma ends the conditional unless what follows it is one more finding of a list (a consequent's comma: above)
                 elif any(tuple(words[k - len(b) + 1 : k + 1]) == b for b in self.break_index.get(words[k], ())):
                     break
                 lo = k
