@@ -151,6 +151,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             mentions.extend(found)
             texts.append((found, text))
     _preoperative_longstanding(texts)
+    _denied_reading(texts)
     _longstanding_unchanged(texts, study_dt)
     _grade_of_old_deficit(texts)
     _other_limb(texts)
@@ -425,6 +426,36 @@ _SINCE_ACCIDENT_YEAR = re.compile(r"^[^.;\n]{0,40}?(?<![a-z])(?:since|depuis)\s+
                                   r"(?:avp|rta|mva|accident|accident de la route|fall|chute|injury|trauma|traumatisme|car crash|crash)"
                                   r"(?:\s+(?:in|en|de|of))?\s+\(?((?:19|20)\d\d)(?![0-9])")
 
+# The phrases whose two readings are different conditions (not one kind of another: a cruralgia stays a radicular pain when a
+# sciatica is denied beside it, blind round 23)
+_TWO_READINGS = frozenset({frozenset({"dvt", "radicular_pain"})})
+
+
+def _denied_reading(texts: list[tuple[list[Mention], str]]) -> None:
+    """A phrase with two readings ("douleur du mollet": a calf's thrombosis or a radicular pain) loses the reading its own
+    sentence denies ("Douleur du mollet, pas de sciatique": the calf, not the root; session 18, round 136). A reading is
+    dropped only for the pairs of `_TWO_READINGS`, and only for a denial in the same sentence of the same field."""
+    for found, text in texts:
+        denied = [m for m in found if m.assertion == "negated" and m.concepts]
+        if not denied:
+            continue
+        for m in found:
+            if m.concepts not in _TWO_READINGS or m.assertion == "negated":
+                continue
+            for d in denied:
+                if d is m or not (d.concepts & m.concepts) or d.concepts >= m.concepts:
+                    continue
+                a, b = sorted((m.end, d.start)) if m.end <= d.start else sorted((d.end, m.start))
+                if re.search(r"[.;\n]", text[a:b]):
+                    continue  # another sentence
+                m.concepts = frozenset(m.concepts - d.concepts)
+
+# session 18 (round 136): a deficit there since a year long past and said unchanged or old in the same sentence ("Foot drop L since
+# 2019 (old L5 palsy, wears AFO), unchanged"); the year alone is not enough (a deficit "since 2019" may be worse now)
+_SINCE_YEAR_UNCHANGED = re.compile(r"^[^.;\n]{0,40}?(?<![a-z])(?P<cue>since|depuis)\s+(?:(?:early|late|mid|debut|fin)\s+)?((?:19|20)\d\d)(?![0-9])"
+                                   r"[^.;\n]{0,60}?(?<![a-z])(?:unchanged|stable|inchange|inchangee|inchanges|old|ancien|ancienne|"
+                                   r"sequelle|sequelles|sequellaire|longstanding|long standing)(?![a-z])")
+
 
 def _longstanding_unchanged(texts: list[tuple[list[Mention], str]], study_dt=None) -> None:
     """A deficit, a medullary sign or a sphincter or saddle finding said, later in its sentence, to be unchanged for months
@@ -442,6 +473,9 @@ def _longstanding_unchanged(texts: list[tuple[list[Mention], str]], study_dt=Non
             accident = _SINCE_ACCIDENT_YEAR.search(after)
             if not hit and accident and (study_dt is None or int(accident.group(1)) < study_dt.year):
                 hit = accident
+            since_year = None if hit else _SINCE_YEAR_UNCHANGED.search(after)
+            if since_year and (study_dt is None or int(since_year.group(2)) < study_dt.year - 1):
+                hit = since_year
             sentence = after.split(". ")[0]
             lead = after[: hit.start("cue")] if hit and "cue" in hit.re.groupindex else ""
             if hit and (_CURRENT_BETWEEN.search(lead) or _TODAY.search(lead)):
