@@ -841,8 +841,8 @@ def _awaiting_revision(mentions: list[Mention], text: str, persistent: set[str])
 
 #: Session 8 (round 46): a complaint that came WITH an event of an earlier year ("T12 burst fracture 2009 with incomplete
 #: paraplegia", "chute en 2015 avec paraplégie") is that year's: the year, then "with", then at most two words before it.
-_YEAR_WITH = re.compile(r"(?<![0-9])((?:19|20)\d\d)\)?\s*,?\s*(?:with|avec|complicated by|complique d|complique de|compliquee d|compliquee de)"
-                        r"\s+(?:(?!new|nouvelle?s?|nouveaux|acute|aigue?s?|sudden|brutale?s?|worse|worsening)[a-z]+\s+){0,2}$")
+_YEAR_WITH = re.compile(r"(?<![0-9])((?:19|20)\d\d)\)?\s*,?\s*(?P<conn>with|avec|complicated by|compliquee?s? d(?:e|u|es)?(?=[\s'’]))"
+                        r"[\s'’]+(?:(?!new|nouvelle?s?|nouveaux|acute|aigue?s?|sudden|brutale?s?|worse|worsening)[a-z]+\s+){0,2}$")
 _YEAR_RIGHT_BEFORE = re.compile(r"(?:^|[\s(\[])((?:19|20)\d\d)\s*$")
 _RECENT_AFTER = re.compile(r"^\s*(?:since|depuis|from|as of|for the (?:last|past)|starting)\s+(?:this|today|tonight|yesterday|last|hier|ce|cette|aujourd|"
                            r"\d+\s*(?:h|hrs?|hours?|days?|d|jours?|j)(?![a-z]))")
@@ -875,7 +875,9 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
         hit = _YEAR_AFTER.match(text[m.end : m.end + 40].lower())
         with_year = _YEAR_WITH.search(normalise(text[max(0, m.start - 40) : m.start])[0])
         if (with_year and int(with_year.group(1)) < year_now
-                and not any(0 <= m.start - p.end <= 40 for p in procedures)  # "Fusion 2024 with retention": the year dates the operation
+                # "Fusion 2024 with retention": the year dates the operation, the complaint may be today's; "discectomie en 2019
+                # compliquée d'une erreur d'étage" (session 18, round 133): a complication of that year's operation is that year's
+                and (with_year.group("conn") not in ("with", "avec") or not any(0 <= m.start - p.end <= 40 for p in procedures))
                 and not _RECENT_AFTER.match(normalise(text[m.end : m.end + 40])[0])):
             m.history = True
             continue
