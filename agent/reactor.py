@@ -165,24 +165,18 @@ def _send_pdu(self, primitive) -> None:
     _wake_dul(self)
 
 
-def _get_dul_kill(self) -> bool:
-    return self.__dict__.get("_pt_kill", False)
+def _woken_flag(wake):
+    """A stop flag of pynetdicom's (`_kill_thread`, `_kill`) as a property whose setting to True also wakes its reactor."""
 
+    def get(self) -> bool:
+        return self.__dict__.get("_pt_kill", False)
 
-def _set_dul_kill(self, value: bool) -> None:
-    self.__dict__["_pt_kill"] = value
-    if value:
-        _wake_dul(self)
+    def set_(self, value: bool) -> None:
+        self.__dict__["_pt_kill"] = value
+        if value:
+            wake(self)
 
-
-def _get_assoc_kill(self) -> bool:
-    return self.__dict__.get("_pt_kill", False)
-
-
-def _set_assoc_kill(self, value: bool) -> None:
-    self.__dict__["_pt_kill"] = value
-    if value:
-        _wake_assoc(self)
+    return property(get, set_)
 
 
 def install() -> None:
@@ -192,7 +186,7 @@ def install() -> None:
     _run_reactor._pt_reactor = True
     _dul.DULServiceProvider.run_reactor = _run_reactor
     _dul.DULServiceProvider.send_pdu = _send_pdu
-    _dul.DULServiceProvider._kill_thread = property(_get_dul_kill, _set_dul_kill)
-    _association.Association._kill = property(_get_assoc_kill, _set_assoc_kill)
+    _dul.DULServiceProvider._kill_thread = _woken_flag(_wake_dul)
+    _association.Association._kill = _woken_flag(_wake_assoc)
     _dul.time = _Clock(_dul_sleep)
     _association.time = _Clock(_assoc_sleep)
