@@ -443,9 +443,9 @@ def _denied_reading(texts: list[tuple[list[Mention], str]]) -> None:
             if m.concepts not in _TWO_READINGS or m.assertion == "negated":
                 continue
             for d in denied:
-                if d is m or not (d.concepts & m.concepts) or d.concepts >= m.concepts:
-                    continue
-                a, b = sorted((m.end, d.start)) if m.end <= d.start else sorted((d.end, m.start))
+                if not (d.concepts & m.concepts) or d.concepts >= m.concepts:
+                    continue  # (m is never d: m is affirmed or uncertain, d negated)
+                a, b = (m.end, d.start) if m.end <= d.start else sorted((d.end, m.start))
                 if re.search(r"[.;\n]", text[a:b]):
                     continue  # another sentence
                 m.concepts = frozenset(m.concepts - d.concepts)
