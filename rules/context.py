@@ -434,20 +434,27 @@ _TWO_READINGS = frozenset({frozenset({"dvt", "radicular_pain"})})
 def _denied_reading(texts: list[tuple[list[Mention], str]]) -> None:
     """A phrase with two readings ("douleur du mollet": a calf's thrombosis or a radicular pain) loses the reading its own
     sentence denies ("Douleur du mollet, pas de sciatique": the calf, not the root; session 18, round 136). A reading is
-    dropped only for the pairs of `_TWO_READINGS`, and only for a denial in the same sentence of the same field."""
+    dropped only for the pairs of `_TWO_READINGS`, and only for a denial in the same field, at most two sentences on or
+    before (session 19, round 138: "douleur du mollet gauche, Homans +, ... Pas de déficit. Radiculalgie ? non")."""
     for found, text in texts:
         denied = [m for m in found if m.assertion == "negated" and m.concepts]
         if not denied:
             continue
+        ambiguous = [(m.start, m.end, m.concepts) for m in found if m.concepts in _TWO_READINGS]
         for m in found:
-            if m.concepts not in _TWO_READINGS or m.assertion == "negated":
+            if m.assertion == "negated":
+                continue
+            # the ambiguous phrase itself, or a longer reading of it with one of its readings ("douleur du mollet gauche", a
+            # side's radicular pain over "douleur du mollet"; session 19, round 138)
+            longer = m.concepts not in _TWO_READINGS
+            if longer and not any(a < m.end and m.start < b and m.concepts and m.concepts < pair for a, b, pair in ambiguous):
                 continue
             for d in denied:
-                if not (d.concepts & m.concepts) or d.concepts >= m.concepts:
-                    continue  # (m is never d: m is affirmed or uncertain, d negated)
+                if not (d.concepts & m.concepts) or (d.concepts >= m.concepts and not longer):
+                    continue  # (m is never d: m is affirmed or uncertain, d negated); the phrase keeps one reading
                 a, b = (m.end, d.start) if m.end <= d.start else sorted((d.end, m.start))
-                if re.search(r"[.;\n]", text[a:b]):
-                    continue  # another sentence
+                if len(re.findall(r"[.;\n]", text[a:b])) > 2 or b - a > 160:
+                    continue  # too far: another subject
                 m.concepts = frozenset(m.concepts - d.concepts)
 
 # session 18 (round 136): a deficit there since a year long past and said unchanged or old in the same sentence ("Foot drop L since
@@ -575,7 +582,10 @@ _HISTORY_CLAUSE = re.compile(r"^\s*(?:h/o|h/o of|hx of|hx|history of|past histor
                              r"antecedents? de|antecedents? d|dans les antecedents)(?![a-z])")
 
 
-_DAY_LABEL_IN_CLAUSE = re.compile(r"(?<![a-z0-9])(?:pod|day|j|jour) ?\+? ?(\d{1,2})(?![0-9])")
+_DAY_LABEL_IN_CLAUSE = re.compile(r"(?<![a-z0-9])(?:(?:pod|day|j|jour) ?\+? ?(\d{1,2})(?![0-9])|(\d{1,2}) ?/ ?7(?= ?(?:post|po\b|p/o)))")
+#: session 19 (round 138): "pt asymptomatic then and now": the patient's state then and now, not the finding going on
+_THEN_AND_NOW = re.compile(r"(?<![a-z])(?:(?:both )?then and now|at the time and now|alors et maintenant|a l epoque et maintenant|"
+                           r"then and still now)(?![a-z])")
 _STILL = re.compile(r"(?<![a-z])(?:now|still|since|persist\w*|ongoing|again|worse|worsening|today|currently|toujours|depuis|encore|"
                     r"persiste\w*|actuellement|aujourd|maintenant|aggrav\w*|recurr\w*|recidiv\w*)(?![a-z])")
 
@@ -641,7 +651,7 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
             a = _clause_start(text, m.start, _CLAUSE_MARKS + (":",))
             b = _clause_end(text, m.end, _CLAUSE_MARKS + (":",))
             clause = normalise(text[a:b])[0]
-            days = [int(d) for d in _DAY_LABEL_IN_CLAUSE.findall(clause)]
+            days = [int(d or d7) for d, d7 in _DAY_LABEL_IN_CLAUSE.findall(clause)]  # POD3, J3, and the UK 3/7 post-op
             # the study's time: the readings outside this clause (the day label of the event is a reading too)
             oa, ob = a, b
             treated = m.history and _TREATED_IN_CLAUSE.search(clause) is not None
@@ -657,7 +667,7 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
             dated = [r for r in outside if not _DAY_LABEL_IN_CLAUSE.search(normalise(r.text or "")[0])]
             others = [r.hours for r in (dated or outside)]
             if days and others and all((d + 7) * 24 <= min(others) for d in days) and ((m.history and (_TWOC_PASSED.search(clause) or _RESOLVED_IN_CLAUSE.search(clause) or treated))
-                                                                                             or (not m.history and not _STILL.search(clause))):
+                                                                                             or (not m.history and not _STILL.search(_THEN_AND_NOW.sub(" ", clause)))):
                 m.history = True  # (already history: "retention day 0 ..., voiding normally since": its day is a past one too)
                 past.append((m.keyword, oa, ob))
     return past

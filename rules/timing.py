@@ -38,7 +38,8 @@ _SURGERY = re.compile(
     r"kypho|cypho|vertebro|ciment|cement|stimulat|pump|pompe|redo|revision|reprise|fixation|foramino|"
     r"arthroplast|prothese|theatre|procedure|drain|redon|vissage|stabili|osteotom|scoli|cure de|hernie|hernia|"
     r"(?<![a-z])op(?![a-z])|(?<![a-z])(?:psf|psif|plf|pslf|tdr|adr|scs|coflex|x[\s-]?stop|dynesys|metalwork|rods|screws|back done|neck done|microd|"
-    r"spine done|vis)(?![a-z])|"  # session 7: "vis L4-L5 posées avant-hier" (the French "screws", as "screws")
+    r"spine done|vis|disc one|disk one)(?![a-z])|"  # session 7: "vis L4-L5 posées avant-hier" (the French "screws", as "screws");
+    # session 19 (round 138): "had my back op, the disc one, 2 weeks ago" (which operation, said again before its time)
     # "DOS: 2026-11-19", "DOS 11/19/2026": date of surgery (never the French "dos", the back, which no colon or date follows)
     r"(?<![a-z])dos(?=\s*[:=]|\s+\d{1,4}[/.-]\d)"
 )
