@@ -45,6 +45,9 @@ _DAY_LIST = re.compile(rf"^\s*:?\s*{_DAY_ITEM}(?:\s*[,;/]\s*(?:then\s+|puis\s+)?
 #: Session 16 (round 128): the values listed with their day after each ("Hb 13,1 (J0) / 10,4 (J1) / 8,0 (J2)"): the same trend.
 _VALUE_DAY_ITEM = rf"{_NUM}\s*(?:mg/l|mg/dl|g/dl|g/l|mmol/l)?\s*\(\s*(?:pod|post op day|day|d|j|jour)\s*\d{{1,2}}\s*\)"
 _VALUE_DAY_LIST = re.compile(rf"^\s*:?\s*{_VALUE_DAY_ITEM}(?:\s*(?:[,;/]|->|→|then|puis)\s*{_VALUE_DAY_ITEM})+")
+#: Session 19 (round 140): three or more values in a row separated by slashes ("Hb 12.4 / 10.8 / 9.0 / 7.9 over 36 h"): a trend from
+#: the first to the last (two values are a pair or a pressure, "H/H 11/33", "124/70", and are never read so).
+_SLASH_LIST = re.compile(rf"^\s*:?\s*{_NUM}(?:\s*(?:g/dl|g/l|mg/l)?\s*/\s*{_NUM}){{2,}}(?![0-9/])")
 _THOUSANDS = re.compile(r"(?<![\d.,/])(\d{1,2}) (\d{3})(?=\s*(?:ml|mls|cc)(?![a-z]))")
 _GRID_HEAD = re.compile(r"(?<![a-z])(?:mrc|power|motor|force|testing musculaire|bilan moteur|cotation)\b[^\n]{0,30}\n")
 _GRID_ROW = re.compile(r"(?m)^[ \t]*(?P<name>[a-z][a-z .'-]{1,24}?)[ \t]+(?P<grades>[0-5](?:[ \t]+[0-5]){1,3})[ \t]*$")
@@ -314,6 +317,11 @@ class Reader:
             values = [self._scale(spec, _f(x.group(1)), "") for x in re.finditer(item, listed.group(0))]
             if len(values) >= 2 and None not in values:
                 return values[0], values[-1], None, listed.end()
+        slashed = None if spec.get("systolic") else _SLASH_LIST.match(tail)
+        if slashed:
+            values = [self._scale(spec, _f(x), "") for x in re.findall(r"\d{1,4}(?:[.,]\d{1,2})?", slashed.group(0))]
+            if None not in values:
+                return values[0], values[-1], None, slashed.end()
         pre = re.match(_FILLER, tail)
         pos = pre.end() if pre else 0
         if pos < len(tail) and tail[pos] in ">≥" and not _COMPARATOR.search(tail[:pos]) and not any(
