@@ -319,7 +319,7 @@ class Reader:
                 return values[0], values[-1], None, listed.end()
         slashed = None if spec.get("systolic") else _SLASH_LIST.match(tail)
         if slashed:
-            values = [self._scale(spec, _f(x), "") for x in re.findall(r"\d{1,4}(?:[.,]\d{1,2})?", slashed.group(0))]
+            values = [self._scale(spec, _f(x), "") for x in re.findall(_NUM, slashed.group(0))]
             if None not in values:
                 return values[0], values[-1], None, slashed.end()
         pre = re.match(_FILLER, tail)
