@@ -34,6 +34,7 @@ CUE_KINDS = (
     "negation_answer",
     "hypothetical_before",
     "future_before",
+    "told_before",
     "hypothetical_after",
     "planned_after",
     "instruction_after",

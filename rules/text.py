@@ -508,6 +508,10 @@ def _negated_progression(words: list[str], b: int) -> set[int]:
     return out
 
 
+# what ends the scope of what the patient was told (cue list told_before): a contrast or a return to the present, not a
+# progression word of the list itself ("a new pain, worse at night, with fever")
+_TOLD_END = {":", "but", "however", "mais", "cependant", "now", "currently", "actuellement", "today", "aujourd", "desormais",
+             "whereas", "tandis", "yet"}
 _SOFT_END = {":", "?", "but", "however", "mais", "cependant", "now", "currently", "actuellement", "today", "yet",
              "aujourd", "desormais", "whereas", "alors", "tandis", "then", "puis", "since", "depuis", "still", "toujours",
              "encore", "persists", "persiste", "again", "worse", "pire"}
@@ -1034,6 +1038,11 @@ class Matcher:
             # "h/o acute retention": the word right after the cue is the finding's own)
             near = self._nearest_cue(words, a, kind, covered)
             hist_before = near is not None and not any(words[j] in _NEW_WORDS for j in range(near[1] + 1, a))
+            if (hist_before and a >= 2 and words[a - 1] == "?" and near[1] < a - 2
+                    and (words[a - 2] == "," or any(d in text[tokens[a - 2].end : tokens[a - 1].start] for d in "-–—"))):
+                # session 20 (round 139): "Previous report mentions enhancing roots - ?radiculitis": a query opened after a
+                # dash or a comma is the referrer's question today, not part of the history before it
+                hist_before = False
             if hist_before and near[0] in finding_ends and near[0] < a and self._cue_starts(words, near[0], "treated_after"):
                 # session 14 (round 111, dictation without punctuation): "dural tear repaired positional headache worse sitting
                 # up": the cue right after a finding is that finding's treatment, not the next finding's history
@@ -1057,7 +1066,11 @@ class Matcher:
                 m.history = True  # session 9 (round 57): "operated for foot drop", "discectomy 3 days ago for CES": why it was done
             if not m.history and self._preop_same(words, a, b, found[bisect_left(starts, b) : bisect_left(starts, b + 16)], covered):
                 m.history = True  # "numbness of the left foot unchanged from pre-op": the pre-operative deficit, not a new one
-            if m.history and e.concepts <= self.anatomy:
+            if m.history and e.concepts <= self.anatomy and not self._cue(
+                    words, b, "treated_after", covered, False, sentence=True,
+                    stop={a2 for a2, _, e2 in found[bisect_left(starts, b) : bisect_left(starts, b + 16)] if e2.concepts & e.concepts}):
+                # an anatomical finding stays until it is treated: session 20 (round 140), "2015: wrong-level discectomy
+                # (L3/4 instead of L4/5), revised the same week with good outcome" is that history
                 m.history = False
             if m.history and e.concepts <= self.chronic and not self._cue(
                     words, b, "treated_after", covered, False, sentence=True) and not self._cue(words, b, "negation_after", covered, False):
@@ -1069,6 +1082,7 @@ class Matcher:
                                        stop={a2 for a2, _, _ in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]}):  # up to the next finding
                 m.history = False
             m.hypothetical = (self._cue(words, a, "hypothetical_before", covered, True, sentence="soft", mask=mask)
+                              or self._cue(words, a, "told_before", covered, True, sentence="told")
                               or self._cue(words, a, "future_before", covered, True)
                               or self._cue(words, _after_levels(words, b) if e.concepts & OPERATION_CONCEPTS else b,
                                            "hypothetical_after", covered, False)
@@ -1298,10 +1312,18 @@ class Matcher:
         if before:
             lo = pos
             condition_from = -1  # inside a conditional clause already closed by its consequent's comma: its start
-            for k in range(pos - 1, max(-1, pos - 1 - ((30 if sentence == "soft" else 15) if sentence else self.scope)), -1):
+            for k in range(pos - 1, max(-1, pos - 1 - ((30 if sentence in ("soft", "told") else 15) if sentence else self.scope)), -1):
                 if k > condition_from >= 0:
                     lo = k  # session 17 (round 129): "if CRP rises again, MRI to r/o infection": the condition's own words
                     continue  # ("again", "worse", "still") do not end it
+                if sentence == "told":
+                    # session 20 (round 142): what the patient was told runs to the end of its sentence, commas included
+                    # ("Patiente informée qu'une douleur différente, nocturne, avec fièvre, ferait évoquer une infection");
+                    # a return to the present or a contrast ("now", "actuellement", "mais") ends it
+                    if words[k] in _SENTENCE_END or words[k] in _TOLD_END:
+                        break
+                    lo = k
+                    continue
                 if sentence:
                     soft = sentence in ("soft", "history")
                     cue_at = self._cue_start_before_colon(words, k, index) if soft and _list_opener(words, k) else None
