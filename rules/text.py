@@ -510,7 +510,7 @@ def _negated_progression(words: list[str], b: int) -> set[int]:
 
 # what ends the scope of what the patient was told (cue list told_before): a contrast or a return to the present, not a
 # progression word of the list itself ("a new pain, worse at night, with fever")
-_TOLD_END = {":", "but", "however", "mais", "cependant", "now", "currently", "actuellement", "today", "aujourd", "desormais",
+_TOLD_END = {"but", "however", "mais", "cependant", "now", "currently", "actuellement", "today", "aujourd", "desormais",
              "whereas", "tandis", "yet"}
 _SOFT_END = {":", "?", "but", "however", "mais", "cependant", "now", "currently", "actuellement", "today", "yet",
              "aujourd", "desormais", "whereas", "alors", "tandis", "then", "puis", "since", "depuis", "still", "toujours",
