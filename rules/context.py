@@ -218,8 +218,8 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     redo = any("revision" in m.concepts for m in planned)
     if "other_surgery" in seen and "neuraxial" not in seen and not procedures and not hardware and not structured and not intraop:
         postoperative = "no"  # session 5: only a non-spine operation (hip replacement, hernia repair): the spine is unoperated (guide sc.21)
-    elif any(c in seen for c in OPERATED) or readings or structured or intraop or redo:
-        postoperative = "yes"
+    elif any(c in seen for c in OPERATED) or (not planned and _implanted(hardware, seen, texts)) or readings or structured or intraop or redo:
+        postoperative = "yes"  # session 20 (round 146): implants in the spine say it was operated ("the titanium cage thing in his lower back")
     elif "no_surgery" in seen or any(c in negated for c in OPERATED) or planned:
         postoperative = "no"
     else:
@@ -263,6 +263,22 @@ _ENTRY_LABEL = re.compile(
     r"day ?\d{1,2}|jour ?\d{1,2}|today|aujourd'hui|aujourd hui|update|mise a jour|mise à jour)[ \t]*(?:\([^()\n]{0,30}\)[ \t]*)?:",
     re.IGNORECASE)
 _NEGATION_BEFORE = re.compile(r"(?<![a-z])(?:no|not|nor|never|without|denies|denied|nil|pas|sans|aucune?|ni|non|jamais|plus de)(?![a-z])")
+
+
+def _implanted(hardware: list[str], seen: dict[str, list[Mention]], texts: list[tuple[list[Mention], str]]) -> bool:
+    """Implants named in the spine, outside a sentence that plans an operation, say it was operated (session 20, round 146:
+    "Has 'the titanium cage thing' in his lower back ... year not known"); "Ablation de matériel L4-S1 prévue ... têtes de vis"
+    and "arthrodèse prévue avec vis" do not."""
+    for c in hardware:
+        for m in seen.get(c, []):
+            for found, text in texts:
+                if any(x is m for x in found):
+                    norm, _ = normalise(text)
+                    a = max(norm.rfind(". ", 0, m.start), norm.rfind("\n", 0, m.start), norm.rfind(";", 0, m.start)) + 1
+                    ends = [i for i in (norm.find(". ", m.end), norm.find("\n", m.end), norm.find(";", m.end)) if i >= 0]
+                    if not _FUTURE.search(norm[a : min(ends) if ends else len(norm)]):
+                        return True
+    return False
 
 
 def _superseded_entries(mentions: list[Mention], text: str, ignore: set[str], resolved: str = "") -> None:
@@ -552,7 +568,12 @@ _COPIED_ORDER = re.compile(
     r"(?:summary|letter|note|notes|report|record|records|entry|op note|operation note|operative note|op report|operative report)|"
     r"(?:copie|recopie|extrait) (?:du|de la|de l) (?:compte rendu|cr|courrier|lettre|resume|compte-rendu)|"
     r"copie de la (?:demande|prescription) (?:du|precedente)|(?:renseignements )?recopies? de la (?:demande|prescription)|"
-    r"(?:previous|prior|old|earlier) (?:order|request|referral) (?:text |dated |du |of |in |from )|demande precedente du)")
+    r"(?:previous|prior|old|earlier) (?:order|request|referral) (?:text |dated |du |of |in |from )|demande precedente du|"
+    # session 20 (round 146): "Copied op note 2023: 'massive blood loss ...'", "Copie du dossier : 'J1 : globe vésical 900 mL ...'"
+    r"(?:copied |pasted |copy of (?:the )?|extract from (?:the )?)(?:old |previous |prior |earlier |original )?(?:op note|operation note|operative note|"
+    r"op report|operative report|discharge summary|discharge letter|clinic letter|notes?)|"
+    r"(?:copie|recopie|extrait|copie-colle|copier-coller) (?:du|de l|de la|des) (?:dossier|ancien dossier|observation|observations|notes|"
+    r"compte rendu operatoire|cr operatoire|resume de sortie|lettre de sortie))")
 _PRESENT_IN_COPY = re.compile(r"(?<![a-z])(?:now|today|currently|current request|this time|actuellement|aujourd ?'?hui|ce jour|"
                               r"demande actuelle)(?![a-z])")
 
@@ -994,7 +1015,8 @@ def _old_indication(mentions: list[Mention], text: str, study_dt) -> None:
     norm, _ = normalise(text)
     procedures = [p for p in mentions if p.concepts & OPERATION_CONCEPTS and not p.hypothetical]
     for m in mentions:
-        if m.history or m.concepts & set(OPERATED):
+        # session 20 (round 146): a hardware complication may be the indication too ("revised 2011 for broken rod")
+        if m.history or m.concepts & (set(OPERATED) - set(HARDWARE_COMPLICATIONS)):
             continue
         before = [p for p in procedures if p.end <= m.start]
         if not before:
