@@ -608,6 +608,9 @@ _PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", 
                "brachialgia", "brachialgie", "neuralgia", "nevralgie", "lombosciatique", "lombosciatalgie", "lomboradiculalgie",
                "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
 #: How a form's items were asked, between the items and the answer ("CES red flags screened at clinic: none").
+#: A patient's answer no, right after how the item was asked ("Saddle anaesthesia asked - denies", "Rétention recherchée, niée")
+_DENIES_ANSWER = {"denies", "denied", "denies it", "nie", "niee", "no", "none", "nil", "negative", "neg", "non", "absent", "absente",
+                  "absents", "absentes", "negatif", "negative"}
 _SCREENED = {"screened", "checked", "assessed", "asked", "reviewed", "enquired", "examined", "verified", "recherches", "recherchee",
              "recherchees", "verifies", "verifiees", "evalues", "evaluees"}
 #: Words that may stand between a finding and its form answer ("CES symptoms: nil", "Red flag signs - none").
@@ -1652,7 +1655,10 @@ class Matcher:
         while k < len(words) and k - b < 3 and (words[k] in _FORM_HEADS or (words[k] == "red" and k + 1 < len(words) and words[k + 1] in _FORM_HEADS)):
             function = function or words[k] in _FUNCTION_HEADS
             k += 1  # "CES symptoms: nil", "Red flag signs - none"
-        if k < len(words) and k > b and words[k] in _SCREENED:
+        if k < len(words) and k == b and words[k] in _SCREENED and k + 1 < len(words) and words[k + 1] in _DENIES_ANSWER and (
+                k + 2 >= len(words) or words[k + 2] in _SENTENCE_END or words[k + 2] == ","):
+            return True  # session 20 (developers): "Saddle anaesthesia asked - denies" (the dash is no token)
+        if k < len(words) and k >= b and words[k] in _SCREENED:
             # session 16 (round 126): how the items were asked, before the answer ("CES red flags screened at clinic: none")
             e = next((j for j in range(k + 1, min(len(words), k + 5)) if words[j] in (":", "=", "-") or words[j] in _SENTENCE_END), None)
             if e is not None and words[e] in (":", "=", "-"):
