@@ -608,6 +608,8 @@ _PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", 
                "brachialgia", "brachialgie", "neuralgia", "nevralgie", "lombosciatique", "lombosciatalgie", "lomboradiculalgie",
                "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
 #: How a form's items were asked, between the items and the answer ("CES red flags screened at clinic: none").
+#: The word of a form's question right before its "?" ("Cauda equina syndrome suspected? answer: NO")
+_ASKED_WORDS = {"suspected", "present", "suspecte", "suspectee", "presente", "present e"}
 #: A patient's answer no, right after how the item was asked ("Saddle anaesthesia asked - denies", "Rétention recherchée, niée")
 _DENIES_ANSWER = {"denies", "denied", "denies it", "nie", "niee", "no", "none", "nil", "negative", "neg", "non", "absent", "absente",
                   "absents", "absentes", "negatif", "negative"}
@@ -1388,7 +1390,7 @@ class Matcher:
         return False
 
     def _assertion(self, words: list[str], a: int, b: int, covered: set[int], spans: list[tuple[int, int]] = ()) -> str:
-        if b < len(words) and words[b] == "?" and self._form_answer_no(words, b):
+        if b < len(words) and (words[b] == "?" or (words[b] in _ASKED_WORDS and b + 1 < len(words) and words[b + 1] == "?")) and self._form_answer_no(words, b):
             return "negated"  # "Céphalées ? Non." - a form's question answered no (session 10, round 81)
         ucovered = covered
         neg_index = self.cue_index.get("negation_before", {})
@@ -1613,7 +1615,11 @@ class Matcher:
     def _form_answer_no(self, words: list[str], b: int) -> bool:
         """A form field answered no: "Fever: no", "Rétention : non.", "Weakness - none" (the answer ends the clause)."""
         k = b
+        if k + 1 < len(words) and words[k] in _ASKED_WORDS and words[k + 1] == "?":
+            k += 1  # session 20 (round 149): a decision-support question ("'Cauda equina syndrome suspected?' answer: NO")
         if k < len(words) and words[k] == "?":
+            if k + 3 < len(words) and words[k + 1] in ("answer", "answered", "reponse", "repondu") and words[k + 2] == ":":
+                k += 2
             # session 10 (round 81): a form's question answered no, the answer ending its clause ("Céphalées ? Non. Fièvre ? Non.");
             # "?" alone, or followed by anything else ("Haematoma? No idea"), is uncertainty: kept raised
             return (k + 1 < len(words) and words[k + 1] in ("no", "non", "nil", "negative", "negatif", "neg", "none", "aucun", "aucune")
