@@ -1346,7 +1346,11 @@ class Matcher:
                         continue
                     if words[k] in _SENTENCE_END or (soft and words[k] in _SOFT_END and not (
                             # session 17 (round 134): "If worse or any new weakness, re-image urgently": the condition's own word
-                            sentence == "soft" and k > 0 and words[k - 1] in ("if", "si"))) or (sentence == "history" and words[k] in _NEW_WORDS):
+                            sentence == "soft" and k > 0 and words[k - 1] in ("if", "si"))
+                            # session 20 (round 147): "If pain recurs in future would then consider CT for loosening": a
+                            # conditional's consequent, not a return to the present
+                            and not (sentence == "soft" and words[k] == "then" and k > 0 and words[k - 1] in ("would", "will", "could", "might", "may", "should", "we"))
+                            ) or (sentence == "history" and words[k] in _NEW_WORDS):
                         break
                     if sentence == "soft" and words[k] == "," and _consequent_comma(words, k):
                         condition_from = _clause_start_at(words, k)
