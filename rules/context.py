@@ -110,6 +110,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
         _past_operation_events(found, text, study_dt, getattr(matcher, "chronic", set()))
         _planned_sentences(found, text)
         _mark_copied(found, copied)
+        _mark_education(found, text)
         _mark_twoc(found, voided)
         _intraoperative_transfusion(found, text)
         _awaiting_revision(found, text, getattr(matcher, "persistent", set()))
@@ -819,6 +820,42 @@ def _bracket_detail_history(measured: list, found: list[Mention], text: str) -> 
                     and not re.search(r"[.;\n]", text[m.end : paren])):
                 mm.history = True
                 break
+
+
+#: Session 20 (rounds 143-149): a sentence that says what the patient was taught, told or given about warning signs, risks or
+#: complications ("Patient educated again on signs of wound infection and DVT", "Information donnée au patient sur les signes
+#: d'alerte (anesthésie en selle, rétention urinaire, fièvre)", "Discussed cauda equina red flags with patient ... - none present")
+#: names no current finding. The cue lists (told_before, hypothetical_*) hold the usual wordings; this catches the sentence
+#: whatever its word order: an education verb or noun aimed at the patient, a word for signs or risks, no word of the present
+#: and no query mark.
+_EDU_ACT = re.compile(
+    r"(?<![a-z])(?:(?:educated|re ?educated|taught|counsell?ed|instructed|briefed|eduquee?s?|reeduquee?s?)(?![a-z])|"
+    r"(?:patient|pt|patiente|she|he|family|famille)(?: was| has been| a ete| est)? (?:informed|advised|informee?|avertie?|prevenue?)(?![a-z])|"
+    r"(?:explained|discussed|reviewed|went through|gone through|expliquee?s?|discutee?s?|revue?s?)(?: [a-z]+){0,6} (?:with|to|avec|au|a la|aux) (?:the |son |sa |ses )?"
+    r"(?:patient|pt|patiente|her|him|family|famille|wife|husband|epouse|mari|parents)(?![a-z])|"
+    r"(?:information|informations|enseignement|education|conseils|consignes|leaflet|fiche|safety ?netting|safety ?netted|safety ?net)"
+    r"(?: [a-z]+){0,3} (?:donnee?s?|faite?s?|given|provided|remise?s?|sur|on|about|re|regarding|concernant|au patient|a la patiente)(?![a-z]))")
+_EDU_OBJECT = re.compile(r"(?<![a-z])(?:signs?|symptoms?|red ?flags?|warning|signes?|symptomes?|alerte|alarme|risks?|risques?|"
+                         r"complications?|what to (?:look|watch) for|to (?:watch|look out|look) for|to report|a surveiller|a signaler)(?![a-z])")
+_EDU_PRESENT = re.compile(r"(?<![a-z])(?:now|today|currently|tonight|this morning|since (?:this|yesterday|last)|presents? with|presenting with|"
+                          r"c/o|complains?|complaining|reports?|reporting|has developed|developed|actuellement|ce jour|aujourd|ce matin|"
+                          r"depuis (?:ce|hier|cette|cet)|presente (?:une|un|des)|se plaint|signale|rapporte|apparition|new|nouvelle?s?|nouveaux|"
+                          r"informed us|told us|tells us|nous informe|nous a informe|nous dit|nous signale)(?![a-z])")
+
+
+def _mark_education(mentions: list[Mention], text: str) -> None:
+    """Every finding in a sentence of patient education (see _EDU_ACT) is hypothetical."""
+    norm, index = normalise(text)
+    if not _EDU_ACT.search(norm):
+        return
+    for sent in re.finditer(r"[^.;\n|!]+", norm):
+        body = sent.group(0)
+        if "?" in body or not body.strip() or not _EDU_ACT.search(body) or not _EDU_OBJECT.search(body) or _EDU_PRESENT.search(body):
+            continue
+        a, b = index[sent.start()], index[sent.end() - 1] + 1  # original offsets
+        for m in mentions:
+            if a <= m.start and m.end <= b and m.concepts and not m.concepts & set(OPERATED):
+                m.hypothetical = True
 
 
 def _mark_copied(mentions: list[Mention], spans: list[tuple[int, int]]) -> None:
