@@ -833,10 +833,15 @@ _EDU_ACT = re.compile(
     r"(?:patient|pt|patiente|she|he|family|famille)(?: was| has been| a ete| est)? (?:informed|advised|informee?|avertie?|prevenue?)(?![a-z])|"
     r"(?:explained|discussed|reviewed|went through|gone through|expliquee?s?|discutee?s?|revue?s?)(?: [a-z]+){0,6} (?:with|to|avec|au|a la|aux) (?:the |son |sa |ses )?"
     r"(?:patient|pt|patiente|her|him|family|famille|wife|husband|epouse|mari|parents)(?![a-z])|"
+    r"(?:given|provided with|handed|received|remis|remise|recu|recue)(?: [a-z]+){0,2} (?:info|information|advice|card|leaflet|booklet|sheet|fiche|carte|brochure)(?![a-z])|"
+    r"(?:card|carte|leaflet|fiche|brochure) (?:given|provided|handed|remise?|donnee?)(?![a-z])|"
+    r"(?:told|been told|knows|know|aware|sait|savent)(?: [a-z]+){0,2} (?:what to (?:watch|look) for|to (?:ring|call|return|come back|phone|seek)|when to (?:return|come back|call)|quand (?:revenir|consulter|reconsulter))(?![a-z])|"
+    r"(?:a |ont )?(?:bien )?compris les (?:signes|symptomes|risques)(?![a-z])|talked(?: with [a-z]+)? about what(?![a-z])|"
     r"(?:information|informations|enseignement|education|conseils|consignes|leaflet|fiche|safety ?netting|safety ?netted|safety ?net)"
     r"(?: [a-z]+){0,3} (?:donnee?s?|faite?s?|given|provided|remise?s?|sur|on|about|re|regarding|concernant|au patient|a la patiente)(?![a-z]))")
 _EDU_OBJECT = re.compile(r"(?<![a-z])(?:signs?|symptoms?|red ?flags?|warning|signes?|symptomes?|alerte|alarme|risks?|risques?|"
-                         r"complications?|what to (?:look|watch) for|to (?:watch|look out|look) for|to report|a surveiller|a signaler)(?![a-z])")
+                         r"complications?|what to (?:look|watch) for|to (?:watch|look out|look) for|to report|a surveiller|a signaler|"
+                         r"to (?:ring|call|return|come back|phone|seek)|would feel like|devant (?:l |la |le )?amener a consulter|consulter|reconsulter)(?![a-z])")
 _EDU_PRESENT = re.compile(r"(?<![a-z])(?:now|today|currently|tonight|this morning|since (?:this|yesterday|last)|presents? with|presenting with|"
                           r"c/o|complains?|complaining|reports?|reporting|has developed|developed|actuellement|ce jour|aujourd|ce matin|"
                           r"depuis (?:ce|hier|cette|cet)|presente (?:une|un|des)|se plaint|signale|rapporte|apparition|new|nouvelle?s?|nouveaux|"
