@@ -60,6 +60,9 @@ _FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was
                    rf"|^\s*\(\s*{_NUM}\s*(?:g/dl|g/l|mg/l|mmol/l)?\s*(?:en |a l |at |on )?(?:pre[ -]?op(?:erative(?:ly)?|eratoire)?|preop|baseline|admission|l admission)\s*(?=\))")
 _CONDITION = re.compile(r"(?<![a-z])(si|if|when|lorsque|quand|target|objectif|cible|seuil|threshold|goal|keep|maintenir|"
                         r"unless|sauf si)(?![a-z])[^.;\n]{0,20}$")
+#: A laboratory's normal written right after a value: "(N < 5)", "(normal < 5)", "(VN < 5)", "(N: 0-5)", "(ULN 5)", "(norme < 5)"
+_STATED_NORMAL = re.compile(r"^\s*[\(\[]\s*(?:n|nl|vn|normal|normale|norme|normes|ref|reference|uln|lsn|valeur normale)\s*[:=]?\s*"
+                            r"(?:<|<=|≤|inf a|inferieure? a|below|under|up to|jusqu a)?\s*(?:0\s*(?:-|a|to)\s*)?(\d+(?:[.,]\d+)?)")
 _COMPARATOR = re.compile(r"[<>≤≥]|\b(?:sup|inf|superieure? a|inferieure? a|above|below|over|under|greater than|less than)\s*$")
 _UNIT_AFTER = re.compile(r"^\s*(°\s*c|°|c\b|f\b|mg/l|mg/dl|g/dl|g/l|mmol/l|ml|cc|cm\b|l\b|litres?|liters?|/min|bpm|mmhg|cmhg|"
                          r"g/dl|x ?10\^?9/l|g/l|/mm3|giga/l|/5)?")
@@ -276,6 +279,14 @@ class Reader:
                         emit(spec, t["concept"], m.start(), end, detail)
                         break
                 else:
+                    # session 20 (round 151): a value above the laboratory's own normal written beside it ("CRP 9 (N < 5)",
+                    # "CRP 12 (normale < 5)"): raised for that laboratory even under the usual threshold
+                    stated = _STATED_NORMAL.match(norm[end : end + 30]) if spec.get("above_stated_normal") else None
+                    value = last if last is not None else first
+                    if stated and value is not None and value > _f(stated.group(1)):
+                        emit(spec, spec["above_stated_normal"], m.start(), end + stated.end(),
+                             {"value": value, "threshold": f"> {stated.group(1)} (the laboratory's normal, stated)"})
+                        continue
                     # "Hb fall from 13 to 12": a trend read in numbers that crosses no threshold is not the
                     # finding its words name; the term mention it overlaps is cancelled (context.build)
                     cancels = sorted({t["concept"] for t in spec.get("thresholds") or [] if "drop" in t})  # drops only (Hb): a rise keeps its word
