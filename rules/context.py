@@ -973,7 +973,10 @@ def _year_history(mentions: list[Mention], text: str, study_dt, chronic: set[str
         # "ago" is what the time dates, not the complaint.
         # session 7 (round 36): a queried complaint too ("Radiculite ? Discectomie L5-S1 il y a 4 ans": the question is today's)
         if ago and not any(m.end <= p.start < m.end + ago.end()
-                           and (_STATUS_POST.search(text[m.end : p.end].lower()) or m.assertion == "uncertain") for p in procedures):
+                           and (_STATUS_POST.search(text[m.end : p.end].lower()) or m.assertion == "uncertain"
+                                # session 20 (round 150): a recurrence comes after the operation the time dates ("Recurrent L5
+                                # radiculopathy L side, previous L4-5 microdiscectomy 3 yr ago")
+                                or "recurrent_herniation" in m.concepts) for p in procedures):
             # (p.end: the procedure mention may be the "s/p" itself - round 14, "recurrent R sciatica, s/p R L5-S1 microD 2yrs ago")
             m.history = True
 
