@@ -270,15 +270,18 @@ def _implanted(hardware: list[str], seen: dict[str, list[Mention]], texts: list[
     """Implants named in the spine, outside a sentence that plans an operation, say it was operated (session 20, round 146:
     "Has 'the titanium cage thing' in his lower back ... year not known"); "Ablation de matériel L4-S1 prévue ... têtes de vis"
     and "arthrodèse prévue avec vis" do not."""
+    owner = {id(x): text for found, text in texts for x in found}  # each mention's field text
+    norms: dict[int, str] = {}
     for c in hardware:
-        for m in seen.get(c, []):
-            for found, text in texts:
-                if any(x is m for x in found):
-                    norm, _ = normalise(text)
-                    a = max(norm.rfind(". ", 0, m.start), norm.rfind("\n", 0, m.start), norm.rfind(";", 0, m.start)) + 1
-                    ends = [i for i in (norm.find(". ", m.end), norm.find("\n", m.end), norm.find(";", m.end)) if i >= 0]
-                    if not _FUTURE.search(norm[a : min(ends) if ends else len(norm)]):
-                        return True
+        for m in seen.get(c, [])[:50]:  # a few implant mentions decide it (bounded on long texts)
+            text = owner.get(id(m))
+            if text is None:
+                continue
+            norm = norms.setdefault(id(text), normalise(text)[0])
+            a = max(norm.rfind(". ", 0, m.start), norm.rfind("\n", 0, m.start), norm.rfind(";", 0, m.start)) + 1
+            ends = [i for i in (norm.find(". ", m.end), norm.find("\n", m.end), norm.find(";", m.end)) if i >= 0]
+            if not _FUTURE.search(norm[a : min(ends) if ends else len(norm)]):
+                return True
     return False
 
 
@@ -853,13 +856,16 @@ def _mark_education(mentions: list[Mention], text: str) -> None:
     norm, index = normalise(text)
     if not _EDU_ACT.search(norm):
         return
+    ordered = sorted(mentions, key=lambda m: m.start)
+    starts = [m.start for m in ordered]
+    operated = set(OPERATED)
     for sent in re.finditer(r"[^.;\n|!]+", norm):
         body = sent.group(0)
         if "?" in body or not body.strip() or not _EDU_ACT.search(body) or not _EDU_OBJECT.search(body) or _EDU_PRESENT.search(body):
             continue
         a, b = index[sent.start()], index[sent.end() - 1] + 1  # original offsets
-        for m in mentions:
-            if a <= m.start and m.end <= b and m.concepts and not m.concepts & set(OPERATED):
+        for m in ordered[bisect_left(starts, a) : bisect_left(starts, b)]:
+            if m.end <= b and m.concepts and not m.concepts & operated:
                 m.hypothetical = True
 
 
