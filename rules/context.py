@@ -271,16 +271,13 @@ def _implanted(hardware: list[str], seen: dict[str, list[Mention]], texts: list[
     "Has 'the titanium cage thing' in his lower back ... year not known"); "Ablation de matériel L4-S1 prévue ... têtes de vis"
     and "arthrodèse prévue avec vis" do not."""
     owner = {id(x): text for found, text in texts for x in found}  # each mention's field text
-    norms: dict[int, str] = {}
     for c in hardware:
         for m in seen.get(c, [])[:50]:  # a few implant mentions decide it (bounded on long texts)
             text = owner.get(id(m))
             if text is None:
                 continue
-            norm = norms.setdefault(id(text), normalise(text)[0])
-            a = max(norm.rfind(". ", 0, m.start), norm.rfind("\n", 0, m.start), norm.rfind(";", 0, m.start)) + 1
-            ends = [i for i in (norm.find(". ", m.end), norm.find("\n", m.end), norm.find(";", m.end)) if i >= 0]
-            if not _FUTURE.search(norm[a : min(ends) if ends else len(norm)]):
+            norm = normalise(text)[0]  # cached per text
+            if not _FUTURE.search(norm[_clause_start(norm, m.start) : _clause_end(norm, m.end)]):
                 return True
     return False
 

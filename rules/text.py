@@ -499,6 +499,16 @@ def _consequent_comma(words: list[str], k: int) -> bool:
             and not any(w in _NO_CONDITION and (w != "any" or i == 1) for i, w in enumerate(clause)))
 
 
+def _question_mark_at(words: list[str], b: int) -> int | None:
+    """The "?" of a form's question right after a finding ("Céphalées ? Non."), or after its question word ("Cauda equina
+    syndrome suspected? answer: NO", session 20, round 149); None when there is none."""
+    if b < len(words) and words[b] == "?":
+        return b
+    if b + 1 < len(words) and words[b] in _ASKED_WORDS and words[b + 1] == "?":
+        return b + 1
+    return None
+
+
 def _negated_progression(words: list[str], b: int) -> set[int]:
     """Positions of the words right after a negation in the 15 words after b ("no worse", "not deteriorating", "sans aggravation")."""
     out = set()
@@ -607,12 +617,12 @@ _PAIN_WORDS = {"pain", "pains", "painful", "douleur", "douleurs", "douloureux", 
                "radiculalgie", "radiculalgia", "cruralgie", "cruralgia", "claudication", "lombalgie", "lombalgies", "lbp", "sciatalgie",
                "brachialgia", "brachialgie", "neuralgia", "nevralgie", "lombosciatique", "lombosciatalgie", "lomboradiculalgie",
                "burning", "brulure", "brulures", "sciatic", "radic", "rad"}
-#: How a form's items were asked, between the items and the answer ("CES red flags screened at clinic: none").
 #: The word of a form's question right before its "?" ("Cauda equina syndrome suspected? answer: NO")
-_ASKED_WORDS = {"suspected", "present", "suspecte", "suspectee", "presente", "present e"}
+_ASKED_WORDS = {"suspected", "present", "suspecte", "suspectee", "presente"}
 #: A patient's answer no, right after how the item was asked ("Saddle anaesthesia asked - denies", "Rétention recherchée, niée")
-_DENIES_ANSWER = {"denies", "denied", "denies it", "nie", "niee", "no", "none", "nil", "negative", "neg", "non", "absent", "absente",
-                  "absents", "absentes", "negatif", "negative"}
+_DENIES_ANSWER = {"denies", "denied", "nie", "niee", "no", "none", "nil", "negative", "neg", "non", "absent", "absente",
+                  "absents", "absentes", "negatif"}
+#: How a form's items were asked, between the items and the answer ("CES red flags screened at clinic: none").
 _SCREENED = {"screened", "checked", "assessed", "asked", "reviewed", "enquired", "examined", "verified", "recherches", "recherchee",
              "recherchees", "verifies", "verifiees", "evalues", "evaluees"}
 #: Words that may stand between a finding and its form answer ("CES symptoms: nil", "Red flag signs - none").
@@ -1394,7 +1404,7 @@ class Matcher:
         return False
 
     def _assertion(self, words: list[str], a: int, b: int, covered: set[int], spans: list[tuple[int, int]] = ()) -> str:
-        if b < len(words) and (words[b] == "?" or (words[b] in _ASKED_WORDS and b + 1 < len(words) and words[b + 1] == "?")) and self._form_answer_no(words, b):
+        if _question_mark_at(words, b) is not None and self._form_answer_no(words, b):
             return "negated"  # "Céphalées ? Non." - a form's question answered no (session 10, round 81)
         ucovered = covered
         neg_index = self.cue_index.get("negation_before", {})
@@ -1619,9 +1629,9 @@ class Matcher:
     def _form_answer_no(self, words: list[str], b: int) -> bool:
         """A form field answered no: "Fever: no", "Rétention : non.", "Weakness - none" (the answer ends the clause)."""
         k = b
-        if k + 1 < len(words) and words[k] in _ASKED_WORDS and words[k + 1] == "?":
-            k += 1  # session 20 (round 149): a decision-support question ("'Cauda equina syndrome suspected?' answer: NO")
-        if k < len(words) and words[k] == "?":
+        q = _question_mark_at(words, b)
+        if q is not None:
+            k = q
             if k + 3 < len(words) and words[k + 1] in ("answer", "answered", "reponse", "repondu") and words[k + 2] == ":":
                 k += 2
             # session 10 (round 81): a form's question answered no, the answer ending its clause ("Céphalées ? Non. Fièvre ? Non.");
