@@ -130,6 +130,10 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
             for mm, same in zip(graded, matcher.preop_same_spans(text, [(mm.start, mm.end) for mm in graded], found)):
                 if same:
                     mm.history = True
+            if hasattr(matcher, "history_after_spans"):
+                for mm, old in zip(graded, matcher.history_after_spans(text, [(mm.start, mm.end) for mm in graded])):
+                    if old and mm.concepts & {"motor_deficit", "sensory_deficit"}:
+                        mm.history = True
             # session 7 (round 38): a lexicon pattern that overrides a concept also replaces a measurement of it that it spans
             # ("Fièvre à 38,5 hier attribuée à une grippe": fever_explained overrides the temperature's fever)
             overrides = getattr(matcher, "overrides", {})

@@ -537,6 +537,9 @@ _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet",
               "present", "presents", "noted", "found", "retrouve", "retrouvee", "presente", "signale", "rapporte", "complains", "apparition", "onset", "developed",
               "developpe", "worse", "aggravation", "now", "currently", "actuellement"}
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
+#: words that say a deficit is recovering (text.Matcher.history_after_spans): the grade after them is the old deficit's
+_RECOVERING = {"improving", "improved", "recovering", "recovered", "better", "ameliore", "amelioree", "amelioration", "recupere",
+               "recuperee", "recuperation", "recupere", "mieux"}
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
 _LIST_ITEM = 4
 #: Concepts that say the patient was operated (procedure or post-operative wording); rules/context.py reads them too.
@@ -1207,6 +1210,36 @@ class Matcher:
             out.append(self._preop_same(words, a, b, found[k : k + 16], set()))
         return out
 
+    def history_after_spans(self, text: str, spans: list[tuple[int, int]]) -> list[bool]:
+        """For spans found by another reader (a strength grade): a history cue right after it ("EHL 4/5 ancien", "EHL 4/5
+        (baseline)"), or a recovery word right before it in a sentence that names nothing new ("pre-op foot drop ..., now
+        improving 4+/5"): the grade is the known, pre-operative deficit's (session 21)."""
+        if not spans:
+            return []
+        tokens = tokenize(text)
+        starts = [t.start for t in tokens]
+        words = [t.norm for t in tokens]
+        out = []
+        for start, end in spans:
+            a = bisect_left(starts, start)
+            b = max(a + 1, bisect_left(starts, end))
+            if a >= len(tokens):
+                out.append(False)
+                continue
+            hist = (self._cue(words, b, "history_after", set(), False)
+                    or tuple(words[b : b + 2]) in (("pre", "op"), ("en", "preop")) or words[b : b + 1] == ["preop"]
+                    or tuple(words[b : b + 3]) == ("en", "pre", "op"))  # "(4+/5 pre-op)"
+            if not hist and any(w in _RECOVERING for w in words[max(0, a - 3) : a]):
+                lo = a
+                while lo > 0 and words[lo - 1] not in _SENTENCE_END:
+                    lo -= 1
+                hi = b
+                while hi < len(words) and words[hi] not in _SENTENCE_END:
+                    hi += 1
+                hist = not any(w in _NEW_WORDS or w in _LIST_NEW for w in words[lo:hi])
+            out.append(hist)
+        return out
+
     def _preop_same(self, words: list[str], a: int, b: int, found: list, covered: set[int]) -> bool:
         """A finding said later in its clause to be as it was before the operation (cue list preop_same_after: "numbness
         of the left foot unchanged from pre-op", "hypoesthésie S1 inchangée par rapport au préop") is the pre-operative one.
@@ -1232,7 +1265,7 @@ class Matcher:
             for cue in index.get(words[k], ()):
                 if k + len(cue) <= hi and tuple(words[k : k + len(cue)]) == cue:
                     after = words[k + len(cue)] if k + len(cue) < len(words) else "."
-                    if after not in _CUE_CLAUSE_END and after not in ("depuis", "since", "for", "pendant", "durant"):
+                    if after not in _CUE_CLAUSE_END and after not in ("depuis", "since", "for", "pendant", "durant", "("):
                         break  # "pre-existing diabetes", "as before surgery? No - new": the cue is not about this finding
                         # (its duration may follow: "présent en préopératoire depuis 3 semaines", session 14)
                     if not any(w in ("not", "no", "non", "never", "absent", "absente", "pas", "jamais", "wasn", "wasnt", "isn", "n")
@@ -1375,7 +1408,15 @@ class Matcher:
             span = range(lo, pos)
         else:
             hi = pos
-            for k in range(pos, min(len(words), pos + (15 if sentence else self.after_scope))):
+            extra = 0
+            if not sentence:  # session 21 (round 150): "Déficit L5 droit 4/5 ancien": the grade's tokens do not use the scope
+                for k in range(pos, min(len(words), pos + self.after_scope + 6)):
+                    if words[k].isdigit() or words[k] in ("/", "+", "-"):
+                        extra += 1
+                    elif k - pos - extra >= self.after_scope:
+                        break
+                extra = min(extra, 6)
+            for k in range(pos, min(len(words), pos + (15 if sentence else self.after_scope + extra))):
                 if stop and k in stop:
                     break  # a later mention of the same concept: the cue after it is that mention's
                 if sentence:
