@@ -370,6 +370,9 @@ _LOWER_LIMB = re.compile(r"(?<![a-z])(?:leg|legs|foot|feet|thigh|thighs|knee|kne
                          r"cuisse|cuisses|genou|genoux|mollet|mollets|orteil|orteils|fesse|fesses|cheville|chevilles|selle|perinee|"
                          r"membre inferieur|membres inferieurs|four limbs|all limbs|"
                          r"sciatica|sciatique|cruralgie|radiculalgie|[ls][0-9])(?![a-z])")
+_LIMB_AFTER = re.compile(r" (?:of|in|to|into|des|de|du|dans|aux|au|a) (?:the |both |his |her |my |les |la |le |l |deux )?(?:[a-z0-9]+ ){0,3}?"
+                         r"(?:arm|arms|hand|hands|finger|fingers|thumb|thumbs|wrist|wrists|forearm|forearms|upper limb|upper limbs|bras|main|mains|"
+                         r"doigt|doigts|pouce|pouces|poignet|poignets|avant bras|membre superieur|membres superieurs)(?![a-z])")
 #: (session 14, round 113: "R shoulder impingement - no improvement after 3 months physio" is no failed lumbar operation)
 _LIMB_CONCEPTS = frozenset({"motor_deficit", "radicular_pain", "sensory_deficit", "no_change"})
 
@@ -412,6 +415,8 @@ def _other_limb(texts: list[tuple[list[Mention], str]]) -> None:
             head = norm[lo : m.end]
             if _UPPER_LIMB.search(head) and not _LOWER_LIMB.search(window):
                 m.elsewhere = True
+            elif (after := _LIMB_AFTER.match(norm, m.end)) and not _LOWER_LIMB.search(norm[lo : after.end() + 25]):
+                m.elsewhere = True  # session 21: "Numbness of the 4th and 5th fingers since elbow surgery": the limb after the finding
 
 
 #: A finding said, later in its sentence, to be unchanged for months or years, since a past year, or as before the
@@ -833,7 +838,7 @@ def _bracket_detail_history(measured: list, found: list[Mention], text: str) -> 
 #: whatever its word order: an education verb or noun aimed at the patient, a word for signs or risks, no word of the present
 #: and no query mark.
 _EDU_ACT = re.compile(
-    r"(?<![a-z])(?:(?:educated|re ?educated|taught|counsell?ed|instructed|briefed|eduquee?s?|reeduquee?s?)(?![a-z])|"
+    r"(?<![a-z])(?:(?:educated|re ?educated|taught|counsell?ed|instructed|briefed|eduquee?s?|reeduquee?s?|sensibilisee?s?)(?![a-z])|"
     r"(?:patient|pt|patiente|she|he|family|famille)(?: was| has been| a ete| est)? (?:informed|advised|informee?|avertie?|prevenue?)(?![a-z])|"
     r"(?:explained|discussed|reviewed|went through|gone through|expliquee?s?|discutee?s?|revue?s?)(?: [a-z]+){0,6} (?:with|to|avec|au|a la|aux) (?:the |son |sa |ses )?"
     r"(?:patient|pt|patiente|her|him|family|famille|wife|husband|epouse|mari|parents)(?![a-z])|"
@@ -851,6 +856,8 @@ _EDU_PRESENT = re.compile(r"(?<![a-z])(?:now|today|currently|tonight|this mornin
                           r"depuis (?:ce|hier|cette|cet)|presente (?:une|un|des)|se plaint|signale|rapporte|apparition|new|nouvelle?s?|nouveaux|"
                           r"informed us|told us|tells us|nous informe|nous a informe|nous dit|nous signale)(?![a-z])")
 
+_EDU_LISTED = re.compile(r"((?<![a-z])(?:signs?|symptoms?|red ?flags?|signes?(?: d alerte| d alarme)?|risks?|risques?|complications?) ?)\([^()]*\)")
+
 
 def _mark_education(mentions: list[Mention], text: str) -> None:
     """Every finding in a sentence of patient education (see _EDU_ACT) is hypothetical."""
@@ -862,7 +869,10 @@ def _mark_education(mentions: list[Mention], text: str) -> None:
     operated = set(OPERATED)
     for sent in re.finditer(r"[^.;\n|!]+", norm):
         body = sent.group(0)
-        if "?" in body or not body.strip() or not _EDU_ACT.search(body) or not _EDU_OBJECT.search(body) or _EDU_PRESENT.search(body):
+        # the bracket that lists the signs taught ("Red flags (saddle numbness, retention, new weakness) reviewed with patient")
+        # holds the list's words, not the present's (session 21)
+        present = _EDU_PRESENT.search(_EDU_LISTED.sub(r"\1", body))
+        if "?" in body or not body.strip() or not _EDU_ACT.search(body) or not _EDU_OBJECT.search(body) or present:
             continue
         a, b = index[sent.start()], index[sent.end() - 1] + 1  # original offsets
         for m in ordered[bisect_left(starts, a) : bisect_left(starts, b)]:
