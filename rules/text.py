@@ -582,9 +582,19 @@ def _after_levels(words: list[str], b: int) -> int:
             k += 1
         elif words[k] == "(" and ")" in words[k + 1 : k + 6] and not any(w in _SENTENCE_END for w in words[k + 1 : k + 6]):
             k = words.index(")", k + 1) + 1
+        elif words[k] in ("with", "avec", "+") and k + 1 < len(words) and words[k + 1] in _KIT_WORDS:
+            # session 21 (round 155): the kit named with the procedure ("Arthrodèse L4-L5 avec vis pédiculaires prévue le ...")
+            k += 1
+            while k < len(words) and words[k] in _KIT_WORDS and k - b < 12:
+                k += 1
         else:
             break
     return k
+
+
+_KIT_WORDS = {"vis", "pediculaires", "pediculaire", "pedicle", "pedicular", "screw", "screws", "cage", "cages", "tiges", "tige", "rods", "rod",
+              "instrumentation", "greffe", "graft", "plaque", "plate", "fixation", "percutaneous", "percutanee", "percutanees", "posterior",
+              "posterieure", "and", "et", "une", "a", "des", "de", "interbody", "intersomatique", "peek", "titanium", "titane", "bone"}
 
 
 def _closed_brackets(words: list[str], lo: int, pos: int) -> set[int]:
