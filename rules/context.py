@@ -160,6 +160,8 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     _longstanding_unchanged(texts, study_dt)
     _grade_of_old_deficit(texts)
     _other_limb(texts)
+    _unchanged_of_history(texts)
+    _progressing_imaging(texts)
     readings, notes = text_readings(fields, study_dt)
     readings = _present_readings(readings, fields, copied_by_field)
     past = _earlier_day_events(texts, readings)
@@ -375,6 +377,45 @@ _LIMB_AFTER = re.compile(r" (?:of|in|to|into|des|de|du|dans|aux|au|a) (?:the |bo
                          r"doigt|doigts|pouce|pouces|poignet|poignets|avant bras|membre superieur|membres superieurs)(?![a-z])")
 #: (session 14, round 113: "R shoulder impingement - no improvement after 3 months physio" is no failed lumbar operation)
 _LIMB_CONCEPTS = frozenset({"motor_deficit", "radicular_pain", "sensory_deficit", "no_change"})
+
+
+_NOT_A_FINDING = {"no_change", "lumbar_coverage", "full_spine_coverage", "contrast"}
+_COURSE_WORDS = {"no_change", "persistence_cue", "comparison_pseudo", "changed_pain", "new_since_surgery"}
+_PAINISH = re.compile(r"pain|claudication|cruralgia|sciatica|stenosis")
+
+
+def _unchanged_of_history(texts: list[tuple[list[Mention], str]]) -> None:
+    """An "unchanged" right after a past, non-painful finding of its sentence is that finding's, no course cue ("h/o stress
+    incontinence for 10 years (3 children), unchanged since surgery": session 21, round 160). A pain unchanged since the
+    operation stays the inefficacy cue it is."""
+    for found, text in texts:
+        norm = normalise(text)[0]
+        ordered = sorted(found, key=lambda m: m.start)
+        for i, m in enumerate(ordered):
+            if "no_change" not in m.concepts or m.history or i == 0:
+                continue
+            prev = next((p for p in reversed(ordered[:i]) if p.concepts and not p.concepts <= _NOT_A_FINDING), None)
+            if prev is not None and prev.concepts & _COURSE_WORDS:
+                continue
+            if prev is None or not (prev.history or prev.experiencer != "patient" or prev.hypothetical):
+                continue
+            if any(_PAINISH.search(c) for c in prev.concepts) or m.start - prev.end > 40 or re.search(r"[.;\n|]", norm[prev.end : m.start]):
+                continue
+            m.history = True
+
+
+_PROGRESSING = re.compile(r"(?<![a-z])(?:increasing|increased|progressive|progressing|progression|worsening|worse|enlarging|extending|more extensive|"
+                          r"augmentation|majoration|majore|majoree|aggravation|aggrave|aggravee|en progression|qui progresse|extension)(?![a-z])")
+
+
+def _progressing_imaging(texts: list[tuple[list[Mention], str]]) -> None:
+    """An infection's image sign said to be progressing on the previous scans is today's question, not history ("previous MRI
+    showed increasing L4/5 endplate oedema compared with the one before": session 21, round 160)."""
+    for found, text in texts:
+        norm = normalise(text)[0]
+        for m in found:
+            if m.history and "infection_imaging" in m.concepts and _PROGRESSING.search(norm[max(0, m.start - 12) : m.end]):
+                m.history = False
 
 
 def _other_limb(texts: list[tuple[list[Mention], str]]) -> None:

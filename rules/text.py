@@ -612,7 +612,7 @@ _TEMPLATE_NO = {"n", "no", "nil", "neg", "non", "none", "absent", "absente", "ne
 #: The first words of the consent and risk-list cues whose colon opens their list (Matcher._cue_before_colon).
 _RISK_HEADS = {"risk", "risks", "risque", "risques", "consented", "consent", "consentement", "complications", "les", "counselled", "counseled",
                "fiche", "leaflet",  # session 13 (round 107): "Fiche d'information remise (signes d'alerte : rétention, ...)"
-               "signes", "warning"}  # session 19 (round 140): "informé des signes d'alerte devant faire consulter en urgence : anesthésie en selle, ..."
+               "signes", "warning", "precautions"}  # session 19 (round 140): "informé des signes d'alerte devant faire consulter en urgence : anesthésie en selle, ..."
 #: "any" before a finding that an instruction follows (Matcher._instruction)
 _ANY_WORDS = {"any", "toute", "tout", "toutes", "tous"}
 #: Words that join the findings of one negated list ("no fever, chills or rigors", "ni", "ou"); see _negation_interrupted.
