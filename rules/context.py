@@ -161,6 +161,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     _grade_of_old_deficit(texts)
     _other_limb(texts)
     _unchanged_of_history(texts)
+    _planned_together(texts)
     _progressing_imaging(texts)
     readings, notes = text_readings(fields, study_dt)
     readings = _present_readings(readings, fields, copied_by_field)
@@ -381,6 +382,20 @@ _LIMB_CONCEPTS = frozenset({"motor_deficit", "radicular_pain", "sensory_deficit"
 
 _NOT_A_FINDING = {"no_change", "lumbar_coverage", "full_spine_coverage", "contrast"}
 _COURSE_WORDS = {"no_change", "persistence_cue", "comparison_pseudo", "changed_pain", "new_since_surgery"}
+_JOINED_OPERATION = re.compile(r"^ ?(?:and|et|\+|&|plus|with|avec|,) (?:an? |une? |the |la |le |l )?(?:[a-z0-9]+ ){0,2}$")
+
+
+def _planned_together(texts: list[tuple[list[Mention], str]]) -> None:
+    """An operation joined by "and" to a planned one is planned with it ("L4/5 decompression and instrumented fusion booked for
+    24/03/2026": session 21, round 159)."""
+    for found, text in texts:
+        norm = normalise(text)[0]
+        ops = sorted((m for m in found if m.concepts & OPERATION_CONCEPTS and m.assertion != "negated"), key=lambda m: m.start)
+        for m1, m2 in zip(ops, ops[1:]):
+            if m2.hypothetical and not m1.hypothetical and not m1.history and _JOINED_OPERATION.match(norm[m1.end : m2.start]):
+                m1.hypothetical = True
+
+
 _PAINISH = re.compile(r"pain|claudication|cruralgia|sciatica|stenosis")
 
 
