@@ -904,7 +904,7 @@ _EDU_ACT = re.compile(
     r"(?:a |ont )?(?:bien )?compris les (?:signes|symptomes|risques)(?![a-z])|talked(?: with [a-z]+)? about what(?![a-z])|"
     r"(?:information|informations|enseignement|education|conseils|consignes|leaflet|fiche|safety ?netting|safety ?netted|safety ?net)"
     r"(?: [a-z]+){0,3} (?:donnee?s?|faite?s?|given|provided|remise?s?|sur|on|about|re|regarding|concernant|au patient|a la patiente)(?![a-z]))")
-_EDU_OBJECT = re.compile(r"(?<![a-z])(?:signs?|symptoms?|red ?flags?|warning|signes?|symptomes?|alerte|alarme|risks?|risques?|"
+_EDU_OBJECT = re.compile(r"(?<![a-z])(?:signs?|symptoms?|red ?flags?|warning|safety[ -]?net|signes?|symptomes?|alerte|alarme|risks?|risques?|"
                          r"complications?|what to (?:look|watch) for|to (?:watch|look out|look) for|to report|a surveiller|a signaler|"
                          r"to (?:ring|call|return|come back|phone|seek)|would feel like|devant (?:l |la |le )?amener a consulter|consulter|reconsulter)(?![a-z])")
 _EDU_PRESENT = re.compile(r"(?<![a-z])(?:now|today|currently|tonight|this morning|since (?:this|yesterday|last)|presents? with|presenting with|"
