@@ -161,6 +161,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     _grade_of_old_deficit(texts)
     _other_limb(texts)
     _unchanged_of_history(texts)
+    _same_deficit_unchanged(texts)
     _planned_together(texts)
     _progressing_imaging(texts)
     readings, notes = text_readings(fields, study_dt)
@@ -382,6 +383,23 @@ _LIMB_CONCEPTS = frozenset({"motor_deficit", "radicular_pain", "sensory_deficit"
 
 _NOT_A_FINDING = {"no_change", "lumbar_coverage", "full_spine_coverage", "contrast"}
 _COURSE_WORDS = {"no_change", "persistence_cue", "comparison_pseudo", "changed_pain", "new_since_surgery"}
+_UNCHANGED_AFTER = re.compile(r"^ ?(?:is |remains |still |reste |est )?(?:unchanged|inchangee?s?|the same|stable|stables|same as before|as before|comme avant|identique|no worse|pas aggrave|pas aggravee)(?![a-z])")
+_DEFICITS = frozenset({"motor_deficit", "sensory_deficit", "sphincter", "saddle_anaesthesia", "paraplegia"})
+
+
+def _same_deficit_unchanged(texts: list[tuple[list[Mention], str]]) -> None:
+    """A deficit said unchanged, when the request has already named the same deficit as pre-operative or old, is that old
+    deficit ("Pre-op R foot drop (since Jan, before surgery). L4-5 microdisc POD2, foot drop unchanged": session 21, round 168)."""
+    old = {c for found, _ in texts for m in found if m.history and m.assertion != "negated" for c in m.concepts & _DEFICITS}
+    if not old:
+        return
+    for found, text in texts:
+        norm = normalise(text)[0]
+        for m in found:
+            if not m.history and m.assertion != "negated" and m.concepts & old and _UNCHANGED_AFTER.match(norm[m.end : m.end + 30].replace(",", "", 1)):
+                m.history = True
+
+
 _JOINED_OPERATION = re.compile(r"^ ?(?:and|et|\+|&|plus|with|avec|,) (?:an? |une? |the |la |le |l )?(?:[a-z0-9]+ ){0,2}$")
 
 
