@@ -573,6 +573,17 @@ _DAY_LABEL = re.compile(r"^(?:pod|d|j|day)?\d{1,3}$")
 _LEVEL_LABEL = re.compile(r"^[ctls]\d{1,2}$")
 
 
+def _token_spans(text: str, spans: list[tuple[int, int]]) -> tuple[list[str], list[int], list[tuple[int, int] | None]]:
+    """The text's token words and starts, and each character span as token positions [a, b) (None past the last token)."""
+    tokens = tokenize(text)
+    starts = [t.start for t in tokens]
+    places: list[tuple[int, int] | None] = []
+    for start, end in spans:
+        a = bisect_left(starts, start)
+        places.append((a, max(a + 1, bisect_left(starts, end))) if a < len(tokens) else None)
+    return [t.norm for t in tokens], starts, places
+
+
 def _after_levels(words: list[str], b: int) -> int:
     """Past the levels that follow a procedure's name ("TLIF L4-5 to be done on Monday": the cue is the procedure's), and a
     short bracket among them ("Arthrodèse L4-L5 (TLIF) prévue le 22/10", session 14, round 110)."""
@@ -1203,22 +1214,12 @@ class Matcher:
         tokenisation per field, linear in the text."""
         if not spans:
             return []
-        tokens = tokenize(text)
-        starts = [t.start for t in tokens]
-        words = [t.norm for t in tokens]
+        words, starts, places = _token_spans(text, spans)
         found = sorted((bisect_left(starts, o.start), max(bisect_left(starts, o.start) + 1, bisect_left(starts, o.end)), None)
                        for o in others)
         firsts = [f[0] for f in found]
-        out = []
-        for start, end in spans:
-            a = bisect_left(starts, start)
-            b = max(a + 1, bisect_left(starts, end))
-            if a >= len(tokens):
-                out.append(False)
-                continue
-            k = bisect_left(firsts, b)
-            out.append(self._preop_same(words, a, b, found[k : k + 16], set()))
-        return out
+        return [place is not None and self._preop_same(words, place[0], place[1], found[bisect_left(firsts, place[1]) :][:16], set())
+                for place in places]
 
     def history_after_spans(self, text: str, spans: list[tuple[int, int]]) -> list[bool]:
         """For spans found by another reader (a strength grade): a history cue right after it ("EHL 4/5 ancien", "EHL 4/5
@@ -1226,16 +1227,13 @@ class Matcher:
         improving 4+/5"): the grade is the known, pre-operative deficit's (session 21)."""
         if not spans:
             return []
-        tokens = tokenize(text)
-        starts = [t.start for t in tokens]
-        words = [t.norm for t in tokens]
+        words, _, places = _token_spans(text, spans)
         out = []
-        for start, end in spans:
-            a = bisect_left(starts, start)
-            b = max(a + 1, bisect_left(starts, end))
-            if a >= len(tokens):
+        for place in places:
+            if place is None:
                 out.append(False)
                 continue
+            a, b = place
             hist = (self._cue(words, b, "history_after", set(), False)
                     or tuple(words[b : b + 2]) in (("pre", "op"), ("en", "preop")) or words[b : b + 1] == ["preop"]
                     or tuple(words[b : b + 3]) == ("en", "pre", "op"))  # "(4+/5 pre-op)"
