@@ -428,9 +428,7 @@ def _unchanged_of_history(texts: list[tuple[list[Mention], str]]) -> None:
             if "no_change" not in m.concepts or m.history or i == 0:
                 continue
             prev = next((p for p in reversed(ordered[:i]) if p.concepts and not p.concepts <= _NOT_A_FINDING), None)
-            if prev is not None and prev.concepts & _COURSE_WORDS:
-                continue
-            if prev is None or not (prev.history or prev.experiencer != "patient" or prev.hypothetical):
+            if prev is None or prev.concepts & _COURSE_WORDS or not (prev.history or prev.experiencer != "patient" or prev.hypothetical):
                 continue
             if any(_PAINISH.search(c) for c in prev.concepts) or m.start - prev.end > 40 or re.search(r"[.;\n|]", norm[prev.end : m.start]):
                 continue

@@ -539,7 +539,7 @@ _LIST_STOP = {"?", "but", "however", "mais", "cependant", "now", "today", "yet",
 #: Words that make an item a new finding: a plain "no" does not reach past them (a "denies" list does).
 #: words that say a deficit is recovering (text.Matcher.history_after_spans): the grade after them is the old deficit's
 _RECOVERING = {"improving", "improved", "recovering", "recovered", "better", "ameliore", "amelioree", "amelioration", "recupere",
-               "recuperee", "recuperation", "recupere", "mieux"}
+               "recuperee", "recuperation", "mieux"}
 _LIST_NEW = {"new", "nouvelle", "nouveau", "nouvelles", "nouveaux", "recent", "recente", "increasing", "progressive"}
 _LIST_ITEM = 4
 #: Concepts that say the patient was operated (procedure or post-operative wording); rules/context.py reads them too.
