@@ -155,7 +155,7 @@ class Rulebook:
             return None
         evidence: list[Mention] = []
         if rule.any_of:
-            evidence = [m for c in rule.any_of for m in ctx.raising.get(c, ())]
+            evidence = [m for c in rule.any_of for m in ctx.raising.get(c, ()) if not rule.assertion or m.assertion in rule.assertion]
             if not evidence:
                 return None
         for c in rule.all_of:

@@ -145,6 +145,7 @@ class Rule:
     procedure: list[str] = field(default_factory=list)
     instrumented: list[str] = field(default_factory=lambda: list(STATUSES))
     any_of: list[str] = field(default_factory=list)
+    assertion: list[str] = field(default_factory=list)  # any_of counts only mentions with these assertions (affirmed, uncertain); empty: both
     all_of: list[str] = field(default_factory=list)
     none_of: list[str] = field(default_factory=list)
     if_flags: list[str] = field(default_factory=list)
@@ -185,7 +186,7 @@ class Source:
 
 _RULE_KEYS = {
     "id", "title", "reference", "scenario", "window", "postoperative", "procedure", "instrumented",
-    "any_of", "all_of", "none_of", "if_flags", "modality", "modality_only", "modality_missing",
+    "any_of", "assertion", "all_of", "none_of", "if_flags", "modality", "modality_only", "modality_missing",
     "acquisition_has", "acquisition_lacks", "interval", "priors_have", "priors_lack", "flags",
     "priority", "escalate", "recommend", "observation", "note", "explain", "unknown_time",
 }
@@ -404,6 +405,9 @@ def _rule(path: Path, item: _Map, src: Source, errors: list[RulebookError]) -> R
     rule.procedure = words("procedure", PROCEDURES, "procedure")
     for key in ("any_of", "all_of", "none_of", "acquisition_has", "acquisition_lacks"):
         setattr(rule, key, words(key, concepts, "concept"))
+    rule.assertion = words("assertion", ("affirmed", "uncertain"), "assertion")
+    if rule.assertion and not rule.any_of:
+        err("assertion", "'assertion' filters the mentions of 'any_of': the rule has no 'any_of'")
     rule.if_flags = words("if_flags", FLAG_CODES, "flag code")
     rule.flags = words("flags", FLAG_CODES, "flag code")
     for key in ("modality", "modality_only", "modality_missing"):

@@ -44,6 +44,7 @@ def schema() -> dict:
             "procedure": _words(loader.PROCEDURES),
             **{k: _words() for k in ("any_of", "all_of", "none_of", "acquisition_has", "acquisition_lacks",
                                      "modality", "modality_only", "modality_missing", "recommend")},
+            "assertion": _words(["affirmed", "uncertain"]),
             "if_flags": _words(flag),
             "flags": _words(flag),
             "priors_have": _words(loader.PRIOR_ROLES),

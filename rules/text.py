@@ -1796,7 +1796,10 @@ class Matcher:
                     end, _ = self._list_end(words, b)
                     seps = [words[j] for j in range(k + 1, end) if words[j] in _LIST_SEP]
                     if not any(w in _LIST_DISJ or w in ("and", "et") for w in seps) and seps.count(",") + seps.count("/") < 2:
-                        return False  # "neg for fever, bilateral leg weakness": two items by a comma is ambiguous
+                        # "neg for fever, bilateral leg weakness": two items by a comma is ambiguous, unless the second
+                        # is one plain word that ends the sentence ("Denies fever, chills.": session 22, round 171)
+                        return (weak_ok and a >= 1 and words[a - 1] == "," and b == a + 1 == end
+                                and (end == len(words) or words[end] in _SENTENCE_END))
                     return True
                 if crossed and weak_ok and self._cue_ending(words, k, "negation_before"):
                     _, disj = self._list_end(words, b)

@@ -60,6 +60,7 @@ def test_yaml_syntax_error_has_file_and_line(ruledir):
         ("window: [early]", "window: [erly]", 8, "unknown window"),
         ("any_of: [fever]", "any_of: [fever]\n    none_of: [fever]", 10, "contradictory"),
         ("any_of: [fever]", "anyof: [fever]", 9, "unknown rule key 'anyof'"),
+        ("any_of: [fever]", "any_of: [fever]\n    assertion: [negated]", 10, "unknown assertion 'negated'"),
         ("    reference: 000_9aacee4264ab9a02.txt, Early complications > Infection\n", "    reference: my memory\n", 7, "reference"),
     ],
 )
@@ -74,6 +75,23 @@ def test_unreachable_escalation_and_missing_trigger_rejected(ruledir):
     assert "unreachable escalation" in err.message and err.line == 14
     err = load_error(ruledir, GOOD_RULE.replace("    any_of: [fever]\n", ""))
     assert "no trigger" in err.message and err.line == 4
+
+
+def test_assertion_filters_any_of(ruledir):
+    """A rule's 'assertion' keeps only the any_of mentions so asserted: an uncertain fever does not fire an affirmed-only rule."""
+    from rules.casebook import build_study
+
+    (ruledir / "zz_extra.yaml").write_text(GOOD_RULE.replace("any_of: [fever]", "any_of: [fever]\n    assertion: [affirmed]"))
+    book = Rulebook.load(ruledir)
+
+    def fired(text):
+        study = build_study({"fields": {"ReasonForTheRequestedProcedure": text}, "study_date": "20261110"})
+        return "extra.one" in book.evaluate(study).fired_rules
+
+    assert fired("Day 2 after L4-5 TLIF. Fever 39.")
+    assert not fired("Day 2 after L4-5 TLIF. ?fever")
+    err = load_error(ruledir, GOOD_RULE.replace("    any_of: [fever]\n", "    all_of: [fever]\n    assertion: [affirmed]\n"))
+    assert "has no 'any_of'" in err.message
 
 
 def test_unreachable_windows_rejected(ruledir):
