@@ -27,7 +27,7 @@ _SERIES_TEXT = ("SeriesDescription", "ProtocolName", "BodyPartExamined", "ImageT
 #: Named complications of instrumentation imply an instrumented, operated spine.
 HARDWARE_COMPLICATIONS = ("hardware_broken", "loosening", "spacer_moved", "pseudarthrosis")
 OPERATED = PROCEDURES + ("operated", "early_cue") + HARDWARE_COMPLICATIONS
-HARDWARE = ("fusion", "hardware", "screw_query") + HARDWARE_COMPLICATIONS
+HARDWARE = ("fusion", "hardware", "screw_query", "screw_rod_construct") + HARDWARE_COMPLICATIONS
 #: Procedures without screws: a hardware flag needs screws or an unknown procedure (guide §2).
 NON_INSTRUMENTED = ("discectomy", "decompression", "cement", "stimulator")
 
@@ -749,8 +749,8 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
     operated = set(OPERATED)
     for found, text in texts:
         for m in found:
-            if m.hypothetical or not m.concepts or m.concepts & operated:
-                continue
+            if m.hypothetical or not m.concepts or m.concepts & operated or m.concepts <= {"hardware"}:
+                continue  # the implants describe the operation ("POD2 revision L4-5 fusion (redo screws)"; session 22, round 174)
             a = _clause_start(text, m.start, _CLAUSE_MARKS + (":",))
             b = _clause_end(text, m.end, _CLAUSE_MARKS + (":",))
             clause = normalise(text[a:b])[0]

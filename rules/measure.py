@@ -52,7 +52,7 @@ _THOUSANDS = re.compile(r"(?<![\d.,/])(\d{1,2}) (\d{3})(?=\s*(?:ml|mls|cc)(?![a-
 _GRID_HEAD = re.compile(r"(?<![a-z])(?:mrc|power|motor|force|testing musculaire|bilan moteur|cotation)\b[^\n]{0,30}\n")
 _GRID_ROW = re.compile(r"(?m)^[ \t]*(?P<name>[a-z][a-z .'-]{1,24}?)[ \t]+(?P<grades>[0-5](?:[ \t]+[0-5]){1,3})[ \t]*$")
 #: The earlier value written after the current one: "Hb 85 (from 140)", "Hb 8.1, was 12.9", "Hb 9 down from 13", "Hb 7,9 vs 12,4 en pré-op".
-_FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|from|was|previously|prev|baseline|pre[ -]?op(?:erative(?:ly)?|eratoire)?|vs|versus|contre|"
+_FROM = re.compile(rf"^\s*[(,]?\s*(?:down from|dropped from|fallen from|falling from|decreasing from|declining from|coming down from|settling from|improving from|en baisse depuis|en baisse par rapport a|en diminution depuis|from|was|previously|prev|baseline|pre[ -]?op(?:erative(?:ly)?|eratoire)?|vs|versus|contre|"
                    rf"au lieu de|initialement|initially|avant)\s*:?\s*(?:of |a |de )?"
                    # session 15 (round 121): the other side named ("L calf 41 cm vs R 36 cm")
                    rf"(?:(?:left|right|lt|rt|l|r|g|d|gauche|droite?|other side|contralateral|controlateral)\s+)?{_NUM}"
@@ -414,6 +414,8 @@ class Reader:
 
 
 def _crosses(t: dict, value, first, last, drop=None, rise_word=False) -> bool:
+    if t.get("unless_falling") and first is not None and last is not None and last < first:
+        return False  # "CRP 140 falling from 210 on POD2": the postoperative peak coming down (session 22, round 173)
     if "above" in t and value is not None and value > t["above"]:
         return True
     if "above_or_equal" in t and value is not None and value >= t["above_or_equal"]:

@@ -292,6 +292,8 @@ def tokenize(text: str) -> list[Token]:
     norm, index = normalise(text)
     tokens = []
     dotted = {m.start() + i for m in _DOTTED.finditer(norm) for i, c in enumerate(m.group()) if c == "."} if "." in norm else set()
+    if "..." in norm:  # an ellipsis closed by a bracket ("Pt's sister (also under Mr ...) had a CSF leak": a name left out) ends no sentence
+        dotted |= {m.start() + i for m in _ELLIPSIS_IN_BRACKET.finditer(norm) for i in range(len(m.group()))}
     boxes = {}
     pairs: dict[int, tuple[int, str | None]] = {}
     inserts: dict[int, str] = {}  # position in norm -> a word read before the token that starts there
@@ -338,6 +340,7 @@ def tokenize(text: str) -> list[Token]:
 
 #: Dotted abbreviations whose periods are no sentence end ("risks e.g. haematoma", "i.e.", "p. ex.").
 _DOTTED = re.compile(r"(?<![a-z0-9])(?:e\.\s?g|i\.\s?e|p\.\s?ex|c\.\s?a\.\s?d|n\.\s?b|a\.\s?k\.\s?a)\.?(?![a-z0-9])")
+_ELLIPSIS_IN_BRACKET = re.compile(r"\.{3,}(?=\s*\))")
 #: Abbreviations whose period is no sentence end ("discussed risks incl. haematoma, CES, dural tear"; "e.g. retention").
 _ABBREVIATIONS = {"incl", "inc", "eg", "ie", "approx", "esp", "resp", "cf", "viz", "vs", "nb", "ex", "env", "notamm"}
 
@@ -876,6 +879,8 @@ class Matcher:
         self.normal_answer = {seq[0] for seq in self.cues.pop("normal_answer", []) if len(seq) == 1}
         known = set(self.cues.get("known_before", []))
         self.cues["history_before_lesion"] = [c for c in self.cues.get("history_before", []) if c not in known]
+        # session 22: "connue" after the finding says known as "known" before does ("rupture de tige connue": there now)
+        self.cues["history_after_lesion"] = [c for c in self.cues.get("history_after", []) if c not in known]
         #: the cues of each kind by their first word, and by their last word for "does a cue end here" (session 15: it
         #: scanned every cue of the kind)
         self.cue_index: dict[str, dict[str, list[tuple[str, ...]]]] = {}
@@ -1086,7 +1091,7 @@ class Matcher:
                 # session 14 (round 111, dictation without punctuation): "dural tear repaired positional headache worse sitting
                 # up": the cue right after a finding is that finding's treatment, not the next finding's history
                 hist_before = False
-            m.history = (hist_before or self._cue(words, b, "history_after", covered, False)
+            m.history = (hist_before or self._cue(words, b, "history_after_lesion" if lesion else "history_after", covered, False)
                          or self._cue(words, b, "treated_after", covered, False, sentence=True,
                                       stop={a2 for a2, _, e2 in found[bisect_left(starts, b) : bisect_left(starts, b + 16)]
                                             if e2.concepts & e.concepts})
@@ -1469,6 +1474,8 @@ class Matcher:
             return "negated"  # "Suspicion de TVP exclue": the suspicion was excluded (session 12, round 100)
         if not queried and self._negation_right_after(words, b, covered):
             return "negated"  # "DVT not suspected": a negation cue right after the finding holds the uncertainty word it contains (session 13, round 102)
+        if queried and self._query_negated(words, a, ucovered, neg_index):
+            return "negated"  # "no concern for infection": the negation cue holds the uncertainty cue (session 22, round 174)
         if queried or self._cue(words, b, "uncertain_after", covered, False):
             if self._negation_nearer(words, a, ucovered, covered, spans):
                 return "negated"  # "?low-grade infection - no fever": the nearer cue wins (ConText), the "?" is the first finding's
@@ -1631,6 +1638,17 @@ class Matcher:
                 if k + len(cue) <= a and tuple(words[k : k + len(cue)]) == cue:
                     return k, k + len(cue)
         return None
+
+    def _query_negated(self, words: list[str], a: int, ucovered: set[int], neg_index: dict) -> bool:
+        """Is the nearest uncertainty cue before a inside a longer negation cue ("no concern for", "not concerned about")?"""
+        q = self._nearest_cue(words, a, "uncertain_before", ucovered)
+        if q is None:
+            return False
+        for k in range(max(0, q[0] - 3), q[0]):
+            for cue in neg_index.get(words[k], ()):
+                if q[1] <= k + len(cue) <= a and tuple(words[k : k + len(cue)]) == cue:
+                    return True
+        return False
 
     def _negation_nearer(self, words: list[str], a: int, ucovered: set[int], covered: set[int], spans) -> bool:
         """A negation cue nearer to the finding than the uncertainty cue, with another finding between the two: the
