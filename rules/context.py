@@ -383,7 +383,7 @@ _LIMB_CONCEPTS = frozenset({"motor_deficit", "radicular_pain", "sensory_deficit"
 
 _NOT_A_FINDING = {"no_change", "lumbar_coverage", "full_spine_coverage", "contrast"}
 _COURSE_WORDS = {"no_change", "persistence_cue", "comparison_pseudo", "changed_pain", "new_since_surgery"}
-_UNCHANGED_AFTER = re.compile(r"^ ?(?:is |remains |still |reste |est )?(?:unchanged|inchangee?s?|the same|stable|stables|same as before|as before|comme avant|identique|no worse|pas aggrave|pas aggravee)(?![a-z])")
+_UNCHANGED_AFTER = re.compile(r"^,? ?(?:is |remains |still |reste |est )?(?:unchanged|inchangee?s?|the same|stable|stables|same as before|as before|comme avant|identique|no worse|pas aggrave|pas aggravee)(?![a-z])")
 _DEFICITS = frozenset({"motor_deficit", "sensory_deficit", "sphincter", "saddle_anaesthesia", "paraplegia"})
 
 
@@ -396,7 +396,7 @@ def _same_deficit_unchanged(texts: list[tuple[list[Mention], str]]) -> None:
     for found, text in texts:
         norm = normalise(text)[0]
         for m in found:
-            if not m.history and m.assertion != "negated" and m.concepts & old and _UNCHANGED_AFTER.match(norm[m.end : m.end + 30].replace(",", "", 1)):
+            if not m.history and m.assertion != "negated" and m.concepts & old and _UNCHANGED_AFTER.match(norm[m.end : m.end + 30]):
                 m.history = True
 
 
@@ -739,6 +739,10 @@ _TREATED_IN_CLAUSE = re.compile(r"(?<![a-z])(?:evacuated|drained|explored|washed
                                 r"reopere|reoperee|reoperated|returned to theatre|back to theatre)(?![a-z])")
 
 
+#: Mentions that describe the operation itself (its implants, its levels): never a past event of their own (_earlier_day_events)
+_DESCRIBES_OPERATION = frozenset({"hardware", "screw_rod_construct", "cord_level_operation"})
+
+
 def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[Reading]) -> list[tuple[str, int, int]]:
     """A finding told with an earlier postoperative day ("Wound explored POD9 for haematoma: infection ruled out", "Transient
     urinary retention POD1 ...") when every reading dates this study at least a week after that day is an event of the
@@ -749,8 +753,8 @@ def _earlier_day_events(texts: list[tuple[list[Mention], str]], readings: list[R
     operated = set(OPERATED)
     for found, text in texts:
         for m in found:
-            if m.hypothetical or not m.concepts or m.concepts & operated or m.concepts <= {"hardware"}:
-                continue  # the implants describe the operation ("POD2 revision L4-5 fusion (redo screws)"; session 22, round 174)
+            if m.hypothetical or not m.concepts or m.concepts & operated or m.concepts <= _DESCRIBES_OPERATION:
+                continue  # the implants or levels describe the operation ("POD2 revision L4-5 fusion (redo screws)"; session 22, round 174)
             a = _clause_start(text, m.start, _CLAUSE_MARKS + (":",))
             b = _clause_end(text, m.end, _CLAUSE_MARKS + (":",))
             clause = normalise(text[a:b])[0]
@@ -977,6 +981,10 @@ def _planned_sentences(mentions: list[Mention], text: str) -> None:
             m.hypothetical = True
 
 
+#: What joins a planned revision to its reason, the lesion: "... booked next month for known loosening", "prévue le 22/07 pour".
+_REASON_OF_REVISION = re.compile(r"^[^.;\n]{0,60}?(?<![a-z])(?:for|pour|because of|due to|en raison d(?:e|u|es)|a cause d(?:e|u|es))(?: (?:a|an|the|his|her|known|confirmed|une?|la|le|l|sa|son|ses))*\s*$")
+
+
 def _awaiting_revision(mentions: list[Mention], text: str, persistent: set[str]) -> None:
     """A structural lesion (lexicon `persistent`) in the sentence that plans its revision is there now, even when
     dated or said "previous": "Recurrent L4-5 herniation diagnosed 2025, redo discectomy booked", "pseudarthrose
@@ -990,6 +998,11 @@ def _awaiting_revision(mentions: list[Mention], text: str, persistent: set[str])
     planned.sort(key=lambda p: p.start)
     starts = [p.start for p in planned]
     for m in mentions:
+        if (m.hypothetical and m.concepts and m.concepts <= persistent and m.assertion != "negated"
+                and any(p.end <= m.start and _REASON_OF_REVISION.search(norm[p.end : m.start]) for p in planned)):
+            # session 22 (rounds 162, 171): the lesion a planned revision is "for" is there now ("Revision of L5 screws booked
+            # next month for known loosening", "reprise chirurgicale prévue le 22/07 pour pseudarthrose L4-L5 connue")
+            m.hypothetical = False
         if not m.history or not m.concepts or not m.concepts <= persistent or m.assertion == "negated":
             continue
         a = _clause_start(norm, m.start, lo=max(0, m.start - 400))

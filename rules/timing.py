@@ -139,7 +139,7 @@ _RELATIVE = [
     (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+(?:a\s+)?(\d{1,2})\s*mois(?![a-z])"), "m"),
     (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?:\s+[a-z]+){0,4}\s+(?:a\s+)?(\d{1,2})\s*ans?(?![a-z])"), "y"),
     # session 22 (round 176): "Contrôle à 6 semaines ACDF C6-C7", "Contrôle post-op arthrodèse (XLIF L3-L4) à 6 semaines"
-    (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?![a-z])[^.;!?|\n]{0,60}?\s(?:a|de)\s+(\d{1,2})\s*(?:semaines?|sem)(?![a-z])"), "w"),
+    (re.compile(r"(?<![a-z])(?:controle|bilan|suivi|consultation)(?![a-z])[^.;!?|\n]{0,60}?\sa\s+(\d{1,2})\s*(?:semaines?|sem)(?![a-z])"), "w"),
 ]
 #: A bracketed time right after a named procedure and its levels: "post PLIF L4-5 (3 days)", "TLIF L5-S1 (J2)",
 #: "arthrodèse L4-L5 (il y a 3 jours)": the time since that operation.
