@@ -36,7 +36,9 @@ NON_INSTRUMENTED = ("discectomy", "decompression", "cement", "stimulator")
 _STATUS_POST = re.compile(r"(?<![a-z])(s/p|s p|status post|after|following|post|apres|depuis)(?![a-z])")
 _YEAR_AFTER = re.compile(
     # (a full stop or a semicolon before the year ends the sentence: "Mild mechanical LBP. 2018 L4-5 fusion ..." dates the next one)
-    r"^(?:[^\w.;]|\.(?!\s)){0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut|mva|rta|avp|accident|fall|chute|injury|trauma|traumatisme|tp|accident de la route)\s+){0,3}"
+    r"^(?:[^\w.;]|\.(?!\s)){0,3}(?:(?:in|en|since|depuis|of|de|from|dating|datant|after|apres|a|an|the|her|his|sa|son|une?|late|early|fin|debut|mva|rta|avp|accident|fall|chute|injury|trauma|traumatisme|tp|accident de la route|"
+    # session 22: the image that showed it between the finding and its year ("Radiculitis on MRI in 2024, resolved")
+    r"on|mri|ct|irm|scan|scanner|imaging|au|seen|noted|vue?)\s+){0,3}"
     # session 14 (round 112): a month before the year ("Evacuation of epidural haematoma Feb 2024"; the year must still be earlier)
     r"\(?(?P<month>(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|janv|fev|fevr|avr|mai|juin|juil|aout|déc)[a-z]*\.?\s+)?((?:19|20)\d\d)\b"
 )
@@ -164,6 +166,7 @@ def build(study, matcher: Matcher, surgery, priors: list | None) -> Context:
     _same_deficit_unchanged(texts)
     _planned_together(texts)
     _progressing_imaging(texts)
+    _reassessed_imaging(texts)
     readings, notes = text_readings(fields, study_dt)
     readings = _present_readings(readings, fields, copied_by_field)
     past = _earlier_day_events(texts, readings)
@@ -446,6 +449,27 @@ def _progressing_imaging(texts: list[tuple[list[Mention], str]]) -> None:
         norm = normalise(text)[0]
         for m in found:
             if m.history and "infection_imaging" in m.concepts and _PROGRESSING.search(norm[max(0, m.start - 12) : m.end]):
+                m.history = False
+
+
+#: A request to image a finding again: "please reassess with contrast", "Repeat with gad please", "à réévaluer", "contrôle".
+_REASSESS = re.compile(r"(?<![a-z])(?:reassess|re assess|re-assess|reevaluate|re evaluate|re-evaluate|repeat|recheck|re check|reimage|re image|"
+                       r"reevaluer|reevaluation|re evaluer|recontroler|a recontroler|a controler|a reevaluer|refaire)(?![a-z])")
+_REASSESSED_SIGNS = frozenset({"radiculitis", "arachnoiditis", "infection_imaging"})
+
+
+def _reassessed_imaging(texts: list[tuple[list[Mention], str]]) -> None:
+    """An image sign an earlier study suggested, which the request asks to image again, is today's question, not history
+    ("Previous MRI suggested radiculitis, please reassess with contrast"; "Previous MRI queried radiculitis (root enhancement).
+    Repeat with gad please": session 22, rounds 145, 161, 162). The rest of its sentence and the next one are read."""
+    for found, text in texts:
+        norm = normalise(text)[0]
+        for m in found:
+            if not m.history or m.assertion == "negated" or not m.concepts or not m.concepts <= _REASSESSED_SIGNS:
+                continue
+            end = norm.find(".", m.end)
+            end = norm.find(".", end + 1) if end >= 0 else -1
+            if _REASSESS.search(norm[m.end : end if end >= 0 else len(norm)]) and not _TREATED_IN_CLAUSE.search(norm[m.start : m.end + 40]):
                 m.history = False
 
 
