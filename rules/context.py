@@ -467,9 +467,8 @@ def _reassessed_imaging(texts: list[tuple[list[Mention], str]]) -> None:
         for m in found:
             if not m.history or m.assertion == "negated" or not m.concepts or not m.concepts <= _REASSESSED_SIGNS:
                 continue
-            end = norm.find(".", m.end)
-            end = norm.find(".", end + 1) if end >= 0 else -1
-            if _REASSESS.search(norm[m.end : end if end >= 0 else len(norm)]) and not _TREATED_IN_CLAUSE.search(norm[m.start : m.end + 40]):
+            later = ".".join(norm[m.end :].split(".", 2)[:2])  # the rest of its sentence and the next one
+            if _REASSESS.search(later) and not _TREATED_IN_CLAUSE.search(norm[m.start : m.end + 40]):
                 m.history = False
 
 

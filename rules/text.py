@@ -1223,8 +1223,14 @@ class Matcher:
         found = sorted((bisect_left(starts, o.start), max(bisect_left(starts, o.start) + 1, bisect_left(starts, o.end)), None)
                        for o in others)
         firsts = [f[0] for f in found]
-        return [place is not None and self._preop_same(words, place[0], place[1], found[bisect_left(firsts, place[1]) :][:16], set())
-                for place in places]
+        out = []
+        for place in places:
+            if place is None:
+                out.append(False)
+                continue
+            k = bisect_left(firsts, place[1])
+            out.append(self._preop_same(words, place[0], place[1], found[k : k + 16], set()))  # no copy of found's tail
+        return out
 
     def history_after_spans(self, text: str, spans: list[tuple[int, int]]) -> list[bool]:
         """For spans found by another reader (a strength grade): a history cue right after it ("EHL 4/5 ancien", "EHL 4/5
