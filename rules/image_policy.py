@@ -47,6 +47,7 @@ class CTPolicy:
     source: str
     version: str
     side_ratio_min: float = 0.7  # canal half on the screw's side vs the contralateral half (area)
+    canal_content_max_hu: float | None = 50.0  # second canal hypothesis: regions of CSF density only (None: off)
     level_ratio_min: float = 0.6  # canal area vs the median of the other levels
     expected_wall_flag_mm: float = 4.0  # metal beyond the expected (mirrored) medial wall: never A/B
     clear_mm: float = 1.0  # implausible canal: A/B only if every reference gives at most this depth
@@ -152,6 +153,16 @@ def _prio(value, path: str, file: Path) -> Priority:
         raise PolicyError(f"{file}: {path} must be STAT, URGENT or ROUTINE, not {value!r}") from None
 
 
+def _content_max_hu(doc: dict, file: Path) -> float | None:
+    """canal.content_max_hu: a number (HU), or null/absent-section for no second canal hypothesis."""
+    canal = doc.get("canal") or {}
+    if "content_max_hu" not in canal:
+        return 50.0
+    if canal["content_max_hu"] is None:
+        return None
+    return _num(doc, "canal.content_max_hu", file)
+
+
 def parse(doc: dict, file: Path) -> CTPolicy:
     if not isinstance(doc, dict):
         raise PolicyError(f"{file}: must be a mapping")
@@ -190,6 +201,7 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         source=str(file),
         version=f"v{doc.get('version', 0)}",
         side_ratio_min=_opt(doc, "canal.plausibility.side_ratio_min", file, 0.7),
+        canal_content_max_hu=_content_max_hu(doc, file),
         level_ratio_min=_opt(doc, "canal.plausibility.level_ratio_min", file, 0.6),
         expected_wall_flag_mm=_opt(doc, "canal.plausibility.expected_wall_flag_mm", file, 4.0),
         clear_mm=_opt(doc, "canal.plausibility.clear_mm", file, 1.0),

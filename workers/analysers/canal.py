@@ -101,11 +101,15 @@ def _hull(mask: np.ndarray) -> np.ndarray | None:
 
 
 def slice_canal(bone: np.ndarray, pixel_mm, centre_x: float | None, seen: np.ndarray | None = None,
-                min_part_mm2: float = 30.0):
+                min_part_mm2: float = 30.0, hu: np.ndarray | None = None, content_max_hu: float | None = None):
     """(canal mask, (left wall seen, right wall seen)) of one slice, or (None, (False, False)).
 
     `bone` is what bounds the canal (metal and unknown count as bounding); `seen` is the bone actually
     seen (not hidden by metal): a wall counts only where it is seen. Columns: left = lower index.
+    With `hu` (the slice) and `content_max_hu`, a region whose median density is at or above
+    `content_max_hu` is not a candidate: the canal holds CSF, cord and epidural fat, while the
+    cancellous bone of a vertebral body reads under the bone threshold in osteoporotic bone and
+    would otherwise be the largest low-density region in the hull (session 23).
     """
     seen = bone if seen is None else seen
     lab, n = ndi.label(seen)  # the hull of the bone seen: metal (rods, heads) does not widen it
@@ -126,6 +130,10 @@ def slice_canal(bone: np.ndarray, pixel_mm, centre_x: float | None, seen: np.nda
     ok = np.nonzero((carea >= CANAL_AREA_MM2[0]) & (carea <= CANAL_AREA_MM2[1]))[0]
     if len(ok) == 0:
         return None, (False, False)
+    if hu is not None and content_max_hu is not None:
+        ok = ok[np.asarray(ndi.median(hu, clab, ok + 1), float) < content_max_hu]
+        if len(ok) == 0:
+            return None, (False, False)
     if centre_x is not None:
         cx = np.array([c[1] for c in ndi.center_of_mass(cand, clab, ok + 1)])
         near = ok[np.abs(cx - centre_x) * pixel_mm[1] < 15.0]
@@ -269,13 +277,13 @@ def body_in_roi(hu: np.ndarray, metal_thr: float, k0: int, k1: int, body_roi, ro
 
 def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacing, centre_x: float | None,
                 bone_hu: float = BONE_HU, bloom_mm: float = 1.0, needed=None, vote_step_mm: float = 1.2,
-                fill_mm: float = 0.0, body_fallback=None) -> LevelCanal:
+                fill_mm: float = 0.0, body_fallback=None, content_max_hu: float | None = None) -> LevelCanal:
     """Canal of one level from the slab hu[k0:k1] within roi; `metal` is the metal mask of that slab/roi.
 
     Walls count only where they are seen: metal (with its blooming and partial volume) hides them, and a
     value in-painted from a slice more than `fill_mm` away is unknown. The reference canal is voted per
     side from the slices where that side's wall is seen; a side never seen is the mirror of the other
-    across the symmetry axis (vertebral body centre to canal centre).
+    across the symmetry axis (vertebral body centre to canal centre). `content_max_hu`: see `slice_canal`.
     """
     dz, dy, dx = spacing
     y0, y1, x0, x1 = roi
@@ -295,7 +303,7 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
             canals.append(None)
             sides.append((False, False))
             continue
-        c, ok = slice_canal(bounding[k], (dy, dx), centre_x, seen[k])
+        c, ok = slice_canal(bounding[k], (dy, dx), centre_x, seen[k], hu=slab[k], content_max_hu=content_max_hu)
         canals.append(c)
         sides.append(ok)
     both = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0] and ok[1]]

@@ -220,23 +220,91 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     if contrast:
         res.not_assessed.append(f"medial breach not assessed: contrast agent recorded ({contrast}); "
                                 "CT-myelography contrast fills the canal")
-    canals = _level_canals(vol, screws, levels, thr, pol) if canal_ok else {}
+    # Two hypotheses of the canal (session 23): the largest low-density region in the bone's hull (sessions 1-22) and
+    # the largest region of CSF density (`canal.content_max_hu`), which an osteoporotic vertebral body's cancellous
+    # bone cannot be. Each screw is read against both; `_merged_read` keeps the first's class and never lowers it.
+    hypotheses = [_level_canals(vol, screws, levels, thr, pol) if canal_ok else {}]
+    if canal_ok and pol.canal_content_max_hu is not None:
+        hypotheses.append(_level_canals(vol, screws, levels, thr, pol, content_max_hu=pol.canal_content_max_hu))
     res.timings["canal"] = time.perf_counter() - t
     t = time.perf_counter()
-    offs = ml.offsets(vol, screws, levels, canals, far_max_mm=pol.pedicle_intact_max_offset_mm,
-                      wide_from_canal=True) if canal_ok else {}
-    mids = _midlines(vol, screws, levels, canals)
+    found = []
+    for canals in hypotheses:
+        offs = ml.offsets(vol, screws, levels, canals, far_max_mm=pol.pedicle_intact_max_offset_mm,
+                          wide_from_canal=True) if canal_ok else {}
+        found.append((canals, offs, _midlines(vol, screws, levels, canals)))
     ends = [_ends(vol, p) for p in screws]  # once per screw: its own measures and its pair's siding use them
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
         # the level's pair: the other screw of a level with two screws (its entry, for siding near the midline)
         same = [i for i, lq in enumerate(levels) if lq == lev and i != n - 1]
         pair_entry = ends[same[0]][3] if len(same) == 1 else None
-        info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, res, common, pol, thick,
-                      contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev),
-                      pair_entry=pair_entry, ends=ends[n - 1])
+        reads = []
+        for canals, offs, mids in found:
+            scratch = AnalysisResult(res.analyser)
+            info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, scratch, common, pol, thick,
+                          contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev),
+                          pair_entry=pair_entry, ends=ends[n - 1])
+            reads.append((info, scratch))
+        info, scratch = _merged_read(reads, pol)
+        res.flags.extend(scratch.flags)
+        res.notes.extend(scratch.notes)
+        res.not_assessed.extend(scratch.not_assessed)
+        for x in scratch.summary.get("not_assessed_screws", []):
+            res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
+            res.summary.setdefault("not_assessed_screws", []).append(x)
         res.measurements.extend(info)
     res.timings["breach_and_halo"] = time.perf_counter() - t
     _incomplete(res)
+
+
+#: Grades in order of severity, and their classes: a second canal hypothesis may refine a read within its class
+#: (A/B, C, D/E: the same suggested priority) but never move it to another class.
+_SEVERITY = {"A": 0, "B": 1, "C": 2, "D": 3, "E": 4}
+_CLASS = {"A": "A/B", "B": "A/B", "C": "C", "D": "D/E", "E": "D/E"}
+
+
+def _medial(info: list[dict]) -> dict | None:
+    return next((m for m in info if m.get("name") == "medial_breach_depth"), None)
+
+
+def _merged_read(reads: list, pol):
+    """One screw's read from its reads against the canal hypotheses [(measurements, scratch result), ...]: the first
+    (the largest low-density region) unless the second (CSF density) refines it:
+    - both graded in the same class (A/B, C or D/E: the same priority): the second's depth, which is not inflated by a
+      vertebral body taken for the canal (session 23: tuning sets' Bland-Altman bias 1.40 -> 0.72 mm);
+    - the first not assessed, the second graded C or worse from this level's own canal, unmirrored, with confidence
+      >= 0.6: the second (a breach the first canal could not place);
+    - the first not assessed, the second graded A/B: the second, unless the canal-independent body-width wall puts the
+      screw at a C depth or more (`midline_check.body_depth_mm`; a truth-C screw of the tuning sets, 2.5 mm, read B
+      1.6 against the CSF-density canal, was 3.0 mm inside that wall).
+    Anything else keeps the first: a second hypothesis never lowers a grade, never clears a class, and its not-assessed
+    reasons never replace a grade. The kept read names both (`canal_hypotheses`)."""
+    first = reads[0]
+    if len(reads) < 2:
+        return first
+    second = reads[1]
+    a, b = _medial(first[0]), _medial(second[0])
+    chosen = first
+    if a is not None and b is not None:
+        if _CLASS[a["grade"]] == _CLASS[b["grade"]]:
+            chosen = second
+    elif a is None and b is not None:
+        own = str(b.get("measured_against") or "").startswith("this level") and "mirror" not in str(
+            b.get("measured_against")) and "mirror" not in str(b.get("canal_source"))
+        if _SEVERITY[b["grade"]] >= _SEVERITY["C"]:
+            if own and b.get("confidence", 0) >= 0.6:
+                chosen = second
+        else:
+            body = (b.get("midline_check") or {}).get("body_depth_mm")
+            if body is None or body < pol.grade_bounds[1]:
+                chosen = second
+    other = b if chosen is first else a
+    kept = _medial(chosen[0])
+    if kept is not None:
+        kept["canal_hypotheses"] = {
+            "kept": "CSF-density region" if chosen is second else "largest low-density region",
+            "other_read": (f"{other['grade']} {other['value']} mm" if other is not None else "not assessed")}
+    return chosen
 
 
 def _midlines(vol: Volume, screws, levels, canals) -> dict:
@@ -359,8 +427,9 @@ BODY_WIDTH_MM = (25.0, 65.0)
 BODY_OFF_SCREWS_MM = 10.0
 
 
-def _level_canals(vol: Volume, screws, levels, thr, pol) -> dict:
-    """{construct level: LevelCanal} with a neighbouring level's canal where a level has none."""
+def _level_canals(vol: Volume, screws, levels, thr, pol, content_max_hu: float | None = None) -> dict:
+    """{construct level: LevelCanal} with a neighbouring level's canal where a level has none.
+    `content_max_hu`: the canal is looked for only among regions of CSF density (`canal.slice_canal`)."""
     dz, dy, dx = vol.spacing
     nz, ny, nx = vol.hu.shape
     out = {}
@@ -402,7 +471,8 @@ def _level_canals(vol: Volume, screws, levels, thr, pol) -> dict:
             return body
 
         out[lev] = cn.level_canal(vol.hu, metal, k0, k1, roi, vol.spacing, cx, bone_hu=pol.bone_hu,
-                                  bloom_mm=pol.blooming_margin_mm, needed=needed, body_fallback=fallback)
+                                  bloom_mm=pol.blooming_margin_mm, needed=needed, body_fallback=fallback,
+                                  content_max_hu=content_max_hu)
     have = [lev for lev, lc in out.items() if lc.reference is not None]
     for lev, lc in out.items():  # the nearest other level's canal, for the plausibility check
         if lc.reference is None:
