@@ -274,9 +274,11 @@ def _merged_read(reads: list, pol):
       vertebral body taken for the canal (session 23: tuning sets' Bland-Altman bias 1.40 -> 0.72 mm);
     - the first not assessed, the second graded C or worse from this level's own canal, unmirrored, with confidence
       >= 0.6: the second (a breach the first canal could not place);
-    - the first not assessed, the second graded A/B: the second, unless the canal-independent body-width wall puts the
-      screw at a C depth or more (`midline_check.body_depth_mm`; a truth-C screw of the tuning sets, 2.5 mm, read B
-      1.6 against the CSF-density canal, was 3.0 mm inside that wall).
+    - the first not assessed, the second graded A/B: the second, unless a canal-independent measure says C: the
+      body-width wall puts the screw at a C depth or more (`midline_check.body_depth_mm`; a truth-C screw of the tuning
+      sets, 2.5 mm, read B 1.6 against the CSF-density canal, was 3.0 mm inside that wall), or the screw lies more than
+      `LOPSIDED_PAIR_SYMMETRY_MM` nearer the midline than its contralateral pair (a held-out family-5 truth C 2.4 read
+      B 1.5 had its pair 2.3 mm further out; 2 truth-A screws of 49 are held back with it).
     Anything else keeps the first: a second hypothesis never lowers a grade, never clears a class, and its not-assessed
     reasons never replace a grade. The kept read names both (`canal_hypotheses`)."""
     first = reads[0]
@@ -295,8 +297,9 @@ def _merged_read(reads: list, pol):
             if own and b.get("confidence", 0) >= 0.6:
                 chosen = second
         else:
-            body = (b.get("midline_check") or {}).get("body_depth_mm")
-            if body is None or body < pol.grade_bounds[1]:
+            mid = b.get("midline_check") or {}
+            body, pair = mid.get("body_depth_mm"), mid.get("pair_excess_mm")
+            if (body is None or body < pol.grade_bounds[1]) and (pair is None or pair <= LOPSIDED_PAIR_SYMMETRY_MM):
                 chosen = second
     other = b if chosen is first else a
     kept = _medial(chosen[0])
