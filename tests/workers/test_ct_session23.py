@@ -95,6 +95,16 @@ def test_the_second_read_refines_within_a_class_or_grades_what_the_first_left_no
     assert got is (first if kept == "first" else second)
 
 
+def test_a_screw_the_two_canals_side_differently_keeps_the_first_read():
+    from workers.analysers.ct_hardware import _merged_read
+
+    first = ([{"name": "screw_length", "side": "right"}] + _read("E", 11.3)[0], "first")
+    second = ([{"name": "screw_length", "side": "left"}] + _read("E", 11.6)[0], "second")
+    assert _merged_read([first, second], POL) is first
+    second[0][0]["side"] = "right"
+    assert _merged_read([first, second], POL) is second
+
+
 def test_the_kept_read_names_both_hypotheses_and_one_hypothesis_is_returned_unchanged():
     from workers.analysers.ct_hardware import _merged_read
 

