@@ -111,38 +111,51 @@ def slice_canal(bone: np.ndarray, pixel_mm, centre_x: float | None, seen: np.nda
     cancellous bone of a vertebral body reads under the bone threshold in osteoporotic bone and
     would otherwise be the largest low-density region in the hull (session 23).
     """
+    return slice_canals(bone, pixel_mm, centre_x, seen, min_part_mm2, hu, (content_max_hu,))[0]
+
+
+def slice_canals(bone: np.ndarray, pixel_mm, centre_x: float | None, seen: np.ndarray | None = None,
+                 min_part_mm2: float = 30.0, hu: np.ndarray | None = None, limits=(None,)) -> list:
+    """`slice_canal` for each density limit of `limits` (None: no limit), the candidates found once."""
+    none = [(None, (False, False))] * len(limits)
     seen = bone if seen is None else seen
     lab, n = ndi.label(seen)  # the hull of the bone seen: metal (rods, heads) does not widen it
     if n == 0:
-        return None, (False, False)
+        return none
     area = np.bincount(lab.ravel())[1:] * pixel_mm[0] * pixel_mm[1]
     keep = np.nonzero(area >= min_part_mm2)[0] + 1
     if len(keep) == 0:
-        return None, (False, False)
+        return none
     hull = _hull(np.isin(lab, keep))
     if hull is None:
-        return None, (False, False)
+        return none
     cand = hull & ~bone
     clab, m = ndi.label(cand)
     if m == 0:
-        return None, (False, False)
+        return none
     carea = np.bincount(clab.ravel())[1:] * pixel_mm[0] * pixel_mm[1]
     ok = np.nonzero((carea >= CANAL_AREA_MM2[0]) & (carea <= CANAL_AREA_MM2[1]))[0]
     if len(ok) == 0:
-        return None, (False, False)
-    if hu is not None and content_max_hu is not None:
-        ok = ok[np.asarray(ndi.median(hu, clab, ok + 1), float) < content_max_hu]
-        if len(ok) == 0:
-            return None, (False, False)
+        return none
     if centre_x is not None:
         cx = np.array([c[1] for c in ndi.center_of_mass(cand, clab, ok + 1)])
-        near = ok[np.abs(cx - centre_x) * pixel_mm[1] < 15.0]
-        if len(near) == 0:
-            return None, (False, False)
-        ok = near
-    best = ok[np.argmax(carea[ok])] + 1
-    canal = clab == best
-    return canal, _walls_seen(canal, seen)
+        ok = ok[np.abs(cx - centre_x) * pixel_mm[1] < 15.0]
+        if len(ok) == 0:
+            return none
+    med = None
+    out = []
+    for limit in limits:
+        sel = ok
+        if hu is not None and limit is not None:
+            if med is None:
+                med = np.asarray(ndi.median(hu, clab, ok + 1), float)
+            sel = ok[med < limit]
+        if len(sel) == 0:
+            out.append((None, (False, False)))
+            continue
+        canal = clab == sel[np.argmax(carea[sel])] + 1
+        out.append((canal, _walls_seen(canal, seen)))
+    return out
 
 
 def _walls_seen(canal: np.ndarray, seen: np.ndarray, frac: float = 0.7) -> tuple[bool, bool]:
@@ -277,13 +290,16 @@ def body_in_roi(hu: np.ndarray, metal_thr: float, k0: int, k1: int, body_roi, ro
 
 def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacing, centre_x: float | None,
                 bone_hu: float = BONE_HU, bloom_mm: float = 1.0, needed=None, vote_step_mm: float = 1.2,
-                fill_mm: float = 0.0, body_fallback=None, content_max_hu: float | None = None) -> LevelCanal:
+                fill_mm: float = 0.0, body_fallback=None, content_max_hu: float | None = None,
+                limits: tuple | None = None):
     """Canal of one level from the slab hu[k0:k1] within roi; `metal` is the metal mask of that slab/roi.
 
     Walls count only where they are seen: metal (with its blooming and partial volume) hides them, and a
     value in-painted from a slice more than `fill_mm` away is unknown. The reference canal is voted per
     side from the slices where that side's wall is seen; a side never seen is the mirror of the other
     across the symmetry axis (vertebral body centre to canal centre). `content_max_hu`: see `slice_canal`.
+    With `limits` (a tuple of such limits, None for none), one LevelCanal per limit, in a list: the bone,
+    occlusion, body and per-slice candidates are computed once for all.
     """
     dz, dy, dx = spacing
     y0, y1, x0, x1 = roi
@@ -295,26 +311,33 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
         known = ~ndi.binary_erosion(occ, structure=np.ones((3, 1, 1), bool), iterations=nfill, border_value=1)
     seen = bone & known
     bounding = bone | ~known
-    canals, sides = [], []
     step = max(1, int(round(vote_step_mm / dz)))
     needed = set(range(bone.shape[0])) if needed is None else set(needed)
+    lims = tuple(limits) if limits is not None else (content_max_hu,)
+    per = [[] for _ in lims]  # per limit: per slice (canal, walls)
     for k in range(bone.shape[0]):
         if k % step and k not in needed:  # votes on a subset of slices; every slice a screw crosses
-            canals.append(None)
-            sides.append((False, False))
+            for p in per:
+                p.append((None, (False, False)))
             continue
-        c, ok = slice_canal(bounding[k], (dy, dx), centre_x, seen[k], hu=slab[k], content_max_hu=content_max_hu)
-        canals.append(c)
-        sides.append(ok)
-    both = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0] and ok[1]]
-    lows = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0]]
-    highs = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[1]]
-    lc = LevelCanal(roi, k0, k1, bone, occ, [None] * bone.shape[0], None, len(both), "none", None, known=known)
+        for p, r in zip(per, slice_canals(bounding[k], (dy, dx), centre_x, seen[k], hu=slab[k], limits=lims)):
+            p.append(r)
     # the body as found in the canal's window (sessions 3-6); where none is found there, `body_fallback()` (session 7:
     # the one found in a larger window, `body_in_roi`)
     body = _body_axis(bone, min(dy, dx))
     if body is None and body_fallback is not None:
         body = body_fallback()
+    out = [_voted(roi, k0, k1, bone, occ, known, seen, body, centre_x, [c for c, _ in p], [w for _, w in p])
+           for p in per]
+    return out if limits is not None else out[0]
+
+
+def _voted(roi, k0, k1, bone, occ, known, seen, body, centre_x, canals, sides) -> LevelCanal:
+    """The level's reference canal voted from its slices' canals (see `level_canal`)."""
+    both = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0] and ok[1]]
+    lows = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[0]]
+    highs = [k for k, (c, ok) in enumerate(zip(canals, sides)) if c is not None and ok[1]]
+    lc = LevelCanal(roi, k0, k1, bone, occ, [None] * bone.shape[0], None, len(both), "none", None, known=known)
     lc.body = body
     if not lows and not highs:
         return lc

@@ -223,9 +223,8 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     # Two hypotheses of the canal (session 23): the largest low-density region in the bone's hull (sessions 1-22) and
     # the largest region of CSF density (`canal.content_max_hu`), which an osteoporotic vertebral body's cancellous
     # bone cannot be. Each screw is read against both; `_merged_read` keeps the first's class and never lowers it.
-    hypotheses = [_level_canals(vol, screws, levels, thr, pol) if canal_ok else {}]
-    if canal_ok and pol.canal_content_max_hu is not None:
-        hypotheses.append(_level_canals(vol, screws, levels, thr, pol, content_max_hu=pol.canal_content_max_hu))
+    limits = (None,) if pol.canal_content_max_hu is None else (None, pol.canal_content_max_hu)
+    hypotheses = _level_canals(vol, screws, levels, thr, pol, limits) if canal_ok else [{}]
     res.timings["canal"] = time.perf_counter() - t
     t = time.perf_counter()
     found = []
@@ -234,6 +233,7 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
                           wide_from_canal=True) if canal_ok else {}
         found.append((canals, offs, _midlines(vol, screws, levels, canals)))
     ends = [_ends(vol, p) for p in screws]  # once per screw: its own measures and its pair's siding use them
+    halos: dict = {}
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
         # the level's pair: the other screw of a level with two screws (its entry, for siding near the midline)
         same = [i for i, lq in enumerate(levels) if lq == lev and i != n - 1]
@@ -243,7 +243,7 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
             scratch = AnalysisResult(res.analyser)
             info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, scratch, common, pol, thick,
                           contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev),
-                          pair_entry=pair_entry, ends=ends[n - 1])
+                          pair_entry=pair_entry, ends=ends[n - 1], halos=halos)
             reads.append((info, scratch))
         info, scratch = _merged_read(reads, pol)
         res.flags.extend(scratch.flags)
@@ -434,12 +434,12 @@ BODY_WIDTH_MM = (25.0, 65.0)
 BODY_OFF_SCREWS_MM = 10.0
 
 
-def _level_canals(vol: Volume, screws, levels, thr, pol, content_max_hu: float | None = None) -> dict:
-    """{construct level: LevelCanal} with a neighbouring level's canal where a level has none.
-    `content_max_hu`: the canal is looked for only among regions of CSF density (`canal.slice_canal`)."""
+def _level_canals(vol: Volume, screws, levels, thr, pol, limits=(None,)) -> list[dict]:
+    """Per density limit of `limits` (None: none; else the canal is looked for only among regions under it,
+    `canal.slice_canal`): {construct level: LevelCanal} with a neighbouring level's canal where a level has none."""
     dz, dy, dx = vol.spacing
     nz, ny, nx = vol.hu.shape
-    out = {}
+    outs = [{} for _ in limits]
     for lev in sorted(set(levels)):
         same = [q for q, lq in zip(screws, levels) if lq == lev]
         ys0 = min(q.bbox[1].start for q in same) - int(15 / dy)
@@ -477,9 +477,18 @@ def _level_canals(vol: Volume, screws, levels, thr, pol, content_max_hu: float |
                 return None  # not a vertebral body's width, or off the middle of the level's screws: something else
             return body
 
-        out[lev] = cn.level_canal(vol.hu, metal, k0, k1, roi, vol.spacing, cx, bone_hu=pol.bone_hu,
-                                  bloom_mm=pol.blooming_margin_mm, needed=needed, body_fallback=fallback,
-                                  content_max_hu=content_max_hu)
+        found = cn.level_canal(vol.hu, metal, k0, k1, roi, vol.spacing, cx, bone_hu=pol.bone_hu,
+                               bloom_mm=pol.blooming_margin_mm, needed=needed, body_fallback=fallback,
+                               limits=tuple(limits))
+        for out, lc in zip(outs, found):
+            out[lev] = lc
+    for out in outs:
+        _neighbours(out, screws, levels, dy, dx)
+    return outs
+
+
+def _neighbours(out: dict, screws, levels, dy, dx) -> None:
+    """Each level's nearest other level's canal (for the plausibility check), borrowed where a level has none."""
     have = [lev for lev, lc in out.items() if lc.reference is not None]
     for lev, lc in out.items():  # the nearest other level's canal, for the plausibility check
         if lc.reference is None:
@@ -498,7 +507,6 @@ def _level_canals(vol: Volume, screws, levels, thr, pol, content_max_hu: float |
         cn.borrow(lc, other, _shift(screws, levels, lev, nb, dy, dx))
         if lc.reference is not None:
             lc.notes.append(f"canal taken from construct level {nb}")
-    return out
 
 
 def _shift(screws, levels, lev, nb, dy, dx) -> tuple[int, int]:
@@ -614,7 +622,9 @@ def _ends(vol: Volume, p: mt.Part):
 
 
 def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, ends, contrast=None,
-           canals=None, midline=None, midline_x=None, pair_entry=None) -> list[dict]:
+           canals=None, midline=None, midline_x=None, pair_entry=None, halos: dict | None = None) -> list[dict]:
+    """One screw's measurements (and its flags, notes and not-assessed reasons into `res`). `halos`: a per-analysis
+    cache of what does not depend on the canal hypothesis (the loosening halo, the pedicle sections)."""
     idx = np.nonzero(p.mask)
     zi = idx[0] + p.bbox[0].start
     yi, xi = idx[1] + p.bbox[1].start, idx[2] + p.bbox[2].start
@@ -631,8 +641,14 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
                 "part_centre_lps_mm": _lps(vol, p.centre), "sided_by": sided_by}
 
     midline = midline or {}
-    ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol, lc,
-                   near_midline=sided_by in ("level pair", "entry", "convergence"))
+    near = sided_by in ("level pair", "entry", "convergence")
+    # the pedicle sections depend on the canal hypothesis only through these: computed once when they agree
+    key = ("pedicle", n, sign, midline_x, near, None if lc is None else (id(lc.body), lc.roi))
+    ped = halos.get(key) if halos is not None else None
+    if ped is None:
+        ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol, lc, near_midline=near)
+        if halos is not None:
+            halos[key] = ped
 
     def unassessed(short: str, long: str) -> None:
         res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
@@ -822,7 +838,11 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
         if lateral is not None and lateral >= 2.0:
             res.notes.append(f"{where}: lateral breach {lateral:.1f} mm (outside the vertebra; no canal intrusion)")
 
-    h = lo.halo(vol, p.centre, axis, tip_t, p.length, p.threshold)
+    h = halos.get(n) if halos is not None else None  # the halo does not depend on the canal: once per screw
+    if h is None:
+        h = lo.halo(vol, p.centre, axis, tip_t, p.length, p.threshold)
+        if halos is not None:
+            halos[n] = h
     if not h["assessed"]:
         res.not_assessed.append(f"{where}: loosening halo not assessed: {h['reason']}")
         return out
