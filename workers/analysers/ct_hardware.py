@@ -233,7 +233,7 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
                           wide_from_canal=True) if canal_ok else {}
         found.append((canals, offs, _midlines(vol, screws, levels, canals)))
     ends = [_ends(vol, p) for p in screws]  # once per screw: its own measures and its pair's siding use them
-    halos: dict = {}
+    shared: dict = {}  # per screw, what does not depend on the canal hypothesis (`_screw`)
     for n, (p, lev) in enumerate(zip(screws, levels), start=1):
         # the level's pair: the other screw of a level with two screws (its entry, for siding near the midline)
         same = [i for i, lq in enumerate(levels) if lq == lev and i != n - 1]
@@ -243,7 +243,7 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
             scratch = AnalysisResult(res.analyser)
             info = _screw(vol, p, n, lev, nlev, canals.get(lev), thr, canal_ok, scratch, common, pol, thick,
                           contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev),
-                          pair_entry=pair_entry, ends=ends[n - 1], halos=halos)
+                          pair_entry=pair_entry, ends=ends[n - 1], shared=shared)
             reads.append((info, scratch))
         info, scratch = _merged_read(reads, pol)
         res.flags.extend(scratch.flags)
@@ -271,7 +271,7 @@ def _merged_read(reads: list, pol):
     """One screw's read from its reads against the canal hypotheses [(measurements, scratch result), ...]: the first
     (the largest low-density region) unless the second (CSF density) refines it:
     - both graded in the same class (A/B, C or D/E: the same priority): the second's depth, which is not inflated by a
-      vertebral body taken for the canal (session 23: tuning sets' Bland-Altman bias 1.40 -> 0.72 mm);
+      vertebral body taken for the canal (session 23: tuning sets' Bland-Altman bias 1.40 -> 0.75 mm);
     - the first not assessed, the second graded C or worse from this level's own canal, unmirrored, with confidence
       >= 0.6: the second (a breach the first canal could not place);
     - the first not assessed, the second graded A/B: the second, unless a canal-independent measure says C: the
@@ -622,8 +622,8 @@ def _ends(vol: Volume, p: mt.Part):
 
 
 def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, ends, contrast=None,
-           canals=None, midline=None, midline_x=None, pair_entry=None, halos: dict | None = None) -> list[dict]:
-    """One screw's measurements (and its flags, notes and not-assessed reasons into `res`). `halos`: a per-analysis
+           canals=None, midline=None, midline_x=None, pair_entry=None, shared: dict | None = None) -> list[dict]:
+    """One screw's measurements (and its flags, notes and not-assessed reasons into `res`). `shared`: a per-analysis
     cache of what does not depend on the canal hypothesis (the loosening halo, the pedicle sections)."""
     idx = np.nonzero(p.mask)
     zi = idx[0] + p.bbox[0].start
@@ -644,11 +644,11 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
     near = sided_by in ("level pair", "entry", "convergence")
     # the pedicle sections depend on the canal hypothesis only through these: computed once when they agree
     key = ("pedicle", n, sign, midline_x, near, None if lc is None else (id(lc.body), lc.roi))
-    ped = halos.get(key) if halos is not None else None
+    ped = shared.get(key) if shared is not None else None
     if ped is None:
         ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol, lc, near_midline=near)
-        if halos is not None:
-            halos[key] = ped
+        if shared is not None:
+            shared[key] = ped
 
     def unassessed(short: str, long: str) -> None:
         res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
@@ -838,11 +838,11 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
         if lateral is not None and lateral >= 2.0:
             res.notes.append(f"{where}: lateral breach {lateral:.1f} mm (outside the vertebra; no canal intrusion)")
 
-    h = halos.get(n) if halos is not None else None  # the halo does not depend on the canal: once per screw
+    h = shared.get(("halo", n)) if shared is not None else None  # the halo does not depend on the canal
     if h is None:
         h = lo.halo(vol, p.centre, axis, tip_t, p.length, p.threshold)
-        if halos is not None:
-            halos[n] = h
+        if shared is not None:
+            shared[("halo", n)] = h
     if not h["assessed"]:
         res.not_assessed.append(f"{where}: loosening halo not assessed: {h['reason']}")
         return out
