@@ -154,13 +154,11 @@ def _prio(value, path: str, file: Path) -> Priority:
 
 
 def _content_max_hu(doc: dict, file: Path) -> float | None:
-    """canal.content_max_hu: a number (HU), or null/absent-section for no second canal hypothesis."""
-    canal = doc.get("canal") or {}
-    if "content_max_hu" not in canal:
-        return 50.0
-    if canal["content_max_hu"] is None:
+    """canal.content_max_hu: a number (HU, 50 when absent), or null for no second canal hypothesis."""
+    cur = _lookup(doc, "canal.content_max_hu")
+    if cur is None:
         return None
-    return _num(doc, "canal.content_max_hu", file)
+    return 50.0 if cur is _ABSENT else _num(doc, "canal.content_max_hu", file)
 
 
 def parse(doc: dict, file: Path) -> CTPolicy:

@@ -290,15 +290,14 @@ def body_in_roi(hu: np.ndarray, metal_thr: float, k0: int, k1: int, body_roi, ro
 
 def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacing, centre_x: float | None,
                 bone_hu: float = BONE_HU, bloom_mm: float = 1.0, needed=None, vote_step_mm: float = 1.2,
-                fill_mm: float = 0.0, body_fallback=None, content_max_hu: float | None = None,
-                limits: tuple | None = None):
+                fill_mm: float = 0.0, body_fallback=None, limits: tuple | None = None):
     """Canal of one level from the slab hu[k0:k1] within roi; `metal` is the metal mask of that slab/roi.
 
     Walls count only where they are seen: metal (with its blooming and partial volume) hides them, and a
     value in-painted from a slice more than `fill_mm` away is unknown. The reference canal is voted per
     side from the slices where that side's wall is seen; a side never seen is the mirror of the other
-    across the symmetry axis (vertebral body centre to canal centre). `content_max_hu`: see `slice_canal`.
-    With `limits` (a tuple of such limits, None for none), one LevelCanal per limit, in a list: the bone,
+    across the symmetry axis (vertebral body centre to canal centre). With `limits` (a tuple of density
+    limits, `slice_canal`'s `content_max_hu`, None for none), one LevelCanal per limit, in a list: the bone,
     occlusion, body and per-slice candidates are computed once for all.
     """
     dz, dy, dx = spacing
@@ -313,7 +312,7 @@ def level_canal(hu: np.ndarray, metal: np.ndarray, k0: int, k1: int, roi, spacin
     bounding = bone | ~known
     step = max(1, int(round(vote_step_mm / dz)))
     needed = set(range(bone.shape[0])) if needed is None else set(needed)
-    lims = tuple(limits) if limits is not None else (content_max_hu,)
+    lims = tuple(limits) if limits is not None else (None,)
     per = [[] for _ in lims]  # per limit: per slice (canal, walls)
     for k in range(bone.shape[0]):
         if k % step and k not in needed:  # votes on a subset of slices; every slice a screw crosses

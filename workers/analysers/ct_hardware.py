@@ -249,17 +249,16 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
         res.flags.extend(scratch.flags)
         res.notes.extend(scratch.notes)
         res.not_assessed.extend(scratch.not_assessed)
-        for x in scratch.summary.get("not_assessed_screws", []):
-            res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
-            res.summary.setdefault("not_assessed_screws", []).append(x)
+        unassessed = scratch.summary.get("not_assessed_screws", [])
+        res.summary["screws_not_assessed"] += len(unassessed)
+        res.summary["not_assessed_screws"].extend(unassessed)
         res.measurements.extend(info)
     res.timings["breach_and_halo"] = time.perf_counter() - t
     _incomplete(res)
 
 
-#: Grades in order of severity, and their classes: a second canal hypothesis may refine a read within its class
-#: (A/B, C, D/E: the same suggested priority) but never move it to another class.
-_SEVERITY = {"A": 0, "B": 1, "C": 2, "D": 3, "E": 4}
+#: The grades' classes: a second canal hypothesis may refine a read within its class (A/B, C, D/E: the same suggested
+#: priority) but never move it to another class.
 _CLASS = {"A": "A/B", "B": "A/B", "C": "C", "D": "D/E", "E": "D/E"}
 
 
@@ -297,7 +296,7 @@ def _merged_read(reads: list, pol):
     elif a is None and b is not None:
         own = str(b.get("measured_against") or "").startswith("this level") and "mirror" not in str(
             b.get("measured_against")) and "mirror" not in str(b.get("canal_source"))
-        if _SEVERITY[b["grade"]] >= _SEVERITY["C"]:
+        if _CLASS[b["grade"]] != "A/B":  # C or worse
             if own and b.get("confidence", 0) >= 0.6:
                 chosen = second
         else:
