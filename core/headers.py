@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
@@ -110,14 +111,39 @@ def _tag(keyword: str) -> int | None:
 
 
 _TAGS: dict[str, int | None] = {}
+_UNSET = object()
 
 
-def _get(ds: Dataset, keyword: str) -> Any:
+def _get(ds: Dataset, keyword: str, charset: Any = _UNSET) -> Any:
+    """A keyword's value, JSON-able; None when absent, empty or undecodable. `charset`: what the
+    dataset's text is decoded with (`_charset_key`: an item's includes its parent's), part of the
+    conversion cache's key; `_UNSET`: `ds` is a top-level dataset, its own."""
     tag = _tag(keyword)
-    if tag is not None and tag not in ds:  # most keywords are absent: no keyword lookup, no decoding
+    if tag is None:
+        return _converted(ds, keyword)
+    raw = ds.get_item(tag)  # the element as read, not converted
+    if raw is None:  # most keywords are absent: no keyword lookup, no decoding
         return None
+    key = None
+    if type(raw) is RawDataElement and type(raw.value) is bytes and len(raw.value) <= _CACHED_VALUE_MAX \
+            and raw.VR != "SQ":
+        key = (tag, raw.VR, raw.is_implicit_VR, raw.is_little_endian, raw.value,
+               _charset_key(ds) if charset is _UNSET else charset)
+        hit = _CONVERTED.get(key, _MISSING)
+        if hit is not _MISSING:
+            return list(hit) if type(hit) is tuple else hit
+    value = _converted(ds, tag)
+    if key is not None:
+        if len(_CONVERTED) >= _CONVERTED_MAX:
+            _CONVERTED.clear()
+        _CONVERTED[key] = tuple(value) if type(value) is list else value
+    return value
+
+
+def _converted(ds: Dataset, tag_or_keyword: Any) -> Any:
+    """pydicom's conversion of one element, as `_value` renders it."""
     try:  # by its tag when it has one: what ds.get(keyword) returns, without the keyword lookups
-        elem = ds[tag].value if tag is not None else ds.get(keyword)
+        elem = ds[tag_or_keyword].value if not isinstance(tag_or_keyword, str) else ds.get(tag_or_keyword)
     except Exception:  # an undecodable value is left out, never fatal
         return None
     if elem is None or elem == "":
@@ -125,15 +151,37 @@ def _get(ds: Dataset, keyword: str) -> Any:
     return _value(elem)
 
 
-def _text(ds: Dataset, keyword: str, charset_from: Dataset | None = None) -> Any:
+#: Converted values by their encoded form. The instances of a series repeat most of their header
+#: byte for byte, and pydicom's conversion of an element (≈ 15 µs: most of a summary's cost, which
+#: the listener pays for every instance before it answers) depends only on the element's tag, VR,
+#: encoding, bytes and the dataset's character set — the key. Values up to `_CACHED_VALUE_MAX`
+#: bytes; the whole cache is dropped when it reaches `_CONVERTED_MAX` entries (memory bounded).
+#: Lists are kept as tuples and handed out as new lists (a summary is never shared).
+_CONVERTED: dict[tuple, Any] = {}
+_CONVERTED_MAX = 4096
+_CACHED_VALUE_MAX = 256
+_MISSING = object()
+
+
+def _charset_key(ds: Dataset, parent: Any = None) -> Any:
+    """What a dataset's text is decoded with: its Specific Character Set as encoded (an item
+    without one decodes with its parent's)."""
+    raw = ds.get_item(0x00080005)
+    if raw is None:
+        return parent
+    own = raw.value if type(raw) is RawDataElement else repr(raw.value)
+    return own if parent is None else (parent, own)
+
+
+def _text(ds: Dataset, keyword: str, charset: Any, charset_from: Dataset | None = None) -> Any:
     """A text attribute's value; one that arrived as UN (e.g. over 64 KB, sent by DCMTK with its
     default conversion) is decoded with the dataset's character set instead of being dropped."""
-    tag = _tag(keyword)
-    if tag is not None and tag not in ds:
-        return None
-    value = _get(ds, keyword)
+    value = _get(ds, keyword, charset)
     if value is not None:
         return value
+    tag = _tag(keyword)
+    if tag is not None and ds.get_item(tag) is None:
+        return None
     try:
         elem = ds.data_element(keyword)
     except Exception:
@@ -152,48 +200,56 @@ def _text(ds: Dataset, keyword: str, charset_from: Dataset | None = None) -> Any
     return text.rstrip("\x00 ") or None
 
 
-def text_fields(ds: Dataset) -> list[dict[str, str]]:
+def _tag_text(keyword: str) -> str:
+    tag = _tag(keyword)
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _items(ds: Dataset, keyword: str) -> list:
+    try:
+        return list(ds.get(keyword) or [])
+    except Exception:
+        return []
+
+
+def text_fields(ds: Dataset, charset: Any = _UNSET) -> list[dict[str, str]]:
     """Every non-empty free-text attribute, decoded with the dataset's character set."""
+    if charset is _UNSET:
+        charset = _charset_key(ds)
     out: list[dict[str, str]] = []
     for kw in TEXT_KEYWORDS:
-        value = _text(ds, kw)
+        value = _text(ds, kw, charset)
         if value:
-            tag = ds.data_element(kw).tag
-            out.append({"keyword": kw, "tag": f"({tag.group:04X},{tag.element:04X})", "value": str(value)})
+            out.append({"keyword": kw, "tag": _tag_text(kw), "value": str(value)})
     for seq_kw in TEXT_SEQUENCES:
-        try:
-            seq = ds.get(seq_kw) or []
-        except Exception:
-            seq = []
-        for i, item in enumerate(seq):
+        for i, item in enumerate(_items(ds, seq_kw)):
+            item_charset = _charset_key(item, charset)
             for kw in TEXT_KEYWORDS:
-                value = _text(item, kw, charset_from=ds)
+                value = _text(item, kw, item_charset, charset_from=ds)
                 if value:
-                    tag = item.data_element(kw).tag
                     out.append(
                         {
                             "keyword": f"{seq_kw}[{i}].{kw}",
-                            "tag": f"(0040,0275)[{i}]({tag.group:04X},{tag.element:04X})",
+                            "tag": f"{_tag_text(seq_kw)}[{i}]{_tag_text(kw)}",
                             "value": str(value),
                         }
                     )
     return out
 
 
-def order_priorities(ds: Dataset) -> dict[str, str]:
+def order_priorities(ds: Dataset, charset: Any = _UNSET) -> dict[str, str]:
     """The order priorities present, top level and in Request Attributes items."""
+    if charset is _UNSET:
+        charset = _charset_key(ds)
     out: dict[str, str] = {}
     for kw in ORDER_PRIORITY_KEYWORDS:
-        v = _get(ds, kw)
+        v = _get(ds, kw, charset)
         if v:
             out[kw] = str(v)
-    try:
-        seq = ds.get("RequestAttributesSequence") or []
-    except Exception:
-        seq = []
-    for i, item in enumerate(seq):
+    for i, item in enumerate(_items(ds, "RequestAttributesSequence")):
+        item_charset = _charset_key(item, charset)
         for kw in ORDER_PRIORITY_KEYWORDS:
-            v = _get(item, kw)
+            v = _get(item, kw, item_charset)
             if v:
                 out[f"RequestAttributesSequence[{i}].{kw}"] = str(v)
     return out
@@ -202,16 +258,17 @@ def order_priorities(ds: Dataset) -> dict[str, str]:
 def summarize(ds: Dataset, path: str | None = None, size: int | None = None) -> dict[str, Any]:
     """The header summary of one instance."""
     summary: dict[str, Any] = {}
+    charset = _charset_key(ds)
     for kw in STUDY_KEYWORDS + SERIES_KEYWORDS + INSTANCE_KEYWORDS:
-        v = _get(ds, kw)
+        v = _get(ds, kw, charset)
         if v is not None:
             summary[kw] = v
     meta = getattr(ds, "file_meta", None)
     ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     if ts:
         summary["TransferSyntaxUID"] = str(ts)
-    summary["OrderPriorities"] = order_priorities(ds)
-    summary["TextFields"] = text_fields(ds)
+    summary["OrderPriorities"] = order_priorities(ds, charset)
+    summary["TextFields"] = text_fields(ds, charset)
     if path is not None:
         summary["path"] = str(path)
     if size is not None:
