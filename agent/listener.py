@@ -16,7 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
@@ -29,7 +28,7 @@ from core.headers import summarize
 from core.index import StudyIndex
 from core.privacy import quiet_dicom_libraries
 from agent.store import InvalidUID, StudyStore
-from agent.structure import lengths_consistent
+from agent.structure import lengths_consistent, read_header
 from agent.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -366,14 +365,14 @@ class Listener:
         except OSError:
             synced = None  # commit flushes it itself
         try:
-            ds = pydicom.dcmread(tmp, stop_before_pixels=True)
+            ds, transfer_syntax, meta = read_header(tmp)
             uids = (ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID"))
-            summary = summarize(ds, size=size)
+            summary = summarize(ds, size=size, transfer_syntax=transfer_syntax)
         except Exception as exc:  # any parser failure: quarantine, keep serving
             return self._reject(tmp, "unparseable", exc, CANNOT_UNDERSTAND)
         if not all(is_valid_uid(u) for u in uids):
             return self._reject(tmp, "invalid_uid", "Study/Series/SOP Instance UID missing or invalid", DATASET_MISMATCH)
-        if not lengths_consistent(tmp):  # truncated, or an element claiming more bytes than sent
+        if not lengths_consistent(tmp, meta):  # truncated, or an element claiming more bytes than sent
             return self._reject(tmp, "inconsistent_lengths", "element lengths do not match the data received",
                                 CANNOT_UNDERSTAND)
         try:

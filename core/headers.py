@@ -84,8 +84,9 @@ TEXT_KEYWORDS = (
     "StudyComments",  # (0032,4000)
 )
 
+REQUEST_ATTRIBUTES = "RequestAttributesSequence"
 #: Sequences whose items may carry the same text attributes.
-TEXT_SEQUENCES = ("RequestAttributesSequence",)
+TEXT_SEQUENCES = (REQUEST_ATTRIBUTES,)
 
 
 def _value(elem_value: Any) -> Any:
@@ -212,8 +213,9 @@ def _items(ds: Dataset, keyword: str) -> list:
         return []
 
 
-def text_fields(ds: Dataset, charset: Any = _UNSET) -> list[dict[str, str]]:
-    """Every non-empty free-text attribute, decoded with the dataset's character set."""
+def text_fields(ds: Dataset, charset: Any = _UNSET, items: list | None = None) -> list[dict[str, str]]:
+    """Every non-empty free-text attribute, decoded with the dataset's character set. `items`:
+    the Request Attributes Sequence's items, when the caller has read them already."""
     if charset is _UNSET:
         charset = _charset_key(ds)
     out: list[dict[str, str]] = []
@@ -222,7 +224,7 @@ def text_fields(ds: Dataset, charset: Any = _UNSET) -> list[dict[str, str]]:
         if value:
             out.append({"keyword": kw, "tag": _tag_text(kw), "value": str(value)})
     for seq_kw in TEXT_SEQUENCES:
-        for i, item in enumerate(_items(ds, seq_kw)):
+        for i, item in enumerate(items if items is not None and seq_kw == REQUEST_ATTRIBUTES else _items(ds, seq_kw)):
             item_charset = _charset_key(item, charset)
             for kw in TEXT_KEYWORDS:
                 value = _text(item, kw, item_charset, charset_from=ds)
@@ -237,8 +239,9 @@ def text_fields(ds: Dataset, charset: Any = _UNSET) -> list[dict[str, str]]:
     return out
 
 
-def order_priorities(ds: Dataset, charset: Any = _UNSET) -> dict[str, str]:
-    """The order priorities present, top level and in Request Attributes items."""
+def order_priorities(ds: Dataset, charset: Any = _UNSET, items: list | None = None) -> dict[str, str]:
+    """The order priorities present, top level and in Request Attributes items (`items`: those
+    items, when the caller has read them already)."""
     if charset is _UNSET:
         charset = _charset_key(ds)
     out: dict[str, str] = {}
@@ -246,29 +249,32 @@ def order_priorities(ds: Dataset, charset: Any = _UNSET) -> dict[str, str]:
         v = _get(ds, kw, charset)
         if v:
             out[kw] = str(v)
-    for i, item in enumerate(_items(ds, "RequestAttributesSequence")):
+    for i, item in enumerate(items if items is not None else _items(ds, REQUEST_ATTRIBUTES)):
         item_charset = _charset_key(item, charset)
         for kw in ORDER_PRIORITY_KEYWORDS:
             v = _get(item, kw, item_charset)
             if v:
-                out[f"RequestAttributesSequence[{i}].{kw}"] = str(v)
+                out[f"{REQUEST_ATTRIBUTES}[{i}].{kw}"] = str(v)
     return out
 
 
-def summarize(ds: Dataset, path: str | None = None, size: int | None = None) -> dict[str, Any]:
-    """The header summary of one instance."""
+def summarize(ds: Dataset, path: str | None = None, size: int | None = None,
+              transfer_syntax: str | None = None) -> dict[str, Any]:
+    """The header summary of one instance. `transfer_syntax`: the file's, when `ds` was read
+    without its file meta (agent.structure.read_header); otherwise read from `ds.file_meta`."""
     summary: dict[str, Any] = {}
     charset = _charset_key(ds)
     for kw in STUDY_KEYWORDS + SERIES_KEYWORDS + INSTANCE_KEYWORDS:
         v = _get(ds, kw, charset)
         if v is not None:
             summary[kw] = v
-    meta = getattr(ds, "file_meta", None)
-    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    meta = getattr(ds, "file_meta", None) if transfer_syntax is None else None
+    ts = transfer_syntax or (getattr(meta, "TransferSyntaxUID", None) if meta is not None else None)
     if ts:
         summary["TransferSyntaxUID"] = str(ts)
-    summary["OrderPriorities"] = order_priorities(ds, charset)
-    summary["TextFields"] = text_fields(ds, charset)
+    items = _items(ds, REQUEST_ATTRIBUTES)
+    summary["OrderPriorities"] = order_priorities(ds, charset, items)
+    summary["TextFields"] = text_fields(ds, charset, items)
     if path is not None:
         summary["path"] = str(path)
     if size is not None:
