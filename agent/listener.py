@@ -366,8 +366,10 @@ class Listener:
             synced = None  # commit flushes it itself
         try:
             ds, transfer_syntax, meta = read_header(tmp)
-            uids = (ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID"))
             summary = summarize(ds, size=size, transfer_syntax=transfer_syntax)
+            # the summary's UIDs are the elements' values as strings (pydicom's UID is one), a
+            # multi-valued one a list: is_valid_uid refuses that as it refuses a MultiValue
+            uids = (summary.get("StudyInstanceUID"), summary.get("SeriesInstanceUID"), summary.get("SOPInstanceUID"))
         except Exception as exc:  # any parser failure: quarantine, keep serving
             return self._reject(tmp, "unparseable", exc, CANNOT_UNDERSTAND)
         if not all(is_valid_uid(u) for u in uids):
