@@ -157,10 +157,12 @@ def _converted(ds: Dataset, tag_or_keyword: Any) -> Any:
 #: the listener pays for every instance before it answers) depends only on the element's tag, VR,
 #: encoding, bytes and the dataset's character set — the key. Values up to `_CACHED_VALUE_MAX`
 #: bytes; the whole cache is dropped when it reaches `_CONVERTED_MAX` entries (memory bounded).
-#: Lists are kept as tuples and handed out as new lists (a summary is never shared).
+#: Lists are kept as tuples and handed out as new lists (a summary is never shared). A sequence's
+#: items are cached the same way, as what the summary takes from them (`_in_items`).
 _CONVERTED: dict[tuple, Any] = {}
 _CONVERTED_MAX = 4096
 _CACHED_VALUE_MAX = 256
+_CACHED_ITEMS_MAX = 4096  # a sequence's encoded items (`_in_items`)
 _MISSING = object()
 
 
@@ -213,9 +215,8 @@ def _items(ds: Dataset, keyword: str) -> list:
         return []
 
 
-def text_fields(ds: Dataset, charset: Any = _UNSET, items: list | None = None) -> list[dict[str, str]]:
-    """Every non-empty free-text attribute, decoded with the dataset's character set. `items`:
-    the Request Attributes Sequence's items, when the caller has read them already."""
+def text_fields(ds: Dataset, charset: Any = _UNSET) -> list[dict[str, str]]:
+    """Every non-empty free-text attribute, decoded with the dataset's character set."""
     if charset is _UNSET:
         charset = _charset_key(ds)
     out: list[dict[str, str]] = []
@@ -224,24 +225,12 @@ def text_fields(ds: Dataset, charset: Any = _UNSET, items: list | None = None) -
         if value:
             out.append({"keyword": kw, "tag": _tag_text(kw), "value": str(value)})
     for seq_kw in TEXT_SEQUENCES:
-        for i, item in enumerate(items if items is not None and seq_kw == REQUEST_ATTRIBUTES else _items(ds, seq_kw)):
-            item_charset = _charset_key(item, charset)
-            for kw in TEXT_KEYWORDS:
-                value = _text(item, kw, item_charset, charset_from=ds)
-                if value:
-                    out.append(
-                        {
-                            "keyword": f"{seq_kw}[{i}].{kw}",
-                            "tag": f"{_tag_text(seq_kw)}[{i}]{_tag_text(kw)}",
-                            "value": str(value),
-                        }
-                    )
+        out += _in_items(ds, seq_kw, charset)[1]
     return out
 
 
-def order_priorities(ds: Dataset, charset: Any = _UNSET, items: list | None = None) -> dict[str, str]:
-    """The order priorities present, top level and in Request Attributes items (`items`: those
-    items, when the caller has read them already)."""
+def order_priorities(ds: Dataset, charset: Any = _UNSET) -> dict[str, str]:
+    """The order priorities present, top level and in Request Attributes items."""
     if charset is _UNSET:
         charset = _charset_key(ds)
     out: dict[str, str] = {}
@@ -249,13 +238,43 @@ def order_priorities(ds: Dataset, charset: Any = _UNSET, items: list | None = No
         v = _get(ds, kw, charset)
         if v:
             out[kw] = str(v)
-    for i, item in enumerate(items if items is not None else _items(ds, REQUEST_ATTRIBUTES)):
-        item_charset = _charset_key(item, charset)
-        for kw in ORDER_PRIORITY_KEYWORDS:
-            v = _get(item, kw, item_charset)
-            if v:
-                out[f"{REQUEST_ATTRIBUTES}[{i}].{kw}"] = str(v)
+    out.update(_in_items(ds, REQUEST_ATTRIBUTES, charset)[0])
     return out
+
+
+def _in_items(ds: Dataset, seq_kw: str, charset: Any) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The order priorities and the text fields in a sequence's items, as `order_priorities` and
+    `text_fields` name them. Cached like the elements (a series repeats its request sequence byte
+    for byte, and reading a sequence's items costs more than converting its values), by the
+    sequence's encoded form and the dataset's character set; handed out as new objects."""
+    raw = ds.get_item(_tag(seq_kw))
+    if raw is None:
+        return {}, []
+    key = None
+    if type(raw) is RawDataElement and type(raw.value) is bytes and len(raw.value) <= _CACHED_ITEMS_MAX:
+        key = (seq_kw, raw.VR, raw.is_implicit_VR, raw.is_little_endian, raw.value, charset)
+        hit = _CONVERTED.get(key)
+        if hit is not None:
+            return dict(hit[0]), [dict(t) for t in hit[1]]
+    priorities: dict[str, str] = {}
+    texts: list[dict[str, str]] = []
+    for i, item in enumerate(_items(ds, seq_kw)):
+        item_charset = _charset_key(item, charset)
+        if seq_kw == REQUEST_ATTRIBUTES:
+            for kw in ORDER_PRIORITY_KEYWORDS:
+                v = _get(item, kw, item_charset)
+                if v:
+                    priorities[f"{seq_kw}[{i}].{kw}"] = str(v)
+        for kw in TEXT_KEYWORDS:
+            value = _text(item, kw, item_charset, charset_from=ds)
+            if value:
+                texts.append({"keyword": f"{seq_kw}[{i}].{kw}", "tag": f"{_tag_text(seq_kw)}[{i}]{_tag_text(kw)}",
+                              "value": str(value)})
+    if key is not None:
+        if len(_CONVERTED) >= _CONVERTED_MAX:
+            _CONVERTED.clear()
+        _CONVERTED[key] = (dict(priorities), [dict(t) for t in texts])
+    return priorities, texts
 
 
 def summarize(ds: Dataset, path: str | None = None, size: int | None = None,
@@ -272,9 +291,8 @@ def summarize(ds: Dataset, path: str | None = None, size: int | None = None,
     ts = transfer_syntax or (getattr(meta, "TransferSyntaxUID", None) if meta is not None else None)
     if ts:
         summary["TransferSyntaxUID"] = str(ts)
-    items = _items(ds, REQUEST_ATTRIBUTES)
-    summary["OrderPriorities"] = order_priorities(ds, charset, items)
-    summary["TextFields"] = text_fields(ds, charset, items)
+    summary["OrderPriorities"] = order_priorities(ds, charset)
+    summary["TextFields"] = text_fields(ds, charset)
     if path is not None:
         summary["path"] = str(path)
     if size is not None:
