@@ -68,7 +68,9 @@ def render_image(entry: dict[str, Any], series_paths: list[str], target_px: int 
     levels = ct._levels(screws)
     # the canal the screw's read was kept against (ct_hardware._merged_read): the CSF-density one, or the first
     csf = (m.get("canal_hypotheses") or {}).get("kept") == "CSF-density region" and pol.canal_content_max_hu is not None
-    canals = ct._level_canals(vol, screws, levels, thr, pol, (pol.canal_content_max_hu,) if csf else (None,))[0]
+    leads = [q for q in parts if q.kind == "lead"]  # read as canal content, as the analysis did
+    canals = ct._level_canals(ct._leads_as_content(vol, leads), screws, levels, thr, pol,
+                              (pol.canal_content_max_hu,) if csf else (None,))[0]
     p, lc = screws[n - 1], canals.get(levels[n - 1])
     dz, dy, dx = vol.spacing
     z0, y0, x0 = p.bbox[0].start, p.bbox[1].start, p.bbox[2].start

@@ -71,7 +71,7 @@ NA = ([{"name": "screw_length", "value": 45.0}], "scratch-na")
     # another class: never moved, up or down
     (_read("D", 4.2), _read("B", 1.0), "first"),
     (_read("C", 2.2), _read("A", 0.0), "first"),
-    (_read("B", 1.0), _read("E", 8.0), "first"),
+    (_read("B", 1.0, against="this level and the canal-independent midline check"), _read("E", 8.0), "first"),
     # the second not assessed never replaces a grade
     (_read("D", 4.2), NA, "first"),
     # the first not assessed: a C+ read from the second's own, unmirrored canal with confidence >= 0.6

