@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.filereader import _at_pixel_data, _read_file_meta_info, read_dataset, read_preamble
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian,
                          PrivateTransferSyntaxes)
 
@@ -36,6 +36,8 @@ UNDEFINED = 0xFFFFFFFF
 
 
 _META_START = 128 + 4  # preamble, "DICM"
+#: Pixel Data, Float Pixel Data, Double Float Pixel Data: where `dcmread(stop_before_pixels=True)` stops.
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
 _UID_CHARS = frozenset(b"0123456789.")
 #: Transfer syntaxes whose dataset pydicom reads other than as Little Endian, implicit or explicit VR.
 _NOT_LITTLE = frozenset([str(ExplicitVRBigEndian), str(DeflatedExplicitVRLittleEndian),
@@ -89,6 +91,10 @@ def read_meta(fp) -> Part10Meta | None:
     return Part10Meta(ts.decode("ascii"), _META_START + 12 + length)
 
 
+def _before_pixels(tag, vr, length) -> bool:
+    return tag in _PIXEL_TAGS
+
+
 def read_header(path: Path | str) -> tuple[Dataset, str | None, Part10Meta | None]:
     """A received file's dataset up to its pixel data, its transfer syntax and its meta (None
     when `dcmread` read it). Raises what `dcmread` raises for a file it cannot read."""
@@ -97,7 +103,7 @@ def read_header(path: Path | str) -> tuple[Dataset, str | None, Part10Meta | Non
             meta = read_meta(fp)
             if meta is not None and meta.transfer_syntax not in _NOT_LITTLE:
                 fp.seek(meta.dataset_start)
-                ds = read_dataset(fp, meta.transfer_syntax == ImplicitVRLittleEndian, True, stop_when=_at_pixel_data)
+                ds = read_dataset(fp, meta.transfer_syntax == ImplicitVRLittleEndian, True, stop_when=_before_pixels)
                 return ds, meta.transfer_syntax, meta
     except Exception:
         pass  # dcmread decides, with its own errors

@@ -59,6 +59,7 @@ def test_generated_studies_read_alike(tmp_path):
     for path in write_study(tmp_path, spec):
         summary, uids, meta = fast(path)
         assert meta is not None
+        assert 0x7FE00010 not in read_header(path)[0]  # read up to the pixel data, as dcmread(stop_before_pixels)
         assert (summary, uids) == reference(path)
         assert lengths_consistent(path, meta) and lengths_consistent(path)
 
