@@ -81,11 +81,11 @@ def cmd_serve(args) -> int:
     setup_logging(cfg.log_level)
     if getattr(args, "listener_child", False):
         child = ListenerProcess(cfg)
-        run_until_signalled(child.start, child.stop, lambda: None)
+        run_until_signalled(child.start, child.stop, lambda: None, orphan_exit=True)
         return 0
     if getattr(args, "worker_child", False):
         child = WorkerProcess(cfg)
-        run_until_signalled(child.start, child.stop, child.reload, tick=child.tick)
+        run_until_signalled(child.start, child.stop, child.reload, tick=child.tick, orphan_exit=True)
         return 0
     service = Service(cfg, argv=getattr(args, "argv", None))
     run_until_signalled(service.start, service.stop, service.reload_rules,

@@ -491,8 +491,11 @@ def start_workers(broker, threads: int):
     return worker
 
 
-def run_until_signalled(start, stop, reload, tick=None) -> None:
-    """Start, then block until SIGTERM/SIGINT; SIGHUP calls `reload`; `tick` runs every 2 s."""
+def run_until_signalled(start, stop, reload, tick=None, orphan_exit: bool = False) -> None:
+    """Start, then block until SIGTERM/SIGINT; SIGHUP calls `reload`; `tick` runs every 2 s. `orphan_exit` (the
+    listener and worker children of `serve`): stop as well when the process that started this one is gone (killed
+    with SIGKILL, it could not stop its children: they would serve on, unwatched, until the machine restarts)."""
+    parent = os.getppid()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
@@ -500,6 +503,9 @@ def run_until_signalled(start, stop, reload, tick=None) -> None:
     start()
     try:
         while not done.wait(2.0):
+            if orphan_exit and os.getppid() != parent:
+                log.warning("the service process that started this one is gone: stopping")
+                break
             if tick:
                 try:
                     tick()
