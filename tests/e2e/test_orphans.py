@@ -1,9 +1,9 @@
 """A listener or worker child of `serve` stops when the process that started it is gone.
 
 `serve` starts its children with PR_SET_PDEATHSIG (SIGTERM when it dies). That signal is armed in the child between
-fork and exec, and a parent that dies before it is armed (SIGKILL while it restarts a listener child: a fault test's
-`serve --no-workers` listener child of session 24's own runs was found still serving 80 minutes later) or a child
-started by anything else never gets it. So each child also checks its parent on its existing 2-s wait (no new
+fork and exec, and a parent that dies before it is armed (SIGKILL while it restarts a listener child — the likely
+way a fault test's `serve --no-workers` listener child of session 24's own runs was left serving 80 minutes later) or
+a child started by anything else never gets it. So each child also checks its parent on its existing 2-s wait (no new
 wake-up) and stops when it has changed. Here a listener child is started through a shell that exits: no death signal
 is armed, as in the race.
 """
