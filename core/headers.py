@@ -135,10 +135,15 @@ def _get(ds: Dataset, keyword: str, charset: Any = _UNSET) -> Any:
             return list(hit) if type(hit) is tuple else hit
     value = _converted(ds, tag)
     if key is not None:
-        if len(_CONVERTED) >= _CONVERTED_MAX:
-            _CONVERTED.clear()
-        _CONVERTED[key] = tuple(value) if type(value) is list else value
+        _remember(key, tuple(value) if type(value) is list else value)
     return value
+
+
+def _remember(key: tuple, value: Any) -> None:
+    """Into the conversion cache, dropped whole when full (bounded)."""
+    if len(_CONVERTED) >= _CONVERTED_MAX:
+        _CONVERTED.clear()
+    _CONVERTED[key] = value
 
 
 def _converted(ds: Dataset, tag_or_keyword: Any) -> Any:
@@ -216,30 +221,34 @@ def _items(ds: Dataset, keyword: str) -> list:
         return []
 
 
-def text_fields(ds: Dataset, charset: Any = _UNSET) -> list[dict[str, str]]:
-    """Every non-empty free-text attribute, decoded with the dataset's character set."""
+def text_fields(ds: Dataset, charset: Any = _UNSET, in_items: dict | None = None) -> list[dict[str, str]]:
+    """Every non-empty free-text attribute, decoded with the dataset's character set. `in_items`: what
+    `_in_items` found per sequence keyword, when the caller has read it already (`summarize`)."""
     if charset is _UNSET:
         charset = _charset_key(ds)
+    in_items = in_items if in_items is not None else {}
     out: list[dict[str, str]] = []
     for kw in TEXT_KEYWORDS:
         value = _text(ds, kw, charset)
         if value:
             out.append({"keyword": kw, "tag": _tag_text(kw), "value": str(value)})
     for seq_kw in TEXT_SEQUENCES:
-        out += _in_items(ds, seq_kw, charset)[1]
+        out += (in_items.get(seq_kw) or _in_items(ds, seq_kw, charset))[1]
     return out
 
 
-def order_priorities(ds: Dataset, charset: Any = _UNSET) -> dict[str, str]:
-    """The order priorities present, top level and in Request Attributes items."""
+def order_priorities(ds: Dataset, charset: Any = _UNSET, in_items: dict | None = None) -> dict[str, str]:
+    """The order priorities present, top level and in Request Attributes items (`in_items`: as in
+    `text_fields`)."""
     if charset is _UNSET:
         charset = _charset_key(ds)
+    in_items = in_items if in_items is not None else {}
     out: dict[str, str] = {}
     for kw in ORDER_PRIORITY_KEYWORDS:
         v = _get(ds, kw, charset)
         if v:
             out[kw] = str(v)
-    out.update(_in_items(ds, REQUEST_ATTRIBUTES, charset)[0])
+    out.update((in_items.get(REQUEST_ATTRIBUTES) or _in_items(ds, REQUEST_ATTRIBUTES, charset))[0])
     return out
 
 
@@ -272,9 +281,7 @@ def _in_items(ds: Dataset, seq_kw: str, charset: Any) -> tuple[dict[str, str], l
                 texts.append({"keyword": f"{seq_kw}[{i}].{kw}", "tag": f"{_tag_text(seq_kw)}[{i}]{_tag_text(kw)}",
                               "value": str(value)})
     if key is not None:
-        if len(_CONVERTED) >= _CONVERTED_MAX:
-            _CONVERTED.clear()
-        _CONVERTED[key] = (dict(priorities), [dict(t) for t in texts])
+        _remember(key, (dict(priorities), [dict(t) for t in texts]))
     return priorities, texts
 
 
@@ -292,8 +299,10 @@ def summarize(ds: Dataset, path: str | None = None, size: int | None = None,
     ts = transfer_syntax or (getattr(meta, "TransferSyntaxUID", None) if meta is not None else None)
     if ts:
         summary["TransferSyntaxUID"] = str(ts)
-    summary["OrderPriorities"] = order_priorities(ds, charset)
-    summary["TextFields"] = text_fields(ds, charset)
+    # each sequence's items read once (a sequence too long for the cache would otherwise be read twice)
+    in_items = {kw: _in_items(ds, kw, charset) for kw in dict.fromkeys((REQUEST_ATTRIBUTES, *TEXT_SEQUENCES))}
+    summary["OrderPriorities"] = order_priorities(ds, charset, in_items)
+    summary["TextFields"] = text_fields(ds, charset, in_items)
     if path is not None:
         summary["path"] = str(path)
     if size is not None:
