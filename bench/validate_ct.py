@@ -223,6 +223,30 @@ def score(rows: list[dict]) -> dict:
             "false_c": [r["id"] for r in ab_assessed if r["got"] not in ("A", "B")]}
 
 
+def per_study(studies: list[dict]) -> dict:
+    """The worklist's view, the image alone: a study is raised to STAT when any screw is graded D/E, so a missed D/E
+    screw in a study with another D/E screw does not delay the read. Per study: those with a truth D/E medial breach
+    raised STAT (misplaced_screw STAT), and STAT or "CT screw analysis incomplete" (a screw not assessed, which the
+    worklist entry states and which with an early post-operative neurological complaint gives at least URGENT);
+    those whose screws are all truth A/B raised STAT or URGENT by a misplaced_screw flag (over-triage)."""
+    pos = stat = stat_or_inc = neg = neg_stat = neg_urgent = 0
+    for x in studies:
+        res = x.get("result") or {}
+        grades = [truth_medial(t)[0] for t in (x.get("truth") or {}).get("screws") or []]
+        prios = {f.get("priority") for f in res.get("flags") or [] if f.get("code") == "misplaced_screw"}
+        incomplete = bool((res.get("summary") or {}).get("screws_not_assessed"))
+        if any(g in "DE" for g in grades):
+            pos += 1
+            stat += "STAT" in prios
+            stat_or_inc += "STAT" in prios or incomplete
+        elif grades and all(g in "AB" for g in grades):
+            neg += 1
+            neg_stat += "STAT" in prios
+            neg_urgent += "URGENT" in prios and "STAT" not in prios
+    return {"n_de": pos, "stat": stat, "stat_or_incomplete": stat_or_inc, "n_ab": neg, "ab_stat": neg_stat,
+            "ab_urgent": neg_urgent}
+
+
 def _pct(x):
     return "n/a" if x is None else f"{100 * x:.1f} %"
 
@@ -262,6 +286,13 @@ def table(s: dict, studies: list[dict], title: str) -> str:
     if s["reasons"]:
         L += ["", "Not assessed, by reason:", ""]
         L += [f"- {k}: {n}" for k, n in sorted(s["reasons"].items(), key=lambda kv: -kv[1])]
+    ps = per_study(studies)
+    if ps["n_de"] or ps["n_ab"]:
+        L += ["", f"Per study (the worklist's view, the image alone): of {ps['n_de']} studies with a truth D/E medial "
+              f"breach, {ps['stat']} raised STAT ({_pct(ps['stat'] / ps['n_de'] if ps['n_de'] else None)}) and "
+              f"{ps['stat_or_incomplete']} STAT or \"CT screw analysis incomplete\"; of {ps['n_ab']} studies whose "
+              f"screws are all truth A/B, {ps['ab_stat']} raised STAT and {ps['ab_urgent']} URGENT by a misplaced_screw "
+              "flag."]
     walls = [x["wall_s"] for x in studies if x.get("wall_s") is not None]
     mems = [x["peak_rss_mb"] for x in studies if x.get("peak_rss_mb") is not None]
     if walls:

@@ -74,3 +74,25 @@ def test_unassessed_screws_have_a_reason(family):
         if summ.get("screws_not_assessed"):
             assert summ["incomplete"].startswith("CT screw analysis incomplete: ")
             assert len(summ["not_assessed_screws"]) == summ["screws_not_assessed"]
+
+
+def _study(medial_depths, flags=(), not_assessed=0):
+    return {"truth": {"screws": [{"breach_depths_mm": {"medial": d}} for d in medial_depths]},
+            "result": {"flags": [{"code": "misplaced_screw", "priority": p} for p in flags],
+                       "summary": {"screws_not_assessed": not_assessed}}}
+
+
+def test_per_study_counts_the_worklist_view():
+    """The per-study line of the report: a study with a truth D/E screw counts as raised when any misplaced_screw flag
+    is STAT (whichever screw), as "incomplete" when a screw is not assessed; an all-A/B study's flags are over-triage;
+    a study with a truth C (and no D/E) is in neither group."""
+    ps = vc.per_study([
+        _study([5.0, 0.0], flags=["STAT"]),        # D/E, raised
+        _study([7.0, 0.0], flags=["URGENT"]),      # D/E, not raised (a C flag only)
+        _study([4.5], not_assessed=1),             # D/E, incomplete
+        _study([0.0, 1.0], flags=["STAT"]),        # A/B, over-triaged STAT
+        _study([0.0], flags=["URGENT"]),           # A/B, URGENT
+        _study([0.0, 0.0]),                        # A/B, quiet
+        _study([3.0], flags=["STAT"]),             # truth C: neither group
+    ])
+    assert ps == {"n_de": 3, "stat": 1, "stat_or_incomplete": 2, "n_ab": 3, "ab_stat": 1, "ab_urgent": 1}
