@@ -48,6 +48,7 @@ class CTPolicy:
     version: str
     side_ratio_min: float = 0.7  # canal half on the screw's side vs the contralateral half (area)
     canal_content_max_hu: float | None = 50.0  # second canal hypothesis: regions of CSF density only (None: off)
+    hypotheses_disagree_na: bool = True  # first canal D/E unconfirmed, second A/B: not assessed instead of D/E
     level_ratio_min: float = 0.6  # canal area vs the median of the other levels
     expected_wall_flag_mm: float = 4.0  # metal beyond the expected (mirrored) medial wall: never A/B
     clear_mm: float = 1.0  # implausible canal: A/B only if every reference gives at most this depth
@@ -200,6 +201,7 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         version=f"v{doc.get('version', 0)}",
         side_ratio_min=_opt(doc, "canal.plausibility.side_ratio_min", file, 0.7),
         canal_content_max_hu=_content_max_hu(doc, file),
+        hypotheses_disagree_na=bool((doc.get("canal") or {}).get("hypotheses_disagree_not_assessed", True)),
         level_ratio_min=_opt(doc, "canal.plausibility.level_ratio_min", file, 0.6),
         expected_wall_flag_mm=_opt(doc, "canal.plausibility.expected_wall_flag_mm", file, 4.0),
         clear_mm=_opt(doc, "canal.plausibility.clear_mm", file, 1.0),

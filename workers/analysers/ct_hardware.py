@@ -336,6 +336,9 @@ def _merged_read(reads: list, pol):
         elif (_CLASS[a["grade"]] == "A/B" and _CLASS[b["grade"]] == "D/E" and b.get("canal_source") == "this level"
               and b.get("confidence", 0) >= 0.6 and "canal-independent" not in str(a.get("measured_against"))):
             chosen = second  # a STAT breach against this level's CSF-density canal, the first's A/B unconfirmed
+        elif (pol.hypotheses_disagree_na and _CLASS[a["grade"]] == "D/E" and _CLASS[b["grade"]] == "A/B"
+              and not _de_confirmed(a, pol)):
+            return _disagreeing(first, a, b)  # session 25: not assessed rather than an unconfirmed STAT
     elif a is None and b is not None:
         own = str(b.get("measured_against") or "").startswith("this level") and "mirror" not in str(
             b.get("measured_against")) and "mirror" not in str(b.get("canal_source"))
@@ -354,6 +357,55 @@ def _merged_read(reads: list, pol):
             "kept": "CSF-density region" if chosen is second else "largest low-density region",
             "other_read": (f"{other['grade']} {other['value']} mm" if other is not None else "not assessed")}
     return chosen
+
+
+def _de_confirmed(m: dict, pol) -> bool:
+    """A D/E read (a `medial_breach_depth` measurement) that something other than a canal outline supports: the
+    pedicle sections (metal at least the C bound beyond the medial cortex, or not available), the medial wall expected
+    from the vertebral body's width (the screw at least the C bound inside it), the contralateral pair (the screw
+    `midline_pair_excess_mm` nearer the midline), or a read graded by a canal-independent measure, the trajectory or
+    the pedicle wall."""
+    against = str(m.get("measured_against") or "")
+    if any(k in against for k in ("canal-independent", "trajectory", "pedicle wall")):
+        return True
+    ped = m.get("pedicle_depth_mm")
+    if ped is None or ped >= pol.grade_bounds[1]:
+        return True
+    mid = m.get("midline_check") or {}
+    bd, pe = mid.get("body_depth_mm"), mid.get("pair_excess_mm")
+    return bool((bd is not None and bd >= pol.grade_bounds[1]) or (pe is not None and pe >= pol.midline_pair_excess_mm))
+
+
+def _disagreeing(first, a: dict, b: dict):
+    """The first read (graded D/E against the largest low-density region) turned into "not assessed (canal hypotheses
+    disagree)": its misplaced_screw flag and medial measurement withdrawn, the screw listed as not assessed with both
+    reads; everything else (length, diameter, halo and its flags, lateral breach) kept."""
+    info, scratch = first
+    n = a["screw"]
+    out = AnalysisResult(scratch.analyser)
+    out.flags = [f for f in scratch.flags if not (f.code == "misplaced_screw" and any(
+        (e.measurement or {}).get("screw") == n for e in f.evidence))]
+    out.notes = list(scratch.notes)
+    out.not_assessed = list(scratch.not_assessed)
+    out.summary = {k: v for k, v in scratch.summary.items()}
+    notes = [e.note for f in scratch.flags if f.code == "misplaced_screw" for e in f.evidence
+             if (e.measurement or {}).get("screw") == n and " reaches " in (e.note or "")]
+    where = (notes[0].split("Suspected misplaced_screw: ", 1)[-1].split(" reaches ", 1)[0] if notes else
+             f"screw {n} ({a.get('side')} side, construct level {a.get('construct_level')}) at z {a['z_mm'][0]} to "
+             f"{a['z_mm'][1]} mm")
+    long = (f"depth {a['value']} mm (grade {a['grade']}) against the largest low-density region (canal from "
+            f"{a.get('canal_source')}; measured against {a.get('measured_against')}) but {b['value']} mm (grade "
+            f"{b['grade']}) against the region of CSF density, and neither the pedicle sections "
+            f"({a.get('pedicle_depth_mm')} mm beyond the medial cortex), the medial wall expected from the vertebral body's "
+            "width nor the contralateral screw confirm a breach; a breach cannot be excluded")
+    out.summary["screws_not_assessed"] = out.summary.get("screws_not_assessed", 0) + 1
+    keys = ("entry_lps_mm", "tip_lps_mm", "centre_lps_mm", "part_centre_lps_mm", "sided_by")
+    out.summary.setdefault("not_assessed_screws", []).append(dict(
+        screw=n, side=a.get("side"), construct_level=a.get("construct_level"), z_mm=a.get("z_mm"),
+        reason_short="canal hypotheses disagree", reason=long, midline_check=a.get("midline_check"),
+        pedicle_check=a.get("pedicle_check"), **{k: a[k] for k in keys if k in a}))
+    out.not_assessed.append(f"{where}: medial breach not assessed: {long}")
+    return [m for m in info if m is not a], out
 
 
 def _midlines(vol: Volume, screws, levels, canals) -> dict:
