@@ -24,13 +24,14 @@ import datetime as dt
 import importlib.util
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from peakmem import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATOR = ROOT / "tests" / "blind_phantom.py"
@@ -67,7 +68,7 @@ def child(directory: str) -> None:
     res = a.analyse(study) if a.applies(study) else None
     wall = time.perf_counter() - t0
     d = res.to_dict() if res is not None else {"flags": [], "measurements": [], "not_assessed": ["did not apply"]}
-    print(json.dumps({"wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    print(json.dumps({"wall_s": wall, "peak_rss_mb": peak_rss_mb(),
                       "result": d}))
 
 
@@ -299,7 +300,7 @@ def table(s: dict, studies: list[dict], title: str) -> str:
         walls.sort()
         mems.sort()
         L += ["", f"Time per study (analysis, one process): median {walls[len(walls) // 2]:.2f} s, max {walls[-1]:.2f} s; "
-              f"peak memory (ru_maxrss, whole process): median {mems[len(mems) // 2]:.0f} MB, max {mems[-1]:.0f} MB; "
+              f"peak memory (VmHWM, whole process): median {mems[len(mems) // 2]:.0f} MB, max {mems[-1]:.0f} MB; "
               f"{len(studies)} studies, {sum(1 for x in studies if x.get('error'))} analyser crash(es)."]
     if s["missed_de"]:
         L += ["", "Missed D/E: " + ", ".join(s["missed_de"][:30])]

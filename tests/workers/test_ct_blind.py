@@ -96,3 +96,23 @@ def test_per_study_counts_the_worklist_view():
         _study([3.0], flags=["STAT"]),             # truth C: neither group
     ])
     assert ps == {"n_de": 3, "stat": 1, "stat_or_incomplete": 2, "n_ab": 3, "ab_stat": 1, "ab_urgent": 1}
+
+
+def test_peak_memory_is_the_analysing_childs_own_not_its_parents():
+    """The per-study peak memory of the report: a child started by a process holding 300 MB reports its own peak, not
+    the parent's (ru_maxrss is carried across exec on Linux; session 25 found every cached family-5 study reported at
+    the renderer's 2334 MB)."""
+    import json as _json
+    import subprocess
+
+    code = ("import json, sys; sys.path.insert(0, %r); import numpy as np; from peakmem import peak_rss_mb; "
+            "a = np.ones(%d, np.uint8); print(json.dumps(peak_rss_mb()))")
+    ballast = bytearray(300 * 1024 * 1024)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])  # touched: resident in this (the parent) process
+    small = _json.loads(subprocess.run([sys.executable, "-c", code % (str(ROOT / "bench"), 10 << 20)],
+                                       capture_output=True, text=True, check=True).stdout)
+    big = _json.loads(subprocess.run([sys.executable, "-c", code % (str(ROOT / "bench"), 200 << 20)],
+                                     capture_output=True, text=True, check=True).stdout)
+    del ballast
+    assert small < 150, small  # the interpreter, numpy and 10 MB: not the parent's 300 MB
+    assert big - small > 150, (small, big)  # and what the child itself holds does count
