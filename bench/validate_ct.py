@@ -221,7 +221,9 @@ def score(rows: list[dict]) -> dict:
             "loa": (bias - 1.96 * sd, bias + 1.96 * sd) if sd is not None else None,
             "na_thin": na(thin), "n_thin": len(thin), "na_all": na(rows), "reasons": reasons,
             "missed_de": [r["id"] for r in de if r["got"] not in ("D", "E")],
-            "false_c": [r["id"] for r in ab_assessed if r["got"] not in ("A", "B")]}
+            "false_c": [r["id"] for r in ab_assessed if r["got"] not in ("A", "B")],
+            "false_c_designed_medial": [r["id"] for r in ab_assessed if r["got"] not in ("A", "B")
+                                        and (r.get("designed_medial_mm") or 0) >= 4.0]}
 
 
 def per_study(studies: list[dict]) -> dict:
@@ -306,6 +308,11 @@ def table(s: dict, studies: list[dict], title: str) -> str:
         L += ["", "Missed D/E: " + ", ".join(s["missed_de"][:30])]
     if s["false_c"]:
         L += ["", "A/B graded C or worse: " + ", ".join(s["false_c"][:30])]
+    if s.get("false_c_designed_medial"):
+        L += ["", f"Of these, {len(s['false_c_designed_medial'])} were designed with a medial breach of 4 mm or more that the "
+              "truth records under 2 mm (family 4 measures a screw only beyond its entry into bone: at a laminectomy "
+              "level the part crossing the open canal before it is not counted): "
+              + ", ".join(s["false_c_designed_medial"][:30])]
     return "\n".join(L) + "\n"
 
 
@@ -344,6 +351,14 @@ def run_one(generator: str, seed: int, idx: int, small: bool, code: str | None, 
     return out
 
 
+def _designed_medial(t: dict) -> float | None:
+    """The medial breach a truth screw was designed with (family 4's `designed`, "for information only"), else None.
+    Family 4's truth measures the screw only beyond its entry into bone (its README, steps 2-3): at a laminectomy level
+    a screw designed 8-10 mm medial crosses the open canal before it enters bone and is recorded medial 0 (grade A)."""
+    d = t.get("designed") or {}
+    return _num(d.get("depth_mm")) if d.get("direction") == "medial" else None
+
+
 def rows_of(study: dict, sid: str) -> list[dict]:
     truth = study["truth"]
     tscrews = truth.get("screws") or []
@@ -367,7 +382,7 @@ def rows_of(study: dict, sid: str) -> list[dict]:
                      "canal": f and f.get("canal"), "confidence": f and f.get("confidence"),
                      "midline": f and f.get("midline"), "against": f and f.get("against"),
                      "pedicle": f and f.get("pedicle"),
-                     "level": t.get("level")})
+                     "level": t.get("level"), "designed_medial_mm": _designed_medial(t)})
     return rows
 
 

@@ -116,3 +116,17 @@ def test_peak_memory_is_the_analysing_childs_own_not_its_parents():
     del ballast
     assert small < 150, small  # the interpreter, numpy and 10 MB: not the parent's 300 MB
     assert big - small > 150, (small, big)  # and what the child itself holds does count
+
+
+def test_false_stat_reads_on_screws_designed_medial_are_counted_apart():
+    """Family 4's truth counts a screw only beyond its entry into bone: a screw designed 9 mm medial at a laminectomy
+    level, recorded medial 0, read D by the analyser, is listed apart (the headline specificity is unchanged)."""
+    def row(i, grade, got, designed):
+        return {"id": f"s:{i}", "truth_grade": grade, "truth_depth": 0.0, "got": got, "depth": 5.0, "reason": None,
+                "thin": True, "lam": True, "designed_medial_mm": designed}
+
+    assert vc._designed_medial({"designed": {"direction": "medial", "depth_mm": 9.1}}) == 9.1
+    assert vc._designed_medial({"designed": {"direction": "lateral", "depth_mm": 5.0}}) is None
+    assert vc._designed_medial({}) is None
+    s = vc.score([row(0, "A", "D", 9.1), row(1, "A", "E", None), row(2, "A", "A", 8.0), row(3, "B", "C", 2.5)])
+    assert s["false_c_designed_medial"] == ["s:0"] and len(s["false_c"]) == 3 and s["spec_ab"] == 0.25
