@@ -102,3 +102,55 @@ def test_the_policy_switch_is_read_from_the_rulebook(tmp_path):
     f = tmp_path / "ct.yaml"
     f.write_text(yaml.safe_dump(doc))
     assert load(f).hypotheses_disagree_na is False
+
+
+def test_the_hull_is_filled_as_before_one_half_plane_at_a_time():
+    """`canal._hull` fills the convex hull facet by facet (6x faster on the bench phantom's slices): the same mask as
+    all facets at once, on random blobs."""
+    import numpy as np
+    from scipy import ndimage as ndi
+    from scipy.spatial import ConvexHull
+
+    from workers.analysers.canal import _hull
+
+    rng = np.random.default_rng(25)
+    for _ in range(20):
+        h, w = rng.integers(40, 160, 2)
+        cy, cx, ry, rx = h / 2, w / 2, rng.uniform(8, h / 2), rng.uniform(8, w / 2)
+        yy, xx = np.mgrid[0:h, 0:w]
+        mask = ((yy - cy) ** 2 / ry ** 2 + (xx - cx) ** 2 / rx ** 2 <= 1) & (rng.random((h, w)) > 0.4)
+        got = _hull(mask)
+        edge = mask & ~ndi.binary_erosion(mask)
+        pts = np.column_stack(np.nonzero(edge)).astype(float)
+        hull = ConvexHull(pts)
+        (ya, xa), (yb, xb) = pts.min(axis=0).astype(int), pts.max(axis=0).astype(int) + 1
+        gy, gx = np.mgrid[ya:yb, xa:xb]
+        eq = hull.equations
+        want = np.zeros(mask.shape, bool)
+        want[ya:yb, xa:xb] = (gy[..., None] * eq[:, 0] + gx[..., None] * eq[:, 1] + eq[:, 2] <= 0.5).all(axis=-1)
+        assert got is not None and (got == want).all()
+        assert (got | ~mask).all()  # the hull holds the mask
+
+
+def test_the_lateral_breach_reuses_a_slices_outline_across_reads():
+    """`_lateral` with the per-analysis cache: the same depth as without it, each slice's outline computed once for
+    the level's bone (shared by both canal hypotheses and every screw of the level)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from workers.analysers.ct_hardware import _lateral
+
+    bone = np.zeros((4, 60, 60), bool)
+    bone[:, 10:50, 15:45] = True  # a vertebra's outline
+    vol = SimpleNamespace(spacing=(1.0, 0.5, 0.5), col_dir=np.array([0.0, 1.0, 0.0]))
+    lc = SimpleNamespace(bone=bone, centre=(45.0, 30.0))
+    ks = np.array([1, 1, 2, 2, 2])
+    ry, rx = np.array([20, 21, 20, 21, 22]), np.array([44, 48, 47, 50, 52])  # leaving the outline laterally
+    plain = _lateral(vol, lc, ks, ry, rx)
+    cache: dict = {}
+    assert plain > 0 and _lateral(vol, lc, ks, ry, rx, cache) == plain
+    assert sorted(k[2] for k in cache) == [1, 2]
+    cache[("envelope", id(bone), 1)][2][:] = 0.0  # a cached map is what the second read uses
+    cache[("envelope", id(bone), 2)][2][:] = 0.0
+    assert _lateral(vol, SimpleNamespace(bone=bone, centre=(40.0, 30.0)), ks, ry, rx, cache) == 0.0

@@ -92,9 +92,10 @@ def _hull(mask: np.ndarray) -> np.ndarray | None:
     except (QhullError, ValueError):
         return None
     (ya, xa), (yb, xb) = pts.min(axis=0).astype(int), pts.max(axis=0).astype(int) + 1
-    yy, xx = np.mgrid[ya:yb, xa:xb]
-    eq = h.equations
-    inside = (yy[..., None] * eq[:, 0] + xx[..., None] * eq[:, 1] + eq[:, 2] <= 0.5).all(axis=-1)
+    yy, xx = np.mgrid[ya:yb, xa:xb].astype(float)
+    inside = np.ones(yy.shape, bool)
+    for a, b, c in h.equations:  # one half-plane at a time (the same arithmetic as all at once, 6x faster: session 25)
+        inside &= yy * a + xx * b + c <= 0.5
     out = np.zeros(mask.shape, bool)
     out[ya:yb, xa:xb] = inside
     return out

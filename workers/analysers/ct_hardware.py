@@ -895,7 +895,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
     if na is not None:
         unassessed(*na)
     else:
-        lateral = _lateral(vol, lc, ks, ry, rx) if canal_found else None
+        lateral = _lateral(vol, lc, ks, ry, rx, shared) if canal_found else None
         src = lc.source if canal_found else "not found"
         wall_txt = f"{wall:.1f} mm" if wall is not None else "n/a"
         canal_txt = f"{canal_d:.1f} mm" if canal_d is not None else "n/a"
@@ -1296,8 +1296,10 @@ def _lps(vol: Volume, zyx) -> list[float]:
     return [round(float(v), 1) for v in p]
 
 
-def _lateral(vol, lc, ks, ry, rx) -> float:
-    """How far (mm) the screw leaves the vertebra's outline anterior of the canal (not canal intrusion)."""
+def _lateral(vol, lc, ks, ry, rx, cache: dict | None = None) -> float:
+    """How far (mm) the screw leaves the vertebra's outline anterior of the canal (not canal intrusion). `cache`: a
+    per-analysis dict; a slice's outline and its distance map depend only on the level's bone, which both canal
+    hypotheses and every screw of the level share (session 25: 24 calls computed them 0.76 s on the bench phantom)."""
     dz, dy, dx = vol.spacing
     best = 0.0
     ant = -1 if vol.col_dir[1] > 0 else 1  # row direction towards anterior
@@ -1314,8 +1316,14 @@ def _lateral(vol, lc, ks, ry, rx) -> float:
             qy, qx = qy[front], qx[front]
         if not len(qy):
             continue
-        env = cn.bone_envelope(lc.bone[k])  # metal in-painted from the slices above and below
-        d = cn.outside_map(env, (dy, dx))
+        key = ("envelope", id(lc.bone), int(k))
+        got = cache.get(key) if cache is not None else None
+        if got is None or got[0] is not lc.bone:
+            env = cn.bone_envelope(lc.bone[k])  # metal in-painted from the slices above and below
+            got = (lc.bone, env, cn.outside_map(env, (dy, dx)))
+            if cache is not None:
+                cache[key] = got
+        _, env, d = got
         outside = ~env[qy, qx]
         if outside.any():
             best = max(best, float(d[qy[outside], qx[outside]].max()))
