@@ -201,6 +201,7 @@ def score(rows: list[dict]) -> dict:
     de = [r for r in rows if r["truth_grade"] in "DE"]
     ab = [r for r in rows if r["truth_grade"] in "AB"]
     ab_assessed = [r for r in ab if r["got"] in GRADES]
+    false_c = [r for r in ab_assessed if r["got"] not in ("A", "B")]
     sens = sum(r["got"] in ("D", "E") for r in de) / len(de) if de else None
     sens_c = sum(r["got"] in ("C", "D", "E") for r in de) / len(de) if de else None
     spec = sum(r["got"] in ("A", "B") for r in ab_assessed) / len(ab_assessed) if ab_assessed else None
@@ -221,9 +222,8 @@ def score(rows: list[dict]) -> dict:
             "loa": (bias - 1.96 * sd, bias + 1.96 * sd) if sd is not None else None,
             "na_thin": na(thin), "n_thin": len(thin), "na_all": na(rows), "reasons": reasons,
             "missed_de": [r["id"] for r in de if r["got"] not in ("D", "E")],
-            "false_c": [r["id"] for r in ab_assessed if r["got"] not in ("A", "B")],
-            "false_c_designed_medial": [r["id"] for r in ab_assessed if r["got"] not in ("A", "B")
-                                        and (r.get("designed_medial_mm") or 0) >= 4.0]}
+            "false_c": [r["id"] for r in false_c],
+            "false_c_designed_medial": [r["id"] for r in false_c if (r.get("designed_medial_mm") or 0) >= 4.0]}
 
 
 def per_study(studies: list[dict]) -> dict:

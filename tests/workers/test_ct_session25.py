@@ -49,7 +49,7 @@ def test_an_unconfirmed_stat_read_the_csf_canal_reads_a_is_not_assessed_never_a(
     from workers.analysers.ct_hardware import _merged_read
 
     first = _first(halo=True)
-    info, res = _merged_read([first, _second()], POL)
+    info, res = _merged_read([first, _second()], POL, nlev=4)
     assert not [m for m in info if m.get("name") == "medial_breach_depth"]  # neither D/E nor the second's A
     assert [m["name"] for m in info] == ["screw_length"]
     assert [f.code for f in res.flags] == ["screw_loosening"]  # the halo's flag is kept, the STAT one withdrawn

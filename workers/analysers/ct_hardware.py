@@ -246,7 +246,7 @@ def analyse_volume(vol: Volume, res: AnalysisResult, contrast=None, mar: bool = 
                           contrast=contrast, canals=canals, midline=ml.excesses(offs, n - 1), midline_x=mids.get(lev),
                           pair_entry=pair_entry, ends=ends[n - 1], shared=shared)
             reads.append((info, scratch))
-        info, scratch = _merged_read(reads, pol)
+        info, scratch = _merged_read(reads, pol, nlev)
         res.flags.extend(scratch.flags)
         res.notes.extend(scratch.notes)
         res.not_assessed.extend(scratch.not_assessed)
@@ -302,7 +302,7 @@ def _medial(info: list[dict]) -> dict | None:
     return next((m for m in info if m.get("name") == "medial_breach_depth"), None)
 
 
-def _merged_read(reads: list, pol):
+def _merged_read(reads: list, pol, nlev: int | None = None):
     """One screw's read from its reads against the canal hypotheses [(measurements, scratch result), ...]: the first
     (the largest low-density region) unless the second (CSF density) refines it:
     - both graded in the same class (A/B, C or D/E: the same priority): the second's depth, which is not inflated by a
@@ -338,7 +338,7 @@ def _merged_read(reads: list, pol):
             chosen = second  # a STAT breach against this level's CSF-density canal, the first's A/B unconfirmed
         elif (pol.hypotheses_disagree_na and _CLASS[a["grade"]] == "D/E" and _CLASS[b["grade"]] == "A/B"
               and not _de_confirmed(a, pol)):
-            return _disagreeing(first, a, b)  # session 25: not assessed rather than an unconfirmed STAT
+            return _disagreeing(first, a, b, nlev)  # session 25: not assessed rather than an unconfirmed STAT
     elif a is None and b is not None:
         own = str(b.get("measured_against") or "").startswith("this level") and "mirror" not in str(
             b.get("measured_against")) and "mirror" not in str(b.get("canal_source"))
@@ -376,10 +376,10 @@ def _de_confirmed(m: dict, pol) -> bool:
     return bool((bd is not None and bd >= pol.grade_bounds[1]) or (pe is not None and pe >= pol.midline_pair_excess_mm))
 
 
-def _disagreeing(first, a: dict, b: dict):
+def _disagreeing(first, a: dict, b: dict, nlev: int | None):
     """The first read (graded D/E against the largest low-density region) turned into "not assessed (canal hypotheses
     disagree)": its misplaced_screw flag and medial measurement withdrawn, the screw listed as not assessed with both
-    reads; everything else (length, diameter, halo and its flags, lateral breach) kept."""
+    reads; everything else (length, diameter, halo and its flags, lateral breach) kept. The first read is not changed."""
     info, scratch = first
     n = a["screw"]
     out = AnalysisResult(scratch.analyser)
@@ -387,25 +387,33 @@ def _disagreeing(first, a: dict, b: dict):
         (e.measurement or {}).get("screw") == n for e in f.evidence))]
     out.notes = list(scratch.notes)
     out.not_assessed = list(scratch.not_assessed)
-    out.summary = {k: v for k, v in scratch.summary.items()}
-    notes = [e.note for f in scratch.flags if f.code == "misplaced_screw" for e in f.evidence
-             if (e.measurement or {}).get("screw") == n and " reaches " in (e.note or "")]
-    where = (notes[0].split("Suspected misplaced_screw: ", 1)[-1].split(" reaches ", 1)[0] if notes else
-             f"screw {n} ({a.get('side')} side, construct level {a.get('construct_level')}) at z {a['z_mm'][0]} to "
-             f"{a['z_mm'][1]} mm")
+    out.summary = dict(scratch.summary, not_assessed_screws=list(scratch.summary.get("not_assessed_screws", [])))
     long = (f"depth {a['value']} mm (grade {a['grade']}) against the largest low-density region (canal from "
             f"{a.get('canal_source')}; measured against {a.get('measured_against')}) but {b['value']} mm (grade "
             f"{b['grade']}) against the region of CSF density, and neither the pedicle sections "
             f"({a.get('pedicle_depth_mm')} mm beyond the medial cortex), the medial wall expected from the vertebral body's "
             "width nor the contralateral screw confirm a breach; a breach cannot be excluded")
-    out.summary["screws_not_assessed"] = out.summary.get("screws_not_assessed", 0) + 1
     keys = ("entry_lps_mm", "tip_lps_mm", "centre_lps_mm", "part_centre_lps_mm", "sided_by")
-    out.summary.setdefault("not_assessed_screws", []).append(dict(
+    _unassessed(out, _where(n, a.get("side"), a.get("construct_level"), nlev, a["z_mm"]), dict(
         screw=n, side=a.get("side"), construct_level=a.get("construct_level"), z_mm=a.get("z_mm"),
         reason_short="canal hypotheses disagree", reason=long, midline_check=a.get("midline_check"),
         pedicle_check=a.get("pedicle_check"), **{k: a[k] for k in keys if k in a}))
-    out.not_assessed.append(f"{where}: medial breach not assessed: {long}")
     return [m for m in info if m is not a], out
+
+
+def _where(n: int, side, lev, nlev: int | None, z_span) -> str:
+    """How a screw is named in notes and reasons (its vertebral level is not labelled automatically)."""
+    of = f" of {nlev}" if nlev is not None else ""
+    return (f"screw {n} ({side} side, construct level {lev}{of} from cranial; vertebral level unknown, "
+            f"not labelled automatically) at z {z_span[0]} to {z_span[1]} mm")
+
+
+def _unassessed(res: AnalysisResult, where: str, record: dict) -> None:
+    """A screw's medial breach not assessed: counted in the summary, listed there (`record`: the screw, its side,
+    level and z, `reason_short` and `reason`, the checks and its position) and said in `not_assessed`."""
+    res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
+    res.summary.setdefault("not_assessed_screws", []).append(record)
+    res.not_assessed.append(f"{where}: medial breach not assessed: {record['reason']}")
 
 
 def _midlines(vol: Volume, screws, levels, canals) -> dict:
@@ -725,8 +733,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
     z_span = [round(float(vol.z[zi.min()]), 1), round(float(vol.z[zi.max()]), 1)]
     axis, tip_t, shaft0, entry, tip = ends  # `_ends`, computed once per screw by analyse_volume
     side, sign, sided_by = _side_and_basis(p, lc, vol, entry, tip, pair_entry=pair_entry)
-    where = (f"screw {n} ({side} side, construct level {lev} of {nlev} from cranial; vertebral level unknown, "
-             f"not labelled automatically) at z {z_span[0]} to {z_span[1]} mm")
+    where = _where(n, side, lev, nlev, z_span)
     base = dict(common, tracking_id=f"screw-{n}", screw=n, side=side, construct_level=lev,
                 vertebral_level="unknown", z_mm=z_span)
     out = [dict(base, name="screw_length", value=round(p.length, 1), unit="mm"),
@@ -743,13 +750,6 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
         ped = _pedicle(vol, p, axis, shaft0, tip_t, sign, midline_x, pol, lc, near_midline=near)
         if shared is not None:
             shared[key] = ped
-
-    def unassessed(short: str, long: str) -> None:
-        res.summary["screws_not_assessed"] = res.summary.get("screws_not_assessed", 0) + 1
-        res.summary.setdefault("not_assessed_screws", []).append(dict(
-            screw=n, side=side, construct_level=lev, z_mm=z_span, reason_short=short, reason=long,
-            midline_check=midline, pedicle_check=ped, **position))
-        res.not_assessed.append(f"{where}: medial breach not assessed: {long}")
 
     na = None  # (short, long reason) when the medial breach is not assessed
     canal_found = canal_ok and lc is not None and lc.reference is not None
@@ -893,7 +893,8 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
         ped, na, depth, max([depth] + list(alts.values())), grade, measured_against, conf, midline, canal_ok, pol,
         own_canal_depth=own_depth if lopsided else None)
     if na is not None:
-        unassessed(*na)
+        _unassessed(res, where, dict(screw=n, side=side, construct_level=lev, z_mm=z_span, reason_short=na[0],
+                                     reason=na[1], midline_check=midline, pedicle_check=ped, **position))
     else:
         lateral = _lateral(vol, lc, ks, ry, rx, shared) if canal_found else None
         src = lc.source if canal_found else "not found"
