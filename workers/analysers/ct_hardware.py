@@ -859,6 +859,10 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
                   f"depth against the canal {depth:.1f} mm (grade {grade}) with confidence {conf:.2f} (canal from "
                   f"{lc.source}; measured against {measured_against}) and the canal-independent midline check "
                   "unavailable at this level; a breach cannot be excluded")
+        elif grade in ("A", "B") and not far and (contra := _neighbour_contradicted(lc, midline, pol)) is not None:
+            na = ("low grade not confirmed",
+                  f"depth {depth:.1f} mm (grade {grade}) against another level's canal only (confidence {conf:.2f}) "
+                  f"while {contra}; a breach cannot be excluded")
     if na is not None and na[0] == "canal not found":
         # No canal at this level or any other, but the canal-independent midline check puts the screw's medial
         # surface next to the vertebral midline, well inside the medial wall expected from the body's width (or
@@ -1024,6 +1028,28 @@ def _pedicle_intact(ped: dict, pol, run: int = 1) -> bool:
             and off is not None and pol.pedicle_intact_min_offset_mm <= off <= pol.pedicle_intact_max_offset_mm)
 
 
+def _neighbour_contradicted(lc, m: dict, pol) -> str | None:
+    """Why an A/B read measured against a neighbouring level's canal alone (no canal found at this level: `lc.source`
+    "neighbouring level", confidence 0.5 or less) is not a negative: a canal-independent reference (the contralateral
+    pair, the other levels' screws, the medial wall expected from the body's width) puts the screw's medial surface at
+    least `neighbour_low_grade_contradicted_mm` (policy `canal.neighbour_low_grade_contradicted_mm`; the C bound) inside.
+    None when none does, the canal is this level's, or the policy key is absent. Session 26: held-out family 6
+    (20261304) study 15, the only D/E screw of its study (truth D 4.1 mm, T12 left, 2-mm slices), read B 0.7 against the
+    level above's canal with confidence 0.32 while the other level's screw put it 6.7 mm further medial and the
+    body-width wall 3.0 mm inside: the study was neither raised nor stated incomplete."""
+    lim = pol.neighbour_low_grade_contradicted_mm
+    if lim is None or lc is None or lc.source != "neighbouring level":
+        return None
+    why = [f"{m[k]:.1f} mm nearer the midline than {name}" if k != "body_depth_mm"
+           else f"{m[k]:.1f} mm inside {name}"
+           for name, k in (("its contralateral pair", "pair_excess_mm"), ("the other levels' screws", "level_excess_mm"),
+                           ("the medial wall expected from the vertebral body's width", "body_depth_mm"))
+           if m.get(k) is not None and m[k] >= lim]
+    if why:
+        why[0] = "its medial surface lies " + why[0]
+    return "; ".join(why) or None
+
+
 def _midline_agrees(m: dict, pol) -> bool:
     """The canal-independent midline check is available (vertebral body found) and every reference it has puts
     the screw clear: medial surface at least `midline_min_offset_mm` + 1 from the midline, not nearer it than
@@ -1055,6 +1081,13 @@ def _with_intact_pedicle(ped: dict, na, depth: float, max_canal_depth: float, gr
       borrowed outline is misaligned; "not assessed (canal references disagree with the pedicle wall)" rather
       than a false C+ (never A/B).
 
+    - "low grade not confirmed" because the midline check is unavailable (no vertebral body found at the level),
+      every canal reference under the C threshold and the cortex intact on every section
+      (`pedicle_sections.intact.confirms_low_grade_without_midline_check`, session 26): graded A/B from the canal
+      depth, measured against the canal and the pedicle wall. Sessions 25-26 sets (5 tuning, 3 seen): 11 truth A/B
+      screws met it among the "low grade not confirmed" ones, no truth C/D/E (those read a section >= 2.6 mm or
+      had the metal under 6 mm from the midline).
+
     `own_canal_depth` (session 15) is given only when this level's canal is lopsided (`_plausibility`: its half on the
     screw's side larger than the contralateral half, so no metal occludes the canal on the screw's side) and is the
     largest of the own and mirrored canal depths. Then, for the first use, the neighbouring level's canal shifted here
@@ -1079,6 +1112,15 @@ def _with_intact_pedicle(ped: dict, na, depth: float, max_canal_depth: float, gr
                 f"{measured_against}, the medial pedicle wall (intact on {ped.get('sections')} sections, at most "
                 f"{max(v for v in ped['profile_mm'] if v is not None):.1f} mm) and the canal-independent midline check",
                 min(conf, 0.6))
+    if (na is not None and na[0] == "low grade not confirmed" and pol.pedicle_intact_confirms_low_grade
+            and mid_off is None and max_canal_depth < c and _pedicle_intact(ped, pol)):
+        # the canal read A/B, the vertebral body (and so the midline check) not found at the level: the pedicle's own
+        # medial cortex seen intact along its length, the metal away from the midline, is the second, independent
+        # measure that a low grade needs (session 26)
+        return (None, depth, pol.grade(depth),
+                f"{measured_against} and the medial pedicle wall (intact on {ped.get('sections')} sections, at most "
+                f"{max(v for v in ped['profile_mm'] if v is not None):.1f} mm; metal at least "
+                f"{ped.get('min_medial_edge_offset_mm')} mm from the vertebral midline)", min(conf, 0.6))
     borrowed = isinstance(measured_against, str) and (
         measured_against.startswith("mirrored contralateral canal")
         or measured_against.startswith("canal of construct level") or measured_against == "neighbouring level")

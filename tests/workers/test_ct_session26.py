@@ -1,0 +1,120 @@
+"""Session 26 (issue 10): two rules on low-grade (A/B) reads, both in rules/images/ct_hardware.yaml.
+
+1. An A/B read measured only against a neighbouring level's canal, while a canal-independent reference (contralateral
+   pair, other levels' screws, body-width wall) puts the screw >= 2 mm further in, is "not assessed (low grade not
+   confirmed)" (held-out family 6 seed 20261304 study 15: the study's only D/E screw read B 0.7 so, silently).
+2. "Low grade not confirmed" only because the midline check is unavailable (no vertebral body found at the level), with
+   every canal reference < 2 mm and the pedicle's medial cortex intact on every section, is graded A/B (two independent
+   measures agree).
+Synthetic and deterministic, as test_ct_session12-25.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+
+from rules.image_policy import ct_policy
+
+POL = ct_policy()
+NB = SimpleNamespace(source="neighbouring level")
+
+
+def test_rules_are_read_from_the_rulebook_and_can_be_switched_off():
+    assert POL.neighbour_low_grade_contradicted_mm == 2.0
+    assert POL.pedicle_intact_confirms_low_grade is True
+    import pathlib
+    import tempfile
+
+    import yaml
+
+    src = pathlib.Path(POL.source).read_text()
+    doc = yaml.safe_load(src)
+    del doc["canal"]["neighbour_low_grade_contradicted_mm"]
+    del doc["pedicle_sections"]["intact"]["confirms_low_grade_without_midline_check"]
+    with tempfile.TemporaryDirectory() as d:
+        p = pathlib.Path(d) / "ct_hardware.yaml"
+        p.write_text(yaml.safe_dump(doc))
+        off = ct_policy(p)
+    assert off.neighbour_low_grade_contradicted_mm is None and off.pedicle_intact_confirms_low_grade is False
+
+
+# ---------------------------------------------------------------- rule 1: a neighbouring level's canal contradicted
+
+def test_held_out_case_a_b_read_against_a_neighbours_canal_contradicted_by_other_levels():
+    from workers.analysers.ct_hardware import _neighbour_contradicted
+
+    m = {"offset_mm": 6.9, "pair_excess_mm": None, "level_excess_mm": 6.7, "axis_depth_mm": None, "body_depth_mm": 3.0}
+    why = _neighbour_contradicted(NB, m, POL)
+    assert why.startswith("its medial surface lies 6.7 mm nearer the midline than the other levels' screws")
+    assert "3.0 mm inside the medial wall expected from the vertebral body's width" in why
+
+
+@pytest.mark.parametrize("m, lc, expected", [
+    ({"pair_excess_mm": 2.0}, NB, True),  # the C bound itself
+    ({"pair_excess_mm": 1.9, "level_excess_mm": -3.0, "body_depth_mm": 1.9}, NB, False),  # every reference under it
+    ({}, NB, False),  # no reference: the existing low-grade rules decide
+    ({"level_excess_mm": 6.7}, SimpleNamespace(source="this level"), False),  # this level's canal: not this rule
+    ({"level_excess_mm": 6.7}, SimpleNamespace(source="this level, one side mirrored"), False),
+    ({"level_excess_mm": 6.7}, None, False),
+])
+def test_only_a_neighbours_canal_with_a_reference_at_the_c_bound(m, lc, expected):
+    from workers.analysers.ct_hardware import _neighbour_contradicted
+
+    assert (_neighbour_contradicted(lc, m, POL) is not None) is expected
+
+
+def test_rule_1_off_without_its_key():
+    from workers.analysers.ct_hardware import _neighbour_contradicted
+
+    off = dataclasses.replace(POL, neighbour_low_grade_contradicted_mm=None)
+    assert _neighbour_contradicted(NB, {"level_excess_mm": 9.0}, off) is None
+
+
+# ---------------------------------------------------------------- rule 2: an intact pedicle confirms a low grade
+
+def _ped(profile=(0.0,) * 12, off=14.9):
+    return {"available": True, "depth_mm": 0.0, "sections": len(profile), "profile_mm": list(profile),
+            "min_medial_edge_offset_mm": off, "medial_edge_offset_mm": off}
+
+
+LOW = ("low grade not confirmed", "depth against the canal 0.0 mm (grade A) with confidence 0.60 ... unavailable")
+
+
+def _call(ped, na=LOW, depth=0.0, max_canal=0.0, midline=None, pol=POL):
+    from workers.analysers.ct_hardware import _with_intact_pedicle
+
+    return _with_intact_pedicle(ped, na, depth, max_canal, "A", "this level and mirrored contralateral canal", 0.6,
+                                midline or {"offset_mm": None}, True, pol)
+
+
+def test_no_midline_check_and_an_intact_cortex_grade_the_low_read():
+    na, depth, grade, against, conf = _call(_ped())
+    assert na is None and grade == "A" and depth == 0.0 and conf <= 0.6
+    assert "medial pedicle wall (intact on 12 sections, at most 0.0 mm" in against
+    assert against.startswith("this level and mirrored contralateral canal")
+    na, depth, grade, _, _ = _call(_ped(profile=(0.0, 1.9) * 5), depth=1.2, max_canal=1.2)
+    assert na is None and grade == "B"
+
+
+@pytest.mark.parametrize("ped, kw", [
+    (_ped(profile=(0.0,) * 7 + (2.6,)), {}),  # one section at 2.6 mm (session 26: truth D 5.5, L5, read so)
+    (_ped(off=5.9), {}),  # the metal under 6 mm from the midline (wholly in the canal: no cortex to cross)
+    (_ped(off=81.5), {}),  # a wrong midline (truth E 8.4 had 81.5 mm)
+    (_ped(profile=(0.0,) * 7), {}),  # too few sections
+    ({"available": False}, {}),
+    (_ped(), {"max_canal": 2.4}),  # a canal reference (mirrored, neighbouring) at C
+    (_ped(), {"midline": {"offset_mm": 6.9, "level_excess_mm": 6.7}}),  # the midline check exists (rule 1's case)
+    (_ped(), {"na": ("canal implausible next to the screw", "...")}),  # another reason: not this use
+])
+def test_the_low_grade_stays_not_assessed(ped, kw):
+    na, *_ = _call(ped, **kw)
+    assert na is not None
+
+
+def test_rule_2_off_without_its_key():
+    off = dataclasses.replace(POL, pedicle_intact_confirms_low_grade=False)
+    na, *_ = _call(_ped(), pol=off)
+    assert na == LOW
