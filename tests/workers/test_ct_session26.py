@@ -4,8 +4,8 @@
    pair, other levels' screws, body-width wall) puts the screw >= 2 mm further in, is "not assessed (low grade not
    confirmed)" (held-out family 6 seed 20261304 study 15: the study's only D/E screw read B 0.7 so, silently).
 2. "Low grade not confirmed" only because the midline check is unavailable (no vertebral body found at the level), with
-   every canal reference < 2 mm and the pedicle's medial cortex intact on every section, is graded A/B (two independent
-   measures agree).
+   every canal reference < 2 mm, the pedicle's medial cortex intact on every section and the metal more than 12 mm
+   (pedicle_sections.max_offset_mm) from the midline, is graded A/B (two independent measures agree).
 Synthetic and deterministic, as test_ct_session12-25.py.
 """
 
@@ -103,6 +103,8 @@ def test_no_midline_check_and_an_intact_cortex_grade_the_low_read():
     (_ped(profile=(0.0,) * 7 + (2.6,)), {}),  # one section at 2.6 mm (session 26: truth D 5.5, L5, read so)
     (_ped(off=5.9), {}),  # the metal under 6 mm from the midline (wholly in the canal: no cortex to cross)
     (_ped(off=81.5), {}),  # a wrong midline (truth E 8.4 had 81.5 mm)
+    (_ped(off=8.9), {}),  # the metal within pedicle_sections.max_offset_mm (family 7 first sight: truth C 2.1, S1)
+    (_ped(off=12.0), {}),  # ... the bound itself
     (_ped(profile=(0.0,) * 7), {}),  # too few sections
     ({"available": False}, {}),
     (_ped(), {"max_canal": 2.4}),  # a canal reference (mirrored, neighbouring) at C

@@ -1082,11 +1082,13 @@ def _with_intact_pedicle(ped: dict, na, depth: float, max_canal_depth: float, gr
       than a false C+ (never A/B).
 
     - "low grade not confirmed" because the midline check is unavailable (no vertebral body found at the level),
-      every canal reference under the C threshold and the cortex intact on every section
+      every canal reference under the C threshold, the cortex intact on every section and the metal's medial surface
+      more than `pedicle_sections.max_offset_mm` (12 mm) from the midline on every section
       (`pedicle_sections.intact.confirms_low_grade_without_midline_check`, session 26): graded A/B from the canal
-      depth, measured against the canal and the pedicle wall. Sessions 25-26 sets (5 tuning, 3 seen): 11 truth A/B
-      screws met it among the "low grade not confirmed" ones, no truth C/D/E (those read a section >= 2.6 mm or
-      had the metal under 6 mm from the midline).
+      depth, measured against the canal and the pedicle wall. Session 26: on 8 sets of families 4-6 (5 tuning, 3
+      seen), 11 truth A/B screws among the "low grade not confirmed" ones had an intact cortex (metal >= 6 mm from
+      the midline), no truth C/D/E; on family 7's first sight (seed 20261306) 10 truth A and one truth C (2.1 mm, S1,
+      metal 8.9 mm from the midline): hence the 12 mm.
 
     `own_canal_depth` (session 15) is given only when this level's canal is lopsided (`_plausibility`: its half on the
     screw's side larger than the contralateral half, so no metal occludes the canal on the screw's side) and is the
@@ -1113,10 +1115,12 @@ def _with_intact_pedicle(ped: dict, na, depth: float, max_canal_depth: float, gr
                 f"{max(v for v in ped['profile_mm'] if v is not None):.1f} mm) and the canal-independent midline check",
                 min(conf, 0.6))
     if (na is not None and na[0] == "low grade not confirmed" and pol.pedicle_intact_confirms_low_grade
-            and mid_off is None and max_canal_depth < c and _pedicle_intact(ped, pol)):
+            and mid_off is None and max_canal_depth < c and _pedicle_intact(ped, pol)
+            and (ped.get("min_medial_edge_offset_mm") or 0.0) > pol.pedicle_max_offset_mm):
         # the canal read A/B, the vertebral body (and so the midline check) not found at the level: the pedicle's own
         # medial cortex seen intact along its length, the metal away from the midline, is the second, independent
-        # measure that a low grade needs (session 26)
+        # measure that a low grade needs, the metal further from the midline than any metal the sections grade
+        # (`pedicle_sections.max_offset_mm`: metal in the canal lies within the canal's half-width) (session 26)
         return (None, depth, pol.grade(depth),
                 f"{measured_against} and the medial pedicle wall (intact on {ped.get('sections')} sections, at most "
                 f"{max(v for v in ped['profile_mm'] if v is not None):.1f} mm; metal at least "
