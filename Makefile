@@ -35,7 +35,7 @@ bench: system-test install
 	$(BIN)/python bench/bench_rules.py
 	$(BIN)/python bench/bench_ct.py
 
-## make validate: the CT analyser on the six independent phantom families (first-sight seeds), report in docs/ct-validation.md
+## make validate: the CT analyser on the seven independent phantom families (first-sight seeds), report in docs/ct-validation.md
 VALIDATE_SEED ?= 20261126
 VALIDATE_N    ?= 200
 validate: install
@@ -45,6 +45,7 @@ validate: install
 	$(BIN)/python bench/validate_ct.py --generator tests/phantom4_blind/spine_phantom4.py --seed 20261201 --n 40 --report docs/ct-validation.md --section family4
 	$(BIN)/python bench/validate_ct.py --generator tests/phantom5_blind/spine_phantom5.py --seed 20261205 --n 40 --report docs/ct-validation.md --section family5
 	$(BIN)/python bench/validate_ct.py --generator tests/phantom6_blind/spine_phantom6.py --seed 20261207 --n 40 --report docs/ct-validation.md --section family6
+	$(BIN)/python bench/validate_ct.py --generator tests/phantom7_blind/spine_phantom7.py --seed 20261306 --n 30 --report docs/ct-validation.md --section family7
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
