@@ -64,8 +64,9 @@ class CTPolicy:
     convergence_grade_deg: float = 60.0  # this far: graded at least D (the trajectory crosses the canal)
     low_grade_min_confidence: float = 0.8  # A/B without the midline check needs this canal confidence
     low_grade_needs_midline: bool = True  # A/B needs the canal-independent midline check whatever the confidence
-    neighbour_low_grade_contradicted_mm: float | None = None  # A/B read only against another level's canal while a
-    # canal-independent reference (pair, other levels, body width) puts the screw this far inside: not assessed
+    low_grade_contradicted_mm: float | None = None  # A/B read against another level's canal or a canal occluded on the
+    # screw's side while a canal-independent reference (pair, other levels, body width) puts the screw this far inside:
+    # not assessed
     pedicle_enabled: bool = False  # pedicle sections computed (evidence only; not yet used for grading)
     pedicle_cortex_hu: float = 350.0  # pedicle sections: bone at least this dense outlines the pedicle
     pedicle_margin_mm: float = 6.0  # pedicle sections: radius searched around the screw beyond its own
@@ -219,9 +220,9 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         convergence_grade_deg=_opt(doc, "canal.convergence.grade_d_deg", file, 60.0),
         low_grade_min_confidence=_opt(doc, "canal.low_grade_min_confidence", file, 0.8),
         low_grade_needs_midline=bool((doc.get("canal") or {}).get("low_grade_needs_midline_check", True)),
-        neighbour_low_grade_contradicted_mm=(
-            _opt(doc, "canal.neighbour_low_grade_contradicted_mm", file, 2.0)
-            if (doc.get("canal") or {}).get("neighbour_low_grade_contradicted_mm") is not None else None),
+        low_grade_contradicted_mm=(
+            _opt(doc, "canal.low_grade_contradicted_mm", file, 2.0)
+            if (doc.get("canal") or {}).get("low_grade_contradicted_mm") is not None else None),
         pedicle_enabled=bool((doc.get("pedicle_sections") or {}).get("enabled", False)),
         pedicle_cortex_hu=_opt(doc, "pedicle_sections.cortex_hu", file, 350.0),
         pedicle_margin_mm=_opt(doc, "pedicle_sections.margin_mm", file, 6.0),

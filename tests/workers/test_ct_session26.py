@@ -1,8 +1,10 @@
 """Session 26 (issue 10): two rules on low-grade (A/B) reads, both in rules/images/ct_hardware.yaml.
 
-1. An A/B read measured only against a neighbouring level's canal, while a canal-independent reference (contralateral
-   pair, other levels' screws, body-width wall) puts the screw >= 2 mm further in, is "not assessed (low grade not
-   confirmed)" (held-out family 6 seed 20261304 study 15: the study's only D/E screw read B 0.7 so, silently).
+1. An A/B read measured against a canal that cannot show a breach on the screw's side (a neighbouring level's canal,
+   or this level's canal occluded on the screw's side), while a canal-independent reference (contralateral pair, other
+   levels' screws, body-width wall) puts the screw >= 2 mm further in, is "not assessed (low grade not confirmed)"
+   (held-out family 6 seed 20261304 study 15 and family 7 first-sight study 7: each study's only D screw read A/B so,
+   silently).
 2. "Low grade not confirmed" only because the midline check is unavailable (no vertebral body found at the level), with
    every canal reference < 2 mm, the pedicle's medial cortex intact on every section and the metal more than 12 mm
    (pedicle_sections.max_offset_mm) from the midline, is graded A/B (two independent measures agree).
@@ -23,7 +25,7 @@ NB = SimpleNamespace(source="neighbouring level")
 
 
 def test_rules_are_read_from_the_rulebook_and_can_be_switched_off():
-    assert POL.neighbour_low_grade_contradicted_mm == 2.0
+    assert POL.low_grade_contradicted_mm == 2.0
     assert POL.pedicle_intact_confirms_low_grade is True
     import pathlib
     import tempfile
@@ -32,45 +34,63 @@ def test_rules_are_read_from_the_rulebook_and_can_be_switched_off():
 
     src = pathlib.Path(POL.source).read_text()
     doc = yaml.safe_load(src)
-    del doc["canal"]["neighbour_low_grade_contradicted_mm"]
+    del doc["canal"]["low_grade_contradicted_mm"]
     del doc["pedicle_sections"]["intact"]["confirms_low_grade_without_midline_check"]
     with tempfile.TemporaryDirectory() as d:
         p = pathlib.Path(d) / "ct_hardware.yaml"
         p.write_text(yaml.safe_dump(doc))
         off = ct_policy(p)
-    assert off.neighbour_low_grade_contradicted_mm is None and off.pedicle_intact_confirms_low_grade is False
+    assert off.low_grade_contradicted_mm is None and off.pedicle_intact_confirms_low_grade is False
 
 
-# ---------------------------------------------------------------- rule 1: a neighbouring level's canal contradicted
+# ---------------------------------------------------------------- rule 1: a canal that cannot show the breach, contradicted
+
+OWN = SimpleNamespace(source="this level")
+OCCLUDED = ["canal on the screw's side 23 % of the contralateral half"]
+
 
 def test_held_out_case_a_b_read_against_a_neighbours_canal_contradicted_by_other_levels():
-    from workers.analysers.ct_hardware import _neighbour_contradicted
+    from workers.analysers.ct_hardware import _low_grade_contradicted
 
     m = {"offset_mm": 6.9, "pair_excess_mm": None, "level_excess_mm": 6.7, "axis_depth_mm": None, "body_depth_mm": 3.0}
-    why = _neighbour_contradicted(NB, m, POL)
+    against, why = _low_grade_contradicted(NB, [], m, POL)
+    assert against == "another level's canal only"
     assert why.startswith("its medial surface lies 6.7 mm nearer the midline than the other levels' screws")
     assert "3.0 mm inside the medial wall expected from the vertebral body's width" in why
 
 
-@pytest.mark.parametrize("m, lc, expected", [
-    ({"pair_excess_mm": 2.0}, NB, True),  # the C bound itself
-    ({"pair_excess_mm": 1.9, "level_excess_mm": -3.0, "body_depth_mm": 1.9}, NB, False),  # every reference under it
-    ({}, NB, False),  # no reference: the existing low-grade rules decide
-    ({"level_excess_mm": 6.7}, SimpleNamespace(source="this level"), False),  # this level's canal: not this rule
-    ({"level_excess_mm": 6.7}, SimpleNamespace(source="this level, one side mirrored"), False),
-    ({"level_excess_mm": 6.7}, None, False),
-])
-def test_only_a_neighbours_canal_with_a_reference_at_the_c_bound(m, lc, expected):
-    from workers.analysers.ct_hardware import _neighbour_contradicted
+def test_family7_case_a_read_against_a_canal_occluded_on_the_screws_side_contradicted_by_the_body_width():
+    from workers.analysers.ct_hardware import _low_grade_contradicted
 
-    assert (_neighbour_contradicted(lc, m, POL) is not None) is expected
+    m = {"offset_mm": 8.6, "pair_excess_mm": None, "level_excess_mm": None, "axis_depth_mm": -4.7, "body_depth_mm": 3.2}
+    against, why = _low_grade_contradicted(OWN, OCCLUDED, m, POL)
+    assert against == "a canal occluded on the screw's side"
+    assert why == "its medial surface lies 3.2 mm inside the medial wall expected from the vertebral body's width"
+
+
+@pytest.mark.parametrize("m, lc, implausible, expected", [
+    ({"pair_excess_mm": 2.0}, NB, [], True),  # the C bound itself
+    ({"pair_excess_mm": 2.0}, OWN, OCCLUDED, True),
+    ({"pair_excess_mm": 1.9, "level_excess_mm": -3.0, "body_depth_mm": 1.9}, NB, [], False),  # every reference under it
+    ({"pair_excess_mm": 1.9, "level_excess_mm": -3.0, "body_depth_mm": 1.9}, OWN, OCCLUDED, False),
+    ({}, NB, [], False),  # no reference: the existing low-grade rules decide
+    ({"level_excess_mm": 6.7}, OWN, [], False),  # this level's canal, plausible: not this rule
+    ({"level_excess_mm": 6.7}, OWN, ["canal area 40 % of the other levels'"], False),  # implausible, not occluded
+    ({"level_excess_mm": 6.7}, SimpleNamespace(source="this level, one side mirrored"), [], False),
+    ({"level_excess_mm": 6.7}, None, OCCLUDED, False),
+])
+def test_only_a_canal_that_cannot_show_the_breach_with_a_reference_at_the_c_bound(m, lc, implausible, expected):
+    from workers.analysers.ct_hardware import _low_grade_contradicted
+
+    assert (_low_grade_contradicted(lc, implausible, m, POL) is not None) is expected
 
 
 def test_rule_1_off_without_its_key():
-    from workers.analysers.ct_hardware import _neighbour_contradicted
+    from workers.analysers.ct_hardware import _low_grade_contradicted
 
-    off = dataclasses.replace(POL, neighbour_low_grade_contradicted_mm=None)
-    assert _neighbour_contradicted(NB, {"level_excess_mm": 9.0}, off) is None
+    off = dataclasses.replace(POL, low_grade_contradicted_mm=None)
+    assert _low_grade_contradicted(NB, [], {"level_excess_mm": 9.0}, off) is None
+    assert _low_grade_contradicted(OWN, OCCLUDED, {"level_excess_mm": 9.0}, off) is None
 
 
 # ---------------------------------------------------------------- rule 2: an intact pedicle confirms a low grade

@@ -859,10 +859,11 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
                   f"depth against the canal {depth:.1f} mm (grade {grade}) with confidence {conf:.2f} (canal from "
                   f"{lc.source}; measured against {measured_against}) and the canal-independent midline check "
                   "unavailable at this level; a breach cannot be excluded")
-        elif grade in ("A", "B") and not far and (contra := _neighbour_contradicted(lc, midline, pol)) is not None:
+        elif (grade in ("A", "B") and not far
+              and (contra := _low_grade_contradicted(lc, implausible, midline, pol)) is not None):
             na = ("low grade not confirmed",
-                  f"depth {depth:.1f} mm (grade {grade}) against another level's canal only (confidence {conf:.2f}) "
-                  f"while {contra}; a breach cannot be excluded")
+                  f"depth {depth:.1f} mm (grade {grade}) against {contra[0]} (confidence {conf:.2f}) while "
+                  f"{contra[1]}; a breach cannot be excluded")
     if na is not None and na[0] == "canal not found":
         # No canal at this level or any other, but the canal-independent midline check puts the screw's medial
         # surface next to the vertebral midline, well inside the medial wall expected from the body's width (or
@@ -1028,26 +1029,39 @@ def _pedicle_intact(ped: dict, pol, run: int = 1) -> bool:
             and off is not None and pol.pedicle_intact_min_offset_mm <= off <= pol.pedicle_intact_max_offset_mm)
 
 
-def _neighbour_contradicted(lc, m: dict, pol) -> str | None:
-    """Why an A/B read measured against a neighbouring level's canal alone (no canal found at this level: `lc.source`
-    "neighbouring level", confidence 0.5 or less) is not a negative: a canal-independent reference (the contralateral
-    pair, the other levels' screws, the medial wall expected from the body's width) puts the screw's medial surface at
-    least `neighbour_low_grade_contradicted_mm` (policy `canal.neighbour_low_grade_contradicted_mm`; the C bound) inside.
-    None when none does, the canal is this level's, or the policy key is absent. Session 26: held-out family 6
-    (20261304) study 15, the only D/E screw of its study (truth D 4.1 mm, T12 left, 2-mm slices), read B 0.7 against the
-    level above's canal with confidence 0.32 while the other level's screw put it 6.7 mm further medial and the
-    body-width wall 3.0 mm inside: the study was neither raised nor stated incomplete."""
-    lim = pol.neighbour_low_grade_contradicted_mm
-    if lim is None or lc is None or lc.source != "neighbouring level":
+def _low_grade_contradicted(lc, implausible: list, m: dict, pol) -> tuple[str, str] | None:
+    """(what the A/B read was measured against, why it is not a negative) when an A/B read comes from a canal that
+    cannot show a breach on the screw's side -- a neighbouring level's canal (none found at this level: `lc.source`
+    "neighbouring level", confidence 0.5 or less) or this level's canal with its half on the screw's side under
+    `canal.plausibility.side_ratio_min` of the contralateral half (occluded: the screw's metal and blooming take the
+    place of the canal there) -- while a canal-independent reference (the contralateral pair, the other levels' screws,
+    the medial wall expected from the body's width) puts the screw's medial surface at least
+    `canal.low_grade_contradicted_mm` (the C bound) further in. None otherwise, or without the policy key.
+
+    Session 26: held-out family 6 (20261304) study 15, the study's only D/E screw (truth D 4.1 mm, T12 left, 2-mm
+    slices), read B 0.7 against the level above's canal (confidence 0.32), the other level's screw 6.7 mm further out
+    and the body-width wall 3.0 mm inside; family 7's first sight (20261306) study 7, its only D/E screw (truth D 5.6,
+    L4 right, 2-mm slices), read A with the canal on its side 23 % of the other half, the body-width wall 3.2 mm inside.
+    Both studies were neither raised nor stated incomplete. Occluded-canal A/B reads on 11 sets (families 4-7): 45,
+    of which 9 met the reference condition: 7 truth A, this D and a truth C (2.3 mm)."""
+    lim = pol.low_grade_contradicted_mm
+    if lim is None or lc is None:
+        return None
+    if lc.source == "neighbouring level":
+        against = "another level's canal only"
+    elif any(str(r).startswith("canal on the screw's side") for r in implausible or ()):
+        against = "a canal occluded on the screw's side"
+    else:
         return None
     why = [f"{m[k]:.1f} mm nearer the midline than {name}" if k != "body_depth_mm"
            else f"{m[k]:.1f} mm inside {name}"
            for name, k in (("its contralateral pair", "pair_excess_mm"), ("the other levels' screws", "level_excess_mm"),
                            ("the medial wall expected from the vertebral body's width", "body_depth_mm"))
            if m.get(k) is not None and m[k] >= lim]
-    if why:
-        why[0] = "its medial surface lies " + why[0]
-    return "; ".join(why) or None
+    if not why:
+        return None
+    why[0] = "its medial surface lies " + why[0]
+    return against, "; ".join(why)
 
 
 def _midline_agrees(m: dict, pol) -> bool:
