@@ -81,6 +81,7 @@ class CTPolicy:
     pedicle_soft_hu: float = 60.0  # ... and is the canal's soft tissue when its median is below this
     pedicle_grade_mm: float = 4.0  # pedicle depth at least this: graded from it (D/E), whatever the canal says
     pedicle_never_ab_mm: float = 2.0  # pedicle depth at least this: never A/B (not assessed instead)
+    pedicle_confirms_midline_mm: float | None = None  # pedicle depth at least this confirms the midline check's breach
     pedicle_confirms_low_grade: bool = False  # a pedicle depth under never_ab_mm confirms a canal A/B read
     pedicle_intact_max_mm: float | None = None  # every pedicle section under this: medial cortex intact (None: off)
     pedicle_intact_min_sections: int = 8  # ... over at least this many sections
@@ -240,6 +241,8 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         pedicle_soft_hu=_num_or(doc, "pedicle_sections.soft_hu", file, 60.0),
         pedicle_grade_mm=_opt(doc, "pedicle_sections.grade_from_mm", file, 4.0),
         pedicle_never_ab_mm=_opt(doc, "pedicle_sections.never_ab_mm", file, 2.0),
+        pedicle_confirms_midline_mm=(_opt(doc, "pedicle_sections.confirms_midline_breach_mm", file, 3.0)
+                                     if "confirms_midline_breach_mm" in (doc.get("pedicle_sections") or {}) else None),
         pedicle_confirms_low_grade=bool((doc.get("pedicle_sections") or {}).get("confirms_low_grade", False)),
         pedicle_intact_max_mm=(_opt(doc, "pedicle_sections.intact.max_section_mm", file, 2.0)
                                if "intact" in (doc.get("pedicle_sections") or {}) else None),

@@ -1,4 +1,4 @@
-"""Session 26 (issue 10): two rules on low-grade (A/B) reads, both in rules/images/ct_hardware.yaml.
+"""Session 26 (issue 10): three rules, all in rules/images/ct_hardware.yaml.
 
 1. An A/B read measured against a canal that cannot show a breach on the screw's side (a neighbouring level's canal,
    or this level's canal occluded on the screw's side), while a canal-independent reference (contralateral pair, other
@@ -8,6 +8,8 @@
 2. "Low grade not confirmed" only because the midline check is unavailable (no vertebral body found at the level), with
    every canal reference < 2 mm, the pedicle's medial cortex intact on every section and the metal more than 12 mm
    (pedicle_sections.max_offset_mm) from the midline, is graded A/B (two independent measures agree).
+3. "Not assessed (canal-independent check suggests a medial breach)" with a pedicle depth >= 3 mm (4 consecutive
+   sections) is graded at least D: two canal-independent measures agree (5 truth D/E, no A/B/C on 12 sets).
 Synthetic and deterministic, as test_ct_session12-25.py.
 """
 
@@ -36,11 +38,13 @@ def test_rules_are_read_from_the_rulebook_and_can_be_switched_off():
     doc = yaml.safe_load(src)
     del doc["canal"]["low_grade_contradicted_mm"]
     del doc["pedicle_sections"]["intact"]["confirms_low_grade_without_midline_check"]
+    del doc["pedicle_sections"]["confirms_midline_breach_mm"]
     with tempfile.TemporaryDirectory() as d:
         p = pathlib.Path(d) / "ct_hardware.yaml"
         p.write_text(yaml.safe_dump(doc))
         off = ct_policy(p)
     assert off.low_grade_contradicted_mm is None and off.pedicle_intact_confirms_low_grade is False
+    assert off.pedicle_confirms_midline_mm is None
 
 
 # ---------------------------------------------------------------- rule 1: a canal that cannot show the breach, contradicted
@@ -140,3 +144,40 @@ def test_rule_2_off_without_its_key():
     off = dataclasses.replace(POL, pedicle_intact_confirms_low_grade=False)
     na, *_ = _call(_ped(), pol=off)
     assert na == LOW
+
+
+# ---------------------------------------------------------------- rule 3: pedicle sections confirm the midline check
+
+MID = ("canal-independent check suggests a medial breach",
+       "canal-independent check at the pedicle isthmus: its medial surface is 4.1 mm nearer the midline than the "
+       "contralateral screw's; depth against the canal 0.0 mm (grade A, canal from this level); a breach cannot be "
+       "excluded")
+
+
+def test_the_pedicle_depth_confirms_the_midline_checks_breach_graded_at_least_d():
+    from workers.analysers.ct_hardware import _pedicle_confirms_midline
+
+    assert POL.pedicle_confirms_midline_mm == 3.0
+    ped = {"available": True, "depth_mm": 3.6, "medial_edge_offset_mm": 12.5}  # family 7 seed 2 study 3, truth D 4.0
+    assert _pedicle_confirms_midline(ped, POL) == 4.0  # a D minimum
+    assert _pedicle_confirms_midline(dict(ped, depth_mm=6.6), POL) == 6.6
+    assert _pedicle_confirms_midline(dict(ped, depth_mm=3.0), POL) == 4.0  # the bound itself
+
+
+@pytest.mark.parametrize("ped", [
+    {"available": True, "depth_mm": 2.0},  # the deepest truth A/B/C left so on 12 sets
+    {"available": True, "depth_mm": 2.9},
+    {"available": False, "depth_mm": None},
+    {"available": False, "depth_mm": 5.0},  # sections not usable: their depth is not evidence
+])
+def test_a_shallow_or_missing_pedicle_depth_does_not_confirm(ped):
+    from workers.analysers.ct_hardware import _pedicle_confirms_midline
+
+    assert _pedicle_confirms_midline(ped, POL) is None
+
+
+def test_rule_3_off_without_its_key():
+    from workers.analysers.ct_hardware import _pedicle_confirms_midline
+
+    off = dataclasses.replace(POL, pedicle_confirms_midline_mm=None)
+    assert _pedicle_confirms_midline({"available": True, "depth_mm": 6.0}, off) is None

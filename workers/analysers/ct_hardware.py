@@ -890,6 +890,14 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
                                 f"{max(v for v in ped['profile_mm'] if v is not None):.1f} mm; canal read "
                                 f"{depth:.1f} mm, {na[0]})")
             na, depth, grade, conf = None, three, pol.grade(three), 0.5
+    if na is not None and na[0] == "canal-independent check suggests a medial breach":
+        confirmed = _pedicle_confirms_midline(ped, pol)
+        if confirmed is not None:
+            why = na[1].split(": ", 1)[-1].split("; depth against the canal")[0]
+            measured_against = (f"canal-independent midline check ({why}) and the medial pedicle "
+                                f"wall ({ped['depth_mm']:.1f} mm beyond it over {pol.pedicle_run_sections} consecutive "
+                                f"sections); canal read {depth:.1f} mm")
+            na, depth, grade, conf = None, confirmed, pol.grade(confirmed), 0.5
     # the canal found lies on the screw's side of its centre ("lopsided"): the other level's canal shifted here is not
     # allowed to block the intact-pedicle A/B read on its own (session 15, `_with_intact_pedicle`)
     lopsided = any(r.startswith("canal lopsided") for r in implausible)
@@ -1253,6 +1261,27 @@ def _three_measures_depth(m: dict, ped: dict, pol) -> float | None:
     if ax is None or ax < d or not refs or max(refs) < d or not _pedicle_breached(ped, pol):
         return None
     return float(max(min(ax, max(refs)), d))
+
+
+def _pedicle_confirms_midline(ped: dict, pol) -> float | None:
+    """Depth (mm, a D minimum) when the pedicle sections confirm what the canal-independent midline check says (the
+    screw nearer the midline than its pair, next to the midline, or inside the medial wall expected from the body's
+    width, while the canal read A/B: "not assessed (canal-independent check suggests a medial breach)"): the pedicle
+    depth -- the deepest run of `pedicle_sections.run_sections` consecutive sections -- at least
+    `pedicle_sections.confirms_midline_breach_mm`. Unlike a grade from the pedicle alone (`_with_pedicle`), the metal
+    is not asked to lie within `pedicle_sections.max_offset_mm` of the midline: the midline check already puts it
+    nearer the midline than it should be. Two canal-independent measures then agree on a breach that the canal
+    outline missed: graded at least D (the metal is in the canal; never A/B). None otherwise, or without the policy
+    key.
+
+    Session 26, 12 sets of families 4-7: of the screws left so, 5 had a pedicle depth >= 3 mm, all truth D/E (D 4.0
+    twice, D 4.0 with the metal 12.5 mm from the midline, E 6.0, E 8.4), and none of the 31 truth A/B/C (deepest
+    2.0 mm)."""
+    lim = pol.pedicle_confirms_midline_mm
+    pdepth = ped.get("depth_mm") if ped.get("available") else None
+    if lim is None or pdepth is None or pdepth < lim:
+        return None
+    return float(max(pdepth, pol.grade_bounds[2]))
 
 
 def _pedicle_breached(ped: dict, pol) -> bool:
