@@ -7,7 +7,8 @@
    silently).
 2. "Low grade not confirmed" only because the midline check is unavailable (no vertebral body found at the level), with
    every canal reference < 2 mm, the pedicle's medial cortex intact on every section and the metal more than 12 mm
-   (pedicle_sections.max_offset_mm) from the midline, is graded A/B (two independent measures agree).
+   (pedicle_sections.max_offset_mm) from the midline, is graded A/B (two independent measures agree) -- switched off
+   in the rulebook after the held-out family 7 (a study lost its "incomplete" cue); tested here switched on.
 3. "Not assessed (canal-independent check suggests a medial breach)" with a pedicle depth >= 3 mm (4 consecutive
    sections) is graded at least D: two canal-independent measures agree (5 truth D/E, no A/B/C on 12 sets).
 Synthetic and deterministic, as test_ct_session12-25.py.
@@ -28,7 +29,7 @@ NB = SimpleNamespace(source="neighbouring level")
 
 def test_rules_are_read_from_the_rulebook_and_can_be_switched_off():
     assert POL.low_grade_contradicted_mm == 2.0
-    assert POL.pedicle_intact_confirms_low_grade is True
+    assert POL.pedicle_intact_confirms_low_grade is False  # rule 2 is off since the held-out family 7 (session 26)
     import pathlib
     import tempfile
 
@@ -37,13 +38,13 @@ def test_rules_are_read_from_the_rulebook_and_can_be_switched_off():
     src = pathlib.Path(POL.source).read_text()
     doc = yaml.safe_load(src)
     del doc["canal"]["low_grade_contradicted_mm"]
-    del doc["pedicle_sections"]["intact"]["confirms_low_grade_without_midline_check"]
+    doc["pedicle_sections"]["intact"]["confirms_low_grade_without_midline_check"] = True
     del doc["pedicle_sections"]["confirms_midline_breach_mm"]
     with tempfile.TemporaryDirectory() as d:
         p = pathlib.Path(d) / "ct_hardware.yaml"
         p.write_text(yaml.safe_dump(doc))
         off = ct_policy(p)
-    assert off.low_grade_contradicted_mm is None and off.pedicle_intact_confirms_low_grade is False
+    assert off.low_grade_contradicted_mm is None and off.pedicle_intact_confirms_low_grade is True
     assert off.pedicle_confirms_midline_mm is None
 
 
@@ -107,7 +108,10 @@ def _ped(profile=(0.0,) * 12, off=14.9):
 LOW = ("low grade not confirmed", "depth against the canal 0.0 mm (grade A) with confidence 0.60 ... unavailable")
 
 
-def _call(ped, na=LOW, depth=0.0, max_canal=0.0, midline=None, pol=POL):
+ON = dataclasses.replace(POL, pedicle_intact_confirms_low_grade=True)
+
+
+def _call(ped, na=LOW, depth=0.0, max_canal=0.0, midline=None, pol=ON):
     from workers.analysers.ct_hardware import _with_intact_pedicle
 
     return _with_intact_pedicle(ped, na, depth, max_canal, "A", "this level and mirrored contralateral canal", 0.6,
@@ -140,9 +144,8 @@ def test_the_low_grade_stays_not_assessed(ped, kw):
     assert na is not None
 
 
-def test_rule_2_off_without_its_key():
-    off = dataclasses.replace(POL, pedicle_intact_confirms_low_grade=False)
-    na, *_ = _call(_ped(), pol=off)
+def test_rule_2_is_off_in_the_rulebook():
+    na, *_ = _call(_ped(), pol=POL)
     assert na == LOW
 
 

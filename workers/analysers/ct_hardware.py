@@ -1110,7 +1110,8 @@ def _with_intact_pedicle(ped: dict, na, depth: float, max_canal_depth: float, gr
       depth, measured against the canal and the pedicle wall. Session 26: on 8 sets of families 4-6 (5 tuning, 3
       seen), 11 truth A/B screws among the "low grade not confirmed" ones had an intact cortex (metal >= 6 mm from
       the midline), no truth C/D/E; on family 7's first sight (seed 20261306) 10 truth A and one truth C (2.1 mm, S1,
-      metal 8.9 mm from the midline): hence the 12 mm.
+      metal 8.9 mm from the midline): hence the 12 mm. **Off in the rulebook** since the held-out family 7 (seed
+      20261307): in one study it graded the two screws that had made the study "incomplete" while its D screw read B.
 
     `own_canal_depth` (session 15) is given only when this level's canal is lopsided (`_plausibility`: its half on the
     screw's side larger than the contralateral half, so no metal occludes the canal on the screw's side) and is the
