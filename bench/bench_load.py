@@ -10,7 +10,8 @@
 (e) idle CPU of `serve` (and its Redis and listener processes) over BENCH_IDLE_SECONDS (60).
 
 pacs-triage runs with durability on (fsync + rename before success, audit on), as shipped;
-storescp as DCMTK ships it (no fsync). Prints a table and writes it to bench/results.md.
+storescp as DCMTK ships it (no fsync). Prints a table and writes it to bench/results.md, replacing the
+previous run's table (between its latest-run markers) and keeping the sections written below it.
 
 BENCH_A_TREES / BENCH_B_TREES=/path/to/checkout[,...]: (a) / (b) also serve from those code trees in
 the same interleaved rounds (old code against new in one run, on a shared machine).
@@ -490,18 +491,32 @@ def idle(tmp: Path) -> None:
         f"**{total / IDLE_SECONDS:.2%}** of a core ({total:.2f} CPU-s: {parts}; was ≈ 5–8 %)", "≤ 1 %")
 
 
+TITLE = "# Load benchmark (`make bench`, bench/bench_load.py)"
+LATEST_BEGIN, LATEST_END = "<!-- latest-run:begin -->", "<!-- latest-run:end -->"
+
+
+def merged_results(previous: str, latest: str) -> str:
+    """bench/results.md with `latest` (this run's table) between the latest-run markers, under the title; the sections
+    written by hand below it (earlier sessions' measurements and their reading) are kept as they were."""
+    block = f"{LATEST_BEGIN}\n## Latest `make bench` run\n\n{latest.rstrip()}\n{LATEST_END}"
+    if LATEST_BEGIN in previous and LATEST_END in previous:
+        i, j = previous.index(LATEST_BEGIN), previous.index(LATEST_END) + len(LATEST_END)
+        return previous[:i] + block + previous[j:]
+    rest = previous[len(TITLE):].lstrip("\n") if previous.startswith(TITLE) else previous.lstrip("\n")
+    return f"{TITLE}\n\n{block}\n\n{rest}".rstrip("\n") + "\n"
+
+
 def write_results(started: str, took: float) -> None:
     table = ["| benchmark | measured | target |", "|---|---|---|"]
     table += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    text = (f"# Load benchmark (`make bench`, bench/bench_load.py)\n\n"
-            f"Run {started} UTC on this machine: {os.cpu_count()} cores, **shared with other jobs while it ran** "
+    text = (f"Run {started} UTC on this machine: {os.cpu_count()} cores, **shared with other jobs while it ran** "
             f"(figures vary by ±20 % from run to run), loopback network, DCMTK storescu as the modality. "
             f"pacs-triage as shipped (fsync, audit); storescp without fsync. Took {took / 60:.1f} min.\n\n"
             + "\n".join(table) + "\n")
     if os.environ.get("BENCH_NO_RESULTS"):  # a comparison run: print only, bench/results.md untouched
         print("(bench/results.md not written: BENCH_NO_RESULTS)")
-    else:
-        RESULTS.write_text(text)
+    else:  # the latest run replaces the previous one; the sessions' sections below are kept
+        RESULTS.write_text(merged_results(RESULTS.read_text() if RESULTS.exists() else "", text))
     print("\n" + "\n".join(table))
 
 
