@@ -142,6 +142,12 @@ def _opt(doc: dict, path: str, file: Path, default: float) -> float:
     return _num({"v": cur}, "v", file) if cur is not _ABSENT and cur is not None else default
 
 
+def _opt_or_none(doc: dict, path: str, file: Path) -> float | None:
+    """An optional number whose absence (or null) switches its rule off: None then."""
+    cur = _lookup(doc, path)
+    return None if cur is _ABSENT or cur is None else _num({"v": cur}, "v", file)
+
+
 def _num_or(doc: dict, path: str, file: Path, default: float) -> float:
     """An optional number that may be negative (HU)."""
     cur = _lookup(doc, path)
@@ -221,9 +227,7 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         convergence_grade_deg=_opt(doc, "canal.convergence.grade_d_deg", file, 60.0),
         low_grade_min_confidence=_opt(doc, "canal.low_grade_min_confidence", file, 0.8),
         low_grade_needs_midline=bool((doc.get("canal") or {}).get("low_grade_needs_midline_check", True)),
-        low_grade_contradicted_mm=(
-            _opt(doc, "canal.low_grade_contradicted_mm", file, 2.0)
-            if (doc.get("canal") or {}).get("low_grade_contradicted_mm") is not None else None),
+        low_grade_contradicted_mm=_opt_or_none(doc, "canal.low_grade_contradicted_mm", file),
         pedicle_enabled=bool((doc.get("pedicle_sections") or {}).get("enabled", False)),
         pedicle_cortex_hu=_opt(doc, "pedicle_sections.cortex_hu", file, 350.0),
         pedicle_margin_mm=_opt(doc, "pedicle_sections.margin_mm", file, 6.0),
@@ -241,8 +245,7 @@ def parse(doc: dict, file: Path) -> CTPolicy:
         pedicle_soft_hu=_num_or(doc, "pedicle_sections.soft_hu", file, 60.0),
         pedicle_grade_mm=_opt(doc, "pedicle_sections.grade_from_mm", file, 4.0),
         pedicle_never_ab_mm=_opt(doc, "pedicle_sections.never_ab_mm", file, 2.0),
-        pedicle_confirms_midline_mm=(_opt(doc, "pedicle_sections.confirms_midline_breach_mm", file, 3.0)
-                                     if "confirms_midline_breach_mm" in (doc.get("pedicle_sections") or {}) else None),
+        pedicle_confirms_midline_mm=_opt_or_none(doc, "pedicle_sections.confirms_midline_breach_mm", file),
         pedicle_confirms_low_grade=bool((doc.get("pedicle_sections") or {}).get("confirms_low_grade", False)),
         pedicle_intact_max_mm=(_opt(doc, "pedicle_sections.intact.max_section_mm", file, 2.0)
                                if "intact" in (doc.get("pedicle_sections") or {}) else None),

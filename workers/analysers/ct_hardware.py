@@ -754,6 +754,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
     na = None  # (short, long reason) when the medial breach is not assessed
     canal_found = canal_ok and lc is not None and lc.reference is not None
     depth, wall, canal_d, conf, grade, alts, implausible = 0.0, None, None, 0.0, None, {}, []
+    mid_block = None  # (short, long reason) when the canal-independent midline check contradicts the canal's grade
     measured_against = None
     if not canal_ok:
         na = ("intrathecal contrast", f"contrast agent recorded ({contrast}) fills the canal")
@@ -893,7 +894,7 @@ def _screw(vol, p, n, lev, nlev, lc, thr, canal_ok, res, common, pol, thick, end
     if na is not None and na[0] == "canal-independent check suggests a medial breach":
         confirmed = _pedicle_confirms_midline(ped, pol)
         if confirmed is not None:
-            why = na[1].split(": ", 1)[-1].split("; depth against the canal")[0]
+            why = mid_block[1].removeprefix(MIDLINE_BREACH_PREFIX)
             measured_against = (f"canal-independent midline check ({why}) and the medial pedicle "
                                 f"wall ({ped['depth_mm']:.1f} mm beyond it over {pol.pedicle_run_sections} consecutive "
                                 f"sections); canal read {depth:.1f} mm")
@@ -1057,7 +1058,7 @@ def _low_grade_contradicted(lc, implausible: list, m: dict, pol) -> tuple[str, s
         return None
     if lc.source == "neighbouring level":
         against = "another level's canal only"
-    elif any(str(r).startswith("canal on the screw's side") for r in implausible or ()):
+    elif any(r.startswith("canal on the screw's side") for r in implausible):
         against = "a canal occluded on the screw's side"
     else:
         return None
@@ -1324,6 +1325,11 @@ def _midline_clear(m: dict, depth: float, alt_depth: float, pol) -> bool:
             and bd is not None and bd < pol.grade_bounds[1] and max(depth, alt_depth) < pol.grade_bounds[1])
 
 
+#: How `_midline_block`'s "suggests a medial breach" reason begins; the reasons that follow are quoted by
+#: `_pedicle_confirms_midline`'s grade in `_screw`.
+MIDLINE_BREACH_PREFIX = "canal-independent check at the pedicle isthmus: "
+
+
 def _midline_block(m: dict, depth: float, pol) -> tuple[str, str] | None:
     """(short, long reason) when the canal-independent midline check contradicts the canal's grade.
 
@@ -1347,8 +1353,7 @@ def _midline_block(m: dict, depth: float, pol) -> tuple[str, str] | None:
             why.append(f"it reaches {bd:.1f} mm inside the medial pedicle wall expected from the vertebral body's "
                        "width (interpedicular half-distance a quarter of the body width)")
         if why:
-            return ("canal-independent check suggests a medial breach",
-                    "canal-independent check at the pedicle isthmus: " + "; ".join(why))
+            return ("canal-independent check suggests a medial breach", MIDLINE_BREACH_PREFIX + "; ".join(why))
         return None
     if off >= pol.midline_min_offset_mm and off + depth > pol.midline_max_half_width_mm:
         return ("canal and midline checks disagree",
